@@ -1,0 +1,388 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/grantwatch/grantwatch/daemon"
+	"github.com/grantwatch/grantwatch/internal/secret"
+	"github.com/grantwatch/grantwatch/store"
+)
+
+func (a *app) grantsCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "grants",
+		Short: "Import, list, show, probe and fix grants",
+		Long: `The grants commands talk to the running daemon over its control socket, or open
+the database directly when no daemon runs.`,
+	}
+	cmd.AddCommand(a.grantsImportCmd(), a.grantsListCmd(), a.grantsShowCmd(),
+		a.grantsSetTokenCmd(), a.grantsProbeCmd(), a.grantsRmCmd())
+	return cmd
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func (a *app) grantsImportCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "import FILE|-",
+		Short: "Import grants from JSON Lines (id, provider, refresh_token, subject, labels)",
+		Long: `import reads one grant per line:
+
+  {"id":"u1-gmail","provider":"google","refresh_token":"1//0g…","subject":"ann@example.com","labels":{"tenant":"acme"}}
+
+The whole input is validated first: a bad line is reported with its line number
+and field, and nothing is imported. Importing an id again replaces its token and
+resets it to pending.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var r io.Reader = a.in
+			if args[0] != "-" {
+				f, err := os.Open(args[0])
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				r = f
+			}
+			c, _, err := a.client(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			start := time.Now()
+			p, err := c.Import(cmd.Context(), bufio.NewReaderSize(r, 1<<20), func(p daemon.ImportProgress) {
+				fmt.Fprintf(a.errw, "\rimporting: %d of %d grants (%.0f%%)", p.Done, p.Total, 100*float64(p.Done)/float64(max(p.Total, 1)))
+			})
+			if p.Done > 0 && p.Done < p.Total || err == nil && p.Total > 0 {
+				fmt.Fprint(a.errw, "\r\033[K")
+			}
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "imported %d grants (%d new, %d replaced) in %s\n",
+				p.Total, p.Created, p.Replaced, time.Since(start).Round(time.Millisecond))
+			return nil
+		},
+	}
+}
+
+func (a *app) grantsListCmd() *cobra.Command {
+	var state, provider string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "list [--state S] [--provider P] [--json]",
+		Short: "List grants with their state and cause",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, _, err := a.client(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			out := bufio.NewWriter(cmd.OutOrStdout())
+			defer out.Flush()
+			if asJSON {
+				// Stream a JSON array: a million grants never sit in memory.
+				out.WriteString("[")
+				n := 0
+				err := c.List(cmd.Context(), state, provider, func(g store.Grant) error {
+					if n > 0 {
+						out.WriteString(",")
+					}
+					n++
+					b, err := json.Marshal(g)
+					out.WriteString("\n  ")
+					out.Write(b)
+					return err
+				})
+				if err != nil {
+					return err
+				}
+				out.WriteString("\n]\n")
+				return nil
+			}
+			tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tPROVIDER\tSTATE\tCAUSE\tFAILS\tLAST PROBE\tSUBJECT")
+			n := 0
+			err = c.List(cmd.Context(), state, provider, func(g store.Grant) error {
+				n++
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", g.ID, g.Provider, g.State,
+					dash(g.Cause), g.Failures, ago(g.LastProbeAt), dash(g.Subject))
+				return nil
+			})
+			tw.Flush()
+			if err == nil && n == 0 {
+				fmt.Fprintln(a.errw, "no grants match")
+			}
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&state, "state", "", "only grants in this state (pending, healthy, degraded, reconnect_required, on_hold)")
+	cmd.Flags().StringVar(&provider, "provider", "", "only grants of this provider")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON array")
+	return cmd
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// ago renders a time as an age an operator reads at a glance.
+func ago(t time.Time) string {
+	if t.IsZero() {
+		return "never"
+	}
+	d := time.Since(t)
+	switch {
+	case d < 0:
+		return "in " + (-d).Round(time.Second).String()
+	case d < time.Minute:
+		return fmt.Sprintf("%ds ago", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm ago", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh%02dm ago", int(d.Hours()), int(d.Minutes())%60)
+	}
+	return fmt.Sprintf("%dd ago", int(d.Hours()/24))
+}
+
+func (a *app) grantsShowCmd() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "show ID [--json]",
+		Short: "Show one grant with its history",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, _, err := a.client(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			g, err := c.Show(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if asJSON {
+				return printJSON(out, g)
+			}
+			printGrant(out, g.Grant)
+			if len(g.History) > 0 {
+				fmt.Fprintln(out, "\nhistory:")
+				tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+				for _, h := range g.History {
+					line := fmt.Sprintf("  %s\t%s → %s\t%s", h.At.Format(time.RFC3339), dash(string(h.From)), h.To, dash(h.Cause))
+					if h.Note != "" {
+						line += "\t" + h.Note
+					} else if h.ErrorDescription != "" {
+						line += "\t" + truncate(h.ErrorDescription, 60)
+					}
+					fmt.Fprintln(tw, line)
+				}
+				tw.Flush()
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n-1] + "…"
+}
+
+func printGrant(out io.Writer, g store.Grant) {
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "id:\t%s\nprovider:\t%s\n", g.ID, g.Provider)
+	if g.Subject != "" {
+		fmt.Fprintf(tw, "subject:\t%s\n", g.Subject)
+	}
+	if len(g.Labels) > 0 {
+		var ls []string
+		for k, v := range g.Labels {
+			ls = append(ls, k+"="+v)
+		}
+		fmt.Fprintf(tw, "labels:\t%s\n", strings.Join(ls, ", "))
+	}
+	fmt.Fprintf(tw, "state:\t%s (since %s)\n", g.State, ago(g.StateChangedAt))
+	if g.Cause != "" {
+		fmt.Fprintf(tw, "cause:\t%s (action: %s)\n", g.Cause, g.Action)
+	}
+	if g.Error != "" || g.ErrorDescription != "" {
+		fmt.Fprintf(tw, "error:\t%s %s\n", g.Error, g.ErrorDescription)
+	}
+	fmt.Fprintf(tw, "failures:\t%d\nlast probe:\t%s\nlast success:\t%s\n", g.Failures, ago(g.LastProbeAt), ago(g.LastSuccessAt))
+	if g.NextDueAt.IsZero() {
+		fmt.Fprintf(tw, "next probe:\tnone (waits for a new refresh token)\n")
+	} else {
+		fmt.Fprintf(tw, "next probe:\t%s\n", g.NextDueAt.Local().Format(time.RFC3339))
+	}
+	tw.Flush()
+}
+
+func printReport(out io.Writer, r daemon.ProbeReport) {
+	if r.Stale {
+		fmt.Fprintln(out, "The grant's token was replaced while the probe ran; its result was dropped.")
+	}
+	res := r.Result
+	if res.OK {
+		fmt.Fprintf(out, "probe ok in %.0f ms", res.LatencyMS)
+		if res.Rotated {
+			fmt.Fprint(out, " (the provider rotated the refresh token; the new one is stored)")
+		}
+		fmt.Fprintln(out)
+	} else {
+		fmt.Fprintf(out, "probe failed: %s (action: %s)\n", res.Cause, res.Action)
+		if res.Error != "" || res.ErrorDescription != "" {
+			fmt.Fprintf(out, "provider said: HTTP %d %s %s\n", res.Status, res.Error, res.ErrorDescription)
+		}
+		fmt.Fprintf(out, "\n%s\n\n", wrap(res.Fix, 80))
+	}
+	printGrant(out, r.Grant)
+}
+
+func (a *app) probeExit(r daemon.ProbeReport) error {
+	if r.Result.OK {
+		return nil
+	}
+	return exitCode(1)
+}
+
+func (a *app) grantsProbeCmd() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "probe ID [--json]",
+		Short: "Probe one grant now and print the result, cause and fix",
+		Long:  "probe refreshes the grant's token now, through the daemon when it runs, and stores the outcome like a scheduled probe. Exit status 1 when the probe failed.",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, _, err := a.client(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			r, err := c.Probe(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				if err := printJSON(cmd.OutOrStdout(), r); err != nil {
+					return err
+				}
+			} else {
+				printReport(cmd.OutOrStdout(), r)
+			}
+			return a.probeExit(r)
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func (a *app) grantsSetTokenCmd() *cobra.Command {
+	var file string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "set-token ID [--file F]",
+		Short: "Store a new refresh token (from stdin or --file) and probe it once",
+		Long: `set-token stores the refresh token a user's reconnect produced, resets the grant
+and probes it once. The token is read from stdin or --file, never from the command
+line, where other users could read it in the process list.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			tok, err := a.readToken(file)
+			if err != nil {
+				return err
+			}
+			c, _, err := a.client(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			r, err := c.SetToken(cmd.Context(), args[0], tok)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				if err := printJSON(cmd.OutOrStdout(), r); err != nil {
+					return err
+				}
+			} else {
+				fmt.Fprintln(cmd.OutOrStdout(), "new refresh token stored")
+				printReport(cmd.OutOrStdout(), r)
+			}
+			return a.probeExit(r)
+		},
+	}
+	cmd.Flags().StringVar(&file, "file", "", "read the token from this file instead of stdin")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+// readToken reads a refresh token from a file or stdin: the first line,
+// trimmed.
+func (a *app) readToken(file string) (secret.Secret, error) {
+	r := a.in
+	if file != "" {
+		f, err := os.Open(file)
+		if err != nil {
+			return "", err
+		}
+		defer f.Close()
+		r = f
+	} else if f, ok := r.(*os.File); ok {
+		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+			fmt.Fprint(a.errw, "paste the new refresh token and press Enter: ")
+		}
+	}
+	line, err := bufio.NewReader(io.LimitReader(r, 64<<10)).ReadString('\n')
+	if err != nil && !errors.Is(err, io.EOF) {
+		return "", fmt.Errorf("read token: %w", err)
+	}
+	tok := strings.TrimSpace(line)
+	if tok == "" {
+		return "", errors.New("no token given: pipe it on stdin or use --file")
+	}
+	return secret.Secret(tok), nil
+}
+
+func (a *app) grantsRmCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "rm ID",
+		Short: "Remove a grant and its sealed token",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, _, err := a.client(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			if err := c.Remove(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "removed %s\n", args[0])
+			return nil
+		},
+	}
+}

@@ -1,0 +1,60 @@
+package main
+
+import (
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/grantwatch/grantwatch/daemon"
+)
+
+func (a *app) runCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "run",
+		Short: "Run the daemon in the foreground (systemd Type=notify)",
+		Long: `Run probes every grant on schedule until SIGTERM or SIGINT. SIGHUP reloads the
+config: the new one replaces the old only when it is valid as a whole.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := a.config()
+			if err != nil {
+				return err
+			}
+			log := daemon.NewLogger(cfg.Log, os.Stderr)
+			// SIGHUP becomes a request on a 1-buffered channel: signals
+			// that arrive during a reload coalesce into one more.
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+			reload := make(chan struct{}, 1)
+			go func() {
+				for range hup {
+					select {
+					case reload <- struct{}{}:
+					default:
+					}
+				}
+			}()
+			return daemon.Run(cmd.Context(), daemon.Options{
+				Config:     cfg,
+				Logger:     log,
+				ConfigPath: daemon.ConfigPath(a.configFlag),
+				Reload:     reload,
+			})
+		},
+	}
+}
+
+func (a *app) versionCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print grantwatch's version",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			_, err := cmd.OutOrStdout().Write([]byte("grantwatch " + daemon.BuildVersion() + "\n"))
+			return err
+		},
+	}
+}

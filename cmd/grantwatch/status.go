@@ -1,0 +1,147 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/grantwatch/grantwatch/daemon"
+	"github.com/grantwatch/grantwatch/store"
+)
+
+func (a *app) statusCmd() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "status [--json]",
+		Short: "Is everything connected? Counts, grants to reconnect, providers, clock, backlog",
+		Long:  "status prints the fleet's state. Exit status 0 when nothing needs action, 1 when something does (a grant to reconnect, a held grant or provider, a skewed clock).",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, _, err := a.client(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			st, err := c.Status(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				err = printJSON(cmd.OutOrStdout(), st)
+			} else {
+				printStatus(cmd.OutOrStdout(), st)
+			}
+			if err == nil && st.NeedsAction {
+				return exitCode(1)
+			}
+			return err
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+// printStatus renders the status as a compact table within 100 columns.
+func printStatus(out io.Writer, st daemon.Status) {
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	states := store.States()
+	hdr := []string{"PROVIDER", "STATE"}
+	for _, s := range states {
+		hdr = append(hdr, strings.ToUpper(shortState(s)))
+	}
+	fmt.Fprintln(tw, strings.Join(append(hdr, "TOTAL"), "\t"))
+	pstate := map[string]daemon.ProviderStatus{}
+	for _, p := range st.Providers {
+		pstate[p.Name] = p
+	}
+	names := make([]string, 0, len(st.ByProvider))
+	for n := range st.ByProvider {
+		names = append(names, n)
+	}
+	for _, p := range st.Providers {
+		if _, ok := st.ByProvider[p.Name]; !ok {
+			names = append(names, p.Name)
+		}
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		ps := pstate[n]
+		row := []string{n, providerState(ps)}
+		total := 0
+		for _, s := range states {
+			v := st.ByProvider[n][string(s)]
+			total += v
+			row = append(row, fmt.Sprint(v))
+		}
+		fmt.Fprintln(tw, strings.Join(append(row, fmt.Sprint(total)), "\t"))
+	}
+	row := []string{"all", ""}
+	for _, s := range states {
+		row = append(row, fmt.Sprint(st.ByState[string(s)]))
+	}
+	fmt.Fprintln(tw, strings.Join(append(row, fmt.Sprint(st.Grants)), "\t"))
+	tw.Flush()
+
+	fmt.Fprintln(out)
+	clock := st.Clock.State
+	if st.Clock.Source != "" {
+		clock += fmt.Sprintf(" (offset %+.3fs by %s)", st.Clock.OffsetSeconds, st.Clock.Source)
+	}
+	fmt.Fprintf(out, "clock:   %s\n", clock)
+	fmt.Fprintf(out, "outbox:  %d pending", st.Outbox.Pending)
+	if st.Outbox.Pending > 0 {
+		fmt.Fprintf(out, ", oldest %s", (time.Duration(st.Outbox.OldestAgeSeconds) * time.Second).String())
+	}
+	fmt.Fprintln(out)
+	if st.Daemon {
+		fmt.Fprintf(out, "daemon:  running, last tick %s\n", ago(st.LastTickAt))
+	} else {
+		fmt.Fprintln(out, "daemon:  not running (read the database directly)")
+	}
+
+	if n := st.ByState[string(store.StateReconnectRequired)]; n > 0 {
+		fmt.Fprintf(out, "\n%d grant(s) need their user to reconnect:\n", n)
+		printNeedy(out, st.NeedsReconnect, n)
+	}
+	if n := st.ByState[string(store.StateOnHold)]; n > 0 {
+		fmt.Fprintf(out, "\n%d grant(s) on hold (the provider or the clock is at fault, not the user):\n", n)
+		printNeedy(out, st.OnHold, n)
+	}
+	if !st.NeedsAction {
+		fmt.Fprintln(out, "\nnothing needs action")
+	}
+}
+
+func printNeedy(out io.Writer, gs []store.Grant, total int) {
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "  ID\tPROVIDER\tCAUSE\tSINCE\tSUBJECT")
+	for _, g := range gs {
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", truncate(g.ID, 30), g.Provider, g.Cause, ago(g.StateChangedAt), truncate(dash(g.Subject), 30))
+	}
+	tw.Flush()
+	if total > len(gs) {
+		fmt.Fprintf(out, "  … and %d more (grantwatch grants list --state %s)\n", total-len(gs), gs[0].State)
+	}
+}
+
+func shortState(s store.State) string {
+	if s == store.StateReconnectRequired {
+		return "reconnect"
+	}
+	return string(s)
+}
+
+func providerState(p daemon.ProviderStatus) string {
+	if p.State == "" {
+		return "unknown"
+	}
+	if p.Cause != "" {
+		return p.State + ": " + p.Cause
+	}
+	return p.State
+}

@@ -1,0 +1,280 @@
+package daemon
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/grantwatch/grantwatch/internal/secret"
+	"github.com/grantwatch/grantwatch/store"
+)
+
+// Client is the CLI's handle on grantwatch: the running daemon's control
+// socket, or — when no daemon runs — the same API served in-process on the
+// database. Either way every command takes the same path.
+type Client struct {
+	hc *http.Client
+	// Local reports that no daemon answered and the database was opened
+	// directly.
+	Local bool
+	close func() error
+}
+
+// Close releases the client (and the database, when opened locally).
+func (c *Client) Close() error {
+	if c.close != nil {
+		return c.close()
+	}
+	return nil
+}
+
+// Connect reaches the daemon on cfg's control socket; when no daemon runs it
+// opens the database itself and serves the control API in-process.
+func Connect(ctx context.Context, cfg *Config, log *slog.Logger) (*Client, error) {
+	conn, err := net.Dial("unix", cfg.Daemon.Socket)
+	if err == nil {
+		conn.Close()
+		sock := cfg.Daemon.Socket
+		tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", sock)
+		}}
+		return &Client{hc: &http.Client{Transport: tr}, close: func() error { tr.CloseIdleConnections(); return nil }}, nil
+	}
+	if errors.Is(err, os.ErrPermission) || errors.Is(err, syscall.EACCES) {
+		return nil, fmt.Errorf("daemon.socket %s: permission denied: run as the daemon's user or with sudo", cfg.Daemon.Socket)
+	}
+	// No daemon: open the database (its lock tells if a daemon runs after all).
+	d, err := Open(Options{Config: cfg, Logger: log})
+	if err != nil {
+		if errors.Is(err, store.ErrInUse) {
+			return nil, fmt.Errorf("%w, but its control socket %s does not answer: is daemon.socket the same in both configs?", err, cfg.Daemon.Socket)
+		}
+		return nil, err
+	}
+	return InProcess(d, true), nil
+}
+
+// InProcess serves d's control API to a client without a socket. With
+// own, closing the client closes d.
+func InProcess(d *Daemon, own bool) *Client {
+	ln := newPipeListener()
+	srv := &http.Server{Handler: d.Handler()}
+	go srv.Serve(ln)
+	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) { return ln.dial(ctx) }}
+	return &Client{
+		hc:    &http.Client{Transport: tr},
+		Local: own,
+		close: func() error {
+			tr.CloseIdleConnections()
+			srv.Close()
+			if own {
+				return d.Close()
+			}
+			return nil
+		},
+	}
+}
+
+// pipeListener is an in-memory net.Listener: the in-process API is real
+// HTTP, streaming included, without a file on disk.
+type pipeListener struct {
+	ch   chan net.Conn
+	done chan struct{}
+	once sync.Once
+}
+
+func newPipeListener() *pipeListener {
+	return &pipeListener{ch: make(chan net.Conn), done: make(chan struct{})}
+}
+
+func (l *pipeListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ch:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *pipeListener) Close() error { l.once.Do(func() { close(l.done) }); return nil }
+
+func (l *pipeListener) Addr() net.Addr { return pipeAddr{} }
+
+func (l *pipeListener) dial(ctx context.Context) (net.Conn, error) {
+	a, b := net.Pipe()
+	select {
+	case l.ch <- a:
+		return b, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+type pipeAddr struct{}
+
+func (pipeAddr) Network() string { return "pipe" }
+func (pipeAddr) String() string  { return "in-process" }
+
+// do sends one request and decodes a JSON answer into out.
+func (c *Client) do(ctx context.Context, method, path string, body io.Reader, out any) error {
+	resp, err := c.send(ctx, method, path, body)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if out == nil {
+		return nil
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("read answer of %s %s: %w", method, path, err)
+	}
+	return nil
+}
+
+func (c *Client) send(ctx context.Context, method, path string, body io.Reader) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, "http://grantwatch"+path, body)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("talk to grantwatch: %w", err)
+	}
+	if resp.StatusCode/100 != 2 {
+		defer resp.Body.Close()
+		var e apiError
+		if json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&e) != nil || e.Error == "" {
+			e.Error = resp.Status
+		}
+		if resp.StatusCode == http.StatusNotFound {
+			return nil, fmt.Errorf("%s: %w", strings.TrimPrefix(e.Error, store.ErrNotFound.Error()+": "), store.ErrNotFound)
+		}
+		return nil, errors.New(e.Error)
+	}
+	return resp, nil
+}
+
+// Status fetches the fleet's status.
+func (c *Client) Status(ctx context.Context) (Status, error) {
+	var s Status
+	err := c.do(ctx, http.MethodGet, "/v1/status", nil, &s)
+	return s, err
+}
+
+// List streams grants, filtered by state and provider when non-empty.
+func (c *Client) List(ctx context.Context, state, provider string, fn func(store.Grant) error) error {
+	q := url.Values{}
+	if state != "" {
+		q.Set("state", state)
+	}
+	if provider != "" {
+		q.Set("provider", provider)
+	}
+	resp, err := c.send(ctx, http.MethodGet, "/v1/grants?"+q.Encode(), nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	dec := json.NewDecoder(bufio.NewReader(resp.Body))
+	if _, err := dec.Token(); err != nil {
+		return fmt.Errorf("read grant list: %w", err)
+	}
+	for dec.More() {
+		var g store.Grant
+		if err := dec.Decode(&g); err != nil {
+			return fmt.Errorf("read grant list: %w", err)
+		}
+		if err := fn(g); err != nil {
+			return err
+		}
+	}
+	if _, err := dec.Token(); err != nil {
+		return fmt.Errorf("grant list ended early (see the daemon's log): %w", err)
+	}
+	return nil
+}
+
+// Show fetches one grant with its history.
+func (c *Client) Show(ctx context.Context, id string) (GrantDetail, error) {
+	var g GrantDetail
+	err := c.do(ctx, http.MethodGet, "/v1/grants/"+url.PathEscape(id), nil, &g)
+	return g, err
+}
+
+// Remove deletes a grant.
+func (c *Client) Remove(ctx context.Context, id string) error {
+	return c.do(ctx, http.MethodDelete, "/v1/grants/"+url.PathEscape(id), nil, nil)
+}
+
+// Probe probes a grant now.
+func (c *Client) Probe(ctx context.Context, id string) (ProbeReport, error) {
+	var r ProbeReport
+	err := c.do(ctx, http.MethodPost, "/v1/grants/"+url.PathEscape(id)+"/probe", nil, &r)
+	return r, err
+}
+
+// SetToken stores a new refresh token for a grant and probes it once.
+func (c *Client) SetToken(ctx context.Context, id string, tok secret.Secret) (ProbeReport, error) {
+	body, err := json.Marshal(map[string]string{"refresh_token": tok.Reveal()})
+	if err != nil {
+		return ProbeReport{}, err
+	}
+	var r ProbeReport
+	err = c.do(ctx, http.MethodPut, "/v1/grants/"+url.PathEscape(id)+"/refresh_token", strings.NewReader(string(body)), &r)
+	return r, err
+}
+
+// Import sends JSON Lines of grants; progress is called as the daemon
+// reports it. Nothing is imported when any line is invalid.
+func (c *Client) Import(ctx context.Context, r io.Reader, progress func(ImportProgress)) (ImportProgress, error) {
+	resp, err := c.send(ctx, http.MethodPost, "/v1/grants", r)
+	if err != nil {
+		return ImportProgress{}, err
+	}
+	defer resp.Body.Close()
+	dec := json.NewDecoder(resp.Body)
+	for {
+		var p ImportProgress
+		if err := dec.Decode(&p); err != nil {
+			return p, fmt.Errorf("import answer ended early: %w", err)
+		}
+		if p.Error != "" {
+			return p, fmt.Errorf("import stopped after %d of %d grants: %s", p.Done, p.Total, p.Error)
+		}
+		if p.Final {
+			return p, nil
+		}
+		if progress != nil {
+			progress(p)
+		}
+	}
+}
+
+// NotifyTest sends a test notification to one receiver, or all with "".
+func (c *Client) NotifyTest(ctx context.Context, receiver string) ([]NotifyTestResult, error) {
+	var out []NotifyTestResult
+	err := c.do(ctx, http.MethodPost, "/v1/notify/test?receiver="+url.QueryEscape(receiver), nil, &out)
+	return out, err
+}
+
+// NotifyTestResult is one receiver's answer to a test notification.
+type NotifyTestResult struct {
+	Receiver string `json:"receiver"`
+	Status   int    `json:"status,omitempty"`
+	Answer   string `json:"answer,omitempty"`
+	Error    string `json:"error,omitempty"`
+}

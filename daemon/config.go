@@ -1,0 +1,550 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+	"github.com/robfig/cron/v3"
+	"golang.org/x/oauth2"
+
+	"github.com/grantwatch/grantwatch/daemon/notify"
+	"github.com/grantwatch/grantwatch/internal/secret"
+	"github.com/grantwatch/grantwatch/probes"
+)
+
+// DefaultConfigPath is where the config is read from when neither --config
+// nor $GRANTWATCH_CONFIG names one.
+const DefaultConfigPath = "/etc/grantwatch/grantwatch.toml"
+
+// systemDB is the database of a system install (the systemd unit's
+// StateDirectory).
+const systemDB = "/var/lib/grantwatch/grantwatch.db"
+
+// Config is grantwatch's configuration file. The TOML key names are part of
+// grantwatch's interface; config.example.toml shows each with its default.
+type Config struct {
+	Daemon    DaemonConfig     `toml:"daemon"`
+	Secrets   SecretsConfig    `toml:"secrets"`
+	Log       LogConfig        `toml:"log"`
+	Clock     ClockConfig      `toml:"clock"`
+	Health    HealthConfig     `toml:"health"`
+	Providers []ProviderConfig `toml:"providers"`
+	Notify    []notify.Config  `toml:"notify"`
+
+	// path is the file the config was read from; relative paths in it are
+	// resolved against its directory.
+	path string
+}
+
+// DaemonConfig is the [daemon] table.
+type DaemonConfig struct {
+	// DB is the bbolt database file. Default: $STATE_DIRECTORY/grantwatch.db
+	// under systemd, else /var/lib/grantwatch/grantwatch.db.
+	DB string `toml:"db"`
+	// Socket is the control socket. Default: $RUNTIME_DIRECTORY/grantwatch.sock
+	// under systemd, else the database's directory/grantwatch.sock.
+	Socket string `toml:"socket"`
+	// Listen is the HTTP listener for /metrics, /healthz, /readyz and the
+	// grant API; "" turns it off. Default 127.0.0.1:9464.
+	Listen string `toml:"listen"`
+	// APITokenFile holds the bearer token of the TCP grant API; the API is
+	// off when empty.
+	APITokenFile string `toml:"api_token_file"`
+	// Tick is the cron spec of the due scan. Default "@every 5s".
+	Tick string `toml:"tick"`
+	// Workers bounds concurrent probes across all providers. Default 32.
+	Workers int `toml:"workers"`
+	// ProbeTimeout bounds one probe, answer included. Default 30s.
+	ProbeTimeout time.Duration `toml:"probe_timeout"`
+	// DegradedAfter is how many consecutive transient failures make a grant
+	// degraded. Default 3.
+	DegradedAfter int `toml:"degraded_after"`
+	// BackoffMin and BackoffMax bound the exponential backoff after a
+	// transient failure. Defaults 1m and 1h.
+	BackoffMin time.Duration `toml:"backoff_min"`
+	BackoffMax time.Duration `toml:"backoff_max"`
+	// ShutdownTimeout bounds how long in-flight probes may finish after
+	// SIGTERM; keep it below systemd's TimeoutStopSec. Default 20s.
+	ShutdownTimeout time.Duration `toml:"shutdown_timeout"`
+}
+
+// SecretsConfig is the [secrets] table.
+type SecretsConfig struct {
+	// KeyFile is the AES-256 key sealing tokens at rest, created (mode 0600)
+	// when missing. Default: $CREDENTIALS_DIRECTORY/grantwatch.key under
+	// systemd, else grantwatch.key beside the database.
+	KeyFile string `toml:"key_file"`
+}
+
+// LogConfig is the [log] table.
+type LogConfig struct {
+	// Level is debug, info, warn or error. Default info.
+	Level string `toml:"level"`
+	// Format is auto (text on a terminal, JSON otherwise), text or json.
+	Format string `toml:"format"`
+}
+
+// ClockConfig is the [clock] table.
+type ClockConfig struct {
+	// Servers are NTP servers, host or host:port. An empty list turns NTP
+	// checks off (the Date headers of provider answers still count).
+	Servers []string `toml:"servers"`
+	// Schedule is the cron spec of the NTP check. Default "@every 10m".
+	Schedule string `toml:"schedule"`
+	// WarnOffset is the offset beyond which the clock state is warn.
+	// Default 1s.
+	WarnOffset time.Duration `toml:"warn_offset"`
+	// MaxOffset is the offset beyond which the clock is skewed and
+	// invalid_grant verdicts are held. Default 30s.
+	MaxOffset time.Duration `toml:"max_offset"`
+}
+
+// HealthConfig is the [health] table: when a provider counts as in outage.
+type HealthConfig struct {
+	// Window is how many recent probes of a provider are considered.
+	// Default 20.
+	Window int `toml:"window"`
+	// Threshold is the share of transient failures among them that makes the
+	// provider in outage. Default 0.5.
+	Threshold float64 `toml:"threshold"`
+	// Period is how old a probe may be to count. Default 5m.
+	Period time.Duration `toml:"period"`
+}
+
+// ProviderConfig is one [[providers]] entry.
+type ProviderConfig struct {
+	// Name is what grants refer to in their "provider" field.
+	Name string `toml:"name"`
+	// Preset fills token_url, auth_url, auth_style and the provider's
+	// classification rules (grantwatch explain --help lists them).
+	Preset           string   `toml:"preset"`
+	TokenURL         string   `toml:"token_url"`
+	AuthURL          string   `toml:"auth_url"`
+	ClientID         string   `toml:"client_id"`
+	ClientSecret     string   `toml:"client_secret"`
+	ClientSecretFile string   `toml:"client_secret_file"`
+	AuthStyle        string   `toml:"auth_style"`
+	Scopes           []string `toml:"scopes"`
+	// Interval is the time between probes of a healthy grant, spread by a
+	// per-grant phase. Default 24h.
+	Interval time.Duration `toml:"interval"`
+	// Schedule is a cron spec used instead of Interval.
+	Schedule string `toml:"schedule"`
+	// Concurrency bounds concurrent probes of this provider. Default: the
+	// worker count.
+	Concurrency int `toml:"concurrency"`
+	// Rate bounds probes per second to this provider; 0 is unlimited.
+	Rate float64 `toml:"rate"`
+}
+
+// Defaults.
+const (
+	defaultListen        = "127.0.0.1:9464"
+	defaultTick          = "@every 5s"
+	defaultWorkers       = 32
+	defaultProbeTimeout  = 30 * time.Second
+	defaultDegradedAfter = 3
+	defaultBackoffMin    = time.Minute
+	defaultBackoffMax    = time.Hour
+	defaultShutdown      = 20 * time.Second
+	defaultInterval      = 24 * time.Hour
+	defaultClockSchedule = "@every 10m"
+	defaultWarnOffset    = time.Second
+	defaultMaxOffset     = 30 * time.Second
+)
+
+var defaultNTPServers = []string{"0.pool.ntp.org", "1.pool.ntp.org", "2.pool.ntp.org"}
+
+// ConfigPath chooses the config file: flag, else $GRANTWATCH_CONFIG, else
+// DefaultConfigPath.
+func ConfigPath(flag string) string {
+	if flag != "" {
+		return flag
+	}
+	if p := os.Getenv("GRANTWATCH_CONFIG"); p != "" {
+		return p
+	}
+	return DefaultConfigPath
+}
+
+// LoadConfig reads, defaults and validates the config at path. Every problem
+// is reported at once, each naming its key.
+func LoadConfig(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return ParseConfig(path, b)
+}
+
+// ParseConfig is LoadConfig on bytes already read; path names them in errors
+// and anchors relative paths.
+func ParseConfig(path string, b []byte) (*Config, error) {
+	var c Config
+	md, err := toml.Decode(string(b), &c)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	var errs []error
+	for _, k := range md.Undecoded() {
+		errs = append(errs, fmt.Errorf("%s: unknown key (see config.example.toml for the keys there are)", k))
+	}
+	c.path = path
+	c.applyDefaults()
+	errs = append(errs, c.validate()...)
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("%s: invalid config:\n%w", path, err)
+	}
+	return &c, nil
+}
+
+// DefaultConfig is the config of an empty file, for commands that can work
+// without one (explain, demo).
+func DefaultConfig() *Config {
+	c := &Config{path: "grantwatch.toml"}
+	c.applyDefaults()
+	return c
+}
+
+// Path is the file the config was read from.
+func (c *Config) Path() string { return c.path }
+
+func (c *Config) resolve(p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(filepath.Dir(c.path), p)
+}
+
+func (c *Config) applyDefaults() {
+	d := &c.Daemon
+	if d.DB == "" {
+		if dir := os.Getenv("STATE_DIRECTORY"); dir != "" {
+			d.DB = filepath.Join(firstPath(dir), "grantwatch.db")
+		} else {
+			d.DB = systemDB
+		}
+	}
+	d.DB = c.resolve(d.DB)
+	// The CLI runs outside the unit, without systemd's directory variables:
+	// with the default database it finds the unit's socket and key at their
+	// default places too.
+	defaultDB := d.DB == systemDB
+	if d.Socket == "" {
+		switch dir := os.Getenv("RUNTIME_DIRECTORY"); {
+		case dir != "":
+			d.Socket = filepath.Join(firstPath(dir), "grantwatch.sock")
+		case defaultDB:
+			d.Socket = "/run/grantwatch/grantwatch.sock"
+		default:
+			d.Socket = filepath.Join(filepath.Dir(d.DB), "grantwatch.sock")
+		}
+	}
+	d.Socket = c.resolve(d.Socket)
+	if d.Listen == "" {
+		d.Listen = defaultListen
+	}
+	d.APITokenFile = c.resolve(d.APITokenFile)
+	if d.Tick == "" {
+		d.Tick = defaultTick
+	}
+	if d.Workers == 0 {
+		d.Workers = defaultWorkers
+	}
+	if d.ProbeTimeout == 0 {
+		d.ProbeTimeout = defaultProbeTimeout
+	}
+	if d.DegradedAfter == 0 {
+		d.DegradedAfter = defaultDegradedAfter
+	}
+	if d.BackoffMin == 0 {
+		d.BackoffMin = defaultBackoffMin
+	}
+	if d.BackoffMax == 0 {
+		d.BackoffMax = defaultBackoffMax
+	}
+	if d.ShutdownTimeout == 0 {
+		d.ShutdownTimeout = defaultShutdown
+	}
+	if c.Secrets.KeyFile == "" {
+		switch dir := os.Getenv("CREDENTIALS_DIRECTORY"); {
+		case dir != "":
+			c.Secrets.KeyFile = filepath.Join(dir, "grantwatch.key")
+		case defaultDB:
+			c.Secrets.KeyFile = "/etc/grantwatch/grantwatch.key"
+		default:
+			c.Secrets.KeyFile = filepath.Join(filepath.Dir(d.DB), "grantwatch.key")
+		}
+	}
+	c.Secrets.KeyFile = c.resolve(c.Secrets.KeyFile)
+	if c.Log.Level == "" {
+		c.Log.Level = "info"
+	}
+	if c.Log.Format == "" {
+		c.Log.Format = "auto"
+	}
+	if c.Clock.Servers == nil {
+		c.Clock.Servers = defaultNTPServers
+	}
+	if c.Clock.Schedule == "" {
+		c.Clock.Schedule = defaultClockSchedule
+	}
+	if c.Clock.WarnOffset == 0 {
+		c.Clock.WarnOffset = defaultWarnOffset
+	}
+	if c.Clock.MaxOffset == 0 {
+		c.Clock.MaxOffset = defaultMaxOffset
+	}
+	if c.Health.Window == 0 {
+		c.Health.Window = 20
+	}
+	if c.Health.Threshold == 0 {
+		c.Health.Threshold = 0.5
+	}
+	if c.Health.Period == 0 {
+		c.Health.Period = 5 * time.Minute
+	}
+	for i := range c.Providers {
+		p := &c.Providers[i]
+		if pr, ok := probes.LookupPreset(p.Preset); ok {
+			if p.TokenURL == "" {
+				p.TokenURL = pr.TokenURL
+			}
+			if p.AuthURL == "" {
+				p.AuthURL = pr.AuthURL
+			}
+			if p.AuthStyle == "" {
+				p.AuthStyle = authStyleName(pr.AuthStyle)
+			}
+		}
+		if p.AuthStyle == "" {
+			p.AuthStyle = "auto"
+		}
+		if p.Interval == 0 && p.Schedule == "" {
+			p.Interval = defaultInterval
+		}
+		if p.Concurrency == 0 {
+			p.Concurrency = d.Workers
+		}
+		p.ClientSecretFile = c.resolve(p.ClientSecretFile)
+	}
+	for i := range c.Notify {
+		c.Notify[i].ApplyDefaults()
+	}
+}
+
+// firstPath takes the first of systemd's colon-separated directory lists.
+func firstPath(list string) string {
+	p, _, _ := strings.Cut(list, ":")
+	return p
+}
+
+func (c *Config) validate() []error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+	}
+	d := c.Daemon
+	if _, err := cron.ParseStandard(d.Tick); err != nil {
+		bad("daemon.tick", "not a cron spec (%v); for example \"@every 5s\"", err)
+	}
+	if d.Listen != "" {
+		if _, _, err := net.SplitHostPort(d.Listen); err != nil {
+			bad("daemon.listen", "must be host:port, for example 127.0.0.1:9464 (%v)", err)
+		}
+	}
+	if d.Workers < 1 || d.Workers > 4096 {
+		bad("daemon.workers", "must be between 1 and 4096, not %d", d.Workers)
+	}
+	if d.ProbeTimeout < 100*time.Millisecond {
+		bad("daemon.probe_timeout", "must be at least 100ms, not %s", d.ProbeTimeout)
+	}
+	if d.DegradedAfter < 1 {
+		bad("daemon.degraded_after", "must be at least 1")
+	}
+	if d.BackoffMin < 10*time.Millisecond || d.BackoffMax < d.BackoffMin {
+		bad("daemon.backoff_min", "must be at least 10ms and at most backoff_max (%s)", d.BackoffMax)
+	}
+	if d.ShutdownTimeout < 0 {
+		bad("daemon.shutdown_timeout", "must not be negative")
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level", "must be debug, info, warn or error, not %q", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "auto", "text", "json":
+	default:
+		bad("log.format", "must be auto, text or json, not %q", c.Log.Format)
+	}
+	if _, err := cron.ParseStandard(c.Clock.Schedule); err != nil {
+		bad("clock.schedule", "not a cron spec (%v)", err)
+	}
+	if c.Clock.WarnOffset <= 0 || c.Clock.MaxOffset < c.Clock.WarnOffset {
+		bad("clock.max_offset", "must be positive and at least clock.warn_offset (%s)", c.Clock.WarnOffset)
+	}
+	for i, s := range c.Clock.Servers {
+		if strings.TrimSpace(s) == "" || strings.ContainsAny(s, "/ ") {
+			bad(fmt.Sprintf("clock.servers[%d]", i), "must be host or host:port, not %q", s)
+		}
+	}
+	if c.Health.Window < 1 {
+		bad("health.window", "must be at least 1")
+	}
+	if c.Health.Threshold <= 0 || c.Health.Threshold > 1 {
+		bad("health.threshold", "must be in (0, 1], not %g", c.Health.Threshold)
+	}
+	seen := map[string]bool{}
+	for i, p := range c.Providers {
+		key := fmt.Sprintf("providers[%d]", i)
+		if p.Name != "" {
+			key = "providers." + p.Name
+		}
+		switch {
+		case p.Name == "":
+			bad(key+".name", "is required (grants refer to their provider by name)")
+		case seen[p.Name]:
+			bad(key+".name", "is used by more than one provider")
+		case strings.ContainsAny(p.Name, " /\x00"):
+			bad(key+".name", "must not contain spaces or slashes")
+		}
+		seen[p.Name] = true
+		if p.Preset != "" {
+			if _, ok := probes.LookupPreset(p.Preset); !ok {
+				bad(key+".preset", "unknown preset %q (known: %s)", p.Preset, strings.Join(probes.PresetNames(), ", "))
+			}
+		}
+		if p.TokenURL == "" {
+			bad(key+".token_url", "is required when no preset gives it")
+		} else if err := checkURL(p.TokenURL); err != nil {
+			bad(key+".token_url", "%v", err)
+		}
+		if p.AuthURL != "" {
+			if err := checkURL(p.AuthURL); err != nil {
+				bad(key+".auth_url", "%v", err)
+			}
+		}
+		if p.ClientID == "" {
+			bad(key+".client_id", "is required")
+		}
+		if p.ClientSecret != "" && p.ClientSecretFile != "" {
+			bad(key+".client_secret", "set client_secret or client_secret_file, not both")
+		}
+		if p.ClientSecretFile != "" {
+			if _, err := os.Stat(p.ClientSecretFile); err != nil {
+				bad(key+".client_secret_file", "cannot read %s: %v", p.ClientSecretFile, errors.Unwrap(err))
+			}
+		}
+		if _, ok := authStyles[p.AuthStyle]; !ok {
+			bad(key+".auth_style", "must be auto, header or params, not %q", p.AuthStyle)
+		}
+		if p.Schedule != "" {
+			if _, err := cron.ParseStandard(p.Schedule); err != nil {
+				bad(key+".schedule", "not a cron spec (%v)", err)
+			}
+			if p.Interval != 0 {
+				bad(key+".interval", "set interval or schedule, not both")
+			}
+		} else if p.Interval < time.Second {
+			bad(key+".interval", "must be at least 1s (a Go duration such as \"24h\"), not %s", p.Interval)
+		}
+		if p.Concurrency < 1 {
+			bad(key+".concurrency", "must be at least 1")
+		}
+		if p.Rate < 0 {
+			bad(key+".rate", "must not be negative")
+		}
+	}
+	if err := notify.ValidateConfigs(c.Notify); err != nil {
+		errs = append(errs, err)
+	}
+	return errs
+}
+
+// checkURL accepts https URLs, and http only for loopback hosts (tests, the
+// sandbox, a local proxy).
+func checkURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil || u.Host == "" {
+		return fmt.Errorf("not a URL: %q", s)
+	}
+	if u.Scheme == "https" {
+		return nil
+	}
+	if u.Scheme == "http" && isLoopback(u.Hostname()) {
+		return nil
+	}
+	return fmt.Errorf("must be https (http only for loopback), not %q", s)
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+var authStyles = map[string]oauth2.AuthStyle{
+	"auto":   oauth2.AuthStyleAutoDetect,
+	"header": oauth2.AuthStyleInHeader,
+	"params": oauth2.AuthStyleInParams,
+}
+
+func authStyleName(s oauth2.AuthStyle) string {
+	for k, v := range authStyles {
+		if v == s {
+			return k
+		}
+	}
+	return "auto"
+}
+
+// Provider returns the named provider's config.
+func (c *Config) Provider(name string) (ProviderConfig, bool) {
+	for _, p := range c.Providers {
+		if p.Name == name {
+			return p, true
+		}
+	}
+	return ProviderConfig{}, false
+}
+
+// ProviderNames lists the configured providers, sorted.
+func (c *Config) ProviderNames() []string {
+	var names []string
+	for _, p := range c.Providers {
+		names = append(names, p.Name)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// endpoint builds the probe endpoint of p, reading its client secret file.
+func (p ProviderConfig) endpoint() (probes.Endpoint, error) {
+	sec := p.ClientSecret
+	if p.ClientSecretFile != "" {
+		b, err := os.ReadFile(p.ClientSecretFile)
+		if err != nil {
+			return probes.Endpoint{}, fmt.Errorf("providers.%s.client_secret_file: %w", p.Name, err)
+		}
+		sec = strings.TrimSpace(string(b))
+	}
+	return probes.Endpoint{
+		Preset:       p.Preset,
+		TokenURL:     p.TokenURL,
+		ClientID:     p.ClientID,
+		ClientSecret: secret.Secret(sec),
+		AuthStyle:    authStyles[p.AuthStyle],
+		Scopes:       p.Scopes,
+	}, nil
+}

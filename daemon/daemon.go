@@ -1,0 +1,552 @@
+// Package daemon is grantwatch's long-running process: config, scheduler,
+// workers, the transition function, the control API and metrics.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/lmittmann/tint"
+	"github.com/robfig/cron/v3"
+	"golang.org/x/time/rate"
+
+	"github.com/grantwatch/grantwatch/daemon/notify"
+	"github.com/grantwatch/grantwatch/internal/secret"
+	"github.com/grantwatch/grantwatch/probes"
+	"github.com/grantwatch/grantwatch/store"
+)
+
+// Options are what Run needs besides the config. Zero values are the
+// production defaults; tests and the demo inject the rest.
+type Options struct {
+	Config *Config
+	Logger *slog.Logger
+	// HTTPClient is the probes' shared client; nil builds one sized to the
+	// worker count.
+	HTTPClient *http.Client
+	// NTPQuery replaces the NTP query (tests).
+	NTPQuery func(ctx context.Context, servers []string) probes.ClockReading
+	// Now replaces the wall clock (tests).
+	Now func() time.Time
+	// Ready is called once the daemon serves (tests, the demo).
+	Ready func(*Daemon)
+	// NoSync turns off fsync (benchmarks only).
+	NoSync bool
+	// ConfigPath is re-read on a Reload request.
+	ConfigPath string
+	// Reload receives a request to reload the config (SIGHUP).
+	Reload <-chan struct{}
+}
+
+// Run opens the daemon and runs it until ctx is done.
+func Run(ctx context.Context, opts Options) error {
+	d, err := Open(opts)
+	if err != nil {
+		return err
+	}
+	return d.Run(ctx, opts.Ready)
+}
+
+// Daemon is a running grantwatch. Create it with Open; Run drives it.
+type Daemon struct {
+	cfg    *Config
+	log    *slog.Logger
+	db     *store.DB
+	now    func() time.Time
+	prober *probes.Prober
+	clock  *Clock
+	router  *notify.Router
+	disp    *notify.Dispatcher
+	metrics *metrics
+
+	mu        sync.RWMutex
+	providers map[string]*provider
+
+	opts     Options
+	kickCh   chan struct{}
+	jobs     chan store.Lease
+	lease    time.Duration
+	lastTick atomic.Int64 // unix nanos of the last due scan
+
+	warnedOnce sync.Map // keys logged once (unknown providers, store errors)
+}
+
+// provider is a configured provider's runtime: its endpoint, policy and
+// limits.
+type provider struct {
+	cfg    ProviderConfig
+	ep     probes.Endpoint
+	policy Policy
+	sem    chan struct{}
+	lim    *rate.Limiter
+}
+
+// Open opens the store and builds everything Run needs, so that a bad config
+// or database fails before anything starts.
+func Open(opts Options) (*Daemon, error) {
+	cfg := opts.Config
+	if cfg == nil {
+		return nil, errors.New("no config")
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+	db, err := OpenStore(cfg, opts.NoSync)
+	if err != nil {
+		return nil, err
+	}
+	d := &Daemon{
+		cfg:    cfg,
+		opts:   opts,
+		log:    log,
+		db:     db,
+		now:    now,
+		kickCh: make(chan struct{}, 1),
+		jobs:   make(chan store.Lease, cfg.Daemon.Workers),
+		lease:  2*cfg.Daemon.ProbeTimeout + time.Minute,
+	}
+	hc := opts.HTTPClient
+	if hc == nil {
+		hc = probes.NewHTTPClient(cfg.Daemon.Workers, cfg.Daemon.ProbeTimeout)
+	}
+	d.prober = &probes.Prober{Client: hc, Now: now}
+	if d.providers, err = buildProviders(cfg); err != nil {
+		db.Close()
+		return nil, err
+	}
+	query := opts.NTPQuery
+	if query == nil {
+		query = probes.QueryClock
+	}
+	d.clock = NewClock(cfg.Clock, log, query, now)
+	if d.disp, err = notify.NewDispatcher(db, cfg.Notify, log, notify.WithActive(d), notify.WithClock(now)); err != nil {
+		db.Close()
+		return nil, err
+	}
+	d.router = d.disp.Router()
+	d.metrics = newMetrics(d)
+	d.clock.OnChange(d.onClockChange)
+	return d, nil
+}
+
+// OpenStore opens the configured database with the configured key,
+// creating the key file when it is missing.
+func OpenStore(cfg *Config, noSync bool) (*store.DB, error) {
+	key, err := store.LoadKey(cfg.Secrets.KeyFile, true)
+	if err != nil {
+		return nil, fmt.Errorf("secrets.key_file: %w", err)
+	}
+	return store.Open(cfg.Daemon.DB, store.Options{
+		Key:          key,
+		MaxBatchSize: cfg.Daemon.Workers,
+		NoSync:       noSync,
+	})
+}
+
+func buildProviders(cfg *Config) (map[string]*provider, error) {
+	m := make(map[string]*provider, len(cfg.Providers))
+	for _, pc := range cfg.Providers {
+		ep, err := pc.endpoint()
+		if err != nil {
+			return nil, err
+		}
+		pol := Policy{
+			Interval:      pc.Interval,
+			DegradedAfter: cfg.Daemon.DegradedAfter,
+			BackoffMin:    cfg.Daemon.BackoffMin,
+			BackoffMax:    cfg.Daemon.BackoffMax,
+		}
+		if pc.Schedule != "" {
+			if pol.Schedule, err = cron.ParseStandard(pc.Schedule); err != nil {
+				return nil, fmt.Errorf("providers.%s.schedule: %w", pc.Name, err)
+			}
+		}
+		lim := rate.NewLimiter(rate.Inf, 0)
+		if pc.Rate > 0 {
+			lim = rate.NewLimiter(rate.Limit(pc.Rate), max(1, int(pc.Rate)))
+		}
+		m[pc.Name] = &provider{
+			cfg: pc, ep: ep, policy: pol,
+			sem: make(chan struct{}, pc.Concurrency),
+			lim: lim,
+		}
+	}
+	return m, nil
+}
+
+// DB is the daemon's store.
+func (d *Daemon) DB() *store.DB { return d.db }
+
+// Config is the daemon's current config.
+func (d *Daemon) Config() *Config {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	return d.cfg
+}
+
+// Close closes the store. Run calls it on return.
+func (d *Daemon) Close() error { return d.db.Close() }
+
+// Run probes due grants until ctx is done, then stops dispatching, lets
+// in-flight probes finish within the shutdown timeout and closes the store.
+func (d *Daemon) Run(ctx context.Context, ready func(*Daemon)) error {
+	defer d.db.Close()
+	cfg := d.Config()
+
+	c := cron.New(cron.WithChain(cron.Recover(cronLogger{d.log})))
+	if _, err := c.AddFunc(cfg.Daemon.Tick, d.Kick); err != nil {
+		return fmt.Errorf("daemon.tick: %w", err)
+	}
+	if _, err := c.AddFunc(cfg.Clock.Schedule, func() { d.checkClock(ctx) }); err != nil {
+		return fmt.Errorf("clock.schedule: %w", err)
+	}
+
+	// Probes get their own context: on shutdown they may finish within the
+	// bound instead of being cut at once.
+	probeCtx, cancelProbes := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelProbes()
+
+	var wg sync.WaitGroup
+	for range cfg.Daemon.Workers {
+		wg.Go(func() { d.worker(ctx, probeCtx) })
+	}
+	dispCtx, stopDisp := context.WithCancel(context.WithoutCancel(ctx))
+	var dispWG sync.WaitGroup
+	dispWG.Go(func() { d.disp.Run(dispCtx) })
+	dispWG.Go(func() { d.checkClock(ctx) })
+
+	srv, err := d.serve(ctx)
+	if err != nil {
+		cancelProbes()
+		close(d.jobs)
+		wg.Wait()
+		stopDisp()
+		dispWG.Wait()
+		return err
+	}
+	c.Start()
+	d.Kick()
+	d.log.Info("grantwatch started", "db", d.db.Path(), "socket", cfg.Daemon.Socket,
+		"providers", len(cfg.Providers), "workers", cfg.Daemon.Workers)
+	if ready != nil {
+		ready(d)
+	}
+	sdNotify(sdReady)
+
+	reloadCtx, stopReload := context.WithCancel(ctx)
+	go d.reloadLoop(reloadCtx)
+	d.dispatchLoop(ctx)
+	stopReload()
+
+	sdNotify(sdStopping)
+	d.log.Info("stopping", "shutdown_timeout", cfg.Daemon.ShutdownTimeout)
+	stopped := c.Stop()
+	close(d.jobs)
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(cfg.Daemon.ShutdownTimeout):
+		d.log.Warn("in-flight probes cut off at shutdown", "shutdown_timeout", cfg.Daemon.ShutdownTimeout)
+		cancelProbes()
+		<-done
+	}
+	<-stopped.Done()
+	srv.close()
+	stopDisp()
+	dispWG.Wait()
+	d.log.Info("stopped")
+	return nil
+}
+
+// Kick asks for a due scan now (the cron tick, a released hold, a new token).
+func (d *Daemon) Kick() {
+	select {
+	case d.kickCh <- struct{}{}:
+	default:
+	}
+}
+
+// dispatchLoop leases due grants and hands them to the workers until ctx is
+// done. Leasing blocks on the job channel, so no more than a batch of grants
+// is in memory however many are due.
+func (d *Daemon) dispatchLoop(ctx context.Context) {
+	batch := max(64, cap(d.jobs))
+	// With systemd's watchdog on, the loop also wakes at half its interval:
+	// the loop itself pets the watchdog, so a wedged loop gets restarted.
+	var petC <-chan time.Time
+	if every := sdWatchdogEvery(); every > 0 {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		petC = t.C
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-petC:
+			sdWatchdog()
+			continue
+		case <-d.kickCh:
+		}
+		d.lastTick.Store(d.now().UnixNano())
+		sdWatchdog()
+		for ctx.Err() == nil {
+			leases, err := d.db.LeaseDue(d.now(), d.lease, batch)
+			if err != nil {
+				d.logOnce("lease", slog.LevelError, "scan due grants", tint.Err(err))
+				break
+			}
+			d.warnedOnce.Delete("lease")
+			for _, l := range leases {
+				select {
+				case d.jobs <- l:
+				case <-ctx.Done():
+					return
+				}
+			}
+			if len(leases) < batch {
+				break
+			}
+		}
+	}
+}
+
+func (d *Daemon) worker(ctx, probeCtx context.Context) {
+	for l := range d.jobs {
+		if ctx.Err() != nil {
+			continue // shutting down: the lease brings it back after a restart
+		}
+		d.probeLease(ctx, probeCtx, l)
+	}
+}
+
+func (d *Daemon) provider(name string) *provider {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	return d.providers[name]
+}
+
+// probeLease probes one leased grant and applies the result.
+func (d *Daemon) probeLease(ctx, probeCtx context.Context, l store.Lease) {
+	p := d.provider(l.Grant.Provider)
+	if p == nil {
+		d.logOnce("provider/"+l.Grant.Provider, slog.LevelWarn,
+			"grants refer to a provider that is not configured; they wait until it is",
+			"provider", l.Grant.Provider, "grant", l.Grant.ID)
+		return // the lease brings it back; a reload that adds the provider probes it
+	}
+	select {
+	case p.sem <- struct{}{}:
+	case <-ctx.Done():
+		return
+	}
+	defer func() { <-p.sem }()
+	if err := p.lim.Wait(ctx); err != nil {
+		return
+	}
+	res := d.refresh(probeCtx, p, l.Token)
+	d.apply(l.Grant, p, res)
+}
+
+// refresh runs one probe with the probe timeout and feeds the clock checker.
+func (d *Daemon) refresh(ctx context.Context, p *provider, tok secret.Secret) probes.Result {
+	ctx, cancel := context.WithTimeout(ctx, d.Config().Daemon.ProbeTimeout)
+	defer cancel()
+	res := d.prober.Refresh(ctx, p.ep, tok)
+	d.metrics.observe(p.cfg.Name, res)
+	if !res.Date.IsZero() {
+		d.clock.ObserveDate(p.cfg.Name, res.Date, res.Started, res.Latency)
+	}
+	return res
+}
+
+// apply stores a probe result through the transition function in one
+// transaction: the new state, a rotated token, history and outbox entries.
+// It reports the outcome and whether the result was stale (the grant's token
+// was replaced while the probe ran).
+func (d *Daemon) apply(leased store.Grant, p *provider, res probes.Result) (Outcome, bool, error) {
+	env := Env{
+		Now:         d.now(),
+		ClockSkewed: d.clock.Skewed(),
+		Policy:      p.policy,
+	}
+	var out Outcome
+	var stale bool
+	err := d.db.Apply(leased.ID, func(cur store.Grant) (store.Change, error) {
+		stale = cur.TokenGen != leased.TokenGen
+		if stale {
+			return store.Change{Skip: true}, nil
+		}
+		out = Transition(cur, res, env)
+		ch := store.Change{Grant: out.Grant, NewToken: res.NewRefreshToken, History: out.History}
+		if out.Event != nil {
+			ch.Outbox = d.router.Entries(*out.Event)
+		}
+		return ch, nil
+	})
+	log := d.log.With("grant", leased.ID, "provider", leased.Provider)
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return out, true, nil // removed while probing
+		}
+		args := []any{tint.Err(err)}
+		if !res.NewRefreshToken.IsZero() {
+			args = append(args, "rotated_token_lost", true)
+		}
+		log.Error("store probe result", args...)
+		return out, false, err
+	}
+	if stale {
+		log.Debug("probe result dropped: the token was replaced meanwhile")
+		return out, true, nil
+	}
+	logOutcome(log, out, res)
+	if out.Event != nil {
+		d.disp.Kick()
+	}
+	return out, false, nil
+}
+
+// logOutcome writes the one line an outcome deserves (Outcome.Level).
+func logOutcome(log *slog.Logger, out Outcome, res probes.Result) {
+	g := out.Grant
+	msg := "probe ok"
+	switch {
+	case res.OK && out.Level >= slog.LevelInfo:
+		msg = "grant recovered"
+	case res.OK:
+	case g.State == store.StateReconnectRequired:
+		msg = "grant needs reconnect"
+	case g.State == store.StateDegraded:
+		msg = "grant degraded"
+	case g.State == store.StateOnHold:
+		msg = "grant on hold"
+	default:
+		msg = "probe failed, will retry"
+	}
+	args := []any{"state", g.State}
+	if g.Subject != "" {
+		args = append(args, "subject", g.Subject)
+	}
+	if !res.OK {
+		args = append(args, "cause", g.Cause, "action", g.Action,
+			"error", res.Error, "error_description", res.ErrorDescription,
+			"status", res.Status, "failures", g.Failures)
+		if !g.NextDueAt.IsZero() {
+			args = append(args, "next_probe", g.NextDueAt.Format(time.RFC3339))
+		}
+	}
+	log.Log(context.Background(), out.Level, msg, args...)
+}
+
+// logOnce logs a problem the first time key is seen (until the key is
+// cleared), so a persistent fault is one line, not one per tick.
+func (d *Daemon) logOnce(key string, level slog.Level, msg string, args ...any) {
+	if _, seen := d.warnedOnce.LoadOrStore(key, true); seen {
+		d.log.Debug(msg, args...)
+		return
+	}
+	d.log.Log(context.Background(), level, msg, args...)
+}
+
+// checkClock runs one NTP check; a transition is logged by the clock and
+// announced here.
+func (d *Daemon) checkClock(ctx context.Context) {
+	d.clock.Check(ctx)
+}
+
+// cronLogger adapts slog to robfig/cron's logger.
+type cronLogger struct{ l *slog.Logger }
+
+func (c cronLogger) Info(msg string, kv ...any) { c.l.Debug("cron: "+msg, kv...) }
+func (c cronLogger) Error(err error, msg string, kv ...any) {
+	c.l.Error("cron: "+msg, append(kv, tint.Err(err))...)
+}
+
+// providerStates reports each configured provider's health.
+func (d *Daemon) providerStates() []ProviderStatus {
+	var out []ProviderStatus
+	for _, name := range d.Config().ProviderNames() {
+		out = append(out, ProviderStatus{Name: name, State: "ok"})
+	}
+	return out
+}
+
+// reloadLoop reloads the config on request: the new one is built and
+// validated completely before it replaces the old; a bad file keeps the old
+// config running and logs one error naming the problem.
+func (d *Daemon) reloadLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-d.opts.Reload:
+		}
+		sdNotify(sdReloading)
+		if err := d.reload(); err != nil {
+			d.log.Error("config reload failed; the previous config stays in force", tint.Err(err))
+		}
+		sdNotify(sdReady)
+	}
+}
+
+func (d *Daemon) reload() error {
+	if d.opts.ConfigPath == "" {
+		return errors.New("no config file to reload")
+	}
+	cfg, err := LoadConfig(d.opts.ConfigPath)
+	if err != nil {
+		return err
+	}
+	provs, err := buildProviders(cfg)
+	if err != nil {
+		return err
+	}
+	old := d.Config()
+	if cfg.Daemon.DB != old.Daemon.DB || cfg.Daemon.Socket != old.Daemon.Socket ||
+		cfg.Daemon.Listen != old.Daemon.Listen || cfg.Daemon.Workers != old.Daemon.Workers {
+		d.log.Warn("daemon.db, socket, listen and workers change only on restart")
+	}
+	d.mu.Lock()
+	d.cfg = cfg
+	d.providers = provs
+	d.mu.Unlock()
+	d.log.Info("config reloaded", "providers", len(cfg.Providers))
+	d.Kick()
+	return nil
+}
+
+// ActiveEvents lists every condition that still holds, as events, for
+// receivers that re-send firing alerts (Alertmanager): grants that need
+// reconnecting, a skewed clock, providers not ok.
+func (d *Daemon) ActiveEvents(ctx context.Context, fn func(notify.Event) error) error {
+	err := d.db.EachInState(store.StateReconnectRequired, "", func(g store.Grant) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		cause := probes.Cause(g.Cause)
+		return fn(*grantEvent(notify.TypeReconnectRequired, g, "", g.StateChangedAt,
+			"grant "+g.ID+" needs its user to reconnect: "+cause.Summary(), cause.Fix()))
+	})
+	if err != nil {
+		return err
+	}
+	if ev := d.clockEvent(d.clock.Snapshot()); ev != nil && ev.Type == notify.TypeClockSkewed {
+		if err := fn(*ev); err != nil {
+			return err
+		}
+	}
+	return nil
+}

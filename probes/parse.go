@@ -1,0 +1,310 @@
+package probes
+
+import (
+	"bytes"
+	"encoding/json"
+	"mime"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// Caps on what ParseAnswer keeps of an answer. A token endpoint's error is a
+// code and a sentence; anything longer is a page we do not need whole, and
+// the fields end up in logs, notifications and the store.
+const (
+	maxCodeLen        = 128  // Error and ErrorSubtype, in bytes
+	maxDescriptionLen = 1024 // ErrorDescription, in bytes
+	maxErrorCodes     = 16   // entries of ErrorCodes
+	maxRetryAfter     = 24 * time.Hour
+)
+
+// ParseAnswer parses a token endpoint's answer: status, headers and body as
+// sent. body must already be capped by the caller (the refresh probe reads at
+// most 1 MiB).
+//
+// It reads JSON objects (RFC 6749 §5.2 fields; Microsoft's error_codes;
+// Google's error_subtype or Microsoft's suberror; Slack's {"ok":false,"error":...}; nested
+// {"error":{"message":...,"code":...}} and HubSpot-style
+// {"status":...,"message":...} shapes), application/x-www-form-urlencoded
+// bodies (GitHub, old Facebook), and an HTTP 200 carrying an error. Anything
+// else is Format "html", "text" or "empty" with no error fields; invalid or
+// truncated JSON is "text", since a body that cannot be parsed says nothing
+// about the grant.
+//
+// It never keeps a token: only HasAccessToken. RetryAfter comes from
+// Retry-After (delay-seconds, or an HTTP date taken relative to the Date
+// header, else to now) or, on a 429 or 503 without it, from X-RateLimit-Reset
+// / RateLimit-Reset (delta seconds, or Unix seconds when larger than 10^9);
+// it is capped at 24h. Date is the Date header.
+func ParseAnswer(status int, h http.Header, body []byte) Answer {
+	return parseAnswerAt(status, h, body, time.Now())
+}
+
+// parseAnswerAt is ParseAnswer with the current time given, for tests.
+func parseAnswerAt(status int, h http.Header, body []byte, now time.Time) Answer {
+	a := Answer{Status: status}
+	if d, err := http.ParseTime(h.Get("Date")); err == nil {
+		a.Date = d
+	}
+	a.RetryAfter = retryAfter(status, h, a.Date, now)
+
+	ct, _, _ := mime.ParseMediaType(h.Get("Content-Type"))
+	trimmed := bytes.TrimSpace(body)
+	switch {
+	case len(trimmed) == 0:
+		a.Format = "empty"
+	case trimmed[0] == '{' || isJSONType(ct):
+		if !parseJSON(&a, trimmed) {
+			a.Format = sniffText(trimmed)
+		}
+	case trimmed[0] == '<' || ct == "text/html" || ct == "application/xhtml+xml":
+		a.Format = "html"
+	case ct == "application/x-www-form-urlencoded" || looksLikeForm(trimmed):
+		if !parseForm(&a, trimmed) {
+			a.Format = "text"
+		}
+	default:
+		a.Format = "text"
+	}
+	if len(a.ErrorCodes) == 0 {
+		a.ErrorCodes = aadstsCodes(a.ErrorDescription)
+	}
+	return a
+}
+
+func isJSONType(ct string) bool {
+	return ct == "application/json" || strings.HasSuffix(ct, "+json") || ct == "text/json"
+}
+
+// sniffText tells an HTML page sent as JSON (some gateways do) from text.
+func sniffText(b []byte) string {
+	if b[0] == '<' {
+		return "html"
+	}
+	return "text"
+}
+
+// looksLikeForm reports whether a body without a helpful Content-Type is a
+// form-encoded token answer ("error=bad_verification_code&error_description=...").
+// GitHub and old Facebook send those as text/plain too.
+func looksLikeForm(b []byte) bool {
+	if bytes.ContainsAny(b, " \n\t<{") {
+		return false
+	}
+	return bytes.HasPrefix(b, []byte("error=")) || bytes.HasPrefix(b, []byte("access_token=")) ||
+		bytes.Contains(b, []byte("&error=")) || bytes.Contains(b, []byte("&access_token="))
+}
+
+func parseForm(a *Answer, b []byte) bool {
+	v, err := url.ParseQuery(string(b))
+	if err != nil || (!v.Has("error") && !v.Has("access_token")) {
+		return false
+	}
+	a.Format = "form"
+	a.Error = capString(v.Get("error"), maxCodeLen)
+	a.ErrorDescription = capString(v.Get("error_description"), maxDescriptionLen)
+	a.ErrorSubtype = capString(v.Get("error_subtype"), maxCodeLen)
+	a.HasAccessToken = v.Get("access_token") != ""
+	return true
+}
+
+// parseJSON fills a from a JSON object. It reports false when b is not a JSON
+// object. The access token, if any, is looked at only for being non-empty.
+func parseJSON(a *Answer, b []byte) bool {
+	var m map[string]json.RawMessage
+	d := json.NewDecoder(bytes.NewReader(b))
+	d.UseNumber()
+	if err := d.Decode(&m); err != nil || m == nil {
+		return false
+	}
+	a.Format = "json"
+	if raw, ok := m["access_token"]; ok {
+		var s string
+		a.HasAccessToken = json.Unmarshal(raw, &s) == nil && s != ""
+	}
+
+	var nested map[string]json.RawMessage
+	if raw, ok := m["error"]; ok {
+		if s, ok := jsonString(raw); ok {
+			a.Error = s
+		} else if json.Unmarshal(raw, &nested) != nil {
+			nested = nil
+		}
+	}
+	a.ErrorDescription = firstString(m, "error_description", "error_message")
+	a.ErrorSubtype = firstString(m, "error_subtype", "suberror") // suberror: Microsoft
+	a.ErrorCodes = appendCodes(a.ErrorCodes, m["error_codes"])
+
+	// Nested errors: {"error":{"code":401,"message":"...","status":"UNAUTHENTICATED"}}
+	// (Google APIs), {"error":{"message":"...","type":"OAuthException","code":190}}
+	// (Facebook Graph).
+	if nested != nil {
+		if a.Error == "" {
+			a.Error = firstString(nested, "error", "code", "status", "type")
+		}
+		if a.ErrorDescription == "" {
+			a.ErrorDescription = firstString(nested, "error_description", "message", "description")
+		}
+		a.ErrorCodes = appendCodes(a.ErrorCodes, nested["code"])
+		a.ErrorCodes = appendCodes(a.ErrorCodes, nested["error_subcode"])
+	}
+	// Shapes without an "error" string: HubSpot {"status":"BAD_REFRESH_TOKEN",
+	// "message":"..."}, Slack {"ok":false,"error":...} (handled above, as its
+	// error is a string), and {"errors":[{"message":...}]} lists.
+	if a.Error == "" && !a.HasAccessToken {
+		if s := firstString(m, "status"); s != "" && isCodeLike(s) {
+			a.Error = s
+		}
+		if raw, ok := m["errors"]; ok {
+			var list []map[string]json.RawMessage
+			if json.Unmarshal(raw, &list) == nil && len(list) > 0 {
+				if a.Error == "" {
+					a.Error = firstString(list[0], "error", "code", "type")
+				}
+				if a.ErrorDescription == "" {
+					a.ErrorDescription = firstString(list[0], "message", "error_description", "description")
+				}
+			}
+		}
+	}
+	if a.ErrorDescription == "" && a.Error != "" {
+		a.ErrorDescription = firstString(m, "message", "reason", "error_summary", "detail")
+	}
+	a.Error = capString(a.Error, maxCodeLen)
+	a.ErrorDescription = capString(a.ErrorDescription, maxDescriptionLen)
+	a.ErrorSubtype = capString(a.ErrorSubtype, maxCodeLen)
+	return true
+}
+
+var codeLike = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_.\-]*$`)
+
+// isCodeLike reports whether s reads as an error code rather than a sentence
+// or an HTTP status such as "ok".
+func isCodeLike(s string) bool {
+	return codeLike.MatchString(s) && !strings.EqualFold(s, "ok") && !strings.EqualFold(s, "success")
+}
+
+func jsonString(raw json.RawMessage) (string, bool) {
+	var s string
+	if json.Unmarshal(raw, &s) != nil {
+		return "", false
+	}
+	return strings.TrimSpace(s), true
+}
+
+// firstString returns the first of keys whose value is a non-empty string,
+// or a number written as a string.
+func firstString(m map[string]json.RawMessage, keys ...string) string {
+	for _, k := range keys {
+		raw, ok := m[k]
+		if !ok {
+			continue
+		}
+		if s, ok := jsonString(raw); ok && s != "" {
+			return s
+		}
+	}
+	return ""
+}
+
+// appendCodes appends the integers of raw (a number, a numeric string, or an
+// array of them) to codes, at most maxErrorCodes in all.
+func appendCodes(codes []int, raw json.RawMessage) []int {
+	if len(raw) == 0 {
+		return codes
+	}
+	var list []json.RawMessage
+	if json.Unmarshal(raw, &list) != nil {
+		list = []json.RawMessage{raw}
+	}
+	for _, r := range list {
+		if len(codes) >= maxErrorCodes {
+			break
+		}
+		var n json.Number
+		if json.Unmarshal(r, &n) != nil {
+			var s string
+			if json.Unmarshal(r, &s) != nil {
+				continue
+			}
+			n = json.Number(strings.TrimSpace(s))
+		}
+		if i, err := strconv.ParseInt(string(n), 10, 32); err == nil {
+			codes = append(codes, int(i))
+		}
+	}
+	return codes
+}
+
+var aadsts = regexp.MustCompile(`\bAADSTS(\d{4,9})\b`)
+
+// aadstsCodes extracts Microsoft's codes from a description such as
+// "AADSTS70008: The provided authorization code or refresh token has
+// expired...", for answers pasted without their error_codes array.
+func aadstsCodes(desc string) []int {
+	var codes []int
+	for _, m := range aadsts.FindAllStringSubmatch(desc, maxErrorCodes) {
+		if i, err := strconv.Atoi(m[1]); err == nil {
+			codes = append(codes, i)
+		}
+	}
+	return codes
+}
+
+// capString trims s and cuts it to at most n bytes on a rune boundary.
+func capString(s string, n int) string {
+	s = strings.TrimSpace(s)
+	if len(s) <= n {
+		return s
+	}
+	s = s[:n]
+	for len(s) > 0 && !utf8.ValidString(s) {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
+// retryAfter reads the wait an answer asks for. Retry-After wins; the
+// rate-limit reset headers count only on a 429 or 503, as GitHub and others
+// send them on every answer.
+func retryAfter(status int, h http.Header, date, now time.Time) time.Duration {
+	ref := now
+	if !date.IsZero() {
+		ref = date
+	}
+	var d time.Duration
+	if v := strings.TrimSpace(h.Get("Retry-After")); v != "" {
+		if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+			d = seconds(n)
+		} else if t, err := http.ParseTime(v); err == nil {
+			d = t.Sub(ref)
+		}
+	} else if status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable {
+		for _, k := range []string{"X-RateLimit-Reset", "RateLimit-Reset", "X-Rate-Limit-Reset"} {
+			v := strings.TrimSpace(h.Get(k))
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				continue
+			}
+			if n > 1e9 { // Unix seconds (GitHub, Okta), not a delta
+				d = time.Unix(n, 0).Sub(ref)
+			} else {
+				d = seconds(n)
+			}
+			break
+		}
+	}
+	return min(max(d, 0), maxRetryAfter)
+}
+
+func seconds(n int64) time.Duration {
+	if n > int64(maxRetryAfter/time.Second) {
+		return maxRetryAfter
+	}
+	return time.Duration(n) * time.Second
+}

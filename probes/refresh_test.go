@@ -1,0 +1,405 @@
+package probes_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/oauth2"
+
+	"github.com/grantwatch/grantwatch/internal/secret"
+	"github.com/grantwatch/grantwatch/probes"
+	"github.com/grantwatch/grantwatch/probes/sandbox"
+)
+
+// startSandbox starts a sandbox token endpoint closed with the test.
+func startSandbox(t testing.TB) *sandbox.Server {
+	t.Helper()
+	s, err := sandbox.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	return s
+}
+
+func newProber(concurrency int) *probes.Prober {
+	return &probes.Prober{Client: probes.NewHTTPClient(concurrency, 10*time.Second)}
+}
+
+func endpoint(s *sandbox.Server, preset string) probes.Endpoint {
+	return probes.Endpoint{
+		Preset:       preset,
+		TokenURL:     s.TokenURL(),
+		ClientID:     "grantwatch",
+		ClientSecret: "client-secret-value",
+		AuthStyle:    oauth2.AuthStyleInHeader,
+	}
+}
+
+// refresh probes token with a per-probe deadline, as the daemon does.
+func refresh(t testing.TB, p *probes.Prober, ep probes.Endpoint, token string, timeout time.Duration) probes.Result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return p.Refresh(ctx, ep, secret.Secret(token))
+}
+
+func TestRefreshBehaviors(t *testing.T) {
+	s := startSandbox(t)
+	s.SetSlowDelay(50 * time.Millisecond)
+	p := newProber(4)
+
+	for _, tc := range []struct {
+		b       sandbox.Behavior
+		preset  string
+		timeout time.Duration // default 5s
+		// want
+		ok         bool
+		cause      probes.Cause
+		status     int
+		errorCode  string
+		retryAfter time.Duration
+		lost       bool
+	}{
+		{b: sandbox.Healthy, ok: true, status: 200},
+		// A single use of a rotating token: checked further in TestRefreshRotation.
+		{b: sandbox.Rotate, preset: "hydra", ok: true, status: 200},
+		// Google does not say whether it expired or was revoked.
+		{b: sandbox.Revoked, preset: "google", cause: probes.CauseInvalidGrant, status: 400, errorCode: "invalid_grant"},
+		{b: sandbox.Revoked, cause: probes.CauseInvalidGrant, status: 400, errorCode: "invalid_grant"},
+		{b: sandbox.Expired, preset: "microsoft", cause: probes.CauseExpired, status: 400, errorCode: "invalid_grant"},
+		{b: sandbox.PasswordChanged, preset: "microsoft", cause: probes.CausePasswordChanged, status: 400, errorCode: "invalid_grant"},
+		{b: sandbox.InteractionRequired, preset: "microsoft", cause: probes.CauseInteractionRequired, status: 400, errorCode: "invalid_grant"},
+		{b: sandbox.ClockWindow, preset: "google", cause: probes.CauseClockSkew, status: 400, errorCode: "invalid_grant"},
+		{b: sandbox.ClockWindow, cause: probes.CauseClockSkew, status: 400, errorCode: "invalid_grant"},
+		{b: sandbox.ServerError, cause: probes.CauseServerError, status: 500, errorCode: "server_error"},
+		{b: sandbox.BadGateway, cause: probes.CauseServerError, status: 502},
+		{b: sandbox.Unavailable, cause: probes.CauseServerError, status: 503, retryAfter: 2 * time.Second},
+		{b: sandbox.RateLimited, preset: "okta", cause: probes.CauseRateLimited, status: 429, retryAfter: time.Second},
+		{b: sandbox.Slow, ok: true, status: 200},
+		// Cut by the probe's deadline, after the request was sent.
+		{b: sandbox.Hang, timeout: 200 * time.Millisecond, cause: probes.CauseServerError, lost: true},
+		{b: sandbox.FormError, cause: probes.CauseInvalidGrant, status: 400, errorCode: "invalid_grant"},
+		// HTTP 200 with an error body: x/oauth2 returns a RetrieveError.
+		{b: sandbox.Error200, preset: "github", cause: probes.CauseInvalidGrant, status: 200, errorCode: "bad_refresh_token"},
+		// HTTP 200, empty: x/oauth2 fails to parse it, no RetrieveError.
+		{b: sandbox.Empty, cause: probes.CauseMalformed, status: 200},
+	} {
+		t.Run(string(tc.b)+"/"+tc.preset, func(t *testing.T) {
+			token := "rt-" + string(tc.b) + "-" + tc.preset
+			s.Add(token, tc.b)
+			timeout := tc.timeout
+			if timeout == 0 {
+				timeout = 5 * time.Second
+			}
+			before := time.Now()
+			got := refresh(t, p, endpoint(s, tc.preset), token, timeout)
+
+			if got.OK != tc.ok || got.Cause != tc.cause || got.Action != tc.cause.Action() {
+				t.Errorf("got OK %v cause %q action %q (rule %q), want OK %v cause %q action %q",
+					got.OK, got.Cause, got.Action, got.Rule, tc.ok, tc.cause, tc.cause.Action())
+			}
+			if got.Status != tc.status {
+				t.Errorf("Status: got %d, want %d", got.Status, tc.status)
+			}
+			if got.Error != tc.errorCode {
+				t.Errorf("Error: got %q, want %q", got.Error, tc.errorCode)
+			}
+			if got.RetryAfter != tc.retryAfter {
+				t.Errorf("RetryAfter: got %v, want %v", got.RetryAfter, tc.retryAfter)
+			}
+			if got.Lost != tc.lost {
+				t.Errorf("Lost: got %v, want %v", got.Lost, tc.lost)
+			}
+			if tc.status != 0 && (got.Date.IsZero() || got.Date.Sub(before).Abs() > 5*time.Second) {
+				t.Errorf("Date: got %v, want about %v", got.Date, before)
+			}
+			if got.Started.Before(before.Add(-time.Second)) || got.Latency <= 0 || got.Latency > timeout+time.Second {
+				t.Errorf("Started %v, Latency %v: want a start after %v and a latency within %v", got.Started, got.Latency, before, timeout)
+			}
+			if tc.b == sandbox.Slow && got.Latency < 50*time.Millisecond {
+				t.Errorf("Latency: got %v for a 50ms answer", got.Latency)
+			}
+			if rotated := !got.NewRefreshToken.IsZero(); rotated != (tc.b == sandbox.Rotate) {
+				t.Errorf("NewRefreshToken set: got %v, want %v", rotated, tc.b == sandbox.Rotate)
+			}
+		})
+	}
+}
+
+// TestRefreshRotation follows a rotating grant through 50 refreshes, each
+// presenting the token the one before returned, then presents a
+// rotated-away token: the provider detects reuse and revokes the chain.
+func TestRefreshRotation(t *testing.T) {
+	s := startSandbox(t)
+	p := newProber(2)
+	ep := endpoint(s, "hydra")
+	s.Add("rt-0", sandbox.Rotate)
+
+	tokens := []string{"rt-0"}
+	for i := range 50 {
+		got := refresh(t, p, ep, tokens[i], 5*time.Second)
+		if !got.OK || got.NewRefreshToken.IsZero() {
+			t.Fatalf("refresh %d: got OK %v cause %q, rotated %v; want a rotated token", i, got.OK, got.Cause, !got.NewRefreshToken.IsZero())
+		}
+		next := got.NewRefreshToken.Reveal()
+		if next == tokens[i] {
+			t.Fatalf("refresh %d: NewRefreshToken is the presented token", i)
+		}
+		if cur := s.Current("rt-0"); next != cur {
+			t.Fatalf("refresh %d: NewRefreshToken %q, sandbox's current %q", i, next, cur)
+		}
+		tokens = append(tokens, next)
+	}
+
+	// A rotated-away token comes back (a lost write, two workers): reuse.
+	got := refresh(t, p, ep, tokens[10], 5*time.Second)
+	if got.OK || got.Cause != probes.CauseCodeReused {
+		t.Fatalf("reused token: got OK %v cause %q (rule %q), want code_reused", got.OK, got.Cause, got.Rule)
+	}
+	if got := s.Stats().Reused; got != 1 {
+		t.Errorf("sandbox Reused: got %d, want 1", got)
+	}
+	// The chain is dead: even the newest token fails now.
+	got = refresh(t, p, ep, tokens[len(tokens)-1], 5*time.Second)
+	if got.OK || got.Action != probes.ActionReconnect {
+		t.Errorf("current token after reuse: got OK %v cause %q, want a reconnect cause", got.OK, got.Cause)
+	}
+}
+
+// TestRefreshTransientNeverReconnect: an outage, whatever a preset's rules
+// say about wording, must never tell a user to reconnect.
+func TestRefreshTransientNeverReconnect(t *testing.T) {
+	s := startSandbox(t)
+	p := newProber(4)
+	transient := []sandbox.Behavior{sandbox.ServerError, sandbox.BadGateway, sandbox.Unavailable,
+		sandbox.RateLimited, sandbox.Hang, sandbox.Empty}
+	for _, b := range transient {
+		s.Add("rt-"+string(b), b)
+	}
+	for _, preset := range append([]string{""}, probes.PresetNames()...) {
+		for _, b := range transient {
+			got := refresh(t, p, endpoint(s, preset), "rt-"+string(b), 100*time.Millisecond)
+			if got.OK || got.Action != probes.ActionRetry {
+				t.Errorf("preset %q, %s: got OK %v cause %q action %q (rule %q), want action retry",
+					preset, b, got.OK, got.Cause, got.Action, got.Rule)
+			}
+		}
+	}
+}
+
+func TestRefreshClientAuth(t *testing.T) {
+	s := startSandbox(t)
+	const id, clientSecret = "grant watch", "s3:cr/t+%=" // characters Basic must escape
+	s.SetClient(id, clientSecret)
+	s.Add("rt", sandbox.Healthy)
+	p := newProber(2)
+
+	for name, style := range map[string]oauth2.AuthStyle{
+		"header": oauth2.AuthStyleInHeader, "params": oauth2.AuthStyleInParams, "auto": oauth2.AuthStyleAutoDetect,
+	} {
+		t.Run(name, func(t *testing.T) {
+			ep := endpoint(s, "")
+			ep.ClientID, ep.ClientSecret, ep.AuthStyle = id, clientSecret, style
+			if got := refresh(t, p, ep, "rt", 5*time.Second); !got.OK {
+				t.Errorf("right secret: got cause %q (rule %q), want OK", got.Cause, got.Rule)
+			}
+			ep.ClientSecret = "wrong-secret"
+			got := refresh(t, p, ep, "rt", 5*time.Second)
+			if got.Cause != probes.CauseInvalidClient || got.Status != http.StatusUnauthorized {
+				t.Errorf("wrong secret: got cause %q status %d, want invalid_client 401", got.Cause, got.Status)
+			}
+		})
+	}
+}
+
+// TestRefreshAutoDetectRemembered: against a provider that only takes
+// client credentials as parameters, auto-detection costs a second request
+// on the first probe only.
+func TestRefreshAutoDetectRemembered(t *testing.T) {
+	sb := sandbox.New()
+	sb.Add("rt", sandbox.Healthy)
+	var requests int
+	var mu sync.Mutex
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		requests++
+		mu.Unlock()
+		if r.Header.Get("Authorization") != "" {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusUnauthorized)
+			fmt.Fprint(w, `{"error":"invalid_client"}`)
+			return
+		}
+		sb.Handler().ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+
+	p := newProber(2)
+	ep := probes.Endpoint{TokenURL: srv.URL + sandbox.TokenPath, ClientID: "id", ClientSecret: "secret"}
+	for i, want := range []int{2, 3, 4} {
+		if got := refresh(t, p, ep, "rt", 5*time.Second); !got.OK {
+			t.Fatalf("probe %d: got cause %q, want OK", i, got.Cause)
+		}
+		mu.Lock()
+		got := requests
+		mu.Unlock()
+		if got != want {
+			t.Errorf("after probe %d: %d requests, want %d", i, got, want)
+		}
+	}
+}
+
+// TestRefreshDoesNotFollowRedirects: following a 307 would send the refresh
+// token and client secret to the redirect's target.
+func TestRefreshDoesNotFollowRedirects(t *testing.T) {
+	s := startSandbox(t)
+	s.Add("rt", sandbox.Healthy)
+	srv := httptest.NewServer(http.RedirectHandler(s.TokenURL(), http.StatusTemporaryRedirect))
+	defer srv.Close()
+
+	got := refresh(t, newProber(1), probes.Endpoint{TokenURL: srv.URL}, "rt", 5*time.Second)
+	if got.OK || got.Action == probes.ActionReconnect || got.Status != http.StatusTemporaryRedirect {
+		t.Errorf("got OK %v cause %q status %d, want a non-reconnect failure with status 307", got.OK, got.Cause, got.Status)
+	}
+	if n := s.Stats().Requests; n != 0 {
+		t.Errorf("the redirect was followed: sandbox saw %d requests", n)
+	}
+}
+
+// TestRefreshUnusable200: 2xx answers x/oauth2 rejects without a
+// RetrieveError ("server response missing access_token", unparsable
+// bodies) are classified from the body the probe kept.
+func TestRefreshUnusable200(t *testing.T) {
+	for name, body := range map[string]string{
+		"no access_token": `{"token_type":"Bearer","expires_in":3600}`,
+		"not json":        `<html><body>Sign in</body></html>`,
+		"slack error":     `{"ok":false,"error":"invalid_refresh_token"}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				fmt.Fprint(w, body)
+			}))
+			defer srv.Close()
+			got := refresh(t, newProber(1), probes.Endpoint{TokenURL: srv.URL}, "rt", 5*time.Second)
+			if got.OK || got.Cause == probes.CauseNone || got.Status != http.StatusOK || got.Date.IsZero() {
+				t.Errorf("got OK %v cause %q status %d date %v, want a classified failure with status 200 and a Date",
+					got.OK, got.Cause, got.Status, got.Date)
+			}
+		})
+	}
+}
+
+func TestRefreshDateSkew(t *testing.T) {
+	s := startSandbox(t)
+	s.Add("rt", sandbox.Healthy)
+	s.SetDateSkew(10 * time.Minute)
+	got := refresh(t, newProber(1), endpoint(s, ""), "rt", 5*time.Second)
+	if d := got.Date.Sub(got.Started); !got.OK || d < 9*time.Minute || d > 11*time.Minute {
+		t.Errorf("got OK %v, Date %v ahead of Started; want OK and about 10m", got.OK, d)
+	}
+}
+
+func TestRefreshNow(t *testing.T) {
+	s := startSandbox(t)
+	s.Add("rt", sandbox.Healthy)
+	now := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+	p := &probes.Prober{Client: probes.NewHTTPClient(1, 5*time.Second), Now: func() time.Time { return now }}
+	got := refresh(t, p, endpoint(s, ""), "rt", 5*time.Second)
+	if !got.Started.Equal(now) || got.Latency <= 0 {
+		t.Errorf("Started %v, Latency %v: want %v and a positive latency", got.Started, got.Latency, now)
+	}
+}
+
+func TestRefreshNoToken(t *testing.T) {
+	s := startSandbox(t)
+	got := refresh(t, newProber(1), endpoint(s, ""), "", 5*time.Second)
+	if got.OK || got.Action != probes.ActionReconnect || s.Stats().Requests != 0 {
+		t.Errorf("got OK %v cause %q after %d requests, want reconnect without a request", got.OK, got.Cause, s.Stats().Requests)
+	}
+}
+
+// TestRefreshLeaksNoSecret: whatever the answer, the presented token and the
+// client secret appear in no field of the Result, even when the provider
+// echoes them back in its error description.
+func TestRefreshLeaksNoSecret(t *testing.T) {
+	const token, clientSecret = "rt-TOPSECRET-7f3a9c", "cs-TOPSECRET-b41e0d"
+	s := startSandbox(t)
+	echo := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = r.ParseForm()
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusBadRequest)
+		fmt.Fprintf(w, `{"error":"invalid_grant %s","error_description":"refresh token %s is not valid for client secret %s"}`,
+			r.PostForm.Get("refresh_token"), r.PostForm.Get("refresh_token"), r.PostForm.Get("client_secret"))
+	}))
+	defer echo.Close()
+
+	p := newProber(4)
+	check := func(name string, ep probes.Endpoint) {
+		t.Helper()
+		ep.ClientSecret = clientSecret
+		ep.AuthStyle = oauth2.AuthStyleInParams
+		got := refresh(t, p, ep, token, 100*time.Millisecond)
+		for _, out := range []string{fmt.Sprintf("%+v", got), fmt.Sprintf("%#v", got), fmt.Sprint(got)} {
+			for _, secret := range []string{token, clientSecret, got.NewRefreshToken.Reveal()} {
+				if secret != "" && strings.Contains(out, secret) {
+					t.Errorf("%s: result leaks %q: %s", name, secret, out)
+				}
+			}
+		}
+	}
+	for _, b := range sandbox.Behaviors() {
+		s.Set(token, b)
+		check(string(b), endpoint(s, ""))
+	}
+	check("echo", probes.Endpoint{TokenURL: echo.URL})
+	// A refused connection: the error text names only the URL.
+	check("refused", probes.Endpoint{TokenURL: "http://127.0.0.1:1/token"})
+}
+
+// TestRefreshConcurrent: 64 workers share one Prober and one client; the
+// pool is sized for them, so the sandbox never sees more than 64 at once.
+func TestRefreshConcurrent(t *testing.T) {
+	const workers, each = 64, 20
+	s := startSandbox(t)
+	p := newProber(workers)
+	ep := endpoint(s, "")
+	var wg sync.WaitGroup
+	errs := make(chan string, workers*each)
+	for w := range workers {
+		token := fmt.Sprintf("rt-%d", w)
+		b := sandbox.Healthy
+		if w%2 == 1 {
+			b = sandbox.Rotate
+		}
+		s.Add(token, b)
+		wg.Go(func() {
+			for range each {
+				got := refresh(t, p, ep, token, 10*time.Second)
+				if !got.OK {
+					errs <- fmt.Sprintf("%s: cause %q rule %q", token, got.Cause, got.Rule)
+					return
+				}
+				if !got.NewRefreshToken.IsZero() {
+					token = got.NewRefreshToken.Reveal()
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
+	st := s.Stats()
+	if st.MaxConcurrent > workers || st.Requests != workers*each {
+		t.Errorf("sandbox saw %d requests, at most %d at once; want %d, at most %d", st.Requests, st.MaxConcurrent, workers*each, workers)
+	}
+}

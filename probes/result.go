@@ -1,0 +1,63 @@
+package probes
+
+import (
+	"time"
+
+	"github.com/grantwatch/grantwatch/internal/secret"
+)
+
+// Answer is a token endpoint's answer, parsed. It never holds a token: the
+// parser keeps only the error fields and whether a token was present.
+type Answer struct {
+	// Status is the HTTP status code.
+	Status int
+	// Format is how the body was read: "json", "form", "html", "text" or
+	// "empty".
+	Format string
+	// Error, ErrorDescription, ErrorSubtype and ErrorCodes are the error
+	// fields of RFC 6749 §5.2 and their provider extensions (Microsoft's
+	// error_codes, Google's error_subtype). Strings are trimmed and capped.
+	Error            string
+	ErrorDescription string
+	ErrorSubtype     string
+	ErrorCodes       []int
+	// HasAccessToken reports that the body carried an access_token.
+	HasAccessToken bool
+	// RetryAfter is the wait a 429 or 503 asked for (Retry-After in seconds or
+	// as an HTTP date, or an X-RateLimit-Reset style header); 0 if none.
+	RetryAfter time.Duration
+	// Date is the answer's Date header; zero if absent or unparsable.
+	Date time.Time
+}
+
+// Result is the outcome of one refresh probe. It never holds the token that
+// was presented; a rotated refresh token is in NewRefreshToken, sealed as a
+// secret.Secret.
+type Result struct {
+	// OK reports a successful refresh; then Cause is CauseNone.
+	OK     bool
+	Cause  Cause
+	Action Action
+	// Rule names the classification rule that chose Cause, for explain.
+	Rule string
+	// Status, Error, ErrorDescription, ErrorSubtype and ErrorCodes are copied
+	// from the answer (Status 0 when no answer came).
+	Status           int
+	Error            string
+	ErrorDescription string
+	ErrorSubtype     string
+	ErrorCodes       []int
+	// RetryAfter is the wait the provider asked for, 0 if none.
+	RetryAfter time.Duration
+	// Date is the provider's Date header, zero if absent.
+	Date time.Time
+	// Started is when the request was sent; Latency how long the answer took.
+	Started time.Time
+	Latency time.Duration
+	// Lost reports that the request may have reached the provider but its
+	// answer did not reach us (timeout or reset after sending): with rotation,
+	// the provider may have rotated the token and the new one is lost.
+	Lost bool
+	// NewRefreshToken is set when the provider rotated the refresh token.
+	NewRefreshToken secret.Secret
+}

@@ -1,0 +1,149 @@
+package store
+
+import (
+	"fmt"
+	"hash/maphash"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/grantwatch/grantwatch/internal/secret"
+)
+
+// Benchmarks for issue 7. The 10⁶ sizes take minutes of setup and a GB of
+// disk; they run only with GRANTWATCH_BENCH_1M=1:
+//
+//	GRANTWATCH_BENCH_1M=1 go test -run '^$' -bench . -benchtime 2000x ./store/
+
+func benchSizes() []int {
+	sizes := []int{10_000, 100_000}
+	if os.Getenv("GRANTWATCH_BENCH_1M") == "1" {
+		sizes = append(sizes, 1_000_000)
+	}
+	return sizes
+}
+
+var idSeed = maphash.MakeSeed()
+
+// benchID spreads ids over the key space like UUIDs or e-mail addresses do,
+// so inserts land all over the B+trees rather than appending.
+func benchID(i int) string {
+	return fmt.Sprintf("%016x-%d", maphash.Comparable(idSeed, i), i)
+}
+
+// fillBench imports n grants of provider in chunks of 10,000, as the import
+// command does.
+func fillBench(tb testing.TB, db *DB, from, n int, provider string, now time.Time) {
+	tb.Helper()
+	const chunk = 10_000
+	gs := make([]NewGrant, 0, chunk)
+	for i := from; i < from+n; i++ {
+		gs = append(gs, NewGrant{ID: benchID(i), Provider: provider, Subject: "user" + strconv.Itoa(i) + "@example.com",
+			RefreshToken: secret.Secret("1//0g-refresh-token-" + strconv.Itoa(i) + "-abcdefghijklmnopqrstuvwxyz0123456789")})
+		if len(gs) == chunk || i == from+n-1 {
+			if _, _, err := db.Import(gs, now); err != nil {
+				tb.Fatal(err)
+			}
+			gs = gs[:0]
+		}
+	}
+}
+
+// BenchmarkLeaseDue measures one scheduler tick that finds 100 due grants
+// among N scheduled in the future: its cost should not depend on N.
+func BenchmarkLeaseDue(b *testing.B) {
+	for _, n := range benchSizes() {
+		b.Run(fmt.Sprintf("grants=%d", n), func(b *testing.B) {
+			db := openTest(b, Options{NoSync: true})
+			const hot = 100
+			fillBench(b, db, 0, n-hot, "cold", t0)
+			fillBench(b, db, n-hot, hot, "hot", t0)
+			if _, err := db.Reschedule(t0.Add(1000*time.Hour), StatePending, "cold", ""); err != nil {
+				b.Fatal(err)
+			}
+			const lease = time.Minute
+			now := t0
+			b.ReportAllocs()
+			for b.Loop() {
+				ls, err := db.LeaseDue(now, lease, 0)
+				if err != nil || len(ls) != hot {
+					b.Fatalf("LeaseDue = %d, %v; want %d", len(ls), err, hot)
+				}
+				now = now.Add(lease) // the same 100 are due again next tick
+			}
+		})
+	}
+}
+
+// BenchmarkNextDue is the idle tick: nothing due among N grants.
+func BenchmarkNextDue(b *testing.B) {
+	for _, n := range benchSizes() {
+		b.Run(fmt.Sprintf("grants=%d", n), func(b *testing.B) {
+			db := openTest(b, Options{NoSync: true})
+			fillBench(b, db, 0, n, "cold", t0.Add(time.Hour))
+			b.ReportAllocs()
+			for b.Loop() {
+				if ls, err := db.LeaseDue(t0, time.Minute, 0); err != nil || len(ls) != 0 {
+					b.Fatalf("LeaseDue = %d, %v", len(ls), err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkApplyParallel measures probe results written by 64 concurrent
+// workers through Batch with MaxBatchSize 64, as the daemon runs them; with
+// and without fsync.
+func BenchmarkApplyParallel(b *testing.B) {
+	for _, noSync := range []bool{true, false} {
+		b.Run(fmt.Sprintf("nosync=%v", noSync), func(b *testing.B) {
+			const n, workers = 100_000, 64
+			db := openTest(b, Options{NoSync: noSync, MaxBatchSize: workers})
+			fillBench(b, db, 0, n, "google", t0)
+			var next atomic.Int64
+			b.SetParallelism((workers + 1) / 2) // × GOMAXPROCS(2 here) goroutines
+			b.ResetTimer()
+			start := time.Now()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					i := int(next.Add(1))
+					due := t0.Add(24*time.Hour + time.Duration(i)*time.Millisecond)
+					err := db.Apply(benchID(i%n), func(cur Grant) (Change, error) {
+						cur.State, cur.LastProbeAt, cur.LastSuccessAt, cur.NextDueAt = StateHealthy, t0, t0, due
+						return Change{Grant: cur}, nil
+					})
+					if err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "applies/s")
+		})
+	}
+}
+
+// BenchmarkImport imports N grants into a fresh database in chunks of
+// 10,000, with fsync, as `grants import` does. Issue 7: 10⁶ under 60 s.
+func BenchmarkImport(b *testing.B) {
+	for _, n := range benchSizes() {
+		b.Run(fmt.Sprintf("grants=%d", n), func(b *testing.B) {
+			dir := b.TempDir()
+			i := 0
+			for b.Loop() {
+				db := openAt(b, filepath.Join(dir, fmt.Sprintf("%d.db", i)), Options{})
+				i++
+				start := time.Now()
+				fillBench(b, db, 0, n, "google", t0)
+				b.ReportMetric(float64(n)/time.Since(start).Seconds(), "grants/s")
+				db.Close()
+				fi, _ := os.Stat(db.Path())
+				b.ReportMetric(float64(fi.Size())/(1<<20), "MB")
+				os.Remove(db.Path())
+			}
+		})
+	}
+}

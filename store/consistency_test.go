@@ -1,0 +1,183 @@
+package store
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand/v2"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/grantwatch/grantwatch/internal/secret"
+)
+
+// assertCountsMatchScan compares Counts with a count over every grant.
+func assertCountsMatchScan(t *testing.T, db *DB) {
+	t.Helper()
+	want := map[string]map[State]int{}
+	if err := db.Each(func(g Grant) error {
+		if want[g.Provider] == nil {
+			want[g.Provider] = map[State]int{}
+		}
+		want[g.Provider][g.State]++
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := db.Counts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("Counts = %v, full scan = %v", got, want)
+	}
+}
+
+// assertIndexesMatchScan checks every derived bucket against the grants: one
+// due entry per scheduled grant at its NextDueAt, one state index entry per
+// grant, a token per grant, nothing for grants that do not exist, and the
+// counters.
+func assertIndexesMatchScan(t *testing.T, db *DB) {
+	t.Helper()
+	assertCountsMatchScan(t, db)
+	wantDue, wantState, ids := map[string]bool{}, map[string]bool{}, map[string]bool{}
+	db.Each(func(g Grant) error {
+		ids[g.ID] = true
+		if !g.NextDueAt.IsZero() {
+			wantDue[string(dueKey(g.NextDueAt, g.ID))] = true
+		}
+		wantState[string(stateKey(g.State, g.Provider, g.ID))] = true
+		return nil
+	})
+	db.view(func(b *bkts) error {
+		keys := func(bk interface {
+			ForEach(func(k, v []byte) error) error
+		}) map[string]bool {
+			m := map[string]bool{}
+			bk.ForEach(func(k, _ []byte) error { m[string(k)] = true; return nil })
+			return m
+		}
+		if got := keys(b.due); fmt.Sprint(sorted(got)) != fmt.Sprint(sorted(wantDue)) {
+			t.Errorf("due index has %d entries, grants say %d", len(got), len(wantDue))
+		}
+		if got := keys(b.byState); fmt.Sprint(sorted(got)) != fmt.Sprint(sorted(wantState)) {
+			t.Errorf("state index = %q, grants say %q", sorted(got), sorted(wantState))
+		}
+		if got := keys(b.tokens); fmt.Sprint(sorted(got)) != fmt.Sprint(sorted(ids)) {
+			t.Errorf("tokens for %q, grants %q", sorted(got), sorted(ids))
+		}
+		b.history.ForEach(func(k, _ []byte) error {
+			if id := string(k[:bytes.IndexByte(k, 0)]); !ids[id] {
+				t.Errorf("history of missing grant %q", id)
+			}
+			return nil
+		})
+		return nil
+	})
+}
+
+func sorted(m map[string]bool) []string {
+	var s []string
+	for k := range m {
+		s = append(s, k)
+	}
+	sort.Strings(s)
+	return s
+}
+
+// TestRandomOperationsKeepIndexes runs a random mix of every write path and
+// checks the indexes and counters against a full scan after each round.
+func TestRandomOperationsKeepIndexes(t *testing.T) {
+	db := openTest(t, Options{HistoryLimit: 3})
+	rng := rand.New(rand.NewPCG(1, 2))
+	providers := []string{"google", "microsoft", "okta"}
+	states := States()
+	now := t0
+	id := func() string { return fmt.Sprintf("g%02d", rng.IntN(40)) }
+	for round := range 30 {
+		for range 40 {
+			now = now.Add(time.Duration(rng.IntN(120)) * time.Second)
+			switch op := rng.IntN(7); op {
+			case 0:
+				var gs []NewGrant
+				for range rng.IntN(5) + 1 {
+					gs = append(gs, NewGrant{ID: id(), Provider: providers[rng.IntN(3)], RefreshToken: "t"})
+				}
+				if _, _, err := db.Import(gs, now); err != nil {
+					t.Fatal(err)
+				}
+			case 1, 2:
+				st, prov, due, skip := states[rng.IntN(len(states))], providers[rng.IntN(3)], rng.IntN(3), rng.IntN(6) == 0
+				move, in := rng.IntN(4) == 0, time.Duration(rng.IntN(3600))*time.Second
+				db.Apply(id(), func(cur Grant) (Change, error) {
+					cur.State = st
+					if move {
+						cur.Provider = prov
+					}
+					switch due {
+					case 0:
+						cur.NextDueAt = time.Time{}
+					case 1:
+						cur.NextDueAt = now.Add(in)
+					}
+					return Change{Skip: skip, Grant: cur, History: &HistoryEntry{At: now, To: st}}, nil
+				})
+			case 3:
+				db.LeaseDue(now, time.Duration(rng.IntN(600))*time.Second, rng.IntN(10))
+			case 4:
+				db.Remove(id())
+			case 5:
+				db.SetToken(id(), "n", now)
+			case 6:
+				db.Reschedule(now, states[rng.IntN(len(states))], "", "")
+			}
+		}
+		assertIndexesMatchScan(t, db)
+		if t.Failed() {
+			t.Fatalf("inconsistent after round %d", round)
+		}
+	}
+}
+
+// TestApplyConcurrent has 32 workers apply results through Batch at once, as
+// the daemon does, and checks each grant got exactly its result.
+func TestApplyConcurrent(t *testing.T) {
+	db := openTest(t, Options{MaxBatchSize: 32, NoSync: true})
+	const n = 640
+	importN(t, db, n, "google", t0)
+	var wg sync.WaitGroup
+	ids := make(chan string)
+	for range 32 {
+		wg.Go(func() {
+			for id := range ids {
+				err := db.Apply(id, func(cur Grant) (Change, error) {
+					cur.State, cur.NextDueAt = StateHealthy, t0.Add(time.Hour)
+					return Change{Grant: cur, NewToken: secret.Secret("new-" + id),
+						History: &HistoryEntry{At: t0, From: StatePending, To: StateHealthy}}, nil
+				})
+				if err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
+	for i := range n {
+		ids <- fmt.Sprintf("g%04d", i)
+	}
+	close(ids)
+	wg.Wait()
+	ls, err := db.LeaseDue(t0.Add(time.Hour), time.Minute, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ls) != n {
+		t.Fatalf("%d leased, want %d", len(ls), n)
+	}
+	for _, l := range ls {
+		if l.Token.Reveal() != "new-"+l.Grant.ID || l.Grant.State != StateHealthy {
+			t.Errorf("%s: state %s, token mismatch %v", l.Grant.ID, l.Grant.State, l.Token.Reveal() != "new-"+l.Grant.ID)
+		}
+	}
+	assertIndexesMatchScan(t, db)
+}

@@ -1,0 +1,32 @@
+package store
+
+import (
+	"fmt"
+
+	"github.com/grantwatch/grantwatch/internal/secret"
+)
+
+// GetLease returns a grant with its decrypted token without moving its due
+// time: a probe on request (grants probe, set-token) rather than on schedule.
+func (db *DB) GetLease(id string) (Lease, error) {
+	var g Grant
+	var sealed []byte
+	err := db.view(func(b *bkts) error {
+		var ok bool
+		var err error
+		g, ok, err = b.getGrant(id)
+		if err == nil && !ok {
+			err = notFound(id)
+		}
+		sealed = clone(b.tokens.Get([]byte(id)))
+		return err
+	})
+	if err != nil {
+		return Lease{}, err
+	}
+	pt, err := db.open(sealed, id)
+	if err != nil {
+		return Lease{}, fmt.Errorf("open token of %q in %s: %w", id, db.path, err)
+	}
+	return Lease{Grant: g, Token: secret.Secret(pt)}, nil
+}

@@ -1,0 +1,98 @@
+package store
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Key encodings. Times are big-endian unix nanoseconds so that byte order is
+// time order; names are joined with a 0 byte, which names may not contain.
+
+var errNUL = errors.New("must not contain a NUL byte")
+
+func checkName(what, s string) error {
+	if s == "" {
+		return fmt.Errorf("%s is empty", what)
+	}
+	if strings.IndexByte(s, 0) >= 0 {
+		return fmt.Errorf("%s %q: %w", what, s, errNUL)
+	}
+	return nil
+}
+
+func timeNanos(t time.Time) uint64 {
+	ns := t.UnixNano()
+	if ns < 0 {
+		return 0
+	}
+	return uint64(ns)
+}
+
+func dueKey(t time.Time, id string) []byte {
+	k := make([]byte, 8+len(id))
+	binary.BigEndian.PutUint64(k, timeNanos(t))
+	copy(k[8:], id)
+	return k
+}
+
+func dueKeyTime(k []byte) time.Time {
+	return time.Unix(0, int64(binary.BigEndian.Uint64(k[:8])))
+}
+
+func stateKey(state State, provider, id string) []byte {
+	k := make([]byte, 0, len(state)+len(provider)+len(id)+2)
+	k = append(k, state...)
+	k = append(k, 0)
+	k = append(k, provider...)
+	k = append(k, 0)
+	return append(k, id...)
+}
+
+// statePrefix selects a state's index entries, or one provider's within it.
+func statePrefix(state State, provider string) []byte {
+	k := append([]byte(state), 0)
+	if provider != "" {
+		k = append(k, provider...)
+		k = append(k, 0)
+	}
+	return k
+}
+
+// stateKeyID returns the id part of a state index key.
+func stateKeyID(k []byte) string {
+	i := bytes.IndexByte(k, 0)
+	j := bytes.IndexByte(k[i+1:], 0)
+	return string(k[i+1+j+1:])
+}
+
+func countKey(provider string, state State) []byte {
+	k := make([]byte, 0, len(provider)+1+len(state))
+	k = append(k, provider...)
+	k = append(k, 0)
+	return append(k, state...)
+}
+
+// seqKey is name ‖ 0 ‖ big-endian seq: history keys (name = grant id) and
+// outbox keys (name = receiver).
+func seqKey(name string, seq uint64) []byte {
+	k := make([]byte, len(name)+9)
+	copy(k, name)
+	binary.BigEndian.PutUint64(k[len(name)+1:], seq)
+	return k
+}
+
+func seqPrefix(name string) []byte {
+	return append([]byte(name), 0)
+}
+
+func seqOf(k []byte) uint64 {
+	return binary.BigEndian.Uint64(k[len(k)-8:])
+}
+
+func u64(v uint64) []byte {
+	return binary.BigEndian.AppendUint64(nil, v)
+}

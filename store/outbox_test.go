@@ -1,0 +1,140 @@
+package store
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+func TestOutbox(t *testing.T) {
+	db := openTest(t, Options{})
+	if n, oldest, err := db.OutboxStats(); n != 0 || !oldest.IsZero() || err != nil {
+		t.Errorf("empty OutboxStats = %d, %v, %v", n, oldest, err)
+	}
+	err := db.Enqueue(
+		OutboxEntry{Receiver: "slack", Payload: []byte("1"), CreatedAt: t0.Add(2 * time.Minute)},
+		OutboxEntry{Receiver: "pager", Payload: []byte("2"), CreatedAt: t0.Add(time.Minute)},
+		OutboxEntry{Receiver: "slack", Payload: []byte("3"), CreatedAt: t0.Add(3 * time.Minute)},
+		OutboxEntry{Receiver: "slack", Payload: []byte("4")},
+		// A receiver whose name is a prefix of another's.
+		OutboxEntry{Receiver: "slac", Payload: []byte("5"), CreatedAt: t0},
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slack, _ := db.PendingOutbox("slack", 0)
+	if got := payloads(slack); got != "1,3,4" {
+		t.Fatalf("PendingOutbox(slack) = %s, want 1,3,4", got)
+	}
+	if slack[0].Seq >= slack[1].Seq || slack[2].CreatedAt.IsZero() {
+		t.Errorf("seqs %d, %d not increasing or CreatedAt unset", slack[0].Seq, slack[1].Seq)
+	}
+	if got, _ := db.PendingOutbox("slack", 2); payloads(got) != "1,3" {
+		t.Errorf("PendingOutbox(slack, 2) = %s", payloads(got))
+	}
+	if n, oldest, _ := db.OutboxStats(); n != 5 || !oldest.Equal(t0) {
+		t.Errorf("OutboxStats = %d, %v; want 5, %v", n, oldest, t0)
+	}
+
+	// Bookkeeping is rewritten; the payload is kept; unknown entries ignored.
+	u := slack[0]
+	u.Attempts, u.NextAttemptAt, u.LastError, u.NotificationID, u.Payload = 2, t0.Add(time.Hour), "503", "n-1", []byte("changed")
+	if err := db.UpdateOutbox(u, OutboxEntry{Receiver: "slack", Seq: 999}); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := db.PendingOutbox("slack", 1)
+	if g := got[0]; g.Attempts != 2 || !g.NextAttemptAt.Equal(t0.Add(time.Hour)) || g.LastError != "503" || g.NotificationID != "n-1" || string(g.Payload) != "1" {
+		t.Errorf("updated entry = %+v", g)
+	}
+
+	if err := db.AckOutbox("slack", slack[0].Seq, 12345); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.DeadLetter("slack", "max_age exceeded", slack[1].Seq); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := db.PendingOutbox("slack", 0); payloads(got) != "4" {
+		t.Errorf("after ack and dead-letter: %s, want 4", payloads(got))
+	}
+	var dead []OutboxEntry
+	db.DeadLetters(func(e OutboxEntry) error { dead = append(dead, e); return nil })
+	if len(dead) != 1 || string(dead[0].Payload) != "3" || dead[0].DeadReason != "max_age exceeded" || dead[0].DeadAt.IsZero() {
+		t.Errorf("dead letters = %+v", dead)
+	}
+	if n, oldest, _ := db.OutboxStats(); n != 3 || !oldest.Equal(t0) {
+		t.Errorf("OutboxStats = %d, %v; want 3, %v", n, oldest, t0)
+	}
+	if err := db.Enqueue(OutboxEntry{Receiver: "a\x00b"}); !errors.Is(err, errNUL) {
+		t.Errorf("Enqueue(NUL receiver) err = %v", err)
+	}
+}
+
+func payloads(es []OutboxEntry) string {
+	var b bytes.Buffer
+	for i, e := range es {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.Write(e.Payload)
+	}
+	return b.String()
+}
+
+func TestLoadKey(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "grantwatch.key")
+	if _, err := LoadKey(path, false); err == nil {
+		t.Error("LoadKey(missing, create=false): nil error")
+	}
+	k1, err := LoadKey(path, true)
+	if err != nil || len(k1) != KeySize {
+		t.Fatalf("LoadKey(create) = %d bytes, %v", len(k1), err)
+	}
+	if mode, err := KeyFileMode(path); err != nil || mode != 0o600 {
+		t.Errorf("KeyFileMode = %o, %v; want 600", mode, err)
+	}
+	k2, err := LoadKey(path, true)
+	if err != nil || !bytes.Equal(k1, k2) {
+		t.Errorf("second LoadKey returned another key (%v)", err)
+	}
+	if leftovers, _ := filepath.Glob(filepath.Join(dir, ".grantwatch-key-*")); len(leftovers) != 0 {
+		t.Errorf("temp files left: %v", leftovers)
+	}
+
+	raw := bytes.Repeat([]byte{0xab}, KeySize)
+	tests := []struct {
+		name    string
+		content string
+		wantErr bool
+	}{
+		{"raw 32 bytes", string(raw), false},
+		{"hex with newline", "abababababababababababababababababababababababababababababababab\n", false},
+		{"base64", "q6urq6urq6urq6urq6urq6urq6urq6urq6urq6urq6s=", false},
+		{"base64 unpadded, spaces", "  q6urq6urq6urq6urq6urq6urq6urq6urq6urq6urq6s \n", false},
+		{"16 bytes of base64", "q6urq6urq6urq6urq6urqw==", true},
+		{"31 raw bytes", string(raw[:31]), true},
+		{"empty", "", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "k")
+			os.WriteFile(p, []byte(tt.content), 0o600)
+			k, err := LoadKey(p, true)
+			if tt.wantErr {
+				if !errors.Is(err, errKeySize) {
+					t.Errorf("LoadKey = %v, want a key size error", err)
+				}
+				if got, _ := os.ReadFile(p); string(got) != tt.content {
+					t.Error("a bad key file was overwritten")
+				}
+				return
+			}
+			if err != nil || !bytes.Equal(k, raw) {
+				t.Errorf("LoadKey = %x, %v; want %x", k, err, raw)
+			}
+		})
+	}
+}

@@ -1,0 +1,332 @@
+// Package store keeps grantwatch's state in one bbolt file: grants, their
+// sealed refresh tokens, a due-time index, per-grant history, the notification
+// outbox and daemon state. It is the only package that imports bbolt.
+//
+// Layout (one bucket each, created at Open):
+//
+//	meta      "schema" → decimal version, "canary" → sealed canary, "keyid" → key fingerprint
+//	grants    id → Grant as JSON (never the token)
+//	tokens    id → nonce ‖ AES-256-GCM ciphertext, additional data = id
+//	due       8-byte big-endian unix-nano ‖ id → empty (range scan from the start = due grants)
+//	bystate   state ‖ 0 ‖ provider ‖ 0 ‖ id → empty
+//	counts    provider ‖ 0 ‖ state → 8-byte big-endian count
+//	history   id ‖ 0 ‖ 8-byte big-endian seq → HistoryEntry as JSON
+//	outbox    receiver ‖ 0 ‖ 8-byte big-endian seq → OutboxEntry as JSON
+//	dead      same keys as outbox, dead-lettered entries
+//	daemon    GetMeta/PutMeta keys
+//
+// Grant ids, providers and receivers must not contain a NUL byte: it is the
+// key separator.
+package store
+
+import (
+	"bytes"
+	"crypto/cipher"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"runtime/debug"
+	"strconv"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+)
+
+// SchemaVersion is the layout version this package reads and writes. A file
+// with a higher version is refused (ErrNewerSchema) and left untouched.
+const SchemaVersion = 1
+
+const (
+	defaultLockTimeout   = 2 * time.Second
+	defaultMaxBatchSize  = 64
+	defaultMaxBatchDelay = 2 * time.Millisecond
+	defaultHistoryLimit  = 50
+)
+
+var (
+	bucketMeta    = []byte("meta")
+	bucketGrants  = []byte("grants")
+	bucketTokens  = []byte("tokens")
+	bucketDue     = []byte("due")
+	bucketByState = []byte("bystate")
+	bucketCounts  = []byte("counts")
+	bucketHistory = []byte("history")
+	bucketOutbox  = []byte("outbox")
+	bucketDead    = []byte("dead")
+	bucketDaemon  = []byte("daemon")
+
+	allBuckets = [][]byte{bucketMeta, bucketGrants, bucketTokens, bucketDue, bucketByState,
+		bucketCounts, bucketHistory, bucketOutbox, bucketDead, bucketDaemon}
+
+	keySchema = []byte("schema")
+	keyCanary = []byte("canary")
+	keyKeyID  = []byte("keyid")
+)
+
+// Options configures Open. Zero values select the defaults noted per field.
+type Options struct {
+	// Key is the 32-byte AES-256 key that seals refresh tokens. Required.
+	Key []byte
+	// LockTimeout bounds the wait for the file lock held by another process;
+	// then Open fails with ErrInUse. Default 2s.
+	LockTimeout time.Duration
+	// MaxBatchSize is bbolt's DB.MaxBatchSize for Apply. Set it to the number
+	// of concurrent writers (workers): a batch then commits as soon as every
+	// worker has handed in its result. Default 64.
+	MaxBatchSize int
+	// MaxBatchDelay is how long a partial batch waits for more writers.
+	// Default 2ms.
+	MaxBatchDelay time.Duration
+	// HistoryLimit is how many history entries are kept per grant; older
+	// ones are dropped. Default 50.
+	HistoryLimit int
+	// NoSync skips fsync on commit. A crash can lose or corrupt data: for
+	// benchmarks and throwaway databases only.
+	NoSync bool
+}
+
+// DB is an open grantwatch database. It is safe for concurrent use; writes are
+// serialised by bbolt, reads run in parallel with them.
+type DB struct {
+	bolt         *bolt.DB
+	path         string
+	aead         cipher.AEAD
+	historyLimit int
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Path returns the database file's path as given to Open.
+func (db *DB) Path() string { return db.path }
+
+// Close releases the file lock and closes the database. It is safe to call
+// more than once.
+func (db *DB) Close() error {
+	db.closeOnce.Do(func() {
+		if err := db.bolt.Close(); err != nil {
+			db.closeErr = fmt.Errorf("close %s: %w", db.path, err)
+		}
+	})
+	return db.closeErr
+}
+
+// Open opens or creates the database at path.
+//
+// A new (missing or empty) file gets every bucket, the schema version and a
+// canary sealed with opts.Key, and mode 0600. An existing file is checked
+// before anything is written: a newer schema gives ErrNewerSchema, a canary
+// that does not open with opts.Key gives ErrWrongKey, a damaged or truncated
+// file gives ErrCorrupt; in each case the file is left as it was. When another
+// process holds the file, Open gives ErrInUse after opts.LockTimeout instead
+// of waiting forever. Every error names the path.
+func Open(path string, opts Options) (*DB, error) {
+	aead, err := newAEAD(opts.Key)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	if opts.LockTimeout <= 0 {
+		opts.LockTimeout = defaultLockTimeout
+	}
+	if opts.MaxBatchSize <= 0 {
+		opts.MaxBatchSize = defaultMaxBatchSize
+	}
+	if opts.MaxBatchDelay <= 0 {
+		opts.MaxBatchDelay = defaultMaxBatchDelay
+	}
+	if opts.HistoryLimit <= 0 {
+		opts.HistoryLimit = defaultHistoryLimit
+	}
+
+	if err := precheck(path); err != nil {
+		return nil, err
+	}
+	bdb, err := openBolt(path, opts)
+	if err != nil {
+		return nil, err
+	}
+	db := &DB{bolt: bdb, path: path, aead: aead, historyLimit: opts.HistoryLimit}
+	bdb.MaxBatchSize = opts.MaxBatchSize
+	bdb.MaxBatchDelay = opts.MaxBatchDelay
+
+	if err := db.checkOrInit(opts.Key); err != nil {
+		bdb.Close()
+		return nil, err
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		bdb.Close()
+		return nil, fmt.Errorf("open %s: set mode 0600: %w", path, err)
+	}
+	return db, nil
+}
+
+// openBolt opens the bbolt file, turning bbolt's errors and panics on damaged
+// files into ErrInUse / ErrCorrupt.
+func openBolt(path string, opts Options) (bdb *bolt.DB, err error) {
+	// bbolt reads the meta and freelist pages through mmap while opening; on a
+	// truncated file that access faults. SetPanicOnFault turns the fault into
+	// a panic we can recover from, and the captured file is closed so that
+	// its flock does not outlive the failed Open.
+	var file *os.File
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			if file != nil {
+				file.Close()
+			}
+			bdb = nil
+			err = corruptError(path, fmt.Errorf("%v", r))
+		}
+	}()
+	bdb, err = bolt.Open(path, 0o600, &bolt.Options{
+		Timeout:      opts.LockTimeout,
+		NoSync:       opts.NoSync,
+		FreelistType: bolt.FreelistMapType,
+		OpenFile: func(name string, flag int, mode os.FileMode) (*os.File, error) {
+			f, err := os.OpenFile(name, flag, mode)
+			file = f
+			return f, err
+		},
+	})
+	switch {
+	case err == nil:
+		return bdb, nil
+	case errors.Is(err, berrors.ErrTimeout):
+		return nil, fmt.Errorf("open %s: %w (no lock within %s); stop the running daemon, or use its control socket", path, ErrInUse, opts.LockTimeout)
+	case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrChecksum),
+		errors.Is(err, berrors.ErrVersionMismatch), errors.Is(err, io.EOF),
+		errors.Is(err, io.ErrUnexpectedEOF):
+		return nil, corruptError(path, err)
+	case errors.Is(err, fs.ErrPermission), errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	default:
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+}
+
+// corruptError wraps ErrCorrupt with the path, the detail and what to do. The
+// detail comes from bbolt or the checks below and never holds a token.
+func corruptError(path string, detail error) error {
+	return fmt.Errorf("open %s: %w (%v); restore it from a backup, or move it aside and re-import the grants", path, ErrCorrupt, detail) //nolint:errorlint // detail is informational; the sentinel is ErrCorrupt
+}
+
+// checkOrInit validates an existing file (schema, size, canary) in a read
+// transaction, or initialises a new one. It writes nothing to a file it
+// refuses.
+func (db *DB) checkOrInit(key []byte) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			err = corruptError(db.path, fmt.Errorf("%v", r))
+		}
+	}()
+
+	var (
+		fresh   bool
+		missing bool
+	)
+	err = db.bolt.View(func(tx *bolt.Tx) error {
+		if fi, err := os.Stat(db.path); err == nil && fi.Size() < tx.Size() {
+			return corruptError(db.path, fmt.Errorf("file is %d bytes, its pages need %d: truncated", fi.Size(), tx.Size()))
+		}
+		meta := tx.Bucket(bucketMeta)
+		if meta == nil {
+			empty := true
+			tx.ForEach(func([]byte, *bolt.Bucket) error { empty = false; return nil })
+			if !empty {
+				return corruptError(db.path, errors.New("not a grantwatch database: no meta bucket"))
+			}
+			fresh = true
+			return nil
+		}
+		raw := meta.Get(keySchema)
+		v, err := strconv.Atoi(string(raw))
+		if err != nil || v < 1 {
+			return corruptError(db.path, fmt.Errorf("schema version %q unreadable", raw))
+		}
+		if v > SchemaVersion {
+			return fmt.Errorf("open %s: %w: schema version %d, this grantwatch reads up to %d; run a newer grantwatch (the file was not modified)", db.path, ErrNewerSchema, v, SchemaVersion)
+		}
+		canary := meta.Get(keyCanary)
+		if canary == nil {
+			return corruptError(db.path, errors.New("key canary missing"))
+		}
+		if _, err := db.open(canary, canaryAD); err != nil {
+			stored := string(meta.Get(keyKeyID))
+			if stored == "" {
+				stored = "unknown"
+			}
+			return fmt.Errorf("open %s: %w: it was sealed with key %s, the configured key is %s; configure the key file it was created with", db.path, ErrWrongKey, stored, KeyFingerprint(key))
+		}
+		for _, name := range allBuckets {
+			if tx.Bucket(name) == nil {
+				missing = true
+			}
+		}
+		return nil
+	})
+	if err != nil || !(fresh || missing) {
+		return err
+	}
+	return db.bolt.Update(func(tx *bolt.Tx) error {
+		for _, name := range allBuckets {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+				return fmt.Errorf("create bucket %s: %w", name, err)
+			}
+		}
+		if !fresh {
+			return nil
+		}
+		meta := tx.Bucket(bucketMeta)
+		if err := meta.Put(keySchema, []byte(strconv.Itoa(SchemaVersion))); err != nil {
+			return err
+		}
+		if err := meta.Put(keyKeyID, []byte(KeyFingerprint(key))); err != nil {
+			return err
+		}
+		return meta.Put(keyCanary, db.seal([]byte(canaryAD), canaryAD))
+	})
+}
+
+// bkts are the buckets of one transaction.
+type bkts struct {
+	tx                                   *bolt.Tx
+	grants, tokens, due, byState, counts *bolt.Bucket
+	history, outbox, dead, daemon        *bolt.Bucket
+}
+
+func buckets(tx *bolt.Tx) *bkts {
+	return &bkts{
+		tx:      tx,
+		grants:  tx.Bucket(bucketGrants),
+		tokens:  tx.Bucket(bucketTokens),
+		due:     tx.Bucket(bucketDue),
+		byState: tx.Bucket(bucketByState),
+		counts:  tx.Bucket(bucketCounts),
+		history: tx.Bucket(bucketHistory),
+		outbox:  tx.Bucket(bucketOutbox),
+		dead:    tx.Bucket(bucketDead),
+		daemon:  tx.Bucket(bucketDaemon),
+	}
+}
+
+func (db *DB) view(fn func(b *bkts) error) error {
+	return db.bolt.View(func(tx *bolt.Tx) error { return fn(buckets(tx)) })
+}
+
+func (db *DB) update(fn func(b *bkts) error) error {
+	return db.bolt.Update(func(tx *bolt.Tx) error { return fn(buckets(tx)) })
+}
+
+// clone copies a value out of a transaction: bbolt's slices are only valid
+// until it ends.
+func clone(b []byte) []byte {
+	if b == nil {
+		return nil
+	}
+	return bytes.Clone(b)
+}

@@ -1,0 +1,137 @@
+package store
+
+import (
+	"errors"
+	"time"
+
+	"github.com/grantwatch/grantwatch/internal/secret"
+)
+
+// State is a grant's state (DESIGN.md "States"). The names are part of
+// grantwatch's interface.
+type State string
+
+// The grant states.
+const (
+	StatePending           State = "pending"            // never probed since its token was stored
+	StateHealthy           State = "healthy"            // the last probe succeeded
+	StateDegraded          State = "degraded"           // transient failures past the threshold
+	StateReconnectRequired State = "reconnect_required" // terminal until a new token is stored
+	StateOnHold            State = "on_hold"            // provider or clock at fault; Cause says which
+)
+
+// States lists every state in display order.
+func States() []State {
+	return []State{StatePending, StateHealthy, StateDegraded, StateReconnectRequired, StateOnHold}
+}
+
+// Valid reports whether s is one of the states.
+func (s State) Valid() bool {
+	for _, v := range States() {
+		if s == v {
+			return true
+		}
+	}
+	return false
+}
+
+// Errors callers branch on. Errors returned by DB wrap them with the file's
+// path and what to do.
+var (
+	ErrNotFound    = errors.New("grant not found")
+	ErrInUse       = errors.New("database is in use by another grantwatch")
+	ErrWrongKey    = errors.New("secrets key does not open this database")
+	ErrNewerSchema = errors.New("database was written by a newer grantwatch")
+	ErrCorrupt     = errors.New("database file is damaged")
+)
+
+// Grant is one stored grant without its token. The JSON names are part of
+// grantwatch's interface (grants list/show --json).
+type Grant struct {
+	ID               string            `json:"id"`
+	Provider         string            `json:"provider"`
+	Subject          string            `json:"subject,omitempty"`
+	Labels           map[string]string `json:"labels,omitempty"`
+	State            State             `json:"state"`
+	Cause            string            `json:"cause,omitempty"`
+	Action           string            `json:"action,omitempty"`
+	Error            string            `json:"error,omitempty"`
+	ErrorDescription string            `json:"error_description,omitempty"`
+	// Failures counts consecutive failed probes; 0 after a success.
+	Failures       int       `json:"failures"`
+	CreatedAt      time.Time `json:"created_at,omitzero"`
+	LastProbeAt    time.Time `json:"last_probe_at,omitzero"`
+	LastSuccessAt  time.Time `json:"last_success_at,omitzero"`
+	StateChangedAt time.Time `json:"state_changed_at,omitzero"`
+	// NextDueAt is when the grant is next probed; zero means never (a
+	// reconnect_required grant waits for a new token).
+	NextDueAt time.Time `json:"next_due_at,omitzero"`
+	// TokenGen increases each time a token is stored from outside (import,
+	// set-token, reconnect), not on rotation. A probe result whose TokenGen
+	// differs from the stored one is stale and must be dropped.
+	TokenGen uint64 `json:"token_gen"`
+}
+
+// NewGrant is a grant to import.
+type NewGrant struct {
+	ID           string
+	Provider     string
+	Subject      string
+	Labels       map[string]string
+	RefreshToken secret.Secret
+}
+
+// Lease is a due grant handed to a worker, with its decrypted token.
+type Lease struct {
+	Grant Grant
+	Token secret.Secret
+}
+
+// HistoryEntry is one state transition (or token replacement) of a grant.
+type HistoryEntry struct {
+	At               time.Time `json:"at"`
+	From             State     `json:"from,omitempty"`
+	To               State     `json:"to"`
+	Cause            string    `json:"cause,omitempty"`
+	Error            string    `json:"error,omitempty"`
+	ErrorDescription string    `json:"error_description,omitempty"`
+	Note             string    `json:"note,omitempty"`
+}
+
+// OutboxEntry is one event waiting for delivery to one receiver.
+type OutboxEntry struct {
+	// Seq is assigned by the store when the entry is enqueued; it orders the
+	// outbox and identifies the entry.
+	Seq      uint64 `json:"seq"`
+	Receiver string `json:"receiver"`
+	// GroupKey groups entries into one notification (receiver's group_by).
+	GroupKey  string    `json:"group_key,omitempty"`
+	Payload   []byte    `json:"payload"` // the rendered event, JSON
+	CreatedAt time.Time `json:"created_at"`
+	// Delivery bookkeeping, updated by the dispatcher.
+	Attempts       int       `json:"attempts,omitempty"`
+	NextAttemptAt  time.Time `json:"next_attempt_at,omitzero"`
+	LastError      string    `json:"last_error,omitempty"`
+	NotificationID string    `json:"notification_id,omitempty"`
+	// DeadReason and DeadAt are set when the entry is moved to the
+	// dead-letter bucket (DB.DeadLetter); empty while it is pending.
+	DeadReason string    `json:"dead_reason,omitempty"`
+	DeadAt     time.Time `json:"dead_at,omitzero"`
+}
+
+// Change is what a transition writes for one grant, atomically.
+type Change struct {
+	// Skip writes nothing (the result was stale).
+	Skip bool
+	// Grant is the new record. Its NextDueAt moves the due-index entry; zero
+	// removes the grant from the index.
+	Grant Grant
+	// NewToken, when non-empty, replaces the sealed refresh token (rotation).
+	NewToken secret.Secret
+	// History, when non-nil, is appended to the grant's bounded history.
+	History *HistoryEntry
+	// Outbox entries are enqueued in the same transaction.
+	Outbox []OutboxEntry
+	// Meta entries are written in the same transaction (daemon state).
+	Meta map[string][]byte
+}
