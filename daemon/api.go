@@ -334,8 +334,8 @@ type Status struct {
 	ByProvider map[string]map[string]int `json:"by_provider"`
 	// NeedsReconnect lists grants in reconnect_required (at most 100; see
 	// by_state for the total).
-	NeedsReconnect []store.Grant `json:"needs_reconnect"`
-	OnHold         []store.Grant `json:"on_hold"`
+	NeedsReconnect []store.Grant    `json:"needs_reconnect"`
+	OnHold         []store.Grant    `json:"on_hold"`
 	Providers      []ProviderStatus `json:"providers"`
 	Clock          ClockView        `json:"clock"`
 	Outbox         OutboxStatus     `json:"outbox"`

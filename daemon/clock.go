@@ -82,6 +82,9 @@ type ClockSnapshot struct {
 	DateSamples int
 	// CheckedAt is when the last NTP check (Check) ran; zero before the first.
 	CheckedAt time.Time
+	// ChangedAt is when State last changed (by Check or ObserveDate); zero
+	// while it is the initial unknown.
+	ChangedAt time.Time
 }
 
 // Clock watches this host's clock: an NTP check on the daemon's schedule
@@ -297,6 +300,9 @@ func (c *Clock) evaluateLocked(next ClockSnapshot, now time.Time) ClockSnapshot 
 		next.State = clockLevel(next.Offset, prev, max(c.warn, clockDateWarnFloor), c.max)
 	default:
 		next.Source, next.Offset, next.State = "", 0, ClockUnknown
+	}
+	if next.State != prev {
+		next.ChangedAt = now
 	}
 	return next
 }

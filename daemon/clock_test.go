@@ -367,6 +367,9 @@ func TestClockDateHeaderSkew(t *testing.T) {
 	if !r.clock.Skewed() {
 		t.Fatalf("after 3 samples: not skewed: %+v", r.clock.Snapshot())
 	}
+	if s := r.clock.Snapshot(); !s.ChangedAt.Equal(r.now.now().Add(-1300*time.Millisecond)) || !s.CheckedAt.Equal(clockT0) {
+		t.Errorf("ChangedAt %v, CheckedAt %v; want the third sample's time and the check's", s.ChangedAt, s.CheckedAt)
+	}
 	r.observe("microsoft", 5*time.Minute, 20)
 	r.clock.Check(t.Context())
 	r.clock.Check(t.Context())

@@ -24,6 +24,9 @@ import (
 // nor $GRANTWATCH_CONFIG names one.
 const DefaultConfigPath = "/etc/grantwatch/grantwatch.toml"
 
+// listenOff marks an explicitly empty daemon.listen while defaults apply.
+const listenOff = "\x00off"
+
 // systemDB is the database of a system install (the systemd unit's
 // StateDirectory).
 const systemDB = "/var/lib/grantwatch/grantwatch.db"
@@ -53,7 +56,7 @@ type DaemonConfig struct {
 	// under systemd, else the database's directory/grantwatch.sock.
 	Socket string `toml:"socket"`
 	// Listen is the HTTP listener for /metrics, /healthz, /readyz and the
-	// grant API; "" turns it off. Default 127.0.0.1:9464.
+	// grant API; an explicit "" turns it off. Default 127.0.0.1:9464.
 	Listen string `toml:"listen"`
 	// APITokenFile holds the bearer token of the TCP grant API; the API is
 	// off when empty.
@@ -198,7 +201,13 @@ func ParseConfig(path string, b []byte) (*Config, error) {
 		errs = append(errs, fmt.Errorf("%s: unknown key (see config.example.toml for the keys there are)", k))
 	}
 	c.path = path
+	if md.IsDefined("daemon", "listen") && c.Daemon.Listen == "" {
+		c.Daemon.Listen = listenOff
+	}
 	c.applyDefaults()
+	if c.Daemon.Listen == listenOff {
+		c.Daemon.Listen = ""
+	}
 	errs = append(errs, c.validate()...)
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("%s: invalid config:\n%w", path, err)

@@ -55,12 +55,12 @@ func Run(ctx context.Context, opts Options) error {
 
 // Daemon is a running grantwatch. Create it with Open; Run drives it.
 type Daemon struct {
-	cfg    *Config
-	log    *slog.Logger
-	db     *store.DB
-	now    func() time.Time
-	prober *probes.Prober
-	clock  *Clock
+	cfg     *Config
+	log     *slog.Logger
+	db      *store.DB
+	now     func() time.Time
+	prober  *probes.Prober
+	clock   *Clock
 	router  *notify.Router
 	disp    *notify.Dispatcher
 	metrics *metrics
@@ -250,7 +250,7 @@ func (d *Daemon) Run(ctx context.Context, ready func(*Daemon)) error {
 	stopReload()
 
 	sdNotify(sdStopping)
-	d.log.Info("stopping", "shutdown_timeout", cfg.Daemon.ShutdownTimeout)
+	d.log.Info("stopping", "shutdown_timeout", cfg.Daemon.ShutdownTimeout.String())
 	stopped := c.Stop()
 	close(d.jobs)
 	done := make(chan struct{})
@@ -258,7 +258,7 @@ func (d *Daemon) Run(ctx context.Context, ready func(*Daemon)) error {
 	select {
 	case <-done:
 	case <-time.After(cfg.Daemon.ShutdownTimeout):
-		d.log.Warn("in-flight probes cut off at shutdown", "shutdown_timeout", cfg.Daemon.ShutdownTimeout)
+		d.log.Warn("in-flight probes cut off at shutdown", "shutdown_timeout", cfg.Daemon.ShutdownTimeout.String())
 		cancelProbes()
 		<-done
 	}

@@ -251,7 +251,8 @@ func TestEvaluateRealAnswers(t *testing.T) {
 			`{"error":"invalid_grant","error_description":"authorization code has already been used"}`, CauseCodeReused},
 
 		// --- answers that are not token responses ---
-		// a Google front end's 502 page, as in https://github.com/Azure/azure-sdk-for-python/issues/14241 (504 without body)
+		// The cases below are synthetic shapes, not quoted provider bodies:
+		// they pin the status and format rules (DESIGN.md's cause table).
 		{"502 html", "google", 502, ctHTML,
 			`<!DOCTYPE html><html lang=en><title>Error 502 (Server Error)!!1</title><p><b>502.</b> <ins>That’s an error.</ins>`, CauseServerError},
 		{"503 empty", "microsoft", 503, "", ``, CauseServerError},

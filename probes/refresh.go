@@ -127,9 +127,11 @@ func (p *Prober) Refresh(ctx context.Context, ep Endpoint, token secret.Secret) 
 		// without access_token ("server response missing access_token").
 		res = Evaluate(ep.Preset, rec.status, rec.header, rec.body)
 		if res.OK {
-			// Cannot happen with the current rules; never report a
-			// refresh as good when x/oauth2 got no token from it.
-			res.OK, res.Cause, res.Rule = false, CauseMalformed, "no usable token"
+			// The body holds a token x/oauth2 could not read (JSON sent
+			// as text/plain, which x/oauth2 parses as a form). A refresh
+			// without a token is no success, and if the provider rotated,
+			// its new refresh token is out of reach: lost.
+			res.OK, res.Cause, res.Rule, res.Lost = false, CauseMalformed, "token x/oauth2 cannot read", true
 			res.Action = res.Cause.Action()
 		}
 	default:

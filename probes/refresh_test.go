@@ -277,21 +277,30 @@ func TestRefreshDoesNotFollowRedirects(t *testing.T) {
 // RetrieveError ("server response missing access_token", unparsable
 // bodies) are classified from the body the probe kept.
 func TestRefreshUnusable200(t *testing.T) {
-	for name, body := range map[string]string{
-		"no access_token": `{"token_type":"Bearer","expires_in":3600}`,
-		"not json":        `<html><body>Sign in</body></html>`,
-		"slack error":     `{"ok":false,"error":"invalid_refresh_token"}`,
+	for _, tc := range []struct {
+		name, contentType, body string
+		lost                    bool
+	}{
+		{"no access_token", "application/json", `{"token_type":"Bearer","expires_in":3600}`, false},
+		{"not json", "application/json", `<html><body>Sign in</body></html>`, false},
+		{"slack error", "application/json", `{"ok":false,"error":"invalid_refresh_token"}`, false},
+		// x/oauth2 reads text/plain as a form and finds no access_token in
+		// this JSON; the provider did issue tokens, which are now lost.
+		{"json as text/plain", "text/plain", `{"access_token":"at","refresh_token":"rt-new","token_type":"Bearer"}`, true},
 	} {
-		t.Run(name, func(t *testing.T) {
+		t.Run(tc.name, func(t *testing.T) {
 			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				w.Header().Set("Content-Type", "application/json")
-				fmt.Fprint(w, body)
+				w.Header().Set("Content-Type", tc.contentType)
+				fmt.Fprint(w, tc.body)
 			}))
 			defer srv.Close()
 			got := refresh(t, newProber(1), probes.Endpoint{TokenURL: srv.URL}, "rt", 5*time.Second)
 			if got.OK || got.Cause == probes.CauseNone || got.Status != http.StatusOK || got.Date.IsZero() {
 				t.Errorf("got OK %v cause %q status %d date %v, want a classified failure with status 200 and a Date",
 					got.OK, got.Cause, got.Status, got.Date)
+			}
+			if got.Lost != tc.lost {
+				t.Errorf("Lost: got %v, want %v", got.Lost, tc.lost)
 			}
 		})
 	}

@@ -510,13 +510,13 @@ func (d *Dispatcher) deadLetter(rs *receiverState, expired []store.OutboxEntry, 
 		d.logFailure(rs, "dead-letter outbox entries", err, slog.String("receiver", rs.cfg.Name))
 		return
 	}
-	rs.dead.Add(uint64(len(seqs)))
 	d.log.Error("notifications dead-lettered",
 		slog.String("receiver", rs.cfg.Name),
 		slog.Int("events", len(seqs)),
 		slog.Duration("max_age", rs.cfg.MaxAge),
 		slog.Time("oldest", oldest),
 		slog.String("last_error", rs.red.String(lastErr)))
+	rs.dead.Add(uint64(len(seqs)))
 }
 
 // deliver sends one group. It returns ok when the receiver accepted it, or

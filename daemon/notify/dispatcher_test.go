@@ -319,7 +319,7 @@ func TestDeadLetterAfterMaxAge(t *testing.T) {
 	waitFor(t, "a few failed attempts", 5*time.Second, func() bool { return d.Stats().Receivers["hook"].Failed >= 3 })
 	clock.Advance(24*time.Hour + time.Minute)
 	d.Kick()
-	waitFor(t, "the outbox to empty", 5*time.Second, func() bool { return pendingCount(t, db, "hook") == 0 })
+	waitFor(t, "the outbox to empty", 5*time.Second, func() bool { return d.Stats().Receivers["hook"].DeadLettered == 3 })
 
 	var dead []store.OutboxEntry
 	if err := db.DeadLetters(func(e store.OutboxEntry) error { dead = append(dead, e); return nil }); err != nil {

@@ -161,13 +161,11 @@ func Start() (*Server, error) {
 	s.srv = &http.Server{
 		Handler:           s.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
-		// The answers are small; a benchmark opens many connections.
-		MaxHeaderBytes: 64 << 10,
+		MaxHeaderBytes:    64 << 10, // a token request's headers are small
 	}
 	// Serve returns when Close closes the listener; an earlier failure
 	// shows to clients as refused connections, which is all a sandbox can do.
 	go s.srv.Serve(ln) //nolint:errcheck
-
 	return s, nil
 }
 

@@ -1,0 +1,182 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/grantwatch/grantwatch/probes/sandbox"
+	"github.com/grantwatch/grantwatch/store"
+)
+
+// logBuffer collects JSON log lines from a slog handler, safely across
+// goroutines.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+// lines returns the log records as maps.
+func (l *logBuffer) lines(t *testing.T) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(l.String()), "\n") {
+		if line == "" {
+			continue
+		}
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("log line is not JSON: %q", line)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// testDaemon is a daemon running in-process against the sandbox.
+type testDaemon struct {
+	t      *testing.T
+	sb     *sandbox.Server
+	cfg    *Config
+	d      *Daemon
+	logs   *logBuffer
+	cancel context.CancelFunc
+	done   chan error
+	dir    string
+}
+
+// testConfig is a config for fast tests: one-second intervals, short
+// backoffs and timeouts, NTP off, the given providers' TOML appended.
+func testConfig(t *testing.T, dir, extra string) *Config {
+	t.Helper()
+	toml := fmt.Sprintf(`
+[daemon]
+db = %q
+socket = %q
+listen = ""
+tick = "@every 1s"
+workers = 16
+probe_timeout = "500ms"
+backoff_min = "20ms"
+backoff_max = "300ms"
+degraded_after = 3
+shutdown_timeout = "2s"
+
+[log]
+level = "debug"
+format = "json"
+
+[clock]
+servers = []
+`, filepath.Join(dir, "gw.db"), filepath.Join(dir, "gw.sock")) + extra
+	path := filepath.Join(dir, "grantwatch.toml")
+	if err := os.WriteFile(path, []byte(toml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := LoadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+func sandboxProvider(name, preset string, sb *sandbox.Server) string {
+	return fmt.Sprintf(`
+[[providers]]
+name = %q
+preset = %q
+token_url = %q
+client_id = "test-client"
+client_secret = "test-client-secret-DO-NOT-LOG"
+auth_style = "params"
+interval = "1s"
+`, name, preset, sb.TokenURL())
+}
+
+// startDaemon opens and runs a daemon on cfg; it is stopped at cleanup.
+func startDaemon(t *testing.T, cfg *Config, logs *logBuffer, mod func(*Options)) *testDaemon {
+	t.Helper()
+	opts := Options{
+		Config:     cfg,
+		Logger:     slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		ConfigPath: cfg.Path(),
+	}
+	if mod != nil {
+		mod(&opts)
+	}
+	d, err := Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	td := &testDaemon{t: t, cfg: cfg, d: d, logs: logs, cancel: cancel, done: make(chan error, 1)}
+	ready := make(chan struct{})
+	go func() { td.done <- d.Run(ctx, func(*Daemon) { close(ready) }) }()
+	select {
+	case <-ready:
+	case err := <-td.done:
+		t.Fatalf("daemon stopped at start: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("daemon not ready within 10s")
+	}
+	t.Cleanup(td.stop)
+	return td
+}
+
+func (td *testDaemon) stop() {
+	if td.cancel == nil {
+		return
+	}
+	td.cancel()
+	td.cancel = nil
+	select {
+	case err := <-td.done:
+		if err != nil {
+			td.t.Errorf("daemon Run: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		td.t.Error("daemon did not stop within 15s")
+	}
+}
+
+// waitFor polls cond until it holds or the timeout passes.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// grantsByID reads every grant from the daemon's store.
+func grantsByID(t *testing.T, db *store.DB) map[string]store.Grant {
+	t.Helper()
+	m := map[string]store.Grant{}
+	if err := db.Each(func(g store.Grant) error { m[g.ID] = g; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
