@@ -1,7 +1,6 @@
 package store
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -32,10 +31,19 @@ func timeNanos(t time.Time) uint64 {
 	return uint64(ns)
 }
 
-func dueKey(t time.Time, id string) []byte {
-	k := make([]byte, 8+len(id))
+// Grants are stored under a row number assigned at creation (the grants
+// bucket's sequence), not under their id: an import of ids in random order
+// then appends to every bucket instead of rewriting pages all over the
+// B+trees, and only the small id index takes random inserts.
+
+func rowKey(row uint64) []byte { return u64(row) }
+
+func rowOf(k []byte) uint64 { return binary.BigEndian.Uint64(k) }
+
+func dueKey(t time.Time, row uint64) []byte {
+	k := make([]byte, 16)
 	binary.BigEndian.PutUint64(k, timeNanos(t))
-	copy(k[8:], id)
+	binary.BigEndian.PutUint64(k[8:], row)
 	return k
 }
 
@@ -43,13 +51,13 @@ func dueKeyTime(k []byte) time.Time {
 	return time.Unix(0, int64(binary.BigEndian.Uint64(k[:8])))
 }
 
-func stateKey(state State, provider, id string) []byte {
-	k := make([]byte, 0, len(state)+len(provider)+len(id)+2)
+func stateKey(state State, provider string, row uint64) []byte {
+	k := make([]byte, 0, len(state)+len(provider)+2+8)
 	k = append(k, state...)
 	k = append(k, 0)
 	k = append(k, provider...)
 	k = append(k, 0)
-	return append(k, id...)
+	return binary.BigEndian.AppendUint64(k, row)
 }
 
 // statePrefix selects a state's index entries, or one provider's within it.
@@ -62,11 +70,14 @@ func statePrefix(state State, provider string) []byte {
 	return k
 }
 
-// stateKeyID returns the id part of a state index key.
-func stateKeyID(k []byte) string {
-	i := bytes.IndexByte(k, 0)
-	j := bytes.IndexByte(k[i+1:], 0)
-	return string(k[i+1+j+1:])
+// stateKeyRow returns the row part of a state index key.
+func stateKeyRow(k []byte) uint64 {
+	return binary.BigEndian.Uint64(k[len(k)-8:])
+}
+
+// histKey is row ‖ seq.
+func histKey(row, seq uint64) []byte {
+	return binary.BigEndian.AppendUint64(u64(row), seq)
 }
 
 func countKey(provider string, state State) []byte {
@@ -76,8 +87,7 @@ func countKey(provider string, state State) []byte {
 	return append(k, state...)
 }
 
-// seqKey is name ‖ 0 ‖ big-endian seq: history keys (name = grant id) and
-// outbox keys (name = receiver).
+// seqKey is name ‖ 0 ‖ big-endian seq: outbox keys (name = receiver).
 func seqKey(name string, seq uint64) []byte {
 	k := make([]byte, len(name)+9)
 	copy(k, name)

@@ -3,11 +3,9 @@ package notify
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net/http"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -467,6 +465,3 @@ func TestRunStops(t *testing.T) {
 		t.Fatalf("after stop: %+v, want the entry kept with no attempt counted", es)
 	}
 }
-
-var _ = fmt.Sprintf
-var _ = sort.Strings
