@@ -426,9 +426,7 @@ func (d *Daemon) Status() (Status, error) {
 		}
 		sort.Slice(*s.dst, func(i, j int) bool { return (*s.dst)[i].StateChangedAt.Before((*s.dst)[j].StateChangedAt) })
 	}
-	for _, name := range d.Config().ProviderNames() {
-		st.Providers = append(st.Providers, ProviderStatus{Name: name, State: "ok"})
-	}
+	st.Providers = d.providerStates()
 	cs := d.clock.Snapshot()
 	st.Clock = ClockView{
 		State: string(cs.State), OffsetSeconds: cs.Offset.Seconds(), Source: cs.Source,

@@ -85,6 +85,7 @@ type provider struct {
 	policy Policy
 	sem    chan struct{}
 	lim    *rate.Limiter
+	health *health
 }
 
 // Open opens the store and builds everything Run needs, so that a bad config
@@ -129,6 +130,7 @@ func Open(opts Options) (*Daemon, error) {
 	if query == nil {
 		query = probes.QueryClock
 	}
+	d.initHealth()
 	d.clock = NewClock(cfg.Clock, log, query, now)
 	if d.disp, err = notify.NewDispatcher(db, cfg.Notify, log, notify.WithActive(d), notify.WithClock(now)); err != nil {
 		db.Close()
@@ -178,8 +180,9 @@ func buildProviders(cfg *Config) (map[string]*provider, error) {
 		}
 		m[pc.Name] = &provider{
 			cfg: pc, ep: ep, policy: pol,
-			sem: make(chan struct{}, pc.Concurrency),
-			lim: lim,
+			sem:    make(chan struct{}, pc.Concurrency),
+			lim:    lim,
+			health: newHealth(cfg.Health),
 		}
 	}
 	return m, nil
@@ -347,17 +350,45 @@ func (d *Daemon) probeLease(ctx, probeCtx context.Context, l store.Lease) {
 			"provider", l.Grant.Provider, "grant", l.Grant.ID)
 		return // the lease brings it back; a reload that adds the provider probes it
 	}
+	if wait := p.health.gate(d.now(), p.policy); wait > 0 {
+		d.deferGrant(l.Grant, p, wait)
+		return
+	}
 	select {
 	case p.sem <- struct{}{}:
 	case <-ctx.Done():
+		p.health.release()
 		return
 	}
 	defer func() { <-p.sem }()
 	if err := p.lim.Wait(ctx); err != nil {
+		p.health.release()
 		return
 	}
 	res := d.refresh(probeCtx, p, l.Token)
+	if !res.OK && d.provider(p.cfg.Name) != p {
+		// The config was reloaded while the probe ran: its verdict is
+		// about the old client, so probe again with the new one.
+		d.requeue(l.Grant)
+		return
+	}
 	d.apply(l.Grant, p, res)
+}
+
+// requeue makes a leased grant due now without changing anything else.
+func (d *Daemon) requeue(leased store.Grant) {
+	now := d.now()
+	err := d.db.Apply(leased.ID, func(cur store.Grant) (store.Change, error) {
+		if cur.TokenGen != leased.TokenGen {
+			return store.Change{Skip: true}, nil
+		}
+		cur.NextDueAt = now
+		return store.Change{Grant: cur}, nil
+	})
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		d.logOnce("requeue", slog.LevelError, "store requeued grant", tint.Err(err))
+	}
+	d.Kick()
 }
 
 // refresh runs one probe with the probe timeout and feeds the clock checker.
@@ -369,6 +400,9 @@ func (d *Daemon) refresh(ctx context.Context, p *provider, tok secret.Secret) pr
 	if !res.Date.IsZero() {
 		d.clock.ObserveDate(p.cfg.Name, res.Date, res.Started, res.Latency)
 	}
+	if ch := p.health.observe(d.now(), res, p.policy); ch != nil && d.provider(p.cfg.Name) == p {
+		d.onProviderChange(p, ch)
+	}
 	return res
 }
 
@@ -378,9 +412,10 @@ func (d *Daemon) refresh(ctx context.Context, p *provider, tok secret.Secret) pr
 // was replaced while the probe ran).
 func (d *Daemon) apply(leased store.Grant, p *provider, res probes.Result) (Outcome, bool, error) {
 	env := Env{
-		Now:         d.now(),
-		ClockSkewed: d.clock.Skewed(),
-		Policy:      p.policy,
+		Now:            d.now(),
+		ClockSkewed:    d.clock.Skewed(),
+		ProviderOutage: p.health.outage(),
+		Policy:         p.policy,
 	}
 	var out Outcome
 	var stale bool
@@ -475,15 +510,6 @@ func (c cronLogger) Error(err error, msg string, kv ...any) {
 	c.l.Error("cron: "+msg, append(kv, tint.Err(err))...)
 }
 
-// providerStates reports each configured provider's health.
-func (d *Daemon) providerStates() []ProviderStatus {
-	var out []ProviderStatus
-	for _, name := range d.Config().ProviderNames() {
-		out = append(out, ProviderStatus{Name: name, State: "ok"})
-	}
-	return out
-}
-
 // reloadLoop reloads the config on request: the new one is built and
 // validated completely before it replaces the old; a bad file keeps the old
 // config running and logs one error naming the problem.
@@ -515,10 +541,14 @@ func (d *Daemon) reload() error {
 		return err
 	}
 	old := d.Config()
+	d.mu.RLock()
+	oldProvs := d.providers
+	d.mu.RUnlock()
 	if cfg.Daemon.DB != old.Daemon.DB || cfg.Daemon.Socket != old.Daemon.Socket ||
 		cfg.Daemon.Listen != old.Daemon.Listen || cfg.Daemon.Workers != old.Daemon.Workers {
 		d.log.Warn("daemon.db, socket, listen and workers change only on restart")
 	}
+	d.carryHealth(oldProvs, provs)
 	d.mu.Lock()
 	d.cfg = cfg
 	d.providers = provs

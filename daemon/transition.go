@@ -79,6 +79,7 @@ func Transition(g store.Grant, r probes.Result, env Env) Outcome {
 		if prev == store.StateReconnectRequired || prev == store.StateDegraded {
 			out.Event = grantEvent(notify.TypeRecovered, ng, prev, now,
 				"grant "+g.ID+" works again", "")
+			out.Event.PreviousCause = prevCause
 		}
 		return finish(out, g, prevCause)
 	}
@@ -145,7 +146,9 @@ func hold(ng store.Grant, cause probes.Cause, now time.Time, env Env) Outcome {
 	// Held grants are released by the clock checker or a config reload; the
 	// due time is a safety net in case that release is missed.
 	ng.NextDueAt = now.Add(env.Policy.BackoffMax)
-	out := Outcome{Grant: ng, Level: slog.LevelWarn}
+	// The provider or the clock is announced once (WARN/ERROR) by its own
+	// checker; each held grant is one INFO line.
+	out := Outcome{Grant: ng, Level: slog.LevelInfo}
 	if prevState == store.StateOnHold {
 		out.Level = slog.LevelDebug
 	}

@@ -179,11 +179,13 @@ func TestTransitionCases(t *testing.T) {
 		{"degraded again", store.Grant{State: store.StateDegraded, Failures: 5, Cause: "server_error"}, failed(probes.CauseServerError), env,
 			store.StateDegraded, "server_error", "", slog.LevelDebug},
 		// A classified time-window answer holds the grant whatever NTP says.
+		// Logged once by the clock checker; per grant INFO.
 		{"clock_skew answer", store.Grant{State: store.StateHealthy}, failed(probes.CauseClockSkew), env,
-			store.StateOnHold, "clock_skew", "", slog.LevelWarn},
+			store.StateOnHold, "clock_skew", "", slog.LevelInfo},
 		// A wrong client secret is the operator's, not the user's.
+		// Announced once for the provider; per grant INFO.
 		{"invalid_client", store.Grant{State: store.StateHealthy}, failed(probes.CauseInvalidClient), env,
-			store.StateOnHold, "invalid_client", "", slog.LevelWarn},
+			store.StateOnHold, "invalid_client", "", slog.LevelInfo},
 		// Held for the clock, then the clock is fixed and the grant works.
 		{"held grant recovers", store.Grant{State: store.StateOnHold, Cause: "clock_skew"}, probes.Result{OK: true}, env,
 			store.StateHealthy, "", "", slog.LevelInfo},

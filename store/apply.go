@@ -25,7 +25,7 @@ import (
 func (db *DB) Apply(id string, fn func(cur Grant) (Change, error)) error {
 	return db.bolt.Batch(func(tx *bolt.Tx) error {
 		b := buckets(tx)
-		cur, ok, err := b.getGrant(id)
+		row, cur, ok, err := b.lookup(id)
 		if err != nil {
 			return err
 		}
@@ -42,16 +42,16 @@ func (db *DB) Apply(id string, fn func(cur Grant) (Change, error)) error {
 		g := ch.Grant
 		g.ID = id
 		d := counterDelta{}
-		if err := b.putGrant(&cur, &g, d); err != nil {
+		if err := b.putGrant(row, &cur, &g, d); err != nil {
 			return err
 		}
 		if !ch.NewToken.IsZero() {
-			if err := b.putToken(id, db.seal([]byte(ch.NewToken.Reveal()), id)); err != nil {
+			if err := b.putToken(row, id, db.seal([]byte(ch.NewToken.Reveal()), id)); err != nil {
 				return err
 			}
 		}
 		if ch.History != nil {
-			if err := b.appendHistory(id, ch.History, db.historyLimit, false); err != nil {
+			if err := b.appendHistory(row, ch.History, db.historyLimit, false); err != nil {
 				return err
 			}
 		}

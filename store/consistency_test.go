@@ -1,7 +1,6 @@
 package store
 
 import (
-	"bytes"
 	"fmt"
 	"math/rand/v2"
 	"sort"
@@ -41,16 +40,21 @@ func assertCountsMatchScan(t *testing.T, db *DB) {
 func assertIndexesMatchScan(t *testing.T, db *DB) {
 	t.Helper()
 	assertCountsMatchScan(t, db)
-	wantDue, wantState, ids := map[string]bool{}, map[string]bool{}, map[string]bool{}
-	db.Each(func(g Grant) error {
-		ids[g.ID] = true
-		if !g.NextDueAt.IsZero() {
-			wantDue[string(dueKey(g.NextDueAt, g.ID))] = true
-		}
-		wantState[string(stateKey(g.State, g.Provider, g.ID))] = true
-		return nil
-	})
 	db.view(func(b *bkts) error {
+		wantDue, wantState, rows := map[string]bool{}, map[string]bool{}, map[string]bool{}
+		b.ids.ForEach(func(id, v []byte) error {
+			row := rowOf(v)
+			g, ok, err := b.getRow(row)
+			if !ok || err != nil || g.ID != string(id) {
+				t.Errorf("id %q → row %d: %+v, %v, %v", id, row, g, ok, err)
+			}
+			rows[string(rowKey(row))] = true
+			if !g.NextDueAt.IsZero() {
+				wantDue[string(dueKey(g.NextDueAt, row))] = true
+			}
+			wantState[string(stateKey(g.State, g.Provider, row))] = true
+			return nil
+		})
 		keys := func(bk interface {
 			ForEach(func(k, v []byte) error) error
 		}) map[string]bool {
@@ -58,18 +62,22 @@ func assertIndexesMatchScan(t *testing.T, db *DB) {
 			bk.ForEach(func(k, _ []byte) error { m[string(k)] = true; return nil })
 			return m
 		}
-		if got := keys(b.due); fmt.Sprint(sorted(got)) != fmt.Sprint(sorted(wantDue)) {
-			t.Errorf("due index has %d entries, grants say %d", len(got), len(wantDue))
-		}
-		if got := keys(b.byState); fmt.Sprint(sorted(got)) != fmt.Sprint(sorted(wantState)) {
-			t.Errorf("state index = %q, grants say %q", sorted(got), sorted(wantState))
-		}
-		if got := keys(b.tokens); fmt.Sprint(sorted(got)) != fmt.Sprint(sorted(ids)) {
-			t.Errorf("tokens for %q, grants %q", sorted(got), sorted(ids))
+		for _, c := range []struct {
+			name      string
+			got, want map[string]bool
+		}{
+			{"grants", keys(b.grants), rows},
+			{"tokens", keys(b.tokens), rows},
+			{"due", keys(b.due), wantDue},
+			{"bystate", keys(b.byState), wantState},
+		} {
+			if fmt.Sprintf("%q", sorted(c.got)) != fmt.Sprintf("%q", sorted(c.want)) {
+				t.Errorf("bucket %s has %d keys, the grants call for %d", c.name, len(c.got), len(c.want))
+			}
 		}
 		b.history.ForEach(func(k, _ []byte) error {
-			if id := string(k[:bytes.IndexByte(k, 0)]); !ids[id] {
-				t.Errorf("history of missing grant %q", id)
+			if !rows[string(k[:8])] {
+				t.Errorf("history of missing row %d", rowOf(k))
 			}
 			return nil
 		})

@@ -12,13 +12,12 @@ func (db *DB) GetLease(id string) (Lease, error) {
 	var g Grant
 	var sealed []byte
 	err := db.view(func(b *bkts) error {
-		var ok bool
-		var err error
-		g, ok, err = b.getGrant(id)
+		row, cur, ok, err := b.lookup(id)
 		if err == nil && !ok {
 			err = notFound(id)
 		}
-		sealed = clone(b.tokens.Get([]byte(id)))
+		g = cur
+		sealed = clone(b.tokens.Get(rowKey(row)))
 		return err
 	})
 	if err != nil {

@@ -49,22 +49,48 @@ func (b *bkts) flushCounts(d counterDelta) error {
 	return nil
 }
 
-// getGrant reads a grant in a transaction; ok is false when it is absent.
-func (b *bkts) getGrant(id string) (Grant, bool, error) {
-	v := b.grants.Get([]byte(id))
+// lookup finds a grant by id; ok is false when it is absent.
+func (b *bkts) lookup(id string) (row uint64, g Grant, ok bool, err error) {
+	v := b.ids.Get([]byte(id))
+	if len(v) != 8 {
+		return 0, Grant{}, false, nil
+	}
+	row = rowOf(v)
+	g, ok, err = b.getRow(row)
+	if err == nil && !ok {
+		err = fmt.Errorf("grant %q: id index points to missing row %d", id, row)
+	}
+	return row, g, ok, err
+}
+
+// getRow reads the grant stored under row.
+func (b *bkts) getRow(row uint64) (Grant, bool, error) {
+	v := b.grants.Get(rowKey(row))
 	if v == nil {
 		return Grant{}, false, nil
 	}
 	var g Grant
 	if err := json.Unmarshal(v, &g); err != nil {
-		return Grant{}, false, fmt.Errorf("decode grant %q: %w", id, err)
+		return Grant{}, false, fmt.Errorf("decode grant in row %d: %w", row, err)
 	}
 	return g, true, nil
 }
 
-// putGrant writes g and keeps the due index, the state index and the counters
-// in step with it. old is the stored record, nil when g is new.
-func (b *bkts) putGrant(old *Grant, g *Grant, d counterDelta) error {
+// newRow assigns a row to a new grant id.
+func (b *bkts) newRow(id string) (uint64, error) {
+	row, err := b.grants.NextSequence()
+	if err != nil {
+		return 0, fmt.Errorf("assign row to %q: %w", id, err)
+	}
+	if err := b.ids.Put([]byte(id), rowKey(row)); err != nil {
+		return 0, fmt.Errorf("index grant %q: %w", id, err)
+	}
+	return row, nil
+}
+
+// putGrant writes g under row and keeps the due index, the state index and
+// the counters in step with it. old is the stored record, nil when g is new.
+func (b *bkts) putGrant(row uint64, old *Grant, g *Grant, d counterDelta) error {
 	if !g.State.Valid() {
 		return fmt.Errorf("grant %q: invalid state %q", g.ID, g.State)
 	}
@@ -75,7 +101,7 @@ func (b *bkts) putGrant(old *Grant, g *Grant, d counterDelta) error {
 	if err != nil {
 		return fmt.Errorf("encode grant %q: %w", g.ID, err)
 	}
-	if err := b.grants.Put([]byte(g.ID), v); err != nil {
+	if err := b.grants.Put(rowKey(row), v); err != nil {
 		return fmt.Errorf("write grant %q: %w", g.ID, err)
 	}
 
@@ -85,12 +111,12 @@ func (b *bkts) putGrant(old *Grant, g *Grant, d counterDelta) error {
 	}
 	if oldDue.IsZero() != newDue.IsZero() || timeNanos(oldDue) != timeNanos(newDue) {
 		if !oldDue.IsZero() {
-			if err := b.due.Delete(dueKey(oldDue, g.ID)); err != nil {
+			if err := b.due.Delete(dueKey(oldDue, row)); err != nil {
 				return fmt.Errorf("move due entry of %q: %w", g.ID, err)
 			}
 		}
 		if !newDue.IsZero() {
-			if err := b.due.Put(dueKey(newDue, g.ID), nil); err != nil {
+			if err := b.due.Put(dueKey(newDue, row), nil); err != nil {
 				return fmt.Errorf("move due entry of %q: %w", g.ID, err)
 			}
 		}
@@ -98,12 +124,12 @@ func (b *bkts) putGrant(old *Grant, g *Grant, d counterDelta) error {
 
 	if old == nil || old.State != g.State || old.Provider != g.Provider {
 		if old != nil {
-			if err := b.byState.Delete(stateKey(old.State, old.Provider, g.ID)); err != nil {
+			if err := b.byState.Delete(stateKey(old.State, old.Provider, row)); err != nil {
 				return fmt.Errorf("update state index of %q: %w", g.ID, err)
 			}
 			d.add(old.Provider, old.State, -1)
 		}
-		if err := b.byState.Put(stateKey(g.State, g.Provider, g.ID), nil); err != nil {
+		if err := b.byState.Put(stateKey(g.State, g.Provider, row), nil); err != nil {
 			return fmt.Errorf("update state index of %q: %w", g.ID, err)
 		}
 		d.add(g.Provider, g.State, 1)
@@ -111,35 +137,34 @@ func (b *bkts) putGrant(old *Grant, g *Grant, d counterDelta) error {
 	return nil
 }
 
-func (b *bkts) putToken(id string, sealed []byte) error {
-	if err := b.tokens.Put([]byte(id), sealed); err != nil {
+func (b *bkts) putToken(row uint64, id string, sealed []byte) error {
+	if err := b.tokens.Put(rowKey(row), sealed); err != nil {
 		return fmt.Errorf("write token of %q: %w", id, err)
 	}
 	return nil
 }
 
-// appendHistory adds e to id's history and drops the oldest entries beyond
-// limit. fresh says the grant was just created, so it has no history to
-// look up.
-func (b *bkts) appendHistory(id string, e *HistoryEntry, limit int, fresh bool) error {
+// appendHistory adds e to the history of the grant in row and drops the
+// oldest entries beyond limit. fresh says the grant was just created, so it
+// has no history to look up.
+func (b *bkts) appendHistory(row uint64, e *HistoryEntry, limit int, fresh bool) error {
 	v, err := json.Marshal(e)
 	if err != nil {
-		return fmt.Errorf("encode history of %q: %w", id, err)
+		return fmt.Errorf("encode history entry: %w", err)
 	}
-	prefix := seqPrefix(id)
 	var next uint64 = 1
 	if !fresh {
+		prefix := rowKey(row)
 		c := b.history.Cursor()
-		// The last key of id is just before id ‖ 1.
-		k, _ := c.Seek(append([]byte(id), 1))
+		// The row's last key is just before the next row's first.
+		k, _ := c.Seek(rowKey(row + 1))
 		if k == nil {
 			k, _ = c.Last()
 		} else {
 			k, _ = c.Prev()
 		}
-		if k != nil && bytes.HasPrefix(k, prefix) && len(k) == len(prefix)+8 {
+		if k != nil && bytes.HasPrefix(k, prefix) {
 			next = seqOf(k) + 1
-			// Count back to find entries beyond the limit.
 			n := 1
 			for k, _ = c.Prev(); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Prev() {
 				n++
@@ -151,23 +176,23 @@ func (b *bkts) appendHistory(id string, e *HistoryEntry, limit int, fresh bool) 
 			}
 			for _, k := range drop {
 				if err := b.history.Delete(k); err != nil {
-					return fmt.Errorf("trim history of %q: %w", id, err)
+					return fmt.Errorf("trim history: %w", err)
 				}
 			}
 		}
 	}
-	if err := b.history.Put(seqKey(id, next), v); err != nil {
-		return fmt.Errorf("write history of %q: %w", id, err)
+	if err := b.history.Put(histKey(row, next), v); err != nil {
+		return fmt.Errorf("write history: %w", err)
 	}
 	return nil
 }
 
-func (b *bkts) deleteHistory(id string) error {
-	prefix := seqPrefix(id)
+func (b *bkts) deleteHistory(row uint64) error {
+	prefix := rowKey(row)
 	c := b.history.Cursor()
 	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Seek(prefix) {
 		if err := c.Delete(); err != nil {
-			return fmt.Errorf("delete history of %q: %w", id, err)
+			return fmt.Errorf("delete history: %w", err)
 		}
 	}
 	return nil
@@ -200,14 +225,13 @@ func (db *DB) Import(gs []NewGrant, now time.Time) (created, replaced int, err e
 	}
 	err = db.update(func(b *bkts) error {
 		created, replaced = 0, 0
-		// Imports arrive mostly in id order: fuller pages, half the file.
-		b.grants.FillPercent = 0.9
-		b.tokens.FillPercent = 0.9
-		b.due.FillPercent = 0.9
-		b.history.FillPercent = 0.9
+		// New grants append to these (row order): full pages, half the file.
+		for _, bk := range []*bolt.Bucket{b.grants, b.tokens, b.history} {
+			bk.FillPercent = 1.0
+		}
 		d := counterDelta{}
 		for i, ng := range gs {
-			old, exists, err := b.getGrant(ng.ID)
+			row, old, exists, err := b.lookup(ng.ID)
 			if err != nil {
 				return err
 			}
@@ -236,15 +260,18 @@ func (db *DB) Import(gs []NewGrant, now time.Time) (created, replaced int, err e
 				h.From = old.State
 				replaced++
 			} else {
+				if row, err = b.newRow(ng.ID); err != nil {
+					return err
+				}
 				created++
 			}
-			if err := b.putGrant(oldp, &g, d); err != nil {
+			if err := b.putGrant(row, oldp, &g, d); err != nil {
 				return err
 			}
-			if err := b.putToken(ng.ID, sealed[i]); err != nil {
+			if err := b.putToken(row, ng.ID, sealed[i]); err != nil {
 				return err
 			}
-			if err := b.appendHistory(ng.ID, &h, db.historyLimit, !exists); err != nil {
+			if err := b.appendHistory(row, &h, db.historyLimit, !exists); err != nil {
 				return err
 			}
 		}
@@ -262,7 +289,7 @@ func (db *DB) Get(id string) (Grant, error) {
 	err := db.view(func(b *bkts) error {
 		var ok bool
 		var err error
-		g, ok, err = b.getGrant(id)
+		_, g, ok, err = b.lookup(id)
 		if err == nil && !ok {
 			err = notFound(id)
 		}
@@ -280,15 +307,13 @@ func notFound(id string) error {
 func (db *DB) History(id string) ([]HistoryEntry, error) {
 	var hs []HistoryEntry
 	err := db.view(func(b *bkts) error {
-		if b.grants.Get([]byte(id)) == nil {
+		v := b.ids.Get([]byte(id))
+		if len(v) != 8 {
 			return notFound(id)
 		}
-		prefix := seqPrefix(id)
+		prefix := clone(v)
 		c := b.history.Cursor()
 		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
-			if len(k) != len(prefix)+8 {
-				continue
-			}
 			var h HistoryEntry
 			if err := json.Unmarshal(v, &h); err != nil {
 				return fmt.Errorf("decode history of %q: %w", id, err)
@@ -310,7 +335,7 @@ func (db *DB) Each(fn func(Grant) error) error {
 	for {
 		page := make([]Grant, 0, eachPage)
 		err := db.view(func(b *bkts) error {
-			c := b.grants.Cursor()
+			c := b.ids.Cursor()
 			k, v := c.First()
 			if after != nil {
 				k, v = c.Seek(after)
@@ -319,11 +344,13 @@ func (db *DB) Each(fn func(Grant) error) error {
 				}
 			}
 			for ; k != nil && len(page) < eachPage; k, v = c.Next() {
-				var g Grant
-				if err := json.Unmarshal(v, &g); err != nil {
-					return fmt.Errorf("decode grant %q: %w", k, err)
+				g, ok, err := b.getRow(rowOf(v))
+				if err != nil {
+					return err
 				}
-				page = append(page, g)
+				if ok {
+					page = append(page, g)
+				}
 				after = clone(k)
 			}
 			return nil
@@ -344,7 +371,7 @@ func (db *DB) Each(fn func(Grant) error) error {
 
 // EachInState calls fn for every grant in state (and of provider, unless it
 // is ""), through the state index: the cost is O(matching grants), not
-// O(all). Order is provider, then id. Paging and fn's freedom as for Each.
+// O(all). Order is provider, then creation. Paging and fn's freedom as for Each.
 func (db *DB) EachInState(state State, provider string, fn func(Grant) error) error {
 	prefix := statePrefix(state, provider)
 	var after []byte
@@ -363,7 +390,7 @@ func (db *DB) EachInState(state State, provider string, fn func(Grant) error) er
 			for ; k != nil && bytes.HasPrefix(k, prefix) && n < eachPage; k, _ = c.Next() {
 				n++
 				after = clone(k)
-				g, ok, err := b.getGrant(stateKeyID(k))
+				g, ok, err := b.getRow(stateKeyRow(k))
 				if err != nil {
 					return err
 				}
@@ -417,7 +444,7 @@ func (db *DB) Counts() (map[string]map[State]int, error) {
 // state index entry, history, counter. Missing grant: ErrNotFound.
 func (db *DB) Remove(id string) error {
 	return db.update(func(b *bkts) error {
-		g, ok, err := b.getGrant(id)
+		row, g, ok, err := b.lookup(id)
 		if err != nil {
 			return err
 		}
@@ -428,21 +455,22 @@ func (db *DB) Remove(id string) error {
 			b *bolt.Bucket
 			k []byte
 		}{
-			{b.grants, []byte(id)},
-			{b.tokens, []byte(id)},
-			{b.byState, stateKey(g.State, g.Provider, id)},
+			{b.ids, []byte(id)},
+			{b.grants, rowKey(row)},
+			{b.tokens, rowKey(row)},
+			{b.byState, stateKey(g.State, g.Provider, row)},
 		} {
 			if err := del.b.Delete(del.k); err != nil {
 				return fmt.Errorf("remove %q: %w", id, err)
 			}
 		}
 		if !g.NextDueAt.IsZero() {
-			if err := b.due.Delete(dueKey(g.NextDueAt, id)); err != nil {
+			if err := b.due.Delete(dueKey(g.NextDueAt, row)); err != nil {
 				return fmt.Errorf("remove %q: %w", id, err)
 			}
 		}
-		if err := b.deleteHistory(id); err != nil {
-			return err
+		if err := b.deleteHistory(row); err != nil {
+			return fmt.Errorf("remove %q: %w", id, err)
 		}
 		d := counterDelta{}
 		d.add(g.Provider, g.State, -1)
@@ -461,7 +489,7 @@ func (db *DB) SetToken(id string, tok secret.Secret, now time.Time) (Grant, erro
 	sealed := db.seal([]byte(tok.Reveal()), id)
 	var g Grant
 	err := db.update(func(b *bkts) error {
-		old, ok, err := b.getGrant(id)
+		row, old, ok, err := b.lookup(id)
 		if err != nil {
 			return err
 		}
@@ -478,14 +506,14 @@ func (db *DB) SetToken(id string, tok secret.Secret, now time.Time) (Grant, erro
 			g.StateChangedAt = now
 		}
 		d := counterDelta{}
-		if err := b.putGrant(&old, &g, d); err != nil {
+		if err := b.putGrant(row, &old, &g, d); err != nil {
 			return err
 		}
-		if err := b.putToken(id, sealed); err != nil {
+		if err := b.putToken(row, id, sealed); err != nil {
 			return err
 		}
 		h := HistoryEntry{At: now, From: old.State, To: StatePending, Note: "token replaced"}
-		if err := b.appendHistory(id, &h, db.historyLimit, false); err != nil {
+		if err := b.appendHistory(row, &h, db.historyLimit, false); err != nil {
 			return err
 		}
 		return b.flushCounts(d)

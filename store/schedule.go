@@ -24,6 +24,10 @@ func (db *DB) LeaseDue(now time.Time, lease time.Duration, limit int) ([]Lease, 
 		g      Grant
 		sealed []byte
 	}
+	// The idle tick (nothing due) stays a read: no write lock, no commit.
+	if at, ok, err := db.NextDue(); err != nil || !ok || timeNanos(at) > end {
+		return nil, err
+	}
 	var got []leased
 	err := db.update(func(b *bkts) error {
 		var keys [][]byte
@@ -36,8 +40,8 @@ func (db *DB) LeaseDue(now time.Time, lease time.Duration, limit int) ([]Lease, 
 		}
 		d := counterDelta{}
 		for _, k := range keys {
-			id := string(k[8:])
-			g, ok, err := b.getGrant(id)
+			row := rowOf(k[8:])
+			g, ok, err := b.getRow(row)
 			if err != nil {
 				return err
 			}
@@ -50,10 +54,10 @@ func (db *DB) LeaseDue(now time.Time, lease time.Duration, limit int) ([]Lease, 
 			}
 			old := g
 			g.NextDueAt = until
-			if err := b.putGrant(&old, &g, d); err != nil {
+			if err := b.putGrant(row, &old, &g, d); err != nil {
 				return err
 			}
-			got = append(got, leased{g: g, sealed: clone(b.tokens.Get([]byte(id)))})
+			got = append(got, leased{g: g, sealed: clone(b.tokens.Get(rowKey(row)))})
 		}
 		return b.flushCounts(d)
 	})
@@ -95,14 +99,14 @@ func (db *DB) Reschedule(at time.Time, state State, provider, cause string) (int
 	n := 0
 	err := db.update(func(b *bkts) error {
 		n = 0
-		var ids []string
+		var rows []uint64
 		c := b.byState.Cursor()
 		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
-			ids = append(ids, stateKeyID(k))
+			rows = append(rows, stateKeyRow(k))
 		}
 		d := counterDelta{}
-		for _, id := range ids {
-			g, ok, err := b.getGrant(id)
+		for _, row := range rows {
+			g, ok, err := b.getRow(row)
 			if err != nil {
 				return err
 			}
@@ -111,7 +115,7 @@ func (db *DB) Reschedule(at time.Time, state State, provider, cause string) (int
 			}
 			old := g
 			g.NextDueAt = at
-			if err := b.putGrant(&old, &g, d); err != nil {
+			if err := b.putGrant(row, &old, &g, d); err != nil {
 				return err
 			}
 			n++

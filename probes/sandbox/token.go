@@ -75,7 +75,7 @@ const maxForm = 64 << 10
 var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 // Handler returns the server's HTTP handler: TokenPath is the token
-// endpoint, AuthorizePath a placeholder answering 501.
+// endpoint, AuthorizePath the authorization endpoint (authorize.go).
 func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.serveHTTP) }
 
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
@@ -89,15 +89,17 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	case TokenPath:
 		s.token(w, r)
 	case AuthorizePath:
-		http.Error(w, "sandbox: the authorization endpoint is not implemented yet", http.StatusNotImplemented)
+		s.authorize(w, r)
 	default:
 		http.NotFound(w, r)
 	}
 }
 
-// tokenRequest holds the parameters the token endpoint reads.
+// tokenRequest holds the parameters the token endpoint reads; code,
+// redirectURI and codeVerifier only for the authorization-code grant.
 type tokenRequest struct {
 	grantType, refreshToken, clientID, clientSecret string
+	code, redirectURI, codeVerifier                 string
 }
 
 func (s *Server) token(w http.ResponseWriter, r *http.Request) {
@@ -124,6 +126,10 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if req.grantType != "refresh_token" {
+		if req.grantType == "authorization_code" {
+			s.exchangeCode(w, r, &req)
+			return
+		}
 		s.write(w, http.StatusBadRequest, hJSON, bodyUnsupportedGrant)
 		return
 	}
@@ -341,8 +347,8 @@ func basicAuth(h string) (id, secret string, ok bool) {
 	return id, secret, true
 }
 
-// parseForm reads the four parameters the endpoint uses from a form-encoded
-// body without building a url.Values.
+// parseForm reads the parameters the endpoint uses from a form-encoded body
+// without building a url.Values.
 func parseForm(body []byte, req *tokenRequest) error {
 	for len(body) > 0 {
 		var pair []byte
@@ -358,6 +364,12 @@ func parseForm(body []byte, req *tokenRequest) error {
 			dst = &req.clientID
 		case "client_secret":
 			dst = &req.clientSecret
+		case "code":
+			dst = &req.code
+		case "redirect_uri":
+			dst = &req.redirectURI
+		case "code_verifier":
+			dst = &req.codeVerifier
 		default:
 			continue
 		}

@@ -1,0 +1,82 @@
+package main
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/grantwatch/grantwatch/daemon"
+)
+
+func init() { extraCommands = append(extraCommands, (*app).reconnectCmd) }
+
+func (a *app) reconnectCmd() *cobra.Command {
+	var timeout time.Duration
+	var noBrowser, asJSON bool
+	cmd := &cobra.Command{
+		Use:   "reconnect ID [--timeout 5m] [--no-browser] [--json]",
+		Short: "Sign the grant's user in again (authorization code + PKCE) and store the new token",
+		Long: `reconnect runs the provider's sign-in for a grant: it prints a URL (and opens it
+in a browser when this machine has one), waits for the provider to redirect back to
+a listener on 127.0.0.1, exchanges the code (PKCE, S256) for a new refresh token,
+stores it as set-token does and probes the grant once.
+
+The provider entry needs auth_url (presets give it), and its app registration must
+allow the redirect URI http://127.0.0.1/callback on any port. Over SSH, open the URL
+in a browser on this machine's network, e.g. with "ssh -L" forwarding of the port
+in the URL's redirect_uri. Exit status 1 when the probe of the new token failed.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, id := cmd.Context(), args[0]
+			c, cfg, err := a.client(ctx)
+			if err != nil {
+				return err
+			}
+			g, err := c.Show(ctx, id)
+			// Without a daemon the client holds the database: release it
+			// while the user signs in, which may take minutes.
+			c.Close()
+			if err != nil {
+				return err
+			}
+			who := g.Subject
+			if who == "" {
+				who = "the account of grant " + id
+			}
+			tok, err := daemon.Reconnect(ctx, cfg, g.Provider, daemon.ReconnectOptions{
+				ShowURL: func(u string) {
+					fmt.Fprintf(a.errw, "Open this URL in a browser and sign in as %s:\n\n  %s\n\nwaiting for the sign-in (up to %s)...\n", who, u, timeout)
+				},
+				OpenBrowser: !noBrowser,
+				LoginHint:   g.Subject,
+				Timeout:     timeout,
+			})
+			if err != nil {
+				return fmt.Errorf("reconnect %s: %w", id, err)
+			}
+
+			if c, _, err = a.client(ctx); err != nil {
+				return fmt.Errorf("store the new refresh token of %s (the user must reconnect again): %w", id, err)
+			}
+			defer c.Close()
+			r, err := c.SetToken(ctx, id, tok)
+			if err != nil {
+				return fmt.Errorf("store the new refresh token of %s (the user must reconnect again): %w", id, err)
+			}
+			if asJSON {
+				if err := printJSON(cmd.OutOrStdout(), r); err != nil {
+					return err
+				}
+			} else {
+				fmt.Fprintln(cmd.OutOrStdout(), "new refresh token stored")
+				printReport(cmd.OutOrStdout(), r)
+			}
+			return a.probeExit(r)
+		},
+	}
+	cmd.Flags().DurationVar(&timeout, "timeout", daemon.DefaultReconnectTimeout, "how long to wait for the sign-in")
+	cmd.Flags().BoolVar(&noBrowser, "no-browser", false, "only print the URL, never open a browser")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the probe report as JSON")
+	return cmd
+}

@@ -1,0 +1,250 @@
+package daemon
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/grantwatch/grantwatch/daemon/notify"
+	"github.com/grantwatch/grantwatch/probes/sandbox"
+	"github.com/grantwatch/grantwatch/store"
+)
+
+// inbox is a webhook receiver that records every event it is sent.
+type inbox struct {
+	srv    *httptest.Server
+	mu     sync.Mutex
+	events []notify.Event
+	ids    map[string]int
+}
+
+func newInbox(t *testing.T) *inbox {
+	in := &inbox{ids: map[string]int{}}
+	in.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var n notify.Notification
+		if err := json.NewDecoder(r.Body).Decode(&n); err != nil {
+			http.Error(w, err.Error(), 400)
+			return
+		}
+		in.mu.Lock()
+		defer in.mu.Unlock()
+		in.ids[n.ID]++
+		in.events = append(in.events, n.Events...)
+	}))
+	t.Cleanup(in.srv.Close)
+	return in
+}
+
+func (in *inbox) config() string {
+	return fmt.Sprintf(`
+[[notify]]
+name = "hook"
+type = "webhook"
+url = %q
+group_wait = "0s"
+`, in.srv.URL)
+}
+
+// count returns how many events of each type arrived.
+func (in *inbox) count() map[string]int {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	m := map[string]int{}
+	for _, e := range in.events {
+		m[e.Type]++
+	}
+	return m
+}
+
+// importGrants imports n grants of one provider with tokens of behaviour b.
+func importGrants(t *testing.T, cfg *Config, sb *sandbox.Server, provider string, n int, b sandbox.Behavior) {
+	t.Helper()
+	var lines []string
+	for i := range n {
+		lines = append(lines, fmt.Sprintf(`{"id":"%s-%d","provider":%q,"refresh_token":%q}`, provider, i, provider, sb.Issue(b)))
+	}
+	gs, err := ParseImport(strings.NewReader(strings.Join(lines, "\n")), func(string) bool { return true })
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := OpenStore(cfg, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, _, err := db.Import(gs, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func countStates(t *testing.T, db *store.DB) map[store.State]int {
+	t.Helper()
+	counts, err := db.Counts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := map[store.State]int{}
+	for _, pm := range counts {
+		for s, n := range pm {
+			m[s] += n
+		}
+	}
+	return m
+}
+
+// TestProviderOutageIsOneIncident: the sandbox answers 503 to everything for
+// a while over 200 grants. On-call hears one provider.outage and one
+// provider.ok, not 200 grant notifications, and no grant is left degraded.
+func TestProviderOutageIsOneIncident(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the daemon for several seconds")
+	}
+	sb, err := sandbox.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Close()
+	in := newInbox(t)
+	dir := t.TempDir()
+	cfg := testConfig(t, dir, sandboxProvider("acme", "", sb)+in.config())
+	importGrants(t, cfg, sb, "acme", 200, sandbox.Healthy)
+	td := startDaemon(t, cfg, &logBuffer{}, nil)
+
+	waitFor(t, 20*time.Second, "200 healthy grants", func() bool {
+		return countStates(t, td.d.DB())[store.StateHealthy] == 200
+	})
+	sb.SetAll(sandbox.Unavailable)
+	waitFor(t, 20*time.Second, "provider.outage", func() bool { return in.count()[notify.TypeProviderOutage] == 1 })
+	time.Sleep(2 * time.Second) // the outage lasts: grants keep coming due
+	sb.SetAll("")
+	waitFor(t, 30*time.Second, "provider.ok and every grant probed ok again", func() bool {
+		if in.count()[notify.TypeProviderOK] != 1 {
+			return false
+		}
+		n := 0
+		err := td.d.DB().Each(func(g store.Grant) error {
+			if g.State == store.StateHealthy && g.Failures == 0 {
+				n++
+			}
+			return nil
+		})
+		return err == nil && n == 200
+	})
+	td.stop()
+	got := in.count()
+	want := map[string]int{notify.TypeProviderOutage: 1, notify.TypeProviderOK: 1}
+	for typ, n := range got {
+		if n != want[typ] {
+			t.Errorf("%d %s events, want %d (all: %v)", n, typ, want[typ], got)
+		}
+	}
+	db, err := OpenStore(cfg, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if n := countStates(t, db)[store.StateDegraded]; n != 0 {
+		t.Errorf("%d grants left degraded after the outage", n)
+	}
+}
+
+// TestWrongClientSecretIsOneIncident: a wrong client secret over 200 grants
+// gives one provider.misconfigured and no reconnect_required; after the
+// config is fixed and reloaded, every grant is healthy.
+func TestWrongClientSecretIsOneIncident(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the daemon for several seconds")
+	}
+	sb, err := sandbox.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Close()
+	sb.SetClient("test-client", "the-right-secret")
+	in := newInbox(t)
+	dir := t.TempDir()
+	cfg := testConfig(t, dir, sandboxProvider("acme", "", sb)+in.config())
+	importGrants(t, cfg, sb, "acme", 200, sandbox.Healthy)
+	reload := make(chan struct{}, 1)
+	logs := &logBuffer{}
+	td := startDaemon(t, cfg, logs, func(o *Options) { o.Reload = reload })
+
+	waitFor(t, 20*time.Second, "every grant on hold for invalid_client", func() bool {
+		return countStates(t, td.d.DB())[store.StateOnHold] == 200
+	})
+	if got := in.count(); got[notify.TypeProviderMisconfigured] != 1 || got[notify.TypeReconnectRequired] != 0 {
+		t.Fatalf("events %v, want one provider.misconfigured and no grant.reconnect_required", got)
+	}
+	st, err := td.d.Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Providers) != 1 || st.Providers[0].State != ProviderMisconfigured || !st.NeedsAction {
+		t.Errorf("status providers %+v needs_action %v", st.Providers, st.NeedsAction)
+	}
+
+	// Fix the secret in the config file and reload (SIGHUP).
+	b, err := os.ReadFile(cfg.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fixed := strings.Replace(string(b), "test-client-secret-DO-NOT-LOG", "the-right-secret", 1)
+	if err := os.WriteFile(cfg.Path(), []byte(fixed), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	reload <- struct{}{}
+	waitFor(t, 20*time.Second, "every grant healthy after the reload", func() bool {
+		return countStates(t, td.d.DB())[store.StateHealthy] == 200
+	})
+	waitFor(t, 5*time.Second, "provider.ok", func() bool { return in.count()[notify.TypeProviderOK] == 1 })
+	td.stop()
+	got := in.count()
+	if got[notify.TypeProviderMisconfigured] != 1 || got[notify.TypeReconnectRequired] != 0 || got[notify.TypeProviderOK] != 1 {
+		t.Errorf("events %v, want one provider.misconfigured, one provider.ok, no grant.reconnect_required", got)
+	}
+	// One ERROR line for the provider, none per grant.
+	loud := 0
+	for _, m := range logs.lines(t) {
+		if m["level"] == "ERROR" || m["level"] == "WARN" {
+			loud++
+			t.Log(m)
+		}
+	}
+	if loud != 1 {
+		t.Errorf("%d WARN/ERROR lines, want 1 (the provider's)", loud)
+	}
+}
+
+// TestBadReloadKeepsOldConfig: a broken config file on SIGHUP keeps the old
+// config running and logs one error naming the problem.
+func TestBadReloadKeepsOldConfig(t *testing.T) {
+	sb, err := sandbox.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Close()
+	dir := t.TempDir()
+	cfg := testConfig(t, dir, sandboxProvider("acme", "", sb))
+	reload := make(chan struct{}, 1)
+	logs := &logBuffer{}
+	td := startDaemon(t, cfg, logs, func(o *Options) { o.Reload = reload })
+	if err := os.WriteFile(cfg.Path(), []byte("[daemon]\nworkers = \"many\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	reload <- struct{}{}
+	waitFor(t, 5*time.Second, "the reload error", func() bool {
+		return strings.Contains(logs.String(), "config reload failed")
+	})
+	if td.d.Config() != cfg {
+		t.Error("a bad config replaced the running one")
+	}
+	if !strings.Contains(logs.String(), "workers") {
+		t.Errorf("the reload error does not name the problem: %s", logs.String())
+	}
+}

@@ -1,0 +1,351 @@
+package daemon
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"html/template"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"runtime"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/oauth2"
+
+	"github.com/grantwatch/grantwatch/internal/secret"
+	"github.com/grantwatch/grantwatch/probes"
+)
+
+// DefaultReconnectTimeout is how long Reconnect waits for the browser to
+// come back when ReconnectOptions.Timeout is zero.
+const DefaultReconnectTimeout = 5 * time.Minute
+
+// callbackPath is the path of the loopback redirect URI.
+const callbackPath = "/callback"
+
+// ReconnectOptions tune Reconnect.
+type ReconnectOptions struct {
+	// ShowURL is given the authorization URL to show the user, once the
+	// loopback listener is up. It must not block. Required.
+	ShowURL func(authURL string)
+	// OpenBrowser also opens the URL in a browser, where one exists (macOS,
+	// or xdg-open with a graphical session); elsewhere it does nothing.
+	OpenBrowser bool
+	// LoginHint is sent as login_hint, so that the provider preselects the
+	// grant's account (Google and Microsoft honour it). Optional.
+	LoginHint string
+	// Timeout bounds the wait for the browser; 0 means
+	// DefaultReconnectTimeout.
+	Timeout time.Duration
+	// HTTPClient exchanges the code; nil means a client like the probes'
+	// (no redirects followed).
+	HTTPClient *http.Client
+}
+
+// ReconnectError is the provider's refusal, either on the redirect (RFC 6749
+// §4.1.2.1, such as access_denied when the user declined) or at the token
+// endpoint (§5.2). It never holds a code or a token.
+type ReconnectError struct {
+	Provider string
+	// Stage is "authorization" (the redirect) or "token" (the exchange).
+	Stage string
+	// Status is the HTTP status of the token endpoint's answer; 0 for the
+	// authorization stage.
+	Status      int
+	Code        string // RFC 6749 error code, such as access_denied
+	Description string // the provider's error_description
+	hint        string // what to do about it
+	err         error
+}
+
+func (e *ReconnectError) Error() string {
+	msg := fmt.Sprintf("provider %s refused the %s request: %s", e.Provider, e.Stage, e.Code)
+	if e.Status != 0 {
+		msg += fmt.Sprintf(" (HTTP %d)", e.Status)
+	}
+	if e.Description != "" {
+		msg += ": " + e.Description
+	}
+	if e.hint != "" {
+		msg += "; " + e.hint
+	}
+	return msg
+}
+
+// Unwrap returns the *oauth2.RetrieveError of a token-endpoint refusal.
+func (e *ReconnectError) Unwrap() error { return e.err }
+
+// Sentinels for callers that branch.
+var (
+	// ErrStateMismatch: the redirect did not carry this flow's state.
+	ErrStateMismatch = errors.New("state mismatch: possible CSRF, start again")
+	// ErrReconnectTimeout: the browser did not come back in time.
+	ErrReconnectTimeout = errors.New("no answer from the browser in time")
+	// ErrNoRefreshToken: the provider granted access but issued no
+	// refresh token.
+	ErrNoRefreshToken = errors.New("the provider issued no refresh_token")
+)
+
+// Reconnect runs the authorization-code flow with PKCE (RFC 7636, S256) for
+// one of cfg's providers and returns the new refresh token. The redirect
+// comes back to a listener on 127.0.0.1 on a random port (RFC 8252 §7.3);
+// the returned state must match. The token is not stored: give it to
+// Client.SetToken, as set-token does.
+//
+// The code and the tokens are never logged, shown or put in an error.
+func Reconnect(ctx context.Context, cfg *Config, provider string, opts ReconnectOptions) (secret.Secret, error) {
+	p, ok := cfg.Provider(provider)
+	if !ok {
+		return "", fmt.Errorf("provider %q is not configured (providers: %v)", provider, cfg.ProviderNames())
+	}
+	if p.AuthURL == "" {
+		return "", fmt.Errorf("providers.%s.auth_url: is required for reconnect (the provider's authorization endpoint); set it in the config", p.Name)
+	}
+	if opts.ShowURL == nil {
+		return "", errors.New("reconnect: ReconnectOptions.ShowURL is nil")
+	}
+	ep, err := p.endpoint()
+	if err != nil {
+		return "", err
+	}
+	timeout := opts.Timeout
+	if timeout <= 0 {
+		timeout = DefaultReconnectTimeout
+	}
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("listen for the redirect on 127.0.0.1: %w", err)
+	}
+	conf := &oauth2.Config{
+		ClientID:     ep.ClientID,
+		ClientSecret: ep.ClientSecret.Reveal(),
+		Endpoint:     oauth2.Endpoint{AuthURL: p.AuthURL, TokenURL: ep.TokenURL, AuthStyle: ep.AuthStyle},
+		RedirectURL:  "http://" + ln.Addr().String() + callbackPath,
+		Scopes:       slices.Clone(ep.Scopes),
+	}
+	var authOpts []oauth2.AuthCodeOption
+	switch p.Preset {
+	case "google":
+		// Google issues a refresh token only for offline access, and again
+		// only when the user is shown the consent screen.
+		authOpts = append(authOpts, oauth2.AccessTypeOffline, oauth2.ApprovalForce)
+	case "microsoft":
+		if !slices.Contains(conf.Scopes, "offline_access") {
+			conf.Scopes = append(conf.Scopes, "offline_access")
+		}
+	}
+	if opts.LoginHint != "" {
+		authOpts = append(authOpts, oauth2.SetAuthURLParam("login_hint", opts.LoginHint))
+	}
+	state := rand.Text()
+	verifier := oauth2.GenerateVerifier()
+	authURL := conf.AuthCodeURL(state, append(authOpts, oauth2.S256ChallengeOption(verifier))...)
+
+	hc := opts.HTTPClient
+	if hc == nil {
+		hc = probes.NewHTTPClient(1, 30*time.Second)
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	cb := &callback{
+		state: state, provider: p, done: make(chan struct{}),
+		exchange: func(code string) (*oauth2.Token, error) {
+			return conf.Exchange(context.WithValue(ctx, oauth2.HTTPClient, hc), code, oauth2.VerifierOption(verifier))
+		},
+	}
+	srv := &http.Server{Handler: cb, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln) //nolint:errcheck // ends with Shutdown below
+	defer func() {
+		// Let the last page reach the browser, then stop.
+		sctx, scancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer scancel()
+		if srv.Shutdown(sctx) != nil {
+			srv.Close()
+		}
+	}()
+
+	opts.ShowURL(authURL)
+	if opts.OpenBrowser {
+		openBrowser(authURL)
+	}
+	select {
+	case <-cb.done:
+		return cb.token, cb.err
+	case <-ctx.Done():
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return "", fmt.Errorf("%w: the sign-in did not complete within %s; run reconnect again (with a longer --timeout if needed)", ErrReconnectTimeout, timeout)
+		}
+		return "", fmt.Errorf("reconnect: %w", ctx.Err())
+	}
+}
+
+// callback serves the loopback redirect: it checks the state, exchanges the
+// code and ends the flow with the first redirect that carries this flow's
+// state, or with a state mismatch.
+type callback struct {
+	state    string
+	provider ProviderConfig
+	exchange func(code string) (*oauth2.Token, error)
+
+	claimed atomic.Bool // a redirect with the right state is being handled
+	once    sync.Once
+	done    chan struct{} // closed when token or err is set
+	token   secret.Secret
+	err     error
+}
+
+func (c *callback) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path != callbackPath || r.Method != http.MethodGet {
+		http.NotFound(w, r) // favicon.ico and the like
+		return
+	}
+	select {
+	case <-c.done:
+		page(w, http.StatusConflict, "Already handled", "This sign-in was already handled; the result is in your terminal.")
+		return
+	default:
+	}
+	q := r.URL.Query()
+	if subtle.ConstantTimeCompare([]byte(q.Get("state")), []byte(c.state)) != 1 {
+		page(w, http.StatusBadRequest, "Sign-in refused", "The answer does not belong to this sign-in (state mismatch). Run grantwatch reconnect again.")
+		c.finish("", ErrStateMismatch)
+		return
+	}
+	// One exchange only: a second request (a reload, a prefetch) would
+	// present the spent code and could end the flow with its refusal.
+	if !c.claimed.CompareAndSwap(false, true) {
+		page(w, http.StatusConflict, "Already handled", "This sign-in is already being handled; the result is in your terminal.")
+		return
+	}
+	if code := q.Get("error"); code != "" {
+		err := &ReconnectError{Stage: "authorization", Code: code, Description: q.Get("error_description"), Provider: c.provider.Name}
+		switch code {
+		case "access_denied":
+			err.hint = "the user declined access; run reconnect again and approve every requested permission"
+		case "invalid_scope":
+			err.hint = fmt.Sprintf("check providers.%s.scopes", c.provider.Name)
+		case "unauthorized_client", "invalid_client", "invalid_request":
+			err.hint = fmt.Sprintf("check providers.%s (client_id, and that the app registration allows the redirect URI http://127.0.0.1 with any port)", c.provider.Name)
+		}
+		page(w, http.StatusOK, "Sign-in not completed", "The provider answered "+code+". See your terminal for what to do next.")
+		c.finish("", err)
+		return
+	}
+	code := q.Get("code")
+	if code == "" {
+		page(w, http.StatusBadRequest, "Sign-in refused", "The answer carries no authorization code. Run grantwatch reconnect again.")
+		c.finish("", errors.New("the redirect carried neither a code nor an error: start again"))
+		return
+	}
+	tok, err := c.exchange(code)
+	if err != nil {
+		page(w, http.StatusOK, "Sign-in not completed", "The provider refused to issue a token. See your terminal.")
+		c.finish("", c.exchangeError(err))
+		return
+	}
+	if tok.RefreshToken == "" {
+		page(w, http.StatusOK, "Sign-in not completed", "The provider issued no refresh token. See your terminal.")
+		c.finish("", fmt.Errorf("%w: %s", ErrNoRefreshToken, noRefreshHint(c.provider)))
+		return
+	}
+	page(w, http.StatusOK, "Connected", "grantwatch has the new grant. You can close this window.")
+	c.finish(secret.Secret(tok.RefreshToken), nil)
+}
+
+func (c *callback) finish(tok secret.Secret, err error) {
+	c.once.Do(func() {
+		c.token, c.err = tok, err
+		close(c.done)
+	})
+}
+
+// exchangeError keeps the parsed fields of a token-endpoint refusal: a
+// RetrieveError's own message quotes the whole body.
+func (c *callback) exchangeError(err error) error {
+	var re *oauth2.RetrieveError
+	if !errors.As(err, &re) {
+		return fmt.Errorf("exchange authorization code: %w", err)
+	}
+	e := &ReconnectError{Stage: "token", Code: re.ErrorCode, Description: re.ErrorDescription, err: re, Provider: c.provider.Name}
+	if re.Response != nil {
+		e.Status = re.Response.StatusCode
+	}
+	if e.Code == "" {
+		e.Code = "no error code"
+	}
+	switch e.Code {
+	case "invalid_client", "unauthorized_client":
+		e.hint = fmt.Sprintf("check providers.%s.client_id and its client secret", c.provider.Name)
+	case "invalid_grant":
+		e.hint = "the code was refused (expired, used twice, or the PKCE verifier did not match); run reconnect again"
+	}
+	return e
+}
+
+// noRefreshHint says how to get a refresh token from this provider.
+func noRefreshHint(p ProviderConfig) string {
+	switch p.Preset {
+	case "google":
+		return "Google issues one only for offline access with consent (grantwatch sent access_type=offline and prompt=consent); check that the OAuth client is a Web or Desktop client and try again"
+	case "microsoft":
+		return "Microsoft issues one only with the offline_access scope (grantwatch requested it); check that the app registration's API permissions include offline_access"
+	}
+	return fmt.Sprintf("enable offline access (refresh tokens) for this client at the provider; many providers need the offline_access scope in providers.%s.scopes", p.Name)
+}
+
+var pageTmpl = template.Must(template.New("page").Parse(`<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>grantwatch: {{.Title}}</title></head>
+<body style="font-family:sans-serif;margin:3em"><h1>{{.Title}}</h1><p>{{.Text}}</p></body></html>
+`))
+
+// page writes the small page the browser shows at the end of the flow.
+func page(w http.ResponseWriter, status int, title, text string) {
+	h := w.Header()
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	// The callback URL holds the code: keep it out of any Referer.
+	h.Set("Referrer-Policy", "no-referrer")
+	w.WriteHeader(status)
+	_ = pageTmpl.Execute(w, struct{ Title, Text string }{title, text})
+}
+
+// openBrowser opens u where a browser can be found, and does nothing
+// elsewhere (a server over SSH): the URL was shown anyway.
+func openBrowser(u string) {
+	argv := browserCommand(runtime.GOOS, os.Getenv, exec.LookPath)
+	if argv == nil {
+		return
+	}
+	cmd := exec.Command(argv[0], append(argv[1:], u)...)
+	if cmd.Start() == nil {
+		go cmd.Wait() //nolint:errcheck // reap it; a failure leaves the shown URL
+	}
+}
+
+// browserCommand is the command that opens a URL on goos, or nil when no
+// browser is reachable: on Linux and the BSDs only with xdg-open and a
+// graphical session.
+func browserCommand(goos string, getenv func(string) string, lookPath func(string) (string, error)) []string {
+	switch goos {
+	case "darwin":
+		return []string{"open"}
+	case "windows":
+		return nil // start's quoting would break the URL's &s: it is shown instead
+	}
+	if getenv("DISPLAY") == "" && getenv("WAYLAND_DISPLAY") == "" {
+		return nil
+	}
+	p, err := lookPath("xdg-open")
+	if err != nil {
+		return nil
+	}
+	return []string{p}
+}
