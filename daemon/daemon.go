@@ -115,7 +115,10 @@ func Open(opts Options) (*Daemon, error) {
 		now:    now,
 		kickCh: make(chan struct{}, 1),
 		jobs:   make(chan store.Lease, cfg.Daemon.Workers),
-		lease:  2*cfg.Daemon.ProbeTimeout + time.Minute,
+		// A leased grant waits in the job queue for milliseconds, then
+		// probes within the timeout; after a crash it is due again once the
+		// lease passes.
+		lease: 2*cfg.Daemon.ProbeTimeout + 10*time.Second,
 	}
 	hc := opts.HTTPClient
 	if hc == nil {

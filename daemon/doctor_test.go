@@ -570,7 +570,9 @@ func TestDoctorSystemd(t *testing.T) {
 
 	// Outside the unit, an installed unit file is described.
 	unit := filepath.Join(dir, "grantwatch.service")
-	os.WriteFile(unit, []byte("[Service]\nType=notify\nStateDirectory=grantwatch\nSetCredential=x:SECRETVALUE\n"), 0o644)
+	if err := os.WriteFile(unit, []byte("[Service]\nType=notify\nStateDirectory=grantwatch\nSetCredential=x:SECRETVALUE\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	opts = doctorOpts()
 	opts.UnitFile = unit
 	rep = Doctor(context.Background(), path, opts)

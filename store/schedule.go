@@ -8,6 +8,9 @@ import (
 	"github.com/grantwatch/grantwatch/internal/secret"
 )
 
+// rescheduleChunk is how many grants Reschedule moves per transaction.
+const rescheduleChunk = 10_000
+
 // LeaseDue hands out up to limit grants due at or before now, earliest first,
 // with their decrypted tokens. In the same transaction each one's due entry
 // (and NextDueAt) moves to now+lease, so a grant whose probe result never
@@ -91,37 +94,51 @@ func (db *DB) NextDue() (at time.Time, ok bool, err error) {
 
 // Reschedule makes every grant in state due at at, optionally only those of
 // provider and with cause (each when non-empty), and returns how many it
-// moved. It walks the state index, so its cost is O(grants in state). The
+// moved. It walks the state index, so its cost is O(grants in state), in
+// transactions of 10,000 grants: a grant entering state meanwhile may be
+// missed, which callers fix by calling again. The
 // daemon uses it to release on_hold grants once their provider or the clock
 // is healthy again; states are left for the next probe to decide.
 func (db *DB) Reschedule(at time.Time, state State, provider, cause string) (int, error) {
 	prefix := statePrefix(state, provider)
 	n := 0
-	err := db.update(func(b *bkts) error {
-		n = 0
-		var rows []uint64
-		c := b.byState.Cursor()
-		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
-			rows = append(rows, stateKeyRow(k))
-		}
-		d := counterDelta{}
-		for _, row := range rows {
-			g, ok, err := b.getRow(row)
-			if err != nil {
-				return err
+	// Chunks of rescheduleChunk grants per transaction keep a release of the
+	// whole fleet (a provider outage puts every grant on hold) from building
+	// one transaction as large as the database.
+	after := prefix
+	var err error
+	for more := true; more && err == nil; {
+		err = db.update(func(b *bkts) error {
+			var rows []uint64
+			c := b.byState.Cursor()
+			k, _ := c.Seek(after)
+			if k != nil && bytes.Equal(k, after) {
+				k, _ = c.Next()
 			}
-			if !ok || (cause != "" && g.Cause != cause) {
-				continue
+			for ; k != nil && bytes.HasPrefix(k, prefix) && len(rows) < rescheduleChunk; k, _ = c.Next() {
+				rows = append(rows, stateKeyRow(k))
+				after = clone(k)
 			}
-			old := g
-			g.NextDueAt = at
-			if err := b.putGrant(row, &old, &g, d); err != nil {
-				return err
+			more = len(rows) == rescheduleChunk
+			d := counterDelta{}
+			for _, row := range rows {
+				g, ok, err := b.getRow(row)
+				if err != nil {
+					return err
+				}
+				if !ok || (cause != "" && g.Cause != cause) {
+					continue
+				}
+				old := g
+				g.NextDueAt = at
+				if err := b.putGrant(row, &old, &g, d); err != nil {
+					return err
+				}
+				n++
 			}
-			n++
-		}
-		return b.flushCounts(d)
-	})
+			return b.flushCounts(d)
+		})
+	}
 	if err != nil {
 		return 0, fmt.Errorf("reschedule %s grants in %s: %w", state, db.path, err)
 	}

@@ -193,11 +193,10 @@ func openBolt(path string, opts Options) (bdb *bolt.DB, err error) {
 		Timeout:      opts.LockTimeout,
 		NoSync:       opts.NoSync,
 		FreelistType: bolt.FreelistMapType,
-		// Writing the freelist on every commit costs O(free pages): after
-		// a 10⁶-grant import that was 1 ms per commit, on every tick and
-		// every Apply batch. Unsynced, bbolt rebuilds it at Open by
-		// scanning the file instead (as etcd does).
-		NoFreelistSync: true,
+		// NoFreelistSync stays false although the freelist is rewritten on
+		// every commit (O(free pages)): unsynced, bbolt rebuilds it at Open
+		// in a goroutine of its own, where a damaged page panics beyond
+		// recovery, and ErrCorrupt could not be reported.
 		OpenFile: func(name string, flag int, mode os.FileMode) (*os.File, error) {
 			f, err := os.OpenFile(name, flag, mode)
 			file = f
