@@ -9,7 +9,7 @@ import (
 )
 
 // rescheduleChunk is how many grants Reschedule moves per transaction.
-const rescheduleChunk = 10_000
+var rescheduleChunk = 10_000 // a var for tests
 
 // LeaseDue hands out up to limit grants due at or before now, earliest first,
 // with their decrypted tokens. In the same transaction each one's due entry

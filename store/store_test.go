@@ -586,6 +586,8 @@ func TestReschedule(t *testing.T) {
 		{"any provider, cause", "", "clock_skew", 3, "g0000 g0001 m1"},
 		{"any cause", "google", "", 3, "g0000 g0001 g0002"},
 	}
+	defer func(n int) { rescheduleChunk = n }(rescheduleChunk)
+	rescheduleChunk = 2 // several transactions per call
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			for _, id := range []string{"g0000", "g0001", "m1"} {
