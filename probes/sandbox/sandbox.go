@@ -31,7 +31,8 @@ const (
 	// Rotate issues a new refresh token on every use, as strict providers
 	// (Ory Hydra, Okta, Auth0 with rotation) do. Presenting a rotated-away
 	// token is reuse: the whole chain is revoked and every token of it,
-	// the current one included, is answered with Hydra's "already used".
+	// the current one included, is answered with Hydra's "already used",
+	// unless SetRotationGrace allows the previous token a grace period.
 	Rotate Behavior = "rotate"
 	// Revoked answers Google's invalid_grant "Token has been expired or
 	// revoked.".
@@ -127,6 +128,7 @@ type Server struct {
 
 	requests, concurrent, maxConcurrent atomic.Int64
 	reused, unknown, badClient          atomic.Int64
+	rotationGrace, graceReused          atomic.Int64 // grace.go
 	answers                             [len(allBehaviors)]atomic.Int64
 }
 
@@ -136,6 +138,10 @@ type chain struct {
 	behavior Behavior
 	current  string // the token that is valid now (Rotate)
 	revoked  bool   // reuse was detected (Rotate)
+	// previous is the token last exchanged for a new one, at rotatedAt:
+	// within the rotation grace it may be exchanged again (grace.go).
+	previous  string
+	rotatedAt time.Time
 }
 
 // New returns a server that does not listen: use its Handler in process.
@@ -227,7 +233,7 @@ func (s *Server) Set(token string, b Behavior) {
 	}
 	c.behavior = b
 	if b == Rotate {
-		c.current, c.revoked = token, false
+		c.current, c.revoked, c.previous = token, false, ""
 	}
 }
 
@@ -296,6 +302,9 @@ type Stats struct {
 	// Reused counts rotated-away tokens presented again (each revokes its
 	// chain).
 	Reused int64
+	// GraceReused counts previous tokens exchanged within the rotation
+	// grace (SetRotationGrace).
+	GraceReused int64
 	// Unknown counts unregistered refresh tokens presented.
 	Unknown int64
 	// BadClient counts requests refused with invalid_client.
@@ -310,6 +319,7 @@ func (s *Server) Stats() Stats {
 		MaxConcurrent: s.maxConcurrent.Load(),
 		Answers:       make(map[Behavior]int64),
 		Reused:        s.reused.Load(),
+		GraceReused:   s.graceReused.Load(),
 		Unknown:       s.unknown.Load(),
 		BadClient:     s.badClient.Load(),
 	}

@@ -175,7 +175,7 @@ func (s *Server) rotate(w http.ResponseWriter, r *http.Request, c *chain, presen
 		s.answer(w, r, b)
 		return
 	}
-	if c.revoked || presented != c.current {
+	if c.revoked || presented != c.current && !s.inGrace(c, presented) {
 		if !c.revoked {
 			s.reused.Add(1)
 		}
@@ -186,7 +186,7 @@ func (s *Server) rotate(w http.ResponseWriter, r *http.Request, c *chain, presen
 		return
 	}
 	next := newRefreshToken()
-	c.current = next
+	s.advance(c, presented, next)
 	s.tokens[next] = c
 	s.mu.Unlock()
 	s.count(Rotate)
