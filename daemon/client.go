@@ -161,7 +161,7 @@ func (c *Client) send(ctx context.Context, method, path string, body io.Reader) 
 			e.Error = resp.Status
 		}
 		if resp.StatusCode == http.StatusNotFound {
-			return nil, fmt.Errorf("%s: %w", strings.TrimPrefix(e.Error, store.ErrNotFound.Error()+": "), store.ErrNotFound)
+			return nil, remoteError{msg: e.Error, is: store.ErrNotFound}
 		}
 		return nil, errors.New(e.Error)
 	}
@@ -278,3 +278,13 @@ type NotifyTestResult struct {
 	Answer   string `json:"answer,omitempty"`
 	Error    string `json:"error,omitempty"`
 }
+
+// remoteError is an error the daemon reported, with the sentinel it wrapped
+// there, so callers can still branch with errors.Is.
+type remoteError struct {
+	msg string
+	is  error
+}
+
+func (e remoteError) Error() string { return e.msg }
+func (e remoteError) Unwrap() error { return e.is }

@@ -63,7 +63,7 @@ type Daemon struct {
 	clock   *Clock
 	router  *notify.Router
 	disp    *notify.Dispatcher
-	metrics *metrics
+	metrics *promMetrics
 
 	mu        sync.RWMutex
 	providers map[string]*provider
@@ -73,6 +73,8 @@ type Daemon struct {
 	jobs     chan store.Lease
 	lease    time.Duration
 	lastTick atomic.Int64 // unix nanos of the last due scan
+
+	listenAddr atomic.Value // string: the TCP listener's address
 
 	warnedOnce sync.Map // keys logged once (unknown providers, store errors)
 }

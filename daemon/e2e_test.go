@@ -92,7 +92,7 @@ func TestDaemonEndToEnd(t *testing.T) {
 
 	// Several rounds: every healthy grant probed at least 4 times (so the
 	// rotating ones rotated 4 times), every transient one degraded.
-	waitFor(t, 30*time.Second, "4 rounds and all verdicts", func() bool {
+	waitFor(t, 90*time.Second, "4 rounds and all verdicts", func() bool {
 		if sb.Stats().Requests < 50*4 {
 			return false
 		}

@@ -55,6 +55,7 @@ func (d *Daemon) serve(ctx context.Context) (*servers, error) {
 		}
 		srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 		s.list = append(s.list, srv)
+		d.listenAddr.Store(tl.Addr().String())
 		go srv.Serve(tl)
 	}
 	return s, nil
@@ -140,4 +141,11 @@ func requireBearer(tok secret.Secret, next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// ListenAddr is the TCP listener's address once Run serves ("" before, or
+// when daemon.listen is off); with port 0 in the config it tells the port.
+func (d *Daemon) ListenAddr() string {
+	a, _ := d.listenAddr.Load().(string)
+	return a
 }

@@ -23,10 +23,10 @@ import "time"
 //     exchanging the second-to-last one triggers breach detection.
 //
 // Like Auth0, a reuse within grace issues a new token that becomes the
-// chain's current one (the unused token issued before is abandoned), and the
-// window is counted from the rotation that retired the previous token, not
-// renewed by a reuse. Once the current token is exchanged, the old previous
-// token is the second-to-last and presenting it revokes the chain.
+// chain's current one (the unused token issued before is abandoned), and it
+// is an exchange like any other: the window starts again from it. Once the
+// current token is exchanged, the old previous token is the second-to-last
+// and presenting it revokes the chain.
 func (s *Server) SetRotationGrace(d time.Duration) { s.rotationGrace.Store(int64(d)) }
 
 // inGrace reports whether presented, a token of c that is not its current
@@ -38,13 +38,11 @@ func (s *Server) inGrace(c *chain, presented string) bool {
 }
 
 // advance makes next the current token of c after presented was exchanged:
-// presented becomes the previous token, unless it already was (a reuse
-// within grace, counted in Stats.GraceReused). Call with s.mu held.
+// presented becomes (or, after a reuse within grace, stays) the previous
+// token. Call with s.mu held.
 func (s *Server) advance(c *chain, presented, next string) {
-	if presented == c.current {
-		c.previous, c.rotatedAt = presented, time.Now()
-	} else {
+	if presented != c.current {
 		s.graceReused.Add(1)
 	}
-	c.current = next
+	c.previous, c.rotatedAt, c.current = presented, time.Now(), next
 }

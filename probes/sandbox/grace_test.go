@@ -53,6 +53,21 @@ func TestRotationGrace(t *testing.T) {
 		},
 		wantGraced: 1,
 	}, {
+		// A reuse within grace is an exchange: the window starts again.
+		name: "grace restarts",
+		run: func(t *testing.T, s *Server) bool {
+			h := s.Handler()
+			exchange(t, h, "t0")
+			time.Sleep(grace - time.Second)
+			exchange(t, h, "t0")
+			time.Sleep(grace - time.Second)
+			if exchange(t, h, "t0") == "" {
+				t.Fatal("previous token refused within grace of its last exchange")
+			}
+			return false
+		},
+		wantGraced: 2,
+	}, {
 		// Without a grace period the same sequence is reuse.
 		name: "grace off",
 		run: func(t *testing.T, s *Server) bool {
