@@ -313,10 +313,14 @@ func (d *Daemon) dispatchLoop(ctx context.Context) {
 		for ctx.Err() == nil {
 			leases, err := d.db.LeaseDue(d.now(), d.lease, batch)
 			if err != nil {
+				// Leases that did open are still returned and probed.
 				d.logOnce("lease", slog.LevelError, "scan due grants", tint.Err(err))
-				break
+				if len(leases) == 0 {
+					break
+				}
+			} else {
+				d.warnedOnce.Delete("lease")
 			}
-			d.warnedOnce.Delete("lease")
 			for _, l := range leases {
 				select {
 				case d.jobs <- l:

@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"time"
 
@@ -19,7 +20,8 @@ var rescheduleChunk = 10_000 // a var for tests
 //
 // The cost is O(returned grants): a range scan from the start of the due
 // index, independent of how many grants are stored. limit <= 0 means no
-// limit.
+// limit. A token that does not open is left out and named in the error,
+// returned together with the leases that did open.
 func (db *DB) LeaseDue(now time.Time, lease time.Duration, limit int) ([]Lease, error) {
 	end := timeNanos(now)
 	until := now.Add(lease)
@@ -68,13 +70,20 @@ func (db *DB) LeaseDue(now time.Time, lease time.Duration, limit int) ([]Lease, 
 		return nil, fmt.Errorf("lease due grants from %s: %w", db.path, err)
 	}
 	// Decrypting after the commit keeps the write transaction short.
+	// A token that does not open (a damaged page) must not hold up the
+	// others: it is reported, and the rest are returned.
 	out := make([]Lease, 0, len(got))
+	var bad []error
 	for _, l := range got {
 		pt, err := db.open(l.sealed, l.g.ID)
 		if err != nil {
-			return nil, fmt.Errorf("lease due grants from %s: open token of %q: %w", db.path, l.g.ID, err)
+			bad = append(bad, fmt.Errorf("open token of %q: %w", l.g.ID, err))
+			continue
 		}
 		out = append(out, Lease{Grant: l.g, Token: secret.Secret(pt)})
+	}
+	if len(bad) > 0 {
+		return out, fmt.Errorf("lease due grants from %s: %w", db.path, errors.Join(bad...))
 	}
 	return out, nil
 }
