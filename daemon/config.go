@@ -3,6 +3,7 @@ package daemon
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"os"
@@ -178,12 +179,24 @@ func ConfigPath(flag string) string {
 	return DefaultConfigPath
 }
 
+// maxConfigSize bounds what LoadConfig reads: a config is a few KiB, and a
+// path naming a device or a huge file must not exhaust memory.
+const maxConfigSize = 1 << 20
+
 // LoadConfig reads, defaults and validates the config at path. Every problem
 // is reported at once, each naming its key.
 func LoadConfig(path string) (*Config, error) {
-	b, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxConfigSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	if len(b) > maxConfigSize {
+		return nil, fmt.Errorf("%s: larger than %d KiB: not a grantwatch config", path, maxConfigSize>>10)
 	}
 	return ParseConfig(path, b)
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/grantwatch/grantwatch/daemon/notify"
+	"github.com/grantwatch/grantwatch/internal/secret"
 	"github.com/grantwatch/grantwatch/probes/sandbox"
 	"github.com/grantwatch/grantwatch/store"
 )
@@ -246,5 +247,33 @@ func TestBadReloadKeepsOldConfig(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "workers") {
 		t.Errorf("the reload error does not name the problem: %s", logs.String())
+	}
+}
+
+// TestReconnectSendsRecovered: a dead grant gets a new token (the user
+// reconnected); its first good probe sends grant.recovered, once, naming the
+// problem it resolves.
+func TestReconnectSendsRecovered(t *testing.T) {
+	sb, err := sandbox.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Close()
+	in := newInbox(t)
+	cfg := testConfig(t, t.TempDir(), sandboxProvider("acme", "google", sb)+in.config())
+	importGrants(t, cfg, sb, "acme", 1, sandbox.Revoked)
+	td := startDaemon(t, cfg, &logBuffer{}, nil)
+	waitFor(t, 10*time.Second, "grant.reconnect_required", func() bool { return in.count()[notify.TypeReconnectRequired] == 1 })
+	rep, err := td.d.SetToken(t.Context(), "acme-0", secret.Secret(sb.Issue(sandbox.Healthy)))
+	if err != nil || !rep.Result.OK {
+		t.Fatalf("set-token: %v %+v", err, rep)
+	}
+	waitFor(t, 10*time.Second, "grant.recovered", func() bool { return in.count()[notify.TypeRecovered] == 1 })
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	for _, e := range in.events {
+		if e.Type == notify.TypeRecovered && (e.PreviousState != "reconnect_required" || e.PreviousCause != "invalid_grant") {
+			t.Errorf("recovered event names the problem %s/%s", e.PreviousState, e.PreviousCause)
+		}
 	}
 }

@@ -61,6 +61,8 @@ func Transition(g store.Grant, r probes.Result, env Env) Outcome {
 	now := env.Now
 	ng := g
 	ng.LastProbeAt = now
+	// A verdict on a new token ends the memory of the problem it replaced.
+	ng.PreviousState, ng.PreviousCause = "", ""
 	prev := g.State
 	prevCause := g.Cause
 
@@ -76,10 +78,17 @@ func Transition(g store.Grant, r probes.Result, env Env) Outcome {
 		} else if g.Failures > 0 {
 			out.Level = slog.LevelInfo // a streak of transient failures ended
 		}
-		if prev == store.StateReconnectRequired || prev == store.StateDegraded {
-			out.Event = grantEvent(notify.TypeRecovered, ng, prev, now,
+		from, fromCause := prev, prevCause
+		if prev == store.StatePending && g.PreviousState != "" {
+			// A new token replaced a dead one and works: the problem
+			// announced for the old token is resolved.
+			from, fromCause = g.PreviousState, g.PreviousCause
+			out.Level = slog.LevelInfo
+		}
+		if from == store.StateReconnectRequired || from == store.StateDegraded {
+			out.Event = grantEvent(notify.TypeRecovered, ng, from, now,
 				"grant "+g.ID+" works again", "")
-			out.Event.PreviousCause = prevCause
+			out.Event.PreviousCause = fromCause
 		}
 		return finish(out, g, prevCause)
 	}
@@ -115,6 +124,11 @@ func Transition(g store.Grant, r probes.Result, env Env) Outcome {
 		out := Outcome{Grant: ng, Level: slog.LevelDebug}
 		if g.Failures == 0 || prevCause != string(cause) {
 			out.Level = slog.LevelInfo
+		}
+		if prev == store.StatePending {
+			// Still no verdict on the new token.
+			ng.PreviousState, ng.PreviousCause = g.PreviousState, g.PreviousCause
+			out.Grant = ng
 		}
 		switch prev {
 		case store.StateHealthy, store.StatePending:

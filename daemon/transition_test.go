@@ -189,6 +189,13 @@ func TestTransitionCases(t *testing.T) {
 		// Held for the clock, then the clock is fixed and the grant works.
 		{"held grant recovers", store.Grant{State: store.StateOnHold, Cause: "clock_skew"}, probes.Result{OK: true}, env,
 			store.StateHealthy, "", "", slog.LevelInfo},
+		// The user reconnected (set-token left the grant pending and
+		// remembered the problem): the first good probe resolves it.
+		{"new token works after reconnect_required", store.Grant{State: store.StatePending, PreviousState: store.StateReconnectRequired, PreviousCause: "revoked"},
+			probes.Result{OK: true}, env, store.StateHealthy, "", notify.TypeRecovered, slog.LevelInfo},
+		// The new token is dead too: that is news, announced again.
+		{"new token dead too", store.Grant{State: store.StatePending, PreviousState: store.StateReconnectRequired, PreviousCause: "revoked"},
+			failed(probes.CauseRevoked), env, store.StateReconnectRequired, "revoked", notify.TypeReconnectRequired, slog.LevelError},
 		// Held for the clock, clock fixed, and the token really is dead.
 		{"held grant really revoked", store.Grant{State: store.StateOnHold, Cause: "clock_skew"}, failed(probes.CauseInvalidGrant), env,
 			store.StateReconnectRequired, "invalid_grant", notify.TypeReconnectRequired, slog.LevelError},

@@ -254,6 +254,7 @@ func (db *DB) Import(gs []NewGrant, now time.Time) (created, replaced int, err e
 				g.LastProbeAt = old.LastProbeAt
 				g.LastSuccessAt = old.LastSuccessAt
 				g.TokenGen = old.TokenGen + 1
+				g.PreviousState, g.PreviousCause = replacedProblem(old)
 				if old.State == StatePending {
 					g.StateChangedAt = old.StateChangedAt
 				}
@@ -498,6 +499,7 @@ func (db *DB) SetToken(id string, tok secret.Secret, now time.Time) (Grant, erro
 		}
 		g = old
 		g.State = StatePending
+		g.PreviousState, g.PreviousCause = replacedProblem(old)
 		g.Cause, g.Action, g.Error, g.ErrorDescription = "", "", "", ""
 		g.Failures = 0
 		g.TokenGen++

@@ -81,11 +81,12 @@ type Options struct {
 	// LockTimeout bounds the wait for the file lock held by another process;
 	// then Open fails with ErrInUse. Default 2s.
 	LockTimeout time.Duration
-	// MaxBatchSize is bbolt's DB.MaxBatchSize for Apply. Set it to the number
-	// of concurrent writers (workers): a batch then commits as soon as every
-	// worker has handed in its result. Default 64.
+	// MaxBatchSize bounds how many Apply calls share a transaction (and is
+	// bbolt's DB.MaxBatchSize). Set it to the number of concurrent writers
+	// (workers), so that no result waits for a second group. Default 64.
 	MaxBatchSize int
-	// MaxBatchDelay is how long a partial batch waits for more writers.
+	// MaxBatchDelay is bbolt's DB.MaxBatchDelay; Apply does not wait on it
+	// (its group commit takes whatever arrived during the previous commit).
 	// Default 2ms.
 	MaxBatchDelay time.Duration
 	// HistoryLimit is how many history entries are kept per grant; older
@@ -103,6 +104,7 @@ type DB struct {
 	path         string
 	aead         cipher.AEAD
 	historyLimit int
+	applyQ       applyQueue
 
 	closeOnce sync.Once
 	closeErr  error

@@ -66,6 +66,12 @@ type Grant struct {
 	// NextDueAt is when the grant is next probed; zero means never (a
 	// reconnect_required grant waits for a new token).
 	NextDueAt time.Time `json:"next_due_at,omitzero"`
+	// PreviousState and PreviousCause are the problem a new token replaced
+	// (set-token, reconnect, or import over a reconnect_required or
+	// degraded grant). They are kept until the new token's first verdict,
+	// so that its recovery is announced as grant.recovered.
+	PreviousState State  `json:"previous_state,omitempty"`
+	PreviousCause string `json:"previous_cause,omitempty"`
 	// TokenGen increases each time a token is stored from outside (import,
 	// set-token, reconnect), not on rotation. A probe result whose TokenGen
 	// differs from the stored one is stale and must be dropped.
@@ -134,4 +140,17 @@ type Change struct {
 	Outbox []OutboxEntry
 	// Meta entries are written in the same transaction (daemon state).
 	Meta map[string][]byte
+}
+
+// replacedProblem is the problem a grant was in when a new token replaced
+// its old one: its state and cause if it was reconnect_required or degraded,
+// or the problem an earlier, still unprobed replacement recorded.
+func replacedProblem(old Grant) (State, string) {
+	switch old.State {
+	case StateReconnectRequired, StateDegraded:
+		return old.State, old.Cause
+	case StatePending:
+		return old.PreviousState, old.PreviousCause
+	}
+	return "", ""
 }

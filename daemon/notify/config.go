@@ -3,6 +3,7 @@ package notify
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net/url"
 	"os"
 	"path"
@@ -274,14 +275,19 @@ func checkURL(s string) error {
 
 // readSecretFile reads a *_file: its content, trimmed of surrounding white
 // space. Its errors name the path, never the content.
+// At most maxSecretFile bytes are read, so that a path naming a device or
+// a huge file cannot exhaust memory.
 func readSecretFile(name string) (secret.Secret, error) {
-	b, err := os.ReadFile(name)
+	b, err := readAtMost(name, maxSecretFile)
 	if err != nil {
 		var pe *os.PathError
 		if errors.As(err, &pe) {
 			return "", fmt.Errorf("read %s: %w", name, pe.Err)
 		}
 		return "", fmt.Errorf("read %s: %w", name, err)
+	}
+	if len(b) > maxSecretFile {
+		return "", fmt.Errorf("read %s: larger than %d KiB: not a secret", name, maxSecretFile>>10)
 	}
 	s := strings.TrimSpace(string(b))
 	if s == "" {
@@ -307,4 +313,18 @@ func validGroupBy(g string) bool {
 	}
 	name, ok := strings.CutPrefix(g, "label:")
 	return ok && name != ""
+}
+
+// maxSecretFile bounds a *_file: URLs, keys and secrets are short.
+const maxSecretFile = 64 << 10
+
+// readAtMost reads up to limit+1 bytes of name, so that the caller can tell
+// a file over the limit.
+func readAtMost(name string, limit int64) ([]byte, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, limit+1))
 }
