@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/BurntSushi/toml"
 	"github.com/robfig/cron/v3"
@@ -427,17 +428,19 @@ func (c *Config) validate() []error {
 	}
 	seen := map[string]bool{}
 	for i, p := range c.Providers {
+		// A name that is no valid key part is reported by position.
+		badName := strings.ContainsAny(p.Name, " /\x00") || strings.ContainsFunc(p.Name, unicode.IsControl)
 		key := fmt.Sprintf("providers[%d]", i)
-		if p.Name != "" {
+		if p.Name != "" && !badName {
 			key = "providers." + p.Name
 		}
 		switch {
 		case p.Name == "":
 			bad(key+".name", "is required (grants refer to their provider by name)")
+		case badName:
+			bad(key+".name", "must not contain spaces, slashes or control characters")
 		case seen[p.Name]:
 			bad(key+".name", "is used by more than one provider")
-		case strings.ContainsAny(p.Name, " /\x00"):
-			bad(key+".name", "must not contain spaces or slashes")
 		}
 		seen[p.Name] = true
 		if p.Preset != "" {

@@ -67,6 +67,7 @@ func Transition(g store.Grant, r probes.Result, env Env) Outcome {
 	prevCause := g.Cause
 
 	if r.OK {
+		ng.LostAnswer = false
 		ng.State = store.StateHealthy
 		ng.Cause, ng.Action, ng.Error, ng.ErrorDescription = "", "", "", ""
 		ng.Failures = 0
@@ -97,6 +98,10 @@ func Transition(g store.Grant, r probes.Result, env Env) Outcome {
 	ng.Error = r.Error
 	ng.ErrorDescription = r.ErrorDescription
 	ng.Failures = g.Failures + 1
+	ng.LostAnswer = r.Lost
+	if cause == probes.CauseCodeReused && g.LostAnswer {
+		ng.ErrorDescription += lostRotationNote
+	}
 
 	switch cause.Action() {
 	case probes.ActionReconnect:
@@ -151,6 +156,11 @@ func Transition(g store.Grant, r probes.Result, env Env) Outcome {
 		return finish(out, g, prevCause)
 	}
 }
+
+// lostRotationNote explains a reuse verdict right after a lost answer.
+const lostRotationNote = " (grantwatch: the answer to the previous probe of this grant was lost in transit, " +
+	"so the provider probably rotated the refresh token and the new one never arrived; " +
+	"enable the provider's rotation grace period / reuse interval so a lost answer is survivable)"
 
 // hold puts a grant on hold for a cause the user cannot fix.
 func hold(ng store.Grant, cause probes.Cause, now time.Time, env Env) Outcome {

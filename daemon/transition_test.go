@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"fmt"
+	"strings"
 	"log/slog"
 	"testing"
 	"time"
@@ -196,6 +197,10 @@ func TestTransitionCases(t *testing.T) {
 		// The new token is dead too: that is news, announced again.
 		{"new token dead too", store.Grant{State: store.StatePending, PreviousState: store.StateReconnectRequired, PreviousCause: "revoked"},
 			failed(probes.CauseRevoked), env, store.StateReconnectRequired, "revoked", notify.TypeReconnectRequired, slog.LevelError},
+		// The previous probe's answer was lost, and now the provider says
+		// the token was already used: a rotation lost in transit.
+		{"reuse after a lost answer", store.Grant{State: store.StateHealthy, LostAnswer: true, Failures: 1, Cause: "server_error"},
+			failed(probes.CauseCodeReused), env, store.StateReconnectRequired, "code_reused", notify.TypeReconnectRequired, slog.LevelError},
 		// Held for the clock, clock fixed, and the token really is dead.
 		{"held grant really revoked", store.Grant{State: store.StateOnHold, Cause: "clock_skew"}, failed(probes.CauseInvalidGrant), env,
 			store.StateReconnectRequired, "invalid_grant", notify.TypeReconnectRequired, slog.LevelError},
@@ -216,6 +221,10 @@ func TestTransitionCases(t *testing.T) {
 			}
 			if out.Level != tt.wantLevel {
 				t.Errorf("level %v, want %v", out.Level, tt.wantLevel)
+			}
+			lostNote := strings.Contains(out.Grant.ErrorDescription, "lost in transit")
+			if want := tt.g.LostAnswer && tt.r.Cause == probes.CauseCodeReused; lostNote != want {
+				t.Errorf("lost-rotation note %v, want %v: %q", lostNote, want, out.Grant.ErrorDescription)
 			}
 		})
 	}

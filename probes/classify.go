@@ -76,6 +76,9 @@ var genericRules = []Rule{
 	{Name: "wording: not within its valid time range", Pattern: re(`not (yet )?(within|in) (its|the) valid(ity)? time (range|window)`), Cause: CauseClockSkew},
 	{Name: "wording: JWT iat/exp/nbf", Pattern: re(`\b(iat|nbf|exp)\b[^\n]*\b(not yet valid|in the future|too far|reasonable timeframe|clock)\b|reasonable timeframe|clock skew|token used before issued|not yet valid`), Cause: CauseClockSkew},
 
+	// A rotated refresh token (or a code) presented a second time, in any
+	// provider's words ("already used", Ory Hydra/fosite; "reuse detected").
+	{Name: "wording: token already used", Error: "invalid_grant", Pattern: re(`already (been )?(used|redeemed)|\breuse(d)?\b|reuse detect`), Cause: CauseCodeReused},
 	{Name: "rfc6749: invalid_grant", Error: "invalid_grant", Cause: CauseInvalidGrant},
 	{Name: "rfc6749: invalid_client", Error: "invalid_client", Cause: CauseInvalidClient},
 	{Name: "rfc6749: unauthorized_client", Error: "unauthorized_client", Cause: CauseUnauthorizedClient},

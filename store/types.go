@@ -66,6 +66,10 @@ type Grant struct {
 	// NextDueAt is when the grant is next probed; zero means never (a
 	// reconnect_required grant waits for a new token).
 	NextDueAt time.Time `json:"next_due_at,omitzero"`
+	// LostAnswer reports that the last probe's answer was lost in transit
+	// (timeout or reset after sending): a provider that rotates tokens may
+	// have issued a new one that never arrived.
+	LostAnswer bool `json:"lost_answer,omitempty"`
 	// PreviousState and PreviousCause are the problem a new token replaced
 	// (set-token, reconnect, or import over a reconnect_required or
 	// degraded grant). They are kept until the new token's first verdict,
