@@ -180,3 +180,7 @@ func grantsByID(t *testing.T, db *store.DB) map[string]store.Grant {
 	}
 	return m
 }
+
+func stringsReader(lines []string) *strings.Reader {
+	return strings.NewReader(strings.Join(lines, "\n"))
+}

@@ -263,6 +263,9 @@ func nextRegular(id string, now time.Time, p Policy) time.Time {
 // backoff is the delay after the n-th consecutive transient failure:
 // BackoffMin doubled per failure up to BackoffMax, minus up to 20 % jitter
 // fixed per grant and failure, and never less than the provider asked for.
+// A grant that was told to wait (Retry-After) waits a fifth longer than the
+// provider's pause, so the grants deferred by that pause go first and it
+// cannot starve them.
 func backoff(id string, n int, retryAfter time.Duration, p Policy) time.Duration {
 	d := p.BackoffMin
 	for i := 1; i < n && d < p.BackoffMax; i++ {
@@ -272,5 +275,5 @@ func backoff(id string, n int, retryAfter time.Duration, p Policy) time.Duration
 	if d > 0 {
 		d -= time.Duration(phaseHash(id, uint64(n)+2) % uint64(d/5+1))
 	}
-	return max(d, retryAfter)
+	return max(d, retryAfter+retryAfter/5)
 }
