@@ -2,8 +2,8 @@ package daemon
 
 import (
 	"fmt"
-	"strings"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
