@@ -1,0 +1,97 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+)
+
+func TestExplain(t *testing.T) {
+	tests := []struct {
+		name, provider, status, body string
+		want                         map[string]any
+	}{
+		// Google's answer to a revoked or expired token (its token docs).
+		{"google", "google", "400", `{"error":"invalid_grant","error_description":"Token has been expired or revoked."}`,
+			map[string]any{"cause": "invalid_grant", "action": "reconnect", "retryable": false}},
+		// Microsoft Entra after a password reset.
+		{"microsoft", "microsoft", "400", `{"error":"invalid_grant","error_description":"AADSTS50173: The provided grant has expired due to it being revoked, a fresh auth token is needed. The user might have changed or reset their password.","error_codes":[50173]}`,
+			map[string]any{"cause": "password_changed", "action": "reconnect", "retryable": false}},
+		// An HTML error page from a proxy during an outage: never a reconnect.
+		{"html 502", "", "502", `<html><body><h1>502 Bad Gateway</h1></body></html>`,
+			map[string]any{"cause": "server_error", "action": "retry", "retryable": true}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args := []string{"explain", "--json", "--status", tt.status}
+			if tt.provider != "" {
+				args = append(args, "--provider", tt.provider)
+			}
+			out, _, err := cli(t, "/nonexistent.toml", tt.body, args...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got map[string]any
+			if err := json.Unmarshal([]byte(out), &got); err != nil {
+				t.Fatalf("%v\n%s", err, out)
+			}
+			for _, k := range []string{"cause", "action", "error", "error_description", "retryable", "fix"} {
+				if _, ok := got[k]; !ok {
+					t.Errorf("explain --json lacks %q", k)
+				}
+			}
+			for k, v := range tt.want {
+				if got[k] != v {
+					t.Errorf("%s = %v, want %v", k, got[k], v)
+				}
+			}
+			if got["fix"] == "" {
+				t.Error("no fix")
+			}
+		})
+	}
+	out, _, err := cli(t, "/nonexistent.toml", `{"error":"invalid_grant"}`, "explain")
+	if err != nil || !strings.Contains(out, "cause:   invalid_grant") || !strings.Contains(out, "reconnect") {
+		t.Errorf("human explain: %v\n%s", err, out)
+	}
+	if _, _, err := cli(t, "/nonexistent.toml", "{}", "explain", "--provider", "gogle"); err == nil || !strings.Contains(err.Error(), "known:") {
+		t.Errorf("unknown preset: %v", err)
+	}
+}
+
+// TestNotifyTest sends a test notification through the real path and
+// prints the receiver's answer; the webhook URL's secret never shows.
+func TestNotifyTest(t *testing.T) {
+	var got atomic.Value
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b := make([]byte, 1<<16)
+		n, _ := r.Body.Read(b)
+		got.Store(string(b[:n]))
+		fmt.Fprint(w, "thanks")
+	}))
+	defer hook.Close()
+	s := newCLISetup(t, fmt.Sprintf(`
+[[notify]]
+name = "hook"
+type = "webhook"
+url = "%s/secret-path-TOKEN123"
+`, hook.URL))
+	out, _, err := cli(t, s.cfgPath, "", "notify", "test", "hook")
+	if err != nil {
+		t.Fatalf("notify test: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "hook: delivered (HTTP 200)") || strings.Contains(out, "TOKEN123") {
+		t.Errorf("output: %s", out)
+	}
+	body, _ := got.Load().(string)
+	if !strings.Contains(body, `"test": true`) && !strings.Contains(body, `"test":true`) {
+		t.Errorf("the receiver got no marked test event: %s", body)
+	}
+	if _, _, err := cli(t, s.cfgPath, "", "notify", "test", "nope"); err == nil {
+		t.Error("an unknown receiver gave no error")
+	}
+}
