@@ -590,5 +590,19 @@ func (d *Daemon) ActiveEvents(ctx context.Context, fn func(notify.Event) error) 
 			return err
 		}
 	}
+	d.mu.RLock()
+	provs := d.providers
+	d.mu.RUnlock()
+	for name, p := range provs {
+		state, cause, detail, since := p.health.snapshot()
+		if state == ProviderOK {
+			continue
+		}
+		ev := d.providerEvent(name, &healthChange{To: state, Cause: cause, Detail: detail})
+		ev.OccurredAt = since
+		if err := fn(ev); err != nil {
+			return err
+		}
+	}
 	return nil
 }

@@ -11,9 +11,9 @@ import (
 )
 
 // maxFuzzInput bounds fuzz inputs: the parsers' own limits (64 KiB per
-// import line, 1 MiB per config) are tested directly, and larger inputs
-// only slow the fuzzer down.
-const maxFuzzInput = 256 << 10
+// import line, 1 MiB per config) are tested directly (TestImportLimits,
+// TestLoadConfigBounded), and larger inputs only slow the fuzzer down.
+const maxFuzzInput = 64 << 10
 
 // configKey is how a config error starts: a key such as daemon.tick,
 // providers.google.token_url, providers[2].name, clock.servers[0],

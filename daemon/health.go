@@ -68,7 +68,13 @@ func (h *health) gate(now time.Time, p Policy) (wait time.Duration) {
 		return 0
 	}
 	if h.canary {
-		return max(p.BackoffMin, time.Second)
+		// The canary decides; the others wait as long as the next pause
+		// would be, so a long incident does not rewrite every due grant
+		// each backoff_min.
+		if h.state == ProviderMisconfigured {
+			return max(min(p.Interval, p.BackoffMax), time.Second)
+		}
+		return outageBackoff(h.strikes+1, p)
 	}
 	h.canary = true
 	return 0
