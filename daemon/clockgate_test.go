@@ -50,18 +50,7 @@ func startClockSetup(t *testing.T, ntpDown bool) *clockSetup {
 		}
 		lines = append(lines, fmt.Sprintf(`{"id":"g%d","provider":"acme","refresh_token":%q}`, i, tok))
 	}
-	gs, err := ParseImport(strings.NewReader(strings.Join(lines, "\n")), func(string) bool { return true })
-	if err != nil {
-		t.Fatal(err)
-	}
-	db, err := OpenStore(cfg, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := db.Import(gs, time.Now()); err != nil {
-		t.Fatal(err)
-	}
-	db.Close()
+	importLines(t, cfg, lines)
 	cs.td = startDaemon(t, cfg, cs.logs, nil)
 	waitFor(t, 15*time.Second, "10 healthy grants", func() bool {
 		return countStates(t, cs.td.d.DB())[store.StateHealthy] == 10

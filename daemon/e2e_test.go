@@ -74,18 +74,7 @@ func TestDaemonEndToEnd(t *testing.T) {
 	if len(want) != 50 {
 		t.Fatalf("fixture has %d grants, want 50", len(want))
 	}
-	gs, err := ParseImport(strings.NewReader(strings.Join(lines, "\n")), func(p string) bool { _, ok := cfg.Provider(p); return ok })
-	if err != nil {
-		t.Fatal(err)
-	}
-	db, err := OpenStore(cfg, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := db.Import(gs, time.Now()); err != nil {
-		t.Fatal(err)
-	}
-	db.Close()
+	importLines(t, cfg, lines)
 
 	logs := &logBuffer{}
 	td := startDaemon(t, cfg, logs, nil)
@@ -108,7 +97,7 @@ func TestDaemonEndToEnd(t *testing.T) {
 	})
 	td.stop()
 
-	db, err = OpenStore(cfg, false)
+	db, err := OpenStore(cfg, false)
 	if err != nil {
 		t.Fatal(err)
 	}

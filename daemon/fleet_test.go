@@ -70,18 +70,7 @@ func importGrants(t *testing.T, cfg *Config, sb *sandbox.Server, provider string
 	for i := range n {
 		lines = append(lines, fmt.Sprintf(`{"id":"%s-%d","provider":%q,"refresh_token":%q}`, provider, i, provider, sb.Issue(b)))
 	}
-	gs, err := ParseImport(strings.NewReader(strings.Join(lines, "\n")), func(string) bool { return true })
-	if err != nil {
-		t.Fatal(err)
-	}
-	db, err := OpenStore(cfg, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if _, _, err := db.Import(gs, time.Now()); err != nil {
-		t.Fatal(err)
-	}
+	importLines(t, cfg, lines)
 }
 
 func countStates(t *testing.T, db *store.DB) map[store.State]int {

@@ -181,6 +181,20 @@ func grantsByID(t *testing.T, db *store.DB) map[string]store.Grant {
 	return m
 }
 
-func stringsReader(lines []string) *strings.Reader {
-	return strings.NewReader(strings.Join(lines, "\n"))
+// importLines imports JSON Lines of grants through the same parser as
+// `grants import`, checking providers against cfg.
+func importLines(t *testing.T, cfg *Config, lines []string) {
+	t.Helper()
+	gs, err := ParseImport(strings.NewReader(strings.Join(lines, "\n")), func(p string) bool { _, ok := cfg.Provider(p); return ok })
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := OpenStore(cfg, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, _, err := db.Import(gs, time.Now()); err != nil {
+		t.Fatal(err)
+	}
 }

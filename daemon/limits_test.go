@@ -151,19 +151,3 @@ func TestRateLimitPausesTheProvider(t *testing.T) {
 		}
 	}
 }
-
-func importLines(t *testing.T, cfg *Config, lines []string) {
-	t.Helper()
-	gs, err := ParseImport(stringsReader(lines), func(string) bool { return true })
-	if err != nil {
-		t.Fatal(err)
-	}
-	db, err := OpenStore(cfg, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if _, _, err := db.Import(gs, time.Now()); err != nil {
-		t.Fatal(err)
-	}
-}

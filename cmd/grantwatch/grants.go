@@ -262,7 +262,19 @@ func printReport(out io.Writer, r daemon.ProbeReport) {
 	printGrant(out, r.Grant)
 }
 
-func (a *app) probeExit(r daemon.ProbeReport) error {
+// showReport prints a probe report (after a headline, if any) and returns
+// exit status 1 when the probe failed.
+func showReport(out io.Writer, r daemon.ProbeReport, asJSON bool, headline string) error {
+	if asJSON {
+		if err := printJSON(out, r); err != nil {
+			return err
+		}
+	} else {
+		if headline != "" {
+			fmt.Fprintln(out, headline)
+		}
+		printReport(out, r)
+	}
 	if r.Result.OK {
 		return nil
 	}
@@ -286,14 +298,7 @@ func (a *app) grantsProbeCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if asJSON {
-				if err := printJSON(cmd.OutOrStdout(), r); err != nil {
-					return err
-				}
-			} else {
-				printReport(cmd.OutOrStdout(), r)
-			}
-			return a.probeExit(r)
+			return showReport(cmd.OutOrStdout(), r, asJSON, "")
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
@@ -324,15 +329,7 @@ line, where other users could read it in the process list.`,
 			if err != nil {
 				return err
 			}
-			if asJSON {
-				if err := printJSON(cmd.OutOrStdout(), r); err != nil {
-					return err
-				}
-			} else {
-				fmt.Fprintln(cmd.OutOrStdout(), "new refresh token stored")
-				printReport(cmd.OutOrStdout(), r)
-			}
-			return a.probeExit(r)
+			return showReport(cmd.OutOrStdout(), r, asJSON, "new refresh token stored")
 		},
 	}
 	cmd.Flags().StringVar(&file, "file", "", "read the token from this file instead of stdin")

@@ -64,15 +64,7 @@ in the URL's redirect_uri. Exit status 1 when the probe of the new token failed.
 			if err != nil {
 				return fmt.Errorf("store the new refresh token of %s (the user must reconnect again): %w", id, err)
 			}
-			if asJSON {
-				if err := printJSON(cmd.OutOrStdout(), r); err != nil {
-					return err
-				}
-			} else {
-				fmt.Fprintln(cmd.OutOrStdout(), "new refresh token stored")
-				printReport(cmd.OutOrStdout(), r)
-			}
-			return a.probeExit(r)
+			return showReport(cmd.OutOrStdout(), r, asJSON, "new refresh token stored")
 		},
 	}
 	cmd.Flags().DurationVar(&timeout, "timeout", daemon.DefaultReconnectTimeout, "how long to wait for the sign-in")
