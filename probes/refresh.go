@@ -156,8 +156,20 @@ func redact(res *Result, token, clientSecret secret.Secret) {
 			if strings.Contains(*f, s.Reveal()) {
 				*f = strings.ReplaceAll(*f, s.Reveal(), s.String())
 			}
+			*f = redactCutTail(*f, s.Reveal(), s.String())
 		}
 	}
+}
+
+// redactCutTail redacts a secret the parser's length cap cut in two: a
+// field that ends with the secret's first bytes (4 or more).
+func redactCutTail(f, plain, mask string) string {
+	for k := min(len(plain)-1, len(f)); k >= 4; k-- {
+		if strings.HasSuffix(f, plain[:k]) {
+			return f[:len(f)-k] + mask
+		}
+	}
+	return f
 }
 
 // withPreset fills the fields a preset knows and ep leaves zero.

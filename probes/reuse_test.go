@@ -3,6 +3,8 @@ package probes
 import (
 	"net/http"
 	"testing"
+
+	"github.com/grantwatch/grantwatch/internal/secret"
 )
 
 // TestReuseWordingWithoutPreset: a rotated token presented twice is
@@ -34,5 +36,26 @@ func TestReuseWordingWithoutPreset(t *testing.T) {
 				t.Errorf("cause %s, want %s", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestRedactCutTail: a token echoed at the end of a description that the
+// parser's cap cut in two is still redacted.
+func TestRedactCutTail(t *testing.T) {
+	tok := secret.Secret("1//0gABCDEFGHIJKLMNOP")
+	res := Result{ErrorDescription: "refresh token 1//0gABCDEFG"}
+	redact(&res, tok, "")
+	if res.ErrorDescription != "refresh token <secret>" {
+		t.Fatalf("got %q", res.ErrorDescription)
+	}
+	res = Result{ErrorDescription: "token 1//0gABCDEFGHIJKLMNOP is invalid"}
+	redact(&res, tok, "")
+	if res.ErrorDescription != "token <secret> is invalid" {
+		t.Fatalf("got %q", res.ErrorDescription)
+	}
+	res = Result{ErrorDescription: "nothing here 1//"}
+	redact(&res, tok, "")
+	if res.ErrorDescription != "nothing here 1//" {
+		t.Fatalf("short prefix redacted: %q", res.ErrorDescription)
 	}
 }
