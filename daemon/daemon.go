@@ -378,6 +378,11 @@ func (d *Daemon) probeLease(ctx, probeCtx context.Context, l store.Lease) {
 		return
 	}
 	res := d.refresh(probeCtx, p, l.Token)
+	if probeCtx.Err() != nil && !res.OK {
+		// Cut off by our own shutdown: says nothing about the grant. The
+		// lease brings it back after a restart.
+		return
+	}
 	if !res.OK && d.provider(p.cfg.Name) != p {
 		// The config was reloaded while the probe ran: its verdict is
 		// about the old client, so probe again with the new one.

@@ -266,3 +266,39 @@ func TestReconnectSendsRecovered(t *testing.T) {
 		}
 	}
 }
+
+// TestShutdownIsBounded: with probes hanging on a provider that never
+// answers, SIGTERM still ends Run within shutdown_timeout, and every grant
+// is intact afterwards (leased, to be probed after a restart).
+func TestShutdownIsBounded(t *testing.T) {
+	sb, err := sandbox.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Close()
+	cfg := testConfig(t, t.TempDir(), sandboxProvider("acme", "", sb))
+	cfg.Daemon.ProbeTimeout = time.Minute
+	cfg.Daemon.ShutdownTimeout = 500 * time.Millisecond
+	importGrants(t, cfg, sb, "acme", 20, sandbox.Hang)
+	td := startDaemon(t, cfg, &logBuffer{}, nil)
+	waitFor(t, 10*time.Second, "probes hanging", func() bool { return sb.Stats().Concurrent >= 16 })
+	start := time.Now()
+	td.stop()
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("shutdown took %s with shutdown_timeout 500ms", d)
+	}
+	db, err := OpenStore(cfg, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if n := countStates(t, db)[store.StatePending]; n != 20 {
+		t.Errorf("%d of 20 grants still pending after an interrupted first probe", n)
+	}
+	// A probe cut off by the shutdown is not a failure of the grant.
+	for id, g := range grantsByID(t, db) {
+		if g.Failures != 0 {
+			t.Errorf("%s: %d failures recorded for a probe our shutdown cut off", id, g.Failures)
+		}
+	}
+}
