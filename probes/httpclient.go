@@ -45,8 +45,12 @@ func NewHTTPClient(concurrency int, timeout time.Duration) *http.Client {
 		IdleConnTimeout:       90 * time.Second,
 		TLSHandshakeTimeout:   min(10*time.Second, timeout),
 		ResponseHeaderTimeout: timeout,
-		ExpectContinueTimeout: time.Second,
-		TLSClientConfig:       &tls.Config{MinVersion: tls.VersionTLS12},
+		// A token endpoint's headers are a few hundred bytes; net/http's
+		// default would read 10 MiB of them per probe, ten times the
+		// body cap (maxBody).
+		MaxResponseHeaderBytes: maxHeader,
+		ExpectContinueTimeout:  time.Second,
+		TLSClientConfig:        &tls.Config{MinVersion: tls.VersionTLS12},
 	}
 	return &http.Client{
 		Transport: tr,
@@ -56,3 +60,6 @@ func NewHTTPClient(concurrency int, timeout time.Duration) *http.Client {
 		},
 	}
 }
+
+// maxHeader bounds the header block of an answer.
+const maxHeader = 64 << 10
