@@ -240,11 +240,17 @@ func DefaultConfig() *Config {
 // Path is the file the config was read from.
 func (c *Config) Path() string { return c.path }
 
+// resolve makes a path of the config absolute, relative ones being relative
+// to the config file's directory, so logs and errors name the real file.
 func (c *Config) resolve(p string) string {
 	if p == "" || filepath.IsAbs(p) {
 		return p
 	}
-	return filepath.Join(filepath.Dir(c.path), p)
+	p = filepath.Join(filepath.Dir(c.path), p)
+	if abs, err := filepath.Abs(p); err == nil {
+		return abs
+	}
+	return p
 }
 
 func (c *Config) applyDefaults() {

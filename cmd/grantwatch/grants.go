@@ -64,11 +64,13 @@ resets it to pending.`,
 			}
 			defer c.Close()
 			start := time.Now()
+			shown := false
 			p, err := c.Import(cmd.Context(), bufio.NewReaderSize(r, 1<<20), func(p daemon.ImportProgress) {
+				shown = true
 				fmt.Fprintf(a.errw, "\rimporting: %d of %d grants (%.0f%%)", p.Done, p.Total, 100*float64(p.Done)/float64(max(p.Total, 1)))
 			})
-			if p.Done > 0 && p.Done < p.Total || err == nil && p.Total > 0 {
-				fmt.Fprint(a.errw, "\r\033[K")
+			if shown {
+				fmt.Fprintln(a.errw)
 			}
 			if err != nil {
 				return err
