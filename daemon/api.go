@@ -127,7 +127,7 @@ func (d *Daemon) handleList(w http.ResponseWriter, r *http.Request) {
 	// Stream the array: a fleet of a million grants is never held in memory.
 	w.Header().Set("Content-Type", "application/json")
 	bw := bufio.NewWriter(w)
-	bw.WriteString("[")
+	written, _ := bw.WriteString("[") // what went into bw, sent or not
 	first := true
 	emit := func(g store.Grant) error {
 		if prov != "" && g.Provider != prov {
@@ -135,6 +135,7 @@ func (d *Daemon) handleList(w http.ResponseWriter, r *http.Request) {
 		}
 		if !first {
 			bw.WriteString(",")
+			written++
 		}
 		first = false
 		b, err := json.Marshal(g)
@@ -142,7 +143,8 @@ func (d *Daemon) handleList(w http.ResponseWriter, r *http.Request) {
 			return err
 		}
 		bw.WriteString("\n")
-		_, err = bw.Write(b)
+		n, err := bw.Write(b)
+		written += 1 + n
 		return err
 	}
 	var err error
@@ -150,6 +152,12 @@ func (d *Daemon) handleList(w http.ResponseWriter, r *http.Request) {
 		err = d.db.EachInState(state, prov, emit)
 	} else {
 		err = d.db.Each(emit)
+	}
+	if err != nil && bw.Buffered() == written {
+		// Nothing was sent yet (a damaged database fails on its first
+		// page): the client gets the error itself.
+		writeErr(w, err)
+		return
 	}
 	if err != nil {
 		// The status line is sent; an unterminated array tells the client.

@@ -120,7 +120,7 @@ func BenchmarkTickScan(b *testing.B) {
 		const hot = 100
 		fillTick(b, d, 0, n-hot, now.Add(1000*time.Hour)) // due far later
 		fillTick(b, d, n-hot, hot, now)
-		batch := max(256, 4*cap(d.jobs))
+		batch := max(64, cap(d.jobs)) // as dispatchLoop
 		for _, due := range []int{0, hot} {
 			b.Run(fmt.Sprintf("grants=%d/due=%d", n, due), func(b *testing.B) {
 				at := now.Add(-time.Hour) // nothing due yet

@@ -154,11 +154,16 @@ func OpenStore(cfg *Config, noSync bool) (*store.DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("secrets.key_file: %w", err)
 	}
-	return store.Open(cfg.Daemon.DB, store.Options{
+	db, err := store.Open(cfg.Daemon.DB, store.Options{
 		Key:          key,
 		MaxBatchSize: cfg.Daemon.Workers,
 		NoSync:       noSync,
 	})
+	if errors.Is(err, store.ErrWrongKey) {
+		// The store knows the key, not where it came from.
+		return nil, fmt.Errorf("%w (secrets.key_file is %s)", err, cfg.Secrets.KeyFile)
+	}
+	return db, err
 }
 
 func buildProviders(cfg *Config) (map[string]*provider, error) {
@@ -290,10 +295,7 @@ func (d *Daemon) Kick() {
 // done. Leasing blocks on the job channel, so no more than a batch of grants
 // is in memory however many are due.
 func (d *Daemon) dispatchLoop(ctx context.Context) {
-	// Each lease is a write transaction with its fsync: leasing a few jobs'
-	// worth at once keeps leasing from costing as many commits as the
-	// results do (issue 7: 64 per lease held a 64-worker round at ~5k/s).
-	batch := max(256, 4*cap(d.jobs))
+	batch := max(64, cap(d.jobs))
 	// With systemd's watchdog on, the loop also wakes at half its interval:
 	// the loop itself pets the watchdog, so a wedged loop gets restarted.
 	var petC <-chan time.Time

@@ -71,7 +71,7 @@ func (b *bkts) getRow(row uint64) (Grant, bool, error) {
 	}
 	var g Grant
 	if err := json.Unmarshal(v, &g); err != nil {
-		return Grant{}, false, fmt.Errorf("decode grant in row %d: %w", row, err)
+		return Grant{}, false, corruptError(b.tx.DB().Path(), fmt.Errorf("grant in row %d: %w", row, err))
 	}
 	return g, true, nil
 }

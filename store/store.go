@@ -36,6 +36,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -81,12 +82,11 @@ type Options struct {
 	// LockTimeout bounds the wait for the file lock held by another process;
 	// then Open fails with ErrInUse. Default 2s.
 	LockTimeout time.Duration
-	// MaxBatchSize bounds how many Apply calls share a transaction (and is
-	// bbolt's DB.MaxBatchSize). Set it to the number of concurrent writers
-	// (workers), so that no result waits for a second group. Default 64.
+	// MaxBatchSize is bbolt's DB.MaxBatchSize for Apply. Set it to the number
+	// of concurrent writers (workers): a batch then commits as soon as every
+	// worker has handed in its result. Default 64.
 	MaxBatchSize int
-	// MaxBatchDelay is bbolt's DB.MaxBatchDelay; Apply does not wait on it
-	// (its group commit takes whatever arrived during the previous commit).
+	// MaxBatchDelay is how long a partial batch waits for more writers.
 	// Default 2ms.
 	MaxBatchDelay time.Duration
 	// HistoryLimit is how many history entries are kept per grant; older
@@ -104,7 +104,6 @@ type DB struct {
 	path         string
 	aead         cipher.AEAD
 	historyLimit int
-	applyQ       applyQueue
 
 	closeOnce sync.Once
 	closeErr  error
@@ -328,12 +327,33 @@ func buckets(tx *bolt.Tx) *bkts {
 	}
 }
 
-func (db *DB) view(fn func(b *bkts) error) error {
+func (db *DB) view(fn func(b *bkts) error) (err error) {
+	defer db.recoverCorrupt(&err)
 	return db.bolt.View(func(tx *bolt.Tx) error { return fn(buckets(tx)) })
 }
 
-func (db *DB) update(fn func(b *bkts) error) error {
-	return db.bolt.Update(func(tx *bolt.Tx) error { return fn(buckets(tx)) })
+func (db *DB) update(fn func(b *bkts) error) (err error) {
+	defer db.recoverCorrupt(&err)
+	return db.writeErr(db.bolt.Update(func(tx *bolt.Tx) error { return fn(buckets(tx)) }))
+}
+
+// recoverCorrupt turns a panic while reading pages into ErrCorrupt. bbolt
+// keeps no page checksums: a damaged page that Open's checks did not reach
+// makes its cursors index out of range when read. bbolt rolls the
+// transaction back on the way out, so the error is all that remains.
+func (db *DB) recoverCorrupt(err *error) {
+	if r := recover(); r != nil {
+		*err = corruptError(db.path, fmt.Errorf("reading a page: %v", r))
+	}
+}
+
+// writeErr says what to do about a write that failed for want of space.
+// bbolt rolled the transaction back, so the database is as it was.
+func (db *DB) writeErr(err error) error {
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		return fmt.Errorf("%w (the filesystem of %s is full: free space there and retry; the database was not changed)", err, db.path)
+	}
+	return err
 }
 
 // clone copies a value out of a transaction: bbolt's slices are only valid
