@@ -10,10 +10,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"runtime"
 	"sync"
 	"time"
-	"weak"
 )
 
 // The authorization endpoint (RFC 6749 §4.1.1) and the authorization-code
@@ -46,21 +44,9 @@ type authCode struct {
 	issued                           string // the refresh token issued for it
 }
 
-// authStates holds each Server's authState, keyed weakly so that a dropped
-// Server's entry goes with it. (A field of Server would do; the side table
-// keeps the authorization flow in this file.)
-var authStates sync.Map // weak.Pointer[Server] → *authState
-
 func (s *Server) auth() *authState {
-	k := weak.Make(s)
-	if v, ok := authStates.Load(k); ok {
-		return v.(*authState)
-	}
-	v, loaded := authStates.LoadOrStore(k, &authState{codes: map[string]*authCode{}, now: time.Now})
-	if !loaded {
-		runtime.AddCleanup(s, func(k weak.Pointer[Server]) { authStates.Delete(k) }, k)
-	}
-	return v.(*authState)
+	s.authOnce.Do(func() { s.authSt = &authState{codes: map[string]*authCode{}, now: time.Now} })
+	return s.authSt
 }
 
 // SetConsentBehavior sets the behaviour of the refresh tokens the

@@ -118,6 +118,11 @@ type Server struct {
 	mu     sync.RWMutex
 	tokens map[string]*chain // every token ever registered or issued
 
+	// The authorization-code side (authorize.go), apart from the refresh
+	// path's map and lock, which are benchmarked.
+	authOnce sync.Once
+	authSt   *authState
+
 	clientID, clientSecret atomic.Pointer[string] // nil: any client accepted
 	override               atomic.Pointer[Behavior]
 	slowDelay              atomic.Int64 // time.Duration
@@ -192,9 +197,8 @@ func (s *Server) URL() string { return s.url }
 // TokenURL is the token endpoint (RFC 6749 §3.2).
 func (s *Server) TokenURL() string { return s.endpoint(TokenPath) }
 
-// AuthURL is the authorization endpoint. It answers 501 for now; it is
-// where the authorization-code + PKCE flow of `grantwatch reconnect` will be
-// served.
+// AuthURL is the authorization endpoint (RFC 6749 §3.1): it consents at
+// once and requires PKCE (S256), for `grantwatch reconnect` and its tests.
 func (s *Server) AuthURL() string { return s.endpoint(AuthorizePath) }
 
 func (s *Server) endpoint(path string) string {
