@@ -89,8 +89,15 @@ func printStatus(out io.Writer, st daemon.Status) {
 
 	fmt.Fprintln(out)
 	clock := st.Clock.State
-	if st.Clock.Source != "" {
-		clock += fmt.Sprintf(" (offset %+.3fs by %s)", st.Clock.OffsetSeconds, st.Clock.Source)
+	var est []string
+	if st.Clock.NTPOK {
+		est = append(est, fmt.Sprintf("NTP %+.3fs", st.Clock.NTPOffset))
+	}
+	if st.Clock.DateSamples > 0 {
+		est = append(est, fmt.Sprintf("Date headers %+.1fs (%d samples)", st.Clock.DateOffset, st.Clock.DateSamples))
+	}
+	if len(est) > 0 {
+		clock += " (" + strings.Join(est, ", ") + ")"
 	}
 	fmt.Fprintf(out, "clock:   %s\n", clock)
 	fmt.Fprintf(out, "outbox:  %d pending", st.Outbox.Pending)
