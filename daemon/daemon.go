@@ -71,6 +71,7 @@ type Daemon struct {
 	opts     Options
 	kickCh   chan struct{}
 	jobs     chan store.Lease
+	results  chan result
 	lease    time.Duration
 	lastTick atomic.Int64 // unix nanos of the last due scan
 
@@ -110,13 +111,14 @@ func Open(opts Options) (*Daemon, error) {
 		return nil, err
 	}
 	d := &Daemon{
-		cfg:    cfg,
-		opts:   opts,
-		log:    log,
-		db:     db,
-		now:    now,
-		kickCh: make(chan struct{}, 1),
-		jobs:   make(chan store.Lease, cfg.Daemon.Workers),
+		cfg:     cfg,
+		opts:    opts,
+		log:     log,
+		db:      db,
+		now:     now,
+		kickCh:  make(chan struct{}, 1),
+		jobs:    make(chan store.Lease, cfg.Daemon.Workers),
+		results: make(chan result, 2*maxGroup),
 		// A leased grant waits in the job queue for milliseconds, then
 		// probes within the timeout; after a crash it is due again once the
 		// lease passes.
@@ -230,9 +232,16 @@ func (d *Daemon) Run(ctx context.Context, ready func(*Daemon)) error {
 	probeCtx, cancelProbes := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelProbes()
 
+	var writerWG sync.WaitGroup
+	writerWG.Go(func() { d.writer(d.results) })
 	var wg sync.WaitGroup
 	for range cfg.Daemon.Workers {
 		wg.Go(func() { d.worker(ctx, probeCtx) })
+	}
+	// stopWriting lets the writer store what the workers handed it.
+	stopWriting := func() {
+		close(d.results)
+		writerWG.Wait()
 	}
 	dispCtx, stopDisp := context.WithCancel(context.WithoutCancel(ctx))
 	var dispWG sync.WaitGroup
@@ -244,6 +253,7 @@ func (d *Daemon) Run(ctx context.Context, ready func(*Daemon)) error {
 		cancelProbes()
 		close(d.jobs)
 		wg.Wait()
+		stopWriting()
 		stopDisp()
 		dispWG.Wait()
 		return err
@@ -275,6 +285,7 @@ func (d *Daemon) Run(ctx context.Context, ready func(*Daemon)) error {
 		cancelProbes()
 		<-done
 	}
+	stopWriting()
 	<-stopped.Done()
 	srv.close()
 	stopDisp()
@@ -295,7 +306,9 @@ func (d *Daemon) Kick() {
 // done. Leasing blocks on the job channel, so no more than a batch of grants
 // is in memory however many are due.
 func (d *Daemon) dispatchLoop(ctx context.Context) {
-	batch := max(64, cap(d.jobs))
+	// One lease transaction (and fsync) per batch; the batch waits in the
+	// job queue, so it stays small next to the lease.
+	batch := max(512, cap(d.jobs))
 	// With systemd's watchdog on, the loop also wakes at half its interval:
 	// the loop itself pets the watchdog, so a wedged loop gets restarted.
 	var petC <-chan time.Time
@@ -391,7 +404,7 @@ func (d *Daemon) probeLease(ctx, probeCtx context.Context, l store.Lease) {
 		d.requeue(l.Grant)
 		return
 	}
-	d.apply(l.Grant, p, res)
+	d.results <- result{leased: l.Grant, p: p, res: res}
 }
 
 // requeue makes a leased grant due now without changing anything else.
@@ -425,52 +438,143 @@ func (d *Daemon) refresh(ctx context.Context, p *provider, tok secret.Secret) pr
 	return res
 }
 
-// apply stores a probe result through the transition function in one
-// transaction: the new state, a rotated token, history and outbox entries.
-// It reports the outcome and whether the result was stale (the grant's token
-// was replaced while the probe ran).
+// result is a probe result on its way to the store.
+type result struct {
+	leased store.Grant
+	p      *provider
+	res    probes.Result
+	// done, when set, receives the outcome once it is committed.
+	done chan<- applied
+}
+
+// applied is what storing a result did.
+type applied struct {
+	out Outcome
+	// stale: the grant's token was replaced (or the grant removed) while
+	// the probe ran; the result was dropped.
+	stale bool
+	err   error
+}
+
+// maxGroup bounds how many results one commit writes; groupLinger is how
+// long the writer waits for more once it has one.
+const (
+	maxGroup    = 1024
+	groupLinger = 5 * time.Millisecond
+)
+
+// writer stores the workers' results: it commits whatever queued up while
+// the previous commit ran in one transaction and one fsync (group commit),
+// so a worker never waits for the disk.
+func (d *Daemon) writer(in <-chan result) {
+	batch := make([]result, 0, maxGroup)
+	linger := time.NewTimer(0)
+	<-linger.C
+	for r := range in {
+		batch = append(batch[:0], r)
+		// Wait up to groupLinger for more unless a caller waits (grants
+		// probe): a commit rewrites every page it touches, so a few more
+		// results per commit cost little and save a lot.
+		wait := r.done == nil
+		if wait {
+			linger.Reset(groupLinger)
+		}
+	gather:
+		for len(batch) < maxGroup {
+			var more <-chan time.Time // nil: do not wait
+			if wait {
+				more = linger.C
+			} else if len(in) == 0 {
+				break
+			}
+			select {
+			case r, ok := <-in:
+				if !ok {
+					break gather
+				}
+				batch = append(batch, r)
+			case <-more:
+				wait = false
+				break gather
+			}
+		}
+		if wait && !linger.Stop() {
+			<-linger.C
+		}
+		d.commit(batch)
+	}
+}
+
+// apply stores one probe result now and reports what it did (grants probe,
+// set-token).
 func (d *Daemon) apply(leased store.Grant, p *provider, res probes.Result) (Outcome, bool, error) {
-	env := Env{
-		Now:            d.now(),
-		ClockSkewed:    d.clock.Skewed(),
-		ProviderOutage: p.health.outage(),
-		Policy:         p.policy,
+	done := make(chan applied, 1)
+	d.commit([]result{{leased: leased, p: p, res: res, done: done}})
+	a := <-done
+	return a.out, a.stale, a.err
+}
+
+// commit stores probe results through the transition function in one
+// transaction: for each grant its new state, a rotated token, history and
+// outbox entries. Only after the commit is anything logged or notified, so a
+// rotated token is durable before anything else happens with its result.
+func (d *Daemon) commit(batch []result) {
+	now, skewed := d.now(), d.clock.Skewed()
+	outs := make([]applied, len(batch))
+	items := make([]store.ApplyItem, len(batch))
+	for i, r := range batch {
+		env := Env{Now: now, ClockSkewed: skewed, ProviderOutage: r.p.health.outage(), Policy: r.p.policy}
+		items[i] = store.ApplyItem{ID: r.leased.ID, Fn: func(cur store.Grant) (store.Change, error) {
+			if cur.TokenGen != r.leased.TokenGen {
+				outs[i].stale = true
+				return store.Change{Skip: true}, nil
+			}
+			out := Transition(cur, r.res, env)
+			outs[i].out = out
+			ch := store.Change{Grant: out.Grant, NewToken: r.res.NewRefreshToken, History: out.History}
+			if out.Event != nil {
+				ch.Outbox = d.router.Entries(*out.Event)
+			}
+			return ch, nil
+		}}
 	}
-	var out Outcome
-	var stale bool
-	err := d.db.Apply(leased.ID, func(cur store.Grant) (store.Change, error) {
-		stale = cur.TokenGen != leased.TokenGen
-		if stale {
-			return store.Change{Skip: true}, nil
+	errs, txErr := d.db.ApplyAll(items)
+	events := false
+	for i, r := range batch {
+		a := &outs[i]
+		a.err = txErr
+		if a.err == nil {
+			a.err = errs[i]
 		}
-		out = Transition(cur, res, env)
-		ch := store.Change{Grant: out.Grant, NewToken: res.NewRefreshToken, History: out.History}
-		if out.Event != nil {
-			ch.Outbox = d.router.Entries(*out.Event)
+		// A logger with attributes costs allocations: build it only for a
+		// line that is written (most probes succeed and log at DEBUG).
+		log := func() *slog.Logger { return d.log.With("grant", r.leased.ID, "provider", r.leased.Provider) }
+		switch {
+		case errors.Is(a.err, store.ErrNotFound):
+			a.err, a.stale = nil, true // removed while probing
+		case a.err != nil:
+			args := []any{tint.Err(a.err)}
+			if !r.res.NewRefreshToken.IsZero() {
+				args = append(args, "rotated_token_lost", true)
+			}
+			log().Error("store probe result", args...)
+		case a.stale:
+			if d.log.Enabled(context.Background(), slog.LevelDebug) {
+				log().Debug("probe result dropped: the token was replaced meanwhile")
+			}
+		default:
+			if d.log.Enabled(context.Background(), a.out.Level) {
+				logOutcome(log(), a.out, r.res)
+			}
+			events = events || a.out.Event != nil
 		}
-		return ch, nil
-	})
-	log := d.log.With("grant", leased.ID, "provider", leased.Provider)
-	if err != nil {
-		if errors.Is(err, store.ErrNotFound) {
-			return out, true, nil // removed while probing
+		if r.done != nil {
+			r.done <- *a
 		}
-		args := []any{tint.Err(err)}
-		if !res.NewRefreshToken.IsZero() {
-			args = append(args, "rotated_token_lost", true)
-		}
-		log.Error("store probe result", args...)
-		return out, false, err
 	}
-	if stale {
-		log.Debug("probe result dropped: the token was replaced meanwhile")
-		return out, true, nil
-	}
-	logOutcome(log, out, res)
-	if out.Event != nil {
+	if events {
 		d.disp.Kick()
 	}
-	return out, false, nil
 }
 
 // logOutcome writes the one line an outcome deserves (Outcome.Level).

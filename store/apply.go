@@ -24,45 +24,87 @@ import (
 // nothing.
 func (db *DB) Apply(id string, fn func(cur Grant) (Change, error)) error {
 	return db.bolt.Batch(func(tx *bolt.Tx) error {
-		b := buckets(tx)
-		row, cur, ok, err := b.lookup(id)
-		if err != nil {
-			return err
-		}
-		if !ok {
-			return notFound(id)
-		}
-		ch, err := fn(cur)
-		if err != nil {
-			return err
-		}
-		if ch.Skip {
-			return nil
-		}
-		g := ch.Grant
-		g.ID = id
-		d := counterDelta{}
-		if err := b.putGrant(row, &cur, &g, d); err != nil {
-			return err
-		}
-		if !ch.NewToken.IsZero() {
-			if err := b.putToken(row, id, db.seal([]byte(ch.NewToken.Reveal()), id)); err != nil {
-				return err
-			}
-		}
-		if ch.History != nil {
-			if err := b.appendHistory(row, ch.History, db.historyLimit, false); err != nil {
-				return err
-			}
-		}
-		if err := b.enqueue(ch.Outbox); err != nil {
-			return err
-		}
-		for k, v := range ch.Meta {
-			if err := b.putMeta(k, v); err != nil {
-				return err
-			}
-		}
-		return b.flushCounts(d)
+		return db.apply(buckets(tx), id, fn)
 	})
+}
+
+// ApplyItem is one grant's result for ApplyAll.
+type ApplyItem struct {
+	ID string
+	// Fn is Apply's fn: a pure function of the current grant. It runs once.
+	Fn func(cur Grant) (Change, error)
+}
+
+// ApplyAll is Apply for many grants in one transaction and one fsync: the
+// daemon's writer commits all the results its workers queued meanwhile
+// (group commit). errs[i] is item i's own problem (ErrNotFound, an error of
+// its Fn), which leaves that item unwritten and the others written; err is a
+// failure of the transaction, which writes nothing.
+func (db *DB) ApplyAll(items []ApplyItem) (errs []error, err error) {
+	errs = make([]error, len(items))
+	err = db.update(func(b *bkts) error {
+		for i, it := range items {
+			errs[i] = db.apply(b, it.ID, it.Fn)
+			if errs[i] != nil && !isItemError(errs[i]) {
+				return errs[i]
+			}
+		}
+		return nil
+	})
+	return errs, err
+}
+
+// apply is the body of Apply and ApplyAll within a write transaction.
+func (db *DB) apply(b *bkts, id string, fn func(cur Grant) (Change, error)) error {
+	row, cur, ok, err := b.lookup(id)
+	if err != nil {
+		return itemError{err} // one damaged record: the others still commit
+	}
+	if !ok {
+		return itemError{notFound(id)}
+	}
+	ch, err := fn(cur)
+	if err != nil {
+		return itemError{err}
+	}
+	if ch.Skip {
+		return nil
+	}
+	g := ch.Grant
+	g.ID = id
+	d := counterDelta{}
+	if err := b.putGrant(row, &cur, &g, d); err != nil {
+		return err
+	}
+	if !ch.NewToken.IsZero() {
+		if err := b.putToken(row, id, db.seal([]byte(ch.NewToken.Reveal()), id)); err != nil {
+			return err
+		}
+	}
+	if ch.History != nil {
+		if err := b.appendHistory(row, ch.History, db.historyLimit, false); err != nil {
+			return err
+		}
+	}
+	if err := b.enqueue(ch.Outbox); err != nil {
+		return err
+	}
+	for k, v := range ch.Meta {
+		if err := b.putMeta(k, v); err != nil {
+			return err
+		}
+	}
+	return b.flushCounts(d)
+}
+
+// itemError is a problem of one item of ApplyAll, found before anything of
+// it was written; it does not fail the transaction. It unwraps to the
+// error itself, so errors.Is(err, ErrNotFound) holds.
+type itemError struct{ error }
+
+func (e itemError) Unwrap() error { return e.error }
+
+func isItemError(err error) bool {
+	_, ok := err.(itemError)
+	return ok
 }

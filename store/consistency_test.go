@@ -1,6 +1,7 @@
 package store
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"sort"
@@ -188,4 +189,40 @@ func TestApplyConcurrent(t *testing.T) {
 		}
 	}
 	assertIndexesMatchScan(t, db)
+}
+
+// TestApplyAllIsolatesItems: in one ApplyAll, an item whose grant is gone or
+// whose Fn fails is not written and does not stop the others.
+func TestApplyAllIsolatesItems(t *testing.T) {
+	db := openTest(t, Options{})
+	now := time.Now()
+	if _, _, err := db.Import([]NewGrant{
+		{ID: "a", Provider: "p", RefreshToken: "tok-a"},
+		{ID: "b", Provider: "p", RefreshToken: "tok-b"},
+	}, now); err != nil {
+		t.Fatal(err)
+	}
+	healthy := func(cur Grant) (Change, error) {
+		cur.State = StateHealthy
+		cur.NextDueAt = now.Add(time.Hour)
+		return Change{Grant: cur}, nil
+	}
+	boom := errors.New("boom")
+	errs, err := db.ApplyAll([]ApplyItem{
+		{ID: "a", Fn: healthy},
+		{ID: "gone", Fn: healthy},
+		{ID: "b", Fn: func(Grant) (Change, error) { return Change{}, boom }},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if errs[0] != nil || !errors.Is(errs[1], ErrNotFound) || !errors.Is(errs[2], boom) {
+		t.Fatalf("errs = %v", errs)
+	}
+	if g, _ := db.Get("a"); g.State != StateHealthy {
+		t.Errorf("a is %s, want healthy", g.State)
+	}
+	if g, _ := db.Get("b"); g.State != StatePending {
+		t.Errorf("b is %s, want pending (its Fn failed)", g.State)
+	}
 }

@@ -70,7 +70,7 @@ func (b *bkts) getRow(row uint64) (Grant, bool, error) {
 		return Grant{}, false, nil
 	}
 	var g Grant
-	if err := json.Unmarshal(v, &g); err != nil {
+	if err := decodeGrant(v, &g); err != nil {
 		return Grant{}, false, corruptError(b.tx.DB().Path(), fmt.Errorf("grant in row %d: %w", row, err))
 	}
 	return g, true, nil
@@ -97,11 +97,7 @@ func (b *bkts) putGrant(row uint64, old *Grant, g *Grant, d counterDelta) error 
 	if err := checkName("provider", g.Provider); err != nil {
 		return fmt.Errorf("grant %q: %w", g.ID, err)
 	}
-	v, err := json.Marshal(g)
-	if err != nil {
-		return fmt.Errorf("encode grant %q: %w", g.ID, err)
-	}
-	if err := b.grants.Put(rowKey(row), v); err != nil {
+	if err := b.grants.Put(rowKey(row), encodeGrant(g)); err != nil {
 		return fmt.Errorf("write grant %q: %w", g.ID, err)
 	}
 
