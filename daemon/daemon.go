@@ -111,13 +111,15 @@ func Open(opts Options) (*Daemon, error) {
 		return nil, err
 	}
 	d := &Daemon{
-		cfg:     cfg,
-		opts:    opts,
-		log:     log,
-		db:      db,
-		now:     now,
-		kickCh:  make(chan struct{}, 1),
-		jobs:    make(chan store.Lease, cfg.Daemon.Workers),
+		cfg:    cfg,
+		opts:   opts,
+		log:    log,
+		db:     db,
+		now:    now,
+		kickCh: make(chan struct{}, 1),
+		// Two lease batches deep: the next lease transaction runs while the
+		// workers still have a batch to probe.
+		jobs:    make(chan store.Lease, 2*leaseBatch),
 		results: make(chan result, 2*maxGroup),
 		// A leased grant waits in the job queue for milliseconds, then
 		// probes within the timeout; after a crash it is due again once the
@@ -306,9 +308,7 @@ func (d *Daemon) Kick() {
 // done. Leasing blocks on the job channel, so no more than a batch of grants
 // is in memory however many are due.
 func (d *Daemon) dispatchLoop(ctx context.Context) {
-	// One lease transaction (and fsync) per batch; the batch waits in the
-	// job queue, so it stays small next to the lease.
-	batch := max(512, cap(d.jobs))
+	batch := leaseBatch
 	// With systemd's watchdog on, the loop also wakes at half its interval:
 	// the loop itself pets the watchdog, so a wedged loop gets restarted.
 	var petC <-chan time.Time
@@ -459,6 +459,10 @@ type applied struct {
 // maxGroup bounds how many results one commit writes; groupLinger is how
 // long the writer waits for more once it has one.
 const (
+	// leaseBatch is how many due grants one lease transaction (and fsync)
+	// hands out; they wait in the job queue for milliseconds, far below
+	// the lease.
+	leaseBatch  = 512
 	maxGroup    = 1024
 	groupLinger = 5 * time.Millisecond
 )
