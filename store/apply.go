@@ -1,6 +1,9 @@
 package store
 
 import (
+	"slices"
+	"strings"
+
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -42,8 +45,16 @@ type ApplyItem struct {
 // failure of the transaction, which writes nothing.
 func (db *DB) ApplyAll(items []ApplyItem) (errs []error, err error) {
 	errs = make([]error, len(items))
+	// In id order, the lookups walk the B-trees in order and share the
+	// pages they materialize.
+	order := make([]int, len(items))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(a, b int) int { return strings.Compare(items[a].ID, items[b].ID) })
 	err = db.update(func(b *bkts) error {
-		for i, it := range items {
+		for _, i := range order {
+			it := items[i]
 			errs[i] = db.apply(b, it.ID, it.Fn)
 			if errs[i] != nil && !isItemError(errs[i]) {
 				return errs[i]
