@@ -462,7 +462,7 @@ const (
 	// leaseBatch is how many due grants one lease transaction (and fsync)
 	// hands out; they wait in the job queue for milliseconds, far below
 	// the lease.
-	leaseBatch  = 512
+	leaseBatch  = 1024
 	maxGroup    = 1024
 	groupLinger = 5 * time.Millisecond
 )
