@@ -3,6 +3,8 @@ package daemon
 import (
 	"encoding/json"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/grantwatch/grantwatch/daemon/notify"
 	"github.com/grantwatch/grantwatch/internal/secret"
+	"github.com/grantwatch/grantwatch/probes"
 	"github.com/grantwatch/grantwatch/probes/sandbox"
 	"github.com/grantwatch/grantwatch/store"
 )
@@ -300,5 +303,42 @@ func TestShutdownIsBounded(t *testing.T) {
 		if g.Failures != 0 {
 			t.Errorf("%s: %d failures recorded for a probe our shutdown cut off", id, g.Failures)
 		}
+	}
+}
+
+// TestVerdictOnReplacedTokenIsDropped: a probe of the old token answers
+// invalid_grant after a new token was stored (set-token raced it): the
+// verdict is dropped, the grant stays pending with the new token, due now.
+func TestVerdictOnReplacedTokenIsDropped(t *testing.T) {
+	sb, err := sandbox.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Close()
+	cfg := testConfig(t, t.TempDir(), sandboxProvider("acme", "", sb))
+	importGrants(t, cfg, sb, "acme", 1, sandbox.Healthy)
+	d, err := Open(Options{Config: cfg, Logger: slog.New(slog.NewJSONHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	leased, err := d.DB().GetLease("acme-0") // the probe of the old token begins
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.DB().SetToken("acme-0", secret.Secret(sb.Issue(sandbox.Healthy)), time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	revoked := probes.Result{Cause: probes.CauseRevoked, Action: probes.ActionReconnect, Error: "invalid_grant"}
+	out, stale, err := d.apply(leased.Grant, d.provider("acme"), revoked)
+	if err != nil || !stale || out.Event != nil {
+		t.Fatalf("apply: stale=%v err=%v event=%v, want a dropped verdict", stale, err, out.Event)
+	}
+	g, err := d.DB().Get("acme-0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.State != store.StatePending || g.NextDueAt.IsZero() || g.NextDueAt.After(time.Now()) {
+		t.Errorf("after a dropped verdict: %s, due %v; want pending and due now", g.State, g.NextDueAt)
 	}
 }
