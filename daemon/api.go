@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,6 +11,7 @@ import (
 	"net/http"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/grantwatch/grantwatch/internal/secret"
@@ -64,6 +66,11 @@ func viewResult(r probes.Result) ResultView {
 
 // ImportProgress is one line of the import answer's progress stream.
 type ImportProgress struct {
+	// Phase is "validating" (reading the input; nothing is written until
+	// all of it is valid) or "writing".
+	Phase string `json:"phase,omitempty"`
+	// Read counts the input lines read so far.
+	Read     int `json:"read,omitempty"`
 	Done     int `json:"done"`
 	Total    int `json:"total"`
 	Created  int `json:"created"`
@@ -71,6 +78,21 @@ type ImportProgress struct {
 	// Final marks the last line.
 	Final bool   `json:"final,omitempty"`
 	Error string `json:"error,omitempty"`
+}
+
+// importProgressEvery is how often an import reports its progress.
+var importProgressEvery = 500 * time.Millisecond
+
+// lineReader counts the lines read through it, for import progress.
+type lineReader struct {
+	r     io.Reader
+	lines atomic.Int64
+}
+
+func (l *lineReader) Read(p []byte) (int, error) {
+	n, err := l.r.Read(p)
+	l.lines.Add(int64(bytes.Count(p[:n], []byte{'\n'})))
+	return n, err
 }
 
 // apiError is the body of every non-2xx answer.
@@ -247,16 +269,45 @@ func (d *Daemon) handleSetToken(w http.ResponseWriter, r *http.Request) {
 
 func (d *Daemon) handleImport(w http.ResponseWriter, r *http.Request) {
 	cfg := d.Config()
-	gs, err := ParseImport(r.Body, func(p string) bool { _, ok := cfg.Provider(p); return ok })
-	if err != nil {
-		writeErr(w, clientError{err})
+	// The answer is a stream of progress lines from the start: reading and
+	// validating a million lines takes seconds too. A validation error is
+	// the last line (nothing was imported).
+	// HTTP/1 servers stop reading a request once the answer is flushed
+	// unless asked for full duplex: without it the rest of the input
+	// arrives damaged.
+	rc := http.NewResponseController(w)
+	if err := rc.EnableFullDuplex(); err != nil {
+		writeErr(w, fmt.Errorf("stream import progress: %w", err))
 		return
 	}
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.WriteHeader(http.StatusOK)
 	enc := json.NewEncoder(w)
-	fl, _ := w.(http.Flusher)
-	p := ImportProgress{Total: len(gs)}
+	flush := func() { _ = rc.Flush() }
+	lr := &lineReader{r: r.Body}
+	stop, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		t := time.NewTicker(importProgressEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				enc.Encode(ImportProgress{Phase: "validating", Read: int(lr.lines.Load())})
+				flush()
+			}
+		}
+	}()
+	gs, err := ParseImport(lr, func(p string) bool { _, ok := cfg.Provider(p); return ok })
+	close(stop)
+	<-stopped
+	if err != nil {
+		enc.Encode(ImportProgress{Error: err.Error(), Final: true})
+		return
+	}
+	p := ImportProgress{Phase: "writing", Total: len(gs), Read: int(lr.lines.Load())}
 	const chunk = 10000
 	last := time.Now()
 	for i := 0; i < len(gs); i += chunk {
@@ -269,9 +320,9 @@ func (d *Daemon) handleImport(w http.ResponseWriter, r *http.Request) {
 		p.Created += c
 		p.Replaced += rep
 		p.Done = min(i+chunk, len(gs))
-		if time.Since(last) > 500*time.Millisecond && fl != nil {
+		if time.Since(last) > 500*time.Millisecond {
 			enc.Encode(p)
-			fl.Flush()
+			flush()
 			last = time.Now()
 		}
 	}

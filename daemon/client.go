@@ -253,6 +253,9 @@ func (c *Client) Import(ctx context.Context, r io.Reader, progress func(ImportPr
 			return p, fmt.Errorf("import answer ended early: %w", err)
 		}
 		if p.Error != "" {
+			if p.Total == 0 { // the input was invalid: nothing imported
+				return p, errors.New(p.Error)
+			}
 			return p, fmt.Errorf("import stopped after %d of %d grants: %s", p.Done, p.Total, p.Error)
 		}
 		if p.Final {

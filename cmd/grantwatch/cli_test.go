@@ -374,3 +374,4 @@ func TestMetricsAndGrantAPI(t *testing.T) {
 		t.Errorf("PUT refresh_token: %d %s", resp.StatusCode, body)
 	}
 }
+

@@ -67,7 +67,11 @@ resets it to pending.`,
 			shown := false
 			p, err := c.Import(cmd.Context(), bufio.NewReaderSize(r, 1<<20), func(p daemon.ImportProgress) {
 				shown = true
-				fmt.Fprintf(a.errw, "\rimporting: %d of %d grants (%.0f%%)", p.Done, p.Total, 100*float64(p.Done)/float64(max(p.Total, 1)))
+				if p.Phase == "validating" {
+					fmt.Fprintf(a.errw, "\rvalidating: %d lines read", p.Read)
+					return
+				}
+				fmt.Fprintf(a.errw, "\rimporting: %d of %d grants (%.0f%%)   ", p.Done, p.Total, 100*float64(p.Done)/float64(max(p.Total, 1)))
 			})
 			if shown {
 				fmt.Fprintln(a.errw)
