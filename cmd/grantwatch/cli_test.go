@@ -374,4 +374,3 @@ func TestMetricsAndGrantAPI(t *testing.T) {
 		t.Errorf("PUT refresh_token: %d %s", resp.StatusCode, body)
 	}
 }
-
