@@ -188,6 +188,9 @@ const maxConfigSize = 1 << 20
 // is reported at once, each naming its key.
 func LoadConfig(path string) (*Config, error) {
 	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("no config at %s: copy config.example.toml there, or name one with --config or $GRANTWATCH_CONFIG (%w)", path, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
