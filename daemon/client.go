@@ -42,6 +42,16 @@ func (c *Client) Close() error {
 // Connect reaches the daemon on cfg's control socket; when no daemon runs it
 // opens the database itself and serves the control API in-process.
 func Connect(ctx context.Context, cfg *Config, log *slog.Logger) (*Client, error) {
+	return connect(ctx, cfg, log, true)
+}
+
+// ConnectExisting is Connect for commands that only read: with no daemon
+// running it refuses to create a database that does not exist yet.
+func ConnectExisting(ctx context.Context, cfg *Config, log *slog.Logger) (*Client, error) {
+	return connect(ctx, cfg, log, false)
+}
+
+func connect(ctx context.Context, cfg *Config, log *slog.Logger, create bool) (*Client, error) {
 	conn, err := net.Dial("unix", cfg.Daemon.Socket)
 	if err == nil {
 		conn.Close()
@@ -56,6 +66,9 @@ func Connect(ctx context.Context, cfg *Config, log *slog.Logger) (*Client, error
 		return nil, fmt.Errorf("daemon.socket %s: permission denied: run as the daemon's user or with sudo", cfg.Daemon.Socket)
 	}
 	// No daemon: open the database (its lock tells if a daemon runs after all).
+	if _, err := os.Stat(cfg.Daemon.DB); !create && errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("no daemon answers on %s and there is no database at %s yet: start the daemon (grantwatch run) or import grants (grantwatch grants import)", cfg.Daemon.Socket, cfg.Daemon.DB)
+	}
 	d, err := Open(Options{Config: cfg, Logger: log})
 	if err != nil {
 		if errors.Is(err, store.ErrInUse) {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -154,7 +155,13 @@ func Open(opts Options) (*Daemon, error) {
 // OpenStore opens the configured database with the configured key,
 // creating the key file when it is missing.
 func OpenStore(cfg *Config, noSync bool) (*store.DB, error) {
-	key, err := store.LoadKey(cfg.Secrets.KeyFile, true)
+	// A key is created only with a new database: a database whose key file
+	// went missing must fail on the missing file, not get a new key.
+	_, statErr := os.Stat(cfg.Daemon.DB)
+	key, err := store.LoadKey(cfg.Secrets.KeyFile, errors.Is(statErr, os.ErrNotExist))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("secrets.key_file: %s is missing but the database %s exists: restore the key it was created with (a new key cannot open it): %w", cfg.Secrets.KeyFile, cfg.Daemon.DB, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("secrets.key_file: %w", err)
 	}

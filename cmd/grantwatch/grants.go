@@ -58,7 +58,7 @@ resets it to pending.`,
 				defer f.Close()
 				r = f
 			}
-			c, _, err := a.client(cmd.Context())
+			c, _, err := a.clientCreating(cmd.Context())
 			if err != nil {
 				return err
 			}

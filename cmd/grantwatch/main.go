@@ -81,12 +81,22 @@ func (a *app) logger() *slog.Logger {
 }
 
 // client connects to the daemon, or opens the database when none runs.
+// Only commands that write (import) may create a database that does not
+// exist yet.
 func (a *app) client(ctx context.Context) (*daemon.Client, *daemon.Config, error) {
+	return a.connect(ctx, daemon.ConnectExisting)
+}
+
+func (a *app) clientCreating(ctx context.Context) (*daemon.Client, *daemon.Config, error) {
+	return a.connect(ctx, daemon.Connect)
+}
+
+func (a *app) connect(ctx context.Context, dial func(context.Context, *daemon.Config, *slog.Logger) (*daemon.Client, error)) (*daemon.Client, *daemon.Config, error) {
 	cfg, err := a.config()
 	if err != nil {
 		return nil, nil, err
 	}
-	c, err := daemon.Connect(ctx, cfg, a.logger())
+	c, err := dial(ctx, cfg, a.logger())
 	if err != nil {
 		return nil, nil, err
 	}
