@@ -374,3 +374,35 @@ func TestMetricsAndGrantAPI(t *testing.T) {
 		t.Errorf("PUT refresh_token: %d %s", resp.StatusCode, body)
 	}
 }
+
+// TestReadCommandsCreateNothing: with no daemon and no database, a read
+// command says what to do and creates no file; a database whose key file
+// is missing is refused without writing a new key.
+func TestReadCommandsCreateNothing(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "g.toml")
+	os.WriteFile(cfg, []byte("[daemon]\ndb = \"gw.db\"\nlisten = \"\"\n[clock]\nservers = []\n[[providers]]\nname = \"acme\"\npreset = \"google\"\nclient_id = \"x\"\n"), 0o600)
+	for _, args := range [][]string{{"status"}, {"grants", "list"}, {"grants", "show", "a"}} {
+		_, _, err := cli(t, cfg, "", args...)
+		if err == nil || !strings.Contains(err.Error(), "grants import") {
+			t.Errorf("%v without a database: %v", args, err)
+		}
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+		t.Fatalf("read commands created files: %v", ents)
+	}
+	if _, _, err := cli(t, cfg, `{"id":"a","provider":"acme","refresh_token":"t"}`, "grants", "import", "-"); err != nil {
+		t.Fatal(err)
+	}
+	key := filepath.Join(dir, "grantwatch.key")
+	if err := os.Remove(key); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err := cli(t, cfg, "", "status")
+	if err == nil || !strings.Contains(err.Error(), "restore the key") {
+		t.Errorf("status with the key missing: %v", err)
+	}
+	if _, err := os.Stat(key); err == nil {
+		t.Error("a new key was written for an existing database")
+	}
+}
