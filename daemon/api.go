@@ -359,6 +359,9 @@ func (d *Daemon) ProbeNow(ctx context.Context, id string) (ProbeReport, error) {
 	if p == nil {
 		return ProbeReport{}, clientError{fmt.Errorf("grant %s: provider %q is not configured", id, l.Grant.Provider)}
 	}
+	if p.secretErr != nil {
+		return ProbeReport{}, clientError{p.secretErr}
+	}
 	res := d.refresh(ctx, p, l.Token)
 	out, stale, err := d.apply(l.Grant, p, res)
 	if err != nil {

@@ -473,11 +473,9 @@ func (c *Config) validate() []error {
 		if p.ClientSecret != "" && p.ClientSecretFile != "" {
 			bad(key+".client_secret", "set client_secret or client_secret_file, not both")
 		}
-		if p.ClientSecretFile != "" {
-			if _, err := os.Stat(p.ClientSecretFile); err != nil {
-				bad(key+".client_secret_file", "cannot read %s: %v", p.ClientSecretFile, errors.Unwrap(err))
-			}
-		}
+		// client_secret_file is read where it is needed (the daemon at start
+		// and reload): under systemd it is a credential that exists only
+		// while the unit runs, and the CLI must work when it does not.
 		if _, ok := authStyles[p.AuthStyle]; !ok {
 			bad(key+".auth_style", "must be auto, header or params, not %q", p.AuthStyle)
 		}

@@ -90,6 +90,20 @@ type provider struct {
 	sem    chan struct{}
 	lim    *rate.Limiter
 	health *health
+	// secretErr is why client_secret_file could not be read: the daemon
+	// refuses to start (or reload) with it; the CLI refuses to probe.
+	secretErr error
+}
+
+// secretErrors joins the providers' unreadable client secrets.
+func secretErrors(m map[string]*provider) error {
+	var errs []error
+	for _, p := range m {
+		if p.secretErr != nil {
+			errs = append(errs, p.secretErr)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Open opens the store and builds everything Run needs, so that a bad config
@@ -180,10 +194,7 @@ func OpenStore(cfg *Config, noSync bool) (*store.DB, error) {
 func buildProviders(cfg *Config) (map[string]*provider, error) {
 	m := make(map[string]*provider, len(cfg.Providers))
 	for _, pc := range cfg.Providers {
-		ep, err := pc.endpoint()
-		if err != nil {
-			return nil, err
-		}
+		ep, secretErr := pc.endpoint()
 		pol := Policy{
 			Interval:      pc.Interval,
 			DegradedAfter: cfg.Daemon.DegradedAfter,
@@ -191,6 +202,7 @@ func buildProviders(cfg *Config) (map[string]*provider, error) {
 			BackoffMax:    cfg.Daemon.BackoffMax,
 		}
 		if pc.Schedule != "" {
+			var err error
 			if pol.Schedule, err = cron.ParseStandard(pc.Schedule); err != nil {
 				return nil, fmt.Errorf("providers.%s.schedule: %w", pc.Name, err)
 			}
@@ -201,9 +213,10 @@ func buildProviders(cfg *Config) (map[string]*provider, error) {
 		}
 		m[pc.Name] = &provider{
 			cfg: pc, ep: ep, policy: pol,
-			sem:    make(chan struct{}, pc.Concurrency),
-			lim:    lim,
-			health: newHealth(cfg.Health),
+			sem:       make(chan struct{}, pc.Concurrency),
+			lim:       lim,
+			health:    newHealth(cfg.Health),
+			secretErr: secretErr,
 		}
 	}
 	return m, nil
@@ -227,6 +240,9 @@ func (d *Daemon) Close() error { return d.db.Close() }
 func (d *Daemon) Run(ctx context.Context, ready func(*Daemon)) error {
 	defer d.db.Close()
 	cfg := d.Config()
+	if err := secretErrors(d.providers); err != nil {
+		return err
+	}
 
 	c := cron.New(cron.WithChain(cron.Recover(cronLogger{d.log})))
 	if _, err := c.AddFunc(cfg.Daemon.Tick, d.Kick); err != nil {
@@ -672,6 +688,9 @@ func (d *Daemon) reload() error {
 	}
 	provs, err := buildProviders(cfg)
 	if err != nil {
+		return err
+	}
+	if err := secretErrors(provs); err != nil {
 		return err
 	}
 	old := d.Config()

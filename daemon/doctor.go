@@ -442,6 +442,15 @@ func (d *doctor) provider(ctx context.Context, p ProviderConfig) []Check {
 	}
 	addr := net.JoinHostPort(host, port)
 	var out []Check
+	if p.ClientSecretFile != "" {
+		// Read as the daemon would at start; the secret itself is never shown.
+		c := Check{Name: prefix + "secret", Status: CheckOK, Detail: "client_secret_file " + p.ClientSecretFile + " is readable"}
+		if _, err := p.endpoint(); err != nil {
+			c.Status, c.Detail = CheckFail, err.Error()
+			c.Fix = "create the file, or under systemd hand it in with LoadCredential= (the daemon reads it at start and on reload)"
+		}
+		out = append(out, c)
+	}
 
 	req, _ := http.NewRequest(http.MethodPost, p.TokenURL, nil)
 	proxy, perr := http.ProxyFromEnvironment(req)

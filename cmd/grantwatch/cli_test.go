@@ -406,3 +406,26 @@ func TestReadCommandsCreateNothing(t *testing.T) {
 		t.Error("a new key was written for an existing database")
 	}
 }
+
+// TestSecretFileReadWhereNeeded: a client_secret_file that does not exist
+// now (a systemd credential while the unit is stopped) does not keep the
+// operator from reading the fleet; run refuses to start, and a probe of
+// that provider says why.
+func TestSecretFileReadWhereNeeded(t *testing.T) {
+	s := newCLISetup(t, "")
+	b, _ := os.ReadFile(s.cfgPath)
+	missing := filepath.Join(s.dir, "creds", "acme.secret")
+	cfgText := strings.Replace(string(b), `client_secret = "client-secret-never-printed"`, fmt.Sprintf("client_secret_file = %q", missing), 1)
+	os.WriteFile(s.cfgPath, []byte(cfgText), 0o600)
+	if _, _, err := cli(t, s.cfgPath, "", "grants", "list"); err != nil {
+		t.Fatalf("grants list with the secret file absent: %v", err)
+	}
+	_, _, err := cli(t, s.cfgPath, "", "grants", "probe", "g0")
+	if err == nil || !strings.Contains(err.Error(), "client_secret_file") {
+		t.Errorf("probe without the secret: %v", err)
+	}
+	_, _, err = cli(t, s.cfgPath, "", "run")
+	if err == nil || !strings.Contains(err.Error(), "providers.acme.client_secret_file") {
+		t.Errorf("run without the secret: %v", err)
+	}
+}
