@@ -351,6 +351,12 @@ func (d *Daemon) handleNotifyTest(w http.ResponseWriter, r *http.Request) {
 // ProbeNow probes one grant at once, whatever its state, and applies the
 // result like a scheduled probe.
 func (d *Daemon) ProbeNow(ctx context.Context, id string) (ProbeReport, error) {
+	// Claim first, then read the token: the token read is the one no other
+	// probe can rotate meanwhile.
+	if !d.claim(id) {
+		return ProbeReport{}, clientError{fmt.Errorf("grant %s is being probed right now; try again in a moment", id)}
+	}
+	defer d.unclaim(id)
 	l, err := d.db.GetLease(id)
 	if err != nil {
 		return ProbeReport{}, err
@@ -363,6 +369,11 @@ func (d *Daemon) ProbeNow(ctx context.Context, id string) (ProbeReport, error) {
 		return ProbeReport{}, clientError{p.secretErr}
 	}
 	res := d.refresh(ctx, p, l.Token)
+	if !res.NewRefreshToken.IsZero() {
+		// A scheduled lease of this grant may hold the token just rotated
+		// away: its worker must read the token again.
+		d.rotated.Store(id, struct{}{})
+	}
 	out, stale, err := d.apply(l.Grant, p, res)
 	if err != nil {
 		return ProbeReport{}, err

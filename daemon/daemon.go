@@ -43,6 +43,8 @@ type Options struct {
 	ConfigPath string
 	// Reload receives a request to reload the config (SIGHUP).
 	Reload <-chan struct{}
+	// Lease replaces the probe lease, 2×probe_timeout + 10s (tests).
+	Lease time.Duration
 }
 
 // Run opens the daemon and runs it until ctx is done.
@@ -79,6 +81,8 @@ type Daemon struct {
 	listenAddr atomic.Value // string: the TCP listener's address
 
 	warnedOnce sync.Map // keys logged once (unknown providers, store errors)
+	inflight   sync.Map // grant id → struct{}: a probe of it is running
+	rotated    sync.Map // grant id → struct{}: `grants probe` rotated its token
 }
 
 // provider is a configured provider's runtime: its endpoint, policy and
@@ -140,6 +144,9 @@ func Open(opts Options) (*Daemon, error) {
 		// probes within the timeout; after a crash it is due again once the
 		// lease passes.
 		lease: 2*cfg.Daemon.ProbeTimeout + 10*time.Second,
+	}
+	if opts.Lease > 0 {
+		d.lease = opts.Lease
 	}
 	hc := opts.HTTPClient
 	if hc == nil {
@@ -363,11 +370,22 @@ func (d *Daemon) dispatchLoop(ctx context.Context) {
 				d.warnedOnce.Delete("lease")
 			}
 			for _, l := range leases {
-				select {
-				case d.jobs <- l:
-				case <-ctx.Done():
-					return
+			send:
+				for {
+					select {
+					case d.jobs <- l:
+						break send
+					case <-petC:
+						sdWatchdog() // waiting for busy workers is not wedged
+					case <-ctx.Done():
+						return
+					}
 				}
+			}
+			select {
+			case <-petC:
+				sdWatchdog() // a round over a large fleet keeps the loop here
+			default:
 			}
 			if len(leases) < batch {
 				break
@@ -400,13 +418,24 @@ func (d *Daemon) probeLease(ctx, probeCtx context.Context, l store.Lease) {
 			"provider", l.Grant.Provider, "grant", l.Grant.ID)
 		return // the lease brings it back; a reload that adds the provider probes it
 	}
+	// A lease that has waited (behind a slow provider's rate) until less
+	// than a probe's time is left may be handed out again when it runs out:
+	// probing on it could present the same token twice, which a rotating
+	// provider punishes by revoking the chain. Such a lease is dropped,
+	// before it takes a slot or a share of the rate, and the grant comes
+	// back when the lease runs out.
+	timeout := d.Config().Daemon.ProbeTimeout
+	expired := func() bool { return d.now().Add(timeout).After(l.Grant.NextDueAt) }
+	if expired() {
+		return
+	}
 	select {
 	case p.sem <- struct{}{}:
 	case <-ctx.Done():
 		return
 	}
 	defer func() { <-p.sem }()
-	if err := p.lim.Wait(ctx); err != nil {
+	if err := p.lim.Wait(ctx); err != nil || expired() {
 		return
 	}
 	// The provider's pause (429, outage) is checked last, right before the
@@ -414,6 +443,20 @@ func (d *Daemon) probeLease(ctx, probeCtx context.Context, l store.Lease) {
 	if wait := p.health.gate(d.now(), p.policy); wait > 0 {
 		d.deferGrant(l.Grant, p, wait)
 		return
+	}
+	if !d.claim(l.Grant.ID) {
+		p.health.release()
+		return // `grants probe` has it now; the lease brings it back
+	}
+	defer d.unclaim(l.Grant.ID)
+	if _, ok := d.rotated.LoadAndDelete(l.Grant.ID); ok {
+		// `grants probe` rotated the token after this lease was taken.
+		fresh, err := d.db.GetLease(l.Grant.ID)
+		if err != nil {
+			p.health.release()
+			return
+		}
+		l.Token = fresh.Token
 	}
 	res := d.refresh(probeCtx, p, l.Token)
 	if probeCtx.Err() != nil && !res.OK {
@@ -429,6 +472,16 @@ func (d *Daemon) probeLease(ctx, probeCtx context.Context, l store.Lease) {
 	}
 	d.results <- result{leased: l.Grant, p: p, res: res}
 }
+
+// claim marks a grant as being probed, so that no second probe presents
+// its token at the same time (a rotating provider would take it for reuse).
+// It reports false when a probe of the grant is already running.
+func (d *Daemon) claim(id string) bool {
+	_, busy := d.inflight.LoadOrStore(id, struct{}{})
+	return !busy
+}
+
+func (d *Daemon) unclaim(id string) { d.inflight.Delete(id) }
 
 // requeue makes a leased grant due now without changing anything else.
 func (d *Daemon) requeue(leased store.Grant) {

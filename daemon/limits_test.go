@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -149,5 +150,50 @@ func TestRateLimitPausesTheProvider(t *testing.T) {
 		if a.After(first) && a.Sub(first) < 900*time.Millisecond {
 			t.Fatalf("a request %s after a 429 with Retry-After: 1", a.Sub(first))
 		}
+	}
+}
+
+// TestSlowProviderNeverPresentsATokenTwice: behind a provider rate that
+// keeps leases waiting longer than they last, a grant must not be probed on
+// an old lease and again on its new one: with rotation and reuse detection
+// that would revoke healthy grants.
+func TestSlowProviderNeverPresentsATokenTwice(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the daemon for several seconds")
+	}
+	sb, err := sandbox.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Close()
+	provider := strings.Replace(sandboxProvider("acme", "hydra", sb), `interval = "1s"`, `interval = "1h"`, 1)
+	cfg := testConfig(t, t.TempDir(), provider+"rate = 25.0\nconcurrency = 2\n")
+	importGrants(t, cfg, sb, "acme", 200, sandbox.Rotate)
+	// A lease far shorter than the 8 s the queue takes at 25/s.
+	td := startDaemon(t, cfg, &logBuffer{}, func(o *Options) { o.Lease = 2 * time.Second })
+	waitFor(t, 60*time.Second, "every grant probed once", func() bool {
+		return countStates(t, td.d.DB())[store.StatePending] == 0
+	})
+	// Leases handed out again queue behind the first ones: keep running
+	// until the provider hears nothing more.
+	last, quiet := sb.Stats().Requests, time.Now()
+	waitFor(t, 60*time.Second, "the queue to drain", func() bool {
+		if n := sb.Stats().Requests; n != last {
+			last, quiet = n, time.Now()
+		}
+		return time.Since(quiet) > 1500*time.Millisecond
+	})
+	td.stop()
+	t.Logf("sandbox: %+v", sb.Stats())
+	if st := sb.Stats(); st.Reused != 0 {
+		t.Errorf("the sandbox saw %d reused tokens: a grant was probed on a stale lease", st.Reused)
+	}
+	db, err := OpenStore(cfg, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if c := countStates(t, db); c[store.StateHealthy] != 200 {
+		t.Errorf("states %v, want 200 healthy", c)
 	}
 }
