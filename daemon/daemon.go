@@ -619,6 +619,12 @@ func (d *Daemon) commit(batch []result) {
 		}}
 	}
 	errs, txErr := d.db.ApplyAll(items)
+	if txErr != nil {
+		// A failing disk fails every commit: one line until one succeeds.
+		d.logOnce("commit", slog.LevelError, "store probe results", tint.Err(txErr), "results", len(batch))
+	} else {
+		d.warnedOnce.Delete("commit")
+	}
 	events := false
 	for i, r := range batch {
 		a := &outs[i]
@@ -632,12 +638,15 @@ func (d *Daemon) commit(batch []result) {
 		switch {
 		case errors.Is(a.err, store.ErrNotFound):
 			a.err, a.stale = nil, true // removed while probing
+		case a.err != nil && !r.res.NewRefreshToken.IsZero():
+			// The provider rotated the token and it could not be stored:
+			// this grant may be lost; say so for each one.
+			log().Error("rotated refresh token not stored", tint.Err(a.err))
+		case a.err != nil && txErr == nil:
+			d.logOnce("result/"+r.leased.ID, slog.LevelError, "store probe result", tint.Err(a.err), "grant", r.leased.ID)
 		case a.err != nil:
-			args := []any{tint.Err(a.err)}
-			if !r.res.NewRefreshToken.IsZero() {
-				args = append(args, "rotated_token_lost", true)
-			}
-			log().Error("store probe result", args...)
+			// The failed commit is logged once above; the lease brings the
+			// grant back.
 		case a.stale:
 			if d.log.Enabled(context.Background(), slog.LevelDebug) {
 				log().Debug("probe result dropped: the token was replaced meanwhile")
