@@ -1,6 +1,7 @@
 package store
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 
@@ -41,17 +42,20 @@ type ApplyItem struct {
 // ApplyAll is Apply for many grants in one transaction and one fsync: the
 // daemon's writer commits all the results its workers queued meanwhile
 // (group commit). errs[i] is item i's own problem (ErrNotFound, an error of
-// its Fn), which leaves that item unwritten and the others written; err is a
-// failure of the transaction, which writes nothing.
+// its Fn, a Change that cannot be written: invalid state, empty provider,
+// receiver or meta key), which leaves that item unwritten and the others
+// written; err is a failure of the transaction, which writes nothing. Items
+// of one grant are applied in the order given.
 func (db *DB) ApplyAll(items []ApplyItem) (errs []error, err error) {
 	errs = make([]error, len(items))
 	// In id order, the lookups walk the B-trees in order and share the
-	// pages they materialize.
+	// pages they materialize. The sort is stable: results for one grant are
+	// applied in the order given (the later rotated token wins).
 	order := make([]int, len(items))
 	for i := range order {
 		order[i] = i
 	}
-	slices.SortFunc(order, func(a, b int) int { return strings.Compare(items[a].ID, items[b].ID) })
+	slices.SortStableFunc(order, func(a, b int) int { return strings.Compare(items[a].ID, items[b].ID) })
 	err = db.update(func(b *bkts) error {
 		for _, i := range order {
 			it := items[i]
@@ -83,6 +87,11 @@ func (db *DB) apply(b *bkts, id string, fn func(cur Grant) (Change, error)) erro
 	}
 	g := ch.Grant
 	g.ID = id
+	// A Change that cannot be written is its item's problem: found before
+	// anything is written, it must not fail the others' transaction.
+	if err := checkChange(&g, &ch); err != nil {
+		return itemError{err}
+	}
 	d := counterDelta{}
 	if err := b.putGrant(row, &cur, &g, d); err != nil {
 		return err
@@ -118,4 +127,26 @@ func (e itemError) Unwrap() error { return e.error }
 func isItemError(err error) bool {
 	_, ok := err.(itemError)
 	return ok
+}
+
+// checkChange finds what putGrant, enqueue and putMeta would refuse, before
+// any of them writes.
+func checkChange(g *Grant, ch *Change) error {
+	if !g.State.Valid() {
+		return fmt.Errorf("grant %q: invalid state %q", g.ID, g.State)
+	}
+	if err := checkName("provider", g.Provider); err != nil {
+		return fmt.Errorf("grant %q: %w", g.ID, err)
+	}
+	for _, e := range ch.Outbox {
+		if err := checkName("receiver", e.Receiver); err != nil {
+			return fmt.Errorf("grant %q: enqueue: %w", g.ID, err)
+		}
+	}
+	for k := range ch.Meta {
+		if k == "" {
+			return fmt.Errorf("grant %q: meta key is empty", g.ID)
+		}
+	}
+	return nil
 }

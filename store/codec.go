@@ -17,9 +17,12 @@ import (
 // Action, Error, ErrorDescription, PreviousState, PreviousCause (each a
 // uvarint length and the bytes), the labels (a uvarint count, then key and
 // value strings in key order), Failures (varint), TokenGen (uvarint), a flag
-// byte (bit 0: LostAnswer), then CreatedAt, LastProbeAt, LastSuccessAt,
-// StateChangedAt and NextDueAt as varint Unix nanoseconds (0 for the zero
-// time).
+// byte (bit 0: LostAnswer, bit 1: wide times), then CreatedAt, LastProbeAt,
+// LastSuccessAt, StateChangedAt and NextDueAt as varint Unix nanoseconds (0
+// for the zero time) or, with wide times, each as varint Unix seconds and
+// uvarint nanoseconds (the zero time's own, so that 0 is the epoch). Wide
+// times are written only when a time does not fit the narrow form: outside
+// 1678..2262, or a non-zero time at exactly the Unix epoch.
 const recordV1 = 0x01
 
 var errBadRecord = errors.New("not a grant record")
@@ -47,20 +50,39 @@ func encodeGrant(g *Grant) []byte {
 	}
 	b = binary.AppendVarint(b, int64(g.Failures))
 	b = binary.AppendUvarint(b, g.TokenGen)
+	times := []time.Time{g.CreatedAt, g.LastProbeAt, g.LastSuccessAt, g.StateChangedAt, g.NextDueAt}
+	wide := false
+	for _, t := range times {
+		if !t.IsZero() && (t.UnixNano() == 0 || !time.Unix(0, t.UnixNano()).Equal(t)) {
+			wide = true
+		}
+	}
 	var flags byte
 	if g.LostAnswer {
-		flags |= 1
+		flags |= flagLostAnswer
+	}
+	if wide {
+		flags |= flagWideTimes
 	}
 	b = append(b, flags)
-	for _, t := range []time.Time{g.CreatedAt, g.LastProbeAt, g.LastSuccessAt, g.StateChangedAt, g.NextDueAt} {
-		var ns int64
-		if !t.IsZero() {
-			ns = t.UnixNano()
+	for _, t := range times {
+		switch {
+		case wide: // the zero time too: its own seconds, unlike the epoch
+			b = binary.AppendVarint(b, t.Unix())
+			b = binary.AppendUvarint(b, uint64(t.Nanosecond()))
+		case t.IsZero():
+			b = binary.AppendVarint(b, 0)
+		default:
+			b = binary.AppendVarint(b, t.UnixNano())
 		}
-		b = binary.AppendVarint(b, ns)
 	}
 	return b
 }
+
+const (
+	flagLostAnswer = 1 << 0
+	flagWideTimes  = 1 << 1
+)
 
 func appendString(b []byte, s string) []byte {
 	b = binary.AppendUvarint(b, uint64(len(s)))
@@ -94,12 +116,20 @@ func decodeGrant(v []byte, g *Grant) error {
 	}
 	g.Failures = int(d.varint())
 	g.TokenGen = d.uvarint()
-	g.LostAnswer = d.byte()&1 != 0
+	flags := d.byte()
+	g.LostAnswer = flags&flagLostAnswer != 0
+	wide := flags&flagWideTimes != 0
 	for _, t := range []*time.Time{&g.CreatedAt, &g.LastProbeAt, &g.LastSuccessAt, &g.StateChangedAt, &g.NextDueAt} {
-		if ns := d.varint(); ns != 0 {
+		*t = time.Time{}
+		if wide {
+			sec, ns := d.varint(), d.uvarint()
+			if ns >= 1e9 {
+				d.bad = true
+			} else if u := time.Unix(sec, int64(ns)).UTC(); !u.IsZero() {
+				*t = u
+			}
+		} else if ns := d.varint(); ns != 0 {
 			*t = time.Unix(0, ns).UTC()
-		} else {
-			*t = time.Time{}
 		}
 	}
 	if d.bad || len(d.b) != 0 {

@@ -107,7 +107,7 @@ func TestRandomOperationsKeepIndexes(t *testing.T) {
 	for round := range 30 {
 		for range 40 {
 			now = now.Add(time.Duration(rng.IntN(120)) * time.Second)
-			switch op := rng.IntN(7); op {
+			switch op := rng.IntN(9); op {
 			case 0:
 				var gs []NewGrant
 				for range rng.IntN(5) + 1 {
@@ -130,6 +130,7 @@ func TestRandomOperationsKeepIndexes(t *testing.T) {
 					case 1:
 						cur.NextDueAt = now.Add(in)
 					}
+					cur.Cause = fmt.Sprintf("c%d", rng.IntN(2))
 					return Change{Skip: skip, Grant: cur, History: &HistoryEntry{At: now, To: st}}, nil
 				})
 			case 3:
@@ -140,9 +141,18 @@ func TestRandomOperationsKeepIndexes(t *testing.T) {
 				db.SetToken(id(), "n", now)
 			case 6:
 				db.Reschedule(now, states[rng.IntN(len(states))], "", "")
+			case 7:
+				// Reschedule in chunks smaller than the state, filtered.
+				defer func(n int) { rescheduleChunk = n }(rescheduleChunk)
+				rescheduleChunk = 1 + rng.IntN(3)
+				db.Reschedule(now.Add(time.Duration(rng.IntN(600))*time.Second), states[rng.IntN(len(states))],
+					providers[rng.IntN(3)], []string{"", "c0", "c1"}[rng.IntN(3)])
+			case 8:
+				applyAllMixed(t, db, rng, id, now, providers)
 			}
 		}
 		assertIndexesMatchScan(t, db)
+		assertTokensOpen(t, db)
 		if t.Failed() {
 			t.Fatalf("inconsistent after round %d", round)
 		}
@@ -225,4 +235,69 @@ func TestApplyAllIsolatesItems(t *testing.T) {
 	if g, _ := db.Get("b"); g.State != StatePending {
 		t.Errorf("b is %s, want pending (its Fn failed)", g.State)
 	}
+}
+
+// applyAllMixed commits one ApplyAll of random items: good ones (some for
+// the same grant, some rotating the token, some far in the future), skips,
+// missing grants, failing Fns and Changes that cannot be written. Each item's
+// error must be its own, and exactly the good items must be written.
+func applyAllMixed(t *testing.T, db *DB, rng *rand.Rand, id func() string, now time.Time, providers []string) {
+	t.Helper()
+	boom := errors.New("boom")
+	var items []ApplyItem
+	var kinds []int
+	for range rng.IntN(12) + 1 {
+		kind, gid := rng.IntN(6), id()
+		if kind == 2 {
+			gid = "missing-" + gid
+		}
+		st, prov := States()[rng.IntN(5)], providers[rng.IntN(3)]
+		due := []time.Time{{}, now.Add(time.Duration(rng.IntN(3600)) * time.Second), time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC)}[rng.IntN(3)]
+		items = append(items, ApplyItem{ID: gid, Fn: func(cur Grant) (Change, error) {
+			cur.State, cur.Provider, cur.NextDueAt = st, prov, due
+			ch := Change{Grant: cur, History: &HistoryEntry{At: now, To: st}, NewToken: secret.Secret("rot-" + gid)}
+			switch kind {
+			case 1:
+				ch.Skip = true
+			case 3:
+				return Change{}, boom
+			case 4:
+				ch.Grant.State = "bogus"
+			case 5:
+				ch.Outbox = []OutboxEntry{{Receiver: ""}}
+			}
+			return ch, nil
+		}})
+		kinds = append(kinds, kind)
+	}
+	errs, err := db.ApplyAll(items)
+	if err != nil {
+		t.Fatalf("ApplyAll: %v", err)
+	}
+	for i, k := range kinds {
+		e := errs[i]
+		ok := errors.Is(e, ErrNotFound) // the grant is absent: any kind
+		switch k {
+		case 0, 1:
+			ok = ok || e == nil
+		case 3:
+			ok = ok || errors.Is(e, boom)
+		case 4, 5:
+			ok = ok || e != nil
+		}
+		if !ok {
+			t.Errorf("item %d (kind %d, %s): err %v", i, k, items[i].ID, e)
+		}
+	}
+}
+
+// assertTokensOpen: every grant's token opens with its own id.
+func assertTokensOpen(t *testing.T, db *DB) {
+	t.Helper()
+	db.Each(func(g Grant) error {
+		if _, err := db.GetLease(g.ID); err != nil {
+			t.Errorf("token of %s: %v", g.ID, err)
+		}
+		return nil
+	})
 }

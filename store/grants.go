@@ -197,7 +197,8 @@ func (b *bkts) deleteHistory(row uint64) error {
 // Import stores new grants and replaces the tokens of existing ones, in one
 // transaction (callers chunk large imports; 10,000 per call is a good size).
 //
-// A new grant starts pending, due at now, with TokenGen 1. An existing id
+// A new grant starts pending, due at now, with TokenGen 1 (or, once grants
+// have been removed, one above the highest TokenGen removed: see removedGen). An existing id
 // takes the given provider, subject, labels and token and is reset: state
 // pending, cause and error cleared, failures 0, TokenGen+1, due at now. Both
 // get a "token imported" history entry. A grant with an empty or NUL-carrying
@@ -260,6 +261,7 @@ func (db *DB) Import(gs []NewGrant, now time.Time) (created, replaced int, err e
 				if row, err = b.newRow(ng.ID); err != nil {
 					return err
 				}
+				g.TokenGen = b.removedGen() + 1
 				created++
 			}
 			if err := b.putGrant(row, oldp, &g, d); err != nil {
@@ -469,10 +471,26 @@ func (db *DB) Remove(id string) error {
 		if err := b.deleteHistory(row); err != nil {
 			return fmt.Errorf("remove %q: %w", id, err)
 		}
+		if g.TokenGen > b.removedGen() {
+			if err := b.meta.Put(keyRemovedGen, u64(g.TokenGen)); err != nil {
+				return fmt.Errorf("remove %q: %w", id, err)
+			}
+		}
 		d := counterDelta{}
 		d.add(g.Provider, g.State, -1)
 		return b.flushCounts(d)
 	})
+}
+
+// removedGen is the highest TokenGen of any grant removed so far. A new
+// grant starts above it: a probe leased before its grant was removed then
+// never matches a grant imported again under the same id (its result, a
+// rotated token of the old chain among it, would overwrite the new token).
+func (b *bkts) removedGen() uint64 {
+	if v := b.meta.Get(keyRemovedGen); len(v) == 8 {
+		return binary.BigEndian.Uint64(v)
+	}
+	return 0
 }
 
 // SetToken stores a new refresh token for id (set-token, reconnect) and

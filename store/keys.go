@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 )
@@ -23,13 +24,23 @@ func checkName(what, s string) error {
 	return nil
 }
 
+// timeNanos clamps t to the range of unix nanoseconds an int64 holds:
+// before 1970 is 0, after 2262 is the largest (UnixNano would wrap around
+// and make a far-future due time due at once).
 func timeNanos(t time.Time) uint64 {
-	ns := t.UnixNano()
-	if ns < 0 {
+	switch {
+	case t.Before(unixEpoch):
 		return 0
+	case t.After(maxNanosTime):
+		return math.MaxInt64
 	}
-	return uint64(ns)
+	return uint64(t.UnixNano())
 }
+
+var (
+	unixEpoch    = time.Unix(0, 0)
+	maxNanosTime = time.Unix(0, math.MaxInt64)
+)
 
 // Grants are stored under a row number assigned at creation (the grants
 // bucket's sequence), not under their id: an import of ids in random order

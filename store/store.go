@@ -4,9 +4,10 @@
 //
 // Layout (one bucket each, created at Open):
 //
-//	meta      "schema" → decimal version, "canary" → sealed canary, "keyid" → key fingerprint
+//	meta      "schema" → decimal version, "canary" → sealed canary, "keyid" → key fingerprint,
+//	          "removedgen" → highest TokenGen of a removed grant (8-byte big-endian)
 //	ids       grant id → row (8-byte big-endian, assigned once from the grants bucket's sequence)
-//	grants    row → Grant as JSON (never the token)
+//	grants    row → Grant, binary (codec.go; older records JSON), never the token
 //	tokens    row → nonce ‖ AES-256-GCM ciphertext, additional data = grant id
 //	due       8-byte big-endian unix-nano ‖ row → empty (range scan from the start = due grants)
 //	bystate   state ‖ 0 ‖ provider ‖ 0 ‖ row → empty
@@ -73,6 +74,8 @@ var (
 	keySchema = []byte("schema")
 	keyCanary = []byte("canary")
 	keyKeyID  = []byte("keyid")
+	// keyRemovedGen holds the highest TokenGen of a removed grant.
+	keyRemovedGen = []byte("removedgen")
 )
 
 // Options configures Open. Zero values select the defaults noted per field.
@@ -308,7 +311,7 @@ func (db *DB) checkOrInit(key []byte) (err error) {
 type bkts struct {
 	tx                                        *bolt.Tx
 	ids, grants, tokens, due, byState, counts *bolt.Bucket
-	history, outbox, dead, daemon             *bolt.Bucket
+	history, outbox, dead, daemon, meta       *bolt.Bucket
 }
 
 func buckets(tx *bolt.Tx) *bkts {
@@ -324,6 +327,7 @@ func buckets(tx *bolt.Tx) *bkts {
 		outbox:  tx.Bucket(bucketOutbox),
 		dead:    tx.Bucket(bucketDead),
 		daemon:  tx.Bucket(bucketDaemon),
+		meta:    tx.Bucket(bucketMeta),
 	}
 }
 
