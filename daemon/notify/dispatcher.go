@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -414,6 +415,31 @@ func (g *group) readyAt(wait time.Duration) time.Time {
 	return t
 }
 
+// subjects names what g's events are about: grant/<id>, provider/<name>,
+// clock. Events about one subject must reach the receiver in order.
+func (g *group) subjects() []string {
+	var out []string
+	for _, e := range g.entries {
+		var ev struct {
+			Grant    *struct{ ID string }   `json:"grant"`
+			Provider *struct{ Name string } `json:"provider"`
+			Clock    json.RawMessage        `json:"clock"`
+		}
+		if json.Unmarshal(e.Payload, &ev) != nil {
+			continue
+		}
+		switch {
+		case ev.Grant != nil:
+			out = append(out, "grant/"+ev.Grant.ID)
+		case ev.Provider != nil:
+			out = append(out, "provider/"+ev.Provider.Name)
+		case ev.Clock != nil:
+			out = append(out, "clock")
+		}
+	}
+	return out
+}
+
 func (g *group) seqs() []uint64 {
 	s := make([]uint64, len(g.entries))
 	for i, e := range g.entries {
@@ -462,13 +488,32 @@ func (d *Dispatcher) pass(ctx context.Context, rs *receiverState) time.Time {
 
 	wait := rs.cfg.wait()
 	progressed := false
+	// held lists the subjects (grant, provider, clock) of groups not
+	// delivered in this pass: a later group about one of them waits, so that
+	// a receiver never gets a resolve before the trigger it closes.
+	held := map[string]bool{}
+	hold := func(g *group) {
+		for _, s := range g.subjects() {
+			held[s] = true
+		}
+	}
 	for _, g := range groupEntries(live, d.opts.maxEvents) {
+		if len(held) > 0 {
+			subs := g.subjects()
+			if slices.ContainsFunc(subs, func(s string) bool { return held[s] }) {
+				for _, s := range subs {
+					held[s] = true
+				}
+				continue
+			}
+		}
 		ready := g.readyAt(wait)
 		if rs.blockedUntil.After(ready) {
 			ready = rs.blockedUntil
 		}
 		if ready.After(now) {
 			soonest(ready)
+			hold(g)
 			continue
 		}
 		if ctx.Err() != nil {
@@ -476,8 +521,11 @@ func (d *Dispatcher) pass(ctx context.Context, rs *receiverState) time.Time {
 		}
 		if retryAt, ok := d.deliver(ctx, rs, g); ok {
 			progressed = true
-		} else if !retryAt.IsZero() {
-			soonest(retryAt)
+		} else {
+			hold(g)
+			if !retryAt.IsZero() {
+				soonest(retryAt)
+			}
 		}
 		now = d.opts.now()
 	}

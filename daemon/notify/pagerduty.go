@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/grantwatch/grantwatch/internal/secret"
@@ -22,6 +23,15 @@ type pagerduty struct {
 	client     *http.Client
 	red        redactor
 	now        func() time.Time
+
+	// accepted remembers, per notification id, the requests PagerDuty
+	// accepted in an attempt that failed later on, so that a retry goes on
+	// from there instead of stopping at the same place every time (a large
+	// group, a timeout, a 429 midway). Forgotten once the notification is
+	// accepted; lost on restart, which only re-sends (dedup_key makes that
+	// idempotent).
+	mu       sync.Mutex
+	accepted map[string]map[string]bool
 }
 
 // pdEvent is an Events API v2 event (POST /v2/enqueue).
@@ -46,17 +56,37 @@ type pdPayload struct {
 
 // Send implements Sender.
 func (p *pagerduty) Send(ctx context.Context, n Notification) (Delivery, error) {
+	p.mu.Lock()
+	done := p.accepted[n.ID]
+	delete(p.accepted, n.ID)
+	p.mu.Unlock()
+	if done == nil {
+		done = map[string]bool{}
+	}
 	var d Delivery
 	for _, ev := range n.Events {
 		for _, pe := range pdRender(ev, p.routingKey.Reveal()) {
+			key := ev.ID + "\x00" + pe.EventAction + "\x00" + pe.DedupKey
+			if done[key] {
+				continue
+			}
 			body, err := json.Marshal(pe)
 			if err != nil {
 				return Delivery{}, fmt.Errorf("encode pagerduty event: %w", err)
 			}
 			d, err = post(ctx, p.client, p.name, p.url.Reveal(), nil, body, p.red, p.now)
 			if err != nil {
+				if len(done) > 0 {
+					p.mu.Lock()
+					if p.accepted == nil {
+						p.accepted = map[string]map[string]bool{}
+					}
+					p.accepted[n.ID] = done
+					p.mu.Unlock()
+				}
 				return d, err
 			}
+			done[key] = true
 		}
 	}
 	return d, nil
