@@ -38,7 +38,7 @@ func (s State) Valid() bool {
 // Errors callers branch on. Errors returned by DB wrap them with the file's
 // path and what to do.
 var (
-	ErrNotFound    = errors.New("grant not found")
+	ErrNotFound    = errors.New("not found")
 	ErrInUse       = errors.New("database is in use by another grantwatch")
 	ErrWrongKey    = errors.New("secrets key does not open this database")
 	ErrNewerSchema = errors.New("database was written by a newer grantwatch")

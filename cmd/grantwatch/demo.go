@@ -28,7 +28,7 @@ func init() { extraCommands = append(extraCommands, (*app).demoCmd) }
 func (a *app) demoCmd() *cobra.Command {
 	var dur time.Duration
 	cmd := &cobra.Command{
-		Use:   "demo",
+		Use:   "demo [--duration D]",
 		Short: "Watch grantwatch work for ~30 s against a local sandbox (no config, no network)",
 		Long: `demo runs the real daemon on a temporary database against grantwatch's loopback
 sandbox: a token endpoint and an NTP server on 127.0.0.1. A dozen grants get revoked,
@@ -228,7 +228,7 @@ group_wait = "0s"
 		what string
 		do   func()
 	}{
-		{0.12, "ann revokes access (Google); gus changes his password; hal's token expires from disuse; ivy's tenant now demands MFA.", func() {
+		{0.12, "ann revokes access at Google (Google's answer does not say why, so the cause is invalid_grant); gus changes his password; hal's token expires from disuse; ivy's tenant now demands MFA.", func() {
 			google.Set(grants["ann-gmail"].token, sandbox.Revoked)
 			m365.Set(grants["gus-outlook"].token, sandbox.PasswordChanged)
 			m365.Set(grants["hal-outlook"].token, sandbox.Expired)
@@ -280,6 +280,6 @@ group_wait = "0s"
 	if err := <-done; err != nil {
 		return err
 	}
-	fmt.Fprintln(out, "\nNext: cp config.example.toml grantwatch.toml, add your providers, `grantwatch grants import`, `grantwatch run`.")
+	fmt.Fprintln(out, "\nNext: cp config.example.toml grantwatch.toml, add your providers, export GRANTWATCH_CONFIG=$PWD/grantwatch.toml,\nthen `grantwatch doctor`, `grantwatch grants import grants.jsonl`, `grantwatch run` (README.md, \"Install\").")
 	return nil
 }

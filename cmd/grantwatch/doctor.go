@@ -19,7 +19,7 @@ func (a *app) doctorCmd() *cobra.Command {
 		timeout time.Duration
 	)
 	cmd := &cobra.Command{
-		Use:   "doctor [--json]",
+		Use:   "doctor [--json] [--timeout D]",
 		Short: "Diagnose the installation: config, database, daemon, token endpoints, clock, receivers, systemd",
 		Long: `doctor checks the config, the database and its key, the daemon's control socket,
 each provider's token endpoint (DNS, TCP, TLS certificate, an HTTP answer — no refresh

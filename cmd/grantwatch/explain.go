@@ -58,6 +58,10 @@ Presets: ` + strings.Join(probes.PresetNames(), ", ") + `.`,
 				}
 				defer f.Close()
 				r = f
+			} else if f, ok := r.(*os.File); ok {
+				if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+					fmt.Fprintln(a.errw, "paste the token endpoint's answer, then press Ctrl-D (or give a FILE)")
+				}
 			}
 			body, err := io.ReadAll(io.LimitReader(r, 1<<20))
 			if err != nil {

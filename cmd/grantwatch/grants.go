@@ -77,7 +77,11 @@ resets it to pending.`,
 				fmt.Fprintln(a.errw)
 			}
 			if err != nil {
-				return err
+				src := args[0]
+				if src == "-" {
+					src = "stdin"
+				}
+				return fmt.Errorf("%s: %w", src, err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "imported %d grants (%d new, %d replaced) in %s\n",
 				p.Total, p.Created, p.Replaced, time.Since(start).Round(time.Millisecond))
@@ -94,7 +98,14 @@ func (a *app) grantsListCmd() *cobra.Command {
 		Short: "List grants with their state and cause",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, _, err := a.client(cmd.Context())
+			if state != "" && !store.State(state).Valid() {
+				var names []string
+				for _, s := range store.States() {
+					names = append(names, string(s))
+				}
+				return fmt.Errorf("--state: unknown state %q (one of: %s)", state, strings.Join(names, ", "))
+			}
+			c, cfg, err := a.client(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -132,7 +143,11 @@ func (a *app) grantsListCmd() *cobra.Command {
 			})
 			tw.Flush()
 			if err == nil && n == 0 {
-				fmt.Fprintln(a.errw, "no grants match")
+				if provider != "" {
+					fmt.Fprintf(a.errw, "no grants match --provider %q (providers in %s: %s)\n", provider, cfg.Path(), dash(strings.Join(cfg.ProviderNames(), ", ")))
+				} else {
+					fmt.Fprintln(a.errw, "no grants match")
+				}
 			}
 			return err
 		},
@@ -315,7 +330,7 @@ func (a *app) grantsSetTokenCmd() *cobra.Command {
 	var file string
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "set-token ID [--file F]",
+		Use:   "set-token ID [--file F] [--json]",
 		Short: "Store a new refresh token (from stdin or --file) and probe it once",
 		Long: `set-token stores the refresh token a user's reconnect produced, resets the grant
 and probes it once. The token is read from stdin or --file, never from the command

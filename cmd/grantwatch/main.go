@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/grantwatch/grantwatch/daemon"
+	"github.com/grantwatch/grantwatch/store"
 )
 
 // exitCode is an error that only sets the process's exit code: the command
@@ -34,6 +35,9 @@ func main() {
 	case errors.As(err, &ec):
 		os.Exit(int(ec))
 	default:
+		if errors.Is(err, store.ErrNotFound) {
+			err = fmt.Errorf("%w (`grantwatch grants list` shows the grant ids there are)", err)
+		}
 		fmt.Fprintln(os.Stderr, "grantwatch:", err)
 		os.Exit(1)
 	}
@@ -67,6 +71,15 @@ The config is read from --config, else $GRANTWATCH_CONFIG, else ` + daemon.Defau
 	for _, c := range a.extraCmds() {
 		root.AddCommand(c)
 	}
+	// Each Use line already names its flags: no trailing "[flags]".
+	var noFlagsInUse func(*cobra.Command)
+	noFlagsInUse = func(c *cobra.Command) {
+		c.DisableFlagsInUseLine = true
+		for _, sub := range c.Commands() {
+			noFlagsInUse(sub)
+		}
+	}
+	noFlagsInUse(root)
 	return root
 }
 
