@@ -26,6 +26,13 @@ import (
 // nor $GRANTWATCH_CONFIG names one.
 const DefaultConfigPath = "/etc/grantwatch/grantwatch.toml"
 
+// durationKeys are the config keys holding durations.
+var durationKeys = map[string]bool{
+	"probe_timeout": true, "backoff_min": true, "backoff_max": true, "shutdown_timeout": true,
+	"warn_offset": true, "max_offset": true, "period": true, "interval": true,
+	"timeout": true, "group_wait": true, "max_age": true, "resend_interval": true,
+}
+
 // listenOff marks an explicitly empty daemon.listen while defaults apply.
 const listenOff = "\x00off"
 
@@ -216,6 +223,12 @@ func ParseConfig(path string, b []byte) (*Config, error) {
 	var errs []error
 	for _, k := range md.Undecoded() {
 		errs = append(errs, fmt.Errorf("%s: unknown key (see config.example.toml for the keys there are)", k))
+	}
+	// TOML reads a bare number into a duration as nanoseconds: refuse it.
+	for _, k := range md.Keys() {
+		if durationKeys[k[len(k)-1]] && md.Type(k...) == "Integer" {
+			errs = append(errs, fmt.Errorf("%s: a duration is a string with a unit, such as \"30s\" or \"24h\", not a bare number", k))
+		}
 	}
 	c.path = path
 	if md.IsDefined("daemon", "listen") && c.Daemon.Listen == "" {

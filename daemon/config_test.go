@@ -106,6 +106,8 @@ client_id = "y"
 		{"unknown preset", "[[providers]]\nname = \"a\"\npreset = \"gogle\"\nclient_id = \"x\"\n", []string{`providers.a.preset: unknown preset "gogle"`}},
 		{"secret twice", "[[providers]]\nname = \"a\"\npreset = \"google\"\nclient_id = \"x\"\nclient_secret = \"s\"\nclient_secret_file = \"/nonexistent\"\n", []string{"providers.a.client_secret: set client_secret or client_secret_file, not both"}},
 		{"syntax", "[daemon\n", []string{"grantwatch.toml:"}},
+		// 30 would be 30 nanoseconds.
+		{"bare number duration", "[daemon]\nprobe_timeout = 30\n", []string{`daemon.probe_timeout: a duration is a string with a unit, such as "30s"`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -247,7 +248,7 @@ func (d *Daemon) Close() error { return d.db.Close() }
 func (d *Daemon) Run(ctx context.Context, ready func(*Daemon)) error {
 	defer d.db.Close()
 	cfg := d.Config()
-	if err := secretErrors(d.providers); err != nil {
+	if err := errors.Join(secretErrors(d.providers), d.disp.SetupErr()); err != nil {
 		return err
 	}
 
@@ -508,8 +509,12 @@ func (d *Daemon) refresh(ctx context.Context, p *provider, tok secret.Secret) pr
 	if !res.Date.IsZero() {
 		d.clock.ObserveDate(p.cfg.Name, res.Date, res.Started, res.Latency)
 	}
-	if ch := p.health.observe(d.now(), res, p.policy); ch != nil && d.provider(p.cfg.Name) == p {
-		d.onProviderChange(p, ch)
+	// A reload that left the provider's config alone keeps its health: a
+	// change from a probe begun before it is still the provider's.
+	if ch := p.health.observe(d.now(), res, p.policy); ch != nil {
+		if cur := d.provider(p.cfg.Name); cur != nil && cur.health == p.health {
+			d.onProviderChange(cur, ch)
+		}
 	}
 	return res
 }
@@ -762,6 +767,9 @@ func (d *Daemon) reload() error {
 	if cfg.Daemon.DB != old.Daemon.DB || cfg.Daemon.Socket != old.Daemon.Socket ||
 		cfg.Daemon.Listen != old.Daemon.Listen || cfg.Daemon.Workers != old.Daemon.Workers {
 		d.log.Warn("daemon.db, socket, listen and workers change only on restart")
+	}
+	if !reflect.DeepEqual(cfg.Notify, old.Notify) {
+		d.log.Warn("[[notify]] changes apply on restart (systemctl restart grantwatch)")
 	}
 	d.carryHealth(oldProvs, provs)
 	d.mu.Lock()

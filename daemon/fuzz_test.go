@@ -1,6 +1,8 @@
 package daemon
 
 import (
+	"github.com/grantwatch/grantwatch/daemon/notify"
+
 	"errors"
 	"os"
 	"path/filepath"
@@ -216,10 +218,19 @@ func TestLoadConfigBounded(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "/dev/zero: larger than") {
 		t.Fatalf("LoadConfig(/dev/zero) = %v, want a size error naming the file", err)
 	}
+	// A *_file is read when the daemon builds its receivers (not at load,
+	// see notify.ValidateConfigs), with the same bound.
 	dir := t.TempDir()
 	toml := "[[notify]]\nname = \"hook\"\ntype = \"webhook\"\nurl_file = \"/dev/zero\"\n"
-	_, err = ParseConfig(filepath.Join(dir, "grantwatch.toml"), []byte(toml))
-	if err == nil || !strings.Contains(err.Error(), "url_file: read /dev/zero: larger than") {
+	cfg, err := ParseConfig(filepath.Join(dir, "grantwatch.toml"), []byte(toml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	disp, err := notify.NewDispatcher(nil, cfg.Notify, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := disp.SetupErr(); err == nil || !strings.Contains(err.Error(), "url_file: read /dev/zero: larger than") {
 		t.Fatalf("url_file = /dev/zero: %v, want a size error", err)
 	}
 }

@@ -117,6 +117,10 @@ func (h *health) observe(now time.Time, r probes.Result, p Policy) *healthChange
 			h.pausedUntil = now.Add(min(p.Interval, p.BackoffMax))
 		}
 		if h.state == ProviderMisconfigured {
+			if h.cause == "" {
+				// Restored from before a restart: now the cause is known.
+				h.cause, h.detail = r.Cause, misconfigDetail(r)
+			}
 			return nil
 		}
 		return h.set(now, ProviderMisconfigured, r.Cause, misconfigDetail(r))

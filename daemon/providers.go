@@ -65,11 +65,15 @@ func (d *Daemon) deferGrant(leased store.Grant, p *provider, wait time.Duration)
 	at := now.Add(wait + time.Duration(phaseHash(leased.ID, uint64(now.Unix()))%uint64(wait/10+1)))
 	var out Outcome
 	err := d.db.Apply(leased.ID, func(cur store.Grant) (store.Change, error) {
-		if cur.TokenGen != leased.TokenGen {
+		// A grant that turned reconnect_required since the lease (grants
+		// probe) stays unscheduled until a new token is stored.
+		if cur.TokenGen != leased.TokenGen || cur.State == store.StateReconnectRequired {
 			return store.Change{Skip: true}, nil
 		}
 		out = Outcome{Grant: cur}
-		if state == ProviderMisconfigured && cur.State != store.StateReconnectRequired {
+		// After a restart the cause is unknown until the canary answers: the
+		// grant is only moved, not counted as a failure.
+		if state == ProviderMisconfigured && cause.Action() == probes.ActionFixConfig {
 			res := probes.Result{Cause: cause, Action: cause.Action(), Error: cur.Error}
 			out = Transition(cur, res, Env{Now: now, Policy: p.policy})
 		}

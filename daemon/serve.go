@@ -120,6 +120,9 @@ func (d *Daemon) tcpHandler() (http.Handler, error) {
 // ready reports whether the daemon is ready: store open and the scheduler
 // ticked within three tick periods (at least a minute).
 func (d *Daemon) ready() error {
+	if _, err := d.db.Counts(); err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
 	t := d.lastTick.Load()
 	if t == 0 {
 		return errors.New("scheduler has not ticked yet")

@@ -391,6 +391,13 @@ func TestReadCommandsCreateNothing(t *testing.T) {
 	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
 		t.Fatalf("read commands created files: %v", ents)
 	}
+	// A failed first import leaves nothing behind either.
+	if _, _, err := cli(t, cfg, `{"id":"a","provider":"nope","refresh_token":"t"}`, "grants", "import", "-"); err == nil {
+		t.Fatal("a bad import succeeded")
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+		t.Fatalf("a failed import left files: %v", ents)
+	}
 	if _, _, err := cli(t, cfg, `{"id":"a","provider":"acme","refresh_token":"t"}`, "grants", "import", "-"); err != nil {
 		t.Fatal(err)
 	}

@@ -58,6 +58,13 @@ resets it to pending.`,
 				defer f.Close()
 				r = f
 			}
+			cfg, err := a.config()
+			if err != nil {
+				return err
+			}
+			// An import that fails leaves nothing behind: files this run
+			// creates (a first database, its key) go again.
+			created := missingFiles(cfg.Daemon.DB, cfg.Secrets.KeyFile)
 			c, _, err := a.clientCreating(cmd.Context())
 			if err != nil {
 				return err
@@ -77,6 +84,12 @@ resets it to pending.`,
 				fmt.Fprintln(a.errw)
 			}
 			if err != nil {
+				if c.Local && p.Created == 0 {
+					c.Close()
+					for _, f := range created {
+						os.Remove(f)
+					}
+				}
 				src := args[0]
 				if src == "-" {
 					src = "stdin"
@@ -403,4 +416,15 @@ func (a *app) grantsRmCmd() *cobra.Command {
 			return nil
 		},
 	}
+}
+
+// missingFiles returns those of paths that do not exist now.
+func missingFiles(paths ...string) []string {
+	var out []string
+	for _, p := range paths {
+		if _, err := os.Stat(p); errors.Is(err, os.ErrNotExist) {
+			out = append(out, p)
+		}
+	}
+	return out
 }

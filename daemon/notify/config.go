@@ -198,23 +198,9 @@ func ValidateConfigs(cs []Config) error {
 				bad("url", "%s", err.Error())
 			}
 		}
-		if c.URLFile != "" {
-			if u, err := readSecretFile(c.URLFile); err != nil {
-				bad("url_file", "%s", err.Error())
-			} else if err := checkURL(u.Reveal()); err != nil {
-				bad("url_file", "%s: %s", c.URLFile, err.Error())
-			}
-		}
-		if c.SecretFile != "" {
-			if _, err := readSecretFile(c.SecretFile); err != nil {
-				bad("secret_file", "%s", err.Error())
-			}
-		}
-		if c.RoutingKeyFile != "" {
-			if _, err := readSecretFile(c.RoutingKeyFile); err != nil {
-				bad("routing_key_file", "%s", err.Error())
-			}
-		}
+		// The *_file secrets are read by NewDispatcher, not here: under
+		// systemd they are credentials that exist only while the unit runs,
+		// and the CLI must load the config when it does not.
 
 		for _, g := range c.Events {
 			if !knownGlob(g) {

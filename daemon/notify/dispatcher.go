@@ -58,6 +58,8 @@ type Dispatcher struct {
 	router *Router
 	recv   []*receiverState
 	byName map[string]*receiverState
+	// setupErr: receivers whose secrets could not be read (SetupErr).
+	setupErr error
 }
 
 type receiverState struct {
@@ -189,8 +191,11 @@ func NewDispatcher(ob Outbox, cs []Config, logger *slog.Logger, opts ...Option) 
 		c.ApplyDefaults()
 		s, red, err := newSender(c, o.client, o.now)
 		if err != nil {
+			// Kept, so the receiver's outbox is still counted and the CLI
+			// works; its sends fail with the reason, and SetupErr lets the
+			// daemon refuse to start.
 			errs = append(errs, err)
-			continue
+			s = SenderFunc(func(context.Context, Notification) (Delivery, error) { return Delivery{Retry: true}, err })
 		}
 		if fake, ok := o.senders[c.Name]; ok {
 			s = fake
@@ -199,11 +204,14 @@ func NewDispatcher(ob Outbox, cs []Config, logger *slog.Logger, opts ...Option) 
 		d.recv = append(d.recv, rs)
 		d.byName[c.Name] = rs
 	}
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
-	}
+	d.setupErr = errors.Join(errs...)
 	return d, nil
 }
+
+// SetupErr reports the receivers that could not be built (a *_file that
+// cannot be read, a bad URL in it). The daemon refuses to start with it; the
+// CLI can still read the outbox.
+func (d *Dispatcher) SetupErr() error { return d.setupErr }
 
 // newSender builds the receiver of c's type, reading its *_file secrets.
 // Errors name the config key and the file, never a secret.
@@ -214,6 +222,9 @@ func newSender(c Config, client *http.Client, now func() time.Time) (Sender, red
 		var err error
 		if u, err = readSecretFile(c.URLFile); err != nil {
 			return nil, redactor{}, fmt.Errorf("%s: %w", key("url_file"), err)
+		}
+		if err := checkURL(u.Reveal()); err != nil {
+			return nil, redactor{}, fmt.Errorf("%s: %s: %w", key("url_file"), c.URLFile, err)
 		}
 	}
 	switch c.Type {
