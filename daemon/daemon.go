@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"reflect"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -764,12 +765,8 @@ func (d *Daemon) reload() error {
 	d.mu.RLock()
 	oldProvs := d.providers
 	d.mu.RUnlock()
-	if cfg.Daemon.DB != old.Daemon.DB || cfg.Daemon.Socket != old.Daemon.Socket ||
-		cfg.Daemon.Listen != old.Daemon.Listen || cfg.Daemon.Workers != old.Daemon.Workers {
-		d.log.Warn("daemon.db, socket, listen and workers change only on restart")
-	}
-	if !reflect.DeepEqual(cfg.Notify, old.Notify) {
-		d.log.Warn("[[notify]] changes apply on restart (systemctl restart grantwatch)")
+	if keys := restartOnly(old, cfg); len(keys) > 0 {
+		d.log.Warn("some changes apply only on restart (systemctl restart grantwatch)", "keys", strings.Join(keys, ", "))
 	}
 	d.carryHealth(oldProvs, provs)
 	d.mu.Lock()
@@ -816,4 +813,33 @@ func (d *Daemon) ActiveEvents(ctx context.Context, fn func(notify.Event) error) 
 		}
 	}
 	return nil
+}
+
+// restartOnly names the changed settings a reload does not apply: a reload
+// rebuilds the providers (endpoints, secrets, limits, schedules) and the
+// per-probe settings; the rest is built once at start.
+func restartOnly(old, cfg *Config) []string {
+	var keys []string
+	o, n := old.Daemon, cfg.Daemon
+	for _, c := range []struct {
+		key     string
+		changed bool
+	}{
+		{"daemon.db", o.DB != n.DB},
+		{"daemon.socket", o.Socket != n.Socket},
+		{"daemon.listen", o.Listen != n.Listen},
+		{"daemon.api_token_file", o.APITokenFile != n.APITokenFile},
+		{"daemon.tick", o.Tick != n.Tick},
+		{"daemon.workers", o.Workers != n.Workers},
+		{"secrets", old.Secrets != cfg.Secrets},
+		{"log", old.Log != cfg.Log},
+		{"clock", !reflect.DeepEqual(old.Clock, cfg.Clock)},
+		{"health", old.Health != cfg.Health},
+		{"notify", !reflect.DeepEqual(old.Notify, cfg.Notify)},
+	} {
+		if c.changed {
+			keys = append(keys, c.key)
+		}
+	}
+	return keys
 }

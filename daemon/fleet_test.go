@@ -242,6 +242,32 @@ func TestBadReloadKeepsOldConfig(t *testing.T) {
 	}
 }
 
+// TestReloadNamesRestartOnlyChanges: a reload applies provider changes and
+// says which changed settings need a restart.
+func TestReloadNamesRestartOnlyChanges(t *testing.T) {
+	sb, err := sandbox.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Close()
+	cfg := testConfig(t, t.TempDir(), sandboxProvider("acme", "", sb))
+	reload := make(chan struct{}, 1)
+	logs := &logBuffer{}
+	td := startDaemon(t, cfg, logs, func(o *Options) { o.Reload = reload })
+	b, _ := os.ReadFile(cfg.Path())
+	changed := strings.Replace(string(b), `level = "debug"`, `level = "info"`, 1)
+	changed = strings.Replace(changed, `interval = "1s"`, `interval = "2s"`, 1)
+	os.WriteFile(cfg.Path(), []byte(changed), 0o600)
+	reload <- struct{}{}
+	waitFor(t, 5*time.Second, "the reload", func() bool { return strings.Contains(logs.String(), "config reloaded") })
+	if !strings.Contains(logs.String(), `"keys":"log"`) {
+		t.Errorf("the reload did not say that [log] needs a restart: %s", logs.String())
+	}
+	if p, _ := td.d.Config().Provider("acme"); p.Interval != 2*time.Second {
+		t.Errorf("provider interval after reload: %s, want 2s", p.Interval)
+	}
+}
+
 // TestReconnectSendsRecovered: a dead grant gets a new token (the user
 // reconnected); its first good probe sends grant.recovered, once, naming the
 // problem it resolves.
