@@ -134,6 +134,10 @@ func TestEvaluateRealAnswers(t *testing.T) {
 		// the error field (unauthorized_client) is not in that source.
 		{"microsoft 700016 app not found", "microsoft", 400, ctJSON,
 			`{"error":"unauthorized_client","error_description":"AADSTS700016: Application with identifier 'bbe6ea72-3498-452b-9125-787be7a187d4' was not found in the directory 'XXXXXX'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You may have sent your authentication request to the wrong tenant\r\nTrace ID: a5c936aa-7b30-4f6d-bdd6-c69866950600\r\nCorrelation ID: 539d8a2b-9e25-4c20-ae3d-b8ad6c42e3a5\r\nTimestamp: 2019-01-04 23:07:41Z"}`, CauseInvalidClient},
+		// https://github.com/nais/device/issues/45 (whole body): a conditional-access
+		// sign-in frequency check, which DESIGN.md files under interaction_required.
+		{"microsoft 70043 sign-in frequency", "microsoft", 400, ctJSON,
+			`{"error":"invalid_grant","error_description":"AADSTS70043: The refresh token has expired or is invalid due to sign-in frequency checks by conditional access. The token was issued on 2020-06-03T07:09:26.9675714Z and the maximum allowed lifetime for this request is 82800.\r\nTrace ID: 39de2a28-2749-4a6e-8aeb-f05d97ad0701\r\nCorrelation ID: 672adb9a-e472-40ac-a220-c48f11499d90\r\nTimestamp: 2020-06-04 06:17:23Z","error_codes":[70043],"timestamp":"2020-06-04 06:17:23Z","trace_id":"39de2a28-2749-4a6e-8aeb-f05d97ad0701","correlation_id":"672adb9a-e472-40ac-a220-c48f11499d90","suberror":"token_expired"}`, CauseInteractionRequired},
 		// https://github.com/Azure/azure-sdk-for-python/issues/14241
 		{"microsoft 90033 transient", "microsoft", 503, ctJSON,
 			`{"error":"temporarily_unavailable","error_description":"AADSTS90033: A transient error has occurred. Please try again.\r\nTrace ID: 7c3280d4-5d54-4240-bc1b-97a405a38000\r\nCorrelation ID: 1409d806-a8f8-4ba5-a6e5-1b7c68e497ce\r\nTimestamp: 2020-09-28 21:43:07Z","error_codes":[90033],"timestamp":"2020-09-28 21:43:07Z","trace_id":"7c3280d4-5d54-4240-bc1b-97a405a38000","correlation_id":"1409d806-a8f8-4ba5-a6e5-1b7c68e497ce"}`, CauseServerError},
@@ -157,6 +161,12 @@ func TestEvaluateRealAnswers(t *testing.T) {
 		// https://github.com/restforce/restforce/issues/303 ("invalid_grant: inactive user")
 		{"salesforce inactive user", "salesforce", 400, ctJSON,
 			`{"error":"invalid_grant","error_description":"inactive user"}`, CauseRevoked},
+
+		// https://github.com/omniphx/forrest/issues/184 ("400 Bad Request" from
+		// login.salesforce.com/services/oauth2/token): a wrong consumer key is
+		// the app's configuration, not an outage.
+		{"salesforce invalid_client_id", "salesforce", 400, ctJSON,
+			`{"error":"invalid_client_id","error_description":"client identifier invalid"}`, CauseInvalidClient},
 
 		// --- Slack: HTTP 200 with {"ok":false} ---
 		// https://github.com/slackapi/python-slack-sdk/issues/1242 (invalid_refresh_token on token rotation)

@@ -58,13 +58,20 @@ func parseAnswerAt(status int, h http.Header, body []byte, now time.Time) Answer
 	switch {
 	case len(trimmed) == 0:
 		a.Format = "empty"
-	case trimmed[0] == '{' || isJSONType(ct):
+	case trimmed[0] == '{' || isJSONType(ct) && !looksLikeForm(trimmed):
 		if !parseJSON(&a, trimmed) {
 			a.Format = sniffText(trimmed)
 		}
+	case looksLikeForm(trimmed):
+		// Before the Content-Type: a form body sent as JSON, or as PHP's
+		// default text/html, is still a token answer (and may carry a
+		// rotated refresh token).
+		if !parseForm(&a, trimmed) {
+			a.Format = "text"
+		}
 	case trimmed[0] == '<' || ct == "text/html" || ct == "application/xhtml+xml":
 		a.Format = "html"
-	case ct == "application/x-www-form-urlencoded" || looksLikeForm(trimmed):
+	case ct == "application/x-www-form-urlencoded":
 		if !parseForm(&a, trimmed) {
 			a.Format = "text"
 		}

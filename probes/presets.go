@@ -85,6 +85,9 @@ var presets = map[string]Preset{
 			{Name: "microsoft: AADSTS50079 MFA enrollment", Code: 50079, Cause: CauseInteractionRequired},
 			{Name: "microsoft: AADSTS50078 MFA expired", Code: 50078, Cause: CauseInteractionRequired},
 			{Name: "microsoft: AADSTS53003 conditional access", Code: 53003, Cause: CauseInteractionRequired},
+			// "The refresh token has expired or is invalid due to sign-in
+			// frequency checks by conditional access."
+			{Name: "microsoft: AADSTS70043 sign-in frequency", Code: 70043, Cause: CauseInteractionRequired},
 			{Name: "microsoft: AADSTS50057 user disabled", Code: 50057, Cause: CauseRevoked},
 			{Name: "microsoft: AADSTS50053 account locked", Code: 50053, Cause: CauseInteractionRequired},
 			{Name: "microsoft: AADSTS50133 session revoked (password)", Code: 50133, Cause: CausePasswordChanged},
@@ -112,6 +115,8 @@ var presets = map[string]Preset{
 		Rules: []Rule{
 			{Name: "salesforce: expired access/refresh token", Pattern: re(`expired access/refresh token|token validity expired`), Cause: CauseExpired},
 			{Name: "salesforce: inactive user", Pattern: re(`inactive user|user is inactive`), Cause: CauseRevoked},
+			// A wrong consumer key: "client identifier invalid".
+			{Name: "salesforce: invalid_client_id", Error: "invalid_client_id", Cause: CauseInvalidClient},
 		},
 	},
 	"slack": {

@@ -1,10 +1,14 @@
 package probes
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -127,12 +131,16 @@ func (p *Prober) Refresh(ctx context.Context, ep Endpoint, token secret.Secret) 
 		// without access_token ("server response missing access_token").
 		res = Evaluate(ep.Preset, rec.status, rec.header, rec.body)
 		if res.OK {
-			// The body holds a token x/oauth2 could not read (JSON sent
-			// as text/plain, which x/oauth2 parses as a form). A refresh
-			// without a token is no success, and if the provider rotated,
-			// its new refresh token is out of reach: lost.
-			res.OK, res.Cause, res.Rule, res.Lost = false, CauseMalformed, "token x/oauth2 cannot read", true
-			res.Action = res.Cause.Action()
+			// The body holds a token x/oauth2 could not read because of
+			// its Content-Type (JSON sent as text/plain, which x/oauth2
+			// parses as a form; a form sent as JSON or untyped). The
+			// provider accepted the grant, and if it rotated, the new
+			// refresh token is in the body we kept: losing it would kill
+			// the grant.
+			res.Rule = "ok (token read despite its Content-Type)"
+			if rt := refreshTokenIn(rec.body); rt != "" && rt != token.Reveal() {
+				res.NewRefreshToken = secret.Secret(rt)
+			}
 		}
 	default:
 		res.Cause, res.Rule, res.Lost = ClassifyErr(err)
@@ -140,23 +148,36 @@ func (p *Prober) Refresh(ctx context.Context, ep Endpoint, token secret.Secret) 
 	}
 	rec.wipe()
 	res.Started, res.Latency = started, latency
-	redact(&res, token, ep.ClientSecret)
+	redact(&res, token, ep.ClientSecret, ep.ClientID)
 	return res
 }
 
 // redact removes the presented token and the client secret from the error
 // fields, for the provider that echoes what it was sent ("refresh token
-// 1//0g… is invalid"): those fields go to logs and notifications.
-func redact(res *Result, token, clientSecret secret.Secret) {
+// 1//0g… is invalid"): those fields go to logs and notifications. Each is
+// removed as sent, too: form-encoded (a gateway quoting the raw request
+// body) and, for the secret, as the Basic credential x/oauth2 builds from
+// the query-escaped client id and secret.
+func redact(res *Result, token, clientSecret secret.Secret, clientID string) {
+	var forms []string
 	for _, s := range []secret.Secret{token, clientSecret} {
 		if len(s) < 4 { // too short to tell from ordinary text
 			continue
 		}
+		forms = append(forms, s.Reveal())
+		if esc := url.QueryEscape(s.Reveal()); esc != s.Reveal() {
+			forms = append(forms, esc)
+		}
+	}
+	if len(clientSecret) >= 4 {
+		forms = append(forms, base64.StdEncoding.EncodeToString(
+			[]byte(url.QueryEscape(clientID)+":"+url.QueryEscape(clientSecret.Reveal()))))
+	}
+	mask := secret.Secret("").String()
+	for _, plain := range forms {
 		for _, f := range []*string{&res.Error, &res.ErrorDescription, &res.ErrorSubtype} {
-			if strings.Contains(*f, s.Reveal()) {
-				*f = strings.ReplaceAll(*f, s.Reveal(), s.String())
-			}
-			*f = redactCutTail(*f, s.Reveal(), s.String())
+			*f = strings.ReplaceAll(*f, plain, mask)
+			*f = redactCutTail(*f, plain, mask)
 		}
 	}
 }
@@ -209,6 +230,26 @@ func (p *Prober) config(ep Endpoint) *oauth2.Config {
 	k := configKey{ep.TokenURL, ep.ClientID, ep.ClientSecret.Reveal()}
 	v, _ := p.configs.LoadOrStore(k, c)
 	return v.(*oauth2.Config)
+}
+
+// refreshTokenIn returns the refresh_token of a 2xx token answer, read as a
+// JSON object or else as a form; "" if there is none.
+func refreshTokenIn(body []byte) string {
+	body = bytes.TrimSpace(body)
+	var tj struct {
+		RefreshToken string `json:"refresh_token"`
+	}
+	if len(body) > 0 && body[0] == '{' {
+		if json.Unmarshal(body, &tj) == nil {
+			return strings.TrimSpace(tj.RefreshToken)
+		}
+		return ""
+	}
+	v, err := url.ParseQuery(string(body))
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(v.Get("refresh_token"))
 }
 
 // parseDate returns h's Date, or the zero time.

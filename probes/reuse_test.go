@@ -44,17 +44,17 @@ func TestReuseWordingWithoutPreset(t *testing.T) {
 func TestRedactCutTail(t *testing.T) {
 	tok := secret.Secret("1//0gABCDEFGHIJKLMNOP")
 	res := Result{ErrorDescription: "refresh token 1//0gABCDEFG"}
-	redact(&res, tok, "")
+	redact(&res, tok, "", "")
 	if res.ErrorDescription != "refresh token <secret>" {
 		t.Fatalf("got %q", res.ErrorDescription)
 	}
 	res = Result{ErrorDescription: "token 1//0gABCDEFGHIJKLMNOP is invalid"}
-	redact(&res, tok, "")
+	redact(&res, tok, "", "")
 	if res.ErrorDescription != "token <secret> is invalid" {
 		t.Fatalf("got %q", res.ErrorDescription)
 	}
 	res = Result{ErrorDescription: "nothing here 1//"}
-	redact(&res, tok, "")
+	redact(&res, tok, "", "")
 	if res.ErrorDescription != "nothing here 1//" {
 		t.Fatalf("short prefix redacted: %q", res.ErrorDescription)
 	}
