@@ -103,6 +103,9 @@ type apiError struct {
 // Handler is the control API.
 func (d *Daemon) Handler() http.Handler {
 	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/ping", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]bool{"ok": true})
+	})
 	mux.HandleFunc("GET /v1/status", d.handleStatus)
 	mux.HandleFunc("GET /v1/grants", d.handleList)
 	mux.HandleFunc("POST /v1/grants", d.handleImport)
@@ -354,7 +357,7 @@ func (d *Daemon) ProbeNow(ctx context.Context, id string) (ProbeReport, error) {
 	// Claim first, then read the token: the token read is the one no other
 	// probe can rotate meanwhile.
 	if !d.claim(id) {
-		return ProbeReport{}, clientError{fmt.Errorf("grant %s is being probed right now; try again in a moment", id)}
+		return ProbeReport{}, clientError{fmt.Errorf("grant %s %w; try again in a moment", id, errProbeBusy)}
 	}
 	defer d.unclaim(id)
 	l, err := d.db.GetLease(id)
@@ -394,8 +397,25 @@ func (d *Daemon) SetToken(ctx context.Context, id string, tok secret.Secret) (Pr
 		return ProbeReport{}, err
 	}
 	d.log.Info("refresh token replaced", "grant", id)
-	return d.ProbeNow(ctx, id)
+	// The token is stored: a probe of the old one still in flight (it
+	// ends within probe_timeout; its result is dropped as stale) must not
+	// turn this into a failure. Wait for it, then probe the new token.
+	deadline := time.Now().Add(d.Config().Daemon.ProbeTimeout + 5*time.Second)
+	for {
+		rep, err := d.ProbeNow(ctx, id)
+		if !errors.Is(err, errProbeBusy) || time.Now().After(deadline) {
+			return rep, err
+		}
+		select {
+		case <-ctx.Done():
+			return ProbeReport{}, fmt.Errorf("new refresh token of %s stored, not probed yet: %w", id, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
+
+// errProbeBusy: another probe of the grant is in flight.
+var errProbeBusy = errors.New("is being probed right now")
 
 // Status is the fleet's answer to "is everything connected?".
 type Status struct {

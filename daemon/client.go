@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/grantwatch/grantwatch/internal/secret"
 	"github.com/grantwatch/grantwatch/store"
@@ -52,14 +53,25 @@ func ConnectExisting(ctx context.Context, cfg *Config, log *slog.Logger) (*Clien
 }
 
 func connect(ctx context.Context, cfg *Config, log *slog.Logger, create bool) (*Client, error) {
-	conn, err := net.Dial("unix", cfg.Daemon.Socket)
+	conn, err := (&net.Dialer{Timeout: daemonAnswerTimeout}).DialContext(ctx, "unix", cfg.Daemon.Socket)
 	if err == nil {
+		// A connection is accepted by the kernel even when the daemon is
+		// stopped or wedged: ask it for an answer, in bounded time.
+		err := ping(conn)
 		conn.Close()
+		if err != nil {
+			return nil, fmt.Errorf("daemon.socket %s accepts connections but the daemon does not answer (%v): is it stopped or stuck? check its log and restart it", cfg.Daemon.Socket, err)
+		}
 		sock := cfg.Daemon.Socket
-		tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", sock)
-		}}
+		tr := &http.Transport{
+			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				var d net.Dialer
+				return d.DialContext(ctx, "unix", sock)
+			},
+			// The slowest answer (a probe) is bounded by probe_timeout;
+			// a daemon that stops answering mid-command is reported.
+			ResponseHeaderTimeout: cfg.Daemon.ProbeTimeout + 2*time.Minute,
+		}
 		return &Client{hc: &http.Client{Transport: tr}, close: func() error { tr.CloseIdleConnections(); return nil }}, nil
 	}
 	if errors.Is(err, os.ErrPermission) || errors.Is(err, syscall.EACCES) {
@@ -77,6 +89,30 @@ func connect(ctx context.Context, cfg *Config, log *slog.Logger, create bool) (*
 		return nil, err
 	}
 	return InProcess(d, true), nil
+}
+
+// daemonAnswerTimeout bounds how long the CLI waits for a running daemon to
+// answer on its control socket before it reports the daemon stuck.
+var daemonAnswerTimeout = 5 * time.Second
+
+// ping sends one request on conn and waits, at most daemonAnswerTimeout, for
+// any HTTP answer.
+func ping(conn net.Conn) error {
+	if err := conn.SetDeadline(time.Now().Add(daemonAnswerTimeout)); err != nil {
+		return err
+	}
+	if _, err := io.WriteString(conn, "GET /v1/ping HTTP/1.1\r\nHost: grantwatch\r\nConnection: close\r\n\r\n"); err != nil {
+		return err
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			return fmt.Errorf("no answer within %s", daemonAnswerTimeout)
+		}
+		return err
+	}
+	resp.Body.Close()
+	return nil
 }
 
 // InProcess serves d's control API to a client without a socket. With

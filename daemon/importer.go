@@ -76,6 +76,11 @@ func ParseImport(r io.Reader, known func(provider string) bool) ([]store.NewGran
 		case len(*l.ID) > maxIDLen || !utf8.ValidString(*l.ID) || strings.ContainsAny(*l.ID, "/\x00\n"):
 			bad("id: must be at most %d characters of valid UTF-8 without slashes", maxIDLen)
 			ok = false
+		case *l.ID == "." || *l.ID == "..":
+			// A URL path segment that HTTP clients and ServeMux resolve
+			// away: the control API could never name the grant.
+			bad("id: %q is not a usable grant id", *l.ID)
+			ok = false
 		default:
 			if first, dup := ids[*l.ID]; dup {
 				bad("id: %q appears again (first on line %d)", *l.ID, first)
@@ -88,7 +93,7 @@ func ParseImport(r io.Reader, known func(provider string) bool) ([]store.NewGran
 			bad("provider: is required")
 			ok = false
 		case !known(*l.Provider):
-			bad("provider: %q is not a configured provider (add a [[providers]] entry named so)", *l.Provider)
+			bad("provider: %s is not a configured provider (add a [[providers]] entry named so)", quoteShort(*l.Provider))
 			ok = false
 		}
 		if l.RefreshToken == nil || strings.TrimSpace(*l.RefreshToken) == "" {
@@ -134,4 +139,13 @@ func jsonProblem(err error) string {
 		return "truncated JSON"
 	}
 	return "invalid JSON"
+}
+
+// quoteShort quotes a value for an error unless it is long enough to be a
+// token in the wrong column: such a value is described, never shown.
+func quoteShort(v string) string {
+	if len(v) > 40 {
+		return fmt.Sprintf("a %d-character value", len(v))
+	}
+	return fmt.Sprintf("%q", v)
 }

@@ -216,7 +216,11 @@ func (c *callback) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	if subtle.ConstantTimeCompare([]byte(q.Get("state")), []byte(c.state)) != 1 {
 		page(w, http.StatusBadRequest, "Sign-in refused", "The answer does not belong to this sign-in (state mismatch). Run grantwatch reconnect again.")
-		c.finish("", ErrStateMismatch)
+		// Once this flow's own redirect is being exchanged its code is
+		// spent: a stray request must not end the flow and drop the token.
+		if !c.claimed.Load() {
+			c.finish("", ErrStateMismatch)
+		}
 		return
 	}
 	// One exchange only: a second request (a reload, a prefetch) would
@@ -224,6 +228,12 @@ func (c *callback) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !c.claimed.CompareAndSwap(false, true) {
 		page(w, http.StatusConflict, "Already handled", "This sign-in is already being handled; the result is in your terminal.")
 		return
+	}
+	select {
+	case <-c.done: // ended meanwhile: do not spend the code for nothing
+		page(w, http.StatusConflict, "Already handled", "This sign-in was already handled; the result is in your terminal.")
+		return
+	default:
 	}
 	if code := q.Get("error"); code != "" {
 		err := &ReconnectError{Stage: "authorization", Code: code, Description: q.Get("error_description"), Provider: c.provider.Name}
