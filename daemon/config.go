@@ -8,10 +8,10 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"time"
-	"unicode"
 
 	"github.com/BurntSushi/toml"
 	"github.com/robfig/cron/v3"
@@ -25,6 +25,9 @@ import (
 // DefaultConfigPath is where the config is read from when neither --config
 // nor $GRANTWATCH_CONFIG names one.
 const DefaultConfigPath = "/etc/grantwatch/grantwatch.toml"
+
+// providerName is what a provider may be called.
+var providerName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
 
 // durationKeys are the config keys holding durations.
 var durationKeys = map[string]bool{
@@ -451,7 +454,7 @@ func (c *Config) validate() []error {
 	seen := map[string]bool{}
 	for i, p := range c.Providers {
 		// A name that is no valid key part is reported by position.
-		badName := strings.ContainsAny(p.Name, " /\x00") || strings.ContainsFunc(p.Name, unicode.IsControl)
+		badName := p.Name != "" && !providerName.MatchString(p.Name)
 		key := fmt.Sprintf("providers[%d]", i)
 		if p.Name != "" && !badName {
 			key = "providers." + p.Name
@@ -460,7 +463,7 @@ func (c *Config) validate() []error {
 		case p.Name == "":
 			bad(key+".name", "is required (grants refer to their provider by name)")
 		case badName:
-			bad(key+".name", "must not contain spaces, slashes or control characters")
+			bad(key+".name", "must be letters, digits, '.', '_' or '-' (it names the provider in keys, metrics and URLs)")
 		case seen[p.Name]:
 			bad(key+".name", "is used by more than one provider")
 		}
