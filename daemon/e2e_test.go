@@ -21,11 +21,7 @@ func TestDaemonEndToEnd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the daemon for several seconds")
 	}
-	sb, err := sandbox.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sb.Close()
+	sb := startSandbox(t)
 	sb.SetClient("test-client", "test-client-secret-DO-NOT-LOG")
 
 	type kind struct {

@@ -98,11 +98,7 @@ func TestProviderOutageIsOneIncident(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the daemon for several seconds")
 	}
-	sb, err := sandbox.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sb.Close()
+	sb := startSandbox(t)
 	in := newInbox(t)
 	dir := t.TempDir()
 	cfg := testConfig(t, dir, sandboxProvider("acme", "", sb)+in.config())
@@ -154,11 +150,7 @@ func TestWrongClientSecretIsOneIncident(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the daemon for several seconds")
 	}
-	sb, err := sandbox.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sb.Close()
+	sb := startSandbox(t)
 	sb.SetClient("test-client", "the-right-secret")
 	in := newInbox(t)
 	dir := t.TempDir()
@@ -217,11 +209,7 @@ func TestWrongClientSecretIsOneIncident(t *testing.T) {
 // TestBadReloadKeepsOldConfig: a broken config file on SIGHUP keeps the old
 // config running and logs one error naming the problem.
 func TestBadReloadKeepsOldConfig(t *testing.T) {
-	sb, err := sandbox.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sb.Close()
+	sb := startSandbox(t)
 	dir := t.TempDir()
 	cfg := testConfig(t, dir, sandboxProvider("acme", "", sb))
 	reload := make(chan struct{}, 1)
@@ -245,11 +233,7 @@ func TestBadReloadKeepsOldConfig(t *testing.T) {
 // TestReloadNamesRestartOnlyChanges: a reload applies provider changes and
 // says which changed settings need a restart.
 func TestReloadNamesRestartOnlyChanges(t *testing.T) {
-	sb, err := sandbox.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sb.Close()
+	sb := startSandbox(t)
 	cfg := testConfig(t, t.TempDir(), sandboxProvider("acme", "", sb))
 	reload := make(chan struct{}, 1)
 	logs := &logBuffer{}
@@ -272,11 +256,7 @@ func TestReloadNamesRestartOnlyChanges(t *testing.T) {
 // reconnected); its first good probe sends grant.recovered, once, naming the
 // problem it resolves.
 func TestReconnectSendsRecovered(t *testing.T) {
-	sb, err := sandbox.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sb.Close()
+	sb := startSandbox(t)
 	in := newInbox(t)
 	cfg := testConfig(t, t.TempDir(), sandboxProvider("acme", "google", sb)+in.config())
 	importGrants(t, cfg, sb, "acme", 1, sandbox.Revoked)
@@ -300,11 +280,7 @@ func TestReconnectSendsRecovered(t *testing.T) {
 // answers, SIGTERM still ends Run within shutdown_timeout, and every grant
 // is intact afterwards (leased, to be probed after a restart).
 func TestShutdownIsBounded(t *testing.T) {
-	sb, err := sandbox.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sb.Close()
+	sb := startSandbox(t)
 	cfg := testConfig(t, t.TempDir(), sandboxProvider("acme", "", sb))
 	cfg.Daemon.ProbeTimeout = time.Minute
 	cfg.Daemon.ShutdownTimeout = 500 * time.Millisecond
@@ -336,11 +312,7 @@ func TestShutdownIsBounded(t *testing.T) {
 // invalid_grant after a new token was stored (set-token raced it): the
 // verdict is dropped, the grant stays pending with the new token, due now.
 func TestVerdictOnReplacedTokenIsDropped(t *testing.T) {
-	sb, err := sandbox.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sb.Close()
+	sb := startSandbox(t)
 	cfg := testConfig(t, t.TempDir(), sandboxProvider("acme", "", sb))
 	importGrants(t, cfg, sb, "acme", 1, sandbox.Healthy)
 	d, err := Open(Options{Config: cfg, Logger: slog.New(slog.NewJSONHandler(io.Discard, nil))})

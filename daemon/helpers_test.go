@@ -198,3 +198,14 @@ func importLines(t *testing.T, cfg *Config, lines []string) {
 		t.Fatal(err)
 	}
 }
+
+// startSandbox starts a loopback token endpoint, closed at cleanup.
+func startSandbox(t *testing.T) *sandbox.Server {
+	t.Helper()
+	sb, err := sandbox.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sb.Close)
+	return sb
+}

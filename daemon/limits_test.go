@@ -161,11 +161,7 @@ func TestSlowProviderNeverPresentsATokenTwice(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the daemon for several seconds")
 	}
-	sb, err := sandbox.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sb.Close()
+	sb := startSandbox(t)
 	provider := strings.Replace(sandboxProvider("acme", "hydra", sb), `interval = "1s"`, `interval = "1h"`, 1)
 	cfg := testConfig(t, t.TempDir(), provider+"rate = 25.0\nconcurrency = 2\n")
 	importGrants(t, cfg, sb, "acme", 200, sandbox.Rotate)

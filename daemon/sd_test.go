@@ -8,8 +8,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/grantwatch/grantwatch/probes/sandbox"
 )
 
 // TestSystemdNotify listens on a fake $NOTIFY_SOCKET and checks what the
@@ -48,11 +46,7 @@ func TestSystemdNotify(t *testing.T) {
 	t.Setenv("WATCHDOG_PID", "")
 	os.Unsetenv("WATCHDOG_PID")
 
-	sb, err := sandbox.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sb.Close()
+	sb := startSandbox(t)
 	cfg := testConfig(t, dir, sandboxProvider("acme", "", sb))
 	cfg.Daemon.Tick = "@every 1h" // the watchdog must not depend on ticks
 	reload := make(chan struct{}, 1)
