@@ -20,7 +20,7 @@ func (d *Daemon) clockEvent(s ClockSnapshot) *notify.Event {
 	cv := &notify.Clock{State: string(s.State), OffsetSeconds: s.Offset.Seconds(), Source: s.Source}
 	if s.State == ClockSkewed {
 		return &notify.Event{
-			ID: eventID(notify.TypeClockSkewed, "clock", s.CheckedAt), Type: notify.TypeClockSkewed,
+			ID: eventID(notify.TypeClockSkewed, "clock", s.ChangedAt), Type: notify.TypeClockSkewed,
 			OccurredAt: d.now(), Clock: cv,
 			Summary: fmt.Sprintf("this host's clock is off by %+.1fs (by %s): invalid_grant verdicts are held", s.Offset.Seconds(), s.Source),
 			Fix:     probes.CauseClockSkew.Fix(),
@@ -36,15 +36,18 @@ func (d *Daemon) clockEvent(s ClockSnapshot) *notify.Event {
 // onClockChange announces a skew once, and its end once, and releases the
 // grants held for clock_skew so they are probed within one tick.
 func (d *Daemon) onClockChange(from, to ClockSnapshot) {
+	// The announced state is read on every change, not only on changes to
+	// or from skewed: after a restart while skewed the checker starts at
+	// unknown, so the end of that skew is a change from unknown.
 	skewed := to.State == ClockSkewed
-	if !skewed && from.State != ClockSkewed {
-		return
-	}
 	announced, err := d.db.GetMeta(metaClockState)
 	if err != nil {
 		d.log.Error("read clock state", tint.Err(err))
 	}
 	wasSkewed := string(announced) == string(ClockSkewed)
+	if !skewed && !wasSkewed && from.State != ClockSkewed {
+		return
+	}
 	if skewed != wasSkewed {
 		ev := d.clockEvent(to)
 		if err := d.db.Enqueue(d.router.Entries(*ev)...); err != nil {
