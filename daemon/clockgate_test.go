@@ -25,16 +25,8 @@ type clockSetup struct {
 
 func startClockSetup(t *testing.T, ntpDown bool) *clockSetup {
 	t.Helper()
-	sb, err := sandbox.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(sb.Close)
-	ntp, err := sandbox.StartNTP()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ntp.Close() })
+	sb := startSandbox(t)
+	ntp := startNTP(t)
 	ntp.SetDown(ntpDown)
 	in := newInbox(t)
 	dir := t.TempDir()

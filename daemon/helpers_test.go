@@ -209,3 +209,14 @@ func startSandbox(t *testing.T) *sandbox.Server {
 	t.Cleanup(sb.Close)
 	return sb
 }
+
+// startNTP starts a loopback NTP server, closed at cleanup.
+func startNTP(t *testing.T) *sandbox.NTPServer {
+	t.Helper()
+	ntp, err := sandbox.StartNTP()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ntp.Close() })
+	return ntp
+}

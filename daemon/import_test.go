@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -19,18 +18,7 @@ func TestImportStreamsProgressWhileReading(t *testing.T) {
 	importProgressEvery = time.Millisecond
 	defer func() { importProgressEvery = old }()
 
-	cfg := testConfig(t, t.TempDir(), `
-[[providers]]
-name = "acme"
-preset = "google"
-client_id = "x"
-`)
-	d, err := Open(Options{Config: cfg, Logger: slog.New(slog.NewJSONHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := InProcess(d, true)
-	defer c.Close()
+	c, d := reviewClient(t)
 
 	const n = 40000
 	pr, pw := io.Pipe()

@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/grantwatch/grantwatch/daemon/notify"
-	"github.com/grantwatch/grantwatch/probes/sandbox"
 )
 
 // TestClockRestartWhileSkewedThenFixed: the daemon stopped while the skew
@@ -13,16 +12,8 @@ import (
 // start. The first check (unknown > ok) must announce the end once; a later
 // skew must then be announced again.
 func TestClockRestartWhileSkewedThenFixed(t *testing.T) {
-	sb, err := sandbox.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(sb.Close)
-	ntp, err := sandbox.StartNTP()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ntp.Close() })
+	sb := startSandbox(t)
+	ntp := startNTP(t)
 	in := newInbox(t)
 	cfg := testConfig(t, t.TempDir(), sandboxProvider("acme", "google", sb)+in.config())
 	cfg.Clock.Servers = []string{ntp.Addr()}
