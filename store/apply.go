@@ -16,7 +16,8 @@ import (
 // once (when another write in the same batch fails), and only the last run's
 // Change is committed. Act on the outcome (log, notify) only after Apply
 // returns nil. If the grant was removed meanwhile, fn is not called and the
-// error wraps ErrNotFound; an error from fn is returned as is and nothing is
+// error wraps ErrNotFound; an error from fn is returned wrapped (errors.Is and
+// errors.As see it) and nothing is
 // written.
 //
 // The Change is written atomically: the grant record (its ID forced to id),
