@@ -17,8 +17,7 @@ import (
 // Change is committed. Act on the outcome (log, notify) only after Apply
 // returns nil. If the grant was removed meanwhile, fn is not called and the
 // error wraps ErrNotFound; an error from fn is returned wrapped (errors.Is and
-// errors.As see it) and nothing is
-// written.
+// errors.As see it) and nothing is written.
 //
 // The Change is written atomically: the grant record (its ID forced to id),
 // the due entry moved from the stored NextDueAt to the new one (zero: out of
