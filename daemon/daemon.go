@@ -610,7 +610,7 @@ func (d *Daemon) commit(batch []result) {
 	items := make([]store.ApplyItem, len(batch))
 	for i, r := range batch {
 		env := Env{Now: now, ClockSkewed: skewed, ProviderOutage: r.p.health.outage(), Policy: r.p.policy}
-		items[i] = store.ApplyItem{ID: r.leased.ID, Fn: func(cur store.Grant) (store.Change, error) {
+		items[i] = store.ApplyItem{ID: r.leased.ID, Row: r.leased.Row, Fn: func(cur store.Grant) (store.Change, error) {
 			if cur.TokenGen != r.leased.TokenGen {
 				outs[i].stale = true
 				return store.Change{Skip: true}, nil

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"log/slog"
+	"math/bits"
 	"strconv"
 	"time"
 
@@ -72,7 +73,7 @@ func Transition(g store.Grant, r probes.Result, env Env) Outcome {
 		ng.Cause, ng.Action, ng.Error, ng.ErrorDescription = "", "", "", ""
 		ng.Failures = 0
 		ng.LastSuccessAt = now
-		ng.NextDueAt = nextRegular(g.ID, now, env.Policy)
+		ng.NextDueAt = nextRegular(&g, now, env.Policy)
 		out := Outcome{Grant: ng, Level: slog.LevelDebug}
 		if prev != store.StateHealthy && prev != store.StatePending {
 			out.Level = slog.LevelInfo
@@ -237,7 +238,8 @@ func phaseHash(id string, salt uint64) uint64 {
 // first time at least half an interval away that falls on the grant's own
 // phase, so that consecutive probes are one interval apart and a fleet
 // imported at once spreads evenly over the interval.
-func nextRegular(id string, now time.Time, p Policy) time.Time {
+func nextRegular(g *store.Grant, now time.Time, p Policy) time.Time {
+	frac := phaseFraction(g.Row)
 	if p.Schedule != nil {
 		next := p.Schedule.Next(now)
 		gap := p.Schedule.Next(next).Sub(next)
@@ -245,19 +247,38 @@ func nextRegular(id string, now time.Time, p Policy) time.Time {
 		if spread <= 0 {
 			return next
 		}
-		return next.Add(time.Duration(phaseHash(id, 1) % uint64(spread)))
+		return next.Add(scale(frac, spread))
 	}
 	iv := p.Interval
 	if iv <= 0 {
 		iv = defaultInterval
 	}
-	phase := int64(phaseHash(id, 0) % uint64(iv))
+	phase := int64(scale(frac, iv))
 	base := now.Add(iv / 2).UnixNano()
 	rem := ((base-phase)%int64(iv) + int64(iv)) % int64(iv)
 	if rem == 0 {
 		return time.Unix(0, base)
 	}
 	return time.Unix(0, base+int64(iv)-rem)
+}
+
+// phaseGranule consecutive rows share a phase.
+const phaseGranule = 16
+
+// phaseFraction is where in its interval the grant stored in row is probed,
+// as a fraction of 2⁶⁴. Rows go in granules of phaseGranule, and granule k
+// takes the k-th point of the van der Corput sequence (k's bits reversed),
+// which spreads any number of granules evenly: a fleet of 100 grants or of
+// 10⁶ is probed evenly over the interval. Grants imported together have
+// consecutive rows and are probed together in their first round; a granule
+// of them lands in one place of the due index, so that round writes one
+// index page per granule rather than one per grant.
+func phaseFraction(row uint64) uint64 { return bits.Reverse64(row / phaseGranule) }
+
+// scale returns frac/2⁶⁴ of d (d >= 0).
+func scale(frac uint64, d time.Duration) time.Duration {
+	hi, _ := bits.Mul64(frac, uint64(d))
+	return time.Duration(hi)
 }
 
 // backoff is the delay after the n-th consecutive transient failure:

@@ -246,24 +246,43 @@ func TestNextRegularSpreadsAndKeepsPhase(t *testing.T) {
 	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
 	buckets := make([]int, 10)
 	for i := range 10000 {
-		id := fmt.Sprintf("grant-%d", i)
-		next := nextRegular(id, now, p)
+		g := &store.Grant{ID: fmt.Sprintf("grant-%d", i), Row: uint64(i + 1)}
+		id := g.ID
+		next := nextRegular(g, now, p)
 		d := next.Sub(now)
 		if d < iv/2 || d >= iv/2+iv {
 			t.Fatalf("%s: first due in %s, want within [%s, %s)", id, d, iv/2, iv/2+iv)
 		}
 		// Probed on time, the next probe is exactly one interval later.
-		if again := nextRegular(id, next, p); again.Sub(next) != iv {
+		if again := nextRegular(g, next, p); again.Sub(next) != iv {
 			t.Fatalf("%s: consecutive probes %s apart, want %s", id, again.Sub(next), iv)
 		}
 		buckets[int(next.Sub(now.Add(iv/2))*10/iv)]++
 	}
 	// A fleet imported at once spreads over the interval: each tenth of it
-	// gets about a tenth of the grants.
+	// gets a tenth of the grants, give or take three granules.
 	for i, n := range buckets {
-		if n < 800 || n > 1200 {
+		if n < 1000-3*phaseGranule || n > 1000+3*phaseGranule {
 			t.Errorf("tenth %d of the interval has %d of 10000 grants", i, n)
 		}
+	}
+}
+
+// TestNextRegularGranules: grants imported together (consecutive rows) share
+// a phase per granule, so their first round writes one place of the due
+// index per granule; neighbouring granules are far apart.
+func TestNextRegularGranules(t *testing.T) {
+	iv := 24 * time.Hour
+	p := Policy{Interval: iv}
+	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	at := func(row uint64) time.Time { return nextRegular(&store.Grant{Row: row}, now, p) }
+	for row := uint64(1000 * phaseGranule); row < 1001*phaseGranule; row++ {
+		if !at(row).Equal(at(1000 * phaseGranule)) {
+			t.Fatalf("row %d: due %v, its granule's first row %v", row, at(row), at(1000*phaseGranule))
+		}
+	}
+	if d := at(1001 * phaseGranule).Sub(at(1000 * phaseGranule)).Abs(); d < time.Hour {
+		t.Errorf("neighbouring granules only %s apart", d)
 	}
 }
 
@@ -273,7 +292,7 @@ func TestNextRegularSchedule(t *testing.T) {
 		t.Fatal(err)
 	}
 	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
-	next := nextRegular("g", now, Policy{Schedule: s})
+	next := nextRegular(&store.Grant{ID: "g", Row: 12345}, now, Policy{Schedule: s})
 	base := time.Date(2026, 11, 28, 3, 0, 0, 0, time.UTC)
 	if next.Before(base) || next.After(base.Add(5*time.Minute)) {
 		t.Fatalf("next = %v, want within 5m after %v", next, base)

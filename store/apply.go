@@ -1,6 +1,7 @@
 package store
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"strings"
@@ -28,13 +29,16 @@ import (
 // nothing.
 func (db *DB) Apply(id string, fn func(cur Grant) (Change, error)) error {
 	return db.bolt.Batch(func(tx *bolt.Tx) error {
-		return db.apply(buckets(tx), id, fn)
+		return db.apply(buckets(tx), id, 0, fn)
 	})
 }
 
 // ApplyItem is one grant's result for ApplyAll.
 type ApplyItem struct {
 	ID string
+	// Row, when known (Grant.Row of a lease), finds the grant without the id
+	// index; a row that no longer holds ID falls back to it.
+	Row uint64
 	// Fn is Apply's fn: a pure function of the current grant. It runs once.
 	Fn func(cur Grant) (Change, error)
 }
@@ -48,18 +52,20 @@ type ApplyItem struct {
 // of one grant are applied in the order given.
 func (db *DB) ApplyAll(items []ApplyItem) (errs []error, err error) {
 	errs = make([]error, len(items))
-	// In id order, the lookups walk the B-trees in order and share the
-	// pages they materialize. The sort is stable: results for one grant are
-	// applied in the order given (the later rotated token wins).
+	// In row (then id) order, the writes walk the B-trees in order and
+	// share the pages they materialize. The sort is stable: results for one
+	// grant are applied in the order given (the later rotated token wins).
 	order := make([]int, len(items))
 	for i := range order {
 		order[i] = i
 	}
-	slices.SortStableFunc(order, func(a, b int) int { return strings.Compare(items[a].ID, items[b].ID) })
+	slices.SortStableFunc(order, func(a, b int) int {
+		return cmp.Or(cmp.Compare(items[a].Row, items[b].Row), strings.Compare(items[a].ID, items[b].ID))
+	})
 	err = db.update(func(b *bkts) error {
 		for _, i := range order {
 			it := items[i]
-			errs[i] = db.apply(b, it.ID, it.Fn)
+			errs[i] = db.apply(b, it.ID, it.Row, it.Fn)
 			if errs[i] != nil && !isItemError(errs[i]) {
 				return errs[i]
 			}
@@ -69,9 +75,19 @@ func (db *DB) ApplyAll(items []ApplyItem) (errs []error, err error) {
 	return errs, err
 }
 
-// apply is the body of Apply and ApplyAll within a write transaction.
-func (db *DB) apply(b *bkts, id string, fn func(cur Grant) (Change, error)) error {
-	row, cur, ok, err := b.lookup(id)
+// apply is the body of Apply and ApplyAll within a write transaction; row,
+// if not 0, is where id is expected.
+func (db *DB) apply(b *bkts, id string, row uint64, fn func(cur Grant) (Change, error)) error {
+	var cur Grant
+	ok := false
+	var err error
+	if row != 0 {
+		cur, ok, err = b.getRow(row)
+		ok = ok && err == nil && cur.ID == id
+	}
+	if !ok {
+		row, cur, ok, err = b.lookup(id)
+	}
 	if err != nil {
 		return itemError{err} // one damaged record: the others still commit
 	}

@@ -73,6 +73,7 @@ func (b *bkts) getRow(row uint64) (Grant, bool, error) {
 	if err := decodeGrant(v, &g); err != nil {
 		return Grant{}, false, corruptError(b.tx.DB().Path(), fmt.Errorf("grant in row %d: %w", row, err))
 	}
+	g.Row = row
 	return g, true, nil
 }
 

@@ -80,6 +80,11 @@ type Grant struct {
 	// set-token, reconnect), not on rotation. A probe result whose TokenGen
 	// differs from the stored one is stale and must be dropped.
 	TokenGen uint64 `json:"token_gen"`
+	// Row is where the grant is stored, set on every read and never
+	// written: a grant keeps its row for life (a removed grant's row is not
+	// reused), so the daemon derives the grant's phase in its interval from
+	// it, and ApplyItem.Row finds the grant without the id index.
+	Row uint64 `json:"-"`
 }
 
 // NewGrant is a grant to import.
