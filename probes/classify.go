@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // Rule is one line of the classification table: when every non-zero match
@@ -145,6 +146,14 @@ func Classify(preset string, a Answer) (cause Cause, rule string) {
 func Evaluate(preset string, status int, h http.Header, body []byte) Result {
 	a := ParseAnswer(status, h, body)
 	return evaluate(preset, a)
+}
+
+// evaluateToken is Evaluate for the refresh probe: it also returns the
+// answer's refresh_token (a rotation), which goes nowhere else.
+func evaluateToken(preset string, status int, h http.Header, body []byte) (Result, string) {
+	var rt string
+	a := parseAnswerAt(status, h, body, time.Now(), &rt)
+	return evaluate(preset, a), rt
 }
 
 func evaluate(preset string, a Answer) Result {

@@ -34,8 +34,8 @@ func TestRefreshHostileEndpoints(t *testing.T) {
 		// stops reading and closes: the 1 MiB the probe reads, plus the
 		// loopback socket buffers (a few MiB when autotuned).
 		sentCap = 1<<20 + 12<<20
-		// allocCap bounds the probe's allocations: the capped body is held
-		// twice (x/oauth2's copy and the recorder's), with growth slack.
+		// allocCap bounds the probe's allocations: the capped body, with
+		// growth and parsing slack.
 		allocCap = 16 << 20
 	)
 	chunk := []byte(strings.Repeat("A", 32<<10))

@@ -42,11 +42,13 @@ const (
 // / RateLimit-Reset (delta seconds, or Unix seconds when larger than 10^9);
 // it is capped at 24h. Date is the Date header.
 func ParseAnswer(status int, h http.Header, body []byte) Answer {
-	return parseAnswerAt(status, h, body, time.Now())
+	return parseAnswerAt(status, h, body, time.Now(), nil)
 }
 
-// parseAnswerAt is ParseAnswer with the current time given, for tests.
-func parseAnswerAt(status int, h http.Header, body []byte, now time.Time) Answer {
+// parseAnswerAt is ParseAnswer with the current time given, for tests. When
+// rt is not nil it receives the answer's refresh_token, if any (a rotation):
+// the refresh probe's only way to it, so that a token answer is decoded once.
+func parseAnswerAt(status int, h http.Header, body []byte, now time.Time, rt *string) Answer {
 	a := Answer{Status: status}
 	if d, err := http.ParseTime(h.Get("Date")); err == nil {
 		a.Date = d
@@ -59,20 +61,20 @@ func parseAnswerAt(status int, h http.Header, body []byte, now time.Time) Answer
 	case len(trimmed) == 0:
 		a.Format = "empty"
 	case trimmed[0] == '{' || isJSONType(ct) && !looksLikeForm(trimmed):
-		if !parseJSON(&a, trimmed) {
+		if !parseJSON(&a, trimmed, rt) {
 			a.Format = sniffText(trimmed)
 		}
 	case looksLikeForm(trimmed):
 		// Before the Content-Type: a form body sent as JSON, or as PHP's
 		// default text/html, is still a token answer (and may carry a
 		// rotated refresh token).
-		if !parseForm(&a, trimmed) {
+		if !parseForm(&a, trimmed, rt) {
 			a.Format = "text"
 		}
 	case trimmed[0] == '<' || ct == "text/html" || ct == "application/xhtml+xml":
 		a.Format = "html"
 	case ct == "application/x-www-form-urlencoded":
-		if !parseForm(&a, trimmed) {
+		if !parseForm(&a, trimmed, rt) {
 			a.Format = "text"
 		}
 	default:
@@ -107,10 +109,13 @@ func looksLikeForm(b []byte) bool {
 		bytes.Contains(b, []byte("&error=")) || bytes.Contains(b, []byte("&access_token="))
 }
 
-func parseForm(a *Answer, b []byte) bool {
+func parseForm(a *Answer, b []byte, rt *string) bool {
 	v, err := url.ParseQuery(string(b))
 	if err != nil || (!v.Has("error") && !v.Has("access_token")) {
 		return false
+	}
+	if rt != nil {
+		*rt = strings.TrimSpace(v.Get("refresh_token"))
 	}
 	a.Format = "form"
 	a.Error = capString(v.Get("error"), maxCodeLen)
@@ -121,8 +126,9 @@ func parseForm(a *Answer, b []byte) bool {
 }
 
 // parseJSON fills a from a JSON object. It reports false when b is not a JSON
-// object. The access token, if any, is looked at only for being non-empty.
-func parseJSON(a *Answer, b []byte) bool {
+// object. The access token, if any, is looked at only for being non-empty;
+// the refresh token goes to rt (if not nil).
+func parseJSON(a *Answer, b []byte, rt *string) bool {
 	var m map[string]json.RawMessage
 	d := json.NewDecoder(bytes.NewReader(b))
 	d.UseNumber()
@@ -133,6 +139,9 @@ func parseJSON(a *Answer, b []byte) bool {
 	if raw, ok := m["access_token"]; ok {
 		var s string
 		a.HasAccessToken = json.Unmarshal(raw, &s) == nil && s != ""
+	}
+	if raw, ok := m["refresh_token"]; ok && rt != nil {
+		*rt, _ = jsonString(raw)
 	}
 
 	var nested map[string]json.RawMessage

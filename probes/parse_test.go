@@ -125,7 +125,7 @@ func TestRetryAfter(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			a := parseAnswerAt(tc.status, hdr("", tc.kv...), nil, now)
+			a := parseAnswerAt(tc.status, hdr("", tc.kv...), nil, now, nil)
 			if a.RetryAfter != tc.want {
 				t.Errorf("RetryAfter = %v, want %v", a.RetryAfter, tc.want)
 			}

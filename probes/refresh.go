@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
-	"encoding/json"
-	"errors"
 	"io"
 	"net/http"
 	"net/url"
@@ -32,8 +30,8 @@ type Endpoint struct {
 	// token URL and client).
 	AuthStyle oauth2.AuthStyle
 	// Scopes are the scopes the grant was given, for the authorization
-	// flow. A refresh does not send them (x/oauth2 sends only grant_type
-	// and refresh_token), so it keeps the granted scopes.
+	// flow. A refresh does not send them (only grant_type and
+	// refresh_token), so it keeps the granted scopes.
 	Scopes []string
 }
 
@@ -47,25 +45,30 @@ type Prober struct {
 	// measured on the monotonic clock.
 	Now func() time.Time
 
-	// configs keeps one oauth2.Config per auto-detecting endpoint, so that
-	// the auth style x/oauth2 learned is not lost between probes (it would
-	// otherwise cost a second request on every probe of a params-only
-	// provider).
-	configs sync.Map // configKey → *oauth2.Config
+	// styles remembers, per token URL and client, the auth style an
+	// auto-detecting endpoint accepted, so that detection costs a second
+	// request once rather than on every probe.
+	styles sync.Map // styleKey → oauth2.AuthStyle
 }
 
 var defaultClient = sync.OnceValue(func() *http.Client {
 	return NewHTTPClient(16, 30*time.Second)
 })
 
-// maxBody is how much of an answer is read: as much as x/oauth2 reads
-// (internal/token.go, io.LimitReader(r.Body, 1<<20)), so that the body kept
-// for classification is the one x/oauth2 judged.
+// maxBody is how much of an answer is read, as x/oauth2 reads
+// (io.LimitReader(r.Body, 1<<20)): a token answer is a few hundred bytes.
 const maxBody = 1 << 20
 
-// Refresh exchanges token at ep.TokenURL (RFC 6749 §6) through
-// golang.org/x/oauth2 and returns the classified result. ctx carries the
-// per-probe deadline.
+// Refresh exchanges token at ep.TokenURL (RFC 6749 §6: a POST of
+// grant_type=refresh_token and the token, the client authenticated as
+// ep.AuthStyle says, exactly as golang.org/x/oauth2 sends it) and returns
+// the classified result. ctx carries the per-probe deadline.
+//
+// The answer is read once, up to 1 MiB, and judged by Evaluate — the same
+// path as `grantwatch explain` — whatever its status, Content-Type or
+// shape: a 2xx with an access token and no error is OK, anything else gets
+// its cause. (x/oauth2's TokenSource hides the status, headers and body of
+// what it rejects, and decodes each answer twice; a probe needs all three.)
 //
 // The presented token never appears in the Result, nor does any part of the
 // answer's body other than its parsed error fields; a rotated refresh token
@@ -77,8 +80,8 @@ func (p *Prober) Refresh(ctx context.Context, ep Endpoint, token secret.Secret) 
 		now = time.Now
 	}
 	if token.IsZero() {
-		// x/oauth2 would not even send the request. Nothing to probe:
-		// the grant needs a token, which only the user can give.
+		// Nothing to probe: the grant needs a token, which only the user
+		// can give.
 		return Result{
 			Cause: CauseInvalidGrant, Action: CauseInvalidGrant.Action(),
 			Rule: "no refresh token", ErrorDescription: "no refresh token is stored for this grant",
@@ -86,70 +89,129 @@ func (p *Prober) Refresh(ctx context.Context, ep Endpoint, token secret.Secret) 
 		}
 	}
 	ep = ep.withPreset()
-
-	base := p.Client
-	if base == nil {
-		base = defaultClient()
+	hc := p.Client
+	if hc == nil {
+		hc = defaultClient()
 	}
-	rec := &recorder{base: base.Transport}
-	if rec.base == nil {
-		rec.base = http.DefaultTransport
-	}
-	hc := *base // shares the pool: only the RoundTripper wrapper is per probe
-	hc.Transport = rec
-	ctx = context.WithValue(ctx, oauth2.HTTPClient, &hc)
 
-	var res Result
 	started, start := now(), time.Now()
-	tok, err := p.config(ep).TokenSource(ctx, &oauth2.Token{RefreshToken: token.Reveal()}).Token()
-	latency := time.Since(start)
-
-	var rerr *oauth2.RetrieveError
-	switch {
-	case err == nil:
-		res = Result{
-			OK: true, Rule: "ok",
-			Status: rec.status,
-			Date:   parseDate(rec.header),
-		}
-		if tok.RefreshToken != "" && tok.RefreshToken != token.Reveal() {
-			res.NewRefreshToken = secret.Secret(tok.RefreshToken)
-		}
-	case errors.As(err, &rerr) && rerr.Response != nil:
-		// An error answer (RFC 6749 §5.2), or a 2xx carrying an error
-		// field (GitHub, Slack). Its Error() would quote the body; only
-		// the parsed fields go on.
-		res = Evaluate(ep.Preset, rerr.Response.StatusCode, rerr.Response.Header, rerr.Body)
-	case rec.readErr != nil:
-		// The answer broke off mid-body; x/oauth2 wraps this with %v,
-		// which loses the cause, so classify what the reader saw.
-		res.Cause, res.Rule, res.Lost = ClassifyErr(rec.readErr)
-		res.Action = res.Cause.Action()
-		res.Status = rec.status
-	case rec.status != 0:
-		// A whole 2xx answer x/oauth2 could not use: empty, not JSON, or
-		// without access_token ("server response missing access_token").
-		res = Evaluate(ep.Preset, rec.status, rec.header, rec.body)
-		if res.OK {
-			// The body holds a token x/oauth2 could not read because of
-			// its Content-Type (JSON sent as text/plain, which x/oauth2
-			// parses as a form; a form sent as JSON or untyped). The
-			// provider accepted the grant, and if it rotated, the new
-			// refresh token is in the body we kept: losing it would kill
-			// the grant.
-			res.Rule = "ok (token read despite its Content-Type)"
-			if rt := refreshTokenIn(rec.body); rt != "" && rt != token.Reveal() {
-				res.NewRefreshToken = secret.Secret(rt)
-			}
-		}
-	default:
-		res.Cause, res.Rule, res.Lost = ClassifyErr(err)
-		res.Action = res.Cause.Action()
+	var res Result
+	if ep.AuthStyle != oauth2.AuthStyleAutoDetect {
+		res = exchange(ctx, hc, ep, token, ep.AuthStyle)
+	} else {
+		res = p.detect(ctx, hc, ep, token)
 	}
-	rec.wipe()
-	res.Started, res.Latency = started, latency
+	res.Started, res.Latency = started, time.Since(start)
 	redact(&res, token, ep.ClientSecret, ep.ClientID)
 	return res
+}
+
+type styleKey struct{ tokenURL, clientID string }
+
+// detect is Refresh for an endpoint whose auth style is not configured: the
+// Basic header first, then the parameters, as x/oauth2 does, with two
+// differences a probe needs. The parameters are tried only after an answer
+// that refused the client (a 4xx that is no verdict on the grant), not
+// after a timeout or a 5xx; and a style is remembered once an answer shows
+// the client was accepted — a verdict on the grant counts as well as a new
+// token — so a revoked grant costs one request, not two on every probe.
+func (p *Prober) detect(ctx context.Context, hc *http.Client, ep Endpoint, token secret.Secret) Result {
+	k := styleKey{ep.TokenURL, ep.ClientID}
+	if v, ok := p.styles.Load(k); ok {
+		return exchange(ctx, hc, ep, token, v.(oauth2.AuthStyle))
+	}
+	res := exchange(ctx, hc, ep, token, oauth2.AuthStyleInHeader)
+	if clientAccepted(res) {
+		p.styles.Store(k, oauth2.AuthStyleInHeader)
+		return res
+	}
+	if res.Status/100 != 4 || res.Cause == CauseRateLimited {
+		return res
+	}
+	second := exchange(ctx, hc, ep, token, oauth2.AuthStyleInParams)
+	if clientAccepted(second) {
+		p.styles.Store(k, oauth2.AuthStyleInParams)
+	}
+	return second
+}
+
+// clientAccepted reports whether an answer shows that the endpoint took the
+// client's credentials: a token, or a verdict on the grant itself.
+func clientAccepted(r Result) bool {
+	return r.OK || r.Action == ActionReconnect
+}
+
+// exchange sends one refresh request with the client authenticated in style
+// (header or params) and classifies the answer.
+func exchange(ctx context.Context, hc *http.Client, ep Endpoint, token secret.Secret, style oauth2.AuthStyle) Result {
+	var res Result
+	req, err := refreshRequest(ctx, ep, token, style)
+	if err != nil {
+		res.Cause, res.Rule, res.Lost = ClassifyErr(err)
+		res.Action = res.Cause.Action()
+		return res
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		res.Cause, res.Rule, res.Lost = ClassifyErr(err)
+		res.Action = res.Cause.Action()
+		return res
+	}
+	buf := bodyPool.Get().(*bytes.Buffer)
+	defer putBody(buf)
+	_, err = buf.ReadFrom(io.LimitReader(resp.Body, maxBody))
+	resp.Body.Close()
+	if err != nil {
+		// The answer broke off mid-body: what was read is no answer.
+		res.Cause, res.Rule, res.Lost = ClassifyErr(err)
+		res.Action = res.Cause.Action()
+		res.Status = resp.StatusCode
+		return res
+	}
+	res, rotated := evaluateToken(ep.Preset, resp.StatusCode, resp.Header, buf.Bytes())
+	if res.OK && rotated != "" && rotated != token.Reveal() {
+		res.NewRefreshToken = secret.Secret(rotated)
+	}
+	return res
+}
+
+// refreshRequest builds the request x/oauth2 sends for a refresh
+// (internal/token.go newTokenRequest): the form grant_type=refresh_token and
+// refresh_token (no scope, so the granted scopes stay), and the client as a
+// Basic header of the query-escaped id and secret, or as client_id and
+// client_secret parameters (each only when set).
+func refreshRequest(ctx context.Context, ep Endpoint, token secret.Secret, style oauth2.AuthStyle) (*http.Request, error) {
+	v := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {token.Reveal()}}
+	if style == oauth2.AuthStyleInParams {
+		if ep.ClientID != "" {
+			v.Set("client_id", ep.ClientID)
+		}
+		if !ep.ClientSecret.IsZero() {
+			v.Set("client_secret", ep.ClientSecret.Reveal())
+		}
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, ep.TokenURL, strings.NewReader(v.Encode()))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if style == oauth2.AuthStyleInHeader {
+		req.SetBasicAuth(url.QueryEscape(ep.ClientID), url.QueryEscape(ep.ClientSecret.Reveal()))
+	}
+	return req, nil
+}
+
+// bodyPool holds the buffers answers are read into. A buffer may have held
+// a token: putBody wipes it before it goes back.
+var bodyPool = sync.Pool{New: func() any { return bytes.NewBuffer(make([]byte, 0, 1024)) }}
+
+func putBody(b *bytes.Buffer) {
+	all := b.Bytes()
+	clear(all[:cap(all)])
+	b.Reset()
+	if b.Cap() <= 64<<10 { // a rare huge answer is not kept
+		bodyPool.Put(b)
+	}
 }
 
 // redact removes the presented token and the client secret from the error
@@ -210,109 +272,3 @@ func (ep Endpoint) withPreset() Endpoint {
 	}
 	return ep
 }
-
-type configKey struct {
-	tokenURL, clientID, secret string
-}
-
-// config returns the oauth2.Config for ep: a fresh one for a fixed auth
-// style, the remembered one for auto-detection.
-func (p *Prober) config(ep Endpoint) *oauth2.Config {
-	c := &oauth2.Config{
-		ClientID:     ep.ClientID,
-		ClientSecret: ep.ClientSecret.Reveal(),
-		Endpoint:     oauth2.Endpoint{TokenURL: ep.TokenURL, AuthStyle: ep.AuthStyle},
-		Scopes:       ep.Scopes,
-	}
-	if ep.AuthStyle != oauth2.AuthStyleAutoDetect {
-		return c
-	}
-	k := configKey{ep.TokenURL, ep.ClientID, ep.ClientSecret.Reveal()}
-	v, _ := p.configs.LoadOrStore(k, c)
-	return v.(*oauth2.Config)
-}
-
-// refreshTokenIn returns the refresh_token of a 2xx token answer, read as a
-// JSON object or else as a form; "" if there is none.
-func refreshTokenIn(body []byte) string {
-	body = bytes.TrimSpace(body)
-	var tj struct {
-		RefreshToken string `json:"refresh_token"`
-	}
-	if len(body) > 0 && body[0] == '{' {
-		if json.Unmarshal(body, &tj) == nil {
-			return strings.TrimSpace(tj.RefreshToken)
-		}
-		return ""
-	}
-	v, err := url.ParseQuery(string(body))
-	if err != nil {
-		return ""
-	}
-	return strings.TrimSpace(v.Get("refresh_token"))
-}
-
-// parseDate returns h's Date, or the zero time.
-func parseDate(h http.Header) time.Time {
-	d, err := http.ParseTime(h.Get("Date"))
-	if err != nil {
-		return time.Time{}
-	}
-	return d
-}
-
-// recorder is a probe's RoundTripper: it passes the request on and keeps
-// what x/oauth2 does not hand back — the status, the headers and a copy of
-// the body of the last answer — so that a successful refresh still yields
-// its Date and an answer x/oauth2 rejects without a RetrieveError can still
-// be classified. One recorder serves one probe, whose requests (two when
-// x/oauth2 auto-detects the auth style) run one after the other.
-type recorder struct {
-	base    http.RoundTripper
-	status  int
-	header  http.Header
-	body    []byte // at most maxBody; may hold tokens until wipe
-	readErr error  // the body read failed (not io.EOF)
-}
-
-func (r *recorder) RoundTrip(req *http.Request) (*http.Response, error) {
-	r.wipe()
-	r.status, r.header, r.body, r.readErr = 0, nil, r.body[:0], nil
-	resp, err := r.base.RoundTrip(req)
-	if err != nil {
-		return nil, err
-	}
-	resp.Body = &recordingBody{rc: resp.Body, rec: r, status: resp.StatusCode, header: resp.Header}
-	return resp, nil
-}
-
-// wipe zeroes the kept body: it may hold an access or refresh token.
-func (r *recorder) wipe() { clear(r.body[:cap(r.body)]) }
-
-// recordingBody copies what is read into its recorder and publishes the
-// status and headers only once the body was read to its end (or to the cap),
-// so that a half-read answer is never classified as a whole one.
-type recordingBody struct {
-	rc     io.ReadCloser
-	rec    *recorder
-	status int
-	header http.Header
-}
-
-func (b *recordingBody) Read(p []byte) (int, error) {
-	n, err := b.rc.Read(p)
-	r := b.rec
-	if room := maxBody - len(r.body); room > 0 {
-		r.body = append(r.body, p[:min(n, room)]...)
-	}
-	switch {
-	case err == io.EOF || len(r.body) >= maxBody:
-		r.status, r.header = b.status, b.header
-	case err != nil:
-		r.readErr = err
-		r.status = b.status
-	}
-	return n, err
-}
-
-func (b *recordingBody) Close() error { return b.rc.Close() }

@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -252,6 +253,35 @@ func TestRefreshAutoDetectRemembered(t *testing.T) {
 		mu.Unlock()
 		if got != want {
 			t.Errorf("after probe %d: %d requests, want %d", i, got, want)
+		}
+	}
+}
+
+// TestRefreshAutoDetectVerdict: against a provider that only takes the
+// Basic header, a revoked grant's invalid_grant shows the client was
+// accepted. The probe reports that verdict (retrying with parameters would
+// turn it into the provider's invalid_client) and remembers the header, so
+// each later probe is one request.
+func TestRefreshAutoDetectVerdict(t *testing.T) {
+	sb := sandbox.New()
+	sb.SetClient("id", "secret")
+	sb.Add("rt", sandbox.Revoked)
+	var requests atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		sb.Handler().ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+
+	p := newProber(2)
+	ep := probes.Endpoint{TokenURL: srv.URL + sandbox.TokenPath, ClientID: "id", ClientSecret: "secret"}
+	for i := range 3 {
+		got := refresh(t, p, ep, "rt", 5*time.Second)
+		if got.Action != probes.ActionReconnect {
+			t.Fatalf("probe %d: got cause %q action %q, want the grant's own verdict (reconnect)", i, got.Cause, got.Action)
+		}
+		if n := requests.Load(); n != int64(i+1) {
+			t.Errorf("after probe %d: %d requests, want %d", i, n, i+1)
 		}
 	}
 }
