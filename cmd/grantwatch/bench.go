@@ -27,9 +27,11 @@ func (a *app) benchCmd() *cobra.Command {
 		Long: `bench sizes a machine for a fleet. It runs the real daemon — grants import, the
 scheduler, workers, probes, classification, transitions, batched fsynced writes —
 on a temporary database against an in-process sandbox token endpoint on
-127.0.0.1, with every grant due at once, and times one full round. It then
-measures a bare net/http client (same transport, same concurrency, same
-sandbox) as the ceiling, and prints both rates and their ratio, probe latency,
+127.0.0.1, with every grant due at once, and times one full round. Right
+before and right after the round it measures a bare net/http client (same
+transport, same concurrency, same sandbox; half the requests each time, so a
+machine whose speed drifts weighs on both alike) as the ceiling, and prints
+both rates and their ratio, probe latency,
 Go heap, RSS, CPU per 1000 probes and the database size.
 
 The sandbox shares this machine's cores with grantwatch, so the figures are a
