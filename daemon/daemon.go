@@ -539,14 +539,19 @@ type applied struct {
 }
 
 // maxGroup bounds how many results one commit writes; groupLinger is how
-// long the writer waits for more once it has one.
+// long the writer waits for more once it has one. A commit rewrites every
+// page it touches (the grants', due and state index pages, branch pages,
+// the freelist) and fsyncs once, so its cost is mostly per commit: at 25 ms
+// a full round commits ~500 results at a time rather than ~150 at 5 ms, for
+// ~10 % less CPU per probe (grantwatch bench), and a result waits at most
+// 25 ms longer for the disk — far inside a notification's budget.
 const (
 	// leaseBatch is how many due grants one lease transaction (and fsync)
 	// hands out; they wait in the job queue for milliseconds, far below
 	// the lease.
 	leaseBatch  = 1024
 	maxGroup    = 1024
-	groupLinger = 5 * time.Millisecond
+	groupLinger = 25 * time.Millisecond
 )
 
 // writer stores the workers' results: it commits whatever queued up while

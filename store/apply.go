@@ -29,7 +29,11 @@ import (
 // nothing.
 func (db *DB) Apply(id string, fn func(cur Grant) (Change, error)) error {
 	return db.bolt.Batch(func(tx *bolt.Tx) error {
-		return db.apply(buckets(tx), id, 0, fn)
+		b, d := buckets(tx), counterDelta{}
+		if err := db.apply(b, d, id, 0, fn); err != nil {
+			return err
+		}
+		return b.flushCounts(d)
 	})
 }
 
@@ -63,21 +67,24 @@ func (db *DB) ApplyAll(items []ApplyItem) (errs []error, err error) {
 		return cmp.Or(cmp.Compare(items[a].Row, items[b].Row), strings.Compare(items[a].ID, items[b].ID))
 	})
 	err = db.update(func(b *bkts) error {
+		// The counters of the whole group are written once.
+		d := counterDelta{}
 		for _, i := range order {
 			it := items[i]
-			errs[i] = db.apply(b, it.ID, it.Row, it.Fn)
+			errs[i] = db.apply(b, d, it.ID, it.Row, it.Fn)
 			if errs[i] != nil && !isItemError(errs[i]) {
 				return errs[i]
 			}
 		}
-		return nil
+		return b.flushCounts(d)
 	})
 	return errs, err
 }
 
 // apply is the body of Apply and ApplyAll within a write transaction; row,
-// if not 0, is where id is expected.
-func (db *DB) apply(b *bkts, id string, row uint64, fn func(cur Grant) (Change, error)) error {
+// if not 0, is where id is expected. Counter changes go to d, for the caller
+// to flush.
+func (db *DB) apply(b *bkts, d counterDelta, id string, row uint64, fn func(cur Grant) (Change, error)) error {
 	var cur Grant
 	ok := false
 	var err error
@@ -108,7 +115,6 @@ func (db *DB) apply(b *bkts, id string, row uint64, fn func(cur Grant) (Change, 
 	if err := checkChange(&g, &ch); err != nil {
 		return itemError{err}
 	}
-	d := counterDelta{}
 	if err := b.putGrant(row, &cur, &g, d); err != nil {
 		return err
 	}
@@ -130,7 +136,7 @@ func (db *DB) apply(b *bkts, id string, row uint64, fn func(cur Grant) (Change, 
 			return err
 		}
 	}
-	return b.flushCounts(d)
+	return nil
 }
 
 // itemError is a problem of one item of ApplyAll, found before anything of
