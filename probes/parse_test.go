@@ -3,6 +3,7 @@ package probes
 import (
 	"fmt"
 	"net/http"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -162,8 +163,24 @@ func FuzzEvaluate(f *testing.F) {
 	f.Add(429, "", ``, "nope")
 	f.Add(401, ctJSON, `{"error":{"code":401,"message":"m","status":"UNAUTHENTICATED"}}`, "keycloak")
 	f.Add(200, ctJSON, `{"access_token":"a"}`, "hydra")
+	f.Add(200, ctJSON, `{"access_token":"at_1","token_type":"Bearer","expires_in":3599,"refresh_token":"rt_2"}`, "")
+	f.Add(200, ctJSON, `{"access_token":"a","ACCESS_TOKEN":"b"}`, "")
+	f.Add(200, ctJSON, `{"Access_Token":"a"}`, "")
+	f.Add(200, ctJSON, `{"access_token":"a","Refresh_Token":"r"}`, "")
+	f.Add(200, ctJSON, `{"access_token":"a","refresh_token":7}`, "")
+	f.Add(200, ctJSON, `{"access_token":"a"} {"error":"x"}`, "")
+	f.Add(200, ctJSON, `{"access_token":"a","\u0065rror":"x"}`, "")
 	presets := append(PresetNames(), "", "unknown")
 	f.Fuzz(func(t *testing.T, status int, ct, body, preset string) {
+		// The token fast path reads exactly what the general one does.
+		var fast, general Answer
+		var fastRT, generalRT string
+		if tokenJSON(&fast, []byte(body), &fastRT) {
+			ok := parseJSONObject(&general, []byte(body), &generalRT)
+			if !ok || !reflect.DeepEqual(fast, general) || fastRT != generalRT {
+				t.Fatalf("token fast path %+v %q, general path (%v) %+v %q", fast, fastRT, ok, general, generalRT)
+			}
+		}
 		r := Evaluate(preset, status, hdr(ct, "Retry-After", body), []byte(body))
 		if !r.Cause.Known() {
 			t.Fatalf("unknown cause %q", r.Cause)
