@@ -55,8 +55,11 @@ func parseAnswerAt(status int, h http.Header, body []byte, now time.Time, rt *st
 	}
 	a.RetryAfter = retryAfter(status, h, a.Date, now)
 
-	ct, _, _ := mime.ParseMediaType(h.Get("Content-Type"))
 	trimmed := bytes.TrimSpace(body)
+	ct := ""
+	if len(trimmed) > 0 && trimmed[0] != '{' { // an object is JSON whatever its type says
+		ct, _, _ = mime.ParseMediaType(h.Get("Content-Type"))
+	}
 	switch {
 	case len(trimmed) == 0:
 		a.Format = "empty"

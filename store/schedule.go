@@ -44,6 +44,7 @@ func (db *DB) LeaseDue(now time.Time, lease time.Duration, limit int) ([]Lease, 
 			keys = append(keys, clone(k))
 		}
 		d := counterDelta{}
+		got = make([]leased, 0, len(keys))
 		for _, k := range keys {
 			row := rowOf(k[8:])
 			g, ok, err := b.getRow(row)
