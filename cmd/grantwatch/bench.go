@@ -41,6 +41,7 @@ grants are ~12 probes/s). No config file is read.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.Progress = a.errw
+			tuneGC() // as `run` does: the figures are the daemon's
 			if verbose {
 				o.Logger = slog.New(slog.NewTextHandler(a.errw, &slog.HandlerOptions{Level: slog.LevelInfo}))
 			}

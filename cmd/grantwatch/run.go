@@ -23,6 +23,7 @@ config: the new one replaces the old only when it is valid as a whole.`,
 				return err
 			}
 			log := daemon.NewLogger(cfg.Log, os.Stderr)
+			tuneGC()
 			// SIGHUP becomes a request on a 1-buffered channel: signals
 			// that arrive during a reload coalesce into one more.
 			hup := make(chan os.Signal, 1)
