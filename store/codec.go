@@ -50,16 +50,21 @@ func encodeGrant(g *Grant) []byte {
 	}
 	b = binary.AppendVarint(b, int64(g.Failures))
 	b = binary.AppendUvarint(b, g.TokenGen)
-	times := []time.Time{g.CreatedAt, g.LastProbeAt, g.LastSuccessAt, g.StateChangedAt, g.NextDueAt}
+	var flags byte
+	if g.LostAnswer {
+		flags |= flagLostAnswer
+	}
+	return appendTimes(b, flags, g.CreatedAt, g.LastProbeAt, g.LastSuccessAt, g.StateChangedAt, g.NextDueAt)
+}
+
+// appendTimes appends the flag byte (flagWideTimes added when needed) and
+// the times in the narrow or the wide form.
+func appendTimes(b []byte, flags byte, times ...time.Time) []byte {
 	wide := false
 	for _, t := range times {
 		if !t.IsZero() && (t.UnixNano() == 0 || !time.Unix(0, t.UnixNano()).Equal(t)) {
 			wide = true
 		}
-	}
-	var flags byte
-	if g.LostAnswer {
-		flags |= flagLostAnswer
 	}
 	if wide {
 		flags |= flagWideTimes
@@ -116,10 +121,52 @@ func decodeGrant(v []byte, g *Grant) error {
 	}
 	g.Failures = int(d.varint())
 	g.TokenGen = d.uvarint()
-	flags := d.byte()
+	flags := d.times(&g.CreatedAt, &g.LastProbeAt, &g.LastSuccessAt, &g.StateChangedAt, &g.NextDueAt)
 	g.LostAnswer = flags&flagLostAnswer != 0
+	if d.bad || len(d.b) != 0 {
+		return errBadRecord
+	}
+	return nil
+}
+
+// History entries are written in the same manner: recordV1, the strings
+// From, To, Cause, Error, ErrorDescription and Note, a flag byte and At.
+// Entries written as JSON are still read.
+
+func encodeHistory(e *HistoryEntry) []byte {
+	b := make([]byte, 0, 24+len(e.From)+len(e.To)+len(e.Cause)+len(e.Error)+len(e.ErrorDescription)+len(e.Note))
+	b = append(b, recordV1)
+	for _, s := range []string{string(e.From), string(e.To), e.Cause, e.Error, e.ErrorDescription, e.Note} {
+		b = appendString(b, s)
+	}
+	return appendTimes(b, 0, e.At)
+}
+
+func decodeHistory(v []byte, e *HistoryEntry) error {
+	if len(v) > 0 && v[0] == '{' {
+		return json.Unmarshal(v, e)
+	}
+	if len(v) == 0 || v[0] != recordV1 {
+		return errBadRecord
+	}
+	d := decoder{b: v[1:]}
+	var from, to string
+	for _, p := range []*string{&from, &to, &e.Cause, &e.Error, &e.ErrorDescription, &e.Note} {
+		*p = d.string()
+	}
+	e.From, e.To = State(from), State(to)
+	d.times(&e.At)
+	if d.bad || len(d.b) != 0 {
+		return errBadRecord
+	}
+	return nil
+}
+
+// times reads what appendTimes wrote and returns the flag byte.
+func (d *decoder) times(ts ...*time.Time) byte {
+	flags := d.byte()
 	wide := flags&flagWideTimes != 0
-	for _, t := range []*time.Time{&g.CreatedAt, &g.LastProbeAt, &g.LastSuccessAt, &g.StateChangedAt, &g.NextDueAt} {
+	for _, t := range ts {
 		*t = time.Time{}
 		if wide {
 			sec, ns := d.varint(), d.uvarint()
@@ -132,10 +179,7 @@ func decodeGrant(v []byte, g *Grant) error {
 			*t = time.Unix(0, ns).UTC()
 		}
 	}
-	if d.bad || len(d.b) != 0 {
-		return errBadRecord
-	}
-	return nil
+	return flags
 }
 
 // decoder reads the binary form; a short or malformed record sets bad.

@@ -71,7 +71,17 @@ func FuzzDecodeGrant(f *testing.F) {
 	f.Add(encodeGrant(&g))
 	f.Add([]byte(`{"id":"x"}`))
 	f.Add([]byte{recordV1})
+	f.Add(encodeHistory(&HistoryEntry{At: time.Now(), From: StatePending, To: StateHealthy, Note: "n"}))
 	f.Fuzz(func(t *testing.T, b []byte) {
+		// History entries share the primitives: never a panic, and what
+		// decodes re-encodes to the same entry.
+		var h HistoryEntry
+		if decodeHistory(b, &h) == nil && len(b) > 0 && b[0] == recordV1 {
+			var back HistoryEntry
+			if err := decodeHistory(encodeHistory(&h), &back); err != nil || !reflect.DeepEqual(back, h) {
+				t.Fatalf("re-encoding a decoded history entry changed it: %v", err)
+			}
+		}
 		var got Grant
 		if decodeGrant(b, &got) == nil && len(b) > 0 && b[0] == recordV1 {
 			again := encodeGrant(&got)
@@ -81,4 +91,36 @@ func FuzzDecodeGrant(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestHistoryCodec(t *testing.T) {
+	now := time.Date(2026, 11, 27, 6, 0, 0, 123456789, time.UTC)
+	for _, e := range []HistoryEntry{
+		{},
+		{At: now, To: StatePending, Note: "token imported"},
+		{At: now, From: StateHealthy, To: StateReconnectRequired, Cause: "revoked",
+			Error: "invalid_grant", ErrorDescription: "Token has been expired or revoked. ünïcödé"},
+		{At: time.Date(1500, 1, 1, 0, 0, 0, 1, time.UTC), From: StatePending, To: StateHealthy}, // wide time
+	} {
+		var got HistoryEntry
+		if err := decodeHistory(encodeHistory(&e), &got); err != nil || !reflect.DeepEqual(got, e) {
+			t.Errorf("round trip: %v\n got %+v\nwant %+v", err, got, e)
+		}
+		// Entries written as JSON, before the binary form, are read.
+		j, err := json.Marshal(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var old HistoryEntry
+		if err := decodeHistory(j, &old); err != nil || !old.At.Equal(e.At) || old.To != e.To || old.Cause != e.Cause {
+			t.Errorf("JSON entry: %v %+v", err, old)
+		}
+	}
+	b := encodeHistory(&HistoryEntry{At: now, To: StateHealthy, Note: "n"})
+	for n := range len(b) {
+		var got HistoryEntry
+		if err := decodeHistory(b[:n], &got); err == nil {
+			t.Errorf("an entry cut to %d of %d bytes decoded", n, len(b))
+		}
+	}
 }

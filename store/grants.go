@@ -3,7 +3,6 @@ package store
 import (
 	"bytes"
 	"encoding/binary"
-	"encoding/json"
 	"fmt"
 	"time"
 
@@ -145,10 +144,7 @@ func (b *bkts) putToken(row uint64, id string, sealed []byte) error {
 // oldest entries beyond limit. fresh says the grant was just created, so it
 // has no history to look up.
 func (b *bkts) appendHistory(row uint64, e *HistoryEntry, limit int, fresh bool) error {
-	v, err := json.Marshal(e)
-	if err != nil {
-		return fmt.Errorf("encode history entry: %w", err)
-	}
+	v := encodeHistory(e)
 	var next uint64 = 1
 	if !fresh {
 		prefix := rowKey(row)
@@ -168,8 +164,10 @@ func (b *bkts) appendHistory(row uint64, e *HistoryEntry, limit int, fresh bool)
 			}
 			// n entries now, one more coming: drop n+1-limit from the start.
 			var drop [][]byte
-			for k, _ = c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) && len(drop) < n+1-limit; k, _ = c.Next() {
-				drop = append(drop, clone(k))
+			if n+1 > limit {
+				for k, _ = c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) && len(drop) < n+1-limit; k, _ = c.Next() {
+					drop = append(drop, clone(k))
+				}
 			}
 			for _, k := range drop {
 				if err := b.history.Delete(k); err != nil {
@@ -315,7 +313,7 @@ func (db *DB) History(id string) ([]HistoryEntry, error) {
 		c := b.history.Cursor()
 		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
 			var h HistoryEntry
-			if err := json.Unmarshal(v, &h); err != nil {
+			if err := decodeHistory(v, &h); err != nil {
 				return fmt.Errorf("decode history of %q: %w", id, err)
 			}
 			hs = append(hs, h)
