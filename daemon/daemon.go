@@ -75,7 +75,8 @@ type Daemon struct {
 
 	opts     Options
 	kickCh   chan struct{}
-	jobs     chan store.Lease
+	jobs     chan job
+	leases   *leases
 	results  chan result
 	lease    time.Duration
 	lastTick atomic.Int64 // unix nanos of the last due scan
@@ -140,11 +141,12 @@ func Open(opts Options) (*Daemon, error) {
 		kickCh: make(chan struct{}, 1),
 		// Two lease batches deep: the next lease transaction runs while the
 		// workers still have a batch to probe.
-		jobs:    make(chan store.Lease, 2*leaseBatch),
+		jobs:    make(chan job, 2*leaseBatch),
+		leases:  newLeases(),
 		results: make(chan result, 2*maxGroup),
 		// A leased grant waits in the job queue for milliseconds, then
-		// probes within the timeout; after a crash it is due again once the
-		// lease passes.
+		// probes within the timeout; a probe that never reports back lets
+		// its grant be handed out again once the lease passes.
 		lease: 2*cfg.Daemon.ProbeTimeout + 10*time.Second,
 	}
 	if opts.Lease > 0 {
@@ -361,21 +363,25 @@ func (d *Daemon) dispatchLoop(ctx context.Context) {
 		d.lastTick.Store(d.now().UnixNano())
 		sdWatchdog()
 		for ctx.Err() == nil {
-			leases, err := d.db.LeaseDue(d.now(), d.lease, batch)
+			// Each grant handed out is leased, those whose token does not
+			// open too: they are named once, not rescanned every pass.
+			now := d.now()
+			until := now.Add(d.lease)
+			due, err := d.db.Due(now, batch, func(row uint64) bool { return d.leases.take(row, now, until) })
 			if err != nil {
 				// Leases that did open are still returned and probed.
 				d.logOnce("lease", slog.LevelError, "scan due grants", tint.Err(err))
-				if len(leases) == 0 {
+				if len(due) == 0 {
 					break
 				}
 			} else {
 				d.warnedOnce.Delete("lease")
 			}
-			for _, l := range leases {
+			for _, l := range due {
 			send:
 				for {
 					select {
-					case d.jobs <- l:
+					case d.jobs <- job{l, until}:
 						break send
 					case <-petC:
 						sdWatchdog() // waiting for busy workers is not wedged
@@ -389,7 +395,7 @@ func (d *Daemon) dispatchLoop(ctx context.Context) {
 				sdWatchdog() // a round over a large fleet keeps the loop here
 			default:
 			}
-			if len(leases) < batch {
+			if len(due) < batch {
 				break
 			}
 		}
@@ -412,7 +418,7 @@ func (d *Daemon) provider(name string) *provider {
 }
 
 // probeLease probes one leased grant and applies the result.
-func (d *Daemon) probeLease(ctx, probeCtx context.Context, l store.Lease) {
+func (d *Daemon) probeLease(ctx, probeCtx context.Context, l job) {
 	p := d.provider(l.Grant.Provider)
 	if p == nil {
 		d.logOnce("provider/"+l.Grant.Provider, slog.LevelWarn,
@@ -427,7 +433,7 @@ func (d *Daemon) probeLease(ctx, probeCtx context.Context, l store.Lease) {
 	// before it takes a slot or a share of the rate, and the grant comes
 	// back when the lease runs out.
 	timeout := d.Config().Daemon.ProbeTimeout
-	expired := func() bool { return d.now().Add(timeout).After(l.Grant.NextDueAt) }
+	expired := func() bool { return d.now().Add(timeout).After(l.until) }
 	if expired() {
 		return
 	}
@@ -497,6 +503,8 @@ func (d *Daemon) requeue(leased store.Grant) {
 	})
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		d.logOnce("requeue", slog.LevelError, "store requeued grant", tint.Err(err))
+	} else {
+		d.leases.end(leased.Row)
 	}
 	d.Kick()
 }
@@ -671,6 +679,13 @@ func (d *Daemon) commit(batch []result) {
 				logOutcome(log(), a.out, r.res)
 			}
 			events = events || a.out.Event != nil
+		}
+		if a.err == nil {
+			// Stored (or dropped as stale): the grant's due entry is where
+			// it belongs, so its lease ends. A result that could not be
+			// stored keeps its lease, and the grant comes back when that
+			// runs out rather than at once.
+			d.leases.end(r.leased.Row)
 		}
 		if r.done != nil {
 			r.done <- *a

@@ -278,7 +278,7 @@ func TestReconnectSendsRecovered(t *testing.T) {
 
 // TestShutdownIsBounded: with probes hanging on a provider that never
 // answers, SIGTERM still ends Run within shutdown_timeout, and every grant
-// is intact afterwards (leased, to be probed after a restart).
+// is intact afterwards (still due, to be probed after a restart).
 func TestShutdownIsBounded(t *testing.T) {
 	sb := startSandbox(t)
 	cfg := testConfig(t, t.TempDir(), sandboxProvider("acme", "", sb))

@@ -82,6 +82,8 @@ func (d *Daemon) deferGrant(leased store.Grant, p *provider, wait time.Duration)
 	})
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		d.logOnce("defer", slog.LevelError, "store deferred grant", tint.Err(err))
+	} else {
+		d.leases.end(leased.Row)
 	}
 }
 

@@ -134,7 +134,7 @@ func TestRandomOperationsKeepIndexes(t *testing.T) {
 					return Change{Skip: skip, Grant: cur, History: &HistoryEntry{At: now, To: st}}, nil
 				})
 			case 3:
-				db.LeaseDue(now, time.Duration(rng.IntN(600))*time.Second, rng.IntN(10))
+				db.Due(now, rng.IntN(10), nil)
 			case 4:
 				db.Remove(id())
 			case 5:
@@ -186,7 +186,7 @@ func TestApplyConcurrent(t *testing.T) {
 	}
 	close(ids)
 	wg.Wait()
-	ls, err := db.LeaseDue(t0.Add(time.Hour), time.Minute, 0)
+	ls, err := db.Due(t0.Add(time.Hour), 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

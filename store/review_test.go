@@ -24,8 +24,8 @@ func TestDueTimeBeyondNanosRange(t *testing.T) {
 	if g, _ := db.Get("g0000"); !g.NextDueAt.Equal(far) {
 		t.Errorf("NextDueAt read back as %v, want %v", g.NextDueAt, far)
 	}
-	if ls, err := db.LeaseDue(t0.Add(time.Hour), time.Minute, 0); err != nil || len(ls) != 0 {
-		t.Errorf("LeaseDue = %s, %v; grants due in %d are not due now", leaseIDs(ls), err, far.Year())
+	if ls, err := db.Due(t0.Add(time.Hour), 0, nil); err != nil || len(ls) != 0 {
+		t.Errorf("Due = %s, %v; grants due in %d are not due now", leaseIDs(ls), err, far.Year())
 	}
 	assertIndexesMatchScan(t, db)
 	for _, ts := range []time.Time{far, time.Unix(0, 0).UTC(), time.Date(1960, 1, 1, 0, 0, 0, 1, time.UTC), time.Date(9999, 12, 31, 0, 0, 0, 5, time.UTC)} {
@@ -94,7 +94,7 @@ func TestRemoveThenReimportIsNewTokenGen(t *testing.T) {
 	if _, err := db.SetToken("g0001", "again", t0); err != nil {
 		t.Fatal(err)
 	}
-	ls, err := db.LeaseDue(t0, time.Minute, 0)
+	ls, err := db.Due(t0, 0, nil)
 	if err != nil || len(ls) != 2 {
 		t.Fatal(ls, err)
 	}

@@ -12,65 +12,59 @@ import (
 // rescheduleChunk is how many grants Reschedule moves per transaction.
 var rescheduleChunk = 10_000 // a var for tests
 
-// LeaseDue hands out up to limit grants due at or before now, earliest first,
-// with their decrypted tokens. In the same transaction each one's due entry
-// (and NextDueAt) moves to now+lease, so a grant whose probe result never
-// arrives (crash, lost worker) is probed again after the lease rather than
-// lost, and a second LeaseDue before then does not hand it out twice.
+// Due returns up to limit grants due at or before now, earliest first, with
+// their decrypted tokens. take, unless nil, is asked for each one first and
+// reports whether the caller takes it: false passes over it (the daemon's
+// grants in flight). limit <= 0 means no limit.
 //
-// The cost is O(returned grants): a range scan from the start of the due
-// index, independent of how many grants are stored. limit <= 0 means no
-// limit. A token that does not open is left out and named in the error,
-// returned together with the leases that did open.
-func (db *DB) LeaseDue(now time.Time, lease time.Duration, limit int) ([]Lease, error) {
+// Due is a read: it moves nothing, so it costs no write lock and no fsync,
+// and a crash loses nothing — a grant stays due until a result moves its
+// due entry. Keeping a grant from being handed out twice while it is probed
+// is the caller's part (take).
+//
+// The cost is O(returned grants + passed-over ones): a range scan from the
+// start of the due index, independent of how many grants are stored. A
+// token that does not open is left out and named in the error, returned
+// together with the grants that did open. A stale index entry (its grant
+// gone, or due at another time) is passed over and removed.
+func (db *DB) Due(now time.Time, limit int, take func(row uint64) bool) ([]Lease, error) {
 	end := timeNanos(now)
-	until := now.Add(lease)
-	type leased struct {
+	type due struct {
 		g      Grant
 		sealed []byte
 	}
-	// The idle tick (nothing due) stays a read: no write lock, no commit.
-	if at, ok, err := db.NextDue(); err != nil || !ok || timeNanos(at) > end {
-		return nil, err
-	}
-	var got []leased
-	err := db.update(func(b *bkts) error {
-		var keys [][]byte
+	var got []due
+	var stale [][]byte
+	err := db.view(func(b *bkts) error {
 		c := b.due.Cursor()
-		for k, _ := c.First(); k != nil && len(k) >= 8 && timeNanos(dueKeyTime(k)) <= end; k, _ = c.Next() {
-			if limit > 0 && len(keys) >= limit {
+		for k, _ := c.First(); k != nil && len(k) >= 16 && timeNanos(dueKeyTime(k)) <= end; k, _ = c.Next() {
+			if limit > 0 && len(got) >= limit {
 				break
 			}
-			keys = append(keys, clone(k))
-		}
-		d := counterDelta{}
-		got = make([]leased, 0, len(keys))
-		for _, k := range keys {
 			row := rowOf(k[8:])
 			g, ok, err := b.getRow(row)
 			if err != nil {
 				return err
 			}
 			if !ok || timeNanos(g.NextDueAt) != timeNanos(dueKeyTime(k)) {
-				// A stale entry (its grant gone or moved): drop it.
-				if err := b.due.Delete(k); err != nil {
-					return fmt.Errorf("drop stale due entry: %w", err)
-				}
+				stale = append(stale, clone(k))
 				continue // its real entry, if any, is handled on its own
 			}
-			old := g
-			g.NextDueAt = until
-			if err := b.putGrant(row, &old, &g, d); err != nil {
-				return err
+			if take != nil && !take(row) {
+				continue
 			}
-			got = append(got, leased{g: g, sealed: clone(b.tokens.Get(rowKey(row)))})
+			got = append(got, due{g: g, sealed: clone(b.tokens.Get(rowKey(row)))})
 		}
-		return b.flushCounts(d)
+		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("lease due grants from %s: %w", db.path, err)
+		return nil, fmt.Errorf("scan due grants in %s: %w", db.path, err)
 	}
-	// Decrypting after the commit keeps the write transaction short.
+	if len(stale) > 0 {
+		if err := db.dropStale(stale); err != nil {
+			return nil, err
+		}
+	}
 	// A token that does not open (a damaged page) must not hold up the
 	// others: it is reported, and the rest are returned.
 	out := make([]Lease, 0, len(got))
@@ -84,9 +78,32 @@ func (db *DB) LeaseDue(now time.Time, lease time.Duration, limit int) ([]Lease, 
 		out = append(out, Lease{Grant: l.g, Token: secret.Secret(pt)})
 	}
 	if len(bad) > 0 {
-		return out, fmt.Errorf("lease due grants from %s: %w", db.path, errors.Join(bad...))
+		return out, fmt.Errorf("scan due grants in %s: %w", db.path, errors.Join(bad...))
 	}
 	return out, nil
+}
+
+// dropStale removes due entries found stale, each if it still is.
+func (db *DB) dropStale(keys [][]byte) error {
+	err := db.update(func(b *bkts) error {
+		for _, k := range keys {
+			g, ok, err := b.getRow(rowOf(k[8:]))
+			if err != nil {
+				return err
+			}
+			if ok && timeNanos(g.NextDueAt) == timeNanos(dueKeyTime(k)) {
+				continue // a write made it current meanwhile
+			}
+			if err := b.due.Delete(k); err != nil {
+				return fmt.Errorf("drop stale due entry: %w", err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("drop stale due entries in %s: %w", db.path, err)
+	}
+	return nil
 }
 
 // NextDue returns the earliest due time of any grant; ok is false when no

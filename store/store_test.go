@@ -120,7 +120,7 @@ func TestReopenKeepsEverything(t *testing.T) {
 		t.Errorf("counts = %v, want %v", gotCounts, wantCounts)
 	}
 	// g0001 is out of the due index; the other two are due with their tokens.
-	ls, err := db.LeaseDue(t0, time.Minute, 0)
+	ls, err := db.Due(t0, 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -321,7 +321,7 @@ func TestImport(t *testing.T) {
 	if len(h) != 2 || h[1].From != StateDegraded || h[1].Note != "token imported" {
 		t.Errorf("history = %+v", h)
 	}
-	if ls, _ := db.LeaseDue(t1, time.Minute, 0); len(ls) != 2 || ls[1].Token != "t3" {
+	if ls, _ := db.Due(t1, 0, nil); len(ls) != 2 || ls[1].Token != "t3" {
 		t.Errorf("leases = %+v, want a and b with token t3", ls)
 	}
 	assertCountsMatchScan(t, db)
@@ -341,7 +341,7 @@ func TestImport(t *testing.T) {
 	}
 }
 
-func TestLeaseDue(t *testing.T) {
+func TestDue(t *testing.T) {
 	db := openTest(t, Options{})
 	importN(t, db, 10, "google", t0)
 	// Spread due times: g000i due at t0 + i minutes.
@@ -356,31 +356,48 @@ func TestLeaseDue(t *testing.T) {
 	if at, ok, _ := db.NextDue(); !ok || !at.Equal(t0) {
 		t.Errorf("NextDue = %v, %v; want %v", at, ok, t0)
 	}
-	ls, err := db.LeaseDue(now, 10*time.Minute, 3)
+	ls, err := db.Due(now, 3, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got := leaseIDs(ls); got != "g0000 g0001 g0002" {
-		t.Errorf("first LeaseDue(limit 3) = %s", got)
+		t.Errorf("Due(limit 3) = %s", got)
 	}
-	ls, _ = db.LeaseDue(now, 10*time.Minute, 0)
-	if got := leaseIDs(ls); got != "g0003 g0004" {
-		t.Errorf("second LeaseDue = %s, want the remaining due ones", got)
+	// A read: the same grants are due again, and nothing moved.
+	if ls, _ = db.Due(now, 0, nil); leaseIDs(ls) != "g0000 g0001 g0002 g0003 g0004" || ls[0].Token != "rt-0" {
+		t.Errorf("Due again = %s, want every due one", leaseIDs(ls))
 	}
-	if ls, _ = db.LeaseDue(now, 10*time.Minute, 0); len(ls) != 0 {
-		t.Errorf("third LeaseDue at the same now = %s, want none", leaseIDs(ls))
+	if g, _ := db.Get("g0003"); !g.NextDueAt.Equal(t0.Add(3 * time.Minute)) {
+		t.Errorf("NextDueAt moved to %v", g.NextDueAt)
 	}
-	g, _ := db.Get("g0003")
-	if want := now.Add(10 * time.Minute); !g.NextDueAt.Equal(want) {
-		t.Errorf("leased NextDueAt = %v, want %v", g.NextDueAt, want)
+	// take passes over what the caller holds, and the limit counts only
+	// what it takes.
+	taken := map[uint64]bool{}
+	take := func(row uint64) bool {
+		if taken[row] {
+			return false
+		}
+		taken[row] = true
+		return true
 	}
-	if at, _, _ := db.NextDue(); !at.Equal(t0.Add(5 * time.Minute)) {
-		t.Errorf("NextDue = %v, want g0005's", at)
+	if ls, _ = db.Due(now, 3, take); leaseIDs(ls) != "g0000 g0001 g0002" {
+		t.Errorf("first Due with take = %s", leaseIDs(ls))
 	}
-	// After the lease expires the un-applied grants come back (a crash).
-	ls, _ = db.LeaseDue(now.Add(10*time.Minute), time.Minute, 0)
-	if len(ls) != 10 {
-		t.Errorf("LeaseDue after the lease = %s, want all 10", leaseIDs(ls))
+	if ls, _ = db.Due(now, 3, take); leaseIDs(ls) != "g0003 g0004" {
+		t.Errorf("second Due with take = %s, want the remaining due ones", leaseIDs(ls))
+	}
+	if ls, _ = db.Due(now, 3, take); len(ls) != 0 {
+		t.Errorf("third Due with take = %s, want none", leaseIDs(ls))
+	}
+	// A stale entry (no grant, or not its grant's due time) is passed over
+	// and dropped.
+	g5, _ := db.Get("g0005")
+	db.update(func(b *bkts) error {
+		b.due.Put(dueKey(t0, 999), nil)
+		return b.due.Put(dueKey(t0.Add(time.Second), g5.Row), nil)
+	})
+	if ls, err = db.Due(now, 0, nil); err != nil || leaseIDs(ls) != "g0000 g0001 g0002 g0003 g0004" {
+		t.Errorf("Due with stale entries = %s, %v", leaseIDs(ls), err)
 	}
 	assertIndexesMatchScan(t, db)
 }
@@ -446,7 +463,7 @@ func TestApply(t *testing.T) {
 				if h, _ := db.History("g0000"); len(h) != 1 {
 					t.Errorf("history has %d entries, want 1", len(h))
 				}
-				if ls, _ := db.LeaseDue(t0, time.Minute, 0); len(ls) != 2 || ls[0].Token != "rt-0" {
+				if ls, _ := db.Due(t0, 0, nil); len(ls) != 2 || ls[0].Token != "rt-0" {
 					t.Errorf("token changed: %+v", ls)
 				}
 			},
@@ -465,10 +482,10 @@ func TestApply(t *testing.T) {
 				if g, _ := db.Get("g0000"); g.State != StateHealthy {
 					t.Errorf("state = %s, want healthy", g.State)
 				}
-				if ls, _ := db.LeaseDue(t0, time.Minute, 0); leaseIDs(ls) != "g0001" {
+				if ls, _ := db.Due(t0, 0, nil); leaseIDs(ls) != "g0001" {
 					t.Errorf("due now = %s, want only g0001", leaseIDs(ls))
 				}
-				if ls, _ := db.LeaseDue(t0.Add(24*time.Hour), time.Minute, 0); leaseIDs(ls) != "g0001 g0000" || ls[1].Token != "rt-0b" {
+				if ls, _ := db.Due(t0.Add(24*time.Hour), 0, nil); leaseIDs(ls) != "g0001 g0000" || ls[1].Token != "rt-0b" {
 					t.Errorf("due tomorrow = %+v, want g0000 with the rotated token", ls)
 				}
 				if out, _ := db.PendingOutbox("hook", 0); len(out) != 1 || out[0].Seq == 0 || out[0].CreatedAt.IsZero() {
@@ -490,7 +507,7 @@ func TestApply(t *testing.T) {
 				return Change{Grant: cur}, nil
 			},
 			check: func(t *testing.T, db *DB) {
-				if ls, _ := db.LeaseDue(t0.Add(1000*time.Hour), time.Minute, 0); leaseIDs(ls) != "g0001" {
+				if ls, _ := db.Due(t0.Add(1000*time.Hour), 0, nil); leaseIDs(ls) != "g0001" {
 					t.Errorf("due = %s, want only g0001", leaseIDs(ls))
 				}
 			},
@@ -594,12 +611,18 @@ func TestReschedule(t *testing.T) {
 				hold(id, "clock_skew")
 			}
 			hold("g0002", "invalid_client")
-			db.LeaseDue(t0, 2*time.Hour, 0) // park the pending ones
+			// Park the pending ones.
+			db.EachInState(StatePending, "", func(g Grant) error {
+				return db.Apply(g.ID, func(cur Grant) (Change, error) {
+					cur.NextDueAt = t0.Add(2 * time.Hour)
+					return Change{Grant: cur}, nil
+				})
+			})
 			n, err := db.Reschedule(later, StateOnHold, tt.provider, tt.cause)
 			if err != nil || n != tt.want {
 				t.Fatalf("Reschedule = %d, %v; want %d", n, err, tt.want)
 			}
-			ls, _ := db.LeaseDue(later, time.Minute, 0)
+			ls, _ := db.Due(later, 0, nil)
 			if got := leaseIDs(ls); got != tt.wantDue {
 				t.Errorf("due = %s, want %s", got, tt.wantDue)
 			}
@@ -692,7 +715,7 @@ func TestSetToken(t *testing.T) {
 	if g.State != StatePending || g.Cause != "" || g.Error != "" || g.Failures != 0 || g.TokenGen != 2 || !g.NextDueAt.Equal(t1) || !g.StateChangedAt.Equal(t1) {
 		t.Errorf("SetToken = %+v", g)
 	}
-	if ls, _ := db.LeaseDue(t1, time.Minute, 0); len(ls) != 1 || ls[0].Token != "fresh" {
+	if ls, _ := db.Due(t1, 0, nil); len(ls) != 1 || ls[0].Token != "fresh" {
 		t.Errorf("lease = %+v", ls)
 	}
 	if _, err := db.SetToken("nope", "x", t1); !errors.Is(err, ErrNotFound) {
