@@ -139,8 +139,8 @@ func Open(opts Options) (*Daemon, error) {
 		db:     db,
 		now:    now,
 		kickCh: make(chan struct{}, 1),
-		// Two lease batches deep: the next lease transaction runs while the
-		// workers still have a batch to probe.
+		// Two batches deep: the next due scan runs while the workers still
+		// have a batch to probe.
 		jobs:    make(chan job, 2*leaseBatch),
 		leases:  newLeases(),
 		results: make(chan result, 2*maxGroup),
@@ -555,9 +555,8 @@ type applied struct {
 // probe (grantwatch bench). A lone result — a revocation found between
 // rounds — is committed at once.
 const (
-	// leaseBatch is how many due grants one lease transaction (and fsync)
-	// hands out; they wait in the job queue for milliseconds, far below
-	// the lease.
+	// leaseBatch is how many due grants one due scan hands out; they
+	// wait in the job queue for milliseconds, far below the lease.
 	leaseBatch  = 1024
 	maxGroup    = 1024
 	groupLinger = 25 * time.Millisecond
