@@ -146,12 +146,16 @@ func ValidateConfigs(cs []Config) error {
 	seen := map[string]bool{}
 	for i, c := range cs {
 		key := func(k string) string { return "notify." + c.Name + "." + k }
+		if c.Name == "" || !validName(c.Name) {
+			// A missing or unusable name cannot stand in a key: the entry
+			// is named by its position.
+			key = func(k string) string { return fmt.Sprintf("notify[%d].%s", i, k) }
+		}
 		bad := func(k, format string, args ...any) {
 			errs = append(errs, fmt.Errorf("%s: %s", key(k), fmt.Sprintf(format, args...)))
 		}
 		if c.Name == "" {
-			errs = append(errs, fmt.Errorf("notify[%d].name: must be set", i))
-			key = func(k string) string { return fmt.Sprintf("notify[%d].%s", i, k) }
+			bad("name", "must be set")
 		} else if !validName(c.Name) {
 			bad("name", "must be letters, digits, '-', '_' or '.'")
 		} else if seen[c.Name] {
