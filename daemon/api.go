@@ -114,6 +114,8 @@ func (d *Daemon) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/grants/{id}/probe", d.handleProbe)
 	mux.HandleFunc("PUT /v1/grants/{id}/refresh_token", d.handleSetToken)
 	mux.HandleFunc("POST /v1/notify/test", d.handleNotifyTest)
+	mux.HandleFunc("GET /v1/notify/dead", d.handleDead)
+	mux.HandleFunc("POST /v1/notify/dead/redeliver", d.handleRedeliver)
 	return mux
 }
 

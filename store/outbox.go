@@ -180,3 +180,54 @@ func (db *DB) OutboxStats() (pending int, oldest time.Time, err error) {
 	})
 	return pending, oldest, err
 }
+
+// Redeliver moves dead-lettered entries of receiver back into the outbox, to
+// be sent as if new: CreatedAt now (so max_age counts again), no attempts,
+// due at once. The notification id is kept, so a receiver that did get an
+// earlier attempt can tell. No seqs means every dead letter of receiver;
+// unknown seqs are ignored. It returns how many entries moved.
+func (db *DB) Redeliver(receiver string, seqs []uint64, now time.Time) (int, error) {
+	n := 0
+	err := db.update(func(b *bkts) error {
+		var keys [][]byte
+		if len(seqs) == 0 {
+			prefix := seqPrefix(receiver)
+			c := b.dead.Cursor()
+			for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+				keys = append(keys, clone(k))
+			}
+		} else {
+			for _, s := range seqs {
+				keys = append(keys, seqKey(receiver, s))
+			}
+		}
+		for _, k := range keys {
+			v := b.dead.Get(k)
+			if v == nil {
+				continue
+			}
+			var e OutboxEntry
+			if err := json.Unmarshal(v, &e); err != nil {
+				return fmt.Errorf("decode dead letter %d of %q: %w", seqOf(k), receiver, err)
+			}
+			e.CreatedAt, e.Attempts, e.NextAttemptAt, e.LastError = now, 0, time.Time{}, ""
+			e.DeadReason, e.DeadAt = "", time.Time{}
+			nv, err := json.Marshal(&e)
+			if err != nil {
+				return fmt.Errorf("encode outbox entry: %w", err)
+			}
+			if err := b.outbox.Put(k, nv); err != nil {
+				return fmt.Errorf("redeliver entry %d of %q: %w", e.Seq, receiver, err)
+			}
+			if err := b.dead.Delete(k); err != nil {
+				return fmt.Errorf("redeliver entry %d of %q: %w", e.Seq, receiver, err)
+			}
+			n++
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	return n, nil
+}

@@ -138,3 +138,52 @@ func TestLoadKey(t *testing.T) {
 		})
 	}
 }
+
+func TestRedeliver(t *testing.T) {
+	db := openTest(t, Options{})
+	for _, r := range []string{"hook", "hook", "hook", "slack"} {
+		if err := db.Enqueue(OutboxEntry{Receiver: r, Payload: []byte(`{}`), CreatedAt: t0}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := db.UpdateOutbox(OutboxEntry{Receiver: "hook", Seq: 1, Attempts: 9, LastError: "HTTP 500", NotificationID: "n1",
+		NextAttemptAt: t0.Add(time.Hour), Payload: []byte(`{}`), CreatedAt: t0}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.DeadLetter("hook", "not delivered within max_age 24h", 1, 2, 3); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.DeadLetter("slack", "gone", 4); err != nil {
+		t.Fatal(err)
+	}
+	dead := func() (n int) {
+		db.DeadLetters(func(OutboxEntry) error { n++; return nil })
+		return n
+	}
+	later := t0.Add(48 * time.Hour)
+	if n, err := db.Redeliver("hook", []uint64{1, 99}, later); err != nil || n != 1 {
+		t.Fatalf("Redeliver(hook, 1 99) = %d, %v; want 1 (99 is unknown)", n, err)
+	}
+	out, _ := db.PendingOutbox("hook", 0)
+	if len(out) != 1 {
+		t.Fatalf("outbox of hook = %+v, want entry 1 back", out)
+	}
+	e := out[0]
+	if e.Seq != 1 || !e.CreatedAt.Equal(later) || e.Attempts != 0 || !e.NextAttemptAt.IsZero() || e.LastError != "" ||
+		e.DeadReason != "" || !e.DeadAt.IsZero() || e.NotificationID != "n1" {
+		t.Errorf("redelivered entry = %+v: want it fresh (created now, no attempts), with its notification id", e)
+	}
+	if n := dead(); n != 3 {
+		t.Errorf("%d dead letters left, want 3", n)
+	}
+	// No seqs: every dead letter of the receiver, none of another's.
+	if n, err := db.Redeliver("hook", nil, later); err != nil || n != 2 {
+		t.Fatalf("Redeliver(hook) = %d, %v; want 2", n, err)
+	}
+	if n := dead(); n != 1 {
+		t.Errorf("%d dead letters left, want slack's 1", n)
+	}
+	if out, _ := db.PendingOutbox("hook", 0); len(out) != 3 {
+		t.Errorf("outbox of hook has %d entries, want 3", len(out))
+	}
+}

@@ -2,7 +2,10 @@ package main
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
+	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 )
@@ -82,6 +85,106 @@ Exit status 1 when any receiver failed.`,
 		},
 	}
 	test.Flags().BoolVar(&asJSON, "json", false, "print JSON")
-	cmd.AddCommand(test)
+	cmd.AddCommand(test, a.notifyDeadCmd(), a.notifyRedeliverCmd())
+	return cmd
+}
+
+func (a *app) notifyDeadCmd() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "dead [--json]",
+		Short: "List the notifications no receiver accepted within its max_age",
+		Long: `notify dead lists the dead letters: notifications a receiver did not accept
+within its max_age (default 24h), kept with the reason and the last delivery error.
+Send them again with notify redeliver once the receiver works (notify test).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, _, err := a.client(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			dead, err := c.DeadLetters(cmd.Context())
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if asJSON {
+				return printJSON(out, dead)
+			}
+			if len(dead) == 0 {
+				fmt.Fprintln(out, "no dead letters: every notification was delivered or is still being tried")
+				return nil
+			}
+			tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "RECEIVER\tSEQ\tDEAD SINCE\tEVENT\tSUBJECT\tREASON")
+			for _, d := range dead {
+				subject := "-"
+				switch {
+				case d.Event.Grant != nil:
+					subject = d.Event.Grant.ID
+				case d.Event.Provider != nil:
+					subject = d.Event.Provider.Name
+				}
+				fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\n", d.Receiver, d.Seq,
+					d.DeadAt.Local().Format(time.RFC3339), d.Event.Type, subject, d.Reason)
+			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			fmt.Fprintf(out, "%d dead letters; send them again with: grantwatch notify redeliver [RECEIVER [SEQ...]]\n", len(dead))
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func (a *app) notifyRedeliverCmd() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "redeliver [RECEIVER [SEQ...]] [--json]",
+		Short: "Send dead letters again",
+		Long: `notify redeliver puts dead letters back in the outbox, as if new: max_age
+counts again and the receiver's group_wait applies. With no argument, every
+configured receiver's; with RECEIVER, only its own; with SEQ numbers (from
+notify dead), only those. Each keeps its notification id, so a receiver that
+did get an earlier attempt can tell. A dead letter whose news no longer holds
+(its grant reconnected, its provider or the clock recovered) is left alone:
+sending it would reopen at the receiver what is resolved. A running daemon
+sends them at once; otherwise they wait for it.`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			receiver := ""
+			var seqs []uint64
+			if len(args) > 0 {
+				receiver = args[0]
+			}
+			for _, s := range args[min(1, len(args)):] {
+				n, err := strconv.ParseUint(s, 10, 64)
+				if err != nil || n == 0 {
+					return fmt.Errorf("notify redeliver: %q is no dead letter's SEQ (see grantwatch notify dead)", s)
+				}
+				seqs = append(seqs, n)
+			}
+			c, _, err := a.client(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			res, err := c.Redeliver(cmd.Context(), receiver, seqs)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), res)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%d dead letters back in the outbox\n", res.Requeued)
+			if res.Stale > 0 {
+				fmt.Fprintf(cmd.OutOrStdout(), "%d left alone: what they report has changed since (sending them would reopen what is resolved)\n", res.Stale)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
 }

@@ -574,7 +574,8 @@ func (d *Dispatcher) deadLetter(rs *receiverState, expired []store.OutboxEntry, 
 		slog.Int("events", len(seqs)),
 		slog.Duration("max_age", rs.cfg.MaxAge),
 		slog.Time("oldest", oldest),
-		slog.String("last_error", rs.red.String(lastErr)))
+		slog.String("last_error", rs.red.String(lastErr)),
+		slog.String("fix", "grantwatch notify dead lists them; once the receiver works (notify test), grantwatch notify redeliver "+rs.cfg.Name+" sends them again"))
 	rs.dead.Add(uint64(len(seqs)))
 }
 
