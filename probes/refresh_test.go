@@ -80,7 +80,7 @@ func TestRefreshBehaviors(t *testing.T) {
 		{b: sandbox.ClockWindow, preset: "google", cause: probes.CauseClockSkew, status: 400, errorCode: "invalid_grant"},
 		{b: sandbox.ClockWindow, cause: probes.CauseClockSkew, status: 400, errorCode: "invalid_grant"},
 		{b: sandbox.ServerError, cause: probes.CauseServerError, status: 500, errorCode: "server_error"},
-		{b: sandbox.BadGateway, cause: probes.CauseServerError, status: 502},
+		{b: sandbox.BadGateway, cause: probes.CauseServerError, status: 502, lost: true}, // the endpoint may have answered behind the gateway
 		{b: sandbox.Unavailable, cause: probes.CauseServerError, status: 503, retryAfter: 2 * time.Second},
 		{b: sandbox.RateLimited, preset: "okta", cause: probes.CauseRateLimited, status: 429, retryAfter: time.Second},
 		{b: sandbox.Slow, ok: true, status: 200},
@@ -282,6 +282,24 @@ func TestRefreshAutoDetectVerdict(t *testing.T) {
 		}
 		if n := requests.Load(); n != int64(i+1) {
 			t.Errorf("after probe %d: %d requests, want %d", i, n, i+1)
+		}
+	}
+}
+
+// TestRefreshGatewayAnswerIsLost: a gateway's 502 or 504 may hide a request
+// the token endpoint handled (and a token it rotated), so the answer counts
+// as lost; a 503 or 408 is the server's own refusal.
+func TestRefreshGatewayAnswerIsLost(t *testing.T) {
+	for status, lost := range map[int]bool{502: true, 504: true, 503: false, 408: false, 500: false} {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/html")
+			w.WriteHeader(status)
+			fmt.Fprint(w, "<html>gateway</html>")
+		}))
+		got := refresh(t, newProber(1), probes.Endpoint{TokenURL: srv.URL}, "rt", 5*time.Second)
+		srv.Close()
+		if got.OK || got.Action != probes.ActionRetry || got.Lost != lost {
+			t.Errorf("HTTP %d: got OK %v action %q Lost %v, want a retry with Lost %v", status, got.OK, got.Action, got.Lost, lost)
 		}
 	}
 }

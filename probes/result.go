@@ -55,8 +55,9 @@ type Result struct {
 	Started time.Time
 	Latency time.Duration
 	// Lost reports that the request may have reached the provider but its
-	// answer did not reach us (timeout or reset after sending): with rotation,
-	// the provider may have rotated the token and the new one is lost.
+	// answer did not reach us (timeout or reset after sending, or a
+	// gateway's 502/504): with rotation, the provider may have rotated the
+	// token and the new one is lost.
 	Lost bool
 	// NewRefreshToken is set when the provider rotated the refresh token.
 	NewRefreshToken secret.Secret
