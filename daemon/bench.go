@@ -21,6 +21,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/grantwatch/grantwatch/daemon/config"
 	"github.com/grantwatch/grantwatch/probes"
 	"github.com/grantwatch/grantwatch/probes/sandbox"
 	"github.com/grantwatch/grantwatch/store"
@@ -314,7 +315,7 @@ func Bench(ctx context.Context, o BenchOptions) (BenchResult, error) {
 // benchConfig is the bench daemon's config: the given worker count, no
 // listener, no NTP, one provider at the sandbox with a 24h interval (so a
 // probed grant is not due again during the bench).
-func benchConfig(dir, tokenURL string, workers int) (*Config, error) {
+func benchConfig(dir, tokenURL string, workers int) (*config.Config, error) {
 	toml := fmt.Sprintf(`
 [daemon]
 db = %q
@@ -336,7 +337,7 @@ auth_style = "header"
 interval = "24h"
 `, filepath.Join(dir, "bench.db"), filepath.Join(dir, "bench.sock"), workers,
 		benchProvider, tokenURL, benchClientID, benchSecret)
-	return ParseConfig(filepath.Join(dir, "grantwatch.toml"), []byte(toml))
+	return config.Parse(filepath.Join(dir, "grantwatch.toml"), []byte(toml))
 }
 
 // benchJSONL streams the import input: n grants with ids spread over the key

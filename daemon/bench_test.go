@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/grantwatch/grantwatch/daemon/config"
 	"github.com/grantwatch/grantwatch/daemon/notify"
 	"github.com/grantwatch/grantwatch/internal/secret"
 	"github.com/grantwatch/grantwatch/probes"
@@ -231,7 +232,7 @@ func revokedToWebhook(tb testing.TB, n int) []time.Duration {
 	tb.Cleanup(sb.Close)
 	hook, arrivals := webhookArrivals(tb)
 	dir := tb.TempDir()
-	cfg, err := ParseConfig(filepath.Join(dir, "grantwatch.toml"), []byte(fmt.Sprintf(`
+	cfg, err := config.Parse(filepath.Join(dir, "grantwatch.toml"), []byte(fmt.Sprintf(`
 [daemon]
 db = %q
 socket = %q

@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/grantwatch/grantwatch/daemon/config"
 	"github.com/grantwatch/grantwatch/internal/secret"
 	"github.com/grantwatch/grantwatch/store"
 )
@@ -42,17 +43,17 @@ func (c *Client) Close() error {
 
 // Connect reaches the daemon on cfg's control socket; when no daemon runs it
 // opens the database itself and serves the control API in-process.
-func Connect(ctx context.Context, cfg *Config, log *slog.Logger) (*Client, error) {
+func Connect(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Client, error) {
 	return connect(ctx, cfg, log, true)
 }
 
 // ConnectExisting is Connect for commands that only read: with no daemon
 // running it refuses to create a database that does not exist yet.
-func ConnectExisting(ctx context.Context, cfg *Config, log *slog.Logger) (*Client, error) {
+func ConnectExisting(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Client, error) {
 	return connect(ctx, cfg, log, false)
 }
 
-func connect(ctx context.Context, cfg *Config, log *slog.Logger, create bool) (*Client, error) {
+func connect(ctx context.Context, cfg *config.Config, log *slog.Logger, create bool) (*Client, error) {
 	conn, err := (&net.Dialer{Timeout: daemonAnswerTimeout}).DialContext(ctx, "unix", cfg.Daemon.Socket)
 	if err == nil {
 		// A connection is accepted by the kernel even when the daemon is

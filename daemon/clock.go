@@ -10,6 +10,7 @@ import (
 
 	"github.com/lmittmann/tint"
 
+	"github.com/grantwatch/grantwatch/daemon/config"
 	"github.com/grantwatch/grantwatch/probes"
 )
 
@@ -146,7 +147,7 @@ type clockChange struct {
 // 30s). query is the NTP probe (probes.QueryClock when nil) and now the
 // clock the checker reads (time.Now when nil); tests inject both. A nil
 // logger discards.
-func NewClock(cfg ClockConfig, logger *slog.Logger, query func(ctx context.Context, servers []string) probes.ClockReading, now func() time.Time) *Clock {
+func NewClock(cfg config.ClockConfig, logger *slog.Logger, query func(ctx context.Context, servers []string) probes.ClockReading, now func() time.Time) *Clock {
 	c := &Clock{
 		servers: slices.Clone(cfg.Servers),
 		warn:    cfg.WarnOffset,

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/grantwatch/grantwatch/daemon/config"
 	"github.com/grantwatch/grantwatch/probes"
 	"github.com/grantwatch/grantwatch/probes/sandbox"
 )
@@ -138,7 +139,7 @@ type clockRig struct {
 	changes *clockChanges
 }
 
-func newClockRig(t *testing.T, cfg ClockConfig) *clockRig {
+func newClockRig(t *testing.T, cfg config.ClockConfig) *clockRig {
 	t.Helper()
 	r := &clockRig{log: &clockLog{}, now: &clockNow{t: clockT0}, ntp: &clockNTP{}, changes: &clockChanges{}}
 	if cfg.Servers == nil {
@@ -194,7 +195,7 @@ func TestClockNTPOffsets(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.offset.String(), func(t *testing.T) {
-			r := newClockRig(t, ClockConfig{})
+			r := newClockRig(t, config.ClockConfig{})
 			r.ntp.set(tt.offset, false)
 			for range 10 {
 				r.clock.Check(t.Context())
@@ -231,7 +232,7 @@ func TestClockSkewedOnceAndBack(t *testing.T) {
 	}
 	defer srv.Close()
 	log, changes := &clockLog{}, &clockChanges{}
-	c := NewClock(ClockConfig{Servers: []string{srv.Addr()}, WarnOffset: time.Second, MaxOffset: 30 * time.Second},
+	c := NewClock(config.ClockConfig{Servers: []string{srv.Addr()}, WarnOffset: time.Second, MaxOffset: 30 * time.Second},
 		log.logger(), probes.QueryClock, time.Now)
 	c.OnChange(changes.record)
 	check := func(n int) {
@@ -290,7 +291,7 @@ func TestClockNTPUnreachable(t *testing.T) {
 	defer srv.Close()
 	srv.SetDown(true)
 	log, changes := &clockLog{}, &clockChanges{}
-	c := NewClock(ClockConfig{Servers: []string{srv.Addr()}}, log.logger(), probes.QueryClock, time.Now)
+	c := NewClock(config.ClockConfig{Servers: []string{srv.Addr()}}, log.logger(), probes.QueryClock, time.Now)
 	c.OnChange(changes.record)
 	check := func(timeout time.Duration) {
 		ctx, cancel := context.WithTimeout(t.Context(), timeout)
@@ -331,7 +332,7 @@ func TestClockNTPUnreachable(t *testing.T) {
 // TestClockUnreachableAfterSkew: NTP said skewed, then stops answering with
 // no Date headers to tell: unknown (holds released), with the one WARN line.
 func TestClockUnreachableAfterSkew(t *testing.T) {
-	r := newClockRig(t, ClockConfig{})
+	r := newClockRig(t, config.ClockConfig{})
 	r.ntp.set(5*time.Minute, false)
 	r.clock.Check(t.Context())
 	r.log.reset()
@@ -354,7 +355,7 @@ func TestClockUnreachableAfterSkew(t *testing.T) {
 // our clock is 5 min ahead. Skewed from the third sample, logged once,
 // whatever the number of samples and checks.
 func TestClockDateHeaderSkew(t *testing.T) {
-	r := newClockRig(t, ClockConfig{})
+	r := newClockRig(t, config.ClockConfig{})
 	r.ntp.set(0, true)
 	r.clock.Check(t.Context())
 	r.log.reset()
@@ -409,7 +410,7 @@ func TestClockDateHeaderSkew(t *testing.T) {
 func TestClockDateHeaderSmallOffsets(t *testing.T) {
 	for _, skew := range []time.Duration{0, 500 * time.Millisecond, -500 * time.Millisecond, 1500 * time.Millisecond, -1500 * time.Millisecond} {
 		t.Run(skew.String(), func(t *testing.T) {
-			r := newClockRig(t, ClockConfig{})
+			r := newClockRig(t, config.ClockConfig{})
 			r.ntp.set(0, true)
 			r.clock.Check(t.Context())
 			r.observe("google", skew, 15)
@@ -426,7 +427,7 @@ func TestClockDateHeaderSmallOffsets(t *testing.T) {
 
 // TestClockDateHeaderWarn: Date headers alone warn only beyond 2s.
 func TestClockDateHeaderWarn(t *testing.T) {
-	r := newClockRig(t, ClockConfig{Servers: []string{}})
+	r := newClockRig(t, config.ClockConfig{Servers: []string{}})
 	r.observe("google", 10*time.Second, 5)
 	if s := r.clock.Snapshot(); s.State != ClockWarn {
 		t.Errorf("snapshot %+v, want warn", s)
@@ -454,7 +455,7 @@ func TestClockDateHeaderMajority(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := newClockRig(t, ClockConfig{Servers: []string{}})
+			r := newClockRig(t, config.ClockConfig{Servers: []string{}})
 			for i, skew := range tt.skews {
 				r.observe(fmt.Sprintf("p%d", i), skew, 5)
 			}
@@ -469,7 +470,7 @@ func TestClockDateHeaderMajority(t *testing.T) {
 // ring keeps 15 samples per provider, so 8 good ones outvote 7 old skewed
 // ones; samples older than 30 minutes no longer count.
 func TestClockDateHeaderRecovery(t *testing.T) {
-	r := newClockRig(t, ClockConfig{Servers: []string{}})
+	r := newClockRig(t, config.ClockConfig{Servers: []string{}})
 	r.observe("google", 5*time.Minute, 15)
 	if !r.clock.Skewed() {
 		t.Fatal("not skewed after 15 skewed samples")
@@ -497,7 +498,7 @@ func TestClockDateHeaderRecovery(t *testing.T) {
 }
 
 func TestClockIgnoresZeroDate(t *testing.T) {
-	r := newClockRig(t, ClockConfig{Servers: []string{}})
+	r := newClockRig(t, config.ClockConfig{Servers: []string{}})
 	for range 5 {
 		r.clock.ObserveDate("google", time.Time{}, clockT0, time.Millisecond)
 	}
@@ -529,7 +530,7 @@ func TestClockHysteresis(t *testing.T) {
 		{25 * time.Second, ClockWarn},    // entering skewed needs beyond 30s
 		{0, ClockOK},
 	}
-	r := newClockRig(t, ClockConfig{})
+	r := newClockRig(t, config.ClockConfig{})
 	for i, st := range steps {
 		r.ntp.set(st.offset, false)
 		r.clock.Check(t.Context())
@@ -572,7 +573,7 @@ func TestClockLevel(t *testing.T) {
 
 // TestClockNTPOff: servers = [] never queries; it says so once at INFO.
 func TestClockNTPOff(t *testing.T) {
-	r := newClockRig(t, ClockConfig{Servers: []string{}})
+	r := newClockRig(t, config.ClockConfig{Servers: []string{}})
 	for range 5 {
 		r.clock.Check(t.Context())
 	}
@@ -588,7 +589,7 @@ func TestClockNTPOff(t *testing.T) {
 }
 
 func TestClockObserveDateAllocs(t *testing.T) {
-	c := NewClock(ClockConfig{Servers: []string{}}, nil, nil, time.Now)
+	c := NewClock(config.ClockConfig{Servers: []string{}}, nil, nil, time.Now)
 	for _, p := range []string{"google", "microsoft", "github"} {
 		c.ObserveDate(p, time.Now().Truncate(time.Second), time.Now(), time.Millisecond)
 	}
@@ -605,7 +606,7 @@ func TestClockObserveDateAllocs(t *testing.T) {
 // TestClockConcurrent is for the race detector: workers observing Date
 // headers and reading the state while checks run and the state changes.
 func TestClockConcurrent(t *testing.T) {
-	r := newClockRig(t, ClockConfig{})
+	r := newClockRig(t, config.ClockConfig{})
 	var calls sync.Mutex
 	order := []ClockState{}
 	r.clock.OnChange(func(from, to ClockSnapshot) {

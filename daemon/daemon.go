@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,6 +18,7 @@ import (
 	"github.com/robfig/cron/v3"
 	"golang.org/x/time/rate"
 
+	"github.com/grantwatch/grantwatch/daemon/config"
 	"github.com/grantwatch/grantwatch/daemon/notify"
 	"github.com/grantwatch/grantwatch/internal/secret"
 	"github.com/grantwatch/grantwatch/probes"
@@ -28,7 +28,7 @@ import (
 // Options are what Run needs besides the config. Zero values are the
 // production defaults; tests and the demo inject the rest.
 type Options struct {
-	Config *Config
+	Config *config.Config
 	Logger *slog.Logger
 	// HTTPClient is the probes' shared client; nil builds one sized to the
 	// worker count.
@@ -60,7 +60,7 @@ func Run(ctx context.Context, opts Options) error {
 
 // Daemon is a running grantwatch. Create it with Open; Run drives it.
 type Daemon struct {
-	cfg     *Config
+	cfg     *config.Config
 	log     *slog.Logger
 	db      *store.DB
 	now     func() time.Time
@@ -91,7 +91,7 @@ type Daemon struct {
 // provider is a configured provider's runtime: its endpoint, policy and
 // limits.
 type provider struct {
-	cfg    ProviderConfig
+	cfg    config.ProviderConfig
 	ep     probes.Endpoint
 	policy Policy
 	sem    chan struct{}
@@ -179,7 +179,7 @@ func Open(opts Options) (*Daemon, error) {
 
 // OpenStore opens the configured database with the configured key,
 // creating the key file when it is missing.
-func OpenStore(cfg *Config, noSync bool) (*store.DB, error) {
+func OpenStore(cfg *config.Config, noSync bool) (*store.DB, error) {
 	// A key is created only with a new database: a database whose key file
 	// went missing must fail on the missing file, not get a new key.
 	_, statErr := os.Stat(cfg.Daemon.DB)
@@ -202,10 +202,10 @@ func OpenStore(cfg *Config, noSync bool) (*store.DB, error) {
 	return db, err
 }
 
-func buildProviders(cfg *Config) (map[string]*provider, error) {
+func buildProviders(cfg *config.Config) (map[string]*provider, error) {
 	m := make(map[string]*provider, len(cfg.Providers))
 	for _, pc := range cfg.Providers {
-		ep, secretErr := pc.endpoint()
+		ep, secretErr := pc.Endpoint()
 		pol := Policy{
 			Interval:      pc.Interval,
 			DegradedAfter: cfg.Daemon.DegradedAfter,
@@ -236,8 +236,8 @@ func buildProviders(cfg *Config) (map[string]*provider, error) {
 // DB is the daemon's store.
 func (d *Daemon) DB() *store.DB { return d.db }
 
-// Config is the daemon's current config.
-func (d *Daemon) Config() *Config {
+// config.Config is the daemon's current config.
+func (d *Daemon) Config() *config.Config {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
 	return d.cfg
@@ -773,7 +773,7 @@ func (d *Daemon) reload() error {
 	if d.opts.ConfigPath == "" {
 		return errors.New("no config file to reload")
 	}
-	cfg, err := LoadConfig(d.opts.ConfigPath)
+	cfg, err := config.Load(d.opts.ConfigPath)
 	if err != nil {
 		return err
 	}
@@ -788,7 +788,7 @@ func (d *Daemon) reload() error {
 	d.mu.RLock()
 	oldProvs := d.providers
 	d.mu.RUnlock()
-	if keys := restartOnly(old, cfg); len(keys) > 0 {
+	if keys := config.RestartOnly(old, cfg); len(keys) > 0 {
 		d.log.Warn("some changes apply only on restart (systemctl restart grantwatch)", "keys", strings.Join(keys, ", "))
 	}
 	d.carryHealth(oldProvs, provs)
@@ -836,33 +836,4 @@ func (d *Daemon) ActiveEvents(ctx context.Context, fn func(notify.Event) error) 
 		}
 	}
 	return nil
-}
-
-// restartOnly names the changed settings a reload does not apply: a reload
-// rebuilds the providers (endpoints, secrets, limits, schedules) and the
-// per-probe settings; the rest is built once at start.
-func restartOnly(old, cfg *Config) []string {
-	var keys []string
-	o, n := old.Daemon, cfg.Daemon
-	for _, c := range []struct {
-		key     string
-		changed bool
-	}{
-		{"daemon.db", o.DB != n.DB},
-		{"daemon.socket", o.Socket != n.Socket},
-		{"daemon.listen", o.Listen != n.Listen},
-		{"daemon.api_token_file", o.APITokenFile != n.APITokenFile},
-		{"daemon.tick", o.Tick != n.Tick},
-		{"daemon.workers", o.Workers != n.Workers},
-		{"secrets", old.Secrets != cfg.Secrets},
-		{"log", old.Log != cfg.Log},
-		{"clock", !reflect.DeepEqual(old.Clock, cfg.Clock)},
-		{"health", old.Health != cfg.Health},
-		{"notify", !reflect.DeepEqual(old.Notify, cfg.Notify)},
-	} {
-		if c.changed {
-			keys = append(keys, c.key)
-		}
-	}
-	return keys
 }

@@ -23,6 +23,7 @@ import (
 
 	"github.com/robfig/cron/v3"
 
+	"github.com/grantwatch/grantwatch/daemon/config"
 	"github.com/grantwatch/grantwatch/daemon/notify"
 	"github.com/grantwatch/grantwatch/probes"
 	"github.com/grantwatch/grantwatch/store"
@@ -117,7 +118,7 @@ func Doctor(ctx context.Context, configPath string, opts DoctorOptions) DoctorRe
 	opts.defaults()
 	dr := &doctor{opts: opts}
 
-	cfg, err := LoadConfig(configPath)
+	cfg, err := config.Load(configPath)
 	if err != nil {
 		dr.add(Check{Name: "config", Status: CheckFail, Detail: err.Error(), Fix: configFix(err, configPath)})
 		dr.add(dr.systemd(nil))
@@ -192,7 +193,7 @@ func configFix(err error, path string) string {
 
 // daemon asks the control socket for the status. It returns the status when
 // a daemon answered, nil otherwise.
-func (d *doctor) daemon(ctx context.Context, cfg *Config) (Check, *Status) {
+func (d *doctor) daemon(ctx context.Context, cfg *config.Config) (Check, *Status) {
 	c := Check{Name: "daemon"}
 	sock := cfg.Daemon.Socket
 	ctx, cancel := context.WithTimeout(ctx, d.opts.Timeout)
@@ -264,7 +265,7 @@ func unwrapOp(err error) error {
 
 // store checks the key file and the database with no daemon running.
 // Nothing is created: a missing key or database is reported, not made.
-func (d *doctor) store(cfg *Config) []Check {
+func (d *doctor) store(cfg *config.Config) []Check {
 	dbPath, keyPath := cfg.Daemon.DB, cfg.Secrets.KeyFile
 	_, dbErr := os.Stat(dbPath)
 	dbExists := dbErr == nil
@@ -425,7 +426,7 @@ func unwrapPath(err error) error {
 // provider checks p's token endpoint step by step: DNS, TCP, TLS (https
 // only) and an HTTP answer. A step that fails ends the chain; later steps
 // are left out. No refresh token and no client credentials are sent.
-func (d *doctor) provider(ctx context.Context, p ProviderConfig) []Check {
+func (d *doctor) provider(ctx context.Context, p config.ProviderConfig) []Check {
 	prefix := "provider/" + p.Name + "/"
 	u, err := url.Parse(p.TokenURL)
 	if err != nil || u.Host == "" {
@@ -445,7 +446,7 @@ func (d *doctor) provider(ctx context.Context, p ProviderConfig) []Check {
 	if p.ClientSecretFile != "" {
 		// Read as the daemon would at start; the secret itself is never shown.
 		c := Check{Name: prefix + "secret", Status: CheckOK, Detail: "client_secret_file " + p.ClientSecretFile + " is readable"}
-		if _, err := p.endpoint(); err != nil {
+		if _, err := p.Endpoint(); err != nil {
 			c.Status, c.Detail = CheckFail, err.Error()
 			c.Fix = "create the file, or under systemd hand it in with LoadCredential= (the daemon reads it at start and on reload)"
 		}
@@ -616,7 +617,7 @@ func orText(a, b string) string {
 // invalid_client), so no grant is spent and no rotation is triggered.
 // Any HTTP answer proves the endpoint reachable. With viaProxy, TLS is
 // judged from this request (there is no direct handshake to report).
-func (d *doctor) httpAnswer(ctx context.Context, p ProviderConfig, prefix string, viaProxy bool) []Check {
+func (d *doctor) httpAnswer(ctx context.Context, p config.ProviderConfig, prefix string, viaProxy bool) []Check {
 	u, _ := url.Parse(p.TokenURL)
 	tr := &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
@@ -763,7 +764,7 @@ func ms(d time.Duration) string {
 
 // clock checks this host's clock: one NTP query when servers are configured,
 // else the running daemon's estimate from providers' Date headers.
-func (d *doctor) clock(ctx context.Context, cfg *Config, st *Status) Check {
+func (d *doctor) clock(ctx context.Context, cfg *config.Config, st *Status) Check {
 	c := Check{Name: "clock"}
 	cc := cfg.Clock
 	judge := func(off time.Duration, how string) {
@@ -863,7 +864,7 @@ func receiverCheck(n notify.Config) Check {
 			fixes = append(fixes, fmt.Sprintf("correct notify.%s.url", n.Name))
 		} else {
 			parts = append(parts, fmt.Sprintf("sends to %s://%s%s", u.Scheme, u.Host, from))
-			if u.Scheme == "http" && !isLoopback(u.Hostname()) {
+			if u.Scheme == "http" && !config.IsLoopback(u.Hostname()) {
 				warns = append(warns, "url is plain http to a remote host: notifications travel unencrypted")
 				fixes = append(fixes, fmt.Sprintf("use an https URL for notify.%s", n.Name))
 			}
@@ -916,7 +917,7 @@ func unwrapExec(err error) error {
 
 // systemd reports the systemd environment: the variables the unit sets and
 // whether the key credential is there. cfg may be nil (invalid config).
-func (d *doctor) systemd(cfg *Config) Check {
+func (d *doctor) systemd(cfg *config.Config) Check {
 	c := Check{Name: "systemd", Status: CheckOK}
 	env := d.opts.Getenv
 	under := env("INVOCATION_ID") != "" || env("NOTIFY_SOCKET") != ""

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/grantwatch/grantwatch/daemon/config"
 	"github.com/grantwatch/grantwatch/probes"
 	"github.com/grantwatch/grantwatch/probes/sandbox"
 	"github.com/grantwatch/grantwatch/store"
@@ -68,7 +69,7 @@ func doctorOpts() DoctorOptions {
 // initStore creates the database and its key, as a first run would.
 func doctorInitStore(t *testing.T, path string) {
 	t.Helper()
-	cfg, err := LoadConfig(path)
+	cfg, err := config.Load(path)
 	if err != nil {
 		t.Fatal(err)
 	}

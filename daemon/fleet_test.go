@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/grantwatch/grantwatch/daemon/config"
 	"github.com/grantwatch/grantwatch/daemon/notify"
 	"github.com/grantwatch/grantwatch/internal/secret"
 	"github.com/grantwatch/grantwatch/probes"
@@ -67,7 +68,7 @@ func (in *inbox) count() map[string]int {
 }
 
 // importGrants imports n grants of one provider with tokens of behaviour b.
-func importGrants(t *testing.T, cfg *Config, sb *sandbox.Server, provider string, n int, b sandbox.Behavior) {
+func importGrants(t *testing.T, cfg *config.Config, sb *sandbox.Server, provider string, n int, b sandbox.Behavior) {
 	t.Helper()
 	var lines []string
 	for i := range n {

@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/grantwatch/grantwatch/daemon/config"
 	"github.com/grantwatch/grantwatch/probes"
 )
 
@@ -21,7 +22,7 @@ const (
 // provider and not once per grant. It also holds the provider's pause: after
 // a 429, until its Retry-After; in outage, between canary probes.
 type health struct {
-	cfg HealthConfig
+	cfg config.HealthConfig
 
 	mu     sync.Mutex
 	recent []sample // ring of the last cfg.Window probes
@@ -50,7 +51,7 @@ type healthChange struct {
 	Detail   string
 }
 
-func newHealth(cfg HealthConfig) *health {
+func newHealth(cfg config.HealthConfig) *health {
 	return &health{cfg: cfg, recent: make([]sample, cfg.Window), state: ProviderOK}
 }
 

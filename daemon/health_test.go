@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/grantwatch/grantwatch/daemon/config"
 	"github.com/grantwatch/grantwatch/probes"
 )
 
@@ -13,7 +14,7 @@ import (
 // threshold of failures seen since. Without this a provider failing about
 // half the time cycles outage/ok, one announcement each way per cycle.
 func TestHealthRecoveryNeedsFreshEvidence(t *testing.T) {
-	h := newHealth(HealthConfig{Window: 10, Threshold: 0.5, Period: time.Hour})
+	h := newHealth(config.HealthConfig{Window: 10, Threshold: 0.5, Period: time.Hour})
 	p := Policy{Interval: time.Hour, BackoffMin: time.Second, BackoffMax: time.Minute}
 	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
 	fail := probes.Result{Cause: probes.CauseServerError, Action: probes.ActionRetry, Status: 502}

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/grantwatch/grantwatch/daemon/config"
 	"github.com/grantwatch/grantwatch/probes/sandbox"
 	"github.com/grantwatch/grantwatch/store"
 )
@@ -57,7 +58,7 @@ func (l *logBuffer) lines(t *testing.T) []map[string]any {
 type testDaemon struct {
 	t      *testing.T
 	sb     *sandbox.Server
-	cfg    *Config
+	cfg    *config.Config
 	d      *Daemon
 	logs   *logBuffer
 	cancel context.CancelFunc
@@ -67,7 +68,7 @@ type testDaemon struct {
 
 // testConfig is a config for fast tests: one-second intervals, short
 // backoffs and timeouts, NTP off, the given providers' TOML appended.
-func testConfig(t *testing.T, dir, extra string) *Config {
+func testConfig(t *testing.T, dir, extra string) *config.Config {
 	t.Helper()
 	toml := fmt.Sprintf(`
 [daemon]
@@ -93,7 +94,7 @@ servers = []
 	if err := os.WriteFile(path, []byte(toml), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := LoadConfig(path)
+	cfg, err := config.Load(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +115,7 @@ interval = "1s"
 }
 
 // startDaemon opens and runs a daemon on cfg; it is stopped at cleanup.
-func startDaemon(t *testing.T, cfg *Config, logs *logBuffer, mod func(*Options)) *testDaemon {
+func startDaemon(t *testing.T, cfg *config.Config, logs *logBuffer, mod func(*Options)) *testDaemon {
 	t.Helper()
 	opts := Options{
 		Config:     cfg,
@@ -183,7 +184,7 @@ func grantsByID(t *testing.T, db *store.DB) map[string]store.Grant {
 
 // importLines imports JSON Lines of grants through the same parser as
 // `grants import`, checking providers against cfg.
-func importLines(t *testing.T, cfg *Config, lines []string) {
+func importLines(t *testing.T, cfg *config.Config, lines []string) {
 	t.Helper()
 	gs, err := ParseImport(strings.NewReader(strings.Join(lines, "\n")), func(p string) bool { _, ok := cfg.Provider(p); return ok })
 	if err != nil {

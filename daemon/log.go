@@ -6,13 +6,14 @@ import (
 	"os"
 	"time"
 
+	"github.com/grantwatch/grantwatch/daemon/config"
 	"github.com/lmittmann/tint"
 )
 
 // NewLogger builds the process logger from [log]: tint's colored text on a
 // terminal, JSON otherwise (format "auto"); under journald no colors and no
 // time attribute, since the journal stamps each line itself.
-func NewLogger(c LogConfig, w io.Writer) *slog.Logger {
+func NewLogger(c config.LogConfig, w io.Writer) *slog.Logger {
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(c.Level))
 	journald := os.Getenv("JOURNAL_STREAM") != ""

@@ -19,6 +19,7 @@ import (
 
 	"golang.org/x/oauth2"
 
+	"github.com/grantwatch/grantwatch/daemon/config"
 	"github.com/grantwatch/grantwatch/internal/secret"
 	"github.com/grantwatch/grantwatch/probes"
 )
@@ -100,7 +101,7 @@ var (
 // Client.SetToken, as set-token does.
 //
 // The code and the tokens are never logged, shown or put in an error.
-func Reconnect(ctx context.Context, cfg *Config, provider string, opts ReconnectOptions) (secret.Secret, error) {
+func Reconnect(ctx context.Context, cfg *config.Config, provider string, opts ReconnectOptions) (secret.Secret, error) {
 	p, ok := cfg.Provider(provider)
 	if !ok {
 		return "", fmt.Errorf("provider %q is not configured (providers: %v)", provider, cfg.ProviderNames())
@@ -111,7 +112,7 @@ func Reconnect(ctx context.Context, cfg *Config, provider string, opts Reconnect
 	if opts.ShowURL == nil {
 		return "", errors.New("reconnect: ReconnectOptions.ShowURL is nil")
 	}
-	ep, err := p.endpoint()
+	ep, err := p.Endpoint()
 	if err != nil {
 		return "", err
 	}
@@ -192,7 +193,7 @@ func Reconnect(ctx context.Context, cfg *Config, provider string, opts Reconnect
 // state, or with a state mismatch.
 type callback struct {
 	state    string
-	provider ProviderConfig
+	provider config.ProviderConfig
 	exchange func(code string) (*oauth2.Token, error)
 
 	claimed atomic.Bool // a redirect with the right state is being handled
@@ -301,7 +302,7 @@ func (c *callback) exchangeError(err error) error {
 }
 
 // noRefreshHint says how to get a refresh token from this provider.
-func noRefreshHint(p ProviderConfig) string {
+func noRefreshHint(p config.ProviderConfig) string {
 	switch p.Preset {
 	case "google":
 		return "Google issues one only for offline access with consent (grantwatch sent access_type=offline and prompt=consent); check that the OAuth client is a Web or Desktop client and try again"

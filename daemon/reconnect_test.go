@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/oauth2"
 
+	"github.com/grantwatch/grantwatch/daemon/config"
 	"github.com/grantwatch/grantwatch/internal/secret"
 	"github.com/grantwatch/grantwatch/probes"
 	"github.com/grantwatch/grantwatch/probes/sandbox"
@@ -65,7 +66,7 @@ type reconnectResult struct {
 
 // startReconnect runs Reconnect in the background and returns the URL it
 // showed and its outcome, to be read with wait.
-func startReconnect(t *testing.T, cfg *Config, provider string, mod func(*ReconnectOptions)) (string, <-chan reconnectResult) {
+func startReconnect(t *testing.T, cfg *config.Config, provider string, mod func(*ReconnectOptions)) (string, <-chan reconnectResult) {
 	t.Helper()
 	urls := make(chan string, 1)
 	res := make(chan reconnectResult, 1)
@@ -179,7 +180,7 @@ func TestReconnectCompletesAgainstSandbox(t *testing.T) {
 
 			// The new token refreshes through the probe the daemon uses.
 			p, _ := cfg.Provider("p")
-			ep, err := p.endpoint()
+			ep, err := p.Endpoint()
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/oauth2"
 
+	"github.com/grantwatch/grantwatch/daemon/config"
 	"github.com/grantwatch/grantwatch/internal/secret"
 	"github.com/grantwatch/grantwatch/probes/sandbox"
 	"github.com/grantwatch/grantwatch/store"
@@ -78,7 +79,7 @@ func TestReviewForgedRedirectDoesNotDropIssuedToken(t *testing.T) {
 	release := make(chan struct{})
 	entered := make(chan struct{})
 	cb := &callback{
-		state: "good-state", provider: ProviderConfig{Name: "p"}, done: make(chan struct{}),
+		state: "good-state", provider: config.ProviderConfig{Name: "p"}, done: make(chan struct{}),
 		exchange: func(code string) (*oauth2.Token, error) {
 			close(entered)
 			<-release

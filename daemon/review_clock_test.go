@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/grantwatch/grantwatch/daemon/config"
 	"github.com/grantwatch/grantwatch/daemon/notify"
 )
 
@@ -45,7 +46,7 @@ func TestClockRestartWhileSkewedThenFixed(t *testing.T) {
 // skew episodes told by Date headers share CheckedAt. Their clock.skewed
 // events must still have distinct IDs: receivers dedupe on the id.
 func TestClockSkewedEventIDPerEpisode(t *testing.T) {
-	r := newClockRig(t, ClockConfig{Servers: []string{}})
+	r := newClockRig(t, config.ClockConfig{Servers: []string{}})
 	var ids []string
 	d := &Daemon{now: r.now.now}
 	r.clock.OnChange(func(_, to ClockSnapshot) {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/robfig/cron/v3"
 
+	"github.com/grantwatch/grantwatch/daemon/config"
 	"github.com/grantwatch/grantwatch/daemon/notify"
 	"github.com/grantwatch/grantwatch/probes"
 	"github.com/grantwatch/grantwatch/store"
@@ -251,7 +252,7 @@ func nextRegular(g *store.Grant, now time.Time, p Policy) time.Time {
 	}
 	iv := p.Interval
 	if iv <= 0 {
-		iv = defaultInterval
+		iv = config.DefaultInterval
 	}
 	phase := int64(scale(frac, iv))
 	base := now.Add(iv / 2).UnixNano()

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/grantwatch/grantwatch/daemon"
+	"github.com/grantwatch/grantwatch/daemon/config"
 	"github.com/grantwatch/grantwatch/probes/sandbox"
 	"github.com/grantwatch/grantwatch/store"
 )
@@ -92,7 +93,7 @@ interval = "1h"
 // startDaemon runs the daemon in-process on the setup's config and socket.
 func (s *cliSetup) startDaemon(t *testing.T) (*daemon.Daemon, func()) {
 	t.Helper()
-	cfg, err := daemon.LoadConfig(s.cfgPath)
+	cfg, err := config.Load(s.cfgPath)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/grantwatch/grantwatch/daemon"
+	"github.com/grantwatch/grantwatch/daemon/config"
 	"github.com/grantwatch/grantwatch/daemon/notify"
 	"github.com/grantwatch/grantwatch/store"
 )
@@ -44,7 +45,7 @@ group_wait = "0s"
 
 	// Two notifications that never got through: g2 revoked (still true once
 	// the daemon probes it) and g0 revoked (it is healthy).
-	cfg, err := daemon.LoadConfig(s.cfgPath)
+	cfg, err := config.Load(s.cfgPath)
 	if err != nil {
 		t.Fatal(err)
 	}

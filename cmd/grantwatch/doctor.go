@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/grantwatch/grantwatch/daemon"
+	"github.com/grantwatch/grantwatch/daemon/config"
 )
 
 func init() { extraCommands = append(extraCommands, (*app).doctorCmd) }
@@ -30,7 +31,7 @@ with its fix.
 Exit status 1 when any check fails, 0 otherwise (warnings do not fail).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			rep := daemon.Doctor(cmd.Context(), daemon.ConfigPath(a.configFlag), daemon.DoctorOptions{Timeout: timeout})
+			rep := daemon.Doctor(cmd.Context(), config.Locate(a.configFlag), daemon.DoctorOptions{Timeout: timeout})
 			var err error
 			if asJSON {
 				err = printJSON(cmd.OutOrStdout(), rep)

@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/grantwatch/grantwatch/daemon"
+	"github.com/grantwatch/grantwatch/daemon/config"
 	"github.com/grantwatch/grantwatch/store"
 )
 
@@ -59,14 +60,14 @@ func newRoot(in io.Reader, out, errw io.Writer) *cobra.Command {
 failure (revoked, password changed, expired, clock skew, provider outage, ...), and
 notifies on-call exactly once when a grant needs its user to reconnect.
 
-The config is read from --config, else $GRANTWATCH_CONFIG, else ` + daemon.DefaultConfigPath + `.`,
+The config is read from --config, else $GRANTWATCH_CONFIG, else ` + config.DefaultPath + `.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
 	root.SetIn(in)
 	root.SetOut(out)
 	root.SetErr(errw)
-	root.PersistentFlags().StringVar(&a.configFlag, "config", "", "config file (default $GRANTWATCH_CONFIG, else "+daemon.DefaultConfigPath+")")
+	root.PersistentFlags().StringVar(&a.configFlag, "config", "", "config file (default $GRANTWATCH_CONFIG, else "+config.DefaultPath+")")
 	root.AddCommand(a.runCmd(), a.explainCmd(), a.grantsCmd(), a.statusCmd(), a.notifyCmd(), a.versionCmd())
 	for _, c := range a.extraCmds() {
 		root.AddCommand(c)
@@ -84,8 +85,8 @@ The config is read from --config, else $GRANTWATCH_CONFIG, else ` + daemon.Defau
 }
 
 // config loads the config the flags name.
-func (a *app) config() (*daemon.Config, error) {
-	return daemon.LoadConfig(daemon.ConfigPath(a.configFlag))
+func (a *app) config() (*config.Config, error) {
+	return config.Load(config.Locate(a.configFlag))
 }
 
 // logger is the CLI's logger: warnings and errors only, on stderr.
@@ -96,15 +97,15 @@ func (a *app) logger() *slog.Logger {
 // client connects to the daemon, or opens the database when none runs.
 // Only commands that write (import) may create a database that does not
 // exist yet.
-func (a *app) client(ctx context.Context) (*daemon.Client, *daemon.Config, error) {
+func (a *app) client(ctx context.Context) (*daemon.Client, *config.Config, error) {
 	return a.connect(ctx, daemon.ConnectExisting)
 }
 
-func (a *app) clientCreating(ctx context.Context) (*daemon.Client, *daemon.Config, error) {
+func (a *app) clientCreating(ctx context.Context) (*daemon.Client, *config.Config, error) {
 	return a.connect(ctx, daemon.Connect)
 }
 
-func (a *app) connect(ctx context.Context, dial func(context.Context, *daemon.Config, *slog.Logger) (*daemon.Client, error)) (*daemon.Client, *daemon.Config, error) {
+func (a *app) connect(ctx context.Context, dial func(context.Context, *config.Config, *slog.Logger) (*daemon.Client, error)) (*daemon.Client, *config.Config, error) {
 	cfg, err := a.config()
 	if err != nil {
 		return nil, nil, err

@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/grantwatch/grantwatch/daemon"
+	"github.com/grantwatch/grantwatch/daemon/config"
 )
 
 func (a *app) runCmd() *cobra.Command {
@@ -41,7 +42,7 @@ config: the new one replaces the old only when it is valid as a whole.`,
 			return daemon.Run(cmd.Context(), daemon.Options{
 				Config:     cfg,
 				Logger:     log,
-				ConfigPath: daemon.ConfigPath(a.configFlag),
+				ConfigPath: config.Locate(a.configFlag),
 				Reload:     reload,
 			})
 		},

@@ -1,4 +1,8 @@
-package daemon
+// Package config is grantwatch's configuration: the TOML model, its decoding
+// (unknown keys refused), defaults, validation (every problem at once, each
+// naming its key) and the reload diff. It imports nothing of the runtime: only
+// probes (presets) and notify (receiver config types).
+package config
 
 import (
 	"errors"
@@ -22,9 +26,9 @@ import (
 	"github.com/grantwatch/grantwatch/probes"
 )
 
-// DefaultConfigPath is where the config is read from when neither --config
+// DefaultPath is where the config is read from when neither --config
 // nor $GRANTWATCH_CONFIG names one.
-const DefaultConfigPath = "/etc/grantwatch/grantwatch.toml"
+const DefaultPath = "/etc/grantwatch/grantwatch.toml"
 
 // providerName is what a provider may be called.
 var providerName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
@@ -160,6 +164,9 @@ type ProviderConfig struct {
 	Rate float64 `toml:"rate"`
 }
 
+// DefaultInterval is a provider's probe interval when it sets none.
+const DefaultInterval = 24 * time.Hour
+
 // Defaults.
 const (
 	defaultListen        = "127.0.0.1:9464"
@@ -170,7 +177,6 @@ const (
 	defaultBackoffMin    = time.Minute
 	defaultBackoffMax    = time.Hour
 	defaultShutdown      = 20 * time.Second
-	defaultInterval      = 24 * time.Hour
 	defaultClockSchedule = "@every 10m"
 	defaultWarnOffset    = time.Second
 	defaultMaxOffset     = 30 * time.Second
@@ -178,25 +184,25 @@ const (
 
 var defaultNTPServers = []string{"0.pool.ntp.org", "1.pool.ntp.org", "2.pool.ntp.org"}
 
-// ConfigPath chooses the config file: flag, else $GRANTWATCH_CONFIG, else
-// DefaultConfigPath.
-func ConfigPath(flag string) string {
+// Locate chooses the config file: flag, else $GRANTWATCH_CONFIG, else
+// DefaultPath.
+func Locate(flag string) string {
 	if flag != "" {
 		return flag
 	}
 	if p := os.Getenv("GRANTWATCH_CONFIG"); p != "" {
 		return p
 	}
-	return DefaultConfigPath
+	return DefaultPath
 }
 
-// maxConfigSize bounds what LoadConfig reads: a config is a few KiB, and a
+// maxConfigSize bounds what Load reads: a config is a few KiB, and a
 // path naming a device or a huge file must not exhaust memory.
 const maxConfigSize = 1 << 20
 
-// LoadConfig reads, defaults and validates the config at path. Every problem
+// Load reads, defaults and validates the config at path. Every problem
 // is reported at once, each naming its key.
-func LoadConfig(path string) (*Config, error) {
+func Load(path string) (*Config, error) {
 	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("no config at %s: copy config.example.toml there, or name one with --config or $GRANTWATCH_CONFIG (%w)", path, err)
@@ -212,12 +218,12 @@ func LoadConfig(path string) (*Config, error) {
 	if len(b) > maxConfigSize {
 		return nil, fmt.Errorf("%s: larger than %d KiB: not a grantwatch config", path, maxConfigSize>>10)
 	}
-	return ParseConfig(path, b)
+	return Parse(path, b)
 }
 
-// ParseConfig is LoadConfig on bytes already read; path names them in errors
+// Parse is Load on bytes already read; path names them in errors
 // and anchors relative paths.
-func ParseConfig(path string, b []byte) (*Config, error) {
+func Parse(path string, b []byte) (*Config, error) {
 	var c Config
 	md, err := toml.Decode(string(b), &c)
 	if err != nil {
@@ -248,9 +254,9 @@ func ParseConfig(path string, b []byte) (*Config, error) {
 	return &c, nil
 }
 
-// DefaultConfig is the config of an empty file, for commands that can work
+// Default is the config of an empty file, for commands that can work
 // without one (explain, demo).
-func DefaultConfig() *Config {
+func Default() *Config {
 	c := &Config{path: "grantwatch.toml"}
 	c.applyDefaults()
 	return c
@@ -377,7 +383,7 @@ func (c *Config) applyDefaults() {
 			p.AuthStyle = "auto"
 		}
 		if p.Interval == 0 && p.Schedule == "" {
-			p.Interval = defaultInterval
+			p.Interval = DefaultInterval
 		}
 		if p.Concurrency == 0 {
 			p.Concurrency = d.Workers
@@ -528,13 +534,13 @@ func checkURL(s string) error {
 	if u.Scheme == "https" {
 		return nil
 	}
-	if u.Scheme == "http" && isLoopback(u.Hostname()) {
+	if u.Scheme == "http" && IsLoopback(u.Hostname()) {
 		return nil
 	}
 	return fmt.Errorf("must be https (http only for loopback), not %q", s)
 }
 
-func isLoopback(host string) bool {
+func IsLoopback(host string) bool {
 	if host == "localhost" {
 		return true
 	}
@@ -577,8 +583,8 @@ func (c *Config) ProviderNames() []string {
 	return names
 }
 
-// endpoint builds the probe endpoint of p, reading its client secret file.
-func (p ProviderConfig) endpoint() (probes.Endpoint, error) {
+// Endpoint builds the probe endpoint of p, reading its client secret file.
+func (p ProviderConfig) Endpoint() (probes.Endpoint, error) {
 	sec := p.ClientSecret
 	if p.ClientSecretFile != "" {
 		b, err := os.ReadFile(p.ClientSecretFile)
