@@ -9,7 +9,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"runtime/debug"
 	"slices"
 	"strconv"
 	"testing"
@@ -18,84 +17,11 @@ import (
 	"github.com/grantwatch/grantwatch/daemon/config"
 	"github.com/grantwatch/grantwatch/daemon/notify"
 	"github.com/grantwatch/grantwatch/internal/secret"
+	"github.com/grantwatch/grantwatch/internal/testutil"
 	"github.com/grantwatch/grantwatch/probes"
 	"github.com/grantwatch/grantwatch/probes/sandbox"
 	"github.com/grantwatch/grantwatch/store"
 )
-
-// raceEnabled reports whether the test binary was built with -race.
-func raceEnabled() bool {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return false
-	}
-	for _, s := range bi.Settings {
-		if s.Key == "-race" && s.Value == "true" {
-			return true
-		}
-	}
-	return false
-}
-
-// TestBenchSmoke runs `grantwatch bench` over 10,000 grants (CI runs it under
-// -race in ~10 s; 2,000 with -short): it must complete and report
-// sane figures. It asserts no rates (CI machines vary), only that each
-// figure was measured.
-func TestBenchSmoke(t *testing.T) {
-	n := 10_000
-	if testing.Short() {
-		n = 2_000
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	r, err := Bench(ctx, BenchOptions{Grants: n, Concurrency: 16, Dir: t.TempDir(), Idle: 100 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("%+v idle %+v", r, *r.Idle)
-	checks := []struct {
-		name string
-		ok   bool
-	}{
-		{"grants", r.Grants == n},
-		{"probes_per_sec > 0", r.ProbesPerSec > 0},
-		{"ceiling_per_sec > 0", r.CeilingPerSec > 0},
-		{"ratio in (0, 2]", r.Ratio > 0 && r.Ratio <= 2},
-		{"p50_ms > 0", r.P50Ms > 0},
-		{"p99_ms >= p50_ms", r.P99Ms >= r.P50Ms},
-		{"heap_mb > 0", r.HeapMB > 0 && r.PeakHeapMB >= r.HeapMB},
-		{"rss_mb > 0", r.RSSMB > 0},
-		{"cpu_s_per_1000 > 0", r.CPUSPer1000 > 0},
-		{"db_mb > 0", r.DBMB > 0},
-		{"import_s > 0", r.ImportS > 0},
-		{"idle measured", r.Idle != nil && r.Idle.Seconds > 0 && r.Idle.HeapMB > 0},
-	}
-	for _, c := range checks {
-		if !c.ok {
-			t.Errorf("%s: does not hold in %+v", c.name, r)
-		}
-	}
-}
-
-// BenchmarkRound is one full bench round (import, all due, probed once)
-// per iteration, with fsync; the size comes from GRANTWATCH_BENCH_GRANTS
-// (default 20,000).
-func BenchmarkRound(b *testing.B) {
-	n := 20_000
-	if v := os.Getenv("GRANTWATCH_BENCH_GRANTS"); v != "" {
-		fmt.Sscan(v, &n)
-	}
-	for b.Loop() {
-		r, err := Bench(context.Background(), BenchOptions{Grants: n, Concurrency: 64, Dir: b.TempDir(), Duration: time.Second})
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.ReportMetric(r.ProbesPerSec, "probes/s")
-		b.ReportMetric(r.CeilingPerSec, "ceiling/s")
-		b.ReportMetric(r.Ratio, "ratio")
-		b.ReportMetric(r.CPUSPer1000, "cpu-s/1000")
-	}
-}
 
 // BenchmarkTickScan is one scheduler tick as dispatchLoop runs it (Due with
 // the daemon's batch and in-memory leases) on a fsyncing store holding N grants,
@@ -110,7 +36,20 @@ func BenchmarkTickScan(b *testing.B) {
 	}
 	for _, n := range sizes {
 		dir := b.TempDir()
-		cfg, err := benchConfig(dir, "http://127.0.0.1:9/token", 64)
+		cfg, err := config.Parse(filepath.Join(dir, "grantwatch.toml"), []byte(fmt.Sprintf(`
+[daemon]
+db = %q
+socket = %q
+listen = ""
+workers = 64
+[clock]
+servers = []
+[[providers]]
+name = %q
+token_url = "http://127.0.0.1:9/token"
+client_id = "c"
+client_secret = "s"
+`, filepath.Join(dir, "gw.db"), filepath.Join(dir, "gw.sock"), tickProvider)))
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -146,12 +85,15 @@ func BenchmarkTickScan(b *testing.B) {
 	}
 }
 
+// tickProvider is the provider of BenchmarkTickScan's grants.
+const tickProvider = "bench"
+
 func fillTick(tb testing.TB, d *Daemon, from, n int, due time.Time) {
 	tb.Helper()
 	const chunk = 10_000
 	gs := make([]store.NewGrant, 0, chunk)
 	for i := from; i < from+n; i++ {
-		gs = append(gs, store.NewGrant{ID: string(appendBenchID(nil, i)), Provider: benchProvider,
+		gs = append(gs, store.NewGrant{ID: fmt.Sprintf("tick-%08x", uint32(i)*2654435761), Provider: tickProvider,
 			RefreshToken: secret.Secret("rt-bench-" + strconv.Itoa(i))})
 		if len(gs) == chunk || i == from+n-1 {
 			if _, _, err := d.db.Import(gs, due); err != nil {
@@ -299,7 +241,7 @@ func BenchmarkRevokedToWebhook(b *testing.B) {
 func TestRevokedReachesWebhook(t *testing.T) {
 	lat := revokedToWebhook(t, 20)
 	t.Logf("revoked → webhook: p50 %v, max %v", lat[len(lat)/2], lat[len(lat)-1])
-	if !raceEnabled() && lat[len(lat)/2] > time.Second {
+	if !testutil.RaceEnabled() && lat[len(lat)/2] > time.Second {
 		t.Errorf("median %v, want well under 200ms", lat[len(lat)/2])
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/grantwatch/grantwatch/daemon/notify"
+	"github.com/grantwatch/grantwatch/internal/testutil"
 	"github.com/grantwatch/grantwatch/probes/sandbox"
 	"github.com/grantwatch/grantwatch/store"
 )
@@ -19,21 +20,21 @@ type clockSetup struct {
 	ntp     *sandbox.NTPServer
 	in      *inbox
 	td      *testDaemon
-	logs    *logBuffer
+	logs    *testutil.LogBuffer
 	victims []string // tokens
 }
 
 func startClockSetup(t *testing.T, ntpDown bool) *clockSetup {
 	t.Helper()
-	sb := startSandbox(t)
-	ntp := startNTP(t)
+	sb := testutil.Sandbox(t)
+	ntp := testutil.NTP(t)
 	ntp.SetDown(ntpDown)
 	in := newInbox(t)
 	dir := t.TempDir()
 	cfg := testConfig(t, dir, sandboxProvider("acme", "google", sb)+in.config())
 	cfg.Clock.Servers = []string{ntp.Addr()}
 	cfg.Clock.Schedule = "@every 1s"
-	cs := &clockSetup{sb: sb, ntp: ntp, in: in, logs: &logBuffer{}}
+	cs := &clockSetup{sb: sb, ntp: ntp, in: in, logs: &testutil.LogBuffer{}}
 	var lines []string
 	for i := range 10 {
 		tok := sb.Issue(sandbox.Healthy)
@@ -44,7 +45,7 @@ func startClockSetup(t *testing.T, ntpDown bool) *clockSetup {
 	}
 	importLines(t, cfg, lines)
 	cs.td = startDaemon(t, cfg, cs.logs, nil)
-	waitFor(t, 15*time.Second, "10 healthy grants", func() bool {
+	testutil.WaitFor(t, 15*time.Second, "10 healthy grants", func() bool {
 		return countStates(t, cs.td.d.DB())[store.StateHealthy] == 10
 	})
 	return cs
@@ -62,10 +63,10 @@ func (cs *clockSetup) setVictims(b sandbox.Behavior) {
 func (cs *clockSetup) skewHoldsVerdicts(t *testing.T, fix func()) {
 	t.Helper()
 	d := cs.td.d
-	waitFor(t, 15*time.Second, "clock skewed", d.clock.Skewed)
-	waitFor(t, 5*time.Second, "clock.skewed notification", func() bool { return cs.in.count()[notify.TypeClockSkewed] == 1 })
+	testutil.WaitFor(t, 15*time.Second, "clock skewed", d.clock.Skewed)
+	testutil.WaitFor(t, 5*time.Second, "clock.skewed notification", func() bool { return cs.in.count()[notify.TypeClockSkewed] == 1 })
 	cs.setVictims(sandbox.Revoked)
-	waitFor(t, 15*time.Second, "5 grants on hold for clock_skew", func() bool {
+	testutil.WaitFor(t, 15*time.Second, "5 grants on hold for clock_skew", func() bool {
 		n := 0
 		err := d.DB().EachInState(store.StateOnHold, "", func(g store.Grant) error {
 			if g.Cause == "clock_skew" {
@@ -88,7 +89,7 @@ func (cs *clockSetup) skewHoldsVerdicts(t *testing.T, fix func()) {
 
 	cs.setVictims(sandbox.Healthy)
 	fix()
-	waitFor(t, 15*time.Second, "clock.ok and every grant healthy again", func() bool {
+	testutil.WaitFor(t, 15*time.Second, "clock.ok and every grant healthy again", func() bool {
 		return cs.in.count()[notify.TypeClockOK] == 1 && countStates(t, d.DB())[store.StateHealthy] == 10
 	})
 	cs.td.stop()
@@ -97,7 +98,7 @@ func (cs *clockSetup) skewHoldsVerdicts(t *testing.T, fix func()) {
 		t.Errorf("events %v, want one clock.skewed, one clock.ok, no grant.reconnect_required", got)
 	}
 	skewLines := 0
-	for _, m := range cs.logs.lines(t) {
+	for _, m := range cs.logs.Lines(t) {
 		if m["level"] == "ERROR" {
 			skewLines++
 			if !strings.Contains(fmt.Sprint(m["msg"]), "clock") {

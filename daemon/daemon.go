@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -180,26 +179,10 @@ func Open(opts Options) (*Daemon, error) {
 // OpenStore opens the configured database with the configured key,
 // creating the key file when it is missing.
 func OpenStore(cfg *config.Config, noSync bool) (*store.DB, error) {
-	// A key is created only with a new database: a database whose key file
-	// went missing must fail on the missing file, not get a new key.
-	_, statErr := os.Stat(cfg.Daemon.DB)
-	key, err := store.LoadKey(cfg.Secrets.KeyFile, errors.Is(statErr, os.ErrNotExist))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("secrets.key_file: %s is missing but the database %s exists: restore the key it was created with (a new key cannot open it): %w", cfg.Secrets.KeyFile, cfg.Daemon.DB, err)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("secrets.key_file: %w", err)
-	}
-	db, err := store.Open(cfg.Daemon.DB, store.Options{
-		Key:          key,
+	return store.OpenWithKeyFile(cfg.Daemon.DB, cfg.Secrets.KeyFile, store.Options{
 		MaxBatchSize: cfg.Daemon.Workers,
 		NoSync:       noSync,
 	})
-	if errors.Is(err, store.ErrWrongKey) {
-		// The store knows the key, not where it came from.
-		return nil, fmt.Errorf("%w (secrets.key_file is %s)", err, cfg.Secrets.KeyFile)
-	}
-	return db, err
 }
 
 func buildProviders(cfg *config.Config) (map[string]*provider, error) {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/grantwatch/grantwatch/internal/secret"
+	"github.com/grantwatch/grantwatch/internal/testutil"
 	"github.com/grantwatch/grantwatch/probes/sandbox"
 	"github.com/grantwatch/grantwatch/store"
 )
@@ -21,7 +22,7 @@ func TestDaemonEndToEnd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the daemon for several seconds")
 	}
-	sb := startSandbox(t)
+	sb := testutil.Sandbox(t)
 	sb.SetClient("test-client", "test-client-secret-DO-NOT-LOG")
 
 	type kind struct {
@@ -72,12 +73,12 @@ func TestDaemonEndToEnd(t *testing.T) {
 	}
 	importLines(t, cfg, lines)
 
-	logs := &logBuffer{}
+	logs := &testutil.LogBuffer{}
 	td := startDaemon(t, cfg, logs, nil)
 
 	// Several rounds: every healthy grant probed at least 4 times (so the
 	// rotating ones rotated 4 times), every transient one degraded.
-	waitFor(t, 90*time.Second, "4 rounds and all verdicts", func() bool {
+	testutil.WaitFor(t, 90*time.Second, "4 rounds and all verdicts", func() bool {
 		if sb.Stats().Requests < 50*4 {
 			return false
 		}
@@ -136,7 +137,7 @@ func TestDaemonEndToEnd(t *testing.T) {
 	// Log each failure once: exactly one WARN-or-above line per failing
 	// grant, none for healthy ones.
 	loud := map[string]int{}
-	for _, m := range logs.lines(t) {
+	for _, m := range logs.Lines(t) {
 		lvl, _ := m["level"].(string)
 		if lvl != slog.LevelWarn.String() && lvl != slog.LevelError.String() {
 			continue
@@ -156,7 +157,7 @@ func TestDaemonEndToEnd(t *testing.T) {
 	}
 
 	if testing.Verbose() {
-		for _, m := range logs.lines(t) {
+		for _, m := range logs.Lines(t) {
 			if m["level"] != "DEBUG" {
 				t.Log(m)
 			}

@@ -16,6 +16,7 @@ import (
 	"github.com/grantwatch/grantwatch/daemon/config"
 	"github.com/grantwatch/grantwatch/daemon/notify"
 	"github.com/grantwatch/grantwatch/internal/secret"
+	"github.com/grantwatch/grantwatch/internal/testutil"
 	"github.com/grantwatch/grantwatch/probes"
 	"github.com/grantwatch/grantwatch/probes/sandbox"
 	"github.com/grantwatch/grantwatch/store"
@@ -99,21 +100,21 @@ func TestProviderOutageIsOneIncident(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the daemon for several seconds")
 	}
-	sb := startSandbox(t)
+	sb := testutil.Sandbox(t)
 	in := newInbox(t)
 	dir := t.TempDir()
 	cfg := testConfig(t, dir, sandboxProvider("acme", "", sb)+in.config())
 	importGrants(t, cfg, sb, "acme", 200, sandbox.Healthy)
-	td := startDaemon(t, cfg, &logBuffer{}, nil)
+	td := startDaemon(t, cfg, &testutil.LogBuffer{}, nil)
 
-	waitFor(t, 20*time.Second, "200 healthy grants", func() bool {
+	testutil.WaitFor(t, 20*time.Second, "200 healthy grants", func() bool {
 		return countStates(t, td.d.DB())[store.StateHealthy] == 200
 	})
 	sb.SetAll(sandbox.Unavailable)
-	waitFor(t, 20*time.Second, "provider.outage", func() bool { return in.count()[notify.TypeProviderOutage] == 1 })
+	testutil.WaitFor(t, 20*time.Second, "provider.outage", func() bool { return in.count()[notify.TypeProviderOutage] == 1 })
 	time.Sleep(2 * time.Second) // the outage lasts: grants keep coming due
 	sb.SetAll("")
-	waitFor(t, 30*time.Second, "provider.ok and every grant probed ok again", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "provider.ok and every grant probed ok again", func() bool {
 		if in.count()[notify.TypeProviderOK] != 1 {
 			return false
 		}
@@ -151,17 +152,17 @@ func TestWrongClientSecretIsOneIncident(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the daemon for several seconds")
 	}
-	sb := startSandbox(t)
+	sb := testutil.Sandbox(t)
 	sb.SetClient("test-client", "the-right-secret")
 	in := newInbox(t)
 	dir := t.TempDir()
 	cfg := testConfig(t, dir, sandboxProvider("acme", "", sb)+in.config())
 	importGrants(t, cfg, sb, "acme", 200, sandbox.Healthy)
 	reload := make(chan struct{}, 1)
-	logs := &logBuffer{}
+	logs := &testutil.LogBuffer{}
 	td := startDaemon(t, cfg, logs, func(o *Options) { o.Reload = reload })
 
-	waitFor(t, 20*time.Second, "every grant on hold for invalid_client", func() bool {
+	testutil.WaitFor(t, 20*time.Second, "every grant on hold for invalid_client", func() bool {
 		return countStates(t, td.d.DB())[store.StateOnHold] == 200
 	})
 	if got := in.count(); got[notify.TypeProviderMisconfigured] != 1 || got[notify.TypeReconnectRequired] != 0 {
@@ -185,10 +186,10 @@ func TestWrongClientSecretIsOneIncident(t *testing.T) {
 		t.Fatal(err)
 	}
 	reload <- struct{}{}
-	waitFor(t, 20*time.Second, "every grant healthy after the reload", func() bool {
+	testutil.WaitFor(t, 20*time.Second, "every grant healthy after the reload", func() bool {
 		return countStates(t, td.d.DB())[store.StateHealthy] == 200
 	})
-	waitFor(t, 5*time.Second, "provider.ok", func() bool { return in.count()[notify.TypeProviderOK] == 1 })
+	testutil.WaitFor(t, 5*time.Second, "provider.ok", func() bool { return in.count()[notify.TypeProviderOK] == 1 })
 	td.stop()
 	got := in.count()
 	if got[notify.TypeProviderMisconfigured] != 1 || got[notify.TypeReconnectRequired] != 0 || got[notify.TypeProviderOK] != 1 {
@@ -196,7 +197,7 @@ func TestWrongClientSecretIsOneIncident(t *testing.T) {
 	}
 	// One ERROR line for the provider, none per grant.
 	loud := 0
-	for _, m := range logs.lines(t) {
+	for _, m := range logs.Lines(t) {
 		if m["level"] == "ERROR" || m["level"] == "WARN" {
 			loud++
 			t.Log(m)
@@ -210,17 +211,17 @@ func TestWrongClientSecretIsOneIncident(t *testing.T) {
 // TestBadReloadKeepsOldConfig: a broken config file on SIGHUP keeps the old
 // config running and logs one error naming the problem.
 func TestBadReloadKeepsOldConfig(t *testing.T) {
-	sb := startSandbox(t)
+	sb := testutil.Sandbox(t)
 	dir := t.TempDir()
 	cfg := testConfig(t, dir, sandboxProvider("acme", "", sb))
 	reload := make(chan struct{}, 1)
-	logs := &logBuffer{}
+	logs := &testutil.LogBuffer{}
 	td := startDaemon(t, cfg, logs, func(o *Options) { o.Reload = reload })
 	if err := os.WriteFile(cfg.Path(), []byte("[daemon]\nworkers = \"many\"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	reload <- struct{}{}
-	waitFor(t, 5*time.Second, "the reload error", func() bool {
+	testutil.WaitFor(t, 5*time.Second, "the reload error", func() bool {
 		return strings.Contains(logs.String(), "config reload failed")
 	})
 	if td.d.Config() != cfg {
@@ -234,17 +235,17 @@ func TestBadReloadKeepsOldConfig(t *testing.T) {
 // TestReloadNamesRestartOnlyChanges: a reload applies provider changes and
 // says which changed settings need a restart.
 func TestReloadNamesRestartOnlyChanges(t *testing.T) {
-	sb := startSandbox(t)
+	sb := testutil.Sandbox(t)
 	cfg := testConfig(t, t.TempDir(), sandboxProvider("acme", "", sb))
 	reload := make(chan struct{}, 1)
-	logs := &logBuffer{}
+	logs := &testutil.LogBuffer{}
 	td := startDaemon(t, cfg, logs, func(o *Options) { o.Reload = reload })
 	b, _ := os.ReadFile(cfg.Path())
 	changed := strings.Replace(string(b), `level = "debug"`, `level = "info"`, 1)
 	changed = strings.Replace(changed, `interval = "1s"`, `interval = "2s"`, 1)
 	os.WriteFile(cfg.Path(), []byte(changed), 0o600)
 	reload <- struct{}{}
-	waitFor(t, 5*time.Second, "the reload", func() bool { return strings.Contains(logs.String(), "config reloaded") })
+	testutil.WaitFor(t, 5*time.Second, "the reload", func() bool { return strings.Contains(logs.String(), "config reloaded") })
 	if !strings.Contains(logs.String(), `"keys":"log"`) {
 		t.Errorf("the reload did not say that [log] needs a restart: %s", logs.String())
 	}
@@ -257,17 +258,17 @@ func TestReloadNamesRestartOnlyChanges(t *testing.T) {
 // reconnected); its first good probe sends grant.recovered, once, naming the
 // problem it resolves.
 func TestReconnectSendsRecovered(t *testing.T) {
-	sb := startSandbox(t)
+	sb := testutil.Sandbox(t)
 	in := newInbox(t)
 	cfg := testConfig(t, t.TempDir(), sandboxProvider("acme", "google", sb)+in.config())
 	importGrants(t, cfg, sb, "acme", 1, sandbox.Revoked)
-	td := startDaemon(t, cfg, &logBuffer{}, nil)
-	waitFor(t, 10*time.Second, "grant.reconnect_required", func() bool { return in.count()[notify.TypeReconnectRequired] == 1 })
+	td := startDaemon(t, cfg, &testutil.LogBuffer{}, nil)
+	testutil.WaitFor(t, 10*time.Second, "grant.reconnect_required", func() bool { return in.count()[notify.TypeReconnectRequired] == 1 })
 	rep, err := td.d.SetToken(t.Context(), "acme-0", secret.Secret(sb.Issue(sandbox.Healthy)))
 	if err != nil || !rep.Result.OK {
 		t.Fatalf("set-token: %v %+v", err, rep)
 	}
-	waitFor(t, 10*time.Second, "grant.recovered", func() bool { return in.count()[notify.TypeRecovered] == 1 })
+	testutil.WaitFor(t, 10*time.Second, "grant.recovered", func() bool { return in.count()[notify.TypeRecovered] == 1 })
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	for _, e := range in.events {
@@ -281,13 +282,13 @@ func TestReconnectSendsRecovered(t *testing.T) {
 // answers, SIGTERM still ends Run within shutdown_timeout, and every grant
 // is intact afterwards (still due, to be probed after a restart).
 func TestShutdownIsBounded(t *testing.T) {
-	sb := startSandbox(t)
+	sb := testutil.Sandbox(t)
 	cfg := testConfig(t, t.TempDir(), sandboxProvider("acme", "", sb))
 	cfg.Daemon.ProbeTimeout = time.Minute
 	cfg.Daemon.ShutdownTimeout = 500 * time.Millisecond
 	importGrants(t, cfg, sb, "acme", 20, sandbox.Hang)
-	td := startDaemon(t, cfg, &logBuffer{}, nil)
-	waitFor(t, 10*time.Second, "probes hanging", func() bool { return sb.Stats().Concurrent >= 16 })
+	td := startDaemon(t, cfg, &testutil.LogBuffer{}, nil)
+	testutil.WaitFor(t, 10*time.Second, "probes hanging", func() bool { return sb.Stats().Concurrent >= 16 })
 	start := time.Now()
 	td.stop()
 	if d := time.Since(start); d > 3*time.Second {
@@ -313,7 +314,7 @@ func TestShutdownIsBounded(t *testing.T) {
 // invalid_grant after a new token was stored (set-token raced it): the
 // verdict is dropped, the grant stays pending with the new token, due now.
 func TestVerdictOnReplacedTokenIsDropped(t *testing.T) {
-	sb := startSandbox(t)
+	sb := testutil.Sandbox(t)
 	cfg := testConfig(t, t.TempDir(), sandboxProvider("acme", "", sb))
 	importGrants(t, cfg, sb, "acme", 1, sandbox.Healthy)
 	d, err := Open(Options{Config: cfg, Logger: slog.New(slog.NewJSONHandler(io.Discard, nil))})

@@ -1,58 +1,22 @@
 package daemon
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/grantwatch/grantwatch/daemon/api"
 	"github.com/grantwatch/grantwatch/daemon/config"
+	"github.com/grantwatch/grantwatch/internal/testutil"
 	"github.com/grantwatch/grantwatch/probes/sandbox"
 	"github.com/grantwatch/grantwatch/store"
 )
-
-// logBuffer collects JSON log lines from a slog handler, safely across
-// goroutines.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
-// lines returns the log records as maps.
-func (l *logBuffer) lines(t *testing.T) []map[string]any {
-	t.Helper()
-	var out []map[string]any
-	for _, line := range strings.Split(strings.TrimSpace(l.String()), "\n") {
-		if line == "" {
-			continue
-		}
-		var m map[string]any
-		if err := json.Unmarshal([]byte(line), &m); err != nil {
-			t.Fatalf("log line is not JSON: %q", line)
-		}
-		out = append(out, m)
-	}
-	return out
-}
 
 // testDaemon is a daemon running in-process against the sandbox.
 type testDaemon struct {
@@ -60,7 +24,7 @@ type testDaemon struct {
 	sb     *sandbox.Server
 	cfg    *config.Config
 	d      *Daemon
-	logs   *logBuffer
+	logs   *testutil.LogBuffer
 	cancel context.CancelFunc
 	done   chan error
 	dir    string
@@ -115,7 +79,7 @@ interval = "1s"
 }
 
 // startDaemon opens and runs a daemon on cfg; it is stopped at cleanup.
-func startDaemon(t *testing.T, cfg *config.Config, logs *logBuffer, mod func(*Options)) *testDaemon {
+func startDaemon(t *testing.T, cfg *config.Config, logs *testutil.LogBuffer, mod func(*Options)) *testDaemon {
 	t.Helper()
 	opts := Options{
 		Config:     cfg,
@@ -160,18 +124,6 @@ func (td *testDaemon) stop() {
 	}
 }
 
-// waitFor polls cond until it holds or the timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // grantsByID reads every grant from the daemon's store.
 func grantsByID(t *testing.T, db *store.DB) map[string]store.Grant {
 	t.Helper()
@@ -200,24 +152,21 @@ func importLines(t *testing.T, cfg *config.Config, lines []string) {
 	}
 }
 
-// startSandbox starts a loopback token endpoint, closed at cleanup.
-func startSandbox(t *testing.T) *sandbox.Server {
+// apiClient is the control API in-process on a daemon opened (not run) on a
+// temporary database with one provider, acme.
+func apiClient(t *testing.T) (*api.Client, *Daemon) {
 	t.Helper()
-	sb, err := sandbox.Start()
+	cfg := testConfig(t, t.TempDir(), `
+[[providers]]
+name = "acme"
+preset = "google"
+client_id = "x"
+`)
+	d, err := Open(Options{Config: cfg, Logger: slog.New(slog.NewJSONHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(sb.Close)
-	return sb
-}
-
-// startNTP starts a loopback NTP server, closed at cleanup.
-func startNTP(t *testing.T) *sandbox.NTPServer {
-	t.Helper()
-	ntp, err := sandbox.StartNTP()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ntp.Close() })
-	return ntp
+	c := InProcess(d, true)
+	t.Cleanup(func() { c.Close() })
+	return c, d
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/grantwatch/grantwatch/internal/testutil"
 	"github.com/grantwatch/grantwatch/probes/sandbox"
 	"github.com/grantwatch/grantwatch/store"
 )
@@ -89,8 +90,8 @@ func TestProviderConcurrencyAndRateAreNeverExceeded(t *testing.T) {
 		lines = append(lines, fmt.Sprintf(`{"id":"g%d","provider":"acme","refresh_token":%q}`, i, sb.Issue(sandbox.Slow)))
 	}
 	importLines(t, cfg, lines)
-	td := startDaemon(t, cfg, &logBuffer{}, nil)
-	waitFor(t, 30*time.Second, "80 healthy grants", func() bool {
+	td := startDaemon(t, cfg, &testutil.LogBuffer{}, nil)
+	testutil.WaitFor(t, 30*time.Second, "80 healthy grants", func() bool {
 		return countStates(t, td.d.DB())[store.StateHealthy] == 80
 	})
 	td.stop()
@@ -135,8 +136,8 @@ func TestRateLimitPausesTheProvider(t *testing.T) {
 		lines = append(lines, fmt.Sprintf(`{"id":"g%02d","provider":"acme","refresh_token":%q}`, i, sb.Issue(sandbox.Healthy)))
 	}
 	importLines(t, cfg, lines)
-	td := startDaemon(t, cfg, &logBuffer{}, nil)
-	waitFor(t, 20*time.Second, "a 429 and then every other grant probed", func() bool {
+	td := startDaemon(t, cfg, &testutil.LogBuffer{}, nil)
+	testutil.WaitFor(t, 20*time.Second, "a 429 and then every other grant probed", func() bool {
 		m.mu.Lock()
 		limitedSeen := len(m.rateLimitedAt) > 0
 		m.mu.Unlock()
@@ -161,19 +162,19 @@ func TestSlowProviderNeverPresentsATokenTwice(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the daemon for several seconds")
 	}
-	sb := startSandbox(t)
+	sb := testutil.Sandbox(t)
 	provider := strings.Replace(sandboxProvider("acme", "hydra", sb), `interval = "1s"`, `interval = "1h"`, 1)
 	cfg := testConfig(t, t.TempDir(), provider+"rate = 25.0\nconcurrency = 2\n")
 	importGrants(t, cfg, sb, "acme", 200, sandbox.Rotate)
 	// A lease far shorter than the 8 s the queue takes at 25/s.
-	td := startDaemon(t, cfg, &logBuffer{}, func(o *Options) { o.Lease = 2 * time.Second })
-	waitFor(t, 60*time.Second, "every grant probed once", func() bool {
+	td := startDaemon(t, cfg, &testutil.LogBuffer{}, func(o *Options) { o.Lease = 2 * time.Second })
+	testutil.WaitFor(t, 60*time.Second, "every grant probed once", func() bool {
 		return countStates(t, td.d.DB())[store.StatePending] == 0
 	})
 	// Leases handed out again queue behind the first ones: keep running
 	// until the provider hears nothing more.
 	last, quiet := sb.Stats().Requests, time.Now()
-	waitFor(t, 60*time.Second, "the queue to drain", func() bool {
+	testutil.WaitFor(t, 60*time.Second, "the queue to drain", func() bool {
 		if n := sb.Stats().Requests; n != last {
 			last, quiet = n, time.Now()
 		}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/lmittmann/tint"
 
+	"github.com/grantwatch/grantwatch/daemon/api"
 	"github.com/grantwatch/grantwatch/daemon/notify"
 	"github.com/grantwatch/grantwatch/probes"
 	"github.com/grantwatch/grantwatch/store"
@@ -159,13 +160,13 @@ func (d *Daemon) providerEvent(name string, ch *healthChange) notify.Event {
 }
 
 // providerStates reports each configured provider's health.
-func (d *Daemon) providerStates() []ProviderStatus {
+func (d *Daemon) providerStates() []api.ProviderStatus {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
-	var out []ProviderStatus
+	var out []api.ProviderStatus
 	for _, name := range d.cfg.ProviderNames() {
 		st, cause, _, _ := d.providers[name].health.snapshot()
-		out = append(out, ProviderStatus{Name: name, State: st, Cause: string(cause)})
+		out = append(out, api.ProviderStatus{Name: name, State: st, Cause: string(cause)})
 	}
 	return out
 }

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/grantwatch/grantwatch/internal/testutil"
 )
 
 // TestSystemdNotify listens on a fake $NOTIFY_SOCKET and checks what the
@@ -46,19 +48,19 @@ func TestSystemdNotify(t *testing.T) {
 	t.Setenv("WATCHDOG_PID", "")
 	os.Unsetenv("WATCHDOG_PID")
 
-	sb := startSandbox(t)
+	sb := testutil.Sandbox(t)
 	cfg := testConfig(t, dir, sandboxProvider("acme", "", sb))
 	cfg.Daemon.Tick = "@every 1h" // the watchdog must not depend on ticks
 	reload := make(chan struct{}, 1)
-	td := startDaemon(t, cfg, &logBuffer{}, func(o *Options) { o.Reload = reload })
-	waitFor(t, 5*time.Second, "READY=1", func() bool { return strings.Contains(messages(), "READY=1") })
-	waitFor(t, 5*time.Second, "3 WATCHDOG=1", func() bool { return strings.Count(messages(), "WATCHDOG=1") >= 3 })
+	td := startDaemon(t, cfg, &testutil.LogBuffer{}, func(o *Options) { o.Reload = reload })
+	testutil.WaitFor(t, 5*time.Second, "READY=1", func() bool { return strings.Contains(messages(), "READY=1") })
+	testutil.WaitFor(t, 5*time.Second, "3 WATCHDOG=1", func() bool { return strings.Count(messages(), "WATCHDOG=1") >= 3 })
 	reload <- struct{}{}
-	waitFor(t, 5*time.Second, "RELOADING=1 then READY=1", func() bool {
+	testutil.WaitFor(t, 5*time.Second, "RELOADING=1 then READY=1", func() bool {
 		m := messages()
 		i := strings.Index(m, "RELOADING=1")
 		return i >= 0 && strings.Contains(m[i:], "READY=1")
 	})
 	td.stop()
-	waitFor(t, 5*time.Second, "STOPPING=1", func() bool { return strings.Contains(messages(), "STOPPING=1") })
+	testutil.WaitFor(t, 5*time.Second, "STOPPING=1", func() bool { return strings.Contains(messages(), "STOPPING=1") })
 }

@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"net"
@@ -12,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/grantwatch/grantwatch/daemon/api"
 	"github.com/grantwatch/grantwatch/internal/secret"
 )
 
@@ -88,38 +88,23 @@ func listenSocket(path string) (net.Listener, error) {
 // grant API for apps whose users just reconnected.
 func (d *Daemon) tcpHandler() (http.Handler, error) {
 	cfg := d.Config()
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		w.Write([]byte("ok\n"))
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		if err := d.ready(); err != nil {
-			http.Error(w, err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		w.Write([]byte("ready\n"))
-	})
-	mux.Handle("GET /metrics", d.metricsHandler())
+	var tok secret.Secret
 	if cfg.Daemon.APITokenFile != "" {
 		b, err := os.ReadFile(cfg.Daemon.APITokenFile)
 		if err != nil {
 			return nil, fmt.Errorf("daemon.api_token_file: %w", err)
 		}
-		tok := secret.Secret(strings.TrimSpace(string(b)))
+		tok = secret.Secret(strings.TrimSpace(string(b)))
 		if len(tok.Reveal()) < 16 {
 			return nil, fmt.Errorf("daemon.api_token_file: %s holds a token shorter than 16 characters", cfg.Daemon.APITokenFile)
 		}
-		api := d.Handler()
-		guard := requireBearer(tok, api)
-		mux.Handle("GET /v1/grants/{id}", guard)
-		mux.Handle("PUT /v1/grants/{id}/refresh_token", guard)
 	}
-	return mux, nil
+	return api.TCPHandler(d, d.log, d.metricsHandler(), tok), nil
 }
 
-// ready reports whether the daemon is ready: store open and the scheduler
+// Ready reports why the daemon is not ready, or nil: store open and the scheduler
 // ticked within three tick periods (at least a minute).
-func (d *Daemon) ready() error {
+func (d *Daemon) Ready() error {
 	if _, err := d.db.Counts(); err != nil {
 		return fmt.Errorf("store: %w", err)
 	}
@@ -131,19 +116,6 @@ func (d *Daemon) ready() error {
 		return fmt.Errorf("scheduler last ticked %s ago", age.Round(time.Second))
 	}
 	return nil
-}
-
-func requireBearer(tok secret.Secret, next http.Handler) http.Handler {
-	want := []byte("Bearer " + tok.Reveal())
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got := []byte(r.Header.Get("Authorization"))
-		if subtle.ConstantTimeCompare(got, want) != 1 {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="grantwatch"`)
-			writeJSON(w, http.StatusUnauthorized, apiError{Error: "missing or wrong bearer token (daemon.api_token_file)"})
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
 }
 
 // ListenAddr is the TCP listener's address once Run serves ("" before, or

@@ -7,16 +7,15 @@ import (
 	"runtime/pprof"
 	"text/tabwriter"
 
+	"github.com/grantwatch/grantwatch/daemon/bench"
 	"github.com/spf13/cobra"
-
-	"github.com/grantwatch/grantwatch/daemon"
 )
 
 func init() { extraCommands = append(extraCommands, (*app).benchCmd) }
 
 func (a *app) benchCmd() *cobra.Command {
 	var (
-		o       daemon.BenchOptions
+		o       bench.Options
 		asJSON  bool
 		verbose bool
 		cpuProf string
@@ -56,7 +55,7 @@ grants are ~12 probes/s). No config file is read.`,
 				}
 				defer pprof.StopCPUProfile()
 			}
-			r, err := daemon.Bench(cmd.Context(), o)
+			r, err := bench.Run(cmd.Context(), o)
 			if err != nil {
 				return err
 			}
@@ -79,7 +78,7 @@ grants are ~12 probes/s). No config file is read.`,
 	return cmd
 }
 
-func printBench(cmd *cobra.Command, r daemon.BenchResult) error {
+func printBench(cmd *cobra.Command, r bench.Result) error {
 	tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
 	p := func(k, format string, args ...any) { fmt.Fprintf(tw, "%s\t"+format+"\n", append([]any{k}, args...)...) }
 	p("grants", "%d (concurrency %d, GOMAXPROCS %d, load %.2f at start)", r.Grants, r.Concurrency, r.GOMAXPROCS, r.Load1)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -18,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/grantwatch/grantwatch/daemon"
+	"github.com/grantwatch/grantwatch/daemon/api"
 	"github.com/grantwatch/grantwatch/daemon/config"
 	"github.com/grantwatch/grantwatch/probes/sandbox"
 	"github.com/grantwatch/grantwatch/store"
@@ -140,7 +142,7 @@ func TestCLIWithAndWithoutDaemon(t *testing.T) {
 			if !errors.As(err, &ec) || ec != 1 {
 				t.Fatalf("status exit: %v", err)
 			}
-			var st daemon.Status
+			var st api.Status
 			if err := json.Unmarshal([]byte(out), &st); err != nil {
 				t.Fatalf("status --json: %v\n%s", err, out)
 			}
@@ -183,7 +185,7 @@ func TestCLIWithAndWithoutDaemon(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var detail daemon.GrantDetail
+			var detail api.GrantDetail
 			if err := json.Unmarshal([]byte(out), &detail); err != nil || len(detail.History) == 0 {
 				t.Fatalf("show: %v %+v", err, detail)
 			}
@@ -435,5 +437,44 @@ func TestSecretFileReadWhereNeeded(t *testing.T) {
 	_, _, err = cli(t, s.cfgPath, "", "run")
 	if err == nil || !strings.Contains(err.Error(), "providers.acme.client_secret_file") {
 		t.Errorf("run without the secret: %v", err)
+	}
+}
+
+// TestHungDaemonTimesOut: a control socket that accepts connections
+// but never answers (a stopped or wedged daemon) makes the CLI fail with a
+// clear error in bounded time, not hang forever.
+func TestHungDaemonTimesOut(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "g.toml")
+	os.WriteFile(cfg, []byte("[daemon]\ndb = \"gw.db\"\nsocket = \"gw.sock\"\nlisten = \"\"\n[clock]\nservers = []\n[[providers]]\nname = \"acme\"\npreset = \"google\"\nclient_id = \"x\"\n"), 0o600)
+	ln, err := net.Listen("unix", filepath.Join(dir, "gw.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var held []net.Conn
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c) // read nothing, answer nothing
+		}
+	}()
+	done := make(chan error, 1)
+	var out, errw bytes.Buffer
+	go func() {
+		root := newRoot(strings.NewReader(""), &out, &errw)
+		root.SetArgs([]string{"--config", cfg, "status"})
+		done <- root.ExecuteContext(context.Background()) // no deadline, like main
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "gw.sock") || !strings.Contains(err.Error(), "not answer") {
+			t.Errorf("status against a hung daemon: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("status hangs on a control socket that never answers")
 	}
 }

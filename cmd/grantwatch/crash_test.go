@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/grantwatch/grantwatch/daemon"
+	"github.com/grantwatch/grantwatch/daemon/api"
 	"github.com/grantwatch/grantwatch/daemon/notify"
 	"github.com/grantwatch/grantwatch/probes/sandbox"
 	"github.com/grantwatch/grantwatch/store"
@@ -286,7 +286,7 @@ group_wait = "0s"
 				}
 			}
 			out, _, err := runBin(t, bin, config, "status", "--json")
-			var st daemon.Status
+			var st api.Status
 			if json.Unmarshal([]byte(out), &st) != nil || !st.Daemon || st.Outbox.Pending != 0 {
 				_ = err // status exits 1 while grants need reconnecting
 				return false
@@ -369,7 +369,7 @@ group_wait = "0s"
 
 	// Nothing left undelivered: the outbox is empty with the daemon down.
 	out, _, _ := runBin(t, bin, config, "status", "--json")
-	var final daemon.Status
+	var final api.Status
 	if err := json.Unmarshal([]byte(out), &final); err != nil {
 		t.Fatalf("status --json: %v\n%s", err, out)
 	}

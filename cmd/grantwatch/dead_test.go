@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/grantwatch/grantwatch/daemon"
+	"github.com/grantwatch/grantwatch/daemon/api"
 	"github.com/grantwatch/grantwatch/daemon/config"
 	"github.com/grantwatch/grantwatch/daemon/notify"
 	"github.com/grantwatch/grantwatch/store"
@@ -96,7 +97,7 @@ group_wait = "0s"
 	}
 	mu.Unlock()
 	out, _, err = cli(t, s.cfgPath, "", "notify", "dead", "--json")
-	var left []daemon.DeadLetter
+	var left []api.DeadLetter
 	if err != nil || json.Unmarshal([]byte(out), &left) != nil || len(left) != 1 || left[0].Event.ID != "dead-g0" {
 		t.Errorf("notify dead --json after redeliver: %v\n%s", err, out)
 	}

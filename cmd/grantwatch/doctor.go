@@ -8,8 +8,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/grantwatch/grantwatch/daemon"
 	"github.com/grantwatch/grantwatch/daemon/config"
+	"github.com/grantwatch/grantwatch/daemon/doctor"
 )
 
 func init() { extraCommands = append(extraCommands, (*app).doctorCmd) }
@@ -31,7 +31,7 @@ with its fix.
 Exit status 1 when any check fails, 0 otherwise (warnings do not fail).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			rep := daemon.Doctor(cmd.Context(), config.Locate(a.configFlag), daemon.DoctorOptions{Timeout: timeout})
+			rep := doctor.Run(cmd.Context(), config.Locate(a.configFlag), doctor.Options{Timeout: timeout})
 			var err error
 			if asJSON {
 				err = printJSON(cmd.OutOrStdout(), rep)
@@ -45,20 +45,20 @@ Exit status 1 when any check fails, 0 otherwise (warnings do not fail).`,
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON: {\"ok\": bool, \"checks\": [{\"name\", \"status\", \"detail\", \"fix\"}]}")
-	cmd.Flags().DurationVar(&timeout, "timeout", daemon.DefaultDoctorTimeout, "bound on each network step (DNS, TCP, TLS, HTTP, NTP)")
+	cmd.Flags().DurationVar(&timeout, "timeout", doctor.DefaultTimeout, "bound on each network step (DNS, TCP, TLS, HTTP, NTP)")
 	return cmd
 }
 
 // printDoctor prints one line per check, a fix line under each warn and
 // fail, and a summary.
-func printDoctor(out io.Writer, rep daemon.DoctorReport) {
+func printDoctor(out io.Writer, rep doctor.Report) {
 	var ok, warn, fail int
 	for _, c := range rep.Checks {
 		tag := "[ ok ]"
 		switch c.Status {
-		case daemon.CheckWarn:
+		case doctor.CheckWarn:
 			tag, warn = "[warn]", warn+1
-		case daemon.CheckFail:
+		case doctor.CheckFail:
 			tag, fail = "[FAIL]", fail+1
 		default:
 			ok++
@@ -67,7 +67,7 @@ func printDoctor(out io.Writer, rep daemon.DoctorReport) {
 		// under their check.
 		detail := strings.ReplaceAll(strings.TrimRight(c.Detail, "\n"), "\n", "\n         ")
 		fmt.Fprintf(out, "%s %s: %s\n", tag, c.Name, detail)
-		if c.Fix != "" && c.Status != daemon.CheckOK {
+		if c.Fix != "" && c.Status != doctor.CheckOK {
 			fmt.Fprintf(out, "       fix: %s\n", c.Fix)
 		}
 	}

@@ -12,7 +12,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/grantwatch/grantwatch/daemon"
+	"github.com/grantwatch/grantwatch/daemon/doctor"
 	"github.com/grantwatch/grantwatch/probes/sandbox"
 )
 
@@ -88,7 +88,7 @@ func TestDoctorCommand(t *testing.T) {
 			case !tc.ok && (!errors.As(err, &ec) || ec != 1):
 				t.Fatalf("got error %v, want exitCode(1); output:\n%s", err, out)
 			}
-			var rep daemon.DoctorReport
+			var rep doctor.Report
 			if err := json.Unmarshal([]byte(out), &rep); err != nil {
 				t.Fatalf("--json output is not a report: %v\n%s", err, out)
 			}
@@ -97,7 +97,7 @@ func TestDoctorCommand(t *testing.T) {
 			}
 			failed := false
 			for _, c := range rep.Checks {
-				if c.Name == "provider/p/tcp" && c.Status == daemon.CheckFail {
+				if c.Name == "provider/p/tcp" && c.Status == doctor.CheckFail {
 					failed = true
 				}
 			}

@@ -13,7 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/grantwatch/grantwatch/daemon"
+	"github.com/grantwatch/grantwatch/daemon/api"
 	"github.com/grantwatch/grantwatch/internal/secret"
 	"github.com/grantwatch/grantwatch/store"
 )
@@ -72,7 +72,7 @@ resets it to pending.`,
 			defer c.Close()
 			start := time.Now()
 			shown := false
-			p, err := c.Import(cmd.Context(), bufio.NewReaderSize(r, 1<<20), func(p daemon.ImportProgress) {
+			p, err := c.Import(cmd.Context(), bufio.NewReaderSize(r, 1<<20), func(p api.ImportProgress) {
 				shown = true
 				if p.Phase == "validating" {
 					fmt.Fprintf(a.errw, "\rvalidating: %d lines read", p.Read)
@@ -275,7 +275,7 @@ func printGrant(out io.Writer, g store.Grant) {
 	tw.Flush()
 }
 
-func printReport(out io.Writer, r daemon.ProbeReport) {
+func printReport(out io.Writer, r api.ProbeReport) {
 	if r.Stale {
 		fmt.Fprintln(out, "The grant's token was replaced while the probe ran; its result was dropped.")
 	}
@@ -298,7 +298,7 @@ func printReport(out io.Writer, r daemon.ProbeReport) {
 
 // showReport prints a probe report (after a headline, if any) and returns
 // exit status 1 when the probe failed.
-func showReport(out io.Writer, r daemon.ProbeReport, asJSON bool, headline string) error {
+func showReport(out io.Writer, r api.ProbeReport, asJSON bool, headline string) error {
 	if asJSON {
 		if err := printJSON(out, r); err != nil {
 			return err

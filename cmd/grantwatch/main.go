@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/grantwatch/grantwatch/daemon"
+	"github.com/grantwatch/grantwatch/daemon/api"
 	"github.com/grantwatch/grantwatch/daemon/config"
 	"github.com/grantwatch/grantwatch/store"
 )
@@ -97,15 +98,15 @@ func (a *app) logger() *slog.Logger {
 // client connects to the daemon, or opens the database when none runs.
 // Only commands that write (import) may create a database that does not
 // exist yet.
-func (a *app) client(ctx context.Context) (*daemon.Client, *config.Config, error) {
+func (a *app) client(ctx context.Context) (*api.Client, *config.Config, error) {
 	return a.connect(ctx, daemon.ConnectExisting)
 }
 
-func (a *app) clientCreating(ctx context.Context) (*daemon.Client, *config.Config, error) {
+func (a *app) clientCreating(ctx context.Context) (*api.Client, *config.Config, error) {
 	return a.connect(ctx, daemon.Connect)
 }
 
-func (a *app) connect(ctx context.Context, dial func(context.Context, *config.Config, *slog.Logger) (*daemon.Client, error)) (*daemon.Client, *config.Config, error) {
+func (a *app) connect(ctx context.Context, dial func(context.Context, *config.Config, *slog.Logger) (*api.Client, error)) (*api.Client, *config.Config, error) {
 	cfg, err := a.config()
 	if err != nil {
 		return nil, nil, err

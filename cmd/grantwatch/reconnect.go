@@ -4,9 +4,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/grantwatch/grantwatch/daemon/reconnect"
 	"github.com/spf13/cobra"
-
-	"github.com/grantwatch/grantwatch/daemon"
 )
 
 func init() { extraCommands = append(extraCommands, (*app).reconnectCmd) }
@@ -44,7 +43,7 @@ in the URL's redirect_uri. Exit status 1 when the probe of the new token failed.
 			if who == "" {
 				who = "the account of grant " + id
 			}
-			tok, err := daemon.Reconnect(ctx, cfg, g.Provider, daemon.ReconnectOptions{
+			tok, err := reconnect.Run(ctx, cfg, g.Provider, reconnect.Options{
 				ShowURL: func(u string) {
 					fmt.Fprintf(a.errw, "Open this URL in a browser and sign in as %s:\n\n  %s\n\nwaiting for the sign-in (up to %s)...\n", who, u, timeout)
 				},
@@ -67,7 +66,7 @@ in the URL's redirect_uri. Exit status 1 when the probe of the new token failed.
 			return showReport(cmd.OutOrStdout(), r, asJSON, "new refresh token stored")
 		},
 	}
-	cmd.Flags().DurationVar(&timeout, "timeout", daemon.DefaultReconnectTimeout, "how long to wait for the sign-in")
+	cmd.Flags().DurationVar(&timeout, "timeout", reconnect.DefaultTimeout, "how long to wait for the sign-in")
 	cmd.Flags().BoolVar(&noBrowser, "no-browser", false, "only print the URL, never open a browser")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the probe report as JSON")
 	return cmd

@@ -10,7 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/grantwatch/grantwatch/daemon"
+	"github.com/grantwatch/grantwatch/daemon/api"
 	"github.com/grantwatch/grantwatch/store"
 )
 
@@ -47,7 +47,7 @@ func (a *app) statusCmd() *cobra.Command {
 }
 
 // printStatus renders the status as a compact table within 100 columns.
-func printStatus(out io.Writer, st daemon.Status) {
+func printStatus(out io.Writer, st api.Status) {
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	states := store.States()
 	hdr := []string{"PROVIDER", "STATE"}
@@ -55,7 +55,7 @@ func printStatus(out io.Writer, st daemon.Status) {
 		hdr = append(hdr, strings.ToUpper(shortState(s)))
 	}
 	fmt.Fprintln(tw, strings.Join(append(hdr, "TOTAL"), "\t"))
-	pstate := map[string]daemon.ProviderStatus{}
+	pstate := map[string]api.ProviderStatus{}
 	for _, p := range st.Providers {
 		pstate[p.Name] = p
 	}
@@ -143,7 +143,7 @@ func shortState(s store.State) string {
 	return string(s)
 }
 
-func providerState(p daemon.ProviderStatus) string {
+func providerState(p api.ProviderStatus) string {
 	if p.State == "" {
 		return "unknown"
 	}

@@ -1,4 +1,4 @@
-package daemon
+package api
 
 import (
 	"bufio"
@@ -7,24 +7,22 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
-	"os"
+	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
-	"github.com/grantwatch/grantwatch/daemon/config"
 	"github.com/grantwatch/grantwatch/internal/secret"
 	"github.com/grantwatch/grantwatch/store"
 )
 
 // Client is the CLI's handle on grantwatch: the running daemon's control
 // socket, or — when no daemon runs — the same API served in-process on the
-// database. Either way every command takes the same path.
+// database (daemon.Connect chooses). Either way every command takes the
+// same path.
 type Client struct {
 	hc *http.Client
 	// Local reports that no daemon answered and the database was opened
@@ -41,65 +39,46 @@ func (c *Client) Close() error {
 	return nil
 }
 
-// Connect reaches the daemon on cfg's control socket; when no daemon runs it
-// opens the database itself and serves the control API in-process.
-func Connect(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Client, error) {
-	return connect(ctx, cfg, log, true)
+// SocketClient talks to the daemon on the unix socket at path. A request
+// waits at most responseTimeout for its answer's headers (0: no bound).
+func SocketClient(path string, responseTimeout time.Duration) *Client {
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		},
+		ResponseHeaderTimeout: responseTimeout,
+	}
+	return &Client{hc: &http.Client{Transport: tr}, close: func() error { tr.CloseIdleConnections(); return nil }}
 }
 
-// ConnectExisting is Connect for commands that only read: with no daemon
-// running it refuses to create a database that does not exist yet.
-func ConnectExisting(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Client, error) {
-	return connect(ctx, cfg, log, false)
-}
-
-func connect(ctx context.Context, cfg *config.Config, log *slog.Logger, create bool) (*Client, error) {
-	conn, err := (&net.Dialer{Timeout: daemonAnswerTimeout}).DialContext(ctx, "unix", cfg.Daemon.Socket)
-	if err == nil {
-		// A connection is accepted by the kernel even when the daemon is
-		// stopped or wedged: ask it for an answer, in bounded time.
-		err := ping(conn)
-		conn.Close()
-		if err != nil {
-			return nil, fmt.Errorf("daemon.socket %s accepts connections but the daemon does not answer (%v): is it stopped or stuck? check its log and restart it", cfg.Daemon.Socket, err)
-		}
-		sock := cfg.Daemon.Socket
-		tr := &http.Transport{
-			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-				var d net.Dialer
-				return d.DialContext(ctx, "unix", sock)
-			},
-			// The slowest answer (a probe) is bounded by probe_timeout;
-			// a daemon that stops answering mid-command is reported.
-			ResponseHeaderTimeout: cfg.Daemon.ProbeTimeout + 2*time.Minute,
-		}
-		return &Client{hc: &http.Client{Transport: tr}, close: func() error { tr.CloseIdleConnections(); return nil }}, nil
-	}
-	if errors.Is(err, os.ErrPermission) || errors.Is(err, syscall.EACCES) {
-		return nil, fmt.Errorf("daemon.socket %s: permission denied: run as the daemon's user or with sudo", cfg.Daemon.Socket)
-	}
-	// No daemon: open the database (its lock tells if a daemon runs after all).
-	if _, err := os.Stat(cfg.Daemon.DB); !create && errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("no daemon answers on %s and there is no database at %s yet: start the daemon (grantwatch run) or import grants (grantwatch grants import)", cfg.Daemon.Socket, cfg.Daemon.DB)
-	}
-	d, err := Open(Options{Config: cfg, Logger: log})
+// DialSocket reaches a running daemon on the socket at path: it connects
+// and asks for an answer within AnswerTimeout. A failed dial is returned as
+// the dialer's error, so that the caller can tell "no daemon" (the socket
+// is missing or refuses) from a daemon that accepts but does not answer.
+func DialSocket(ctx context.Context, path string, responseTimeout time.Duration) (*Client, error) {
+	conn, err := (&net.Dialer{Timeout: AnswerTimeout}).DialContext(ctx, "unix", path)
 	if err != nil {
-		if errors.Is(err, store.ErrInUse) {
-			return nil, fmt.Errorf("%w, but its control socket %s does not answer: is daemon.socket the same in both configs?", err, cfg.Daemon.Socket)
-		}
 		return nil, err
 	}
-	return InProcess(d, true), nil
+	// A connection is accepted by the kernel even when the daemon is
+	// stopped or wedged: ask it for an answer, in bounded time.
+	err = ping(conn)
+	conn.Close()
+	if err != nil {
+		return nil, fmt.Errorf("daemon.socket %s accepts connections but the daemon does not answer (%v): is it stopped or stuck? check its log and restart it", path, err)
+	}
+	return SocketClient(path, responseTimeout), nil
 }
 
-// daemonAnswerTimeout bounds how long the CLI waits for a running daemon to
+// AnswerTimeout bounds how long the CLI waits for a running daemon to
 // answer on its control socket before it reports the daemon stuck.
-var daemonAnswerTimeout = 5 * time.Second
+var AnswerTimeout = 5 * time.Second
 
-// ping sends one request on conn and waits, at most daemonAnswerTimeout, for
+// ping sends one request on conn and waits, at most AnswerTimeout, for
 // any HTTP answer.
 func ping(conn net.Conn) error {
-	if err := conn.SetDeadline(time.Now().Add(daemonAnswerTimeout)); err != nil {
+	if err := conn.SetDeadline(time.Now().Add(AnswerTimeout)); err != nil {
 		return err
 	}
 	if _, err := io.WriteString(conn, "GET /v1/ping HTTP/1.1\r\nHost: grantwatch\r\nConnection: close\r\n\r\n"); err != nil {
@@ -108,7 +87,7 @@ func ping(conn net.Conn) error {
 	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
 	if err != nil {
 		if ne, ok := err.(net.Error); ok && ne.Timeout() {
-			return fmt.Errorf("no answer within %s", daemonAnswerTimeout)
+			return fmt.Errorf("no answer within %s", AnswerTimeout)
 		}
 		return err
 	}
@@ -116,21 +95,22 @@ func ping(conn net.Conn) error {
 	return nil
 }
 
-// InProcess serves d's control API to a client without a socket. With
-// own, closing the client closes d.
-func InProcess(d *Daemon, own bool) *Client {
+// InProcess serves h (the control API on an opened database) to a client
+// without a socket. Closing the client calls closeFn, when set; local marks
+// the client as not talking to a running daemon.
+func InProcess(h http.Handler, local bool, closeFn func() error) *Client {
 	ln := newPipeListener()
-	srv := &http.Server{Handler: d.Handler()}
+	srv := &http.Server{Handler: h}
 	go srv.Serve(ln)
 	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) { return ln.dial(ctx) }}
 	return &Client{
 		hc:    &http.Client{Transport: tr},
-		Local: own,
+		Local: local,
 		close: func() error {
 			tr.CloseIdleConnections()
 			srv.Close()
-			if own {
-				return d.Close()
+			if closeFn != nil {
+				return closeFn()
 			}
 			return nil
 		},
@@ -206,7 +186,7 @@ func (c *Client) send(ctx context.Context, method, path string, body io.Reader) 
 	}
 	if resp.StatusCode/100 != 2 {
 		defer resp.Body.Close()
-		var e apiError
+		var e ErrorBody
 		if json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&e) != nil || e.Error == "" {
 			e.Error = resp.Status
 		}
@@ -324,14 +304,6 @@ func (c *Client) NotifyTest(ctx context.Context, receiver string) ([]NotifyTestR
 	return out, err
 }
 
-// NotifyTestResult is one receiver's answer to a test notification.
-type NotifyTestResult struct {
-	Receiver string `json:"receiver"`
-	Status   int    `json:"status,omitempty"`
-	Answer   string `json:"answer,omitempty"`
-	Error    string `json:"error,omitempty"`
-}
-
 // remoteError is an error the daemon reported, with the sentinel it wrapped
 // there, so callers can still branch with errors.Is.
 type remoteError struct {
@@ -341,3 +313,25 @@ type remoteError struct {
 
 func (e remoteError) Error() string { return e.msg }
 func (e remoteError) Unwrap() error { return e.is }
+
+// DeadLetters lists the notifications no receiver accepted within max_age.
+func (c *Client) DeadLetters(ctx context.Context) ([]DeadLetter, error) {
+	var out []DeadLetter
+	err := c.do(ctx, http.MethodGet, "/v1/notify/dead", nil, &out)
+	return out, err
+}
+
+// Redeliver puts dead letters back in the outbox: receiver's ("" for every
+// configured receiver), only seqs if any are given.
+func (c *Client) Redeliver(ctx context.Context, receiver string, seqs []uint64) (RedeliverResult, error) {
+	q := url.Values{}
+	if receiver != "" {
+		q.Set("receiver", receiver)
+	}
+	for _, s := range seqs {
+		q.Add("seq", strconv.FormatUint(s, 10))
+	}
+	var out RedeliverResult
+	err := c.do(ctx, http.MethodPost, "/v1/notify/dead/redeliver?"+q.Encode(), nil, &out)
+	return out, err
+}

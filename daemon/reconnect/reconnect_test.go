@@ -1,4 +1,4 @@
-package daemon
+package reconnect
 
 import (
 	"context"
@@ -10,14 +10,17 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"golang.org/x/oauth2"
 
+	"github.com/grantwatch/grantwatch/daemon"
 	"github.com/grantwatch/grantwatch/daemon/config"
 	"github.com/grantwatch/grantwatch/internal/secret"
+	"github.com/grantwatch/grantwatch/internal/testutil"
 	"github.com/grantwatch/grantwatch/probes"
 	"github.com/grantwatch/grantwatch/probes/sandbox"
 	"github.com/grantwatch/grantwatch/store"
@@ -66,16 +69,16 @@ type reconnectResult struct {
 
 // startReconnect runs Reconnect in the background and returns the URL it
 // showed and its outcome, to be read with wait.
-func startReconnect(t *testing.T, cfg *config.Config, provider string, mod func(*ReconnectOptions)) (string, <-chan reconnectResult) {
+func startReconnect(t *testing.T, cfg *config.Config, provider string, mod func(*Options)) (string, <-chan reconnectResult) {
 	t.Helper()
 	urls := make(chan string, 1)
 	res := make(chan reconnectResult, 1)
-	opts := ReconnectOptions{ShowURL: func(u string) { urls <- u }, Timeout: 10 * time.Second}
+	opts := Options{ShowURL: func(u string) { urls <- u }, Timeout: 10 * time.Second}
 	if mod != nil {
 		mod(&opts)
 	}
 	go func() {
-		tok, err := Reconnect(context.Background(), cfg, provider, opts)
+		tok, err := Run(context.Background(), cfg, provider, opts)
 		res <- reconnectResult{tok, err}
 	}()
 	select {
@@ -145,7 +148,7 @@ func TestReconnectCompletesAgainstSandbox(t *testing.T) {
 	for _, tt := range tests {
 		t.Run("preset="+tt.preset, func(t *testing.T) {
 			cfg := testConfig(t, t.TempDir(), reconnectProvider("p", tt.preset, sb.AuthURL(), sb.TokenURL()))
-			authURL, res := startReconnect(t, cfg, "p", func(o *ReconnectOptions) { o.LoginHint = "ann@example.com" })
+			authURL, res := startReconnect(t, cfg, "p", func(o *Options) { o.LoginHint = "ann@example.com" })
 
 			u, err := url.Parse(authURL)
 			if err != nil || !strings.HasPrefix(authURL, sb.AuthURL()+"?") {
@@ -247,7 +250,7 @@ func TestSandboxRefusesWrongVerifier(t *testing.T) {
 
 	visit(t, http.DefaultClient, back.String())
 	r := wait(t, res)
-	var re *ReconnectError
+	var re *Error
 	if !errors.As(r.err, &re) || re.Stage != "token" || re.Code != "invalid_grant" || re.Status != http.StatusBadRequest {
 		t.Errorf("Reconnect with a spent code: error %v, want a token-stage invalid_grant ReconnectError", r.err)
 	}
@@ -272,7 +275,7 @@ func TestReconnectProviderRefusal(t *testing.T) {
 		t.Errorf("refusal page: got %d %q, want 200 without the provider's markup", resp.StatusCode, page)
 	}
 	r := wait(t, res)
-	var re *ReconnectError
+	var re *Error
 	if !errors.As(r.err, &re) || re.Stage != "authorization" || re.Code != "access_denied" ||
 		!strings.Contains(r.err.Error(), "declined") {
 		t.Errorf("Reconnect error = %v, want an access_denied ReconnectError saying the user declined", r.err)
@@ -304,17 +307,17 @@ func TestReconnectConfigErrorsAndTimeout(t *testing.T) {
 		reconnectProvider("noauth", "", "", sb.TokenURL())+reconnectProvider("p", "", sb.AuthURL(), sb.TokenURL()))
 	show := func(string) {}
 
-	_, err := Reconnect(context.Background(), cfg, "noauth", ReconnectOptions{ShowURL: show})
+	_, err := Run(context.Background(), cfg, "noauth", Options{ShowURL: show})
 	if err == nil || !strings.Contains(err.Error(), "providers.noauth.auth_url") {
 		t.Errorf("no auth_url: error %v, want one naming providers.noauth.auth_url", err)
 	}
-	_, err = Reconnect(context.Background(), cfg, "nope", ReconnectOptions{ShowURL: show})
+	_, err = Run(context.Background(), cfg, "nope", Options{ShowURL: show})
 	if err == nil || !strings.Contains(err.Error(), `"nope" is not configured`) {
 		t.Errorf("unknown provider: error %v", err)
 	}
 
 	start := time.Now()
-	_, err = Reconnect(context.Background(), cfg, "p", ReconnectOptions{ShowURL: show, Timeout: 50 * time.Millisecond})
+	_, err = Run(context.Background(), cfg, "p", Options{ShowURL: show, Timeout: 50 * time.Millisecond})
 	if !errors.Is(err, ErrReconnectTimeout) || !strings.Contains(err.Error(), "within 50ms") {
 		t.Errorf("timeout: error %v, want ErrReconnectTimeout naming the timeout", err)
 	}
@@ -324,7 +327,7 @@ func TestReconnectConfigErrorsAndTimeout(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, err = Reconnect(ctx, cfg, "p", ReconnectOptions{ShowURL: show}); !errors.Is(err, context.Canceled) {
+	if _, err = Run(ctx, cfg, "p", Options{ShowURL: show}); !errors.Is(err, context.Canceled) {
 		t.Errorf("canceled: error %v, want context.Canceled", err)
 	}
 }
@@ -372,13 +375,13 @@ func TestBrowserCommand(t *testing.T) {
 func TestReconnectEndToEnd(t *testing.T) {
 	sb := reconnectSandbox(t)
 	cfg := testConfig(t, t.TempDir(), reconnectProvider("google", "google", sb.AuthURL(), sb.TokenURL()))
-	logs := &logBuffer{}
-	d, err := Open(Options{Config: cfg, Logger: slog.New(slog.NewJSONHandler(logs, nil))})
+	logs := &testutil.LogBuffer{}
+	d, err := daemon.Open(daemon.Options{Config: cfg, Logger: slog.New(slog.NewJSONHandler(logs, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	c := InProcess(d, false)
+	c := daemon.InProcess(d, false)
 	defer c.Close()
 	ctx := context.Background()
 
@@ -396,7 +399,7 @@ func TestReconnectEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	authURL, res := startReconnect(t, cfg, g.Provider, func(o *ReconnectOptions) { o.LoginHint = g.Subject })
+	authURL, res := startReconnect(t, cfg, g.Provider, func(o *Options) { o.LoginHint = g.Subject })
 	visit(t, http.DefaultClient, authURL)
 	r := wait(t, res)
 	if r.err != nil {
@@ -414,5 +417,59 @@ func TestReconnectEndToEnd(t *testing.T) {
 	}
 	if strings.Contains(logs.String(), r.tok.Reveal()) || strings.Contains(logs.String(), testClientSecret) {
 		t.Error("a token or the client secret reached the log")
+	}
+}
+
+// testConfig is a config for these tests: a temporary database, no NTP, the
+// given providers' TOML appended.
+func testConfig(t *testing.T, dir, extra string) *config.Config {
+	t.Helper()
+	toml := fmt.Sprintf(`
+[daemon]
+db = %q
+socket = %q
+listen = ""
+probe_timeout = "2s"
+[clock]
+servers = []
+`, filepath.Join(dir, "gw.db"), filepath.Join(dir, "gw.sock")) + extra
+	cfg, err := config.Parse(filepath.Join(dir, "grantwatch.toml"), []byte(toml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// TestForgedRedirectDoesNotDropIssuedToken: once the redirect with
+// this flow's state is being exchanged (the code is spent), a stray request
+// with a wrong state must not end the flow and throw the new refresh token
+// away.
+func TestForgedRedirectDoesNotDropIssuedToken(t *testing.T) {
+	release := make(chan struct{})
+	entered := make(chan struct{})
+	cb := &callback{
+		state: "good-state", provider: config.ProviderConfig{Name: "p"}, done: make(chan struct{}),
+		exchange: func(code string) (*oauth2.Token, error) {
+			close(entered)
+			<-release
+			return &oauth2.Token{AccessToken: "at", RefreshToken: "rt-NEW-SECRET"}, nil
+		},
+	}
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		cb.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/callback?state=good-state&code=c1", nil))
+	}()
+	<-entered
+	rec := httptest.NewRecorder()
+	cb.ServeHTTP(rec, httptest.NewRequest("GET", "/callback?state=forged&code=c2", nil))
+	close(release)
+	<-served
+	<-cb.done
+	if cb.err != nil || cb.token.Reveal() != "rt-NEW-SECRET" {
+		t.Errorf("flow ended with %v (token set: %v), want the issued token", cb.err, !cb.token.IsZero())
+	}
+	if rec.Code == http.StatusOK {
+		t.Errorf("forged redirect answered %d", rec.Code)
 	}
 }

@@ -1,4 +1,10 @@
-package daemon
+// Package bench is grantwatch's benchmark harness (grantwatch bench): a real
+// daemon against the loopback sandbox's token endpoint, a full round over N
+// grants compared with a bare HTTP client on the same machine, the import
+// path, and the idle cost. It imports probes/sandbox, so the sandbox ships in
+// the binary: bench and demo need a token endpoint that answers at full speed
+// without a network.
+package bench
 
 import (
 	"bufio"
@@ -21,15 +27,17 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/grantwatch/grantwatch/daemon"
+	"github.com/grantwatch/grantwatch/daemon/api"
 	"github.com/grantwatch/grantwatch/daemon/config"
 	"github.com/grantwatch/grantwatch/probes"
 	"github.com/grantwatch/grantwatch/probes/sandbox"
 	"github.com/grantwatch/grantwatch/store"
 )
 
-// BenchOptions configures Bench. Zero values select the defaults noted per
+// Options configures Run. Zero values select the defaults noted per
 // field.
-type BenchOptions struct {
+type Options struct {
 	// Grants is how many grants are imported, all due at once. Default
 	// 100,000.
 	Grants int
@@ -55,9 +63,9 @@ type BenchOptions struct {
 	Progress io.Writer
 }
 
-// BenchResult is what Bench measured. The JSON names are part of
+// Result is what Run measured. The JSON names are part of
 // grantwatch's interface (`grantwatch bench --json`).
-type BenchResult struct {
+type Result struct {
 	Grants      int `json:"grants"`
 	Concurrency int `json:"concurrency"`
 	GOMAXPROCS  int `json:"gomaxprocs"`
@@ -99,12 +107,12 @@ type BenchResult struct {
 	CPUSPer1000        float64 `json:"cpu_s_per_1000"`
 	CeilingCPUSPer1000 float64 `json:"ceiling_cpu_s_per_1000"`
 	DBMB               float64 `json:"db_mb"`
-	// Idle is set when BenchOptions.Idle was.
-	Idle *BenchIdle `json:"idle,omitempty"`
+	// Idle is set when Options.Idle was.
+	Idle *Idle `json:"idle,omitempty"`
 }
 
-// BenchIdle is the daemon's cost with every grant scheduled and none due.
-type BenchIdle struct {
+// Idle is the daemon's cost with every grant scheduled and none due.
+type Idle struct {
 	Seconds float64 `json:"idle_s"`
 	// CPUPercent is process CPU over the idle period, in % of one core.
 	CPUPercent float64 `json:"idle_cpu_pct"`
@@ -120,14 +128,14 @@ const (
 	benchSecret   = "bench-client-secret"
 )
 
-// Bench runs the real pipeline — `grants import`, the scheduler, workers,
+// Run runs the real pipeline — `grants import`, the scheduler, workers,
 // probes, classification, transitions, batched writes — on a temporary
 // database against an in-process sandbox token endpoint on 127.0.0.1, with
 // every grant due at once, and measures one full round. Right before and
 // right after the round it measures a bare net/http client against the same
 // sandbox, half the requests each time, as the ceiling. The
 // sandbox answers every refresh as healthy (non-rotating).
-func Bench(ctx context.Context, o BenchOptions) (BenchResult, error) {
+func Run(ctx context.Context, o Options) (Result, error) {
 	if o.Grants <= 0 {
 		o.Grants = 100_000
 	}
@@ -140,7 +148,7 @@ func Bench(ctx context.Context, o BenchOptions) (BenchResult, error) {
 	}
 	pr := newProgress(o.Progress)
 	defer pr.done()
-	res := BenchResult{Grants: o.Grants, Concurrency: o.Concurrency, GOMAXPROCS: runtime.GOMAXPROCS(0), Load1: load1()}
+	res := Result{Grants: o.Grants, Concurrency: o.Concurrency, GOMAXPROCS: runtime.GOMAXPROCS(0), Load1: load1()}
 
 	dir := o.Dir
 	if dir == "" {
@@ -170,15 +178,15 @@ func Bench(ctx context.Context, o BenchOptions) (BenchResult, error) {
 	var roundLat latencyHist
 	hc := probes.NewHTTPClient(o.Concurrency, probeTimeout)
 	hc.Transport = &timedTransport{base: hc.Transport, h: &roundLat}
-	d, err := Open(Options{Config: cfg, Logger: log, HTTPClient: hc, NoSync: o.NoSync})
+	d, err := daemon.Open(daemon.Options{Config: cfg, Logger: log, HTTPClient: hc, NoSync: o.NoSync})
 	if err != nil {
 		return res, err
 	}
 
 	// Import, as `grants import` does it, minus the socket.
 	start := time.Now()
-	c := InProcess(d, false)
-	_, err = c.Import(ctx, benchJSONL(o.Grants), func(p ImportProgress) {
+	c := daemon.InProcess(d, false)
+	_, err = c.Import(ctx, benchJSONL(o.Grants), func(p api.ImportProgress) {
 		pr.printf("import: %d of %d grants (%.0f%%), %.0f/s", p.Done, p.Total,
 			100*float64(p.Done)/float64(max(p.Total, 1)), float64(p.Done)/time.Since(start).Seconds())
 	})
@@ -390,7 +398,7 @@ func benchProbed(db *store.DB, total int) (int, error) {
 
 // benchIdle waits for idle with the daemon running and nothing due, and
 // measures its CPU and heap.
-func benchIdle(ctx context.Context, idle time.Duration, pr *progress) *BenchIdle {
+func benchIdle(ctx context.Context, idle time.Duration, pr *progress) *Idle {
 	pr.printf("idle: measuring for %s", idle)
 	runtime.GC()
 	cpu0, start := cpuTime(), time.Now()
@@ -400,7 +408,7 @@ func benchIdle(ctx context.Context, idle time.Duration, pr *progress) *BenchIdle
 	}
 	el := time.Since(start)
 	cpu := cpuTime() - cpu0
-	out := &BenchIdle{Seconds: el.Seconds(), CPUPercent: 100 * cpu.Seconds() / el.Seconds(), HeapMB: mb(heapAlloc())}
+	out := &Idle{Seconds: el.Seconds(), CPUPercent: 100 * cpu.Seconds() / el.Seconds(), HeapMB: mb(heapAlloc())}
 	runtime.GC()
 	out.LiveHeapMB = mb(heapAlloc())
 	return out

@@ -1,4 +1,8 @@
-package daemon
+// Package doctor diagnoses an installation: the config, the daemon's control
+// socket, the database and its key, each provider's token endpoint (without
+// spending a grant), the clock, the receivers and systemd. Each check is a
+// small function returning Check; Doctor runs them in order.
+package doctor
 
 import (
 	"bufio"
@@ -23,13 +27,14 @@ import (
 
 	"github.com/robfig/cron/v3"
 
+	"github.com/grantwatch/grantwatch/daemon/api"
 	"github.com/grantwatch/grantwatch/daemon/config"
 	"github.com/grantwatch/grantwatch/daemon/notify"
 	"github.com/grantwatch/grantwatch/probes"
 	"github.com/grantwatch/grantwatch/store"
 )
 
-// Check statuses. A warn never makes DoctorReport.OK false; a fail does.
+// Check statuses. A warn never makes Report.OK false; a fail does.
 const (
 	CheckOK   = "ok"
 	CheckWarn = "warn"
@@ -47,17 +52,17 @@ type Check struct {
 	Fix    string `json:"fix,omitempty"`
 }
 
-// DoctorReport is the outcome of Doctor. Its JSON shape,
+// Report is the outcome of Doctor. Its JSON shape,
 // {"ok": bool, "checks": [{"name", "status", "detail", "fix"}]}, is part of
 // grantwatch's interface (grantwatch doctor --json).
-type DoctorReport struct {
+type Report struct {
 	// OK is false when any check failed; warnings leave it true.
 	OK     bool    `json:"ok"`
 	Checks []Check `json:"checks"`
 }
 
-// DoctorOptions tune Doctor. Zero values are the production defaults.
-type DoctorOptions struct {
+// Options tune Doctor. Zero values are the production defaults.
+type Options struct {
 	// Timeout bounds each network step (DNS, TCP, TLS, HTTP, NTP, the
 	// control socket). Default 5s.
 	Timeout time.Duration
@@ -76,8 +81,8 @@ type DoctorOptions struct {
 	UnitFile string
 }
 
-// DefaultDoctorTimeout is DoctorOptions.Timeout's default.
-const DefaultDoctorTimeout = 5 * time.Second
+// DefaultTimeout is Options.Timeout's default.
+const DefaultTimeout = 5 * time.Second
 
 const (
 	defaultUnitFile = "/etc/systemd/system/grantwatch.service"
@@ -88,9 +93,9 @@ const (
 	keyCredential = "grantwatch.key"
 )
 
-func (o *DoctorOptions) defaults() {
+func (o *Options) defaults() {
 	if o.Timeout <= 0 {
-		o.Timeout = DefaultDoctorTimeout
+		o.Timeout = DefaultTimeout
 	}
 	if o.NTPQuery == nil {
 		o.NTPQuery = probes.QueryClock
@@ -106,7 +111,7 @@ func (o *DoctorOptions) defaults() {
 	}
 }
 
-// Doctor diagnoses an installation: the config at configPath, the daemon's
+// Run diagnoses an installation: the config at configPath, the daemon's
 // control socket, the database and its key, each provider's token endpoint
 // (DNS, TCP, TLS, an HTTP answer — without presenting any refresh token, so
 // no grant is spent), the clock, each receiver's configuration and the
@@ -114,7 +119,7 @@ func (o *DoctorOptions) defaults() {
 // that with the daemon stopped it opens the database read/write briefly
 // (which takes its lock and may add missing buckets). Checks that depend on
 // a failed one are left out rather than failed twice.
-func Doctor(ctx context.Context, configPath string, opts DoctorOptions) DoctorReport {
+func Run(ctx context.Context, configPath string, opts Options) Report {
 	opts.defaults()
 	dr := &doctor{opts: opts}
 
@@ -162,14 +167,14 @@ func Doctor(ctx context.Context, configPath string, opts DoctorOptions) DoctorRe
 
 // doctor collects checks in order.
 type doctor struct {
-	opts   DoctorOptions
+	opts   Options
 	checks []Check
 }
 
 func (d *doctor) add(cs ...Check) { d.checks = append(d.checks, cs...) }
 
-func (d *doctor) report() DoctorReport {
-	r := DoctorReport{OK: true, Checks: d.checks}
+func (d *doctor) report() Report {
+	r := Report{OK: true, Checks: d.checks}
 	if r.Checks == nil {
 		r.Checks = []Check{}
 	}
@@ -193,7 +198,7 @@ func configFix(err error, path string) string {
 
 // daemon asks the control socket for the status. It returns the status when
 // a daemon answered, nil otherwise.
-func (d *doctor) daemon(ctx context.Context, cfg *config.Config) (Check, *Status) {
+func (d *doctor) daemon(ctx context.Context, cfg *config.Config) (Check, *api.Status) {
 	c := Check{Name: "daemon"}
 	sock := cfg.Daemon.Socket
 	ctx, cancel := context.WithTimeout(ctx, d.opts.Timeout)
@@ -216,12 +221,8 @@ func (d *doctor) daemon(ctx context.Context, cfg *config.Config) (Check, *Status
 		c.Fix = "start it (systemctl start grantwatch, or grantwatch run); the socket file is left over from an earlier run"
 		return c, nil
 	}
-	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "unix", sock)
-	}}
-	defer tr.CloseIdleConnections()
-	cl := &Client{hc: &http.Client{Transport: tr}}
+	cl := api.SocketClient(sock, 0)
+	defer cl.Close()
 	st, err := cl.Status(ctx)
 	if err != nil {
 		c.Status, c.Detail = CheckFail, fmt.Sprintf("control socket %s answers, but status failed: %v", sock, err)
@@ -322,7 +323,7 @@ func (d *doctor) store(cfg *config.Config) []Check {
 		db.Detail = fmt.Sprintf("%s not opened: its key file %s is not usable (see the key check)", dbPath, keyPath)
 		db.Fix = "fix the key file first"
 	default:
-		s, err := OpenStore(cfg, false)
+		s, err := store.OpenWithKeyFile(cfg.Daemon.DB, cfg.Secrets.KeyFile, store.Options{})
 		if err != nil {
 			db.Status, db.Detail, db.Fix = CheckFail, err.Error(), dbFix(err)
 			break
@@ -764,7 +765,7 @@ func ms(d time.Duration) string {
 
 // clock checks this host's clock: one NTP query when servers are configured,
 // else the running daemon's estimate from providers' Date headers.
-func (d *doctor) clock(ctx context.Context, cfg *config.Config, st *Status) Check {
+func (d *doctor) clock(ctx context.Context, cfg *config.Config, st *api.Status) Check {
 	c := Check{Name: "clock"}
 	cc := cfg.Clock
 	judge := func(off time.Duration, how string) {
@@ -772,7 +773,7 @@ func (d *doctor) clock(ctx context.Context, cfg *config.Config, st *Status) Chec
 		if off < 0 {
 			dir = "behind"
 		}
-		abs := clockAbs(off)
+		abs := absDuration(off)
 		c.Detail = fmt.Sprintf("this host's clock is %s %s (%s)", abs.Round(time.Millisecond), dir, how)
 		if abs < time.Millisecond {
 			c.Detail = fmt.Sprintf("this host's clock is within 1ms (%s)", how)
@@ -982,4 +983,11 @@ func unitSettings(path string) []string {
 		}
 	}
 	return out
+}
+
+func absDuration(d time.Duration) time.Duration {
+	if d < 0 {
+		return -d
+	}
+	return d
 }

@@ -1,10 +1,11 @@
-package daemon
+package doctor
 
 import (
 	"context"
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -15,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/grantwatch/grantwatch/daemon"
 	"github.com/grantwatch/grantwatch/daemon/config"
 	"github.com/grantwatch/grantwatch/probes"
 	"github.com/grantwatch/grantwatch/probes/sandbox"
@@ -58,8 +60,8 @@ client_secret = %q
 }
 
 // doctorOpts are options for tests: no systemd around, short timeouts.
-func doctorOpts() DoctorOptions {
-	return DoctorOptions{
+func doctorOpts() Options {
+	return Options{
 		Timeout:  2 * time.Second,
 		Getenv:   func(string) string { return "" },
 		UnitFile: "/nonexistent/grantwatch.service",
@@ -73,7 +75,7 @@ func doctorInitStore(t *testing.T, path string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	db, err := OpenStore(cfg, true)
+	db, err := daemon.OpenStore(cfg, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +94,7 @@ func doctorClosedPort(t *testing.T) int {
 	return port
 }
 
-func doctorChecks(rep DoctorReport) map[string]Check {
+func doctorChecks(rep Report) map[string]Check {
 	m := map[string]Check{}
 	for _, c := range rep.Checks {
 		m[c.Name] = c
@@ -100,7 +102,7 @@ func doctorChecks(rep DoctorReport) map[string]Check {
 	return m
 }
 
-func doctorWant(t *testing.T, rep DoctorReport, name, status string) Check {
+func doctorWant(t *testing.T, rep Report, name, status string) Check {
 	t.Helper()
 	c, ok := doctorChecks(rep)[name]
 	if !ok {
@@ -116,13 +118,13 @@ func doctorWant(t *testing.T, rep DoctorReport, name, status string) Check {
 	return c
 }
 
-func doctorDump(rep DoctorReport) string {
+func doctorDump(rep Report) string {
 	b, _ := json.MarshalIndent(rep, "", "  ")
 	return string(b)
 }
 
 // assertNoSecret fails when the report shows the client secret or the key.
-func doctorNoSecret(t *testing.T, rep DoctorReport, keyFile string) {
+func doctorNoSecret(t *testing.T, rep Report, keyFile string) {
 	t.Helper()
 	out := doctorDump(rep)
 	if strings.Contains(out, doctorSecret) {
@@ -173,7 +175,7 @@ url_file = %q
 	doctorInitStore(t, path)
 	before := sb.Stats()
 
-	rep := Doctor(context.Background(), path, doctorOpts())
+	rep := Run(context.Background(), path, doctorOpts())
 	if !rep.OK {
 		t.Fatalf("healthy setup: got ok=false:\n%s", doctorDump(rep))
 	}
@@ -218,7 +220,7 @@ func TestDoctorUnreachableProvider(t *testing.T) {
 	dead := fmt.Sprintf("http://127.0.0.1:%d/token", doctorClosedPort(t))
 	path := doctorConfig(t, dir, nil, doctorProvider("up", sb.TokenURL())+doctorProvider("down", dead))
 
-	rep := Doctor(context.Background(), path, doctorOpts())
+	rep := Run(context.Background(), path, doctorOpts())
 	if rep.OK {
 		t.Fatalf("unreachable token endpoint: got ok=true:\n%s", doctorDump(rep))
 	}
@@ -270,7 +272,7 @@ func TestDoctorClock(t *testing.T) {
 			path := doctorConfig(t, dir, []string{ntp.Addr()}, "")
 			opts := doctorOpts()
 			opts.Timeout = 300 * time.Millisecond
-			rep := Doctor(context.Background(), path, opts)
+			rep := Run(context.Background(), path, opts)
 			c := doctorWant(t, rep, "clock", tc.want)
 			if !strings.Contains(c.Detail, tc.detail) {
 				t.Errorf("clock detail %q does not contain %q", c.Detail, tc.detail)
@@ -292,7 +294,7 @@ func TestDoctorClockInjected(t *testing.T) {
 	opts.NTPQuery = func(context.Context, []string) probes.ClockReading {
 		return probes.ClockReading{OK: true, Servers: 1, Offset: 45 * time.Second}
 	}
-	rep := Doctor(context.Background(), path, opts)
+	rep := Run(context.Background(), path, opts)
 	c := doctorWant(t, rep, "clock", CheckFail)
 	if !strings.Contains(c.Detail, "skewed") || !strings.Contains(c.Detail, "ahead") {
 		t.Errorf("clock detail %q", c.Detail)
@@ -303,7 +305,7 @@ func TestDoctorJSONShape(t *testing.T) {
 	dir := t.TempDir()
 	dead := fmt.Sprintf("http://127.0.0.1:%d/token", doctorClosedPort(t))
 	path := doctorConfig(t, dir, nil, doctorProvider("down", dead))
-	rep := Doctor(context.Background(), path, doctorOpts())
+	rep := Run(context.Background(), path, doctorOpts())
 	b, err := json.Marshal(rep)
 	if err != nil {
 		t.Fatal(err)
@@ -372,7 +374,7 @@ client_secret = "`+doctorSecret+`"
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep := Doctor(context.Background(), path, doctorOpts())
+	rep := Run(context.Background(), path, doctorOpts())
 	if rep.OK {
 		t.Fatal("invalid config: got ok=true")
 	}
@@ -392,7 +394,7 @@ client_secret = "`+doctorSecret+`"
 	doctorNoSecret(t, rep, "")
 
 	// A missing config file fails the same way, with a fix naming it.
-	rep = Doctor(context.Background(), filepath.Join(dir, "missing.toml"), doctorOpts())
+	rep = Run(context.Background(), filepath.Join(dir, "missing.toml"), doctorOpts())
 	c = doctorWant(t, rep, "config", CheckFail)
 	if !strings.Contains(c.Fix, "missing.toml") {
 		t.Errorf("fix %q does not name the file", c.Fix)
@@ -432,7 +434,7 @@ func TestDoctorTLS(t *testing.T) {
 			if !tc.now.IsZero() {
 				opts.Now = func() time.Time { return tc.now }
 			}
-			rep := Doctor(context.Background(), path, opts)
+			rep := Run(context.Background(), path, opts)
 			c := doctorWant(t, rep, "provider/tls/tls", tc.want)
 			if !strings.Contains(c.Detail, tc.detail) {
 				t.Errorf("tls detail %q does not contain %q", c.Detail, tc.detail)
@@ -460,7 +462,7 @@ func TestDoctorStoreProblems(t *testing.T) {
 		if err := os.WriteFile(keyFile, []byte(strings.Repeat("ab", 32)+"\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		rep := Doctor(context.Background(), path, doctorOpts())
+		rep := Run(context.Background(), path, doctorOpts())
 		c := doctorWant(t, rep, "database", CheckFail)
 		if !strings.Contains(c.Detail, store.ErrWrongKey.Error()) || !strings.Contains(c.Detail, "gw.db") {
 			t.Errorf("database detail %q", c.Detail)
@@ -478,7 +480,7 @@ func TestDoctorStoreProblems(t *testing.T) {
 		if err := os.Chmod(keyFile, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		rep := Doctor(context.Background(), path, doctorOpts())
+		rep := Run(context.Background(), path, doctorOpts())
 		c := doctorWant(t, rep, "key", CheckWarn)
 		if !strings.Contains(c.Fix, "chmod 600") {
 			t.Errorf("fix %q", c.Fix)
@@ -491,7 +493,7 @@ func TestDoctorStoreProblems(t *testing.T) {
 		path := doctorConfig(t, dir, nil, "")
 		doctorInitStore(t, path)
 		os.Remove(filepath.Join(dir, "grantwatch.key"))
-		rep := Doctor(context.Background(), path, doctorOpts())
+		rep := Run(context.Background(), path, doctorOpts())
 		doctorWant(t, rep, "key", CheckFail)
 		doctorWant(t, rep, "database", CheckFail)
 		if _, err := os.Stat(filepath.Join(dir, "grantwatch.key")); err == nil {
@@ -505,7 +507,7 @@ func TestDoctorStoreProblems(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(dir, "gw.db"), []byte(strings.Repeat("x", 8192)), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		rep := Doctor(context.Background(), path, doctorOpts())
+		rep := Run(context.Background(), path, doctorOpts())
 		c := doctorWant(t, rep, "database", CheckFail)
 		if !strings.Contains(c.Detail, "damaged") || !strings.Contains(c.Fix, "backup") {
 			t.Errorf("database check %+v", c)
@@ -516,17 +518,40 @@ func TestDoctorStoreProblems(t *testing.T) {
 func TestDoctorDaemonRunning(t *testing.T) {
 	dir := t.TempDir()
 	sb := doctorSandbox(t)
-	cfg := testConfig(t, dir, sandboxProvider("sb", "", sb))
-	td := startDaemon(t, cfg, &logBuffer{}, nil)
-	waitFor(t, 5*time.Second, "first tick", func() bool { return td.d.lastTick.Load() != 0 })
+	path := doctorConfig(t, dir, nil, doctorProvider("sb", sb.TokenURL()))
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := daemon.Open(daemon.Options{Config: cfg, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done, ready := make(chan error, 1), make(chan struct{})
+	go func() { done <- d.Run(ctx, func(*daemon.Daemon) { close(ready) }) }()
+	t.Cleanup(func() { cancel(); <-done })
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("daemon stopped at start: %v", err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if st, err := d.Status(); err == nil && !st.LastTickAt.IsZero() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no first tick within 5s")
+		}
+	}
 
-	rep := Doctor(context.Background(), cfg.Path(), doctorOpts())
+	rep := Run(context.Background(), cfg.Path(), doctorOpts())
 	if !rep.OK {
 		t.Fatalf("got ok=false:\n%s", doctorDump(rep))
 	}
-	d := doctorWant(t, rep, "daemon", CheckOK)
-	if !strings.Contains(d.Detail, "running") || !strings.Contains(d.Detail, "last tick") {
-		t.Errorf("daemon detail %q", d.Detail)
+	dc := doctorWant(t, rep, "daemon", CheckOK)
+	if !strings.Contains(dc.Detail, "running") || !strings.Contains(dc.Detail, "last tick") {
+		t.Errorf("daemon detail %q", dc.Detail)
 	}
 	db := doctorWant(t, rep, "database", CheckOK)
 	if !strings.Contains(db.Detail, "running daemon") {
@@ -554,7 +579,7 @@ func TestDoctorSystemd(t *testing.T) {
 	opts := doctorOpts()
 	opts.Getenv = func(k string) string { return env[k] }
 
-	rep := Doctor(context.Background(), path, opts)
+	rep := Run(context.Background(), path, opts)
 	c := doctorWant(t, rep, "systemd", CheckWarn)
 	if !strings.Contains(c.Detail, "STATE_DIRECTORY=/var/lib/grantwatch") || !strings.Contains(c.Fix, "LoadCredential") {
 		t.Errorf("systemd check %+v", c)
@@ -563,7 +588,7 @@ func TestDoctorSystemd(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(creds, "grantwatch.key"), []byte(strings.Repeat("ab", 32)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	rep = Doctor(context.Background(), path, opts)
+	rep = Run(context.Background(), path, opts)
 	c = doctorWant(t, rep, "systemd", CheckOK)
 	if !strings.Contains(c.Detail, "credential grantwatch.key present") {
 		t.Errorf("systemd detail %q", c.Detail)
@@ -576,7 +601,7 @@ func TestDoctorSystemd(t *testing.T) {
 	}
 	opts = doctorOpts()
 	opts.UnitFile = unit
-	rep = Doctor(context.Background(), path, opts)
+	rep = Run(context.Background(), path, opts)
 	c = doctorWant(t, rep, "systemd", CheckOK)
 	if !strings.Contains(c.Detail, "StateDirectory=grantwatch") || strings.Contains(c.Detail, "SECRETVALUE") {
 		t.Errorf("systemd detail %q", c.Detail)

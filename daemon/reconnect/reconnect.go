@@ -1,4 +1,7 @@
-package daemon
+// Package reconnect runs the OAuth 2.0 authorization-code flow with PKCE on
+// a loopback redirect (grantwatch reconnect): the user signs in, the code is
+// exchanged, and the new refresh token is returned for the caller to store.
+package reconnect
 
 import (
 	"context"
@@ -24,15 +27,15 @@ import (
 	"github.com/grantwatch/grantwatch/probes"
 )
 
-// DefaultReconnectTimeout is how long Reconnect waits for the browser to
-// come back when ReconnectOptions.Timeout is zero.
-const DefaultReconnectTimeout = 5 * time.Minute
+// DefaultTimeout is how long Run waits for the browser to
+// come back when Options.Timeout is zero.
+const DefaultTimeout = 5 * time.Minute
 
 // callbackPath is the path of the loopback redirect URI.
 const callbackPath = "/callback"
 
-// ReconnectOptions tune Reconnect.
-type ReconnectOptions struct {
+// Options tune Run.
+type Options struct {
 	// ShowURL is given the authorization URL to show the user, once the
 	// loopback listener is up. It must not block. Required.
 	ShowURL func(authURL string)
@@ -43,17 +46,17 @@ type ReconnectOptions struct {
 	// grant's account (Google and Microsoft honour it). Optional.
 	LoginHint string
 	// Timeout bounds the wait for the browser; 0 means
-	// DefaultReconnectTimeout.
+	// DefaultTimeout.
 	Timeout time.Duration
 	// HTTPClient exchanges the code; nil means a client like the probes'
 	// (no redirects followed).
 	HTTPClient *http.Client
 }
 
-// ReconnectError is the provider's refusal, either on the redirect (RFC 6749
+// Error is the provider's refusal, either on the redirect (RFC 6749
 // §4.1.2.1, such as access_denied when the user declined) or at the token
 // endpoint (§5.2). It never holds a code or a token.
-type ReconnectError struct {
+type Error struct {
 	Provider string
 	// Stage is "authorization" (the redirect) or "token" (the exchange).
 	Stage string
@@ -66,7 +69,7 @@ type ReconnectError struct {
 	err         error
 }
 
-func (e *ReconnectError) Error() string {
+func (e *Error) Error() string {
 	msg := fmt.Sprintf("provider %s refused the %s request: %s", e.Provider, e.Stage, e.Code)
 	if e.Status != 0 {
 		msg += fmt.Sprintf(" (HTTP %d)", e.Status)
@@ -81,7 +84,7 @@ func (e *ReconnectError) Error() string {
 }
 
 // Unwrap returns the *oauth2.RetrieveError of a token-endpoint refusal.
-func (e *ReconnectError) Unwrap() error { return e.err }
+func (e *Error) Unwrap() error { return e.err }
 
 // Sentinels for callers that branch.
 var (
@@ -94,14 +97,14 @@ var (
 	ErrNoRefreshToken = errors.New("the provider issued no refresh_token")
 )
 
-// Reconnect runs the authorization-code flow with PKCE (RFC 7636, S256) for
+// Run runs the authorization-code flow with PKCE (RFC 7636, S256) for
 // one of cfg's providers and returns the new refresh token. The redirect
 // comes back to a listener on 127.0.0.1 on a random port (RFC 8252 §7.3);
 // the returned state must match. The token is not stored: give it to
 // Client.SetToken, as set-token does.
 //
 // The code and the tokens are never logged, shown or put in an error.
-func Reconnect(ctx context.Context, cfg *config.Config, provider string, opts ReconnectOptions) (secret.Secret, error) {
+func Run(ctx context.Context, cfg *config.Config, provider string, opts Options) (secret.Secret, error) {
 	p, ok := cfg.Provider(provider)
 	if !ok {
 		return "", fmt.Errorf("provider %q is not configured (providers: %v)", provider, cfg.ProviderNames())
@@ -110,7 +113,7 @@ func Reconnect(ctx context.Context, cfg *config.Config, provider string, opts Re
 		return "", fmt.Errorf("providers.%s.auth_url: is required for reconnect (the provider's authorization endpoint); set it in the config", p.Name)
 	}
 	if opts.ShowURL == nil {
-		return "", errors.New("reconnect: ReconnectOptions.ShowURL is nil")
+		return "", errors.New("reconnect: Options.ShowURL is nil")
 	}
 	ep, err := p.Endpoint()
 	if err != nil {
@@ -118,7 +121,7 @@ func Reconnect(ctx context.Context, cfg *config.Config, provider string, opts Re
 	}
 	timeout := opts.Timeout
 	if timeout <= 0 {
-		timeout = DefaultReconnectTimeout
+		timeout = DefaultTimeout
 	}
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -237,7 +240,7 @@ func (c *callback) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 	}
 	if code := q.Get("error"); code != "" {
-		err := &ReconnectError{Stage: "authorization", Code: code, Description: q.Get("error_description"), Provider: c.provider.Name}
+		err := &Error{Stage: "authorization", Code: code, Description: q.Get("error_description"), Provider: c.provider.Name}
 		switch code {
 		case "access_denied":
 			err.hint = "the user declined access; run reconnect again and approve every requested permission"
@@ -285,7 +288,7 @@ func (c *callback) exchangeError(err error) error {
 	if !errors.As(err, &re) {
 		return fmt.Errorf("exchange authorization code: %w", err)
 	}
-	e := &ReconnectError{Stage: "token", Code: re.ErrorCode, Description: re.ErrorDescription, err: re, Provider: c.provider.Name}
+	e := &Error{Stage: "token", Code: re.ErrorCode, Description: re.ErrorDescription, err: re, Provider: c.provider.Name}
 	if re.Response != nil {
 		e.Status = re.Response.StatusCode
 	}

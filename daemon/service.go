@@ -1,0 +1,365 @@
+package daemon
+
+// The daemon's side of the control API (api.Service): each method is what
+// one route does, on the store and the runtime.
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"sort"
+	"sync/atomic"
+	"time"
+
+	"github.com/grantwatch/grantwatch/daemon/api"
+	"github.com/grantwatch/grantwatch/daemon/notify"
+	"github.com/grantwatch/grantwatch/internal/secret"
+	"github.com/grantwatch/grantwatch/store"
+)
+
+// Grants calls fn for every grant, or those in state and of provider.
+func (d *Daemon) Grants(state store.State, provider string, fn func(store.Grant) error) error {
+	if state != "" {
+		return d.db.EachInState(state, provider, fn)
+	}
+	return d.db.Each(func(g store.Grant) error {
+		if provider != "" && g.Provider != provider {
+			return nil
+		}
+		return fn(g)
+	})
+}
+
+// Grant returns one grant with its history.
+func (d *Daemon) Grant(id string) (api.GrantDetail, error) {
+	g, err := d.db.Get(id)
+	if err != nil {
+		return api.GrantDetail{}, err
+	}
+	h, err := d.db.History(g.ID)
+	if err != nil {
+		return api.GrantDetail{}, err
+	}
+	return api.GrantDetail{Grant: g, History: h}, nil
+}
+
+// Remove deletes a grant.
+func (d *Daemon) Remove(id string) error { return d.db.Remove(id) }
+
+// NotifyTest sends a test notification to receiver, or to all with "".
+func (d *Daemon) NotifyTest(ctx context.Context, receiver string) ([]api.NotifyTestResult, error) {
+	res, err := d.disp.Test(ctx, receiver)
+	if err != nil {
+		return nil, api.Invalid(err)
+	}
+	out := make([]api.NotifyTestResult, 0, len(res))
+	for _, t := range res {
+		v := api.NotifyTestResult{Receiver: t.Receiver, Status: t.Status, Answer: t.Answer}
+		if t.Err != nil {
+			v.Error = t.Err.Error()
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+// ProbeNow probes one grant at once, whatever its state, and applies the
+// result like a scheduled probe.
+func (d *Daemon) ProbeNow(ctx context.Context, id string) (api.ProbeReport, error) {
+	// Claim first, then read the token: the token read is the one no other
+	// probe can rotate meanwhile.
+	if !d.claim(id) {
+		return api.ProbeReport{}, api.Invalid(fmt.Errorf("grant %s %w; try again in a moment", id, errProbeBusy))
+	}
+	defer d.unclaim(id)
+	l, err := d.db.GetLease(id)
+	if err != nil {
+		return api.ProbeReport{}, err
+	}
+	p := d.provider(l.Grant.Provider)
+	if p == nil {
+		return api.ProbeReport{}, api.Invalid(fmt.Errorf("grant %s: provider %q is not configured", id, l.Grant.Provider))
+	}
+	if p.secretErr != nil {
+		return api.ProbeReport{}, api.Invalid(p.secretErr)
+	}
+	res := d.refresh(ctx, p, l.Token)
+	if !res.NewRefreshToken.IsZero() {
+		// A scheduled lease of this grant may hold the token just rotated
+		// away: its worker must read the token again.
+		d.rotated.Store(id, struct{}{})
+	}
+	out, stale, err := d.apply(l.Grant, p, res)
+	if err != nil {
+		return api.ProbeReport{}, err
+	}
+	g := out.Grant
+	if stale {
+		if g, err = d.db.Get(id); err != nil {
+			return api.ProbeReport{}, err
+		}
+	}
+	return api.ProbeReport{Grant: g, Result: api.ViewResult(res), Stale: stale}, nil
+}
+
+// SetToken stores a new refresh token for a grant (the user reconnected),
+// resets it to pending and probes it once.
+func (d *Daemon) SetToken(ctx context.Context, id string, tok secret.Secret) (api.ProbeReport, error) {
+	if _, err := d.db.SetToken(id, tok, d.now()); err != nil {
+		return api.ProbeReport{}, err
+	}
+	d.log.Info("refresh token replaced", "grant", id)
+	// The token is stored: a probe of the old one still in flight (it
+	// ends within probe_timeout; its result is dropped as stale) must not
+	// turn this into a failure. Wait for it, then probe the new token.
+	deadline := time.Now().Add(d.Config().Daemon.ProbeTimeout + 5*time.Second)
+	for {
+		rep, err := d.ProbeNow(ctx, id)
+		if !errors.Is(err, errProbeBusy) || time.Now().After(deadline) {
+			return rep, err
+		}
+		select {
+		case <-ctx.Done():
+			return api.ProbeReport{}, fmt.Errorf("new refresh token of %s stored, not probed yet: %w", id, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// errProbeBusy: another probe of the grant is in flight.
+var errProbeBusy = errors.New("is being probed right now")
+
+const statusListMax = 100
+
+// Status gathers the fleet's status from the store's counters and the state
+// index; it never scans the whole fleet.
+func (d *Daemon) Status() (api.Status, error) {
+	st := api.Status{
+		ByState:        map[string]int{},
+		ByProvider:     map[string]map[string]int{},
+		NeedsReconnect: []store.Grant{},
+		OnHold:         []store.Grant{},
+	}
+	counts, err := d.db.Counts()
+	if err != nil {
+		return st, err
+	}
+	for prov, m := range counts {
+		pm := map[string]int{}
+		for s, n := range m {
+			if n == 0 {
+				continue
+			}
+			pm[string(s)] = n
+			st.ByState[string(s)] += n
+			st.Grants += n
+		}
+		if len(pm) > 0 {
+			st.ByProvider[prov] = pm
+		}
+	}
+	errStop := errors.New("enough")
+	collect := func(dst *[]store.Grant) func(store.Grant) error {
+		return func(g store.Grant) error {
+			if len(*dst) >= statusListMax {
+				return errStop
+			}
+			*dst = append(*dst, g)
+			return nil
+		}
+	}
+	for _, s := range []struct {
+		state store.State
+		dst   *[]store.Grant
+	}{{store.StateReconnectRequired, &st.NeedsReconnect}, {store.StateOnHold, &st.OnHold}} {
+		if err := d.db.EachInState(s.state, "", collect(s.dst)); err != nil && !errors.Is(err, errStop) {
+			return st, err
+		}
+		sort.Slice(*s.dst, func(i, j int) bool { return (*s.dst)[i].StateChangedAt.Before((*s.dst)[j].StateChangedAt) })
+	}
+	st.Providers = d.providerStates()
+	cs := d.clock.Snapshot()
+	st.Clock = api.ClockView{
+		State: string(cs.State), OffsetSeconds: cs.Offset.Seconds(), Source: cs.Source,
+		NTPOK: cs.NTPOK, NTPOffset: cs.NTPOffset.Seconds(),
+		DateOffset: cs.DateOffset.Seconds(), DateSamples: cs.DateSamples,
+	}
+	pending, oldest, err := d.db.OutboxStats()
+	if err != nil {
+		return st, err
+	}
+	st.Outbox.Pending = pending
+	if !oldest.IsZero() {
+		st.Outbox.OldestAgeSeconds = d.now().Sub(oldest).Seconds()
+	}
+	if t := d.lastTick.Load(); t != 0 {
+		st.Daemon = true
+		st.LastTickAt = time.Unix(0, t)
+	}
+	st.NeedsAction = st.ByState[string(store.StateReconnectRequired)] > 0 ||
+		st.ByState[string(store.StateOnHold)] > 0 || cs.State == ClockSkewed
+	for _, p := range st.Providers {
+		if p.State != "ok" {
+			st.NeedsAction = true
+		}
+	}
+	return st, nil
+}
+
+// importProgressEvery is how often an import reports its progress.
+var importProgressEvery = 500 * time.Millisecond
+
+// lineReader counts the lines read through it, for import progress.
+type lineReader struct {
+	r     io.Reader
+	lines atomic.Int64
+}
+
+func (l *lineReader) Read(p []byte) (int, error) {
+	n, err := l.r.Read(p)
+	l.lines.Add(int64(bytes.Count(p[:n], []byte{'\n'})))
+	return n, err
+}
+
+// Import reads JSON Lines of grants from r and stores them. While it reads
+// and validates it reports progress every importProgressEvery; nothing is
+// written unless every line is valid. progress is never called concurrently.
+func (d *Daemon) Import(ctx context.Context, r io.Reader, progress func(api.ImportProgress)) (api.ImportProgress, error) {
+	cfg := d.Config()
+	lr := &lineReader{r: r}
+	stop, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		t := time.NewTicker(importProgressEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				progress(api.ImportProgress{Phase: "validating", Read: int(lr.lines.Load())})
+			}
+		}
+	}()
+	gs, err := ParseImport(lr, func(p string) bool { _, ok := cfg.Provider(p); return ok })
+	close(stop)
+	<-stopped
+	if err != nil {
+		return api.ImportProgress{}, err
+	}
+	p := api.ImportProgress{Phase: "writing", Total: len(gs), Read: int(lr.lines.Load())}
+	const chunk = 10000
+	last := time.Now()
+	for i := 0; i < len(gs); i += chunk {
+		c, rep, err := d.db.Import(gs[i:min(i+chunk, len(gs))], d.now())
+		if err != nil {
+			return p, err
+		}
+		p.Created += c
+		p.Replaced += rep
+		p.Done = min(i+chunk, len(gs))
+		if time.Since(last) > 500*time.Millisecond {
+			progress(p)
+			last = time.Now()
+		}
+	}
+	d.Kick()
+	return p, nil
+}
+
+// DeadLetters lists the notifications no receiver accepted within max_age.
+func (d *Daemon) DeadLetters() ([]api.DeadLetter, error) {
+	out := []api.DeadLetter{}
+	err := d.db.DeadLetters(func(e store.OutboxEntry) error {
+		dl := api.DeadLetter{Receiver: e.Receiver, Seq: e.Seq, NotificationID: e.NotificationID,
+			CreatedAt: e.CreatedAt, DeadAt: e.DeadAt, Attempts: e.Attempts, Reason: e.DeadReason}
+		if err := json.Unmarshal(e.Payload, &dl.Event); err != nil {
+			return fmt.Errorf("dead letter %d of %s: decode its event: %w", e.Seq, e.Receiver, err)
+		}
+		out = append(out, dl)
+		return nil
+	})
+	return out, err
+}
+
+// Redeliver puts dead letters back in the outbox: those of receiver (every
+// configured receiver if ""), only seqs if any are given, and only those
+// whose news still holds (current). A receiver that is no longer configured
+// is refused: nothing would send its entries.
+func (d *Daemon) Redeliver(receiver string, seqs []uint64) (api.RedeliverResult, error) {
+	var names []string
+	for _, c := range d.Config().Notify {
+		names = append(names, c.Name)
+	}
+	switch {
+	case receiver != "" && !slices.Contains(names, receiver):
+		return api.RedeliverResult{}, api.Invalid(fmt.Errorf("no [[notify]] entry named %q in the daemon's config: its dead letters cannot be sent", receiver))
+	case receiver != "":
+		names = []string{receiver}
+	}
+	// Choose first (reads), then move: the store's write transaction does
+	// not wait on the grant lookups.
+	type candidate struct {
+		receiver string
+		seq      uint64
+		event    notify.Event
+		decoded  bool
+	}
+	var cands []candidate
+	err := d.db.DeadLetters(func(e store.OutboxEntry) error {
+		if !slices.Contains(names, e.Receiver) || len(seqs) > 0 && !slices.Contains(seqs, e.Seq) {
+			return nil
+		}
+		c := candidate{receiver: e.Receiver, seq: e.Seq}
+		c.decoded = json.Unmarshal(e.Payload, &c.event) == nil
+		cands = append(cands, c)
+		return nil
+	})
+	if err != nil {
+		return api.RedeliverResult{}, err
+	}
+	res := api.RedeliverResult{}
+	send := map[string][]uint64{}
+	for _, c := range cands {
+		if c.decoded && d.current(c.event) {
+			send[c.receiver] = append(send[c.receiver], c.seq)
+		} else {
+			res.Stale++
+		}
+	}
+	for name, ss := range send {
+		n, err := d.db.Redeliver(name, ss, d.now())
+		if err != nil {
+			return res, err
+		}
+		res.Requeued += n
+	}
+	if res.Requeued > 0 {
+		d.disp.Kick()
+	}
+	return res, nil
+}
+
+// current reports whether what ev reports still holds: its grant, provider
+// or clock is in the state it announced.
+func (d *Daemon) current(ev notify.Event) bool {
+	switch {
+	case ev.Grant != nil:
+		g, err := d.db.Get(ev.Grant.ID)
+		return err == nil && string(g.State) == ev.Grant.State
+	case ev.Provider != nil:
+		for _, p := range d.providerStates() {
+			if p.Name == ev.Provider.Name {
+				return p.State == ev.Provider.State
+			}
+		}
+		return false
+	case ev.Clock != nil:
+		return string(d.clock.Snapshot().State) == ev.Clock.State
+	}
+	return true
+}
