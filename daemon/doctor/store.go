@@ -1,0 +1,171 @@
+package doctor
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+
+	"github.com/grantwatch/grantwatch/daemon/config"
+	"github.com/grantwatch/grantwatch/store"
+)
+
+// store checks the key file and the database with no daemon running.
+// Nothing is created: a missing key or database is reported, not made.
+func (d *doctor) store(cfg *config.Config) []Check {
+	dbPath, keyPath := cfg.Daemon.DB, cfg.Secrets.KeyFile
+	_, dbErr := os.Stat(dbPath)
+	dbExists := dbErr == nil
+
+	keyCheck := d.keyMode(keyPath, "")
+	var (
+		key       []byte
+		keyDenied = errors.Is(keyCheck.err, fs.ErrPermission)
+	)
+	switch {
+	case keyCheck.Status == CheckFail, keyDenied:
+	case errors.Is(keyCheck.err, fs.ErrNotExist):
+		keyCheck.err = nil
+		if dbExists {
+			keyCheck.Status = CheckFail
+			keyCheck.Detail = fmt.Sprintf("key file %s is missing, but the database %s exists: its tokens are sealed with that key", keyPath, dbPath)
+			keyCheck.Fix = "restore the key file the database was created with (secrets.key_file) from a backup; a new key cannot open the database"
+		} else {
+			keyCheck.Status = CheckWarn
+			keyCheck.Detail = fmt.Sprintf("key file %s does not exist yet; the first run creates it (mode 0600)", keyPath)
+			keyCheck.Fix = "start grantwatch once (or create the key file), and back it up: without it the tokens cannot be read"
+		}
+	default:
+		k, err := store.LoadKey(keyPath, false)
+		switch {
+		case errors.Is(err, fs.ErrPermission):
+			keyDenied = true
+			keyCheck.Status = CheckWarn
+			keyCheck.Detail = fmt.Sprintf("key file %s: permission denied", keyPath)
+			keyCheck.Fix = "run doctor as the daemon's user or with sudo to check the key and the database"
+		case err != nil:
+			keyCheck.Status, keyCheck.Detail = CheckFail, err.Error()
+			keyCheck.Fix = "restore the key file from a backup: it must hold 32 bytes, raw or as base64 or hex text"
+		default:
+			key = k
+			keyCheck.Detail += " (key " + store.KeyFingerprint(k) + ")"
+		}
+	}
+
+	db := Check{Name: "database"}
+	switch {
+	case errors.Is(dbErr, fs.ErrNotExist):
+		db.Status = CheckWarn
+		db.Detail = fmt.Sprintf("%s does not exist yet; the first run creates it", dbPath)
+		db.Fix = "start grantwatch (systemctl start grantwatch, or grantwatch run), then import grants with grantwatch grants import"
+	case dbErr != nil:
+		db.Status, db.Detail, db.Fix = CheckFail, fmt.Sprintf("%s: %v", dbPath, unwrapPath(dbErr)), dbFix(dbErr)
+	case keyDenied:
+		db.Status = CheckWarn
+		db.Detail = fmt.Sprintf("%s not opened: this user cannot read its key file %s", dbPath, keyPath)
+		db.Fix = "run doctor as the daemon's user or with sudo"
+	case key == nil:
+		db.Status = CheckFail
+		db.Detail = fmt.Sprintf("%s not opened: its key file %s is not usable (see the key check)", dbPath, keyPath)
+		db.Fix = "fix the key file first"
+	default:
+		s, err := store.OpenWithKeyFile(cfg.Daemon.DB, cfg.Secrets.KeyFile, store.Options{})
+		if err != nil {
+			db.Status, db.Detail, db.Fix = CheckFail, err.Error(), dbFix(err)
+			break
+		}
+		defer s.Close()
+		counts, err := s.Counts()
+		if err != nil {
+			db.Status, db.Detail, db.Fix = CheckFail, fmt.Sprintf("%s: read grant counts: %v", dbPath, err), dbFix(store.ErrCorrupt)
+			break
+		}
+		n := 0
+		for _, m := range counts {
+			for _, v := range m {
+				n += v
+			}
+		}
+		pending, _, err := s.OutboxStats()
+		if err != nil {
+			db.Status, db.Detail, db.Fix = CheckFail, fmt.Sprintf("%s: read outbox: %v", dbPath, err), dbFix(store.ErrCorrupt)
+			break
+		}
+		db.Status = CheckOK
+		db.Detail = fmt.Sprintf("%s: schema %d, key matches, %d grant(s), %d notification(s) pending (daemon not running)",
+			dbPath, store.SchemaVersion, n, pending)
+	}
+	keyCheck.err = nil
+	return []Check{db, keyCheck.Check}
+}
+
+// keyResult is a key check with the error that decided it.
+type keyResult struct {
+	Check
+	err error
+}
+
+// keyMode checks the key file's permission bits. note, when set, is added to
+// an ok detail.
+func (d *doctor) keyMode(path, note string) keyResult {
+	c := keyResult{Check: Check{Name: "key"}}
+	mode, err := store.KeyFileMode(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		c.err = err
+		c.Status = CheckWarn
+		c.Detail = fmt.Sprintf("key file %s does not exist", path)
+		c.Fix = "point secrets.key_file at the key the daemon uses"
+		if note != "" {
+			// The daemon runs with a key: under systemd it is its credential.
+			c.Detail += " here (the daemon may read it from its systemd credential)"
+		}
+		return c
+	case errors.Is(err, fs.ErrPermission):
+		c.err = err
+		c.Status = CheckWarn
+		c.Detail = fmt.Sprintf("key file %s: permission denied", path)
+		c.Fix = "run doctor as the daemon's user or with sudo to check the key"
+		return c
+	case err != nil:
+		c.err = err
+		c.Status, c.Detail, c.Fix = CheckFail, err.Error(), "make the key file readable by the daemon's user"
+		return c
+	}
+	if mode&0o077 != 0 {
+		c.Status = CheckWarn
+		c.Detail = fmt.Sprintf("key file %s has mode %04o: group or others can read the key that seals every token", path, mode)
+		c.Fix = fmt.Sprintf("chmod 600 %s (owned by the daemon's user)", path)
+		return c
+	}
+	c.Status = CheckOK
+	c.Detail = fmt.Sprintf("%s, mode %04o", path, mode)
+	if note != "" {
+		c.Detail += ", " + note
+	}
+	return c
+}
+
+func dbFix(err error) string {
+	switch {
+	case errors.Is(err, store.ErrInUse):
+		return "another process holds the database but no daemon answers on daemon.socket: make daemon.socket the same in both configs, or stop the other grantwatch"
+	case errors.Is(err, store.ErrWrongKey):
+		return "set secrets.key_file to the key file the database was created with (restore it from a backup)"
+	case errors.Is(err, store.ErrNewerSchema):
+		return "run the newer grantwatch that wrote the database (the file was not modified)"
+	case errors.Is(err, store.ErrCorrupt):
+		return "restore the database from a backup, or move it aside and re-import the grants"
+	case errors.Is(err, fs.ErrPermission):
+		return "run doctor as the daemon's user or with sudo"
+	}
+	return "check daemon.db and the permissions of its directory"
+}
+
+func unwrapPath(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
