@@ -1,0 +1,281 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/grantwatch/grantwatch/internal/secret"
+	"github.com/grantwatch/grantwatch/store"
+)
+
+// fakeService is a Service whose methods are the funcs set; an unset one
+// fails the test that reaches it.
+type fakeService struct {
+	t          *testing.T
+	status     func() (Status, error)
+	grants     func(store.State, string, func(store.Grant) error) error
+	grant      func(string) (GrantDetail, error)
+	importFn   func(context.Context, io.Reader, func(ImportProgress)) (ImportProgress, error)
+	redeliver  func(string, []uint64) (RedeliverResult, error)
+	setToken   func(context.Context, string, secret.Secret) (ProbeReport, error)
+	ready      func() error
+}
+
+func (f *fakeService) missing(name string) error {
+	f.t.Errorf("the handler called %s, which this test did not expect", name)
+	return errors.New("unexpected call")
+}
+
+func (f *fakeService) Status() (Status, error) {
+	if f.status == nil {
+		return Status{}, f.missing("Status")
+	}
+	return f.status()
+}
+
+func (f *fakeService) Grants(s store.State, p string, fn func(store.Grant) error) error {
+	if f.grants == nil {
+		return f.missing("Grants")
+	}
+	return f.grants(s, p, fn)
+}
+
+func (f *fakeService) Grant(id string) (GrantDetail, error) {
+	if f.grant == nil {
+		return GrantDetail{}, f.missing("Grant")
+	}
+	return f.grant(id)
+}
+
+func (f *fakeService) Remove(string) error { return f.missing("Remove") }
+
+func (f *fakeService) ProbeNow(context.Context, string) (ProbeReport, error) {
+	return ProbeReport{}, f.missing("ProbeNow")
+}
+
+func (f *fakeService) SetToken(ctx context.Context, id string, tok secret.Secret) (ProbeReport, error) {
+	if f.setToken == nil {
+		return ProbeReport{}, f.missing("SetToken")
+	}
+	return f.setToken(ctx, id, tok)
+}
+
+func (f *fakeService) Import(ctx context.Context, r io.Reader, p func(ImportProgress)) (ImportProgress, error) {
+	if f.importFn == nil {
+		return ImportProgress{}, f.missing("Import")
+	}
+	return f.importFn(ctx, r, p)
+}
+
+func (f *fakeService) NotifyTest(context.Context, string) ([]NotifyTestResult, error) {
+	return nil, f.missing("NotifyTest")
+}
+
+func (f *fakeService) DeadLetters() ([]DeadLetter, error) { return nil, f.missing("DeadLetters") }
+
+func (f *fakeService) Redeliver(r string, seqs []uint64) (RedeliverResult, error) {
+	if f.redeliver == nil {
+		return RedeliverResult{}, f.missing("Redeliver")
+	}
+	return f.redeliver(r, seqs)
+}
+
+func (f *fakeService) Ready() error {
+	if f.ready == nil {
+		return f.missing("Ready")
+	}
+	return f.ready()
+}
+
+// client is the API on svc through the in-process transport, as the CLI
+// uses it with no daemon running.
+func client(t *testing.T, svc Service) *Client {
+	t.Helper()
+	c := InProcess(Handler(svc, nil), true, nil)
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// TestErrorsReachTheClient: the store's not-found is 404 and still
+// errors.Is(store.ErrNotFound) at the client; Invalid is 400; anything else
+// 500; the message arrives whole.
+func TestErrorsReachTheClient(t *testing.T) {
+	for _, tt := range []struct {
+		name     string
+		err      error
+		code     int
+		notFound bool
+	}{
+		{"not found", fmt.Errorf("grant x: %w", store.ErrNotFound), http.StatusNotFound, true},
+		{"invalid", Invalid(errors.New("grant x: provider \"p\" is not configured")), http.StatusBadRequest, false},
+		{"other", errors.New("database is damaged"), http.StatusInternalServerError, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			svc := &fakeService{t: t, grant: func(string) (GrantDetail, error) { return GrantDetail{}, tt.err }}
+			rec := httptest.NewRecorder()
+			Handler(svc, nil).ServeHTTP(rec, httptest.NewRequest("GET", "/v1/grants/x", nil))
+			if rec.Code != tt.code || !strings.Contains(rec.Body.String(), `"error"`) {
+				t.Errorf("answer %d %s, want %d with an error body", rec.Code, rec.Body, tt.code)
+			}
+			_, err := client(t, svc).Show(context.Background(), "x")
+			if err == nil || err.Error() != tt.err.Error() {
+				t.Errorf("client error %v, want %q", err, tt.err)
+			}
+			if got := errors.Is(err, store.ErrNotFound); got != tt.notFound {
+				t.Errorf("errors.Is(err, store.ErrNotFound) = %v, want %v", got, tt.notFound)
+			}
+		})
+	}
+}
+
+// TestListErrorAfterTheFirstGrantIsNotAnEndOfList: a store error before any
+// grant was sent is an error answer; one after the array's first bytes
+// went out (past the write buffer) leaves it unterminated, so the client
+// reports the list as cut short rather than presenting a partial fleet as
+// the whole.
+func TestListErrorAfterTheFirstGrantIsNotAnEndOfList(t *testing.T) {
+	damaged := errors.New("page 7: damaged")
+	for _, before := range []int{0, 3, 500} {
+		t.Run(fmt.Sprint(before, " grants before the error"), func(t *testing.T) {
+			svc := &fakeService{t: t, grants: func(_ store.State, _ string, fn func(store.Grant) error) error {
+				for i := range before {
+					if err := fn(store.Grant{ID: fmt.Sprint("g", i), Provider: "p", State: store.StateHealthy}); err != nil {
+						return err
+					}
+				}
+				return damaged
+			}}
+			var got int
+			err := client(t, svc).List(context.Background(), "", "", func(store.Grant) error { got++; return nil })
+			if err == nil {
+				t.Fatalf("List succeeded after %d grants; want an error", got)
+			}
+			if before < 500 && !strings.Contains(err.Error(), "damaged") {
+				t.Errorf("error %v, want the store's", err)
+			}
+			if before == 500 && !strings.Contains(err.Error(), "ended early") {
+				t.Errorf("error %v, want the list reported as cut short", err)
+			}
+		})
+	}
+}
+
+// TestListRefusesUnknownState: a state that does not exist is the caller's
+// mistake, named with the states there are, before the store is read.
+func TestListRefusesUnknownState(t *testing.T) {
+	err := client(t, &fakeService{t: t}).List(context.Background(), "dead", "", func(store.Grant) error { return nil })
+	if err == nil || !strings.Contains(err.Error(), `unknown state "dead"`) || !strings.Contains(err.Error(), "reconnect_required") {
+		t.Errorf("List(state=dead) = %v, want unknown state naming the states", err)
+	}
+}
+
+// TestRedeliverChecksSeqs: a seq that is not a dead letter's number, or a
+// seq without its receiver, is refused before anything is moved.
+func TestRedeliverChecksSeqs(t *testing.T) {
+	h := Handler(&fakeService{t: t}, nil)
+	for _, q := range []string{"receiver=hook&seq=abc", "receiver=hook&seq=0", "seq=4"} {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("POST", "/v1/notify/dead/redeliver?"+q, nil))
+		if rec.Code != http.StatusBadRequest {
+			t.Errorf("%s: answer %d, want 400", q, rec.Code)
+		}
+	}
+	var got []uint64
+	svc := &fakeService{t: t, redeliver: func(r string, seqs []uint64) (RedeliverResult, error) {
+		got = seqs
+		return RedeliverResult{Requeued: len(seqs)}, nil
+	}}
+	res, err := client(t, svc).Redeliver(context.Background(), "hook", []uint64{4, 9})
+	if err != nil || res.Requeued != 2 || fmt.Sprint(got) != "[4 9]" {
+		t.Errorf("Redeliver = %+v, %v (service got %v); want 2 requeued, seqs [4 9]", res, err, got)
+	}
+}
+
+// TestImportErrorIsTheLastLine: progress streams while the input is read; a
+// validation error ends the stream and reaches the client as the error,
+// with nothing counted as imported.
+func TestImportErrorIsTheLastLine(t *testing.T) {
+	svc := &fakeService{t: t, importFn: func(_ context.Context, r io.Reader, progress func(ImportProgress)) (ImportProgress, error) {
+		io.Copy(io.Discard, r)
+		progress(ImportProgress{Phase: "validating", Read: 2})
+		return ImportProgress{}, errors.New("line 3: each line must be a JSON object")
+	}}
+	var phases []string
+	_, err := client(t, svc).Import(context.Background(), strings.NewReader("{}\n{}\n[]\n"), func(p ImportProgress) { phases = append(phases, p.Phase) })
+	if err == nil || err.Error() != "line 3: each line must be a JSON object" {
+		t.Errorf("Import error %v, want the validation error as sent", err)
+	}
+	if fmt.Sprint(phases) != "[validating]" {
+		t.Errorf("progress phases %v, want [validating]", phases)
+	}
+}
+
+// TestSetTokenNeverEchoesTheToken: a body that is not the expected shape is
+// refused without quoting it, and the token reaches the service intact.
+func TestSetTokenNeverEchoesTheToken(t *testing.T) {
+	const tok = "rt-SECRET-never-echoed"
+	var got secret.Secret
+	svc := &fakeService{t: t, setToken: func(_ context.Context, _ string, s secret.Secret) (ProbeReport, error) {
+		got = s
+		return ProbeReport{}, nil
+	}}
+	h := Handler(svc, nil)
+	for _, body := range []string{`{"refresh_token": 5, "x": "` + tok + `"}`, `{"refresh_token": "` + tok + `", "extra": 1}`, `{"refresh_token": "   "}`} {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("PUT", "/v1/grants/g/refresh_token", strings.NewReader(body)))
+		if rec.Code != http.StatusBadRequest || strings.Contains(rec.Body.String(), tok) {
+			t.Errorf("body %s: answer %d %s; want 400 without the token", body, rec.Code, rec.Body)
+		}
+	}
+	if _, err := client(t, svc).SetToken(context.Background(), "g", secret.Secret(tok)); err != nil || got.Reveal() != tok {
+		t.Errorf("SetToken: %v, service got the token intact: %v", err, got.Reveal() == tok)
+	}
+}
+
+// TestTCPHandlerGuardsTheGrantAPI: on daemon.listen only health, readiness
+// and metrics are open; the grant API exists only with a token and answers
+// 401 without the right one. The control socket's other routes are never
+// served there.
+func TestTCPHandlerGuardsTheGrantAPI(t *testing.T) {
+	svc := &fakeService{t: t,
+		ready: func() error { return errors.New("scheduler has not ticked yet") },
+		grant: func(id string) (GrantDetail, error) { return GrantDetail{Grant: store.Grant{ID: id}}, nil },
+	}
+	metrics := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "grantwatch_up 1\n") })
+	tok := secret.Secret("0123456789abcdef-token")
+	for _, tt := range []struct {
+		name, method, path, auth string
+		tok                      secret.Secret
+		want                     int
+	}{
+		{"healthz", "GET", "/healthz", "", "", 200},
+		{"readyz not ready", "GET", "/readyz", "", "", 503},
+		{"metrics", "GET", "/metrics", "", "", 200},
+		{"no grant API without a token file", "GET", "/v1/grants/g", "", "", 404},
+		{"status is socket-only", "GET", "/v1/status", "Bearer " + tok.Reveal(), tok, 404},
+		{"no bearer", "GET", "/v1/grants/g", "", tok, 401},
+		{"wrong bearer", "GET", "/v1/grants/g", "Bearer nope", tok, 401},
+		{"right bearer", "GET", "/v1/grants/g", "Bearer " + tok.Reveal(), tok, 200},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			req := httptest.NewRequest(tt.method, tt.path, nil)
+			if tt.auth != "" {
+				req.Header.Set("Authorization", tt.auth)
+			}
+			rec := httptest.NewRecorder()
+			TCPHandler(svc, nil, metrics, tt.tok).ServeHTTP(rec, req)
+			if rec.Code != tt.want {
+				t.Errorf("%s %s: %d, want %d", tt.method, tt.path, rec.Code, tt.want)
+			}
+			if strings.Contains(rec.Body.String(), tok.Reveal()) {
+				t.Error("the answer quotes the token")
+			}
+		})
+	}
+}
