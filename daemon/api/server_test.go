@@ -17,14 +17,14 @@ import (
 // fakeService is a Service whose methods are the funcs set; an unset one
 // fails the test that reaches it.
 type fakeService struct {
-	t          *testing.T
-	status     func() (Status, error)
-	grants     func(store.State, string, func(store.Grant) error) error
-	grant      func(string) (GrantDetail, error)
-	importFn   func(context.Context, io.Reader, func(ImportProgress)) (ImportProgress, error)
-	redeliver  func(string, []uint64) (RedeliverResult, error)
-	setToken   func(context.Context, string, secret.Secret) (ProbeReport, error)
-	ready      func() error
+	t         *testing.T
+	status    func() (Status, error)
+	grants    func(store.State, string, func(store.Grant) error) error
+	grant     func(string) (GrantDetail, error)
+	importFn  func(context.Context, io.Reader, func(ImportProgress)) (ImportProgress, error)
+	redeliver func(string, []uint64) (RedeliverResult, error)
+	setToken  func(context.Context, string, secret.Secret) (ProbeReport, error)
+	ready     func() error
 }
 
 func (f *fakeService) missing(name string) error {
