@@ -9,10 +9,12 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/grantwatch/grantwatch/internal/secret"
 	"github.com/grantwatch/grantwatch/store"
 )
 
@@ -256,14 +258,23 @@ func newSender(c Config, client *http.Client, now func() time.Time) (Sender, red
 	switch c.Type {
 	case KindWebhook:
 		w := &webhook{name: c.Name, url: u, client: client, now: now}
+		var hide []secret.Secret
 		if c.SecretFile != "" {
-			k, err := readSecretFile(c.SecretFile)
+			content, err := readSecretFile(c.SecretFile)
 			if err != nil {
 				return nil, redactor{}, fmt.Errorf("%s: %w", key("secret_file"), err)
 			}
-			w.key = k
+			var lines []secret.Secret
+			if w.keys, lines, err = signingKeys(content); err != nil {
+				return nil, redactor{}, fmt.Errorf("%s: %s: %w", key("secret_file"), c.SecretFile, err)
+			}
+			w.legacy = lines[0]
+			for _, l := range lines {
+				// A whsec_ key's base64 alone is the secret too.
+				hide = append(hide, l, secret.Secret(strings.TrimPrefix(l.Reveal(), whsecPrefix)))
+			}
 		}
-		w.red = newRedactor(u.Reveal(), w.key)
+		w.red = newRedactor(u.Reveal(), hide...)
 		return w, w.red, nil
 	case KindSlack:
 		s := &slack{name: c.Name, url: u, client: client, now: now, red: newRedactor(u.Reveal())}

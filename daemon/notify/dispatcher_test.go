@@ -63,8 +63,8 @@ func TestDeliveryThroughFailures(t *testing.T) {
 		for _, req := range rc.accepted() {
 			nt := decodeNotification(t, req.Body)
 			notes[nt.ID]++
-			if got := req.Header.Get(HeaderID); got != nt.ID {
-				t.Errorf("X-Grantwatch-Id = %q, body id %q", got, nt.ID)
+			if got := req.Header.Get(HeaderWebhookID); got != nt.ID {
+				t.Errorf("webhook-id = %q, body id %q", got, nt.ID)
 			}
 			for _, ev := range nt.Events {
 				events[ev.ID]++
@@ -84,7 +84,7 @@ func TestDeliveryThroughFailures(t *testing.T) {
 		// one that was accepted later.
 		for _, req := range rc.requests() {
 			if req.Status != http.StatusOK {
-				if id := req.Header.Get(HeaderID); notes[id] != 1 {
+				if id := req.Header.Get(HeaderWebhookID); notes[id] != 1 {
 					t.Errorf("failed attempt with id %s never accepted under that id", id)
 				}
 			}
@@ -377,8 +377,8 @@ func TestRetryAfter(t *testing.T) {
 	d.Kick()
 	waitFor(t, "delivery after Retry-After", 5*time.Second, func() bool { return len(ob.pending()) == 0 })
 	reqs := rc.requests()
-	if reqs[0].Header.Get(HeaderID) != reqs[1].Header.Get(HeaderID) && reqs[0].Header.Get(HeaderID) != reqs[2].Header.Get(HeaderID) {
-		t.Errorf("the retry did not reuse notification id %s", reqs[0].Header.Get(HeaderID))
+	if reqs[0].Header.Get(HeaderWebhookID) != reqs[1].Header.Get(HeaderWebhookID) && reqs[0].Header.Get(HeaderWebhookID) != reqs[2].Header.Get(HeaderWebhookID) {
+		t.Errorf("the retry did not reuse notification id %s", reqs[0].Header.Get(HeaderWebhookID))
 	}
 }
 
