@@ -543,3 +543,49 @@ func TestDispatcherStatus(t *testing.T) {
 		t.Errorf("a receiver never delivered to shows a last_success: %s", b)
 	}
 }
+
+// A recovery must not reach PagerDuty before the trigger it resolves: when
+// the trigger's notification failed and waits for its retry, a later
+// notification about the same grant waits too. Otherwise PagerDuty gets
+// resolve, then trigger, and the incident of a recovered grant stays open.
+func TestResolveNotBeforeTrigger(t *testing.T) {
+	rc := newReceiver(t, func(i int, _ *http.Request, _ []byte) (int, string) {
+		if i == 0 {
+			return http.StatusInternalServerError, "busy"
+		}
+		return http.StatusAccepted, `{"status":"success"}`
+	})
+	c := Config{Name: "pd", Type: KindPagerDuty, URL: secretOf(rc.URL + "/v2/enqueue"), RoutingKey: "R0UTINGKEY",
+		GroupWait: ptr(time.Duration(0))}
+	c.ApplyDefaults()
+	ob := &fakeOutbox{}
+	clock := newClock(t0)
+	d, err := NewDispatcher(ob, []Config{c}, nil, WithBackoff(time.Hour, time.Hour), WithClock(clock.Now))
+	if err != nil {
+		t.Fatal(err)
+	}
+	start(t, d)
+	enqueue(t, ob, d.Router(), revoked(1, "google"))
+	d.Kick()
+	waitFor(t, "the failed trigger", 5*time.Second, func() bool { return d.Stats().Receivers["pd"].Failed == 1 })
+	rec := recovered(1, "google")
+	rec.OccurredAt = t0
+	enqueue(t, ob, d.Router(), rec)
+	d.Kick()
+	time.Sleep(100 * time.Millisecond)
+	clock.Advance(2 * time.Hour)
+	d.Kick()
+	waitFor(t, "the outbox to drain", 5*time.Second, func() bool { return len(ob.pending()) == 0 })
+
+	var actions []string
+	for _, r := range rc.accepted() {
+		var ev pdEvent
+		if err := json.Unmarshal(r.Body, &ev); err != nil {
+			t.Fatal(err)
+		}
+		actions = append(actions, ev.EventAction)
+	}
+	if len(actions) != 2 || actions[0] != "trigger" || actions[1] != "resolve" {
+		t.Errorf("PagerDuty accepted %v, want [trigger resolve]", actions)
+	}
+}

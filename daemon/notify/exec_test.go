@@ -1,11 +1,14 @@
 package notify
 
 import (
+	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // An exec receiver's command sees PATH and LANG, never the daemon's
@@ -59,5 +62,29 @@ func TestExecEnv(t *testing.T) {
 				t.Errorf("execEnv = %q, want %q", got, tc.want)
 			}
 		})
+	}
+}
+
+func TestExec(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "stdin.json")
+	c := Config{Name: "run", Type: KindExec, Command: []string{"/bin/sh", "-c", `cat > "$0"`, out}}
+	if _, err := send(t, c, t0, revoked(1, "google")); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(out)
+	if n := decodeNotification(t, b); n.ID != "n-1" || n.Events[0].ID != "ev-0001" {
+		t.Errorf("stdin = %s", b)
+	}
+	c.Command = []string{"/bin/sh", "-c", `echo "hook refused: $0" >&2; exit 3`, "argument"}
+	d, err := send(t, c, t0, revoked(1, "google"))
+	var se *StatusError
+	if !errors.As(err, &se) || d.Status != 3 || !d.Retry || d.Answer != "hook refused: argument" {
+		t.Errorf("failing command = %+v, %v", d, err)
+	}
+	c.Command, c.Timeout = []string{"/bin/sleep", "5"}, 20*time.Millisecond
+	begin := time.Now()
+	if _, err := send(t, c, t0, revoked(1, "google")); !errors.Is(err, context.DeadlineExceeded) || time.Since(begin) > 2*time.Second {
+		t.Errorf("timeout: err %v after %v", err, time.Since(begin))
 	}
 }
