@@ -87,7 +87,7 @@ func TestRefreshBehaviors(t *testing.T) {
 		{b: sandbox.ServerError, cause: probes.CauseServerError, status: 500, errorCode: "server_error"},
 		{b: sandbox.BadGateway, cause: probes.CauseServerError, status: 502, lost: true}, // the endpoint may have answered behind the gateway
 		{b: sandbox.Unavailable, cause: probes.CauseServerError, status: 503, retryAfter: 2 * time.Second},
-		{b: sandbox.RateLimited, preset: "okta", cause: probes.CauseRateLimited, status: 429, retryAfter: time.Second},
+		{b: sandbox.RateLimited, preset: "okta", cause: probes.CauseRateLimited, status: 429, errorCode: "E0000047", retryAfter: time.Second},
 		{b: sandbox.Slow, ok: true, status: 200},
 		// Cut by the probe's deadline, after the request was sent.
 		{b: sandbox.Hang, timeout: 200 * time.Millisecond, cause: probes.CauseServerError, lost: true},
