@@ -694,6 +694,12 @@ func FuzzEvaluate(f *testing.F) {
 	f.Add(200, ctJSON, `{"access_token":"a","refresh_token":7}`, "")
 	f.Add(200, ctJSON, `{"access_token":"a"} {"error":"x"}`, "")
 	f.Add(200, ctJSON, `{"access_token":"a","\u0065rror":"x"}`, "")
+	f.Add(400, ctJSON, `{"errors":[{"errorType":"invalid_grant","message":"Refresh token invalid"}],"success":false}`, "")
+	f.Add(400, ctJSON, `{"message":"Bad Request","errors":[{"resource":"RefreshToken","field":"refresh_token","code":"invalid"}]}`, "")
+	f.Add(400, ctJSON, `{"status":400,"message":"Invalid refresh token"}`, "")
+	f.Add(400, ctJSON, `{"error":{"code":401,"message":"m","errors":[{"message":"n"}]}}`, "")
+	f.Add(400, "text/plain", `Refresh token revoked`, "")
+	f.Add(400, ctJSON, `{"error":"invalid_grant","error_description":"The provided authorization grant (e.g., authorization code, resource owner credentials) or refresh token is invalid, expired, revoked, does not match the redirection URI used in the authorization request, or was issued to another client. The refresh token expired."}`, "hydra")
 	presets := append(PresetNames(), "", "unknown")
 	f.Fuzz(func(t *testing.T, status int, ct, body, preset string) {
 		// The token fast path reads exactly what the general one does.
@@ -723,6 +729,21 @@ func FuzzEvaluate(f *testing.F) {
 		}
 		if r.RetryAfter < 0 || r.RetryAfter > maxRetryAfter {
 			t.Fatalf("RetryAfter %v out of range", r.RetryAfter)
+		}
+		// Read names members the parser read, nothing else (never a
+		// value: it is printed as it is).
+		a := ParseAnswer(status, hdr(ct, "Retry-After", body), []byte(body))
+		for _, m := range r.Read {
+			known := m == a.ErrorFrom || m == a.CodesFrom || m == a.SubtypeFrom
+			for _, tx := range a.Texts {
+				known = known || m == tx.From
+			}
+			if m == "" || !known {
+				t.Fatalf("Read %q names no member the parser read (%+v)", r.Read, a)
+			}
+		}
+		if r.Unreadable() && (r.Action != ActionRetry || status == 429 || status/100 == 5) {
+			t.Fatalf("unreadable %+v", r)
 		}
 	})
 }
