@@ -100,20 +100,40 @@ var preambles = re(`the provided authorization grant \(e\.g\., authorization cod
 	`|the request is missing a required parameter, [^.]*or is otherwise malformed\.?` +
 	`|client authentication failed \(e\.g\., unknown client, no client authentication included, or unsupported authentication method\)\.?`)
 
-// wordsOf returns the texts of a as Patterns read them. An Answer built
-// without Texts (a test's, or an older caller's) is read from its
-// ErrorDescription.
+// wordsOf returns the words of a as Patterns read them: its texts, then
+// its error code when the code is a provider's own ("invalid_refresh_token",
+// "token_revoked", "BAD_REFRESH_TOKEN"), read with spaces for underscores.
+// An RFC 6749 or OpenID Connect code is not read as words: the code rules
+// read it, and "invalid_grant" would otherwise say "invalid grant" of every
+// answer. An Answer built without Texts (a test's, or an older caller's)
+// is read from its ErrorDescription.
 func wordsOf(a Answer) []word {
 	texts := a.Texts
 	if len(texts) == 0 && a.ErrorDescription != "" {
 		texts = []Text{{From: "error_description", Value: a.ErrorDescription}}
 	}
-	words := make([]word, len(texts))
-	for i, t := range texts {
-		words[i] = word{t.From, strings.TrimSpace(preambles.ReplaceAllString(t.Value, ""))}
+	words := make([]word, 0, len(texts)+1)
+	for _, t := range texts {
+		words = append(words, word{t.From, strings.TrimSpace(preambles.ReplaceAllString(t.Value, ""))})
+	}
+	if a.Error != "" && !rfcCodes[strings.ToLower(a.Error)] {
+		words = append(words, word{a.ErrorFrom, strings.ReplaceAll(a.Error, "_", " ")})
 	}
 	return words
 }
+
+// rfcCodes are the error codes of RFC 6749 §5.2, RFC 8628 and OpenID
+// Connect: those genericRules read by code, and invalid_request, which no
+// rule reads by code (see genericRules).
+var rfcCodes = func() map[string]bool {
+	codes := map[string]bool{"invalid_request": true}
+	for _, r := range genericRules {
+		if r.Error != "" {
+			codes[r.Error] = true
+		}
+	}
+	return codes
+}()
 
 // re compiles a case-insensitive pattern for a Rule.
 func re(pattern string) *regexp.Regexp { return regexp.MustCompile("(?i)" + pattern) }
@@ -254,8 +274,11 @@ func classify(preset string, a Answer) (cause Cause, rule string, read []string)
 			}
 		}
 	}
-	if a.Error != "" {
+	if a.Error != "" && a.ErrorFrom != "" {
 		return CauseMalformed, "unknown error code", []string{a.ErrorFrom}
+	}
+	if a.Error != "" {
+		return CauseMalformed, "unknown error code", nil
 	}
 	return CauseMalformed, "no error, no token", nil
 }

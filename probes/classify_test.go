@@ -214,6 +214,13 @@ var realAnswers = []answerCase{
 	// https://github.com/dust-tt/dust/issues/6378 (Slack token_revoked)
 	{"slack token_revoked", "slack", 200, ctJSON,
 		`{"ok":false,"error":"token_revoked"}`, CauseRevoked},
+	// the same two answers, no preset: Slack's own codes read as words
+	// https://github.com/slackapi/python-slack-sdk/issues/1242
+	{"slack invalid_refresh_token, no preset", "", 200, ctJSON,
+		`{"ok":false,"error":"invalid_refresh_token"}`, CauseInvalidGrant},
+	// https://github.com/dust-tt/dust/issues/6378
+	{"slack token_revoked, no preset", "", 200, ctJSON,
+		`{"ok":false,"error":"token_revoked"}`, CauseRevoked},
 	// https://nango.dev/blog/slack-oauth-refresh-token-invalid-grant
 	{"slack invalid_grant 400", "slack", 400, ctJSON,
 		`{"error": "invalid_grant", "error_description": "Token has been expired or revoked."}`, CauseInvalidGrant},
@@ -434,6 +441,7 @@ func TestEvaluateRead(t *testing.T) {
 		unreadable   bool
 	}{
 		{"code", "", 400, ctJSON, `{"error":"invalid_client","error_description":"x"}`, []string{"error"}, false},
+		{"provider's code as words", "", 200, ctJSON, `{"ok":false,"error":"token_revoked"}`, []string{"error"}, false},
 		{"words beat the code", "", 400, ctJSON, `{"error":"invalid_request","error_description":"The refresh_token is invalid."}`, []string{"error_description"}, false},
 		{"hint after the preamble", "", 400, ctJSON, `{"error":"invalid_grant","error_description":"The provided authorization grant (e.g., authorization code, resource owner credentials) or refresh token is invalid, expired, revoked, does not match the redirection URI used in the authorization request, or was issued to another client. The refresh token expired."}`, []string{"error_description"}, false},
 		{"hydra legacy hint", "", 400, ctJSON, `{"error":"invalid_grant","error_description":"The provided authorization grant (e.g., authorization code, resource owner credentials) or refresh token is invalid, expired, revoked, does not match the redirection URI used in the authorization request, or was issued to another client.","error_hint":"The refresh token expired."}`, []string{"error_hint"}, false},
