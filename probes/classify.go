@@ -36,9 +36,9 @@ type Rule struct {
 	Subtype string
 	// Pattern matches the answer's words: each of its texts in turn
 	// (Answer.Texts: error_description, a nested message, a plain-text
-	// body...), with RFC 6749's definitions removed (see preambles), never
-	// the error code itself; compile it case-insensitive ("(?i)...") and
-	// keep it within a sentence ([^.\n]).
+	// body...) with RFC 6749's definitions removed (see preambles), then a
+	// provider's own error code, never an RFC one (see wordsOf); compile it
+	// case-insensitive ("(?i)...") and keep it within a sentence ([^.\n]).
 	Pattern *regexp.Regexp
 	// Format matches Answer.Format ("json", "form", "html", "text", "empty").
 	Format string
