@@ -25,6 +25,10 @@ type explanation struct {
 	Summary          string `json:"summary"`
 	Rule             string `json:"rule"`
 	Status           int    `json:"status"`
+	// Read names the members of the body the verdict was read from
+	// ("error", "error_description", "errors[0].message", "body"); empty
+	// when the status or the body's format decided.
+	Read []string `json:"read"`
 }
 
 func (a *app) explainCmd() *cobra.Command {
@@ -76,7 +80,10 @@ Presets: ` + strings.Join(probes.PresetNames(), ", ") + `.`,
 				Cause: string(res.Cause), Action: string(res.Action),
 				Error: res.Error, ErrorDescription: res.ErrorDescription,
 				Retryable: res.Cause.Retryable(), Fix: res.Cause.Fix(), Summary: res.Cause.Summary(),
-				Rule: res.Rule, Status: status,
+				Rule: res.Rule, Status: status, Read: res.Read,
+			}
+			if e.Read == nil {
+				e.Read = []string{}
 			}
 			if res.OK {
 				e.Cause, e.Summary, e.Fix = "none", "a successful token response: nothing to fix", ""
@@ -99,7 +106,11 @@ Presets: ` + strings.Join(probes.PresetNames(), ", ") + `.`,
 				}
 				fmt.Fprintln(out)
 			}
-			fmt.Fprintf(out, "rule:    %s\n\nWhat happened: %s.\n\n%s\n", e.Rule, e.Summary, wrap(e.Fix, 80))
+			read := "nothing: the HTTP status and the body's format decided"
+			if len(e.Read) > 0 {
+				read = strings.Join(e.Read, ", ")
+			}
+			fmt.Fprintf(out, "read:    %s\nrule:    %s\n\nWhat happened: %s.\n\n%s\n", read, e.Rule, e.Summary, wrap(e.Fix, 80))
 			return nil
 		},
 	}
