@@ -348,10 +348,11 @@ func TestEvaluateRetryAfter(t *testing.T) {
 }
 
 func TestPresets(t *testing.T) {
-	want := []string{"amazon", "apple", "atlassian", "auth0", "bitbucket", "box", "cognito",
-		"discord", "docusign", "dropbox", "fitbit", "github", "gitlab", "google", "hubspot", "hydra",
-		"intuit", "keycloak", "linkedin", "microsoft", "okta", "pipedrive", "salesforce", "slack",
-		"spotify", "strava", "twitch", "xero", "zoho", "zoom"}
+	want := []string{"amazon", "apple", "asana", "atlassian", "auth0", "bitbucket", "box", "cognito",
+		"discord", "docusign", "dropbox", "ebay", "etsy", "fitbit", "github", "gitlab", "google",
+		"hubspot", "hydra", "intuit", "keycloak", "linkedin", "mercadolibre", "mercadopago",
+		"microsoft", "miro", "okta", "pipedrive", "reddit", "salesforce", "slack", "spotify", "strava",
+		"twitch", "wso2", "x", "xero", "yahoo", "zoho", "zoom"}
 	if got := PresetNames(); !slices.Equal(got, want) {
 		t.Errorf("PresetNames() = %v, want %v", got, want)
 	}
@@ -585,6 +586,85 @@ var presetAnswers = []struct {
 	// refresh, "non successful HTTP code [400]", the body PHP-serialized there)
 	{"docusign invalid_request", "docusign", 400, ctJSON,
 		`{"error":"invalid_request"}`, CauseMalformed, ActionRetry},
+
+	// --- X (Twitter) ---
+	// https://github.com/plhery/node-twitter-api-v2/issues/496 (a grant code
+	// exchange, as the library logged it; its "errors" array, elided there,
+	// is left out and the status, not shown, is 400)
+	{"x value passed for the authorization code was invalid", "x", 400, ctJSON,
+		`{"error":"invalid_request","error_description":"Value passed for the authorization code was invalid."}`, CauseInvalidGrant, ActionReconnect},
+	// a refresh without client authentication: 401 and "Missing valid
+	// authorization header" in https://github.com/plhery/node-twitter-api-v2/issues/319,
+	// the code with it in https://github.com/unasuke/omniauth-twitter2/issues/4
+	{"x missing authorization header", "x", 401, ctJSON,
+		`{"error":"unauthorized_client","error_description":"Missing valid authorization header"}`, CauseUnauthorizedClient, ActionFixConfig},
+
+	// --- Reddit ---
+	// https://github.com/andrewbanchich/shreddit/issues/163 (the token request
+	// with wrong app credentials): a numeric "error" is no code, the 401 decides
+	{"reddit 401 unauthorized", "reddit", 401, ctJSON,
+		`{"error":401,"message":"Unauthorized"}`, CauseInvalidClient, ActionFixConfig},
+	// https://github.com/not-an-aardvark/snoowrap/issues/284 (a refresh:
+	// "StatusCodeError: 400 - {...}"): nothing in it names the grant
+	{"reddit 400 bad request", "reddit", 400, ctJSON,
+		`{"message":"Bad Request","error":400}`, CauseMalformed, ActionRetry},
+
+	// --- eBay ---
+	// https://github.com/matecsaj/ebay_rest/issues/35 (the body as token.py
+	// printed it); statusCode 400 for the same answer in https://github.com/hendt/ebay-api/issues/77
+	{"ebay refresh token invalid", "ebay", 400, ctJSON,
+		`{"error":"invalid_grant","error_description":"the provided authorization refresh token is invalid or was issued to another client"}`, CauseInvalidGrant, ActionReconnect},
+	// https://github.com/rjdavis3/ebay-sdk/issues/23 (a grant code; status not shown)
+	{"ebay grant code invalid", "ebay", 400, ctJSON,
+		`{"error":"invalid_grant","error_description":"the provided authorization grant code is invalid or was issued to another client"}`, CauseInvalidGrant, ActionReconnect},
+
+	// --- Asana ---
+	// https://github.com/raycast/extensions/issues/10581 ("Error while refreshing tokens: 400 (Bad Request)")
+	{"asana invalid_grant", "asana", 400, ctJSON,
+		`{"error":"invalid_grant"}`, CauseInvalidGrant, ActionReconnect},
+
+	// --- Yahoo ---
+	// https://github.com/josuebrunel/yahoo-oauth/issues/51 (raw_access <Response [400]>,
+	// printed as a Python dict)
+	{"yahoo INVALID_REFRESH_TOKEN", "yahoo", 400, ctJSON,
+		`{"error_description": "Failed to decode/encode refresh token", "error": "INVALID_REFRESH_TOKEN"}`, CauseInvalidGrant, ActionReconnect},
+	// same answer without the preset: Yahoo's own code is not an RFC one
+	{"yahoo INVALID_REFRESH_TOKEN, no preset", "", 400, ctJSON,
+		`{"error_description": "Failed to decode/encode refresh token", "error": "INVALID_REFRESH_TOKEN"}`, CauseMalformed, ActionRetry},
+
+	// --- Mercado Libre, Mercado Pago ---
+	// https://github.com/discovery-tecnologia/dsc-mercado-livre/issues/76 ("[400]" from POST /oauth/token)
+	{"mercadolibre may be expired or already used", "mercadolibre", 400, ctJSON,
+		`{"message":"Error validating grant. Your authorization code or refresh token may be expired or it was already used","error":"invalid_grant","status":400,"cause":[]}`, CauseInvalidGrant, ActionReconnect},
+	// the same body without the preset: the generic wording rule reads "already used"
+	{"mercadolibre without preset", "", 400, ctJSON,
+		`{"message":"Error validating grant. Your authorization code or refresh token may be expired or it was already used","error":"invalid_grant","status":400,"cause":[]}`, CauseCodeReused, ActionReconnect},
+	// https://github.com/mercadopago/sdk-ruby/issues/38 (a refresh after 5.5 months)
+	{"mercadopago may be expired or already used", "mercadopago", 400, ctJSON,
+		`{"message":"Error validating grant. Your authorization code or refresh token may be expired or it was already used.","error":"invalid_grant","status":400,"cause":[]}`, CauseInvalidGrant, ActionReconnect},
+
+	// --- Etsy ---
+	// https://github.com/etsy/open-api/issues/519 (Etsy: a password change
+	// invalidates all tokens); a 400, as https://github.com/etsy/open-api/issues/549 says
+	{"etsy refresh_token is revoked", "etsy", 400, ctJSON,
+		`{
+    "error": "invalid_grant",
+    "error_description": "refresh_token is revoked"
+}`, CauseRevoked, ActionReconnect},
+	// https://github.com/etsy/open-api/issues/549 (the refresh endpoint "responding 500")
+	{"etsy 500 server error", "etsy", 500, ctJSON,
+		"{\"error\":\"Server Error\"}\n", CauseServerError, ActionRetry},
+
+	// --- WSO2 Identity Server ---
+	// https://github.com/wso2/product-is/issues/9346 (an invalid refresh token)
+	{"wso2 persisted access token data not found", "wso2", 400, ctJSON,
+		`{"error": "invalid_grant", "error_description": "Persisted access token data not found"}`, CauseInvalidGrant, ActionReconnect},
+
+	// --- Intuit (a preset from before; one more of its answers) ---
+	// https://github.com/intuit/QuickBooks-V3-PHP-SDK/issues/308 ("Refresh OAuth 2
+	// Access token with Refresh Token failed. Body: [...]"; status not shown)
+	{"intuit incorrect or invalid refresh token", "intuit", 400, ctJSON,
+		`{"error_description":"Incorrect or invalid refresh token","error":"invalid_grant"}`, CauseInvalidGrant, ActionReconnect},
 }
 
 // TestPresetAnswers runs presetAnswers through Evaluate, the path of the

@@ -441,6 +441,97 @@ var presets = map[string]Preset{
 		// (learn.microsoft.com/en-us/linkedin/shared/authentication/programmatic-refresh-tokens).
 		MaxLifetime: 365 * day,
 	},
+	"x": {
+		Name: "x", Title: "X (Twitter)",
+		TokenURL:  "https://api.x.com/2/oauth2/token",
+		AuthURL:   "https://x.com/i/oauth2/authorize",
+		AuthStyle: oauth2.AuthStyleInHeader,
+		Rules: []Rule{
+			// X reports a dead grant as invalid_request "Value passed for the
+			// token was invalid." (the refresh token) or "... for the
+			// authorization code ...".
+			{Name: "x: value passed was invalid", Error: "invalid_request", Pattern: re(`value passed for the (token|authorization code) was invalid`), Cause: CauseInvalidGrant},
+		},
+	},
+	"reddit": {
+		Name: "reddit", Title: "Reddit",
+		TokenURL:  "https://www.reddit.com/api/v1/access_token",
+		AuthURL:   "https://www.reddit.com/api/v1/authorize",
+		AuthStyle: oauth2.AuthStyleInHeader,
+		// Reddit answers {"error": 401, "message": "Unauthorized"}: a number,
+		// not a code; the 401 says the client credentials are wrong.
+	},
+	"ebay": {
+		Name: "ebay", Title: "eBay",
+		TokenURL:  "https://api.ebay.com/identity/v1/oauth2/token",
+		AuthURL:   "https://auth.ebay.com/oauth2/authorize",
+		AuthStyle: oauth2.AuthStyleInHeader,
+		// "the provided authorization refresh token is invalid or was issued
+		// to another client" names no cause.
+	},
+	"asana": {
+		Name: "asana", Title: "Asana",
+		TokenURL:  "https://app.asana.com/-/oauth_token",
+		AuthURL:   "https://app.asana.com/-/oauth_authorize",
+		AuthStyle: oauth2.AuthStyleInParams,
+	},
+	"yahoo": {
+		Name: "yahoo", Title: "Yahoo",
+		TokenURL:  "https://api.login.yahoo.com/oauth2/get_token",
+		AuthURL:   "https://api.login.yahoo.com/oauth2/request_auth",
+		AuthStyle: oauth2.AuthStyleInHeader,
+		Rules: []Rule{
+			{Name: "yahoo: INVALID_REFRESH_TOKEN", Error: "INVALID_REFRESH_TOKEN", Cause: CauseInvalidGrant},
+		},
+	},
+	"mercadolibre": {
+		Name: "mercadolibre", Title: "Mercado Libre",
+		TokenURL: "https://api.mercadolibre.com/oauth/token",
+		// The Argentine site; each country has its own auth.mercadolibre.*.
+		AuthURL:   "https://auth.mercadolibre.com.ar/authorization",
+		AuthStyle: oauth2.AuthStyleInParams,
+		Rules:     []Rule{ruleMercadoGrant},
+	},
+	"mercadopago": {
+		Name: "mercadopago", Title: "Mercado Pago",
+		TokenURL:  "https://api.mercadopago.com/oauth/token",
+		AuthURL:   "https://auth.mercadopago.com/authorization",
+		AuthStyle: oauth2.AuthStyleInParams,
+		Rules:     []Rule{ruleMercadoGrant},
+	},
+	"etsy": {
+		Name: "etsy", Title: "Etsy",
+		TokenURL:  "https://api.etsy.com/v3/public/oauth/token",
+		AuthURL:   "https://www.etsy.com/oauth/connect",
+		AuthStyle: oauth2.AuthStyleInParams,
+		// Each refresh returns a refresh token good for 90 days (Etsy's
+		// authentication docs, developers.etsy.com/documentation/essentials/authentication,
+		// as quoted in github.com/etsy/open-api/issues/116).
+		IdleLifetime: 90 * day,
+		Rules: []Rule{
+			// A password change revokes every token of the user
+			// (github.com/etsy/open-api/issues/519).
+			{Name: "etsy: refresh_token is revoked", Error: "invalid_grant", Pattern: re(`refresh_token is revoked`), Cause: CauseRevoked},
+		},
+	},
+	"miro": {
+		Name: "miro", Title: "Miro",
+		TokenURL:  "https://api.miro.com/v1/oauth/token",
+		AuthURL:   "https://miro.com/oauth/authorize",
+		AuthStyle: oauth2.AuthStyleInParams,
+		// With expiring tokens on, a refresh token "remains valid [for] 60
+		// days" (developers.miro.com/docs/getting-started-with-oauth, as
+		// quoted in github.com/miroapp/miro-ai/issues/59); each refresh
+		// returns a new one.
+		IdleLifetime: 60 * day,
+	},
+	"wso2": {
+		Name: "wso2", Title: "WSO2 Identity Server",
+		// Self-hosted: token_url is https://<host>/oauth2/token.
+		AuthStyle: oauth2.AuthStyleInHeader,
+		// "Persisted access token data not found" is WSO2's invalid_grant for
+		// an unknown refresh token; the generic rule applies.
+	},
 }
 
 // ruleInvalidRefreshTokenParam reads invalid_request `Invalid "refresh_token"
@@ -452,5 +543,16 @@ var ruleInvalidRefreshTokenParam = Rule{
 	Name:    "invalid_request: invalid refresh_token",
 	Error:   "invalid_request",
 	Pattern: re(`invalid "?refresh_token"?`),
+	Cause:   CauseInvalidGrant,
+}
+
+// ruleMercadoGrant reads Mercado Libre's and Mercado Pago's invalid_grant
+// "Your authorization code or refresh token may be expired or it was already
+// used": it names two causes and commits to neither, so it is invalid_grant,
+// not the code_reused the generic "already used" wording rule would read.
+var ruleMercadoGrant = Rule{
+	Name:    "mercado: may be expired or it was already used",
+	Error:   "invalid_grant",
+	Pattern: re(`may be expired or it was already used`),
 	Cause:   CauseInvalidGrant,
 }
