@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"reflect"
 	"slices"
 	"syscall"
 	"testing"
@@ -433,6 +434,107 @@ func TestClassifyErr(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestClassifyRules(t *testing.T) {
+	// Every generic rule name is unique and every cause is known: explain
+	// shows the name, so two rules must not share one.
+	seen := map[string]bool{}
+	for _, r := range genericRules {
+		if seen[r.Name] || !r.Cause.Known() {
+			t.Errorf("rule %q: duplicate or unknown cause %q", r.Name, r.Cause)
+		}
+		seen[r.Name] = true
+	}
+	// A 2xx with a token but also an error is not success.
+	if c, _ := Classify("", Answer{Status: 200, Format: "json", HasAccessToken: true, Error: "invalid_grant"}); c != CauseInvalidGrant {
+		t.Errorf("token plus error = %q, want invalid_grant", c)
+	}
+	// Status 0 (explain without --status) still reads the body.
+	if c, _ := Classify("microsoft", ParseAnswer(0, nil, []byte(`{"error":"invalid_grant","error_codes":[50173]}`))); c != CausePasswordChanged {
+		t.Errorf("status 0 = %q, want password_changed", c)
+	}
+}
+
+// TestReuseWordingWithoutPreset: a rotated token presented twice is
+// code_reused whatever the provider entry's preset, so that the daemon can
+// tell a rotation lost in transit.
+func TestReuseWordingWithoutPreset(t *testing.T) {
+	h := http.Header{"Content-Type": {"application/json"}}
+	tests := []struct {
+		name, body string
+		want       Cause
+	}{
+		// Ory Hydra (fosite) answer to a reused refresh token, as the sandbox
+		// sends it (probes/sandbox/token.go cites the source).
+		{"hydra already used", `{"error":"invalid_grant","error_description":"The provided authorization grant (e.g., authorization code, resource owner credentials) or refresh token is invalid, expired, revoked, does not match the redirection URI used in the authorization request, or was issued to another client. The refresh token was already used."}`, CauseCodeReused},
+		// Generic wording of reuse detection.
+		{"reuse detected", `{"error":"invalid_grant","error_description":"Refresh token reuse detected"}`, CauseCodeReused},
+		// Not reuse: Google's ambiguous wording stays invalid_grant.
+		{"google", `{"error":"invalid_grant","error_description":"Token has been expired or revoked."}`, CauseInvalidGrant},
+		// Reuse wording on a 503 is an outage, not a verdict.
+		{"503", `{"error":"invalid_grant","error_description":"already used"}`, CauseServerError},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			status := http.StatusBadRequest
+			if tt.name == "503" {
+				status = http.StatusServiceUnavailable
+			}
+			if got := Evaluate("", status, h, []byte(tt.body)).Cause; got != tt.want {
+				t.Errorf("cause %s, want %s", got, tt.want)
+			}
+		})
+	}
+}
+
+func FuzzEvaluate(f *testing.F) {
+	f.Add(400, ctJSON, `{"error":"invalid_grant","error_description":"Token has been expired or revoked."}`, "google")
+	f.Add(400, ctJSON, `{"error":"invalid_grant","error_codes":[50173,"7"],"suberror":"bad_token"}`, "microsoft")
+	f.Add(200, ctJSON, `{"ok":false,"error":"invalid_refresh_token"}`, "slack")
+	f.Add(200, ctForm, `error=bad_refresh_token&error_description=x`, "github")
+	f.Add(503, ctHTML, `<html>down</html>`, "")
+	f.Add(429, "", ``, "nope")
+	f.Add(401, ctJSON, `{"error":{"code":401,"message":"m","status":"UNAUTHENTICATED"}}`, "keycloak")
+	f.Add(200, ctJSON, `{"access_token":"a"}`, "hydra")
+	f.Add(200, ctJSON, `{"access_token":"at_1","token_type":"Bearer","expires_in":3599,"refresh_token":"rt_2"}`, "")
+	f.Add(200, ctJSON, `{"access_token":"a","ACCESS_TOKEN":"b"}`, "")
+	f.Add(200, ctJSON, `{"Access_Token":"a"}`, "")
+	f.Add(200, ctJSON, `{"access_token":"a","Refresh_Token":"r"}`, "")
+	f.Add(200, ctJSON, `{"access_token":"a","refresh_token":7}`, "")
+	f.Add(200, ctJSON, `{"access_token":"a"} {"error":"x"}`, "")
+	f.Add(200, ctJSON, `{"access_token":"a","\u0065rror":"x"}`, "")
+	presets := append(PresetNames(), "", "unknown")
+	f.Fuzz(func(t *testing.T, status int, ct, body, preset string) {
+		// The token fast path reads exactly what the general one does.
+		var fast, general Answer
+		var fastRT, generalRT string
+		if tokenJSON(&fast, []byte(body), &fastRT) {
+			ok := parseJSONObject(&general, []byte(body), &generalRT)
+			if !ok || !reflect.DeepEqual(fast, general) || fastRT != generalRT {
+				t.Fatalf("token fast path %+v %q, general path (%v) %+v %q", fast, fastRT, ok, general, generalRT)
+			}
+		}
+		r := Evaluate(preset, status, hdr(ct, "Retry-After", body), []byte(body))
+		if !r.Cause.Known() {
+			t.Fatalf("unknown cause %q", r.Cause)
+		}
+		if r.Rule == "" || r.OK != (r.Cause == CauseNone) || r.Action != r.Cause.Action() {
+			t.Fatalf("inconsistent result %+v", r)
+		}
+		if (status == 429 || status/100 == 5) && r.Action != ActionRetry {
+			t.Fatalf("status %d gave %q", status, r.Cause)
+		}
+		if !slices.Contains(presets, preset) {
+			// An arbitrary preset name behaves as no preset.
+			if g := Evaluate("", status, hdr(ct, "Retry-After", body), []byte(body)); g.Cause != r.Cause {
+				t.Fatalf("preset %q = %q, generic = %q", preset, r.Cause, g.Cause)
+			}
+		}
+		if r.RetryAfter < 0 || r.RetryAfter > maxRetryAfter {
+			t.Fatalf("RetryAfter %v out of range", r.RetryAfter)
+		}
+	})
 }
 
 // --- Preset answers (issue 14) ---
