@@ -37,7 +37,8 @@ type Preset struct {
 	// RotationGrace is how long a rotated-away refresh token is still
 	// accepted after the refresh that replaced it (Okta 30 s by default,
 	// Xero 30 minutes): the time a lost rotation can still be retried with
-	// the old token. Zero with rotation means the old token is dead at once.
+	// the old token. Zero means none documented (where the provider rotates,
+	// the old token dies at once) or a per-tenant setting.
 	RotationGrace time.Duration
 }
 
