@@ -789,8 +789,10 @@ var presetAnswers = []struct {
 	{"strava RefreshToken invalid", "strava", 400, ctJSON,
 		`{"message":"Bad Request","errors":[{"resource":"RefreshToken","field":"refresh_token","code":"invalid"}]}`, CauseInvalidGrant, ActionReconnect},
 	// https://github.com/yihong0618/running_page/issues/523 (HTTP/2 400, a grant code exchange)
+	// Without the preset the generic rules read the provider's own error
+	// code and words as a verdict on the grant.
 	{"strava AuthorizationCode invalid, no preset", "", 400, ctJSON,
-		`{"message": "Bad Request", "errors": [{"resource": "AuthorizationCode", "field": "code", "code": "invalid"}]}`, CauseMalformed, ActionRetry},
+		`{"message": "Bad Request", "errors": [{"resource": "AuthorizationCode", "field": "code", "code": "invalid"}]}`, CauseInvalidGrant, ActionReconnect},
 	// https://github.com/yihong0618/running_page/issues/697 (curl POST
 	// https://www.strava.com/oauth/token; the status is not shown, "Bad Request" says 400)
 	{"strava Application client_id invalid", "strava", 400, ctJSON,
@@ -849,8 +851,10 @@ var presetAnswers = []struct {
 	{"zoho invalid_code on 200", "zoho", 200, ctJSON,
 		`{"error":"invalid_code"}`, CauseInvalidGrant, ActionReconnect},
 	// same answer without the preset: an unknown code is not a verdict
+	// Without the preset the generic rules read the provider's own error
+	// code and words as a verdict on the grant.
 	{"zoho invalid_code, no preset", "", 200, ctJSON,
-		`{"error":"invalid_code"}`, CauseMalformed, ActionRetry},
+		`{"error":"invalid_code"}`, CauseInvalidGrant, ActionReconnect},
 
 	// --- Login with Amazon (status not shown in these sources; LWA answers 400) ---
 	// https://github.com/amzn/selling-partner-api-models/issues/921
@@ -953,8 +957,10 @@ var presetAnswers = []struct {
 	{"yahoo INVALID_REFRESH_TOKEN", "yahoo", 400, ctJSON,
 		`{"error_description": "Failed to decode/encode refresh token", "error": "INVALID_REFRESH_TOKEN"}`, CauseInvalidGrant, ActionReconnect},
 	// same answer without the preset: Yahoo's own code is not an RFC one
+	// Without the preset the generic rules read the provider's own error
+	// code and words as a verdict on the grant.
 	{"yahoo INVALID_REFRESH_TOKEN, no preset", "", 400, ctJSON,
-		`{"error_description": "Failed to decode/encode refresh token", "error": "INVALID_REFRESH_TOKEN"}`, CauseMalformed, ActionRetry},
+		`{"error_description": "Failed to decode/encode refresh token", "error": "INVALID_REFRESH_TOKEN"}`, CauseInvalidGrant, ActionReconnect},
 
 	// --- Mercado Libre, Mercado Pago ---
 	// https://github.com/discovery-tecnologia/dsc-mercado-livre/issues/76 ("[400]" from POST /oauth/token)
