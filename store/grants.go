@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -203,16 +204,8 @@ func (b *bkts) deleteHistory(row uint64) error {
 // get a "token imported" history entry. A grant with an empty or NUL-carrying
 // id or provider, or an empty token, fails the whole call.
 func (db *DB) Import(gs []NewGrant, now time.Time) (created, replaced int, err error) {
-	for i, ng := range gs {
-		if err := checkName("id", ng.ID); err != nil {
-			return 0, 0, fmt.Errorf("import grant %d: %w", i+1, err)
-		}
-		if err := checkName("provider", ng.Provider); err != nil {
-			return 0, 0, fmt.Errorf("import grant %q: %w", ng.ID, err)
-		}
-		if ng.RefreshToken.IsZero() {
-			return 0, 0, fmt.Errorf("import grant %q: refresh token is empty", ng.ID)
-		}
+	if err := checkImport(gs); err != nil {
+		return 0, 0, err
 	}
 	// Sealing outside the transaction keeps the write lock short.
 	sealed := make([][]byte, len(gs))
@@ -279,6 +272,30 @@ func (db *DB) Import(gs []NewGrant, now time.Time) (created, replaced int, err e
 		return 0, 0, fmt.Errorf("import into %s: %w", db.path, err)
 	}
 	return created, replaced, nil
+}
+
+// reservedIDs are grant ids the store keeps for itself: the key canary's
+// additional data is its name, so a grant of that id could have the canary
+// stand in for its token.
+var reservedIDs = []string{canaryAD}
+
+// checkImport validates grants to import before anything is written.
+func checkImport(gs []NewGrant) error {
+	for i, ng := range gs {
+		if err := checkName("id", ng.ID); err != nil {
+			return fmt.Errorf("import grant %d: %w", i+1, err)
+		}
+		if slices.Contains(reservedIDs, ng.ID) {
+			return fmt.Errorf("import grant %d: id %q is reserved by grantwatch: give the grant another id", i+1, ng.ID)
+		}
+		if err := checkName("provider", ng.Provider); err != nil {
+			return fmt.Errorf("import grant %q: %w", ng.ID, err)
+		}
+		if ng.RefreshToken.IsZero() {
+			return fmt.Errorf("import grant %q: refresh token is empty", ng.ID)
+		}
+	}
+	return nil
 }
 
 // Get returns the grant with the given id, or an error wrapping ErrNotFound.

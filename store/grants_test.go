@@ -176,3 +176,19 @@ func TestRemoveThenReimportIsNewTokenGen(t *testing.T) {
 	}
 	db.Close()
 }
+
+// TestImportRefusesReservedID: the id the key canary uses cannot be imported;
+// the error names it and the line, and nothing of the call is stored.
+func TestImportRefusesReservedID(t *testing.T) {
+	db := openTest(t, Options{})
+	_, _, err := db.Import([]NewGrant{
+		{ID: "ok", Provider: "p", RefreshToken: "t"},
+		{ID: "grantwatch-canary", Provider: "p", RefreshToken: "t"},
+	}, t0)
+	if err == nil || !strings.Contains(err.Error(), `"grantwatch-canary"`) || !strings.Contains(err.Error(), "grant 2") || !strings.Contains(err.Error(), "reserved") {
+		t.Fatalf("Import(grantwatch-canary) = %v, want an error naming the reserved id and its position", err)
+	}
+	if _, err := db.Get("ok"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("the call's other grant was stored: Get err = %v", err)
+	}
+}
