@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -466,36 +467,156 @@ func (db *DB) Remove(id string) error {
 		if !ok {
 			return notFound(id)
 		}
-		for _, del := range []struct {
-			b *bolt.Bucket
-			k []byte
-		}{
-			{b.ids, []byte(id)},
-			{b.grants, rowKey(row)},
-			{b.tokens, rowKey(row)},
-			{b.byState, stateKey(g.State, g.Provider, row)},
-		} {
-			if err := del.b.Delete(del.k); err != nil {
-				return fmt.Errorf("remove %q: %w", id, err)
-			}
-		}
-		if !g.NextDueAt.IsZero() {
-			if err := b.due.Delete(dueKey(g.NextDueAt, row)); err != nil {
-				return fmt.Errorf("remove %q: %w", id, err)
-			}
-		}
-		if err := b.deleteHistory(row); err != nil {
-			return fmt.Errorf("remove %q: %w", id, err)
-		}
-		if g.TokenGen > b.removedGen() {
-			if err := b.meta.Put(keyRemovedGen, u64(g.TokenGen)); err != nil {
-				return fmt.Errorf("remove %q: %w", id, err)
-			}
-		}
 		d := counterDelta{}
-		d.add(g.Provider, g.State, -1)
+		if err := b.remove(row, &g, d); err != nil {
+			return err
+		}
 		return b.flushCounts(d)
 	})
+}
+
+// removeChunk is how many grants RemoveIDs and RemoveWhere remove per
+// transaction.
+var removeChunk = 10_000 // a var for tests
+
+// RemoveIDs removes the grants with the given ids as Remove does, in
+// transactions of 10,000 grants, and returns how many it removed. Ids that
+// name no grant are passed over: a count below len(ids) says some were
+// missing. On an error the grants removed by earlier transactions stay
+// removed, and their count is returned with it.
+func (db *DB) RemoveIDs(ids []string) (int, error) {
+	n := 0
+	for i := 0; i < len(ids); i += removeChunk {
+		chunk := ids[i:min(i+removeChunk, len(ids))]
+		m := 0
+		err := db.update(func(b *bkts) error {
+			m = 0
+			d := counterDelta{}
+			for _, id := range chunk {
+				row, g, ok, err := b.lookup(id)
+				if err != nil {
+					return err
+				}
+				if !ok {
+					continue
+				}
+				if err := b.remove(row, &g, d); err != nil {
+					return err
+				}
+				m++
+			}
+			return b.flushCounts(d)
+		})
+		if err != nil {
+			return n, fmt.Errorf("remove grants from %s: %w", db.path, err)
+		}
+		n += m
+	}
+	return n, nil
+}
+
+// RemoveWhere removes every grant in state (any state when "") of provider
+// (any provider when ""), as Remove does, and returns how many it removed.
+// At least one of the two must be given. It walks the state index, so its
+// cost is O(matching grants), in transactions of 10,000 grants: a grant that
+// starts to match meanwhile may be left, which callers fix by calling again.
+// On an error the grants removed by earlier transactions stay removed, and
+// their count is returned with it.
+func (db *DB) RemoveWhere(state State, provider string) (int, error) {
+	if state == "" && provider == "" {
+		return 0, errors.New("remove grants: name a state or a provider (refusing to remove every grant)")
+	}
+	if state != "" && !state.Valid() {
+		return 0, fmt.Errorf("remove grants: unknown state %q", state)
+	}
+	states := States()
+	if state != "" {
+		states = []State{state}
+	}
+	n := 0
+	for _, st := range states {
+		prefix := statePrefix(st, provider)
+		for more := true; more; {
+			m := 0
+			err := db.update(func(b *bkts) error {
+				// The entries are deleted as they are read: each
+				// transaction starts again at the prefix.
+				var keys [][]byte
+				c := b.byState.Cursor()
+				for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) && len(keys) < removeChunk; k, _ = c.Next() {
+					keys = append(keys, clone(k))
+				}
+				more = len(keys) == removeChunk
+				if len(keys) == 0 {
+					return errNothing // no commit, no fsync
+				}
+				m = 0
+				d := counterDelta{}
+				for _, key := range keys {
+					row := stateKeyRow(key)
+					g, ok, err := b.getRow(row)
+					if err != nil {
+						return err
+					}
+					if !ok || !bytes.Equal(stateKey(g.State, g.Provider, row), key) {
+						// A stale entry, not its grant's: drop it (the
+						// walk would find it again forever), and leave
+						// the grant, which may not match.
+						if err := b.byState.Delete(key); err != nil {
+							return fmt.Errorf("drop stale state index entry: %w", err)
+						}
+						continue
+					}
+					if err := b.remove(row, &g, d); err != nil {
+						return err
+					}
+					m++
+				}
+				return b.flushCounts(d)
+			})
+			if err != nil && err != errNothing {
+				return n, fmt.Errorf("remove %s grants from %s: %w", st, db.path, err)
+			}
+			n += m
+		}
+	}
+	return n, nil
+}
+
+// errNothing rolls back a write transaction that found nothing to write.
+var errNothing = errors.New("nothing to write")
+
+// remove deletes grant g, stored in row, and everything stored for it;
+// counter changes go to d.
+func (b *bkts) remove(row uint64, g *Grant, d counterDelta) error {
+	for _, del := range []struct {
+		b *bolt.Bucket
+		k []byte
+	}{
+		{b.ids, []byte(g.ID)},
+		{b.grants, rowKey(row)},
+		{b.tokens, rowKey(row)},
+		{b.byState, stateKey(g.State, g.Provider, row)},
+	} {
+		if err := del.b.Delete(del.k); err != nil {
+			return fmt.Errorf("remove %q: %w", g.ID, err)
+		}
+	}
+	if !g.NextDueAt.IsZero() {
+		if err := b.due.Delete(dueKey(g.NextDueAt, row)); err != nil {
+			return fmt.Errorf("remove %q: %w", g.ID, err)
+		}
+	}
+	if err := b.deleteHistory(row); err != nil {
+		return fmt.Errorf("remove %q: %w", g.ID, err)
+	}
+	if g.TokenGen > b.removedGen() {
+		if err := b.meta.Put(keyRemovedGen, u64(g.TokenGen)); err != nil {
+			return fmt.Errorf("remove %q: %w", g.ID, err)
+		}
+	}
+	d.add(g.Provider, g.State, -1)
+	return nil
 }
 
 // removedGen is the highest TokenGen of any grant removed so far. A new

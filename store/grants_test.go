@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -191,4 +192,156 @@ func TestImportRefusesReservedID(t *testing.T) {
 	if _, err := db.Get("ok"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("the call's other grant was stored: Get err = %v", err)
 	}
+}
+
+// writeTxID is the id of the last committed write transaction: the
+// difference across a call is how many write transactions it committed.
+func writeTxID(t *testing.T, db *DB) int {
+	t.Helper()
+	tx, err := db.bolt.Begin(false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	return tx.ID()
+}
+
+// fleetForRemoval imports 12 google and 6 microsoft grants and makes every
+// third google one degraded and every second microsoft one
+// reconnect_required, each with history.
+func fleetForRemoval(t *testing.T, db *DB) {
+	t.Helper()
+	importN(t, db, 12, "google", t0)
+	var ms []NewGrant
+	for i := range 6 {
+		ms = append(ms, NewGrant{ID: fmt.Sprintf("m%d", i), Provider: "microsoft", RefreshToken: "t"})
+	}
+	if _, _, err := db.Import(ms, t0); err != nil {
+		t.Fatal(err)
+	}
+	set := func(id string, st State) {
+		if err := db.Apply(id, func(cur Grant) (Change, error) {
+			cur.State = st
+			return Change{Grant: cur, History: &HistoryEntry{At: t0, From: StatePending, To: st}}, nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i < 12; i += 3 {
+		set(fmt.Sprintf("g%04d", i), StateDegraded)
+	}
+	for i := 0; i < 6; i += 2 {
+		set(fmt.Sprintf("m%d", i), StateReconnectRequired)
+	}
+}
+
+func grantIDs(t *testing.T, db *DB) string {
+	t.Helper()
+	var ids []string
+	if err := db.Each(func(g Grant) error { ids = append(ids, g.ID); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return strings.Join(ids, " ")
+}
+
+func TestRemoveIDs(t *testing.T) {
+	defer func(n int) { removeChunk = n }(removeChunk)
+	removeChunk = 4
+	db := openTest(t, Options{})
+	fleetForRemoval(t, db)
+	g3, _ := db.Get("g0003")
+	before := writeTxID(t, db)
+	// Nine ids, one of them missing and one twice: seven grants.
+	n, err := db.RemoveIDs([]string{"g0000", "g0001", "g0002", "g0003", "nope", "m0", "m1", "g0001", "m5"})
+	if err != nil || n != 7 {
+		t.Fatalf("RemoveIDs = %d, %v; want 7", n, err)
+	}
+	if txs := writeTxID(t, db) - before; txs != 3 {
+		t.Errorf("RemoveIDs of 9 ids in chunks of 4 committed %d write transactions, want 3", txs)
+	}
+	if got, want := grantIDs(t, db), "g0004 g0005 g0006 g0007 g0008 g0009 g0010 g0011 m2 m3 m4"; got != want {
+		t.Errorf("left %s, want %s", got, want)
+	}
+	if h, _ := db.History("g0004"); len(h) != 1 {
+		t.Errorf("a kept grant's history has %d entries, want 1", len(h))
+	}
+	assertIndexesMatchScan(t, db)
+	// Removed grants raise removedGen as Remove does.
+	if _, _, err := db.Import([]NewGrant{{ID: "g0003", Provider: "google", RefreshToken: "again"}}, t0); err != nil {
+		t.Fatal(err)
+	}
+	if g, _ := db.Get("g0003"); g.TokenGen <= g3.TokenGen {
+		t.Errorf("re-imported grant has TokenGen %d, the removed one had %d", g.TokenGen, g3.TokenGen)
+	}
+}
+
+func TestRemoveWhere(t *testing.T) {
+	defer func(n int) { removeChunk = n }(removeChunk)
+	removeChunk = 3
+	tests := []struct {
+		name     string
+		state    State
+		provider string
+		want     int
+		wantLeft string
+		wantTxs  int // write transactions committed
+	}{
+		// Eight pending google grants: chunks of 3, 3, 2.
+		{"state and provider", StatePending, "google", 8, "g0000 g0003 g0006 g0009 m0 m1 m2 m3 m4 m5", 3},
+		// Four degraded google grants: 3, then 1.
+		{"state", StateDegraded, "", 4, "g0001 g0002 g0004 g0005 g0007 g0008 g0010 g0011 m0 m1 m2 m3 m4 m5", 2},
+		// Three pending and three reconnect_required ones: one
+		// transaction each; states with none commit nothing.
+		{"provider", "", "microsoft", 6, "g0000 g0001 g0002 g0003 g0004 g0005 g0006 g0007 g0008 g0009 g0010 g0011", 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			db := openTest(t, Options{})
+			fleetForRemoval(t, db)
+			before := writeTxID(t, db)
+			n, err := db.RemoveWhere(tt.state, tt.provider)
+			if err != nil || n != tt.want {
+				t.Fatalf("RemoveWhere(%q, %q) = %d, %v; want %d", tt.state, tt.provider, n, err, tt.want)
+			}
+			if txs := writeTxID(t, db) - before; txs != tt.wantTxs {
+				t.Errorf("committed %d write transactions, want %d", txs, tt.wantTxs)
+			}
+			if got := grantIDs(t, db); got != tt.wantLeft {
+				t.Errorf("left %s, want %s", got, tt.wantLeft)
+			}
+			assertIndexesMatchScan(t, db)
+		})
+	}
+
+	t.Run("stale index entry", func(t *testing.T) {
+		// An entry that says g0001 is degraded while it is pending is
+		// dropped, and g0001 stays.
+		db := openTest(t, Options{})
+		fleetForRemoval(t, db)
+		g1, _ := db.Get("g0001")
+		db.update(func(b *bkts) error { return b.byState.Put(stateKey(StateDegraded, "google", g1.Row), nil) })
+		if n, err := db.RemoveWhere(StateDegraded, "google"); err != nil || n != 4 {
+			t.Fatalf("RemoveWhere = %d, %v; want 4", n, err)
+		}
+		if _, err := db.Get("g0001"); err != nil {
+			t.Errorf("g0001 (pending) was removed by a stale degraded entry: %v", err)
+		}
+		assertIndexesMatchScan(t, db)
+	})
+
+	t.Run("bad filters", func(t *testing.T) {
+		db := openTest(t, Options{})
+		fleetForRemoval(t, db)
+		for _, f := range []struct {
+			state    State
+			provider string
+		}{{"", ""}, {"bogus", ""}} {
+			if n, err := db.RemoveWhere(f.state, f.provider); err == nil || n != 0 {
+				t.Errorf("RemoveWhere(%q, %q) = %d, %v; want an error", f.state, f.provider, n, err)
+			}
+		}
+		if got := len(strings.Fields(grantIDs(t, db))); got != 18 {
+			t.Errorf("%d grants left, want all 18", got)
+		}
+	})
 }
