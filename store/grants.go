@@ -208,19 +208,18 @@ func (db *DB) Import(gs []NewGrant, now time.Time) (created, replaced int, err e
 	if err := checkImport(gs); err != nil {
 		return 0, 0, err
 	}
-	// Sealing outside the transaction keeps the write lock short.
-	sealed := make([][]byte, len(gs))
-	for i, ng := range gs {
-		sealed[i] = db.seal([]byte(ng.RefreshToken.Reveal()), ng.ID)
-	}
 	err = db.update(func(b *bkts) error {
+		// Tokens are sealed inside the transaction: their additional
+		// data holds the row and seal sequence, known only here, and the
+		// keyring read here is the one a concurrent Rekey walks behind.
+		ring := db.keys.Load()
 		created, replaced = 0, 0
 		// New grants append to these (row order): full pages, half the file.
 		for _, bk := range []*bolt.Bucket{b.grants, b.tokens, b.history} {
 			bk.FillPercent = 1.0
 		}
 		d := counterDelta{}
-		for i, ng := range gs {
+		for _, ng := range gs {
 			row, old, exists, err := b.lookup(ng.ID)
 			if err != nil {
 				return err
@@ -244,6 +243,7 @@ func (db *DB) Import(gs []NewGrant, now time.Time) (created, replaced int, err e
 				g.LastProbeAt = old.LastProbeAt
 				g.LastSuccessAt = old.LastSuccessAt
 				g.TokenGen = old.TokenGen + 1
+				g.sealSeq = old.sealSeq
 				g.PreviousState, g.PreviousCause = replacedProblem(old)
 				if old.State == StatePending {
 					g.StateChangedAt = old.StateChangedAt
@@ -257,10 +257,12 @@ func (db *DB) Import(gs []NewGrant, now time.Time) (created, replaced int, err e
 				g.TokenGen = b.removedGen() + 1
 				created++
 			}
+			g.Row = row
+			g.sealSeq++
 			if err := b.putGrant(row, oldp, &g, d); err != nil {
 				return err
 			}
-			if err := b.putToken(row, ng.ID, sealed[i]); err != nil {
+			if err := b.putToken(row, ng.ID, ring.sealToken(&g, []byte(ng.RefreshToken.Reveal()))); err != nil {
 				return err
 			}
 			if err := b.appendHistory(row, &h, db.historyLimit, !exists); err != nil {
@@ -638,7 +640,6 @@ func (db *DB) SetToken(id string, tok secret.Secret, now time.Time) (Grant, erro
 	if tok.IsZero() {
 		return Grant{}, fmt.Errorf("set token of %q: token is empty", id)
 	}
-	sealed := db.seal([]byte(tok.Reveal()), id)
 	var g Grant
 	err := db.update(func(b *bkts) error {
 		row, old, ok, err := b.lookup(id)
@@ -654,6 +655,7 @@ func (db *DB) SetToken(id string, tok secret.Secret, now time.Time) (Grant, erro
 		g.Cause, g.Action, g.Error, g.ErrorDescription = "", "", "", ""
 		g.Failures = 0
 		g.TokenGen++
+		g.sealSeq++
 		g.NextDueAt = now
 		if old.State != StatePending {
 			g.StateChangedAt = now
@@ -662,7 +664,7 @@ func (db *DB) SetToken(id string, tok secret.Secret, now time.Time) (Grant, erro
 		if err := b.putGrant(row, &old, &g, d); err != nil {
 			return err
 		}
-		if err := b.putToken(row, id, sealed); err != nil {
+		if err := b.putToken(row, id, db.keys.Load().sealToken(&g, []byte(tok.Reveal()))); err != nil {
 			return err
 		}
 		h := HistoryEntry{At: now, From: old.State, To: StatePending, Note: "token replaced"}

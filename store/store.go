@@ -8,7 +8,8 @@
 //	          "removedgen" → highest TokenGen of a removed grant (8-byte big-endian)
 //	ids       grant id → row (8-byte big-endian, assigned once from the grants bucket's sequence)
 //	grants    row → Grant, binary (codec.go; older records JSON), never the token
-//	tokens    row → nonce ‖ AES-256-GCM ciphertext, additional data = grant id
+//	tokens    row → sealed token (seal.go: version, key tag, nonce, AES-256-GCM ciphertext;
+//	          additional data = version ‖ row ‖ seal sequence ‖ grant id)
 //	due       8-byte big-endian unix-nano ‖ row → empty (range scan from the start = due grants)
 //	bystate   state ‖ 0 ‖ provider ‖ 0 ‖ row → empty
 //	counts    provider ‖ 0 ‖ state → 8-byte big-endian count
@@ -28,7 +29,6 @@ package store
 
 import (
 	"bytes"
-	"crypto/cipher"
 	"errors"
 	"fmt"
 	"io"
@@ -37,6 +37,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -46,7 +47,12 @@ import (
 
 // SchemaVersion is the layout version this package reads and writes. A file
 // with a higher version is refused (ErrNewerSchema) and left untouched.
-const SchemaVersion = 1
+//
+// Version 2 adds grant records with a seal sequence and version-1 sealed
+// tokens (seal.go), which version 1 cannot read. A version-1 file is
+// marked version 2 when it is opened; its records are read either way and
+// converted as they are written (all of them by Rekey).
+const SchemaVersion = 2
 
 const (
 	defaultLockTimeout   = 2 * time.Second
@@ -105,7 +111,7 @@ type Options struct {
 type DB struct {
 	bolt         *bolt.DB
 	path         string
-	aead         cipher.AEAD
+	keys         atomic.Pointer[keyring]
 	historyLimit int
 
 	closeOnce sync.Once
@@ -136,7 +142,7 @@ func (db *DB) Close() error {
 // process holds the file, Open gives ErrInUse after opts.LockTimeout instead
 // of waiting forever. Every error names the path.
 func Open(path string, opts Options) (*DB, error) {
-	aead, err := newAEAD(opts.Key)
+	key, err := newSealKey(opts.Key)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
@@ -160,7 +166,8 @@ func Open(path string, opts Options) (*DB, error) {
 	if err != nil {
 		return nil, err
 	}
-	db := &DB{bolt: bdb, path: path, aead: aead, historyLimit: opts.HistoryLimit}
+	db := &DB{bolt: bdb, path: path, historyLimit: opts.HistoryLimit}
+	db.keys.Store(newKeyring(key))
 	bdb.MaxBatchSize = opts.MaxBatchSize
 	bdb.MaxBatchDelay = opts.MaxBatchDelay
 
@@ -243,6 +250,7 @@ func (db *DB) checkOrInit(key []byte) (err error) {
 	var (
 		fresh   bool
 		missing bool
+		upgrade bool
 	)
 	err = db.bolt.View(func(tx *bolt.Tx) error {
 		if fi, err := os.Stat(db.path); err == nil && fi.Size() < tx.Size() {
@@ -266,11 +274,12 @@ func (db *DB) checkOrInit(key []byte) (err error) {
 		if v > SchemaVersion {
 			return fmt.Errorf("open %s: %w: schema version %d, this grantwatch reads up to %d; run a newer grantwatch (the file was not modified)", db.path, ErrNewerSchema, v, SchemaVersion)
 		}
+		upgrade = v < SchemaVersion
 		canary := meta.Get(keyCanary)
 		if canary == nil {
 			return corruptError(db.path, errors.New("key canary missing"))
 		}
-		if _, err := db.open(canary, canaryAD); err != nil {
+		if !db.keys.Load().openCanary(canary) {
 			stored := string(meta.Get(keyKeyID))
 			if stored == "" {
 				stored = "unknown"
@@ -284,7 +293,7 @@ func (db *DB) checkOrInit(key []byte) (err error) {
 		}
 		return nil
 	})
-	if err != nil || !(fresh || missing) {
+	if err != nil || !(fresh || missing || upgrade) {
 		return err
 	}
 	return db.bolt.Update(func(tx *bolt.Tx) error {
@@ -293,17 +302,17 @@ func (db *DB) checkOrInit(key []byte) (err error) {
 				return fmt.Errorf("create bucket %s: %w", name, err)
 			}
 		}
-		if !fresh {
-			return nil
-		}
 		meta := tx.Bucket(bucketMeta)
 		if err := meta.Put(keySchema, []byte(strconv.Itoa(SchemaVersion))); err != nil {
 			return err
 		}
+		if !fresh {
+			return nil
+		}
 		if err := meta.Put(keyKeyID, []byte(KeyFingerprint(key))); err != nil {
 			return err
 		}
-		return meta.Put(keyCanary, db.seal([]byte(canaryAD), canaryAD))
+		return meta.Put(keyCanary, db.keys.Load().sealCanary())
 	})
 }
 

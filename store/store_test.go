@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -131,21 +132,36 @@ func TestReopenKeepsEverything(t *testing.T) {
 	if _, err := db.SetToken("g0002", "new", t0); err != nil {
 		t.Fatal(err)
 	}
-	var sealed []byte
-	db.view(func(b *bkts) error {
-		row, _, _, _ := b.lookup("g0001")
-		sealed = clone(b.tokens.Get(rowKey(row)))
-		return nil
-	})
-	if pt, err := db.open(sealed, "g0001"); err != nil || string(pt) != "rotated" {
+	g1, sealed := sealedToken(t, db, "g0001")
+	ring := db.keys.Load()
+	if pt, err := ring.openToken(&g1, sealed); err != nil || string(pt) != "rotated" {
 		t.Errorf("token of g0001 = %q, %v; want rotated", pt, err)
 	}
 	if bytes.Contains(sealed, []byte("rotated")) {
 		t.Error("token stored in clear")
 	}
-	if _, err := db.open(sealed, "g0000"); err == nil {
-		t.Error("token of g0001 opens with another grant's id as AD")
+	g0, _ := sealedToken(t, db, "g0000")
+	g0.sealSeq = g1.sealSeq
+	if _, err := ring.openToken(&g0, sealed); err == nil {
+		t.Error("token of g0001 opens as g0000's")
 	}
+}
+
+// sealedToken returns grant id as stored and its sealed token.
+func sealedToken(t *testing.T, db *DB, id string) (Grant, []byte) {
+	t.Helper()
+	var g Grant
+	var sealed []byte
+	if err := db.view(func(b *bkts) error {
+		var err error
+		var row uint64
+		row, g, _, err = b.lookup(id)
+		sealed = clone(b.tokens.Get(rowKey(row)))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return g, sealed
 }
 
 func TestOpenWrongKey(t *testing.T) {
@@ -189,7 +205,8 @@ func TestOpenNewerSchema(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bdb.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keySchema, []byte("2")) })
+	newer := strconv.Itoa(SchemaVersion + 1)
+	bdb.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keySchema, []byte(newer)) })
 	bdb.Close()
 	before, _ := os.ReadFile(path)
 	fiBefore, _ := os.Stat(path)
@@ -198,7 +215,7 @@ func TestOpenNewerSchema(t *testing.T) {
 	if !errors.Is(err, ErrNewerSchema) {
 		t.Fatalf("Open: err = %v, want ErrNewerSchema", err)
 	}
-	for _, want := range []string{path, "version 2", "up to 1"} {
+	for _, want := range []string{path, "version " + newer, "up to " + strconv.Itoa(SchemaVersion)} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not say %q", err, want)
 		}

@@ -85,6 +85,12 @@ type Grant struct {
 	// reused), so the daemon derives the grant's phase in its interval from
 	// it, and ApplyItem.Row finds the grant without the id index.
 	Row uint64 `json:"-"`
+	// sealSeq counts the seals of the grant's token: every write of a new
+	// token (import, set-token, rotation) raises it, and it is part of the
+	// token's additional data, so that an older ciphertext does not open
+	// in the current one's place (seal.go). The store keeps it; a Change
+	// cannot set it. 0: the token was sealed before seal version 1.
+	sealSeq uint64
 }
 
 // NewGrant is a grant to import.
