@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"fmt"
 	"hash/maphash"
 	"os"
@@ -138,6 +139,67 @@ func BenchmarkImport(b *testing.B) {
 				b.ReportMetric(float64(fi.Size())/(1<<20), "MB")
 				os.Remove(db.Path())
 			}
+		})
+	}
+}
+
+// fillProbed is fillBench followed by one probe round: every grant healthy,
+// due a day later, with a second history entry, as a fleet looks in use.
+func fillProbed(tb testing.TB, db *DB, n int) {
+	tb.Helper()
+	fillBench(tb, db, 0, n, "google", t0)
+	const chunk = 10_000
+	items := make([]ApplyItem, 0, chunk)
+	for i := range n {
+		due := t0.Add(24*time.Hour + time.Duration(i)*time.Millisecond)
+		items = append(items, ApplyItem{ID: benchID(i), Fn: func(cur Grant) (Change, error) {
+			from := cur.State
+			cur.State, cur.LastProbeAt, cur.LastSuccessAt, cur.NextDueAt = StateHealthy, t0, t0, due
+			return Change{Grant: cur, History: &HistoryEntry{At: t0, From: from, To: StateHealthy}}, nil
+		}})
+		if len(items) == chunk || i == n-1 {
+			if _, err := db.ApplyAll(items); err != nil {
+				tb.Fatal(err)
+			}
+			items = items[:0]
+		}
+	}
+}
+
+// BenchmarkCheck measures Check on a probed fleet of 200,000 grants (and
+// 10⁶ with GRANTWATCH_BENCH_1M=1), and each phase: pages (a write
+// transaction: writers wait) and records (a read transaction).
+//
+//	go test -run '^$' -bench Check -benchtime 3x ./store/
+func BenchmarkCheck(b *testing.B) {
+	sizes := []int{200_000}
+	if os.Getenv("GRANTWATCH_BENCH_1M") == "1" {
+		sizes = append(sizes, 1_000_000)
+	}
+	for _, n := range sizes {
+		b.Run(fmt.Sprintf("grants=%d", n), func(b *testing.B) {
+			db := openTest(b, Options{NoSync: true})
+			fillProbed(b, db, n)
+			fi, _ := os.Stat(db.Path())
+			var pages, records time.Duration
+			for b.Loop() {
+				var p problems
+				start := time.Now()
+				if err := db.checkPages(&p); err != nil {
+					b.Fatal(err)
+				}
+				mid := time.Now()
+				if err := db.checkRecords(context.Background(), &p); err != nil {
+					b.Fatal(err)
+				}
+				pages, records = pages+mid.Sub(start), records+time.Since(mid)
+				if err := p.err(db.Path()); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(pages.Milliseconds())/float64(b.N), "pages-ms")
+			b.ReportMetric(float64(records.Milliseconds())/float64(b.N), "records-ms")
+			b.ReportMetric(float64(fi.Size())/(1<<20), "MB")
 		})
 	}
 }

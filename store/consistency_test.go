@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -36,9 +37,13 @@ func assertCountsMatchScan(t *testing.T, db *DB) {
 // assertIndexesMatchScan checks every derived bucket against the grants: one
 // due entry per scheduled grant at its NextDueAt, one state index entry per
 // grant, a token per grant, nothing for grants that do not exist, and the
-// counters.
+// counters; and that Check, which verifies the same (and more) its own way,
+// finds nothing.
 func assertIndexesMatchScan(t *testing.T, db *DB) {
 	t.Helper()
+	if err := db.Check(context.Background()); err != nil {
+		t.Errorf("Check: %v", err)
+	}
 	assertCountsMatchScan(t, db)
 	db.view(func(b *bkts) error {
 		wantDue, wantState, rows := map[string]bool{}, map[string]bool{}, map[string]bool{}
