@@ -272,10 +272,7 @@ func createKey(path string) ([]byte, error) {
 		}
 		return nil, fmt.Errorf("create key file %s: %w", path, err)
 	}
-	if d, err := os.Open(filepath.Dir(path)); err == nil {
-		d.Sync()
-		d.Close()
-	}
+	_ = syncDir(filepath.Dir(path))
 	return key, nil
 }
 
