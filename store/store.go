@@ -162,7 +162,7 @@ func Open(path string, opts Options) (*DB, error) {
 	if err := precheck(path); err != nil {
 		return nil, err
 	}
-	bdb, err := openBolt(path, opts)
+	bdb, err := openBolt(path, opts, false)
 	if err != nil {
 		return nil, err
 	}
@@ -183,8 +183,9 @@ func Open(path string, opts Options) (*DB, error) {
 }
 
 // openBolt opens the bbolt file, turning bbolt's errors and panics on damaged
-// files into ErrInUse / ErrCorrupt.
-func openBolt(path string, opts Options) (bdb *bolt.DB, err error) {
+// files into ErrInUse / ErrCorrupt. Read-only, it takes a shared lock
+// (which a running daemon's exclusive one excludes) and writes nothing.
+func openBolt(path string, opts Options, readOnly bool) (bdb *bolt.DB, err error) {
 	// bbolt reads the meta and freelist pages through mmap while opening; on a
 	// truncated file that access faults. SetPanicOnFault turns the fault into
 	// a panic we can recover from, and the captured file is closed so that
@@ -202,6 +203,7 @@ func openBolt(path string, opts Options) (bdb *bolt.DB, err error) {
 	}()
 	bdb, err = bolt.Open(path, 0o600, &bolt.Options{
 		Timeout:      opts.LockTimeout,
+		ReadOnly:     readOnly,
 		NoSync:       opts.NoSync,
 		FreelistType: bolt.FreelistMapType,
 		// NoFreelistSync stays false although the freelist is rewritten on
@@ -266,13 +268,9 @@ func (db *DB) checkOrInit(key []byte) (err error) {
 			fresh = true
 			return nil
 		}
-		raw := meta.Get(keySchema)
-		v, err := strconv.Atoi(string(raw))
-		if err != nil || v < 1 {
-			return corruptError(db.path, fmt.Errorf("schema version %q unreadable", raw))
-		}
-		if v > SchemaVersion {
-			return fmt.Errorf("open %s: %w: schema version %d, this grantwatch reads up to %d; run a newer grantwatch (the file was not modified)", db.path, ErrNewerSchema, v, SchemaVersion)
+		v, err := readSchema(meta, db.path)
+		if err != nil {
+			return err
 		}
 		upgrade = v < SchemaVersion
 		canary := meta.Get(keyCanary)
@@ -314,6 +312,20 @@ func (db *DB) checkOrInit(key []byte) (err error) {
 		}
 		return meta.Put(keyCanary, db.keys.Load().sealCanary())
 	})
+}
+
+// readSchema returns the file's schema version, or the error for one that
+// is unreadable (ErrCorrupt) or newer than this package's (ErrNewerSchema).
+func readSchema(meta *bolt.Bucket, path string) (int, error) {
+	raw := meta.Get(keySchema)
+	v, err := strconv.Atoi(string(raw))
+	if err != nil || v < 1 {
+		return 0, corruptError(path, fmt.Errorf("schema version %q unreadable", raw))
+	}
+	if v > SchemaVersion {
+		return 0, fmt.Errorf("open %s: %w: schema version %d, this grantwatch reads up to %d; run a newer grantwatch (the file was not modified)", path, ErrNewerSchema, v, SchemaVersion)
+	}
+	return v, nil
 }
 
 // bkts are the buckets of one transaction.
