@@ -88,6 +88,10 @@ var (
 type Options struct {
 	// Key is the 32-byte AES-256 key that seals refresh tokens. Required.
 	Key []byte
+	// NewKey is the key of a Rekey that was interrupted (ErrRekeyPending):
+	// with it, tokens of both keys open, new ones are sealed with it, and
+	// Rekey(NewKey) finishes the rekey. Ignored when no rekey is pending.
+	NewKey []byte
 	// LockTimeout bounds the wait for the file lock held by another process;
 	// then Open fails with ErrInUse. Default 2s.
 	LockTimeout time.Duration
@@ -113,6 +117,7 @@ type DB struct {
 	path         string
 	keys         atomic.Pointer[keyring]
 	historyLimit int
+	rekeyMu      sync.Mutex // one Rekey at a time
 
 	closeOnce sync.Once
 	closeErr  error
@@ -171,7 +176,7 @@ func Open(path string, opts Options) (*DB, error) {
 	bdb.MaxBatchSize = opts.MaxBatchSize
 	bdb.MaxBatchDelay = opts.MaxBatchDelay
 
-	if err := db.checkOrInit(opts.Key); err != nil {
+	if err := db.checkOrInit(opts.Key, opts.NewKey); err != nil {
 		bdb.Close()
 		return nil, err
 	}
@@ -241,7 +246,7 @@ func corruptError(path string, detail error) error {
 // checkOrInit validates an existing file (schema, size, canary) in a read
 // transaction, or initialises a new one. It writes nothing to a file it
 // refuses.
-func (db *DB) checkOrInit(key []byte) (err error) {
+func (db *DB) checkOrInit(key, newKey []byte) (err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
@@ -277,13 +282,14 @@ func (db *DB) checkOrInit(key []byte) (err error) {
 		if canary == nil {
 			return corruptError(db.path, errors.New("key canary missing"))
 		}
-		if !db.keys.Load().openCanary(canary) {
-			stored := string(meta.Get(keyKeyID))
-			if stored == "" {
-				stored = "unknown"
-			}
-			return fmt.Errorf("open %s: %w: it was sealed with key %s, the configured key is %s; configure the key file it was created with", db.path, ErrWrongKey, stored, KeyFingerprint(key))
+		ring := db.keys.Load()
+		if !ring.openCanary(canary) {
+			return wrongKeyError(meta, db.path, ring.seal)
 		}
+		if ring, err = openRing(meta, db.path, ring, newKey); err != nil {
+			return err
+		}
+		db.keys.Store(ring)
 		for _, name := range allBuckets {
 			if tx.Bucket(name) == nil {
 				missing = true
