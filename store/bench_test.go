@@ -39,15 +39,23 @@ func benchID(i int) string {
 // command does.
 func fillBench(tb testing.TB, db *DB, from, n int, provider string, now time.Time) {
 	tb.Helper()
+	benchChunks(from, n, provider, func(gs []NewGrant) {
+		if _, _, err := db.Import(gs, now); err != nil {
+			tb.Fatal(err)
+		}
+	})
+}
+
+// benchChunks calls fn with n grants of provider, numbered from from, in
+// chunks of 10,000.
+func benchChunks(from, n int, provider string, fn func([]NewGrant)) {
 	const chunk = 10_000
 	gs := make([]NewGrant, 0, chunk)
 	for i := from; i < from+n; i++ {
 		gs = append(gs, NewGrant{ID: benchID(i), Provider: provider, Subject: "user" + strconv.Itoa(i) + "@example.com",
 			RefreshToken: secret.Secret("1//0g-refresh-token-" + strconv.Itoa(i) + "-abcdefghijklmnopqrstuvwxyz0123456789")})
 		if len(gs) == chunk || i == from+n-1 {
-			if _, _, err := db.Import(gs, now); err != nil {
-				tb.Fatal(err)
-			}
+			fn(gs)
 			gs = gs[:0]
 		}
 	}
@@ -137,6 +145,37 @@ func BenchmarkImport(b *testing.B) {
 				db.Close()
 				fi, _ := os.Stat(db.Path())
 				b.ReportMetric(float64(fi.Size())/(1<<20), "MB")
+				os.Remove(db.Path())
+			}
+		})
+	}
+}
+
+// BenchmarkImportBatch is BenchmarkImport through a resumable import job:
+// each chunk is an ImportBatch, committed with the job's progress.
+func BenchmarkImportBatch(b *testing.B) {
+	for _, n := range benchSizes() {
+		b.Run(fmt.Sprintf("grants=%d", n), func(b *testing.B) {
+			dir := b.TempDir()
+			i := 0
+			for b.Loop() {
+				db := openAt(b, filepath.Join(dir, fmt.Sprintf("%d.db", i)), Options{})
+				i++
+				start := time.Now()
+				job, err := db.BeginImport(ImportJob{Source: "bench", Total: n})
+				if err != nil {
+					b.Fatal(err)
+				}
+				benchChunks(0, n, "google", func(gs []NewGrant) {
+					if job, err = db.ImportBatch(job.ID, job.Committed, len(gs), gs, t0); err != nil {
+						b.Fatal(err)
+					}
+				})
+				if _, err := db.FinishImport(job.ID); err != nil {
+					b.Fatal(err)
+				}
+				b.ReportMetric(float64(n)/time.Since(start).Seconds(), "grants/s")
+				db.Close()
 				os.Remove(db.Path())
 			}
 		})

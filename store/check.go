@@ -113,6 +113,7 @@ func (db *DB) checkRecords(ctx context.Context, p *problems) error {
 		}
 		checkJSON(b.outbox, "outbox", func() any { return new(OutboxEntry) }, p)
 		checkJSON(b.dead, "dead letters", func() any { return new(OutboxEntry) }, p)
+		checkJSON(b.imports, "imports", func() any { return new(ImportJob) }, p)
 		return nil
 	})
 	if err != nil {

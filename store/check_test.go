@@ -84,6 +84,8 @@ func TestCheck(t *testing.T) {
 			"outbox: entry"},
 		{"dead letter damaged", func(b *bkts, g Grant) error { return b.dead.Put(seqKey("hook", 99), []byte("{")) },
 			"dead letters: entry"},
+		{"import job damaged", func(b *bkts, g Grant) error { return b.imports.Put([]byte("import-1"), []byte("{")) },
+			"imports: entry"},
 		{"canary", func(b *bkts, g Grant) error { return b.meta.Put(keyCanary, []byte("junk")) },
 			"meta: the key canary"},
 	}

@@ -209,67 +209,9 @@ func (db *DB) Import(gs []NewGrant, now time.Time) (created, replaced int, err e
 		return 0, 0, err
 	}
 	err = db.update(func(b *bkts) error {
-		// Tokens are sealed inside the transaction: their additional
-		// data holds the row and seal sequence, known only here, and the
-		// keyring read here is the one a concurrent Rekey walks behind.
-		ring := db.keys.Load()
-		created, replaced = 0, 0
-		// New grants append to these (row order): full pages, half the file.
-		for _, bk := range []*bolt.Bucket{b.grants, b.tokens, b.history} {
-			bk.FillPercent = 1.0
-		}
-		d := counterDelta{}
-		for _, ng := range gs {
-			row, old, exists, err := b.lookup(ng.ID)
-			if err != nil {
-				return err
-			}
-			g := Grant{
-				ID:             ng.ID,
-				Provider:       ng.Provider,
-				Subject:        ng.Subject,
-				Labels:         ng.Labels,
-				State:          StatePending,
-				CreatedAt:      now,
-				StateChangedAt: now,
-				NextDueAt:      now,
-				TokenGen:       1,
-			}
-			h := HistoryEntry{At: now, To: StatePending, Note: "token imported"}
-			var oldp *Grant
-			if exists {
-				oldp = &old
-				g.CreatedAt = old.CreatedAt
-				g.LastProbeAt = old.LastProbeAt
-				g.LastSuccessAt = old.LastSuccessAt
-				g.TokenGen = old.TokenGen + 1
-				g.sealSeq = old.sealSeq
-				g.PreviousState, g.PreviousCause = replacedProblem(old)
-				if old.State == StatePending {
-					g.StateChangedAt = old.StateChangedAt
-				}
-				h.From = old.State
-				replaced++
-			} else {
-				if row, err = b.newRow(ng.ID); err != nil {
-					return err
-				}
-				g.TokenGen = b.removedGen() + 1
-				created++
-			}
-			g.Row = row
-			g.sealSeq++
-			if err := b.putGrant(row, oldp, &g, d); err != nil {
-				return err
-			}
-			if err := b.putToken(row, ng.ID, ring.sealToken(&g, []byte(ng.RefreshToken.Reveal()))); err != nil {
-				return err
-			}
-			if err := b.appendHistory(row, &h, db.historyLimit, !exists); err != nil {
-				return err
-			}
-		}
-		return b.flushCounts(d)
+		var err error
+		created, replaced, err = db.importTx(b, gs, now)
+		return err
 	})
 	if err != nil {
 		return 0, 0, fmt.Errorf("import into %s: %w", db.path, err)
@@ -277,9 +219,74 @@ func (db *DB) Import(gs []NewGrant, now time.Time) (created, replaced int, err e
 	return created, replaced, nil
 }
 
-// reservedIDs are grant ids the store keeps for itself: the key canary's
-// additional data is its name, so a grant of that id could have the canary
-// stand in for its token.
+// importTx is Import's work within a write transaction, for Import and
+// ImportBatch; gs are checked (checkImport).
+func (db *DB) importTx(b *bkts, gs []NewGrant, now time.Time) (created, replaced int, err error) {
+	// Tokens are sealed inside the transaction: their additional
+	// data holds the row and seal sequence, known only here, and the
+	// keyring read here is the one a concurrent Rekey walks behind.
+	ring := db.keys.Load()
+	// New grants append to these (row order): full pages, half the file.
+	for _, bk := range []*bolt.Bucket{b.grants, b.tokens, b.history} {
+		bk.FillPercent = 1.0
+	}
+	d := counterDelta{}
+	for _, ng := range gs {
+		row, old, exists, err := b.lookup(ng.ID)
+		if err != nil {
+			return 0, 0, err
+		}
+		g := Grant{
+			ID:             ng.ID,
+			Provider:       ng.Provider,
+			Subject:        ng.Subject,
+			Labels:         ng.Labels,
+			State:          StatePending,
+			CreatedAt:      now,
+			StateChangedAt: now,
+			NextDueAt:      now,
+			TokenGen:       1,
+		}
+		h := HistoryEntry{At: now, To: StatePending, Note: "token imported"}
+		var oldp *Grant
+		if exists {
+			oldp = &old
+			g.CreatedAt = old.CreatedAt
+			g.LastProbeAt = old.LastProbeAt
+			g.LastSuccessAt = old.LastSuccessAt
+			g.TokenGen = old.TokenGen + 1
+			g.sealSeq = old.sealSeq
+			g.PreviousState, g.PreviousCause = replacedProblem(old)
+			if old.State == StatePending {
+				g.StateChangedAt = old.StateChangedAt
+			}
+			h.From = old.State
+			replaced++
+		} else {
+			if row, err = b.newRow(ng.ID); err != nil {
+				return 0, 0, err
+			}
+			g.TokenGen = b.removedGen() + 1
+			created++
+		}
+		g.Row = row
+		g.sealSeq++
+		if err := b.putGrant(row, oldp, &g, d); err != nil {
+			return 0, 0, err
+		}
+		if err := b.putToken(row, ng.ID, ring.sealToken(&g, []byte(ng.RefreshToken.Reveal()))); err != nil {
+			return 0, 0, err
+		}
+		if err := b.appendHistory(row, &h, db.historyLimit, !exists); err != nil {
+			return 0, 0, err
+		}
+	}
+	return created, replaced, b.flushCounts(d)
+}
+
+// reservedIDs are grant ids the store keeps for itself: the key canary is
+// sealed as the token of a grant named canaryAD (seal.go), so a grant of
+// that id could have the canary stand in for its token.
 var reservedIDs = []string{canaryAD}
 
 // checkImport validates grants to import before anything is written.

@@ -17,6 +17,7 @@
 //	outbox    receiver ‖ 0 ‖ 8-byte big-endian seq → OutboxEntry as JSON
 //	dead      same keys as outbox, dead-lettered entries
 //	daemon    GetMeta/PutMeta keys
+//	imports   import job id → ImportJob as JSON (unfinished resumable imports)
 //
 // Every per-grant bucket is keyed by the grant's row rather than its id, so
 // that importing ids in random order appends to them; only the ids bucket
@@ -73,9 +74,10 @@ var (
 	bucketOutbox  = []byte("outbox")
 	bucketDead    = []byte("dead")
 	bucketDaemon  = []byte("daemon")
+	bucketImports = []byte("imports")
 
 	allBuckets = [][]byte{bucketMeta, bucketIDs, bucketGrants, bucketTokens, bucketDue, bucketByState,
-		bucketCounts, bucketHistory, bucketOutbox, bucketDead, bucketDaemon}
+		bucketCounts, bucketHistory, bucketOutbox, bucketDead, bucketDaemon, bucketImports}
 
 	keySchema = []byte("schema")
 	keyCanary = []byte("canary")
@@ -339,6 +341,7 @@ type bkts struct {
 	tx                                        *bolt.Tx
 	ids, grants, tokens, due, byState, counts *bolt.Bucket
 	history, outbox, dead, daemon, meta       *bolt.Bucket
+	imports                                   *bolt.Bucket
 }
 
 func buckets(tx *bolt.Tx) *bkts {
@@ -355,6 +358,7 @@ func buckets(tx *bolt.Tx) *bkts {
 		dead:    tx.Bucket(bucketDead),
 		daemon:  tx.Bucket(bucketDaemon),
 		meta:    tx.Bucket(bucketMeta),
+		imports: tx.Bucket(bucketImports),
 	}
 }
 
