@@ -391,6 +391,28 @@ func (db *DB) writeErr(err error) error {
 	return err
 }
 
+// writeFailures are the errnos of a write the storage refused.
+var writeFailures = []syscall.Errno{syscall.ENOSPC, syscall.EDQUOT, syscall.EROFS, syscall.EIO, syscall.EFBIG}
+
+// IsWriteFailure reports whether err is a write that the storage refused
+// rather than a problem of what was written: the filesystem full (ENOSPC)
+// or over quota (EDQUOT), read-only (EROFS), the device failing (EIO), the
+// file at its size limit (EFBIG). bbolt rolled the transaction back, so the
+// database is as it was before the write, and the same write can succeed
+// once the storage is fixed: the daemon should keep what it could not write
+// (a rotated token above all), retry, and report the storage, not the data.
+// ErrNotFound, ErrCorrupt, invalid input and the like are not write
+// failures. (bbolt reports a failure to grow the file, rare since growing is
+// a truncate, without its errno: such an error is not recognised.)
+func IsWriteFailure(err error) bool {
+	for _, e := range writeFailures {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
 // clone copies a value out of a transaction: bbolt's slices are only valid
 // until it ends.
 func clone(b []byte) []byte {

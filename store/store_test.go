@@ -2,13 +2,16 @@ package store
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -309,4 +312,110 @@ func foreignBolt(t *testing.T) []byte {
 	bdb.Close()
 	data, _ := os.ReadFile(path)
 	return data
+}
+
+// mountSmallFS mounts a tmpfs of size bytes on a fresh directory for the
+// test, or skips it when that is not possible (not root, no tmpfs).
+func mountSmallFS(t *testing.T, size string) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("skipped: mounting a small tmpfs to fill needs root")
+	}
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Skipf("skipped: mount -t tmpfs -o size=%s tmpfs %s: %v: %s", size, dir, err, bytes.TrimSpace(out))
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v: %s", dir, err, out)
+		}
+	})
+	return dir
+}
+
+// TestDiskFull: on a full filesystem a commit fails with an error that is
+// ENOSPC (errors.Is) and a write failure, says what to do, and changes
+// nothing: the database passes Check and holds what it held. Once space is
+// freed the same writes succeed.
+func TestDiskFull(t *testing.T) {
+	dir := mountSmallFS(t, "2m")
+	db := openAt(t, filepath.Join(dir, "g.db"), Options{})
+	importN(t, db, 50, "google", t0)
+	job, err := db.BeginImport(ImportJob{Source: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Fill what is left with another file.
+	filler, err := os.Create(filepath.Join(dir, "filler"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, err = filler.Write(make([]byte, 64<<10)); err == nil; _, err = filler.Write(make([]byte, 4<<10)) {
+	}
+	filler.Close()
+	if !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("filling the filesystem: %v", err)
+	}
+	want := dump(t, db)
+
+	batch := func(n int) []NewGrant {
+		gs := make([]NewGrant, n)
+		for i := range gs {
+			gs[i] = NewGrant{ID: fmt.Sprintf("full%05d", i), Provider: "google", Subject: strings.Repeat("s", 200),
+				RefreshToken: secret.Secret(strings.Repeat("t", 500))}
+		}
+		return gs
+	}
+	_, _, errImport := db.Import(batch(500), t0)
+	_, errBatch := db.ImportBatch(job.ID, 0, 500, batch(500), t0)
+	for _, err := range []error{errImport, errBatch} {
+		if !errors.Is(err, syscall.ENOSPC) || !IsWriteFailure(err) || !strings.Contains(err.Error(), "full") {
+			t.Errorf("a write to a full filesystem: %v; want ENOSPC, a write failure, saying it is full", err)
+		}
+	}
+	if err := db.Check(context.Background()); err != nil {
+		t.Errorf("Check after the failed writes: %v", err)
+	}
+	if got := dump(t, db); got != want {
+		t.Errorf("the failed writes changed the database:\n got %s\nwant %s", got, want)
+	}
+	if jobs, _ := db.PendingImports(); len(jobs) != 1 || jobs[0].Committed != 0 {
+		t.Errorf("the job after its failed batch: %+v", jobs)
+	}
+
+	os.Remove(filepath.Join(dir, "filler"))
+	if _, _, err := db.Import(batch(500), t0); err != nil {
+		t.Fatalf("Import after freeing space: %v", err)
+	}
+	if j, err := db.ImportBatch(job.ID, 0, 1, batch(1), t0); err != nil || j.Committed != 1 {
+		t.Errorf("ImportBatch after freeing space: %+v, %v", j, err)
+	}
+	assertIndexesMatchScan(t, db)
+	db.Close()
+	db = openAt(t, filepath.Join(dir, "g.db"), Options{})
+	if n := len(strings.Fields(grantIDs(t, db))); n != 550 {
+		t.Errorf("%d grants after reopening, want 550", n)
+	}
+}
+
+func TestIsWriteFailure(t *testing.T) {
+	for _, tt := range []struct {
+		err  error
+		want bool
+	}{
+		{fmt.Errorf("import: %w", &os.PathError{Op: "write", Path: "g.db", Err: syscall.ENOSPC}), true},
+		{fmt.Errorf("x: %w", syscall.EDQUOT), true},
+		{fmt.Errorf("x: %w", syscall.EROFS), true},
+		{fmt.Errorf("x: %w", syscall.EIO), true},
+		{fmt.Errorf("x: %w", syscall.EFBIG), true},
+		{fmt.Errorf("x: %w", ErrNotFound), false},
+		{fmt.Errorf("x: %w", ErrCorrupt), false},
+		{fmt.Errorf("x: %w", syscall.EACCES), false},
+		{errors.New("no space left on device"), false}, // text is not an errno
+		{nil, false},
+	} {
+		if got := IsWriteFailure(tt.err); got != tt.want {
+			t.Errorf("IsWriteFailure(%v) = %v, want %v", tt.err, got, tt.want)
+		}
+	}
 }
