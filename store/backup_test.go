@@ -74,31 +74,49 @@ func TestBackupRestores(t *testing.T) {
 	}
 }
 
+// writing calls write(0), write(1), … in a goroutine until the stop it
+// returns is called (which waits for it to end); it returns after the
+// tenth call, so that what the caller does next happens among writes. An
+// error of write fails the test and ends the writes.
+func writing(t *testing.T, write func(i int) error) (stop func()) {
+	t.Helper()
+	done, started := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	start := func() { once.Do(func() { close(started) }) }
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		defer start()
+		for i := 0; ; i++ {
+			if i == 10 {
+				start()
+			}
+			select {
+			case <-done:
+				return
+			default:
+			}
+			if err := write(i); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	})
+	<-started
+	return func() { close(done); wg.Wait() }
+}
+
 // TestBackupWhileWriting: a backup taken while writers commit is a
 // consistent snapshot: it passes Check and holds whole results.
 func TestBackupWhileWriting(t *testing.T) {
 	db := openTest(t, Options{NoSync: true})
 	importN(t, db, 2000, "google", t0)
-	stop, started := make(chan struct{}), make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for i := 0; ; i++ {
-			if i == 10 {
-				close(started) // the backups begin among writes
-			}
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			id := fmt.Sprintf("g%04d", i%2000)
-			db.Apply(id, func(cur Grant) (Change, error) {
-				cur.State, cur.NextDueAt = StateHealthy, t0.Add(time.Duration(i)*time.Second)
-				return Change{Grant: cur, NewToken: "rot", History: &HistoryEntry{At: t0, To: StateHealthy}}, nil
-			})
-		}
+	stop := writing(t, func(i int) error {
+		id := fmt.Sprintf("g%04d", i%2000)
+		return db.Apply(id, func(cur Grant) (Change, error) {
+			cur.State, cur.NextDueAt = StateHealthy, t0.Add(time.Duration(i)*time.Second)
+			return Change{Grant: cur, NewToken: "rot", History: &HistoryEntry{At: t0, To: StateHealthy}}, nil
+		})
 	})
-	<-started
 	var backups [][]byte
 	for range 5 {
 		var buf bytes.Buffer
@@ -107,8 +125,7 @@ func TestBackupWhileWriting(t *testing.T) {
 		}
 		backups = append(backups, buf.Bytes())
 	}
-	close(stop)
-	wg.Wait()
+	stop()
 	for i, b := range backups {
 		path := filepath.Join(t.TempDir(), "b.db")
 		os.WriteFile(path, b, 0o600)

@@ -132,28 +132,30 @@ func BenchmarkApplyParallel(b *testing.B) {
 // BenchmarkImport imports N grants into a fresh database in chunks of
 // 10,000, with fsync, as `grants import` does. Issue 7: 10⁶ under 60 s.
 func BenchmarkImport(b *testing.B) {
-	for _, n := range benchSizes() {
-		b.Run(fmt.Sprintf("grants=%d", n), func(b *testing.B) {
-			dir := b.TempDir()
-			i := 0
-			for b.Loop() {
-				db := openAt(b, filepath.Join(dir, fmt.Sprintf("%d.db", i)), Options{})
-				i++
-				start := time.Now()
-				fillBench(b, db, 0, n, "google", t0)
-				b.ReportMetric(float64(n)/time.Since(start).Seconds(), "grants/s")
-				db.Close()
-				fi, _ := os.Stat(db.Path())
-				b.ReportMetric(float64(fi.Size())/(1<<20), "MB")
-				os.Remove(db.Path())
-			}
-		})
-	}
+	benchImport(b, func(db *DB, n int) { fillBench(b, db, 0, n, "google", t0) })
 }
 
 // BenchmarkImportBatch is BenchmarkImport through a resumable import job:
 // each chunk is an ImportBatch, committed with the job's progress.
 func BenchmarkImportBatch(b *testing.B) {
+	benchImport(b, func(db *DB, n int) {
+		job, err := db.BeginImport(ImportJob{Source: "bench", Total: n})
+		if err != nil {
+			b.Fatal(err)
+		}
+		benchChunks(0, n, "google", func(gs []NewGrant) {
+			if job, err = db.ImportBatch(job.ID, job.Committed, len(gs), gs, t0); err != nil {
+				b.Fatal(err)
+			}
+		})
+		if _, err := db.FinishImport(job.ID); err != nil {
+			b.Fatal(err)
+		}
+	})
+}
+
+// benchImport times fill(db, n) of a fresh database for each size.
+func benchImport(b *testing.B, fill func(db *DB, n int)) {
 	for _, n := range benchSizes() {
 		b.Run(fmt.Sprintf("grants=%d", n), func(b *testing.B) {
 			dir := b.TempDir()
@@ -162,20 +164,11 @@ func BenchmarkImportBatch(b *testing.B) {
 				db := openAt(b, filepath.Join(dir, fmt.Sprintf("%d.db", i)), Options{})
 				i++
 				start := time.Now()
-				job, err := db.BeginImport(ImportJob{Source: "bench", Total: n})
-				if err != nil {
-					b.Fatal(err)
-				}
-				benchChunks(0, n, "google", func(gs []NewGrant) {
-					if job, err = db.ImportBatch(job.ID, job.Committed, len(gs), gs, t0); err != nil {
-						b.Fatal(err)
-					}
-				})
-				if _, err := db.FinishImport(job.ID); err != nil {
-					b.Fatal(err)
-				}
+				fill(db, n)
 				b.ReportMetric(float64(n)/time.Since(start).Seconds(), "grants/s")
 				db.Close()
+				fi, _ := os.Stat(db.Path())
+				b.ReportMetric(float64(fi.Size())/(1<<20), "MB")
 				os.Remove(db.Path())
 			}
 		})

@@ -583,7 +583,7 @@ func (db *DB) RemoveWhere(state State, provider string) (int, error) {
 				}
 				return b.flushCounts(d)
 			})
-			if err != nil && err != errNothing {
+			if err != nil && !errors.Is(err, errNothing) {
 				return n, fmt.Errorf("remove %s grants from %s: %w", st, db.path, err)
 			}
 			n += m

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -189,38 +188,21 @@ func TestRekeyWhileWriting(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "g.db")
 	db := openAt(t, path, Options{NoSync: true})
 	importN(t, db, 2000, "google", t0)
-	stop, started := make(chan struct{}), make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for i := 0; ; i++ {
-			if i == 10 {
-				close(started)
-			}
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			id := fmt.Sprintf("g%04d", (i*7919)%2000)
-			var err error
-			switch i % 3 {
-			case 0:
-				err = db.Apply(id, func(cur Grant) (Change, error) { return Change{Grant: cur, NewToken: "rot"}, nil })
-			case 1:
-				_, err = db.SetToken(id, "set", t0)
-			case 2:
-				_, _, err = db.Import([]NewGrant{{ID: fmt.Sprintf("new%d", i), Provider: "google", RefreshToken: "imp"}}, t0)
-			}
-			if err != nil {
-				t.Error(err)
-				return
-			}
+	stop := writing(t, func(i int) error {
+		id := fmt.Sprintf("g%04d", (i*7919)%2000)
+		var err error
+		switch i % 3 {
+		case 0:
+			err = db.Apply(id, func(cur Grant) (Change, error) { return Change{Grant: cur, NewToken: "rot"}, nil })
+		case 1:
+			_, err = db.SetToken(id, "set", t0)
+		case 2:
+			_, _, err = db.Import([]NewGrant{{ID: fmt.Sprintf("new%d", i), Provider: "google", RefreshToken: "imp"}}, t0)
 		}
+		return err
 	})
-	<-started
 	err := db.Rekey(otherKey, nil)
-	close(stop)
-	wg.Wait()
+	stop()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,7 +5,8 @@
 // Layout (one bucket each, created at Open):
 //
 //	meta      "schema" → decimal version, "canary" → sealed canary, "keyid" → key fingerprint,
-//	          "removedgen" → highest TokenGen of a removed grant (8-byte big-endian)
+//	          "removedgen" → highest TokenGen of a removed grant (8-byte big-endian),
+//	          "rekey" → a Rekey under way, "rekeyed" → the last one finished (JSON, rekey.go)
 //	ids       grant id → row (8-byte big-endian, assigned once from the grants bucket's sequence)
 //	grants    row → Grant, binary (codec.go; older records JSON), never the token
 //	tokens    row → sealed token (seal.go: version, key tag, nonce, AES-256-GCM ciphertext;
