@@ -3,17 +3,11 @@ package store
 import (
 	"cmp"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"slices"
 	"strconv"
 	"time"
 )
-
-// ErrImportOffset is an ImportBatch that does not start at the line its job
-// has committed up to: a batch sent twice (its first commit landed), or one
-// skipped. The job's Committed says where to go on.
-var ErrImportOffset = errors.New("import batch does not start where its job stands")
 
 // ImportJob is a resumable import's record. Its progress is written in the
 // same transaction as the grants of each batch (ImportBatch), so after a

@@ -11,12 +11,6 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// ErrRekeyPending is a Rekey that began and did not finish: some tokens are
-// sealed with the new key, the others (and the canary) with the old one.
-// Open with both keys (Options.Key the old, Options.NewKey the new) and call
-// Rekey again with the new key to finish.
-var ErrRekeyPending = errors.New("a rekey of the secrets key did not finish")
-
 // rekeyChunk is how many tokens Rekey walks per transaction.
 var rekeyChunk = 10_000 // a var for tests
 

@@ -96,9 +96,20 @@ func TestRekey(t *testing.T) {
 	if !errors.Is(err, ErrWrongKey) || !strings.Contains(err.Error(), "rekeyed from that key to "+KeyFingerprint(otherKey)) {
 		t.Errorf("Open with the old key = %v, want ErrWrongKey saying it was rekeyed", err)
 	}
-	db = openAt(t, path, Options{Key: otherKey})
+	// The key file not replaced yet: the old key with the new one opens
+	// it, sealed with the new key.
+	db = openAt(t, path, Options{Key: testKey, NewKey: otherKey})
 	if got := dump(t, db); got != want {
-		t.Errorf("reopened with the new key:\n got %s\nwant %s", got, want)
+		t.Errorf("reopened with the old key and the new:\n got %s\nwant %s", got, want)
+	}
+	if _, err := db.SetToken("g0009", "after", t0); err != nil {
+		t.Fatal(err)
+	}
+	assertSealedWith(t, db, otherKey)
+	db.Close()
+	db = openAt(t, path, Options{Key: otherKey})
+	if l, err := db.GetLease("g0009"); err != nil || l.Token != "after" {
+		t.Errorf("reopened with the new key: GetLease = %q, %v", l.Token, err)
 	}
 	// Rekey to the key in use does nothing.
 	if err := db.Rekey(otherKey, nil); err != nil {

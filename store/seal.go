@@ -195,7 +195,7 @@ func (r *keyring) openCanary(rec []byte) bool {
 // its SHA-256. Error messages and logs use it to tell keys apart.
 func KeyFingerprint(key []byte) string {
 	sum := sha256.Sum256(key)
-	return "sha256:" + hex.EncodeToString(sum[:4])
+	return tagFingerprint(sum[:keyTagSize])
 }
 
 // LoadKey reads the sealing key from path: 32 raw bytes, or 32 bytes as

@@ -91,9 +91,13 @@ var (
 type Options struct {
 	// Key is the 32-byte AES-256 key that seals refresh tokens. Required.
 	Key []byte
-	// NewKey is the key of a Rekey that was interrupted (ErrRekeyPending):
-	// with it, tokens of both keys open, new ones are sealed with it, and
-	// Rekey(NewKey) finishes the rekey. Ignored when no rekey is pending.
+	// NewKey is the key a Rekey seals with, for opening a database whose
+	// rekey was interrupted (ErrRekeyPending without it): tokens of both
+	// keys open, new ones are sealed with NewKey, and Rekey(NewKey)
+	// finishes the rekey. When the rekey had finished (the database is
+	// sealed with NewKey, Key does not open it), the database opens with
+	// NewKey alone. Otherwise it is ignored. A caller that replaces its
+	// key file after Rekey can thus pass both keys until it has.
 	NewKey []byte
 	// LockTimeout bounds the wait for the file lock held by another process;
 	// then Open fails with ErrInUse. Default 2s.
@@ -146,9 +150,11 @@ func (db *DB) Close() error {
 // canary sealed with opts.Key, and mode 0600. An existing file is checked
 // before anything is written: a newer schema gives ErrNewerSchema, a canary
 // that does not open with opts.Key gives ErrWrongKey, a damaged or truncated
-// file gives ErrCorrupt; in each case the file is left as it was. When another
-// process holds the file, Open gives ErrInUse after opts.LockTimeout instead
-// of waiting forever. Every error names the path.
+// file gives ErrCorrupt, a Rekey that did not finish gives ErrRekeyPending
+// unless opts.NewKey is its new key; in each case the file is left as it
+// was. A file of schema version 1 is marked version 2 (SchemaVersion). When
+// another process holds the file, Open gives ErrInUse after
+// opts.LockTimeout instead of waiting forever. Every error names the path.
 func Open(path string, opts Options) (*DB, error) {
 	key, err := newSealKey(opts.Key)
 	if err != nil {
@@ -287,7 +293,13 @@ func (db *DB) checkOrInit(key, newKey []byte) (err error) {
 		}
 		ring := db.keys.Load()
 		if !ring.openCanary(canary) {
-			return wrongKeyError(meta, db.path, ring.seal)
+			// A rekey to newKey that finished before the key file was
+			// replaced: the database is sealed with newKey alone.
+			nk, err := newSealKey(newKey)
+			if newKey == nil || err != nil || !newKeyring(nk).openCanary(canary) {
+				return wrongKeyError(meta, db.path, ring.seal)
+			}
+			ring = &keyring{seal: nk, open: []*sealKey{nk}}
 		}
 		if ring, err = openRing(meta, db.path, ring, newKey); err != nil {
 			return err

@@ -43,6 +43,15 @@ var (
 	ErrWrongKey    = errors.New("secrets key does not open this database")
 	ErrNewerSchema = errors.New("database was written by a newer grantwatch")
 	ErrCorrupt     = errors.New("database file is damaged")
+	// ErrRekeyPending is a Rekey that began and did not finish: some
+	// tokens are sealed with the new key, the others and the canary with
+	// the old one. Open with both keys (Options.Key the old, Options.NewKey
+	// the new) and call Rekey with the new key again to finish.
+	ErrRekeyPending = errors.New("a rekey of the secrets key did not finish")
+	// ErrImportOffset is an ImportBatch that does not start at the line its
+	// job has committed up to: a batch sent again after its commit landed,
+	// or lines skipped. The job's Committed says where to go on.
+	ErrImportOffset = errors.New("import batch does not start where its job stands")
 )
 
 // Grant is one stored grant without its token. The JSON names are part of
