@@ -1,10 +1,16 @@
 package daemon
 
 import (
+	"encoding/json"
+	"fmt"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
+
+	"github.com/grantwatch/grantwatch/store"
 )
 
 // maxFuzzInput bounds fuzz inputs: the parser's own limit (64 KiB per
@@ -118,5 +124,151 @@ func TestImportLimits(t *testing.T) {
 	}
 	if strings.Contains(err.Error(), importMarker) {
 		t.Fatalf("error quotes the token: %v", err)
+	}
+}
+
+// TestImportLineProblems checks what an operator is told about each kind of
+// bad line: the line, the field and what to do, in plain words; and that a
+// UTF-8 BOM at the start is accepted.
+func TestImportLineProblems(t *testing.T) {
+	ok := `{"id":"u1","provider":"google","refresh_token":"` + importMarker + `"}`
+	line := func(fields string) string {
+		return `{"id":"u1","provider":"google","refresh_token":"` + importMarker + `"` + fields + `}`
+	}
+	labels := func(n int) string {
+		var kv []string
+		for i := range n {
+			kv = append(kv, fmt.Sprintf(`"l%d":"v"`, i))
+		}
+		return `,"labels":{` + strings.Join(kv, ",") + `}`
+	}
+	tests := []struct {
+		name  string
+		input string
+		want  string // "" means the input is accepted
+	}{
+		{"a UTF-8 BOM before the first line is accepted", "\xef\xbb\xbf" + ok, ""},
+		{"a BOM on a later line is named", ok + "\n\xef\xbb\xbf" + strings.Replace(ok, "u1", "u2", 1), "line 2: starts with a UTF-8 byte order mark"},
+		{"UTF-16 input is named", "\xff\xfe{\x00", "line 1: the input is UTF-16"},
+		{"an array is not a line", `["u1","google"]`, "line 1: each line must be a JSON object with id, provider and refresh_token (and optionally subject and labels), not a JSON array"},
+		{"a string is not a line", `"u1"`, "line 1: each line must be a JSON object"},
+		{"no Go type name leaks", `42`, "not a JSON number"},
+		{"labels must be strings", line(`,"labels":{"a":1}`), "line 1: labels: must be an object of string values, not a JSON number"},
+		{"an empty label name", line(`,"labels":{"":"x"}`), "line 1: labels: a label name is empty"},
+		{"a label name with a space", line(`,"labels":{"my team":"x"}`), `line 1: labels: name "my team": use letters, digits and _ . / - and start with a letter or _`},
+		{"a label name starting with a digit", line(`,"labels":{"1a":"x"}`), `labels: name "1a"`},
+		{"a label name with = (breaks --label k=v)", line(`,"labels":{"a=b":"x"}`), `labels: name "a=b"`},
+		{"a dotted, slashed label name is fine", line(`,"labels":{"example.com/team-a_b":"x"}`), ""},
+		{"too many labels", line(labels(maxLabels + 1)), fmt.Sprintf("line 1: labels: %d labels, at most %d are allowed", maxLabels+1, maxLabels)},
+		{"as many labels as allowed", line(labels(maxLabels)), ""},
+		{"a long label name", line(`,"labels":{"` + strings.Repeat("n", maxLabelName+1) + `":"x"}`), fmt.Sprintf("is longer than %d bytes", maxLabelName)},
+		{"a long label value", line(`,"labels":{"team":"` + strings.Repeat("v", maxLabelValue+1) + `"}`), fmt.Sprintf("line 1: labels.team: value longer than %d bytes", maxLabelValue)},
+		{"a long subject", line(`,"subject":"` + strings.Repeat("s", maxSubjectLen+1) + `"`), fmt.Sprintf("line 1: subject: longer than %d bytes", maxSubjectLen)},
+		{"a subject at the limit", line(`,"subject":"` + strings.Repeat("s", maxSubjectLen) + `"`), ""},
+		{"the canary's id is reserved", strings.Replace(ok, `"u1"`, `"grantwatch-canary"`, 1), `line 1: id: "grantwatch-canary" is reserved by grantwatch`},
+		{"an unknown field names the fields", line(`,"token":"x"`), `unknown field "token" (the fields are id, provider, refresh_token, subject, labels)`},
+	}
+	known := func(p string) bool { return p == "google" }
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			gs, err := ParseImport(strings.NewReader(tt.input), known)
+			if tt.want == "" {
+				if err != nil || len(gs) != 1 {
+					t.Fatalf("got %d grants, %v; want the line accepted", len(gs), err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("accepted; want %q", tt.want)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("got\n%v\nwant it to contain %q", err, tt.want)
+			}
+			if strings.Contains(err.Error(), "daemon.") || strings.Contains(err.Error(), "importLine") {
+				t.Errorf("the error names a Go type: %v", err)
+			}
+			if strings.Contains(err.Error(), importMarker) {
+				t.Errorf("the error quotes the token: %v", err)
+			}
+		})
+	}
+}
+
+// TestImportRefusesTerminalControls: ids, subjects and label names and
+// values that would drive the operator's terminal (C0/C1 controls, escape
+// sequences, bidi overrides) are refused at import, naming the line, the
+// field and the character, so that nothing printed later can carry them.
+func TestImportRefusesTerminalControls(t *testing.T) {
+	tests := []struct {
+		name, field, value, want string
+	}{
+		{"ESC in an id", "id", `u1\u001b[2J`, `line 2: id: control character U+001B (^[) at byte 2`},
+		{"a bidi override in an id", "id", "u1\u202egpj.exe", "line 2: id: bidirectional control character U+202E"},
+		{"a newline in a subject", "subject", `ann\n@example.com`, `line 2: subject: control character U+000A (\n) at byte 3`},
+		{"a C1 CSI in a subject", "subject", "ann\u009b31m", "line 2: subject: C1 control character U+009B"},
+		{"OSC in a label value", "labels.team", `ops\u001b]0;pwned\u0007`, "line 2: labels.team: control character U+001B"},
+		{"an isolate in a label name", "labels", "\u2066team", "line 2: labels: a label name: bidirectional control character U+2066"},
+		{"a tab in a label value", "labels.team", `a\tb`, `line 2: labels.team: control character U+0009 (\t)`},
+		{"DEL in an id", "id", `u\u007f1`, "line 2: id: control character U+007F"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l := map[string]any{"id": "u2", "provider": "google", "refresh_token": importMarker}
+			switch {
+			case tt.field == "labels":
+				l["labels"] = map[string]string{tt.value: "x"}
+			case strings.HasPrefix(tt.field, "labels."):
+				l["labels"] = map[string]string{strings.TrimPrefix(tt.field, "labels."): "PLACEHOLDER"}
+			default:
+				l[tt.field] = "PLACEHOLDER"
+			}
+			b, _ := json.Marshal(l)
+			// The value goes in as JSON would carry it: \u escapes decode
+			// to the raw characters.
+			raw := strings.Replace(string(b), `"PLACEHOLDER"`, `"`+tt.value+`"`, 1)
+			if tt.field == "labels" {
+				raw = string(b)
+			}
+			input := `{"id":"u1","provider":"google","refresh_token":"` + importMarker + `"}` + "\n" + raw + "\n"
+			_, err := ParseImport(strings.NewReader(input), func(string) bool { return true })
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("got %v\nwant an error containing %q", err, tt.want)
+			}
+			if strings.ContainsAny(err.Error(), "\x1b\u202e\u2066\u009b\x07\x7f") {
+				t.Errorf("the error itself carries the character: %q", err)
+			}
+		})
+	}
+}
+
+// TestReservedIDMatchesStore keeps reservedID in step with the store: the
+// id the parser refuses is one the store refuses too, so that no input
+// passes validation and then fails halfway through the write.
+func TestReservedIDMatchesStore(t *testing.T) {
+	db, err := store.Open(filepath.Join(t.TempDir(), "gw.db"), store.Options{Key: make([]byte, store.KeySize)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	_, _, err = db.Import([]store.NewGrant{{ID: reservedID, Provider: "p", RefreshToken: "t"}}, time.Now())
+	if err == nil || !strings.Contains(err.Error(), "reserved") {
+		t.Fatalf("the store imported %q: %v", reservedID, err)
+	}
+}
+
+// TestImportFindsDuplicatesAfterTheFirstPass: a duplicate id is found by its
+// hash in one pass and confirmed by a second read, wherever it is.
+func TestImportFindsDuplicatesAfterTheFirstPass(t *testing.T) {
+	var b strings.Builder
+	for i := range 5000 {
+		fmt.Fprintf(&b, `{"id":"g%d","provider":"google","refresh_token":"t%d"}`+"\n", i, i)
+	}
+	b.WriteString(`{"id":"g17","provider":"google","refresh_token":"again"}` + "\n")
+	b.WriteString(`{"id":"g4999","provider":"google","refresh_token":"again"}` + "\n")
+	_, err := ParseImport(strings.NewReader(b.String()), func(string) bool { return true })
+	for _, want := range []string{`line 5001: id: "g17" appears again (first on line 18)`, `line 5002: id: "g4999" appears again (first on line 5000)`} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("got %v\nwant %q", err, want)
+		}
 	}
 }

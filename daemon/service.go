@@ -4,7 +4,6 @@ package daemon
 // one route does, on the store and the runtime.
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,7 +11,6 @@ import (
 	"io"
 	"slices"
 	"sort"
-	"sync/atomic"
 	"time"
 
 	"github.com/grantwatch/grantwatch/daemon/api"
@@ -49,6 +47,27 @@ func (d *Daemon) Grant(id string) (api.GrantDetail, error) {
 
 // Remove deletes a grant.
 func (d *Daemon) Remove(id string) error { return d.db.Remove(id) }
+
+// RemoveIDs deletes the grants named; ids that name none are passed over.
+func (d *Daemon) RemoveIDs(ids []string) (int, error) { return d.db.RemoveIDs(ids) }
+
+// RemoveWhere deletes every grant in state of provider. A grant that a
+// probe moved into the filter while the store removed batches is caught by
+// a second pass.
+func (d *Daemon) RemoveWhere(state store.State, provider string) (int, error) {
+	n, err := d.db.RemoveWhere(state, provider)
+	if err != nil || n == 0 {
+		return n, err
+	}
+	m, err := d.db.RemoveWhere(state, provider)
+	return n + m, err
+}
+
+// Check verifies the whole database (store.Check).
+func (d *Daemon) Check(ctx context.Context) error { return d.db.Check(ctx) }
+
+// Backup writes a consistent copy of the database to w.
+func (d *Daemon) Backup(w io.Writer) (int64, error) { return d.db.Backup(w) }
 
 // NotifyTest sends a test notification to receiver, or to all with "".
 func (d *Daemon) NotifyTest(ctx context.Context, receiver string) ([]api.NotifyTestResult, error) {
@@ -200,8 +219,21 @@ func (d *Daemon) Status() (api.Status, error) {
 		st.Daemon = true
 		st.LastTickAt = time.Unix(0, t)
 	}
+	if st.Imports, err = d.importStatus(); err != nil {
+		return st, err
+	}
+	ki, err := d.db.KeyInfo()
+	if err != nil {
+		return st, err
+	}
+	st.Key = &ki
 	st.NeedsAction = st.ByState[string(store.StateReconnectRequired)] > 0 ||
 		st.ByState[string(store.StateOnHold)] > 0 || cs.State == ClockSkewed
+	for _, j := range st.Imports {
+		if j.State == api.ImportInterrupted || j.State == api.ImportStopped {
+			st.NeedsAction = true
+		}
+	}
 	for _, p := range st.Providers {
 		if p.State != "ok" {
 			st.NeedsAction = true
@@ -210,65 +242,12 @@ func (d *Daemon) Status() (api.Status, error) {
 	return st, nil
 }
 
-// importProgressEvery is how often an import reports its progress.
-var importProgressEvery = 500 * time.Millisecond
-
-// lineReader counts the lines read through it, for import progress.
-type lineReader struct {
-	r     io.Reader
-	lines atomic.Int64
-}
-
-func (l *lineReader) Read(p []byte) (int, error) {
-	n, err := l.r.Read(p)
-	l.lines.Add(int64(bytes.Count(p[:n], []byte{'\n'})))
-	return n, err
-}
-
-// Import reads JSON Lines of grants from r and stores them. While it reads
-// and validates it reports progress every importProgressEvery; nothing is
-// written unless every line is valid. progress is never called concurrently.
-func (d *Daemon) Import(ctx context.Context, r io.Reader, progress func(api.ImportProgress)) (api.ImportProgress, error) {
-	cfg := d.Config()
-	lr := &lineReader{r: r}
-	stop, stopped := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(stopped)
-		t := time.NewTicker(importProgressEvery)
-		defer t.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-t.C:
-				progress(api.ImportProgress{Phase: "validating", Read: int(lr.lines.Load())})
-			}
-		}
-	}()
-	gs, err := ParseImport(lr, func(p string) bool { _, ok := cfg.Provider(p); return ok })
-	close(stop)
-	<-stopped
-	if err != nil {
-		return api.ImportProgress{}, err
-	}
-	p := api.ImportProgress{Phase: "writing", Total: len(gs), Read: int(lr.lines.Load())}
-	const chunk = 10000
-	last := time.Now()
-	for i := 0; i < len(gs); i += chunk {
-		c, rep, err := d.db.Import(gs[i:min(i+chunk, len(gs))], d.now())
-		if err != nil {
-			return p, err
-		}
-		p.Created += c
-		p.Replaced += rep
-		p.Done = min(i+chunk, len(gs))
-		if time.Since(last) > 500*time.Millisecond {
-			progress(p)
-			last = time.Now()
-		}
-	}
-	d.Kick()
-	return p, nil
+// Import reads JSON Lines of grants from r and stores them (import.go):
+// nothing is written unless every line is valid, and an import a crash
+// interrupts is finished at the next start. progress is never called
+// concurrently.
+func (d *Daemon) Import(ctx context.Context, r io.Reader, opts api.ImportOptions, progress func(api.ImportProgress)) (api.ImportProgress, error) {
+	return d.importStream(ctx, r, opts, progress)
 }
 
 // DeadLetters lists the notifications no receiver accepted within max_age.

@@ -50,13 +50,14 @@ resets it to pending.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var r io.Reader = a.in
+			src := "stdin"
 			if args[0] != "-" {
-				f, err := os.Open(args[0])
+				f, err := openImport(args[0])
 				if err != nil {
 					return err
 				}
 				defer f.Close()
-				r = f
+				r, src = f, args[0]
 			}
 			cfg, err := a.config()
 			if err != nil {
@@ -72,7 +73,7 @@ resets it to pending.`,
 			defer c.Close()
 			start := time.Now()
 			shown := false
-			p, err := c.Import(cmd.Context(), bufio.NewReaderSize(r, 1<<20), func(p api.ImportProgress) {
+			p, err := c.Import(cmd.Context(), bufio.NewReaderSize(r, 1<<20), api.ImportOptions{Source: src}, func(p api.ImportProgress) {
 				shown = true
 				if p.Phase == "validating" {
 					fmt.Fprintf(a.errw, "\rvalidating: %d lines read", p.Read)
@@ -89,10 +90,6 @@ resets it to pending.`,
 					for _, f := range created {
 						os.Remove(f)
 					}
-				}
-				src := args[0]
-				if src == "-" {
-					src = "stdin"
 				}
 				return fmt.Errorf("%s: %w", src, err)
 			}
@@ -416,6 +413,19 @@ func (a *app) grantsRmCmd() *cobra.Command {
 			return nil
 		},
 	}
+}
+
+// openImport opens an import file, refusing what is not one.
+func openImport(path string) (*os.File, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	if fi, err := f.Stat(); err == nil && fi.IsDir() {
+		f.Close()
+		return nil, fmt.Errorf("%s is a directory: name a JSON Lines file of grants (or - for stdin)", path)
+	}
+	return f, nil
 }
 
 // missingFiles returns those of paths that do not exist now.

@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/grantwatch/grantwatch/internal/secret"
 	"github.com/grantwatch/grantwatch/store"
@@ -35,6 +36,11 @@ type Service interface {
 	Grant(id string) (GrantDetail, error)
 	// Remove deletes a grant.
 	Remove(id string) error
+	// RemoveIDs deletes the grants named and returns how many there were.
+	RemoveIDs(ids []string) (int, error)
+	// RemoveWhere deletes every grant in state of provider (either may be
+	// "", not both) and returns how many there were.
+	RemoveWhere(state store.State, provider string) (int, error)
 	// ProbeNow probes a grant at once and applies the result.
 	ProbeNow(ctx context.Context, id string) (ProbeReport, error)
 	// SetToken stores a new refresh token and probes it once.
@@ -42,7 +48,13 @@ type Service interface {
 	// Import reads JSON Lines of grants and stores them, calling progress
 	// (never concurrently) as it goes; nothing is written unless every line
 	// is valid.
-	Import(ctx context.Context, r io.Reader, progress func(ImportProgress)) (ImportProgress, error)
+	Import(ctx context.Context, r io.Reader, opts ImportOptions, progress func(ImportProgress)) (ImportProgress, error)
+	// Check verifies the whole database (store.Check): nil, or an error
+	// wrapping store.ErrCorrupt that lists the damage.
+	Check(ctx context.Context) error
+	// Backup writes a consistent copy of the database to w (store.Backup)
+	// and returns its size.
+	Backup(w io.Writer) (int64, error)
 	// NotifyTest sends a test notification to receiver, or to all with "".
 	NotifyTest(ctx context.Context, receiver string) ([]NotifyTestResult, error)
 	// DeadLetters lists the notifications no receiver accepted.
@@ -81,6 +93,7 @@ func Handler(svc Service, log *slog.Logger) http.Handler {
 	mux.HandleFunc("GET /v1/status", s.handleStatus)
 	mux.HandleFunc("GET /v1/grants", s.handleList)
 	mux.HandleFunc("POST /v1/grants", s.handleImport)
+	mux.HandleFunc("POST /v1/grants/remove", s.handleRemoveMany)
 	mux.HandleFunc("GET /v1/grants/{id}", s.handleShow)
 	mux.HandleFunc("DELETE /v1/grants/{id}", s.handleRemove)
 	mux.HandleFunc("POST /v1/grants/{id}/probe", s.handleProbe)
@@ -88,6 +101,8 @@ func Handler(svc Service, log *slog.Logger) http.Handler {
 	mux.HandleFunc("POST /v1/notify/test", s.handleNotifyTest)
 	mux.HandleFunc("GET /v1/notify/dead", s.handleDead)
 	mux.HandleFunc("POST /v1/notify/dead/redeliver", s.handleRedeliver)
+	mux.HandleFunc("POST /v1/db/check", s.handleCheck)
+	mux.HandleFunc("GET /v1/db/backup", s.handleBackup)
 	return mux
 }
 
@@ -276,7 +291,8 @@ func (s *server) handleImport(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.WriteHeader(http.StatusOK)
 	enc := json.NewEncoder(w)
-	p, err := s.svc.Import(r.Context(), r.Body, func(p ImportProgress) {
+	opts := ImportOptions{Source: r.URL.Query().Get("source")}
+	p, err := s.svc.Import(r.Context(), r.Body, opts, func(p ImportProgress) {
 		enc.Encode(p)
 		_ = rc.Flush()
 	})
@@ -285,6 +301,107 @@ func (s *server) handleImport(w http.ResponseWriter, r *http.Request) {
 	}
 	p.Final = true
 	enc.Encode(p)
+}
+
+// maxRemoveID bounds one id of a remove request's body.
+const maxRemoveID = 4 << 10
+
+// handleRemoveMany removes the grants named in the body, one id a line, or
+// with ?state= and/or ?provider= every grant that matches (the body is then
+// not read).
+func (s *server) handleRemoveMany(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	state, prov := store.State(q.Get("state")), q.Get("provider")
+	if state != "" || prov != "" {
+		if state != "" && !state.Valid() {
+			writeErr(w, Invalid(fmt.Errorf("unknown state %q (states: %s)", state, stateList())))
+			return
+		}
+		n, err := s.svc.RemoveWhere(state, prov)
+		answer(w, RemoveResult{Removed: n}, err)
+		return
+	}
+	var ids []string
+	sc := bufio.NewScanner(r.Body)
+	sc.Buffer(make([]byte, 0, 4096), maxRemoveID)
+	for sc.Scan() {
+		if id := strings.TrimSpace(sc.Text()); id != "" {
+			ids = append(ids, id)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		writeErr(w, Invalid(fmt.Errorf("read the ids to remove (one a line): %w", err)))
+		return
+	}
+	if len(ids) == 0 {
+		writeErr(w, Invalid(errors.New("no ids to remove: send one id a line, or ?state= or ?provider=")))
+		return
+	}
+	n, err := s.svc.RemoveIDs(ids)
+	answer(w, RemoveResult{Removed: n, Missing: len(ids) - n}, err)
+}
+
+// checkProgressEvery is how often a database check reports that it is
+// still at work.
+var checkProgressEvery = time.Second
+
+// handleCheck runs the database check, streaming a CheckProgress line
+// every checkProgressEvery and the outcome as the last line.
+func (s *server) handleCheck(w http.ResponseWriter, r *http.Request) {
+	rc := http.NewResponseController(w)
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	enc := json.NewEncoder(w)
+	start := time.Now()
+	done := make(chan error, 1)
+	go func() { done <- s.svc.Check(r.Context()) }()
+	t := time.NewTicker(checkProgressEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			enc.Encode(CheckProgress{ElapsedSeconds: time.Since(start).Seconds()})
+			_ = rc.Flush()
+		case err := <-done:
+			p := CheckProgress{ElapsedSeconds: time.Since(start).Seconds(), Final: true, OK: err == nil}
+			if err != nil {
+				p.Error = err.Error()
+				p.Damaged = errors.Is(err, store.ErrCorrupt)
+			}
+			enc.Encode(p)
+			return
+		}
+	}
+}
+
+// handleBackup streams a consistent copy of the database. An error after
+// the first byte aborts the answer (no final chunk), so that the client
+// never takes a cut copy for a whole one.
+func (s *server) handleBackup(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/octet-stream")
+	cw := &countWriter{w: w}
+	_, err := s.svc.Backup(cw)
+	if err == nil {
+		return
+	}
+	if cw.n == 0 {
+		writeErr(w, err)
+		return
+	}
+	s.log.Error("back up the database", "err", err)
+	panic(http.ErrAbortHandler)
+}
+
+// countWriter counts the bytes written through it.
+type countWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
 }
 
 func (s *server) handleNotifyTest(w http.ResponseWriter, r *http.Request) {

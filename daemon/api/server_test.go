@@ -22,6 +22,9 @@ type fakeService struct {
 	grants    func(store.State, string, func(store.Grant) error) error
 	grant     func(string) (GrantDetail, error)
 	importFn  func(context.Context, io.Reader, func(ImportProgress)) (ImportProgress, error)
+	removeIDs func([]string) (int, error)
+	check     func(context.Context) error
+	backup    func(io.Writer) (int64, error)
 	redeliver func(string, []uint64) (RedeliverResult, error)
 	setToken  func(context.Context, string, secret.Secret) (ProbeReport, error)
 	ready     func() error
@@ -66,11 +69,36 @@ func (f *fakeService) SetToken(ctx context.Context, id string, tok secret.Secret
 	return f.setToken(ctx, id, tok)
 }
 
-func (f *fakeService) Import(ctx context.Context, r io.Reader, p func(ImportProgress)) (ImportProgress, error) {
+func (f *fakeService) RemoveIDs(ids []string) (int, error) {
+	if f.removeIDs == nil {
+		return 0, f.missing("RemoveIDs")
+	}
+	return f.removeIDs(ids)
+}
+
+func (f *fakeService) RemoveWhere(store.State, string) (int, error) {
+	return 0, f.missing("RemoveWhere")
+}
+
+func (f *fakeService) Import(ctx context.Context, r io.Reader, _ ImportOptions, p func(ImportProgress)) (ImportProgress, error) {
 	if f.importFn == nil {
 		return ImportProgress{}, f.missing("Import")
 	}
 	return f.importFn(ctx, r, p)
+}
+
+func (f *fakeService) Check(ctx context.Context) error {
+	if f.check == nil {
+		return f.missing("Check")
+	}
+	return f.check(ctx)
+}
+
+func (f *fakeService) Backup(w io.Writer) (int64, error) {
+	if f.backup == nil {
+		return 0, f.missing("Backup")
+	}
+	return f.backup(w)
 }
 
 func (f *fakeService) NotifyTest(context.Context, string) ([]NotifyTestResult, error) {
@@ -207,7 +235,7 @@ func TestImportErrorIsTheLastLine(t *testing.T) {
 		return ImportProgress{}, errors.New("line 3: each line must be a JSON object")
 	}}
 	var phases []string
-	_, err := client(t, svc).Import(context.Background(), strings.NewReader("{}\n{}\n[]\n"), func(p ImportProgress) { phases = append(phases, p.Phase) })
+	_, err := client(t, svc).Import(context.Background(), strings.NewReader("{}\n{}\n[]\n"), ImportOptions{}, func(p ImportProgress) { phases = append(phases, p.Phase) })
 	if err == nil || err.Error() != "line 3: each line must be a JSON object" {
 		t.Errorf("Import error %v, want the validation error as sent", err)
 	}

@@ -93,6 +93,10 @@ type DaemonConfig struct {
 	// ShutdownTimeout bounds how long in-flight probes may finish after
 	// SIGTERM; keep it below systemd's TimeoutStopSec. Default 20s.
 	ShutdownTimeout time.Duration `toml:"shutdown_timeout"`
+	// ImportMaxBytes bounds the size of one `grants import` input, which is
+	// spooled to a file beside the database before anything is written.
+	// Default 1 GiB.
+	ImportMaxBytes int64 `toml:"import_max_bytes"`
 }
 
 // SecretsConfig is the [secrets] table.
@@ -177,6 +181,7 @@ const (
 	defaultBackoffMin    = time.Minute
 	defaultBackoffMax    = time.Hour
 	defaultShutdown      = 20 * time.Second
+	defaultImportMax     = 1 << 30
 	defaultClockSchedule = "@every 10m"
 	defaultWarnOffset    = time.Second
 	defaultMaxOffset     = 30 * time.Second
@@ -328,6 +333,9 @@ func (c *Config) applyDefaults() {
 	if d.ShutdownTimeout == 0 {
 		d.ShutdownTimeout = defaultShutdown
 	}
+	if d.ImportMaxBytes == 0 {
+		d.ImportMaxBytes = defaultImportMax
+	}
 	if c.Secrets.KeyFile == "" {
 		switch dir := os.Getenv("CREDENTIALS_DIRECTORY"); {
 		case dir != "":
@@ -429,6 +437,9 @@ func (c *Config) validate() []error {
 	}
 	if d.ShutdownTimeout < 0 {
 		bad("daemon.shutdown_timeout", "must not be negative")
+	}
+	if d.ImportMaxBytes < 1<<10 {
+		bad("daemon.import_max_bytes", "must be at least 1024 (bytes), not %d", d.ImportMaxBytes)
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
