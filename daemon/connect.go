@@ -54,11 +54,15 @@ func connect(ctx context.Context, cfg *config.Config, log *slog.Logger, create b
 		}
 		return nil, err
 	}
-	// This process is the database's only user now: an import a crash
-	// interrupted is finished before the command runs, as a daemon does
-	// at start. A failure is the command's to meet (a damaged file).
-	if err := d.ResumeImports(ctx); err != nil {
-		log.Warn("interrupted import not finished", "err", err)
+	// A command that writes (an import) finishes an import a crash
+	// interrupted before it runs, as a daemon does at start. Read commands
+	// do not: they must not hold the database for long, or a daemon
+	// starting meanwhile would find it in use. A failure is the command's
+	// to meet (a damaged file).
+	if create {
+		if err := d.ResumeImports(ctx); err != nil {
+			log.Warn("interrupted import not finished", "err", err)
+		}
 	}
 	return InProcess(d, true), nil
 }

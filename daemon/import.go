@@ -5,7 +5,7 @@ package daemon
 // pass, importer.go), and only when every line is valid is an import job
 // begun in the store and the spool written in batches, each batch's grants
 // and the job's progress in one transaction (store.ImportBatch). A crash
-// leaves the job and its spool behind: the next start (Run, or a CLI command
+// leaves the job and its spool behind: the next start (Run, or a CLI import
 // that opens the database itself) finishes the import from the spool where
 // the job stands, so every line is imported exactly once, or, when the spool
 // is gone, ends the job and says how far it got. Status shows both.
@@ -331,7 +331,7 @@ func (d *Daemon) writeSpool(ctx context.Context, job store.ImportJob, p *api.Imp
 // is gone or unreadable is ended where it stood; one that fails to write
 // (the disk is full) is left for the next start. Each outcome is logged
 // (WARN when finished, ERROR when not) and kept for status. Run calls it at
-// start; so does Connect when it opens the database itself.
+// start; so does Connect (an import) when it opens the database itself.
 func (d *Daemon) ResumeImports(ctx context.Context) error {
 	jobs, err := d.db.PendingImports()
 	if err != nil {
@@ -422,7 +422,7 @@ func (d *Daemon) importStatus() ([]api.ImportJob, error) {
 				v.Detail = "interrupted by a crash, being finished from its spool"
 			}
 		} else {
-			v.Detail = "the process writing it stopped: the daemon finishes it from its spool when it starts"
+			v.Detail = "the process writing it stopped: the daemon, or the next grants import with no daemon, finishes it from its spool when it starts"
 		}
 		out = append(out, v)
 	}

@@ -4,11 +4,16 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/grantwatch/grantwatch/daemon/api"
+	"github.com/grantwatch/grantwatch/internal/testutil"
 	"github.com/grantwatch/grantwatch/store"
 )
 
@@ -114,4 +119,158 @@ func statusJSON(t *testing.T, cfg string) api.Status {
 		t.Fatalf("status --json: %v\n%s%s", err, out, errOut)
 	}
 	return st
+}
+
+// TestImportCrashResumes kills the built binary with SIGKILL while it writes
+// a 50,000-line import — the daemon (the CLI importing over its socket) and,
+// with no daemon, the CLI itself — and checks that the next start finishes
+// the import from its spool: every line imported exactly once (50,000
+// grants, each at token generation 1), the spool gone, the outcome in the
+// log and in status, and the CLI that lost its daemon saying what happens.
+func TestImportCrashResumes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("imports 50,000 grants twice through the built binary")
+	}
+	const n = 50_000
+	bin := grantwatchBinary(t)
+	for _, mode := range []string{"daemon", "local"} {
+		t.Run(mode, func(t *testing.T) {
+			dir := t.TempDir()
+			cfg := importConfig(t, dir, "")
+			jsonl := filepath.Join(dir, "grants.jsonl")
+			if err := os.WriteFile(jsonl, []byte(grantLines("c", n)), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			logs := &testutil.LogBuffer{}
+			var daemonCmd *exec.Cmd
+			var daemonDone chan error
+			startDaemon := func() {
+				starts := strings.Count(logs.String(), "grantwatch started")
+				daemonCmd = exec.Command(bin, "--config", cfg, "run")
+				daemonCmd.Stdout, daemonCmd.Stderr = logs, logs
+				if err := daemonCmd.Start(); err != nil {
+					t.Fatal(err)
+				}
+				daemonDone = make(chan error, 1)
+				go func() { daemonDone <- daemonCmd.Wait() }()
+				testutil.WaitFor(t, 20*time.Second, "the daemon to serve", func() bool {
+					select {
+					case err := <-daemonDone:
+						t.Fatalf("the daemon stopped: %v\n%s", err, logs.String())
+					default:
+					}
+					return strings.Count(logs.String(), "grantwatch started") > starts
+				})
+			}
+			stopDaemon := func() {
+				daemonCmd.Process.Signal(syscall.SIGTERM)
+				if err := <-daemonDone; err != nil {
+					t.Errorf("daemon: %v\n%s", err, logs.String())
+				}
+			}
+			if mode == "daemon" {
+				startDaemon()
+			}
+
+			imp := exec.Command(bin, "--config", cfg, "grants", "import", jsonl)
+			impOut, impErr := &testutil.LogBuffer{}, &testutil.LogBuffer{}
+			imp.Stdout, imp.Stderr = impOut, impErr
+			if err := imp.Start(); err != nil {
+				t.Fatal(err)
+			}
+			impDone := make(chan error, 1)
+			go func() { impDone <- imp.Wait() }()
+
+			// Kill once some batches are stored and others are not.
+			victim := imp
+			if mode == "daemon" {
+				victim = daemonCmd
+			}
+			// The CLI shows the grants written so far (the daemon's count,
+			// or its own with no daemon).
+			written := regexp.MustCompile(`importing: [1-9][0-9]* of`)
+			testutil.WaitFor(t, 60*time.Second, "the import to be half written", func() bool {
+				select {
+				case err := <-impDone:
+					t.Fatalf("the import ended before the kill: %v\n%s%s", err, impOut.String(), impErr.String())
+				default:
+				}
+				return written.MatchString(impErr.String())
+			})
+			if err := victim.Process.Signal(syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			impResult := <-impDone
+			if mode == "daemon" {
+				<-daemonDone
+				if impResult == nil {
+					t.Fatalf("the import succeeded although its daemon was killed:\n%s", impOut.String())
+				}
+				for _, want := range []string{"the daemon stopped answering while it wrote import-1", "finishes the import from its spool when it starts again", "grantwatch status"} {
+					if !strings.Contains(impErr.String(), want) {
+						t.Errorf("the CLI's error lacks %q:\n%s", want, impErr.String())
+					}
+				}
+			}
+			if s := spools(t, dir); len(s) != 1 {
+				t.Fatalf("spools after the kill: %v, want the import's", s)
+			}
+
+			// The next start finishes it: the daemon's, in the background,
+			// or with no daemon the next import, before its own input.
+			if mode == "daemon" {
+				startDaemon()
+				testutil.WaitFor(t, 60*time.Second, "the interrupted import to be finished", func() bool {
+					st := statusJSON(t, cfg)
+					return len(st.Imports) == 1 && st.Imports[0].State == api.ImportFinished
+				})
+				st := statusJSON(t, cfg)
+				j := st.Imports[0]
+				if j.ID != "import-1" || j.Source != jsonl || j.Lines != n || j.Committed != n || j.Created != n || j.Replaced != 0 || j.Detail == "" {
+					t.Errorf("status of the resumed import: %+v", j)
+				}
+				out, _, _ := runBin(t, bin, cfg, "status")
+				if !strings.Contains(out, "import-1") || !strings.Contains(out, "finished") {
+					t.Errorf("status does not tell the import's outcome:\n%s", out)
+				}
+			} else {
+				st := statusJSON(t, cfg)
+				if len(st.Imports) != 1 || st.Imports[0].State != api.ImportInterrupted || !st.NeedsAction {
+					t.Errorf("status of an interrupted import before the next start: %+v (needs action %v)", st.Imports, st.NeedsAction)
+				}
+				one := filepath.Join(dir, "one.jsonl")
+				os.WriteFile(one, []byte(grantLines("one", 1)), 0o600)
+				out, errOut, err := runBin(t, bin, cfg, "grants", "import", one)
+				if err != nil || !strings.Contains(out, "imported 1 grant") || !strings.Contains(errOut, "import finished after a restart") {
+					t.Fatalf("the next import: %v\n%s%s", err, out, errOut)
+				}
+			}
+			gs, err := listGrants(t, bin, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := n
+			if mode == "local" {
+				want++ // and the next import's
+			}
+			if len(gs) != want {
+				t.Errorf("%d grants after the resumed import, want %d", len(gs), want)
+			}
+			for i := range n {
+				g, ok := gs[fmt.Sprintf("c-%d", i)]
+				if !ok || g.TokenGen != 1 {
+					t.Fatalf("grant c-%d: present %v, token generation %d: want every line imported exactly once", i, ok, g.TokenGen)
+				}
+			}
+			if s := spools(t, dir); len(s) != 0 {
+				t.Errorf("spools after the import was finished: %v", s)
+			}
+			if mode == "daemon" {
+				if !strings.Contains(logs.String(), "import finished after a restart") {
+					t.Errorf("the daemon's log does not tell the import was finished:\n%s", logs.String())
+				}
+				stopDaemon()
+			}
+		})
+	}
 }

@@ -111,6 +111,8 @@ func printStatus(out io.Writer, st api.Status) {
 		fmt.Fprintln(out, "daemon:  not running (read the database directly)")
 	}
 
+	printImports(out, st.Imports)
+
 	if n := st.ByState[string(store.StateReconnectRequired)]; n > 0 {
 		fmt.Fprintf(out, "\n%d grant(s) need their user to reconnect:\n", n)
 		printNeedy(out, st.NeedsReconnect, n)
@@ -121,6 +123,22 @@ func printStatus(out io.Writer, st api.Status) {
 	}
 	if !st.NeedsAction {
 		fmt.Fprintln(out, "\nnothing needs action")
+	}
+}
+
+// printImports prints one line per import being written or interrupted,
+// and the outcome of the last interrupted one.
+func printImports(out io.Writer, jobs []api.ImportJob) {
+	for _, j := range jobs {
+		src := ""
+		if j.Source != "" {
+			src = " of " + j.Source
+		}
+		fmt.Fprintf(out, "import:  %s%s %s, %d of %d lines stored", j.ID, src, j.State, j.Committed, j.Lines)
+		if j.Detail != "" {
+			fmt.Fprintf(out, " (%s)", j.Detail)
+		}
+		fmt.Fprintln(out)
 	}
 }
 
