@@ -146,7 +146,7 @@ func (d *Daemon) spoolAndCheck(ctx context.Context, r io.Reader, spool *os.File,
 	}()
 	defer func() { close(stop); <-stopped }()
 
-	w := newSpoolWriter(spool)
+	w := &spoolWriter{f: spool, db: d.db.Path(), buf: make([]byte, 0, 1<<20)}
 	sc := newLineScanner(io.TeeReader(r, w))
 	n := 0
 	for sc.Scan() {
@@ -178,14 +178,13 @@ func (d *Daemon) spoolAndCheck(ctx context.Context, r io.Reader, spool *os.File,
 // errSpool marks a failed write of the spool.
 var errSpool = errors.New("write the import's spool")
 
-// spoolWriter buffers writes to the spool file and names it in an error:
-// the disk may be full.
+// spoolWriter buffers writes to the spool file and says, in an error, where
+// it is: the disk of the database db may be full.
 type spoolWriter struct {
 	f   *os.File
+	db  string
 	buf []byte
 }
-
-func newSpoolWriter(f *os.File) *spoolWriter { return &spoolWriter{f: f, buf: make([]byte, 0, 1<<20)} }
 
 func (w *spoolWriter) Write(p []byte) (int, error) {
 	if len(w.buf)+len(p) > cap(w.buf) {
@@ -216,7 +215,7 @@ func (w *spoolWriter) Flush() error {
 }
 
 func (w *spoolWriter) err(err error) error {
-	return fmt.Errorf("nothing imported: %w %s in %s (free space there, or import a smaller file): %w", errSpool, filepath.Base(w.f.Name()), filepath.Dir(w.f.Name()), err)
+	return fmt.Errorf("nothing imported: %w beside %s (free space there, or import a smaller file): %w", errSpool, w.db, err)
 }
 
 // importRun is an import this process is writing, for status.

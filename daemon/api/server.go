@@ -288,6 +288,10 @@ func (s *server) handleImport(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, fmt.Errorf("stream import progress: %w", err))
 		return
 	}
+	// An import refused before its end (too large, a line too long) leaves
+	// the body unread: closed here, the server does not panic reading the
+	// next request under full duplex (golang/go#68560).
+	defer r.Body.Close()
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.WriteHeader(http.StatusOK)
 	enc := json.NewEncoder(w)
