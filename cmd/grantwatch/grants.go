@@ -395,26 +395,6 @@ func (a *app) readToken(file string) (secret.Secret, error) {
 	return secret.Secret(tok), nil
 }
 
-func (a *app) grantsRmCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "rm ID",
-		Short: "Remove a grant and its sealed token",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, _, err := a.client(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			if err := c.Remove(cmd.Context(), args[0]); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "removed %s\n", args[0])
-			return nil
-		},
-	}
-}
-
 // openImport opens an import file, refusing what is not one.
 func openImport(path string) (*os.File, error) {
 	f, err := os.Open(path)
