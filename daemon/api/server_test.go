@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/grantwatch/grantwatch/internal/secret"
 	"github.com/grantwatch/grantwatch/store"
@@ -305,5 +306,45 @@ func TestTCPHandlerGuardsTheGrantAPI(t *testing.T) {
 				t.Error("the answer quotes the token")
 			}
 		})
+	}
+}
+
+// TestBackupCutShortIsAnError: a backup that fails after its first bytes
+// were sent reaches the client as an error, never as a short success that
+// would be renamed into place as a whole backup.
+func TestBackupCutShortIsAnError(t *testing.T) {
+	svc := &fakeService{t: t, backup: func(w io.Writer) (int64, error) {
+		n, _ := w.Write(make([]byte, 100<<10))
+		return int64(n), errors.New("read a page: damaged")
+	}}
+	var got strings.Builder
+	n, err := client(t, svc).Backup(context.Background(), &got)
+	if err == nil || !strings.Contains(err.Error(), "cut short") {
+		t.Fatalf("Backup = %d, %v; want an error saying the copy was cut short", n, err)
+	}
+	// Before the first byte, the error itself is the answer.
+	svc.backup = func(io.Writer) (int64, error) { return 0, errors.New("back up gw.db: database not open") }
+	if _, err := client(t, svc).Backup(context.Background(), &got); err == nil || !strings.Contains(err.Error(), "database not open") {
+		t.Fatalf("Backup = %v; want the service's error", err)
+	}
+}
+
+// TestCheckReportsProgressAndDamage: a long check sends progress; damage
+// reaches the client as store.ErrCorrupt, with its list.
+func TestCheckReportsProgressAndDamage(t *testing.T) {
+	old := checkProgressEvery
+	checkProgressEvery = time.Millisecond
+	defer func() { checkProgressEvery = old }()
+	svc := &fakeService{t: t, check: func(ctx context.Context) error {
+		time.Sleep(30 * time.Millisecond)
+		return fmt.Errorf("check gw.db: %w (1 problems):\ngrants: row 7: not a grant record", store.ErrCorrupt)
+	}}
+	ticks := 0
+	err := client(t, svc).Check(context.Background(), func(time.Duration) { ticks++ })
+	if !errors.Is(err, store.ErrCorrupt) || !strings.Contains(err.Error(), "grants: row 7") {
+		t.Errorf("Check = %v; want ErrCorrupt with the problem", err)
+	}
+	if ticks == 0 {
+		t.Error("no progress during a long check")
 	}
 }
