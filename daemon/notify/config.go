@@ -66,8 +66,9 @@ type Config struct {
 	// (pagerduty: at most one).
 	URL     secret.Secret `toml:"url"`
 	URLFile string        `toml:"url_file"`
-	// SecretFile holds the webhook's HMAC-SHA256 signing key; the file's
-	// content, trimmed of surrounding white space, is the key.
+	// SecretFile holds the webhook's HMAC-SHA256 signing keys, one per line
+	// (Standard Webhooks: whsec_ + base64 is the base64's bytes; another
+	// line is the key as written). Two keys while rotating.
 	SecretFile string `toml:"secret_file"`
 	// RoutingKey is the PagerDuty integration key; exactly one of RoutingKey
 	// and RoutingKeyFile is set for type pagerduty.

@@ -9,10 +9,12 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/grantwatch/grantwatch/internal/secret"
 	"github.com/grantwatch/grantwatch/store"
 )
 
@@ -70,6 +72,9 @@ type receiverState struct {
 
 	sent, events, failed, dead atomic.Uint64
 
+	mu     sync.Mutex
+	status ReceiverStatus // guarded by mu
+
 	// Touched only by the receiver's goroutine.
 	blockedUntil time.Time // 429 / Retry-After: the whole receiver waits
 	lastErr      string    // log a failure at WARN only when it changed
@@ -96,6 +101,29 @@ type ReceiverStats struct {
 	// DeadLettered counts events moved to the dead-letter bucket.
 	DeadLettered uint64
 }
+
+// ReceiverStatus is how one receiver's deliveries went since the Dispatcher
+// started: `grantwatch doctor` shows a receiver that answers 500 as failing,
+// with the error and when it last worked. Deliveries of the outbox,
+// Alertmanager re-sends and `notify test` count; a delivery cut short by
+// shutdown does not.
+type ReceiverStatus struct {
+	Receiver string `json:"receiver"`
+	Type     string `json:"type"`
+	// LastSuccess is when the receiver last accepted a request; zero if it
+	// has not since the start.
+	LastSuccess time.Time `json:"last_success,omitzero"`
+	// LastError is the error of the last failed delivery, redacted like a
+	// log line (no URL path or query, user info, signing or routing key),
+	// at most 200 bytes. It is kept after a later success: compare the times
+	// (Failing).
+	LastError string `json:"last_error,omitempty"`
+	// LastErrorAt is when that delivery failed; zero if none has.
+	LastErrorAt time.Time `json:"last_error_at,omitzero"`
+}
+
+// Failing reports whether the receiver's last delivery failed.
+func (s ReceiverStatus) Failing() bool { return s.LastErrorAt.After(s.LastSuccess) }
 
 // TestResult is the outcome of `grantwatch notify test` for one receiver.
 type TestResult struct {
@@ -230,14 +258,23 @@ func newSender(c Config, client *http.Client, now func() time.Time) (Sender, red
 	switch c.Type {
 	case KindWebhook:
 		w := &webhook{name: c.Name, url: u, client: client, now: now}
+		var hide []secret.Secret
 		if c.SecretFile != "" {
-			k, err := readSecretFile(c.SecretFile)
+			content, err := readSecretFile(c.SecretFile)
 			if err != nil {
 				return nil, redactor{}, fmt.Errorf("%s: %w", key("secret_file"), err)
 			}
-			w.key = k
+			var lines []secret.Secret
+			if w.keys, lines, err = signingKeys(content); err != nil {
+				return nil, redactor{}, fmt.Errorf("%s: %s: %w", key("secret_file"), c.SecretFile, err)
+			}
+			w.legacy = lines[0]
+			for _, l := range lines {
+				// A whsec_ key's base64 alone is the secret too.
+				hide = append(hide, l, secret.Secret(strings.TrimPrefix(l.Reveal(), whsecPrefix)))
+			}
 		}
-		w.red = newRedactor(u.Reveal(), w.key)
+		w.red = newRedactor(u.Reveal(), hide...)
 		return w, w.red, nil
 	case KindSlack:
 		s := &slack{name: c.Name, url: u, client: client, now: now, red: newRedactor(u.Reveal())}
@@ -295,6 +332,32 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	return ctx.Err()
 }
 
+// Status returns each receiver's delivery status, in config order. It is
+// safe to call while Run delivers.
+func (d *Dispatcher) Status() []ReceiverStatus {
+	out := make([]ReceiverStatus, 0, len(d.recv))
+	for _, rs := range d.recv {
+		rs.mu.Lock()
+		st := rs.status
+		rs.mu.Unlock()
+		st.Receiver, st.Type = rs.cfg.Name, rs.cfg.Type
+		out = append(out, st)
+	}
+	return out
+}
+
+// record notes the outcome of one delivery attempt at now for Status: a nil
+// err is a success; an error is kept redacted and cut short, as logged.
+func (rs *receiverState) record(now time.Time, err error) {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if err == nil {
+		rs.status.LastSuccess = now
+		return
+	}
+	rs.status.LastError, rs.status.LastErrorAt = short(rs.red.String(err.Error())), now
+}
+
 // Stats returns the delivery counts per receiver.
 func (d *Dispatcher) Stats() DispatchStats {
 	st := DispatchStats{Receivers: map[string]ReceiverStats{}}
@@ -326,6 +389,9 @@ func (d *Dispatcher) Test(ctx context.Context, receiver string) ([]TestResult, e
 		actx, cancel := context.WithTimeout(ctx, rs.cfg.Timeout)
 		del, err := rs.sender.Send(actx, n)
 		cancel()
+		if ctx.Err() == nil {
+			rs.record(d.opts.now(), err)
+		}
 		out = append(out, TestResult{Receiver: rs.cfg.Name, Status: del.Status,
 			Answer: rs.red.String(del.Answer), Err: rs.red.Error(err)})
 	}
@@ -619,6 +685,9 @@ func (d *Dispatcher) deliver(ctx context.Context, rs *receiverState, g *group) (
 	actx, cancel := context.WithTimeout(ctx, rs.cfg.Timeout)
 	del, err := rs.sender.Send(actx, n)
 	cancel()
+	if ctx.Err() == nil {
+		rs.record(d.opts.now(), err)
+	}
 	if err == nil {
 		seqs := g.seqs()
 		if aerr := d.ob.AckOutbox(name, seqs...); aerr != nil {
@@ -707,6 +776,9 @@ func (d *Dispatcher) resend(ctx context.Context, rs *receiverState, r resender) 
 		actx, cancel := context.WithTimeout(ctx, rs.cfg.Timeout)
 		_, sendErr = r.Resend(actx, evs)
 		cancel()
+		if ctx.Err() == nil {
+			rs.record(d.opts.now(), sendErr)
+		}
 		evs = evs[:0]
 	}
 	err := d.opts.active.ActiveEvents(ctx, func(ev Event) error {

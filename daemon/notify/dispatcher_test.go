@@ -2,12 +2,14 @@ package notify
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -61,8 +63,8 @@ func TestDeliveryThroughFailures(t *testing.T) {
 		for _, req := range rc.accepted() {
 			nt := decodeNotification(t, req.Body)
 			notes[nt.ID]++
-			if got := req.Header.Get(HeaderID); got != nt.ID {
-				t.Errorf("X-Grantwatch-Id = %q, body id %q", got, nt.ID)
+			if got := req.Header.Get(HeaderWebhookID); got != nt.ID {
+				t.Errorf("webhook-id = %q, body id %q", got, nt.ID)
 			}
 			for _, ev := range nt.Events {
 				events[ev.ID]++
@@ -82,7 +84,7 @@ func TestDeliveryThroughFailures(t *testing.T) {
 		// one that was accepted later.
 		for _, req := range rc.requests() {
 			if req.Status != http.StatusOK {
-				if id := req.Header.Get(HeaderID); notes[id] != 1 {
+				if id := req.Header.Get(HeaderWebhookID); notes[id] != 1 {
 					t.Errorf("failed attempt with id %s never accepted under that id", id)
 				}
 			}
@@ -375,8 +377,8 @@ func TestRetryAfter(t *testing.T) {
 	d.Kick()
 	waitFor(t, "delivery after Retry-After", 5*time.Second, func() bool { return len(ob.pending()) == 0 })
 	reqs := rc.requests()
-	if reqs[0].Header.Get(HeaderID) != reqs[1].Header.Get(HeaderID) && reqs[0].Header.Get(HeaderID) != reqs[2].Header.Get(HeaderID) {
-		t.Errorf("the retry did not reuse notification id %s", reqs[0].Header.Get(HeaderID))
+	if reqs[0].Header.Get(HeaderWebhookID) != reqs[1].Header.Get(HeaderWebhookID) && reqs[0].Header.Get(HeaderWebhookID) != reqs[2].Header.Get(HeaderWebhookID) {
+		t.Errorf("the retry did not reuse notification id %s", reqs[0].Header.Get(HeaderWebhookID))
 	}
 }
 
@@ -430,6 +432,10 @@ func TestNotifyTest(t *testing.T) {
 	if len(n.Events) != 1 || !n.Events[0].Test || !strings.HasPrefix(n.Events[0].Summary, "[TEST]") {
 		t.Errorf("test notification = %+v, want one event marked Test with a [TEST] summary", n)
 	}
+	// A test send counts for doctor's receiver status.
+	if st := d.Status(); st[0].LastSuccess.IsZero() || st[0].Failing() || !st[1].Failing() || !strings.Contains(st[1].LastError, "404") {
+		t.Errorf("Status after notify test = %+v, want ok working and bad failing with its 404", st)
+	}
 	if _, err := d.Test(context.Background(), "nope"); !errors.Is(err, ErrUnknownReceiver) {
 		t.Errorf("Test(nope) error = %v, want ErrUnknownReceiver", err)
 	}
@@ -463,5 +469,123 @@ func TestRunStops(t *testing.T) {
 	es := ob.pending()
 	if len(es) != 1 || es[0].Attempts != 0 {
 		t.Fatalf("after stop: %+v, want the entry kept with no attempt counted", es)
+	}
+}
+
+// Doctor shows a receiver that answers 500 as failing, with its error and
+// when it last worked (issue 12): Status keeps both, redacted, and a later
+// success makes the receiver ok again without losing the error.
+func TestDispatcherStatus(t *testing.T) {
+	const token = "T0KENinPath0123456789"
+	var fail atomic.Bool
+	fail.Store(true)
+	rc := newReceiver(t, func(_ int, r *http.Request, _ []byte) (int, string) {
+		if fail.Load() {
+			return http.StatusInternalServerError, "internal error at " + r.URL.String()
+		}
+		return http.StatusOK, "ok"
+	})
+	u := strings.Replace(rc.URL, "http://", "http://admin:pa55word@", 1) + "/hooks/" + token + "?sig=qu3ry"
+	idle := webhookConfig("idle", rc.URL, 0)
+	idle.Match.Providers = []string{"okta"}
+	ob := &fakeOutbox{}
+	clock := newClock(t0)
+	d, err := NewDispatcher(ob, []Config{webhookConfig("hook", u, 0), idle}, nil,
+		WithBackoff(time.Hour, time.Hour), WithClock(clock.Now))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := d.Status(); len(st) != 2 || st[0].Receiver != "hook" || st[0].Type != KindWebhook ||
+		!st[0].LastSuccess.IsZero() || !st[0].LastErrorAt.IsZero() || st[0].Failing() {
+		t.Fatalf("Status before any delivery = %+v", st)
+	}
+	start(t, d)
+	enqueue(t, ob, d.Router(), revoked(1, "google"))
+	d.Kick()
+	waitFor(t, "the 500", 5*time.Second, func() bool { return d.Status()[0].Failing() })
+	st := d.Status()[0]
+	if !strings.Contains(st.LastError, "500") || !st.LastSuccess.IsZero() || st.LastErrorAt.Before(t0) {
+		t.Errorf("after a 500: %+v, want the 500, its time, no success", st)
+	}
+	for _, s := range []string{token, "pa55word", "qu3ry"} {
+		if strings.Contains(st.LastError, s) {
+			t.Errorf("LastError %q holds the URL's secret %q", st.LastError, s)
+		}
+	}
+	failedAt := st.LastErrorAt
+
+	fail.Store(false)
+	clock.Advance(2 * time.Hour)
+	d.Kick()
+	waitFor(t, "the retry to succeed", 5*time.Second, func() bool { return !d.Status()[0].Failing() })
+	st = d.Status()[0]
+	if !st.LastSuccess.After(failedAt) || !st.LastErrorAt.Equal(failedAt) || !strings.Contains(st.LastError, "500") {
+		t.Errorf("after the retry: %+v, want a success after the kept 500 of %v", st, failedAt)
+	}
+	if idle := d.Status()[1]; idle.Receiver != "idle" || !idle.LastSuccess.IsZero() || idle.LastError != "" {
+		t.Errorf("a receiver with nothing to send = %+v, want empty", idle)
+	}
+
+	b, err := json.Marshal(d.Status())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []map[string]any
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"receiver", "type", "last_success", "last_error", "last_error_at"} {
+		if _, ok := got[0][k]; !ok {
+			t.Errorf("Status JSON lacks %q: %s", k, b)
+		}
+	}
+	if _, ok := got[1]["last_success"]; ok {
+		t.Errorf("a receiver never delivered to shows a last_success: %s", b)
+	}
+}
+
+// A recovery must not reach PagerDuty before the trigger it resolves: when
+// the trigger's notification failed and waits for its retry, a later
+// notification about the same grant waits too. Otherwise PagerDuty gets
+// resolve, then trigger, and the incident of a recovered grant stays open.
+func TestResolveNotBeforeTrigger(t *testing.T) {
+	rc := newReceiver(t, func(i int, _ *http.Request, _ []byte) (int, string) {
+		if i == 0 {
+			return http.StatusInternalServerError, "busy"
+		}
+		return http.StatusAccepted, `{"status":"success"}`
+	})
+	c := Config{Name: "pd", Type: KindPagerDuty, URL: secretOf(rc.URL + "/v2/enqueue"), RoutingKey: "R0UTINGKEY",
+		GroupWait: ptr(time.Duration(0))}
+	c.ApplyDefaults()
+	ob := &fakeOutbox{}
+	clock := newClock(t0)
+	d, err := NewDispatcher(ob, []Config{c}, nil, WithBackoff(time.Hour, time.Hour), WithClock(clock.Now))
+	if err != nil {
+		t.Fatal(err)
+	}
+	start(t, d)
+	enqueue(t, ob, d.Router(), revoked(1, "google"))
+	d.Kick()
+	waitFor(t, "the failed trigger", 5*time.Second, func() bool { return d.Stats().Receivers["pd"].Failed == 1 })
+	rec := recovered(1, "google")
+	rec.OccurredAt = t0
+	enqueue(t, ob, d.Router(), rec)
+	d.Kick()
+	time.Sleep(100 * time.Millisecond)
+	clock.Advance(2 * time.Hour)
+	d.Kick()
+	waitFor(t, "the outbox to drain", 5*time.Second, func() bool { return len(ob.pending()) == 0 })
+
+	var actions []string
+	for _, r := range rc.accepted() {
+		var ev pdEvent
+		if err := json.Unmarshal(r.Body, &ev); err != nil {
+			t.Fatal(err)
+		}
+		actions = append(actions, ev.EventAction)
+	}
+	if len(actions) != 2 || actions[0] != "trigger" || actions[1] != "resolve" {
+		t.Errorf("PagerDuty accepted %v, want [trigger resolve]", actions)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -344,3 +345,25 @@ func enqueue(t testing.TB, ob testOutbox, r *Router, evs ...Event) {
 }
 
 func secretOf(s string) secret.Secret { return secret.Secret(s) }
+
+// send builds the sender of c and sends evs as one notification.
+func send(t *testing.T, c Config, now time.Time, evs ...Event) (Delivery, error) {
+	t.Helper()
+	c.ApplyDefaults()
+	s, _, err := newSender(c, newHTTPClient(), func() time.Time { return now })
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), c.Timeout) // as the dispatcher does
+	defer cancel()
+	return s.Send(ctx, Notification{ID: "n-1", Receiver: c.Name, Events: evs})
+}
+
+func writeFile(t *testing.T, name, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(content+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}

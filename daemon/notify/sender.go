@@ -3,6 +3,7 @@ package notify
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"fmt"
 	"io"
 	"net/http"
@@ -108,7 +109,10 @@ func newRedactor(rawURL string, secrets ...secret.Secret) redactor {
 				r.secrets = append(r.secrets, p.RawQuery)
 			}
 			if pw, ok := p.User.Password(); ok && pw != "" {
-				r.secrets = append(r.secrets, pw)
+				// net/http sends user info as Authorization: Basic, which a
+				// receiver may echo in its answer.
+				basic := base64.StdEncoding.EncodeToString([]byte(p.User.Username() + ":" + pw))
+				r.secrets = append(r.secrets, pw, basic)
 			}
 		}
 	}

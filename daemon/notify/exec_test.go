@@ -1,0 +1,90 @@
+package notify
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// An exec receiver's command sees PATH and LANG, never the daemon's
+// environment: under systemd CREDENTIALS_DIRECTORY points at the sealing key
+// and the client secrets, and any other variable may hold a secret.
+func TestExecEnvironment(t *testing.T) {
+	const sentinel = "GRANTWATCH_TEST_SENTINEL"
+	t.Setenv(sentinel, "s3ntinel-value")
+	t.Setenv("CREDENTIALS_DIRECTORY", "/run/credentials/grantwatch.service")
+	t.Setenv("LANG", "C.UTF-8")
+	dir := t.TempDir()
+	script := filepath.Join(dir, "receiver.sh")
+	out := filepath.Join(dir, "env.txt")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\ncat >/dev/null\nenv > \"$1\"\n"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	c := Config{Name: "run", Type: KindExec, Command: []string{script, out}}
+	if _, err := send(t, c, t0, revoked(1, "google")); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := strings.Split(strings.TrimSpace(string(b)), "\n")
+	for _, kv := range env {
+		name, _, _ := strings.Cut(kv, "=")
+		if name == sentinel || name == "CREDENTIALS_DIRECTORY" || strings.Contains(kv, "s3ntinel-value") {
+			t.Errorf("the command saw the daemon's %s", kv)
+		}
+	}
+	if !slices.Contains(env, "PATH="+os.Getenv("PATH")) || !slices.Contains(env, "LANG=C.UTF-8") {
+		t.Errorf("environment = %q, want the daemon's PATH and LANG", env)
+	}
+}
+
+func TestExecEnv(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+		want []string
+	}{
+		{"path and lang", map[string]string{"PATH": "/opt/bin:/usr/bin", "LANG": "de_DE.UTF-8", "HOME": "/root"},
+			[]string{"PATH=/opt/bin:/usr/bin", "LANG=de_DE.UTF-8"}},
+		// A daemon started with an empty environment still finds sh, curl.
+		{"nothing set", nil, []string{"PATH=" + defaultPath}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := execEnv(func(k string) string { return tc.env[k] })
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("execEnv = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestExec(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "stdin.json")
+	c := Config{Name: "run", Type: KindExec, Command: []string{"/bin/sh", "-c", `cat > "$0"`, out}}
+	if _, err := send(t, c, t0, revoked(1, "google")); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(out)
+	if n := decodeNotification(t, b); n.ID != "n-1" || n.Events[0].ID != "ev-0001" {
+		t.Errorf("stdin = %s", b)
+	}
+	c.Command = []string{"/bin/sh", "-c", `echo "hook refused: $0" >&2; exit 3`, "argument"}
+	d, err := send(t, c, t0, revoked(1, "google"))
+	var se *StatusError
+	if !errors.As(err, &se) || d.Status != 3 || !d.Retry || d.Answer != "hook refused: argument" {
+		t.Errorf("failing command = %+v, %v", d, err)
+	}
+	c.Command, c.Timeout = []string{"/bin/sleep", "5"}, 20*time.Millisecond
+	begin := time.Now()
+	if _, err := send(t, c, t0, revoked(1, "google")); !errors.Is(err, context.DeadlineExceeded) || time.Since(begin) > 2*time.Second {
+		t.Errorf("timeout: err %v after %v", err, time.Since(begin))
+	}
+}
