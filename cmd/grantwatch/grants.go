@@ -382,10 +382,8 @@ func (a *app) readToken(file string) (secret.Secret, error) {
 		}
 		defer f.Close()
 		r = f
-	} else if f, ok := r.(*os.File); ok {
-		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
-			fmt.Fprint(a.errw, "paste the new refresh token and press Enter: ")
-		}
+	} else if isTerminal(r) {
+		fmt.Fprint(a.errw, "paste the new refresh token and press Enter: ")
 	}
 	line, err := bufio.NewReader(io.LimitReader(r, 64<<10)).ReadString('\n')
 	if err != nil && !errors.Is(err, io.EOF) {
