@@ -72,16 +72,17 @@ resets it to pending.`,
 			defer c.Close()
 			start := time.Now()
 			shown := false
+			pw := progressWriter(a.errw)
 			p, err := c.Import(cmd.Context(), bufio.NewReaderSize(r, 1<<20), func(p api.ImportProgress) {
 				shown = true
 				if p.Phase == "validating" {
-					fmt.Fprintf(a.errw, "\rvalidating: %d lines read", p.Read)
+					fmt.Fprintf(pw, "\rvalidating: %d lines read", p.Read)
 					return
 				}
-				fmt.Fprintf(a.errw, "\rimporting: %d of %d grants (%.0f%%)   ", p.Done, p.Total, 100*float64(p.Done)/float64(max(p.Total, 1)))
+				fmt.Fprintf(pw, "\rimporting: %d of %d grants (%.0f%%)   ", p.Done, p.Total, 100*float64(p.Done)/float64(max(p.Total, 1)))
 			})
 			if shown {
-				fmt.Fprintln(a.errw)
+				fmt.Fprintln(pw)
 			}
 			if err != nil {
 				if c.Local && p.Created == 0 {
@@ -96,8 +97,8 @@ resets it to pending.`,
 				}
 				return fmt.Errorf("%s: %w", src, err)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "imported %d grants (%d new, %d replaced) in %s\n",
-				p.Total, p.Created, p.Replaced, time.Since(start).Round(time.Millisecond))
+			fmt.Fprintf(cmd.OutOrStdout(), "imported %s (%d new, %d replaced) in %s\n",
+				plural(p.Total, "grant"), p.Created, p.Replaced, time.Since(start).Round(time.Millisecond))
 			return nil
 		},
 	}
@@ -169,6 +170,14 @@ func (a *app) grantsListCmd() *cobra.Command {
 	cmd.Flags().StringVar(&provider, "provider", "", "only grants of this provider")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON array")
 	return cmd
+}
+
+// plural is "1 grant", "2 grants".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
 
 func dash(s string) string {
