@@ -103,7 +103,7 @@ func (c stateCollector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 	d := c.d
-	if counts, err := d.db.Counts(); err == nil {
+	if counts, err := d.stateCounts(); err == nil {
 		for prov, m := range counts {
 			for state, n := range m {
 				ch <- prometheus.MustNewConstMetric(descGrants, prometheus.GaugeValue, float64(n), prov, string(state))

@@ -474,6 +474,10 @@ func TestHungDaemonTimesOut(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "gw.sock") || !strings.Contains(err.Error(), "not answer") {
 			t.Errorf("status against a hung daemon: %v", err)
 		}
+		// It could not tell: exit 2, not 1 ("needs action").
+		if got := exitStatus(err); got != 2 {
+			t.Errorf("status against a hung daemon: exit status %d, want 2", got)
+		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("status hangs on a control socket that never answers")
 	}
