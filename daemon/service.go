@@ -18,6 +18,7 @@ import (
 	"github.com/grantwatch/grantwatch/daemon/api"
 	"github.com/grantwatch/grantwatch/daemon/notify"
 	"github.com/grantwatch/grantwatch/internal/secret"
+	"github.com/grantwatch/grantwatch/probes"
 	"github.com/grantwatch/grantwatch/store"
 )
 
@@ -44,7 +45,7 @@ func (d *Daemon) Grant(id string) (api.GrantDetail, error) {
 	if err != nil {
 		return api.GrantDetail{}, err
 	}
-	return api.GrantDetail{Grant: g, History: h}, nil
+	return api.GrantDetail{Grant: g, Fix: probes.Cause(g.Cause).Fix(), History: h}, nil
 }
 
 // Remove deletes a grant.

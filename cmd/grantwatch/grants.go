@@ -227,6 +227,9 @@ func (a *app) grantsShowCmd() *cobra.Command {
 				return printJSON(out, g)
 			}
 			printGrant(out, g.Grant)
+			if g.Fix != "" && g.State != store.StateHealthy {
+				fmt.Fprintf(out, "\nfix: %s\n", strings.ReplaceAll(wrap(g.Fix, 75), "\n", "\n     "))
+			}
 			if len(g.History) > 0 {
 				fmt.Fprintln(out, "\nhistory:")
 				tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)

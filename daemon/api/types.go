@@ -14,6 +14,8 @@ import (
 // GrantDetail is a grant with its history (grants show).
 type GrantDetail struct {
 	store.Grant
+	// Fix tells who must do what about the grant's cause; empty without one.
+	Fix     string               `json:"fix,omitempty"`
 	History []store.HistoryEntry `json:"history"`
 }
 
