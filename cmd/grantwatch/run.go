@@ -25,7 +25,7 @@ config: the new one replaces the old only when it is valid as a whole.`,
 			if err != nil {
 				return err
 			}
-			log := daemon.NewLogger(cfg.Log, os.Stderr)
+			log := daemon.NewLogger(cfg.Log, a.errw)
 			tuneGC()
 			// SIGHUP becomes a request on a 1-buffered channel: signals
 			// that arrive during a reload coalesce into one more.
