@@ -426,6 +426,8 @@ func TestSecretFileReadWhereNeeded(t *testing.T) {
 	b, _ := os.ReadFile(s.cfgPath)
 	missing := filepath.Join(s.dir, "creds", "acme.secret")
 	cfgText := strings.Replace(string(b), `client_secret = "client-secret-never-printed"`, fmt.Sprintf("client_secret_file = %q", missing), 1)
+	// A receiver's url_file is read by the daemon only (systemd/README.md).
+	cfgText += fmt.Sprintf("[[notify]]\nname = \"hook\"\ntype = \"webhook\"\nurl_file = %q\n", filepath.Join(s.dir, "creds", "hook.url"))
 	os.WriteFile(s.cfgPath, []byte(cfgText), 0o600)
 	if _, _, err := cli(t, s.cfgPath, "", "grants", "list"); err != nil {
 		t.Fatalf("grants list with the secret file absent: %v", err)
@@ -435,8 +437,8 @@ func TestSecretFileReadWhereNeeded(t *testing.T) {
 		t.Errorf("probe without the secret: %v", err)
 	}
 	_, _, err = cli(t, s.cfgPath, "", "run")
-	if err == nil || !strings.Contains(err.Error(), "providers.acme.client_secret_file") {
-		t.Errorf("run without the secret: %v", err)
+	if err == nil || !strings.Contains(err.Error(), "providers.acme.client_secret_file") || !strings.Contains(err.Error(), "hook.url") {
+		t.Errorf("run without the secret and the receiver's url_file: %v", err)
 	}
 }
 
