@@ -102,6 +102,7 @@ Presets: ` + strings.Join(probes.PresetNames(), ", ") + `.`,
 		},
 	}
 	cmd.Flags().StringVar(&provider, "provider", "", "a configured provider, or a preset (e.g. google, microsoft), whose wording to apply")
+	cmd.RegisterFlagCompletionFunc("provider", a.completeProvidersAndPresets)
 	cmd.Flags().IntVar(&status, "status", http.StatusBadRequest, "the HTTP status the answer came with")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd

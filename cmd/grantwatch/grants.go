@@ -168,6 +168,8 @@ func (a *app) grantsListCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&state, "state", "", "only grants in this state (pending, healthy, degraded, reconnect_required, on_hold)")
 	cmd.Flags().StringVar(&provider, "provider", "", "only grants of this provider")
+	cmd.RegisterFlagCompletionFunc("state", completeStates)
+	cmd.RegisterFlagCompletionFunc("provider", a.completeProviders)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON array")
 	return cmd
 }
@@ -209,9 +211,10 @@ func ago(t time.Time) string {
 func (a *app) grantsShowCmd() *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "show ID [--json]",
-		Short: "Show one grant with its history",
-		Args:  cobra.ExactArgs(1),
+		Use:               "show ID [--json]",
+		Short:             "Show one grant with its history",
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: a.completeGrantID,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, _, err := a.client(cmd.Context())
 			if err != nil {
@@ -330,10 +333,11 @@ func showReport(out io.Writer, r api.ProbeReport, asJSON bool, headline string) 
 func (a *app) grantsProbeCmd() *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "probe ID [--json]",
-		Short: "Probe one grant now and print the result, cause and fix",
-		Long:  "probe refreshes the grant's token now, through the daemon when it runs, and stores the outcome like a scheduled probe. Exit status 1 when the probe failed.",
-		Args:  cobra.ExactArgs(1),
+		Use:               "probe ID [--json]",
+		Short:             "Probe one grant now and print the result, cause and fix",
+		Long:              "probe refreshes the grant's token now, through the daemon when it runs, and stores the outcome like a scheduled probe. Exit status 1 when the probe failed.",
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: a.completeGrantID,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, _, err := a.client(cmd.Context())
 			if err != nil {
@@ -360,7 +364,8 @@ func (a *app) grantsSetTokenCmd() *cobra.Command {
 		Long: `set-token stores the refresh token a user's reconnect produced, resets the grant
 and probes it once. The token is read from stdin or --file, never from the command
 line, where other users could read it in the process list.`,
-		Args: cobra.ExactArgs(1),
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: a.completeGrantID,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			tok, err := a.readToken(file)
 			if err != nil {
@@ -410,9 +415,10 @@ func (a *app) readToken(file string) (secret.Secret, error) {
 
 func (a *app) grantsRmCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:   "rm ID",
-		Short: "Remove a grant and its sealed token",
-		Args:  cobra.ExactArgs(1),
+		Use:               "rm ID",
+		Short:             "Remove a grant and its sealed token",
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: a.completeGrantID,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, _, err := a.client(cmd.Context())
 			if err != nil {

@@ -24,7 +24,8 @@ through the real delivery path to RECEIVER (a [[notify]] name), or to every
 receiver, and prints each receiver's HTTP status and answer. PagerDuty gets an info
 event, Alertmanager an alert GrantwatchTest that ends by itself.
 Exit status 1 when any receiver failed.`,
-		Args: cobra.MaximumNArgs(1),
+		Args:              cobra.MaximumNArgs(1),
+		ValidArgsFunction: a.completeReceiver,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			recv := ""
 			if len(args) == 1 {
@@ -153,6 +154,7 @@ did get an earlier attempt can tell. A dead letter whose news no longer holds
 (its grant reconnected, its provider or the clock recovered) is left alone:
 sending it would reopen at the receiver what is resolved. A running daemon
 sends them at once; otherwise they wait for it.`,
+		ValidArgsFunction: a.completeReceiver,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			receiver := ""
 			var seqs []uint64

@@ -27,7 +27,8 @@ allow the redirect URI http://127.0.0.1/callback on any port. Over SSH, choose t
 port with --port and forward it before you start, e.g. ssh -L 8765:127.0.0.1:8765
 server, then grantwatch reconnect ID --port 8765 and open the URL in your browser.
 Exit status 1 when the probe of the new token failed.`,
-		Args: cobra.ExactArgs(1),
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: a.completeGrantID,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, id := cmd.Context(), args[0]
 			c, cfg, err := a.client(ctx)

@@ -40,6 +40,7 @@ ports and issues new tokens: run the daemon again and import the grants again.`,
 		},
 	}
 	cmd.Flags().StringVar(&dir, "dir", "", "directory for the config, the grants file, the database and its key (default: a temporary one, removed at exit)")
+	cmd.MarkFlagDirname("dir")
 	return cmd
 }
 
