@@ -91,9 +91,9 @@ Presets: ` + strings.Join(probes.PresetNames(), ", ") + `.`,
 			}
 			fmt.Fprintf(out, "cause:   %s\naction:  %s (%s)\n", e.Cause, e.Action, whoActs(res.Action))
 			if e.Error != "" || e.ErrorDescription != "" {
-				fmt.Fprintf(out, "error:   %s", e.Error)
+				fmt.Fprintf(out, "error:   %s", esc(e.Error))
 				if e.ErrorDescription != "" {
-					fmt.Fprintf(out, ": %s", e.ErrorDescription)
+					fmt.Fprintf(out, ": %s", esc(e.ErrorDescription))
 				}
 				fmt.Fprintln(out)
 			}

@@ -7,14 +7,17 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 
 	"github.com/grantwatch/grantwatch/daemon/api"
 	"github.com/grantwatch/grantwatch/internal/secret"
+	"github.com/grantwatch/grantwatch/internal/termtext"
 	"github.com/grantwatch/grantwatch/store"
 )
 
@@ -151,8 +154,8 @@ func (a *app) grantsListCmd() *cobra.Command {
 			n := 0
 			err = c.List(cmd.Context(), state, provider, func(g store.Grant) error {
 				n++
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", g.ID, g.Provider, g.State,
-					dash(g.Cause), g.Failures, ago(g.LastProbeAt), dash(g.Subject))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", esc(g.ID), esc(g.Provider), g.State,
+					dash(g.Cause), g.Failures, ago(g.LastProbeAt), dash(esc(g.Subject)))
 				return nil
 			})
 			tw.Flush()
@@ -239,9 +242,9 @@ func (a *app) grantsShowCmd() *cobra.Command {
 				for _, h := range g.History {
 					line := fmt.Sprintf("  %s\t%s → %s\t%s", h.At.Format(time.RFC3339), dash(string(h.From)), h.To, dash(h.Cause))
 					if h.Note != "" {
-						line += "\t" + h.Note
+						line += "\t" + esc(h.Note)
 					} else if h.ErrorDescription != "" {
-						line += "\t" + truncate(h.ErrorDescription, 60)
+						line += "\t" + truncate(esc(h.ErrorDescription), 60)
 					}
 					fmt.Fprintln(tw, line)
 				}
@@ -254,24 +257,31 @@ func (a *app) grantsShowCmd() *cobra.Command {
 	return cmd
 }
 
+// esc makes text that came from outside (ids, subjects, labels, a
+// provider's or a receiver's words) safe to print: control characters and
+// bidi overrides become visible escapes (internal/termtext).
+var esc = termtext.Escape
+
+// truncate shortens s to at most n characters, marking a cut with "…".
 func truncate(s string, n int) string {
-	if len(s) <= n {
+	if utf8.RuneCountInString(s) <= n {
 		return s
 	}
-	return s[:n-1] + "…"
+	return string([]rune(s)[:n-1]) + "…"
 }
 
 func printGrant(out io.Writer, g store.Grant) {
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "id:\t%s\nprovider:\t%s\n", g.ID, g.Provider)
+	fmt.Fprintf(tw, "id:\t%s\nprovider:\t%s\n", esc(g.ID), esc(g.Provider))
 	if g.Subject != "" {
-		fmt.Fprintf(tw, "subject:\t%s\n", g.Subject)
+		fmt.Fprintf(tw, "subject:\t%s\n", esc(g.Subject))
 	}
 	if len(g.Labels) > 0 {
 		var ls []string
 		for k, v := range g.Labels {
-			ls = append(ls, k+"="+v)
+			ls = append(ls, esc(k)+"="+esc(v))
 		}
+		sort.Strings(ls)
 		fmt.Fprintf(tw, "labels:\t%s\n", strings.Join(ls, ", "))
 	}
 	fmt.Fprintf(tw, "state:\t%s (since %s)\n", g.State, ago(g.StateChangedAt))
@@ -279,7 +289,7 @@ func printGrant(out io.Writer, g store.Grant) {
 		fmt.Fprintf(tw, "cause:\t%s (action: %s)\n", g.Cause, g.Action)
 	}
 	if g.Error != "" || g.ErrorDescription != "" {
-		fmt.Fprintf(tw, "error:\t%s %s\n", g.Error, g.ErrorDescription)
+		fmt.Fprintf(tw, "error:\t%s %s\n", esc(g.Error), esc(g.ErrorDescription))
 	}
 	fmt.Fprintf(tw, "failures:\t%d\nlast probe:\t%s\nlast success:\t%s\n", g.Failures, ago(g.LastProbeAt), ago(g.LastSuccessAt))
 	if g.NextDueAt.IsZero() {
@@ -304,7 +314,7 @@ func printReport(out io.Writer, r api.ProbeReport) {
 	} else {
 		fmt.Fprintf(out, "probe failed: %s (action: %s)\n", res.Cause, res.Action)
 		if res.Error != "" || res.ErrorDescription != "" {
-			fmt.Fprintf(out, "provider said: HTTP %d %s %s\n", res.Status, res.Error, res.ErrorDescription)
+			fmt.Fprintf(out, "provider said: HTTP %d %s %s\n", res.Status, esc(res.Error), esc(res.ErrorDescription))
 		}
 		fmt.Fprintf(out, "\n%s\n\n", wrap(res.Fix, 80))
 	}
@@ -428,7 +438,7 @@ func (a *app) grantsRmCmd() *cobra.Command {
 			if err := c.Remove(cmd.Context(), args[0]); err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "removed %s\n", args[0])
+			fmt.Fprintf(cmd.OutOrStdout(), "removed %s\n", esc(args[0]))
 			return nil
 		},
 	}

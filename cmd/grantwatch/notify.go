@@ -71,9 +71,9 @@ Exit status 1 when any receiver failed.`,
 					continue
 				}
 				if r.Error != "" {
-					fmt.Fprintf(cmd.OutOrStdout(), "%s: FAILED: %s\n", r.Receiver, r.Error)
+					fmt.Fprintf(cmd.OutOrStdout(), "%s: FAILED: %s\n", r.Receiver, esc(r.Error))
 				} else {
-					fmt.Fprintf(cmd.OutOrStdout(), "%s: delivered (HTTP %d) %s\n", r.Receiver, r.Status, r.Answer)
+					fmt.Fprintf(cmd.OutOrStdout(), "%s: delivered (HTTP %d) %s\n", r.Receiver, r.Status, esc(r.Answer))
 				}
 			}
 			if len(res) == 0 && !asJSON {
@@ -128,7 +128,7 @@ Send them again with notify redeliver once the receiver works (notify test).`,
 					subject = d.Event.Provider.Name
 				}
 				fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\n", d.Receiver, d.Seq,
-					d.DeadAt.Local().Format(time.RFC3339), d.Event.Type, subject, d.Reason)
+					d.DeadAt.Local().Format(time.RFC3339), d.Event.Type, esc(subject), esc(d.Reason))
 			}
 			if err := tw.Flush(); err != nil {
 				return err

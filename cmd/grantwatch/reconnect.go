@@ -48,7 +48,7 @@ Exit status 1 when the probe of the new token failed.`,
 			}
 			tok, err := reconnect.Run(ctx, cfg, g.Provider, reconnect.Options{
 				ShowURL: func(u string) {
-					fmt.Fprintf(a.errw, "Open this URL in a browser and sign in as %s:\n\n  %s\n\nwaiting for the sign-in (up to %s)...\n", who, u, timeout)
+					fmt.Fprintf(a.errw, "Open this URL in a browser and sign in as %s:\n\n  %s\n\nwaiting for the sign-in (up to %s)...\n", esc(who), u, timeout)
 				},
 				OpenBrowser: !noBrowser,
 				LoginHint:   g.Subject,

@@ -91,7 +91,7 @@ func printStatus(out io.Writer, st api.Status) {
 	sort.Strings(names)
 	for _, n := range names {
 		ps := pstate[n]
-		row := []string{n, providerState(ps)}
+		row := []string{esc(n), providerState(ps)}
 		total := 0
 		for _, s := range states {
 			v := st.ByProvider[n][string(s)]
@@ -148,7 +148,7 @@ func printNeedy(out io.Writer, gs []store.Grant, total int) {
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "  ID\tPROVIDER\tCAUSE\tSINCE\tSUBJECT")
 	for _, g := range gs {
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", truncate(g.ID, 30), g.Provider, g.Cause, ago(g.StateChangedAt), truncate(dash(g.Subject), 30))
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", truncate(esc(g.ID), 30), esc(g.Provider), g.Cause, ago(g.StateChangedAt), truncate(dash(esc(g.Subject)), 30))
 	}
 	tw.Flush()
 	if total > len(gs) {
