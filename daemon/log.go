@@ -41,7 +41,7 @@ func NewLogger(c config.LogConfig, w io.Writer) *slog.Logger {
 			return slog.Attr{}
 		}
 		if a.Value.Kind() == slog.KindDuration {
-			a.Value = slog.StringValue(HumanDuration(a.Value.Duration()))
+			a.Value = slog.StringValue(humanDuration(a.Value.Duration()))
 		}
 		return a
 	}
@@ -58,10 +58,10 @@ func NewLogger(c config.LogConfig, w io.Writer) *slog.Logger {
 	}))
 }
 
-// HumanDuration is how grantwatch writes a duration for a person: to the
+// humanDuration is how grantwatch writes a duration for a person: to the
 // millisecond from 1ms on ("909ms", "1m30.5s"), to the microsecond below
 // ("-30µs"), so that an offset of a few microseconds is not "0s".
-func HumanDuration(d time.Duration) string {
+func humanDuration(d time.Duration) string {
 	if d >= time.Millisecond || d <= -time.Millisecond {
 		return d.Round(time.Millisecond).String()
 	}
