@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/grantwatch/grantwatch/internal/testutil"
 )
 
 // TestReconnectOnChosenPort: reconnect --port listens for the sign-in's
@@ -25,8 +27,8 @@ func TestReconnectOnChosenPort(t *testing.T) {
 	}
 	_, port, _ := strings.Cut(addr, ":")
 
-	var out syncBuffer
-	errw := &syncBuffer{}
+	var out testutil.LogBuffer
+	errw := &testutil.LogBuffer{}
 	done := make(chan error, 1)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

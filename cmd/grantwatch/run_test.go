@@ -9,6 +9,8 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/grantwatch/grantwatch/internal/testutil"
 )
 
 // TestVersionOfReleaseBuild: the release build the README documents
@@ -34,7 +36,7 @@ func TestRunWarnsWithoutProviders(t *testing.T) {
 	os.WriteFile(cfg, []byte("[daemon]\ndb = \"gw.db\"\nlisten = \"\"\n[clock]\nservers = []\n[log]\nformat = \"json\"\n"), 0o600)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	errw := &syncBuffer{}
+	errw := &testutil.LogBuffer{}
 	done := make(chan error, 1)
 	go func() {
 		root := newRoot(strings.NewReader(""), io.Discard, errw)
