@@ -2,6 +2,7 @@ package notify
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"reflect"
 	"regexp"
@@ -115,4 +116,74 @@ func TestAlertmanagerResend(t *testing.T) {
 	if want := []string{"GrantReconnectRequired/g-0001", "GrantwatchClockSkewed/"}; !reflect.DeepEqual(names, want) {
 		t.Errorf("re-sent %v, want %v", names, want)
 	}
+}
+
+// firingOf is the problem event of type typ that resolving event ev closes:
+// the same grant, provider or clock, with the cause being left.
+func firingOf(ev Event, typ string) Event {
+	fe := ev
+	fe.Type, fe.PreviousState, fe.PreviousCause = typ, "", ""
+	switch {
+	case ev.Grant != nil:
+		g := *ev.Grant
+		g.Cause = ev.PreviousCause
+		fe.Grant = &g
+	case ev.Provider != nil:
+		p := *ev.Provider
+		p.Cause = ev.PreviousCause
+		fe.Provider = &p
+	}
+	return fe
+}
+
+// FuzzAlertmanager: whatever the events hold, the alerts are JSON with an
+// alertname and valid label names; a resolve carries exactly the labels of
+// the alert it resolves (else Alertmanager keeps that one firing); and the
+// URL's password is in neither the alerts nor the error of a receiver that
+// echoes the request with its Authorization header.
+func FuzzAlertmanager(f *testing.F) {
+	rc := newEchoReceiver(f)
+	client := newHTTPClient()
+	valid := regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]*$`)
+	now := t0.Add(time.Hour)
+	fuzzNotifications(f, func(t *testing.T, n Notification) {
+		for _, ev := range n.Events {
+			alerts := amRender(ev, now, time.Minute)
+			b, err := json.Marshal(alerts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []amAlert
+			if err := json.Unmarshal(b, &got); err != nil {
+				t.Fatalf("alerts are not JSON: %v\n%s", err, b)
+			}
+			for _, a := range got {
+				if a.Labels["alertname"] == "" {
+					t.Errorf("alert without alertname: %+v", a.Labels)
+				}
+				for name := range a.Labels {
+					if !valid.MatchString(name) || strings.HasPrefix(name, "__") {
+						t.Errorf("label name %q is not valid", name)
+					}
+				}
+			}
+			closes := problemsResolvedBy(ev)
+			if closes == nil || ev.Test {
+				continue
+			}
+			for i, typ := range closes {
+				firing := amRender(firingOf(ev, typ), now, time.Minute)[0]
+				if !reflect.DeepEqual(alerts[i].Labels, firing.Labels) {
+					t.Errorf("%s resolves %s with labels %v, the firing alert has %v", ev.Type, typ, alerts[i].Labels, firing.Labels)
+				}
+			}
+		}
+		pw := fuzzSecret()
+		basic := base64.StdEncoding.EncodeToString([]byte("admin:" + pw))
+		c := Config{Name: "am", Type: KindAlertmanager, URL: secretOf("http://admin:" + pw + "@" + strings.TrimPrefix(rc.URL, "http://"))}
+		body := sendEchoed(t, rc, client, c, n, pw, basic)[0].Body
+		if strings.Contains(string(body), pw) {
+			t.Errorf("the alerts hold the URL's password: %s", body)
+		}
+	})
 }

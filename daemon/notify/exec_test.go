@@ -88,3 +88,39 @@ func TestExec(t *testing.T) {
 		t.Errorf("timeout: err %v after %v", err, time.Since(begin))
 	}
 }
+
+// FuzzExecPayload: whatever the events hold, the command's standard input
+// is JSON that decodes to the Notification and encodes back to the same
+// bytes, and the secrets of the daemon's environment stay out of the
+// command's.
+func FuzzExecPayload(f *testing.F) {
+	planted := fuzzSecret()
+	f.Setenv("GRANTWATCH_TEST_SENTINEL", planted)
+	f.Setenv("CREDENTIALS_DIRECTORY", "/run/credentials/"+planted)
+	dir := f.TempDir()
+	script, payload, env := filepath.Join(dir, "receiver.sh"), filepath.Join(dir, "stdin.json"), filepath.Join(dir, "env")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\ncat > \"$1\"\nexport -p > \"$2\"\n"), 0o700); err != nil {
+		f.Fatal(err)
+	}
+	c := Config{Name: "run", Type: KindExec, Command: []string{script, payload, env}}
+	c.ApplyDefaults()
+	s, _, err := newSender(c, nil, time.Now)
+	if err != nil {
+		f.Fatal(err)
+	}
+	fuzzNotifications(f, func(t *testing.T, n Notification) {
+		ctx, cancel := context.WithTimeout(context.Background(), c.Timeout)
+		defer cancel()
+		if _, err := s.Send(ctx, n); err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(payload)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkNotificationJSON(t, b, n)
+		if e, err := os.ReadFile(env); err != nil || strings.Contains(string(e), planted) {
+			t.Errorf("the command's environment holds the daemon's secret (%v):\n%s", err, e)
+		}
+	})
+}

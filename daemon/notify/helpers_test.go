@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -366,4 +367,136 @@ func writeFile(t *testing.T, name, content string) string {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// take returns the requests rc got and forgets them (fuzz targets, which
+// send many).
+func (rc *receiver) take() []request {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	reqs := rc.reqs
+	rc.reqs = nil
+	return reqs
+}
+
+// fuzzInput is what the renderer fuzz targets vary: every string an event
+// carries, how many events a notification has, the clock offset.
+type fuzzInput struct {
+	count                                         uint8
+	eventID, grantID, subject, provider           string
+	labelKey, labelValue, cause, errDesc, summary string
+	fix                                           string
+	offset                                        int64 // nanoseconds: the daemon's offsets are time.Durations
+	test                                          bool
+}
+
+// fuzzNotifications runs check on notifications built from the fuzzer's
+// input, starting from seeds that reach every renderer's limits: markup,
+// long and invalid UTF-8 strings, label names Prometheus rejects.
+func fuzzNotifications(f *testing.F, check func(t *testing.T, n Notification)) {
+	long := strings.Repeat("é", 3000) // 6000 bytes: beyond every limit, cut inside a rune
+	for _, s := range [][10]string{
+		{"ev-1", "g-1", "user@example.com", "google", "tenant", "acme", "revoked", "Token has been expired or revoked.", "", probes.CauseRevoked.Fix()},
+		{"", "", "", "", "", "", "", "", "", ""},
+		{"ev<2>", "<!channel>", "<@U123> & <https://x|y>", "a&b", "__name__", "v", "*bold* `code`", "\n\t\"quoted\"", "[TEST] x", "<!here>"},
+		{long, long, long, long, long, long, long, long, long, long},
+		{"\xff\xfe", "g\x00", "\xc3", "prov\x80", "9-bad.name", "\xff", "c\xff", "d\xed\xa0\x80", "s\xf0\x9f", "f\xe2\x82"},
+		{"e", "g", "s", "p", "alertname", "clash", "cause", "d", "s", "f"},
+	} {
+		for _, count := range []uint8{0, 4, 11, 200} {
+			f.Add(count, s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7], s[8], s[9], int64(42*time.Second), count == 4)
+		}
+	}
+	f.Fuzz(func(t *testing.T, count uint8, eventID, grantID, subject, provider, labelKey, labelValue, cause, errDesc, summary, fix string, offset int64, test bool) {
+		check(t, fuzzNotification(fuzzInput{count, eventID, grantID, subject, provider, labelKey, labelValue, cause, errDesc, summary, fix, offset, test}))
+	})
+}
+
+// fuzzNotification builds 1 + count%12 events from in, cycling through the
+// event types, shaped as the daemon shapes them: a grant, provider or clock
+// part as the type says, the cause being left in PreviousCause of a
+// resolving grant or provider event.
+func fuzzNotification(in fuzzInput) Notification {
+	types := EventTypes()
+	n := Notification{ID: newID(), Receiver: "fuzz"}
+	for i := range 1 + int(in.count%12) {
+		ev := Event{ID: in.eventID, Type: types[(int(in.count)/12+i)%len(types)], OccurredAt: t0,
+			Summary: in.summary, Fix: in.fix, Test: in.test}
+		switch ev.Type {
+		case TypeReconnectRequired, TypeDegraded, TypeRecovered:
+			ev.Grant = &Grant{ID: in.grantID, Provider: in.provider, Subject: in.subject,
+				Labels: map[string]string{in.labelKey: in.labelValue}, State: "reconnect_required",
+				Cause: in.cause, Action: "reconnect", Error: "invalid_grant", ErrorDescription: in.errDesc}
+			ev.PreviousState = "healthy"
+			if ev.Type == TypeRecovered {
+				ev.Grant.State, ev.Grant.Cause, ev.Grant.Action = "healthy", "", ""
+				ev.PreviousState, ev.PreviousCause = []string{"reconnect_required", "degraded", ""}[i%3], in.cause
+			}
+		case TypeProviderOutage, TypeProviderMisconfigured, TypeProviderOK:
+			ev.Provider = &Provider{Name: in.provider, State: "outage", Cause: in.cause, Detail: in.errDesc, Grants: int(in.count)}
+			if ev.Type == TypeProviderOK {
+				ev.Provider.State, ev.Provider.Cause, ev.PreviousCause = "ok", "", in.cause
+			}
+		default:
+			ev.Clock = &Clock{State: "skewed", OffsetSeconds: time.Duration(in.offset).Seconds(), Source: "ntp"}
+		}
+		n.Events = append(n.Events, ev)
+	}
+	return n
+}
+
+// fuzzSecret is a secret a fuzz input cannot hold: new for every input.
+func fuzzSecret() string { return "S" + newID() }
+
+// sendEchoed sends n through the real sender of c (built with client) to
+// rc, which answers 500 with what it was sent — the URL, the Authorization
+// header, the body — as a careless receiver does. The error and the answer
+// must hold none of secrets. It returns the requests rc got.
+func sendEchoed(t *testing.T, rc *receiver, client *http.Client, c Config, n Notification, secrets ...string) []request {
+	t.Helper()
+	c.ApplyDefaults()
+	s, _, err := newSender(c, client, time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), c.Timeout)
+	defer cancel()
+	d, err := s.Send(ctx, n)
+	reqs := rc.take()
+	if err == nil || len(reqs) == 0 {
+		t.Fatalf("send to an echoing 500 = %+v, %v after %d requests; want the 500", d, err, len(reqs))
+	}
+	for _, sec := range secrets {
+		for what, out := range map[string]string{"error": err.Error(), "answer": d.Answer} {
+			if strings.Contains(out, sec) {
+				t.Fatalf("the %s holds a secret of the receiver: %q", what, out)
+			}
+		}
+	}
+	return reqs
+}
+
+// newEchoReceiver is the receiver of sendEchoed.
+func newEchoReceiver(t testing.TB) *receiver {
+	return newReceiver(t, func(_ int, r *http.Request, body []byte) (int, string) {
+		return http.StatusInternalServerError, "you sent " + r.URL.String() + " auth " + r.Header.Get("Authorization") + " body " + string(body)
+	})
+}
+
+// checkNotificationJSON fails t unless b is the JSON of n: it decodes to n
+// again, every field kept. Invalid UTF-8 in n comes back as U+FFFD (JSON
+// strings are UTF-8), so then only the id and the number of events are
+// compared.
+func checkNotificationJSON(t *testing.T, b []byte, n Notification) {
+	t.Helper()
+	var got Notification
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatalf("not a Notification: %v\n%s", err, b)
+	}
+	if got.ID != n.ID || len(got.Events) != len(n.Events) {
+		t.Errorf("got id %q and %d events, want %q and %d", got.ID, len(got.Events), n.ID, len(n.Events))
+	}
+	if !bytes.Contains(b, []byte(`\ufffd`)) && !reflect.DeepEqual(got, n) {
+		t.Errorf("decodes to\n%+v\nwant\n%+v", got, n)
+	}
 }

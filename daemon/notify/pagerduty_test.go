@@ -6,7 +6,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
+	"github.com/grantwatch/grantwatch/internal/secret"
 	"github.com/grantwatch/grantwatch/probes"
 )
 
@@ -118,4 +120,52 @@ func TestPagerDutyLargeGroupProgresses(t *testing.T) {
 	if len(seen) != 30 {
 		t.Errorf("PagerDuty got %d of 30 grants", len(seen))
 	}
+}
+
+// FuzzPagerDuty: whatever the events hold, each Events API v2 event is
+// JSON within PagerDuty's limits (dedup_key 255 characters, summary 1024),
+// a trigger has a summary, source and a valid severity, and the routing key
+// is only in routing_key: not elsewhere in the event, nor in the error of a
+// receiver that echoes the request.
+func FuzzPagerDuty(f *testing.F) {
+	rc := newEchoReceiver(f)
+	client := newHTTPClient()
+	severities := map[string]bool{"critical": true, "error": true, "warning": true, "info": true}
+	fuzzNotifications(f, func(t *testing.T, n Notification) {
+		key := fuzzSecret()
+		for _, ev := range n.Events {
+			for _, pe := range pdRender(ev, key) {
+				b, err := json.Marshal(pe)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var got pdEvent
+				if err := json.Unmarshal(b, &got); err != nil {
+					t.Fatalf("event is not JSON: %v\n%s", err, b)
+				}
+				if got.RoutingKey != key {
+					t.Errorf("routing_key = %q, want the receiver's", got.RoutingKey)
+				}
+				got.RoutingKey = ""
+				if rest, _ := json.Marshal(got); strings.Contains(string(rest), key) {
+					t.Errorf("the routing key is outside routing_key: %s", rest)
+				}
+				if k := utf8.RuneCountInString(got.DedupKey); k == 0 || k > 255 {
+					t.Errorf("dedup_key has %d characters, want 1 to 255", k)
+				}
+				switch got.EventAction {
+				case "resolve":
+				case "trigger":
+					p := got.Payload
+					if p == nil || p.Summary == "" || utf8.RuneCountInString(p.Summary) > 1024 || p.Source == "" || !severities[p.Severity] {
+						t.Errorf("trigger payload = %+v", p)
+					}
+				default:
+					t.Errorf("event_action = %q", got.EventAction)
+				}
+			}
+		}
+		c := Config{Name: "pd", Type: KindPagerDuty, URL: secretOf(rc.URL + "/v2/enqueue"), RoutingKey: secret.Secret(key)}
+		sendEchoed(t, rc, client, c, n, key)
+	})
 }

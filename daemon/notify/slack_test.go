@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 // Slack incoming webhooks: POST the webhook URL with {"text": fallback,
@@ -66,4 +67,49 @@ func TestSlackRequest(t *testing.T) {
 			t.Errorf("%s block has %d chars", b.Type, len(b.Text.Text))
 		}
 	}
+}
+
+// FuzzSlack: whatever the events hold, the message is JSON within Block
+// Kit's limits (50 blocks, header 150 characters, text and sections 3000),
+// no text carries Slack markup (< or >: a subject must not ping <!channel>
+// or forge a link), and the webhook URL's token is in neither the message
+// nor the error of a receiver that echoes the request.
+func FuzzSlack(f *testing.F) {
+	rc := newEchoReceiver(f)
+	client := newHTTPClient()
+	fuzzNotifications(f, func(t *testing.T, n Notification) {
+		token := fuzzSecret()
+		c := Config{Name: "slack", Type: KindSlack, URL: secretOf(rc.URL + "/services/T0/B0/" + token)}
+		body := sendEchoed(t, rc, client, c, n, token)[0].Body
+		var msg slackMessage
+		if err := json.Unmarshal(body, &msg); err != nil {
+			t.Fatalf("message is not JSON: %v\n%s", err, body)
+		}
+		if strings.Contains(string(body), token) {
+			t.Errorf("the message holds the URL's token: %s", body)
+		}
+		if len(msg.Blocks) > 50 || len(msg.Blocks) == 0 || msg.Blocks[0].Type != "header" {
+			t.Fatalf("blocks = %+v, want a header and at most 50", msg.Blocks)
+		}
+		texts := []string{msg.Text}
+		for _, b := range msg.Blocks {
+			if b.Text != nil {
+				texts = append(texts, b.Text.Text)
+			}
+			for _, e := range b.Elements {
+				texts = append(texts, e.Text)
+			}
+		}
+		if h := utf8.RuneCountInString(msg.Blocks[0].Text.Text); h > 150 {
+			t.Errorf("header has %d characters, Slack allows 150", h)
+		}
+		for _, s := range texts {
+			if utf8.RuneCountInString(s) > 3000 {
+				t.Errorf("a text has %d characters, Slack allows 3000", utf8.RuneCountInString(s))
+			}
+			if strings.ContainsAny(s, "<>") {
+				t.Errorf("unescaped markup in %q", s)
+			}
+		}
+	})
 }

@@ -104,10 +104,10 @@ const minKeyBytes, maxKeyBytes = 24, 64
 
 // signingKeys reads the content of a secret_file: one key per line (blank
 // lines ignored; readSecretFile has refused an empty file), the first also
-// the key of the legacy header. A line of the form
-// whsec_<base64> is that base64's bytes, as the specification serializes
-// keys; any other line is used as its bytes. Errors give the line number,
-// never the key.
+// the key of the legacy header. A line whsec_<base64> is that base64's
+// bytes, as the specification serializes keys; any other line is used as
+// its bytes. It returns the keys and the lines as written. Errors give the
+// line number, never the key.
 func signingKeys(content secret.Secret) (keys []secret.Secret, lines []secret.Secret, err error) {
 	for i, line := range strings.Split(content.Reveal(), "\n") {
 		line = strings.TrimSpace(line)

@@ -330,3 +330,44 @@ func TestWebhookErrorHidesKeys(t *testing.T) {
 		}
 	}
 }
+
+// FuzzWebhookBody: whatever the events hold, the body is JSON that decodes
+// to the Notification and encodes back to the same bytes, signed so that the
+// specification's library verifies it; the URL's token and the signing key
+// are in neither body nor headers, nor in the error of a receiver that
+// echoes the request.
+func FuzzWebhookBody(f *testing.F) {
+	rc := newEchoReceiver(f)
+	client := newHTTPClient()
+	keyFile := filepath.Join(f.TempDir(), "webhook.secret")
+	fuzzNotifications(f, func(t *testing.T, n Notification) {
+		token := fuzzSecret()
+		b64 := base64.StdEncoding.EncodeToString([]byte(fuzzSecret()))
+		if err := os.WriteFile(keyFile, []byte(whsecPrefix+b64+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c := Config{Name: "hook", Type: KindWebhook, URL: secretOf(rc.URL + "/in/" + token), SecretFile: keyFile}
+		req := sendEchoed(t, rc, client, c, n, token, b64)[0]
+		checkNotificationJSON(t, req.Body, n)
+		wh, err := standardwebhooks.NewWebhook(whsecPrefix + b64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := wh.Verify(req.Body, req.Header); err != nil {
+			t.Errorf("Verify = %v", err)
+		}
+		for _, s := range append([]string{string(req.Body)}, headerValues(req.Header)...) {
+			if strings.Contains(s, token) || strings.Contains(s, b64) {
+				t.Errorf("a secret went out in %q", s)
+			}
+		}
+	})
+}
+
+func headerValues(h http.Header) []string {
+	var out []string
+	for _, vs := range h {
+		out = append(out, vs...)
+	}
+	return out
+}
