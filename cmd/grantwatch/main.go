@@ -151,6 +151,9 @@ func requireSubcommand(c *cobra.Command, args []string) error {
 		}
 		return usageError(c, "which command? one of %s", strings.Join(names, ", "))
 	}
+	if args[0] == "help" && len(args) == 1 {
+		return c.Help()
+	}
 	msg := fmt.Sprintf("unknown command %q for %q", args[0], c.CommandPath())
 	if s := c.SuggestionsFor(args[0]); len(s) > 0 {
 		msg += "; did you mean " + strings.Join(s, " or ") + "?"
