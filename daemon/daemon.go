@@ -65,7 +65,7 @@ func Run(ctx context.Context, opts Options) error {
 type Daemon struct {
 	cfg     *config.Config
 	log     *slog.Logger
-	db      *store.DB
+	db      store.Store
 	now     func() time.Time
 	prober  *probes.Prober
 	clock   *Clock
@@ -183,11 +183,15 @@ func Open(opts Options) (*Daemon, error) {
 
 // OpenStore opens the configured database with the configured key,
 // creating the key file when it is missing.
-func OpenStore(cfg *config.Config, noSync bool) (*store.DB, error) {
-	return store.OpenWithKeyFile(cfg.Daemon.DB, cfg.Secrets.KeyFile, store.Options{
+func OpenStore(cfg *config.Config, noSync bool) (store.Store, error) {
+	db, err := store.OpenWithKeyFile(cfg.Daemon.DB, cfg.Secrets.KeyFile, store.Options{
 		MaxBatchSize: cfg.Daemon.Workers,
 		NoSync:       noSync,
 	})
+	if err != nil {
+		return nil, err // not a nil *DB in a non-nil Store
+	}
+	return db, nil
 }
 
 func buildProviders(cfg *config.Config) (map[string]*provider, error) {
@@ -222,7 +226,7 @@ func buildProviders(cfg *config.Config) (map[string]*provider, error) {
 }
 
 // DB is the daemon's store.
-func (d *Daemon) DB() *store.DB { return d.db }
+func (d *Daemon) DB() store.Store { return d.db }
 
 // config.Config is the daemon's current config.
 func (d *Daemon) Config() *config.Config {
@@ -298,6 +302,9 @@ func (d *Daemon) Run(ctx context.Context, ready func(*Daemon)) error {
 	d.Kick()
 	d.log.Info("grantwatch started", "db", d.db.Path(), "socket", cfg.Daemon.Socket,
 		"providers", len(cfg.Providers), "workers", cfg.Daemon.Workers)
+	if len(cfg.Providers) == 0 {
+		d.log.Warn("no providers configured: nothing will be probed", "config", cfg.Path(), "fix", "add a [[providers]] entry (config.example.toml) and reload")
+	}
 	if ready != nil {
 		ready(d)
 	}
@@ -337,8 +344,12 @@ func (d *Daemon) Run(ctx context.Context, ready func(*Daemon)) error {
 // grants, 4–5 s for 10⁶) before READY=1; a damaged file stops the start
 // with the damage listed and what to do.
 func (d *Daemon) checkStore(ctx context.Context) error {
+	fs, ok := d.db.(fileStore)
+	if !ok {
+		return nil // another backend keeps its own checksums
+	}
 	start := time.Now()
-	if err := d.db.Check(ctx); err != nil {
+	if err := fs.Check(ctx); err != nil {
 		if errors.Is(err, store.ErrCorrupt) {
 			return fmt.Errorf("%w\n(grantwatch does not start on a damaged database: restore the last backup as the README's \"Backups and restore\" says, then start it again)", err)
 		}

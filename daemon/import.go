@@ -38,9 +38,9 @@ var importProgressEvery = 500 * time.Millisecond
 // import ends normally.
 const metaImportOutcome = "import_outcome"
 
-// spoolPattern names the spool files of the database at db: hidden, beside
-// it, and named after it, so that two databases in one directory leave each
-// other's spools alone.
+// spoolPattern names the spool files of the database at db (daemon.db):
+// hidden, beside it, and named after it, so that two databases in one
+// directory leave each other's spools alone.
 func spoolPattern(db string) string { return "." + filepath.Base(db) + ".import-*" }
 
 // errImportTooLarge is an input over daemon.import_max_bytes.
@@ -77,8 +77,8 @@ func (c *capReader) Read(p []byte) (int, error) {
 // written to its end even if the client goes away: it is one change.
 func (d *Daemon) importStream(ctx context.Context, r io.Reader, opts api.ImportOptions, progress func(api.ImportProgress)) (api.ImportProgress, error) {
 	cfg := d.Config()
-	dir := filepath.Dir(d.db.Path())
-	f, err := os.CreateTemp(dir, spoolPattern(d.db.Path()))
+	dir := filepath.Dir(cfg.Daemon.DB)
+	f, err := os.CreateTemp(dir, spoolPattern(cfg.Daemon.DB))
 	if err != nil {
 		return api.ImportProgress{}, fmt.Errorf("nothing imported: create the import's spool file in %s: %w", dir, err)
 	}
@@ -146,7 +146,7 @@ func (d *Daemon) spoolAndCheck(ctx context.Context, r io.Reader, spool *os.File,
 	}()
 	defer func() { close(stop); <-stopped }()
 
-	w := &spoolWriter{f: spool, db: d.db.Path(), buf: make([]byte, 0, 1<<20)}
+	w := &spoolWriter{f: spool, db: d.Config().Daemon.DB, buf: make([]byte, 0, 1<<20)}
 	sc := newLineScanner(io.TeeReader(r, w))
 	n := 0
 	for sc.Scan() {
@@ -340,7 +340,8 @@ func (d *Daemon) ResumeImports(ctx context.Context) error {
 	for _, j := range jobs {
 		named[j.Spool] = true
 	}
-	if stale, err := filepath.Glob(filepath.Join(filepath.Dir(d.db.Path()), spoolPattern(d.db.Path()))); err == nil {
+	db := d.Config().Daemon.DB
+	if stale, err := filepath.Glob(filepath.Join(filepath.Dir(db), spoolPattern(db))); err == nil {
 		for _, s := range stale {
 			if !named[s] {
 				os.Remove(s)

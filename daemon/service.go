@@ -16,6 +16,7 @@ import (
 	"github.com/grantwatch/grantwatch/daemon/api"
 	"github.com/grantwatch/grantwatch/daemon/notify"
 	"github.com/grantwatch/grantwatch/internal/secret"
+	"github.com/grantwatch/grantwatch/probes"
 	"github.com/grantwatch/grantwatch/store"
 )
 
@@ -42,7 +43,7 @@ func (d *Daemon) Grant(id string) (api.GrantDetail, error) {
 	if err != nil {
 		return api.GrantDetail{}, err
 	}
-	return api.GrantDetail{Grant: g, History: h}, nil
+	return api.GrantDetail{Grant: g, Fix: probes.Cause(g.Cause).Fix(), History: h}, nil
 }
 
 // Remove deletes a grant.
@@ -63,11 +64,35 @@ func (d *Daemon) RemoveWhere(state store.State, provider string) (int, error) {
 	return n + m, err
 }
 
-// Check verifies the whole database (store.Check).
-func (d *Daemon) Check(ctx context.Context) error { return d.db.Check(ctx) }
+// fileStore is what only the bbolt backend (*store.DB) does, outside the
+// store contract: a check of the whole file, a consistent copy of it, the
+// history of its sealing key.
+type fileStore interface {
+	Check(ctx context.Context) error
+	Backup(w io.Writer) (int64, error)
+	KeyInfo() (store.KeyInfo, error)
+}
+
+// errNotFile is a file operation asked of another backend.
+var errNotFile = errors.New("the store is not a bbolt file: check and back it up with its own tools")
+
+// Check verifies the whole database (store.DB.Check).
+func (d *Daemon) Check(ctx context.Context) error {
+	fs, ok := d.db.(fileStore)
+	if !ok {
+		return api.Invalid(errNotFile)
+	}
+	return fs.Check(ctx)
+}
 
 // Backup writes a consistent copy of the database to w.
-func (d *Daemon) Backup(w io.Writer) (int64, error) { return d.db.Backup(w) }
+func (d *Daemon) Backup(w io.Writer) (int64, error) {
+	fs, ok := d.db.(fileStore)
+	if !ok {
+		return 0, api.Invalid(errNotFile)
+	}
+	return fs.Backup(w)
+}
 
 // NotifyTest sends a test notification to receiver, or to all with "".
 func (d *Daemon) NotifyTest(ctx context.Context, receiver string) ([]api.NotifyTestResult, error) {
@@ -163,23 +188,18 @@ func (d *Daemon) Status() (api.Status, error) {
 		NeedsReconnect: []store.Grant{},
 		OnHold:         []store.Grant{},
 	}
-	counts, err := d.db.Counts()
+	counts, err := d.stateCounts()
 	if err != nil {
 		return st, err
 	}
 	for prov, m := range counts {
 		pm := map[string]int{}
 		for s, n := range m {
-			if n == 0 {
-				continue
-			}
 			pm[string(s)] = n
 			st.ByState[string(s)] += n
 			st.Grants += n
 		}
-		if len(pm) > 0 {
-			st.ByProvider[prov] = pm
-		}
+		st.ByProvider[prov] = pm
 	}
 	errStop := errors.New("enough")
 	collect := func(dst *[]store.Grant) func(store.Grant) error {
@@ -215,18 +235,22 @@ func (d *Daemon) Status() (api.Status, error) {
 	if !oldest.IsZero() {
 		st.Outbox.OldestAgeSeconds = d.now().Sub(oldest).Seconds()
 	}
+	st.DB = d.db.Path()
 	if t := d.lastTick.Load(); t != 0 {
 		st.Daemon = true
 		st.LastTickAt = time.Unix(0, t)
+		st.Receivers = d.disp.Status()
 	}
 	if st.Imports, err = d.importStatus(); err != nil {
 		return st, err
 	}
-	ki, err := d.db.KeyInfo()
-	if err != nil {
-		return st, err
+	if fs, ok := d.db.(fileStore); ok {
+		ki, err := fs.KeyInfo()
+		if err != nil {
+			return st, err
+		}
+		st.Key = &ki
 	}
-	st.Key = &ki
 	st.NeedsAction = st.ByState[string(store.StateReconnectRequired)] > 0 ||
 		st.ByState[string(store.StateOnHold)] > 0 || cs.State == ClockSkewed
 	for _, j := range st.Imports {
@@ -240,6 +264,28 @@ func (d *Daemon) Status() (api.Status, error) {
 		}
 	}
 	return st, nil
+}
+
+// stateCounts is provider → state → grants with every state of every
+// provider listed, zeros included, configured providers without grants
+// too: status's by_state and the grantwatch_grants series show a state
+// with no grants as 0 rather than leave it out.
+func (d *Daemon) stateCounts() (map[string]map[store.State]int, error) {
+	counts, err := d.db.Counts()
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range d.Config().Providers {
+		if counts[p.Name] == nil {
+			counts[p.Name] = map[store.State]int{}
+		}
+	}
+	for _, m := range counts {
+		for _, s := range store.States() {
+			m[s] += 0
+		}
+	}
+	return counts, nil
 }
 
 // Import reads JSON Lines of grants from r and stores them (import.go):

@@ -223,8 +223,8 @@ func TestBrokenDatabase(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		// A grant record starts with its form's version byte (2, recordV2)
-		// and its id, length-prefixed (store/codec.go).
+		// A grant record starts with its form's version byte (2 since seal
+		// sequences) and its id, length-prefixed (store/codec.go).
 		rec := []byte("\x02\x03g-1")
 		i := bytes.Index(b, rec)
 		if i < 0 || bytes.Count(b, rec) != 1 {

@@ -53,12 +53,13 @@ while the pages are checked.`,
 			defer c.Close()
 			start := time.Now()
 			shown := false
+			pw := progressWriter(a.errw)
 			err = c.Check(cmd.Context(), func(el time.Duration) {
 				shown = true
-				fmt.Fprintf(a.errw, "\rchecking %s: %s", cfg.Daemon.DB, el.Round(time.Second))
+				fmt.Fprintf(pw, "\rchecking %s: %s", cfg.Daemon.DB, el.Round(time.Second))
 			})
 			if shown {
-				fmt.Fprintln(a.errw)
+				fmt.Fprintln(pw)
 			}
 			took := time.Since(start).Round(time.Millisecond)
 			damaged := errors.Is(err, store.ErrCorrupt)
@@ -131,13 +132,14 @@ restore".`,
 			start := time.Now()
 			var n int64
 			err = writeAtomic(path, -1, -1, func(f *os.File) error {
-				pw := &progressCounter{w: f, show: func(n int64) {
-					fmt.Fprintf(a.errw, "\rbacking up: %s", humanBytes(n))
+				pw := progressWriter(a.errw)
+				pc := &progressCounter{w: f, show: func(n int64) {
+					fmt.Fprintf(pw, "\rbacking up: %s", humanBytes(n))
 				}}
 				var err error
-				n, err = c.Backup(cmd.Context(), pw)
-				if pw.shown {
-					fmt.Fprintln(a.errw)
+				n, err = c.Backup(cmd.Context(), pc)
+				if pc.shown {
+					fmt.Fprintln(pw)
 				}
 				return err
 			})
@@ -265,12 +267,13 @@ with the unit stopped, then start the unit.`,
 			}
 			start := time.Now()
 			shown := false
+			pw := progressWriter(a.errw)
 			err = db.Rekey(newKey, func(done, total int) {
 				shown = true
-				fmt.Fprintf(a.errw, "\rrekeying: %d of %d tokens", done, total)
+				fmt.Fprintf(pw, "\rrekeying: %d of %d tokens", done, total)
 			})
 			if shown {
-				fmt.Fprintln(a.errw)
+				fmt.Fprintln(pw)
 			}
 			if cerr := db.Close(); err == nil {
 				err = cerr

@@ -17,8 +17,8 @@ import (
 	"github.com/grantwatch/grantwatch/store"
 )
 
-// exitStatus is the exit status of a command run by runBin.
-func exitStatus(err error) int {
+// binExit is the exit status of a command run by runBin.
+func binExit(err error) int {
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
 		return ee.ExitCode()
@@ -70,22 +70,22 @@ func TestDamagedDatabaseFoundEarly(t *testing.T) {
 
 	damageRecord(t, s.db)
 	out, errOut, err = runBin(t, s.bin, s.config, "db", "check")
-	if exitStatus(err) != 1 || !strings.Contains(out, "damaged") || !strings.Contains(out, "grants: row") {
-		t.Errorf("db check of a damaged database: exit %d\nstdout:\n%s\nstderr:\n%s", exitStatus(err), out, errOut)
+	if binExit(err) != 1 || !strings.Contains(out, "damaged") || !strings.Contains(out, "grants: row") {
+		t.Errorf("db check of a damaged database: exit %d\nstdout:\n%s\nstderr:\n%s", binExit(err), out, errOut)
 	}
 	out, _, err = runBin(t, s.bin, s.config, "db", "check", "--json")
 	var v struct {
 		OK     bool   `json:"ok"`
 		Damage string `json:"damage"`
 	}
-	if exitStatus(err) != 1 || json.Unmarshal([]byte(out), &v) != nil || v.OK || !strings.Contains(v.Damage, "grants: row") {
-		t.Errorf("db check --json: exit %d, %s", exitStatus(err), out)
+	if binExit(err) != 1 || json.Unmarshal([]byte(out), &v) != nil || v.OK || !strings.Contains(v.Damage, "grants: row") {
+		t.Errorf("db check --json: exit %d, %s", binExit(err), out)
 	}
 
 	start := time.Now()
 	out, errOut, err = runBin(t, s.bin, s.config, "run")
-	if exitStatus(err) != exitDamaged {
-		t.Errorf("run on a damaged database: exit %d, want %d\n%s%s", exitStatus(err), exitDamaged, out, errOut)
+	if binExit(err) != exitDamaged {
+		t.Errorf("run on a damaged database: exit %d, want %d\n%s%s", binExit(err), exitDamaged, out, errOut)
 	}
 	for _, want := range []string{"damaged", "grants: row", "does not start on a damaged database", "Backups and restore"} {
 		if !strings.Contains(errOut, want) {
@@ -98,8 +98,8 @@ func TestDamagedDatabaseFoundEarly(t *testing.T) {
 	t.Logf("run refused in %s", time.Since(start).Round(time.Millisecond))
 
 	doc, _, err = runBin(t, s.bin, s.config, "doctor", "--json")
-	if exitStatus(err) != 1 || json.Unmarshal([]byte(doc), &rep) != nil || !checkStatus(rep, "database", doctor.CheckFail) {
-		t.Errorf("doctor on a damaged database: exit %d\n%s", exitStatus(err), doc)
+	if binExit(err) != 1 || json.Unmarshal([]byte(doc), &rep) != nil || !checkStatus(rep, "database", doctor.CheckFail) {
+		t.Errorf("doctor on a damaged database: exit %d\n%s", binExit(err), doc)
 	}
 }
 

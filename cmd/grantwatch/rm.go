@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -43,9 +42,9 @@ later writes): grantwatch db compact, with the daemon stopped, gives it back.`,
 			filter := state != "" || provider != ""
 			switch {
 			case filter && len(args) > 0:
-				return errors.New("name ids or --state/--provider, not both")
+				return usageError(cmd, "name ids or --state/--provider, not both")
 			case !filter && len(args) == 0:
-				return errors.New("name the grants to remove: rm ID..., rm - (ids on stdin, one a line), or rm --state S / --provider P")
+				return usageError(cmd, "name the grants to remove: rm ID..., rm - (ids on stdin, one a line), or rm --state S / --provider P")
 			case state != "" && !store.State(state).Valid():
 				return fmt.Errorf("--state: unknown state %q (one of: %s)", state, stateNames())
 			}
@@ -167,7 +166,7 @@ var errNotAsked = errors.New("stdin is not a terminal, so there is no one to ask
 // no terminal on stdin it does not ask: it returns an error saying --yes is
 // needed.
 func (a *app) confirm(question string) error {
-	if !isTTY(a.in) {
+	if !isTerminal(a.in) {
 		return fmt.Errorf("%s %w", question, errNotAsked)
 	}
 	fmt.Fprintf(a.errw, "%s [y/N] ", question)
@@ -178,16 +177,6 @@ func (a *app) confirm(question string) error {
 	}
 	fmt.Fprintln(a.errw, "nothing removed")
 	return exitCode(1)
-}
-
-// isTTY reports whether r is a terminal.
-func isTTY(r any) bool {
-	f, ok := r.(*os.File)
-	if !ok {
-		return false
-	}
-	fi, err := f.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
 func stateNames() string {

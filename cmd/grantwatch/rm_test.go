@@ -24,8 +24,14 @@ func TestGrantsRmMany(t *testing.T) {
 				t.Fatal(err)
 			}
 			if mode == "daemon" {
-				_, stop := s.startDaemon(t)
+				d, stop := s.startDaemon(t)
 				defer stop()
+				// Every grant is due at once: let the first round settle,
+				// so that the counts below hold while the test removes.
+				waitUntil(t, func() bool {
+					st, err := d.Status()
+					return err == nil && st.ByState["pending"] == 0
+				})
 			}
 			ids := func() map[string]bool {
 				out, _, err := cli(t, s.cfgPath, "", "grants", "list", "--json")

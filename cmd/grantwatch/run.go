@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -34,7 +35,7 @@ restart (restore a backup: README "Backups and restore").`,
 			if err != nil {
 				return err
 			}
-			log := daemon.NewLogger(cfg.Log, os.Stderr)
+			log := daemon.NewLogger(cfg.Log, a.errw)
 			tuneGC()
 			// SIGHUP becomes a request on a 1-buffered channel: signals
 			// that arrive during a reload coalesce into one more.
@@ -59,8 +60,7 @@ restart (restore a backup: README "Backups and restore").`,
 			if errors.Is(err, store.ErrCorrupt) {
 				// A damaged database stays damaged: exit status 3 tells
 				// systemd not to restart (RestartPreventExitStatus=3).
-				fmt.Fprintln(a.errw, "grantwatch:", err)
-				return exitCode(exitDamaged)
+				return &exitError{code: exitDamaged, err: err}
 			}
 			return err
 		},
@@ -71,9 +71,13 @@ func (a *app) versionCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "version",
 		Short: "Print grantwatch's version",
-		Args:  cobra.NoArgs,
+		Long: `version prints the version a release build was given (go build -ldflags
+"-X github.com/grantwatch/grantwatch/daemon.Version=v1.2.3"), else the module
+version or VCS revision the binary was built from (+dirty or -dirty for
+uncommitted changes), and the Go version.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			_, err := cmd.OutOrStdout().Write([]byte("grantwatch " + daemon.BuildVersion() + "\n"))
+			_, err := fmt.Fprintf(cmd.OutOrStdout(), "grantwatch %s (%s)\n", daemon.BuildVersion(), runtime.Version())
 			return err
 		},
 	}
