@@ -73,13 +73,15 @@ type Daemon struct {
 	mu        sync.RWMutex
 	providers map[string]*provider
 
-	opts     Options
-	kickCh   chan struct{}
-	jobs     chan job
-	leases   *leases
-	results  chan result
-	lease    time.Duration
-	lastTick atomic.Int64 // unix nanos of the last due scan
+	opts    Options
+	kickCh  chan struct{}
+	jobs    chan job
+	leases  *leases
+	results chan result
+	lease   time.Duration
+	// lastTick is when the scheduler loop last showed it is alive (unix
+	// nanos): a due scan, or a beat while it waits for busy workers.
+	lastTick atomic.Int64
 
 	listenAddr atomic.Value // string: the TCP listener's address
 

@@ -102,8 +102,10 @@ func (d *Daemon) tcpHandler() (http.Handler, error) {
 	return api.TCPHandler(d, d.log, d.metricsHandler(), tok), nil
 }
 
-// Ready reports why the daemon is not ready, or nil: store open and the scheduler
-// ticked within three tick periods (at least a minute).
+// Ready reports why the daemon is not ready, or nil: the store is open and
+// the scheduler loop showed it is alive (a due scan, or a beat while it waits
+// for busy workers) within three minutes. It measures a live loop, not a
+// finished round: a first round over a large fleet lasts hours.
 func (d *Daemon) Ready() error {
 	if _, err := d.db.Counts(); err != nil {
 		return fmt.Errorf("store: %w", err)
@@ -113,7 +115,7 @@ func (d *Daemon) Ready() error {
 		return errors.New("scheduler has not ticked yet")
 	}
 	if age := d.now().Sub(time.Unix(0, t)); age > 3*time.Minute {
-		return fmt.Errorf("scheduler last ticked %s ago", age.Round(time.Second))
+		return fmt.Errorf("the scheduler loop has not run for %s: it is stuck; restart the daemon", age.Round(time.Second))
 	}
 	return nil
 }
