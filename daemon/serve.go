@@ -4,14 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/grantwatch/grantwatch/daemon/api"
+	"github.com/grantwatch/grantwatch/internal/peercred"
 	"github.com/grantwatch/grantwatch/internal/secret"
 )
 
@@ -61,15 +64,25 @@ func (d *Daemon) serve(ctx context.Context) (*servers, error) {
 	return s, nil
 }
 
-// listenSocket listens on a unix socket with mode 0660. The daemon holds the
-// database lock, so a socket file left at the path is stale and replaced.
+// listenSocket listens on a unix socket with mode 0660, in a directory no
+// other user can write (else one could put a socket there that poses as
+// the daemon, and the CLI would send it tokens). A socket file left at the
+// path is replaced only when nothing answers on it: the database lock says
+// nothing about a daemon with another daemon.db on the same socket.
 func listenSocket(path string) (net.Listener, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, err
+	}
+	if err := peercred.CheckSocketDir(dir); err != nil {
 		return nil, err
 	}
 	if fi, err := os.Lstat(path); err == nil {
 		if fi.Mode()&os.ModeSocket == 0 {
 			return nil, fmt.Errorf("%s exists and is not a socket; remove it or choose another daemon.socket", path)
+		}
+		if err := socketInUse(path); err != nil {
+			return nil, err
 		}
 		os.Remove(path)
 	}
@@ -82,6 +95,26 @@ func listenSocket(path string) (net.Listener, error) {
 		return nil, err
 	}
 	return ln, nil
+}
+
+// socketInUse connects to the socket file at path. It returns nil when
+// nothing listens there (a stale socket, left by a crash), and otherwise an
+// error naming the process that holds it.
+func socketInUse(path string) error {
+	conn, err := net.DialTimeout("unix", path, time.Second)
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, fs.ErrNotExist):
+		return nil
+	case err != nil:
+		return fmt.Errorf("%s exists and cannot be tried (%w): remove it if no grantwatch listens there, or choose another daemon.socket", path, err)
+	}
+	defer conn.Close()
+	who, look := "another process", "ss -xlp shows which"
+	if c, err := peercred.Of(conn); err == nil && c.PID != 0 {
+		who = fmt.Sprintf("process %d (uid %d)", c.PID, c.UID)
+		look = fmt.Sprintf("ps -o user,pid,cmd -p %d shows it", c.PID)
+	}
+	return fmt.Errorf("%s is in use: %s listens on it, perhaps a grantwatch with another daemon.db (%s); give each daemon its own daemon.socket, or stop that process", path, who, look)
 }
 
 // tcpHandler serves /metrics, /healthz, /readyz and, with a token file, the
