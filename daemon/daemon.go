@@ -21,6 +21,7 @@ import (
 
 	"github.com/grantwatch/grantwatch/daemon/config"
 	"github.com/grantwatch/grantwatch/daemon/notify"
+	"github.com/grantwatch/grantwatch/internal/secret"
 	"github.com/grantwatch/grantwatch/probes"
 	"github.com/grantwatch/grantwatch/store"
 )
@@ -84,6 +85,7 @@ type Daemon struct {
 	lastTick atomic.Int64
 
 	listenAddr atomic.Value // string: the TCP listener's address
+	timeouts   httpTimeouts // the listeners' (tests shorten them)
 
 	warnedOnce sync.Map // keys logged once (unknown providers, store errors)
 	inflight   sync.Map // grant id → struct{}: a probe of it is running
@@ -130,6 +132,14 @@ func Open(opts Options) (*Daemon, error) {
 	if now == nil {
 		now = time.Now
 	}
+	// Anyone who can read the key can unseal every token, and anyone who
+	// can write it can make the daemon seal new ones with a key they know:
+	// refuse it, as ssh refuses an unprotected private key. A missing key
+	// is created with mode 0600.
+	var me *secret.ModeError
+	if err := secret.CheckMode(cfg.Secrets.KeyFile); errors.As(err, &me) {
+		return nil, fmt.Errorf("secrets.key_file: %w", err)
+	}
 	db, err := OpenStore(cfg, opts.NoSync)
 	if err != nil {
 		return nil, err
@@ -154,6 +164,7 @@ func Open(opts Options) (*Daemon, error) {
 	if opts.Lease > 0 {
 		d.lease = opts.Lease
 	}
+	d.timeouts = serverTimeouts(cfg)
 	hc := opts.HTTPClient
 	if hc == nil {
 		hc = probes.NewHTTPClient(cfg.Daemon.Workers, cfg.Daemon.ProbeTimeout)
@@ -241,6 +252,8 @@ func (d *Daemon) Run(ctx context.Context, ready func(*Daemon)) error {
 		return err
 	}
 
+	d.warnSecretModes(cfg)
+
 	c := cron.New(cron.WithChain(cron.Recover(cronLogger{d.log})))
 	if _, err := c.AddFunc(cfg.Daemon.Tick, d.Kick); err != nil {
 		return fmt.Errorf("daemon.tick: %w", err)
@@ -314,6 +327,17 @@ func (d *Daemon) Run(ctx context.Context, ready func(*Daemon)) error {
 	dispWG.Wait()
 	d.log.Info("stopped")
 	return nil
+}
+
+// warnSecretModes warns once at start for each secret file besides the key
+// (which Open refuses) that other users may read or write.
+func (d *Daemon) warnSecretModes(cfg *config.Config) {
+	for _, f := range cfg.SecretFiles() {
+		var me *secret.ModeError
+		if err := secret.CheckMode(f.Path); f.Path != cfg.Secrets.KeyFile && errors.As(err, &me) {
+			d.log.Warn("secret file is open to other users", "key", f.Key, tint.Err(err))
+		}
+	}
 }
 
 // logOnce logs a problem the first time key is seen (until the key is

@@ -13,7 +13,10 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/net/netutil"
+
 	"github.com/grantwatch/grantwatch/daemon/api"
+	"github.com/grantwatch/grantwatch/daemon/config"
 	"github.com/grantwatch/grantwatch/internal/peercred"
 	"github.com/grantwatch/grantwatch/internal/secret"
 )
@@ -32,7 +35,40 @@ func (s *servers) close() {
 	}
 }
 
+// httpTimeouts bound the listeners' connections (net/http's Server
+// fields), so that a slow or idle client cannot hold one for long: the
+// headers within readHeader, the whole request within read, the answer
+// within write, and an idle keep-alive connection is closed after idle.
+// Streaming routes (import, list) extend their own deadlines as they go.
+type httpTimeouts struct {
+	readHeader, read, write, idle time.Duration
+}
+
+// serverTimeouts sizes the timeouts to the slowest answer there is:
+// set-token waits for a probe of the old token in flight (probe_timeout),
+// then for a slot within the provider's limits (probe_timeout), then
+// probes (probe_timeout).
+func serverTimeouts(cfg *config.Config) httpTimeouts {
+	return httpTimeouts{
+		readHeader: 10 * time.Second,
+		read:       30 * time.Second,
+		write:      3*cfg.Daemon.ProbeTimeout + 30*time.Second,
+		idle:       60 * time.Second,
+	}
+}
+
+// newServer is an http.Server for h with the daemon's timeouts.
+func (d *Daemon) newServer(h http.Handler) *http.Server {
+	t := d.timeouts
+	return &http.Server{Handler: h, ReadHeaderTimeout: t.readHeader, ReadTimeout: t.read,
+		WriteTimeout: t.write, IdleTimeout: t.idle, MaxHeaderBytes: 64 << 10}
+}
+
 // serve starts the control socket and, when configured, the TCP listener.
+// Each listener serves at most its own number of connections (the rest
+// wait in the kernel's backlog), so a flood of one cannot take the file
+// descriptors the other (and the probes, and the exec receivers) need: the
+// CLI still gets in on the socket while the TCP listener is saturated.
 func (d *Daemon) serve(ctx context.Context) (*servers, error) {
 	cfg := d.Config()
 	s := &servers{}
@@ -40,10 +76,10 @@ func (d *Daemon) serve(ctx context.Context) (*servers, error) {
 	if err != nil {
 		return nil, fmt.Errorf("daemon.socket: %w", err)
 	}
-	sock := &http.Server{Handler: d.Handler(), ReadHeaderTimeout: 10 * time.Second,
-		BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) }}
+	sock := d.newServer(d.Handler())
+	sock.BaseContext = func(net.Listener) context.Context { return context.WithoutCancel(ctx) }
 	s.list = append(s.list, sock)
-	go sock.Serve(ln)
+	go sock.Serve(netutil.LimitListener(ln, cfg.Daemon.SocketMaxConnections))
 
 	if cfg.Daemon.Listen != "" {
 		h, err := d.tcpHandler()
@@ -56,10 +92,10 @@ func (d *Daemon) serve(ctx context.Context) (*servers, error) {
 			s.close()
 			return nil, fmt.Errorf("daemon.listen: %w", err)
 		}
-		srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+		srv := d.newServer(h)
 		s.list = append(s.list, srv)
 		d.listenAddr.Store(tl.Addr().String())
-		go srv.Serve(tl)
+		go srv.Serve(netutil.LimitListener(tl, cfg.Daemon.MaxConnections))
 	}
 	return s, nil
 }

@@ -1,11 +1,14 @@
 package daemon
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -120,5 +123,144 @@ func TestSocketDirWritableByOthersRefused(t *testing.T) {
 	}
 	if _, err := os.Lstat(cfg.Daemon.Socket); err == nil {
 		t.Error("a socket was created there all the same")
+	}
+}
+
+// tcpDaemon runs a daemon with the TCP listener on a free loopback port and
+// the grant API behind a token, on one sandbox grant "g"; mod may change
+// the opened daemon before it runs.
+func tcpDaemon(t *testing.T, extra string, mod func(*Daemon)) (td *testDaemon, token string) {
+	t.Helper()
+	dir := t.TempDir()
+	sb := testutil.Sandbox(t)
+	token = "test-api-token-0123456789"
+	if err := os.WriteFile(filepath.Join(dir, "api.token"), []byte(token), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(t, dir, extra+sandboxProvider("acme", "", sb))
+	cfg.Daemon.Listen = "127.0.0.1:0"
+	cfg.Daemon.APITokenFile = filepath.Join(dir, "api.token")
+	importLines(t, cfg, []string{`{"id":"g","provider":"acme","refresh_token":"` + sb.Issue(sandbox.Healthy) + `"}`})
+	logs := &testutil.LogBuffer{}
+	d := openDaemon(t, cfg, logs, nil)
+	if mod != nil {
+		mod(d)
+	}
+	return runDaemon(t, d, logs), token
+}
+
+// TestUnauthenticatedSlowBodyAnsweredAtOnce: a PUT without the token that
+// sends its body a byte at a time gets its 401 at once, and the connection
+// is closed: the body is not read first (issue 13 item 2).
+func TestUnauthenticatedSlowBodyAnsweredAtOnce(t *testing.T) {
+	td, _ := tcpDaemon(t, "", nil)
+	conn, err := net.Dial("tcp", td.d.ListenAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	start := time.Now()
+	fmt.Fprint(conn, "PUT /v1/grants/g/refresh_token HTTP/1.1\r\nHost: grantwatch\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
+	conn.SetReadDeadline(time.Now().Add(3 * time.Second))
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("no answer to a slow unauthenticated PUT within 3s: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("status %d, want 401", resp.StatusCode)
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("401 after %s, want it at once", took)
+	}
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Errorf("after the 401 the connection stays open (read: %v), want it closed", err)
+	}
+}
+
+// TestIdleConnectionsClosed: an idle keep-alive connection is closed after
+// the idle timeout, on the TCP listener and on the control socket (issue 13
+// item 2: 200 idle connections stayed open as long as their clients liked).
+func TestIdleConnectionsClosed(t *testing.T) {
+	td, _ := tcpDaemon(t, "", func(d *Daemon) { d.timeouts.idle = 200 * time.Millisecond })
+	for _, c := range []struct{ network, addr, path string }{
+		{"tcp", td.d.ListenAddr(), "/healthz"},
+		{"unix", td.cfg.Daemon.Socket, "/v1/ping"},
+	} {
+		conn, err := net.Dial(c.network, c.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: grantwatch\r\n\r\n", c.path)
+		conn.SetReadDeadline(time.Now().Add(3 * time.Second))
+		br := bufio.NewReader(conn)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if _, err := br.ReadByte(); err != io.EOF {
+			t.Errorf("%s: an idle keep-alive connection is still open after 3s (read: %v)", c.network, err)
+		}
+	}
+}
+
+// TestRequestBodiesBounded: a set-token body far beyond a token is refused
+// with 413 (http.MaxBytesReader), not read to its end.
+func TestRequestBodiesBounded(t *testing.T) {
+	td, token := tcpDaemon(t, "", nil)
+	body := `{"refresh_token":"` + strings.Repeat("x", 200<<10) + `"}`
+	req, _ := http.NewRequest(http.MethodPut, "http://"+td.d.ListenAddr()+"/v1/grants/g/refresh_token", strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Errorf("a 200 KiB set-token body: status %d, want 413", resp.StatusCode)
+	}
+}
+
+// TestStreamingRoutesOutlastServerTimeouts: an import whose input takes
+// longer than the socket's read and write timeouts, and a list read more
+// slowly than the write timeout, complete: they extend their deadlines as
+// they stream, and are cut only when the client stalls.
+func TestStreamingRoutesOutlastServerTimeouts(t *testing.T) {
+	td, _ := tcpDaemon(t, "", func(d *Daemon) {
+		d.timeouts.read, d.timeouts.write = 300*time.Millisecond, 300*time.Millisecond
+	})
+	c, err := api.DialSocket(context.Background(), td.cfg.Daemon.Socket, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	const n = 5000
+	pr, pw := io.Pipe()
+	go func() {
+		for i := range n {
+			fmt.Fprintf(pw, `{"id":"slow-%05d","provider":"acme","refresh_token":"rt_%d","subject":"%s"}`+"\n", i, i, strings.Repeat("s", 200))
+			if i%500 == 0 {
+				time.Sleep(100 * time.Millisecond) // ~1s in all
+			}
+		}
+		pw.Close()
+	}()
+	p, err := c.Import(context.Background(), pr, nil)
+	if err != nil || p.Created != n {
+		t.Fatalf("an import slower than the read timeout: created %d of %d: %v", p.Created, n, err)
+	}
+	seen := 0
+	err = c.List(context.Background(), "", "", func(store.Grant) error {
+		if seen++; seen%500 == 0 {
+			time.Sleep(60 * time.Millisecond) // ~600ms in all
+		}
+		return nil
+	})
+	if err != nil || seen != n+1 {
+		t.Fatalf("a list read slower than the write timeout: %d of %d grants: %v", seen, n+1, err)
 	}
 }
