@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,6 +11,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -17,6 +20,7 @@ import (
 	"time"
 
 	"github.com/grantwatch/grantwatch/daemon/api"
+	"github.com/grantwatch/grantwatch/daemon/config"
 	"github.com/grantwatch/grantwatch/internal/peercred"
 	"github.com/grantwatch/grantwatch/internal/testutil"
 	"github.com/grantwatch/grantwatch/probes/sandbox"
@@ -262,5 +266,133 @@ func TestStreamingRoutesOutlastServerTimeouts(t *testing.T) {
 	})
 	if err != nil || seen != n+1 {
 		t.Fatalf("a list read slower than the write timeout: %d of %d grants: %v", seen, n+1, err)
+	}
+}
+
+// TestTCPFloodLeavesControlSocketUsable: a client that opens connection
+// after connection to the TCP listener must not take the file descriptors
+// the control socket needs (issue 13 item 2: accept4: too many open files,
+// and the CLI could not reach the daemon). The daemon runs in a child
+// process with RLIMIT_NOFILE 128 and daemon.max_connections 32; 300
+// connections are opened and held; the control socket answers a status
+// within 2 s all the same, and /healthz once the flood ends.
+func TestTCPFloodLeavesControlSocketUsable(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a daemon process")
+	}
+	dir := t.TempDir()
+	cfg := testConfig(t, dir, "")
+	body, err := os.ReadFile(cfg.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	toml := strings.Replace(string(body), `listen = ""`, "listen = \"127.0.0.1:0\"\nmax_connections = 32", 1)
+	if err := os.WriteFile(cfg.Path(), []byte(toml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestFloodChild$", "-test.v")
+	cmd.Env = append(os.Environ(), "GRANTWATCH_FLOOD_CONFIG="+cfg.Path())
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("daemon's log:\n%s", stderr.String())
+		}
+	})
+	addr := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if a, ok := strings.CutPrefix(sc.Text(), "ready "); ok {
+				addr <- a
+			}
+		}
+	}()
+	var listen string
+	select {
+	case listen = <-addr:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the daemon process did not start within 20s")
+	}
+
+	var flood []net.Conn
+	defer func() {
+		for _, c := range flood {
+			c.Close()
+		}
+	}()
+	for range 300 {
+		c, err := net.DialTimeout("tcp", listen, 200*time.Millisecond)
+		if err != nil {
+			continue // the backlog is full: the listener is saturated
+		}
+		flood = append(flood, c)
+	}
+	time.Sleep(200 * time.Millisecond) // let the daemon accept what it will
+	fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", cmd.Process.Pid))
+	t.Logf("%d flood connections open, the daemon holds %d file descriptors", len(flood), len(fds))
+
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := api.DialSocket(ctx, cfg.Daemon.Socket, 2*time.Second)
+	if err != nil {
+		t.Fatalf("control socket during the flood: %v (after %s)", err, time.Since(start))
+	}
+	defer c.Close()
+	if _, err := c.Status(ctx); err != nil {
+		t.Fatalf("status over the control socket during the flood: %v", err)
+	}
+	took := time.Since(start)
+	t.Logf("status over the control socket during the flood: %s", took)
+	if took > 2*time.Second {
+		t.Errorf("status took %s during the flood, want under 2s", took)
+	}
+
+	for _, c := range flood {
+		c.Close()
+	}
+	flood = nil
+	hc := &http.Client{Timeout: 5 * time.Second}
+	resp, err := hc.Get("http://" + listen + "/healthz")
+	if err != nil {
+		t.Fatalf("/healthz after the flood: %v", err)
+	}
+	resp.Body.Close()
+}
+
+// TestFloodChild is the daemon process of
+// TestTCPFloodLeavesControlSocketUsable, with RLIMIT_NOFILE 128. It runs
+// only when that test starts it, until SIGTERM.
+func TestFloodChild(t *testing.T) {
+	path := os.Getenv("GRANTWATCH_FLOOD_CONFIG")
+	if path == "" {
+		t.Skip("started by TestTCPFloodLeavesControlSocketUsable")
+	}
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &syscall.Rlimit{Cur: 128, Max: 128}); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+	defer stop()
+	err = Run(ctx, Options{
+		Config: cfg,
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, nil)),
+		Ready:  func(d *Daemon) { fmt.Printf("ready %s\n", d.ListenAddr()) },
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
