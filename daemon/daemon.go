@@ -21,6 +21,7 @@ import (
 
 	"github.com/grantwatch/grantwatch/daemon/config"
 	"github.com/grantwatch/grantwatch/daemon/notify"
+	"github.com/grantwatch/grantwatch/internal/fdlimit"
 	"github.com/grantwatch/grantwatch/internal/secret"
 	"github.com/grantwatch/grantwatch/probes"
 	"github.com/grantwatch/grantwatch/store"
@@ -297,6 +298,7 @@ func (d *Daemon) Run(ctx context.Context, ready func(*Daemon)) error {
 	d.Kick()
 	d.log.Info("grantwatch started", "db", d.db.Path(), "socket", cfg.Daemon.Socket,
 		"providers", len(cfg.Providers), "workers", cfg.Daemon.Workers)
+	d.checkOpenFiles(cfg)
 	if ready != nil {
 		ready(d)
 	}
@@ -327,6 +329,21 @@ func (d *Daemon) Run(ctx context.Context, ready func(*Daemon)) error {
 	dispWG.Wait()
 	d.log.Info("stopped")
 	return nil
+}
+
+// checkOpenFiles warns when the open-file limit (which Go raised to the
+// hard limit at start) leaves too little beside the listeners' connection
+// caps for the probes' connections, the database and the receivers.
+func (d *Daemon) checkOpenFiles(cfg *config.Config) {
+	soft, hard, err := fdlimit.OpenFiles()
+	if err != nil {
+		return
+	}
+	need := uint64(cfg.Daemon.MaxConnections + cfg.Daemon.SocketMaxConnections + 2*cfg.Daemon.Workers + 64)
+	if soft < need {
+		d.log.Warn("open-file limit is low for the connection caps", "limit", soft, "hard_limit", hard, "want", need,
+			"fix", "raise LimitNOFILE= in the unit, or lower daemon.max_connections, daemon.socket_max_connections or daemon.workers")
+	}
 }
 
 // warnSecretModes warns once at start for each secret file besides the key

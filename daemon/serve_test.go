@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -292,8 +291,8 @@ func TestTCPFloodLeavesControlSocketUsable(t *testing.T) {
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^TestFloodChild$", "-test.v")
 	cmd.Env = append(os.Environ(), "GRANTWATCH_FLOOD_CONFIG="+cfg.Path())
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
+	stderr := &testutil.LogBuffer{}
+	cmd.Stderr = stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -368,6 +367,11 @@ func TestTCPFloodLeavesControlSocketUsable(t *testing.T) {
 		t.Fatalf("/healthz after the flood: %v", err)
 	}
 	resp.Body.Close()
+	// 128 open files are fewer than the caps (32 + 64), the workers' connections and
+	// the rest need: said at start.
+	testutil.WaitFor(t, 5*time.Second, "the start-up warning about the open-file limit", func() bool {
+		return strings.Contains(stderr.String(), "open-file limit is low")
+	})
 }
 
 // TestFloodChild is the daemon process of
