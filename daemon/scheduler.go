@@ -56,6 +56,9 @@ func (d *Daemon) dispatchLoop(ctx context.Context) {
 		}
 		for ctx.Err() == nil {
 			d.beat()
+			if d.paused() {
+				break // the store cannot write: the writer kicks when it can
+			}
 			// Each grant handed out is leased, those whose token does not
 			// open too: they are named once, not rescanned every pass.
 			now := d.now()
@@ -114,6 +117,13 @@ func (d *Daemon) provider(name string) *provider {
 
 // probeLease probes one leased grant and applies the result.
 func (d *Daemon) probeLease(ctx, probeCtx context.Context, l job) {
+	if d.paused() {
+		// The store cannot write: a result could not be stored, and a
+		// rotated token would be at risk. The grant stays due where it
+		// is; the next scan after the store writes again hands it out.
+		d.leases.end(l.Grant.Row)
+		return
+	}
 	p := d.provider(l.Grant.Provider)
 	if p == nil {
 		d.logOnce("provider/"+l.Grant.Provider, slog.LevelWarn,
@@ -151,6 +161,11 @@ func (d *Daemon) probeLease(ctx, probeCtx context.Context, l job) {
 		return // `grants probe` has it now; the lease brings it back
 	}
 	defer d.unclaim(l.Grant.ID)
+	if d.paused() { // since this worker waited for its turn
+		p.health.release()
+		d.leases.end(l.Grant.Row)
+		return
+	}
 	if _, ok := d.rotated.LoadAndDelete(l.Grant.ID); ok {
 		// `grants probe` rotated the token after this lease was taken.
 		fresh, err := d.db.GetLease(l.Grant.ID)

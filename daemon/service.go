@@ -70,6 +70,11 @@ func (d *Daemon) NotifyTest(ctx context.Context, receiver string) ([]api.NotifyT
 // ProbeNow probes one grant at once, whatever its state, and applies the
 // result like a scheduled probe.
 func (d *Daemon) ProbeNow(ctx context.Context, id string) (api.ProbeReport, error) {
+	if f := d.fault.Load(); f != nil {
+		// Its result could not be stored, and a token the provider rotates
+		// would be at risk.
+		return api.ProbeReport{}, api.Unavailable(fmt.Errorf("grant %s not probed: probing is paused since %s because %s; %s", id, f.since.Format(time.RFC3339), f.cause, f.fix), storeRetryEvery)
+	}
 	// Claim first, then read the token: the token read is the one no other
 	// probe can rotate meanwhile.
 	if !d.claim(id) {
@@ -223,6 +228,7 @@ func (d *Daemon) Status() (api.Status, error) {
 	if t := d.lastTick.Load(); t != 0 {
 		st.Daemon = true
 		st.LastTickAt = time.Unix(0, t)
+		st.NotReady, st.NotReadyFix = d.readiness()
 	}
 	st.NeedsAction = st.ByState[string(store.StateReconnectRequired)] > 0 ||
 		st.ByState[string(store.StateOnHold)] > 0 || cs.State == ClockSkewed
