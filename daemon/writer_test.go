@@ -55,6 +55,22 @@ const (
 	msgStoreResume = "store writes again: probing resumes"
 )
 
+// doctorDaemonFails runs doctor on the config at path and checks that its
+// daemon check fails, naming the fix of a full disk; it returns the checks
+// by name.
+func doctorDaemonFails(t *testing.T, path string) map[string]doctor.Check {
+	t.Helper()
+	rep := doctor.Run(context.Background(), path, doctor.Options{Timeout: time.Second, Getenv: func(string) string { return "" }, UnitFile: "/nonexistent"})
+	m := map[string]doctor.Check{}
+	for _, c := range rep.Checks {
+		m[c.Name] = c
+	}
+	if c := m["daemon"]; c.Status != doctor.CheckFail || !strings.Contains(c.Fix, "free space") || rep.OK {
+		t.Errorf("doctor's daemon check during the fault: %+v (report ok %v), want a failure naming the fix", c, rep.OK)
+	}
+	return m
+}
+
 // TestFailingCommitPausesProbingAndKeepsRotatedTokens: while the store
 // cannot commit (a full disk), grants on a provider with strict rotation
 // and reuse detection must not be lost (issue 13 item 1: each lease that
@@ -88,7 +104,7 @@ func TestFailingCommitPausesProbingAndKeepsRotatedTokens(t *testing.T) {
 		t.Errorf("Ready() = %v, want the store's fault with its cause and fix", err)
 	}
 	time.Sleep(cfg.Daemon.ProbeTimeout + 100*time.Millisecond) // probes in flight end
-	before := sb.Stats().Requests
+	before := sb.Stats().Answers[sandbox.Rotate] // doctor's requests present no token
 	held := d.unstoredCount()
 	if held == 0 {
 		t.Fatal("no rotated token was held: the fault did not meet a rotation, the test proves nothing")
@@ -102,9 +118,10 @@ func TestFailingCommitPausesProbingAndKeepsRotatedTokens(t *testing.T) {
 	if err != nil || !strings.Contains(st.NotReady, "store cannot write") || !strings.Contains(st.NotReadyFix, "free space") {
 		t.Errorf("status during the fault: not_ready %q, fix %q (%v)", st.NotReady, st.NotReadyFix, err)
 	}
+	doctorDaemonFails(t, cfg.Path())
 	// Three leases and three intervals long.
 	time.Sleep(3 * d.lease)
-	if n := sb.Stats().Requests; n != before {
+	if n := sb.Stats().Answers[sandbox.Rotate]; n != before {
 		t.Errorf("%d probes sent while the store could not write", n-before)
 	}
 	if fs.fails.Load() < 3 {
@@ -203,14 +220,8 @@ func TestFullDiskKeepsRotatedTokens(t *testing.T) {
 	if err := d.Ready(); !strings.Contains(err.Error(), "full") {
 		t.Errorf("Ready() = %v, want it to name the full filesystem", err)
 	}
-	rep := doctor.Run(context.Background(), cfg.Path(), doctor.Options{Timeout: time.Second, Getenv: func(string) string { return "" }, UnitFile: "/nonexistent"})
-	for _, c := range rep.Checks {
-		if c.Name == "daemon" && (c.Status != doctor.CheckFail || !strings.Contains(c.Fix, "free space")) {
-			t.Errorf("doctor's daemon check during the fault: %+v, want a failure naming the fix", c)
-		}
-		if c.Name == "disk" && c.Status == doctor.CheckOK {
-			t.Errorf("doctor's disk check on a full disk: %+v", c)
-		}
+	if c := doctorDaemonFails(t, cfg.Path())["disk"]; c.Status == doctor.CheckOK {
+		t.Errorf("doctor's disk check on a full disk: %+v", c)
 	}
 	time.Sleep(3 * d.lease) // leases run out while the disk is full
 	held := d.unstoredCount()
