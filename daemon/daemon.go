@@ -101,8 +101,7 @@ type Daemon struct {
 	unstored   map[string]result
 
 	warnedOnce sync.Map // keys logged once (unknown providers, store errors)
-	inflight   sync.Map // grant id → struct{}: a probe of it is running
-	rotated    sync.Map // grant id → struct{}: `grants probe` rotated its token
+	inflight   sync.Map // grant id → struct{}: a probe of it runs, or its result is not stored yet
 }
 
 // provider is a configured provider's runtime: its endpoint, policy and

@@ -63,7 +63,9 @@ func (d *Daemon) dispatchLoop(ctx context.Context) {
 			// open too: they are named once, not rescanned every pass.
 			now := d.now()
 			until := now.Add(d.lease)
+			d.leases.beginScan()
 			due, err := d.db.Due(now, batch, func(row uint64) bool { return d.leases.take(row, now, until) })
+			d.leases.endScan()
 			if err != nil {
 				// Leases that did open are still returned and probed.
 				d.logOnce("lease", slog.LevelError, "scan due grants", tint.Err(err))
@@ -120,8 +122,10 @@ func (d *Daemon) probeLease(ctx, probeCtx context.Context, l job) {
 	if d.paused() {
 		// The store cannot write: a result could not be stored, and a
 		// rotated token would be at risk. The grant stays due where it
-		// is; the next scan after the store writes again hands it out.
-		d.leases.end(l.Grant.Row)
+		// is and comes back when its lease runs out. (Ending the lease
+		// here could end a newer lease of the same grant, handed out
+		// while this job waited, and let a third one present the token
+		// the newer one rotates.)
 		return
 	}
 	p := d.provider(l.Grant.Provider)
@@ -158,22 +162,24 @@ func (d *Daemon) probeLease(ctx, probeCtx context.Context, l job) {
 	}
 	if !d.claim(l.Grant.ID) {
 		p.health.release()
-		return // `grants probe` has it now; the lease brings it back
+		return // probed or stored right now; the lease brings it back
 	}
-	defer d.unclaim(l.Grant.ID)
-	if d.paused() { // since this worker waited for its turn
-		p.health.release()
-		d.leases.end(l.Grant.Row)
-		return
-	}
-	if _, ok := d.rotated.LoadAndDelete(l.Grant.ID); ok {
-		// `grants probe` rotated the token after this lease was taken.
-		fresh, err := d.db.GetLease(l.Grant.ID)
-		if err != nil {
-			p.health.release()
-			return
+	claimed := true // until the result, and the claim, pass to the writer
+	defer func() {
+		if claimed {
+			d.unclaim(l.Grant.ID)
 		}
-		l.Token = fresh.Token
+	}()
+	// The token this job holds was read when it was leased. If the lease
+	// ran out while the job waited and the grant was handed out again, or
+	// a result of the grant was stored since (grants probe, a probe on an
+	// earlier lease), the lease is no longer this job's and the token may
+	// be one the provider already rotated away: drop the job. A probe
+	// holds its claim until its result is stored, so no job can present a
+	// token its result replaces.
+	if d.paused() || !d.leases.holds(l.Grant.Row, l.until) {
+		p.health.release()
+		return
 	}
 	res := d.refresh(probeCtx, p, l.Token)
 	if probeCtx.Err() != nil && !res.OK {
@@ -187,7 +193,8 @@ func (d *Daemon) probeLease(ctx, probeCtx context.Context, l job) {
 		d.requeue(l.Grant)
 		return
 	}
-	d.results <- result{leased: l.Grant, p: p, res: res}
+	claimed = false
+	d.results <- result{leased: l.Grant, p: p, res: res, claimed: true}
 }
 
 // acquire waits for a slot of the provider's concurrency, then for its
@@ -210,7 +217,10 @@ func (p *provider) acquire(ctx context.Context) (release func(), err error) {
 
 // claim marks a grant as being probed, so that no second probe presents
 // its token at the same time (a rotating provider would take it for reuse).
-// It reports false when a probe of the grant is already running.
+// It reports false when a probe of the grant is already running or its
+// result is not stored yet: the claim passes with the result to the
+// writer, which ends it once the result is stored (or held, if the store
+// cannot write, until it is).
 func (d *Daemon) claim(id string) bool {
 	_, busy := d.inflight.LoadOrStore(id, struct{}{})
 	return !busy

@@ -80,7 +80,12 @@ func (d *Daemon) ProbeNow(ctx context.Context, id string) (api.ProbeReport, erro
 	if !d.claim(id) {
 		return api.ProbeReport{}, api.Invalid(fmt.Errorf("grant %s %w; try again in a moment", id, errProbeBusy))
 	}
-	defer d.unclaim(id)
+	claimed := true // until the claim passes to the result (apply)
+	defer func() {
+		if claimed {
+			d.unclaim(id)
+		}
+	}()
 	l, err := d.db.GetLease(id)
 	if err != nil {
 		return api.ProbeReport{}, err
@@ -113,11 +118,9 @@ func (d *Daemon) ProbeNow(ctx context.Context, id string) (api.ProbeReport, erro
 	}
 	defer release()
 	res := d.refresh(ctx, p, l.Token)
-	if !res.NewRefreshToken.IsZero() {
-		// A scheduled lease of this grant may hold the token just rotated
-		// away: its worker must read the token again.
-		d.rotated.Store(id, struct{}{})
-	}
+	// Storing the result ends the grant's lease: a scheduled job that
+	// holds the token just rotated away then finds its lease gone.
+	claimed = false
 	out, stale, err := d.apply(l.Grant, p, res)
 	if err != nil {
 		return api.ProbeReport{}, err

@@ -28,6 +28,9 @@ type result struct {
 	// at, when set, is when the result was first committed and failed: a
 	// rotated token's result that is retried is judged as of then.
 	at time.Time
+	// claimed: the result holds its grant's claim, which the writer ends
+	// once the result is stored (or settled otherwise).
+	claimed bool
 }
 
 // applied is what storing a result did.
@@ -120,10 +123,11 @@ func (d *Daemon) writer(in <-chan result) {
 }
 
 // apply stores one probe result now and reports what it did (grants probe,
-// set-token).
+// set-token). The caller's claim of the grant passes to the result: it ends
+// once the result is stored.
 func (d *Daemon) apply(leased store.Grant, p *provider, res probes.Result) (Outcome, bool, error) {
 	done := make(chan applied, 1)
-	d.commit([]result{{leased: leased, p: p, res: res, done: done}})
+	d.commit([]result{{leased: leased, p: p, res: res, done: done, claimed: true}})
 	a := <-done
 	return a.out, a.stale, a.err
 }
@@ -165,6 +169,7 @@ func (d *Daemon) commit(batch []result) {
 		if a.err == nil {
 			a.err = errs[i]
 		}
+		held := false // kept to retry: its grant stays claimed
 		// A logger with attributes costs allocations: build it only for a
 		// line that is written (most probes succeed and log at DEBUG).
 		log := func() *slog.Logger { return d.log.With("grant", r.leased.ID, "provider", r.leased.Provider) }
@@ -182,6 +187,7 @@ func (d *Daemon) commit(batch []result) {
 			}
 			kept.done = nil // its caller hears of the failure now
 			d.keepUnstored(kept)
+			held = true
 			log().Debug("rotated refresh token kept in memory until the store can write", tint.Err(txErr))
 			a.err = fmt.Errorf("the provider rotated the refresh token and the store cannot write it yet (kept in memory and retried until it lands): %w", txErr)
 		case a.err != nil && !r.res.NewRefreshToken.IsZero():
@@ -203,14 +209,16 @@ func (d *Daemon) commit(batch []result) {
 			}
 			events = events || a.out.Event != nil
 		}
-		if a.err == nil || txErr != nil && r.res.NewRefreshToken.IsZero() {
+		if a.err == nil {
 			// Stored (or dropped as stale): the grant's due entry is where
-			// it belongs, so its lease ends. So it does when the commit
-			// failed and nothing rotated: the token in the store is still
-			// good, and probing is paused until the store writes. A held
-			// rotated token keeps its lease until it is stored; a record
-			// that could not be written keeps it until it runs out.
+			// it belongs, so its lease ends. A result that could not be
+			// stored keeps its lease, and the grant comes back when that
+			// runs out rather than at once (a held rotated token's is
+			// ended when it is stored).
 			d.leases.end(r.leased.Row)
+		}
+		if r.claimed && !held {
+			d.unclaim(r.leased.ID)
 		}
 		if r.done != nil {
 			r.done <- *a
