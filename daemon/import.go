@@ -111,12 +111,15 @@ func (d *Daemon) importStream(ctx context.Context, r io.Reader, opts api.ImportO
 		return api.ImportProgress{Read: lines}, errors.New("nothing to import: the input has no grants")
 	}
 	// The job names the spool: both must survive a crash before the
-	// first batch lands.
-	if err := f.Sync(); err != nil {
-		return api.ImportProgress{Read: lines}, fmt.Errorf("nothing imported: write the spool %s: %w", spool, err)
-	}
-	if err := syncDir(dir); err != nil {
-		return api.ImportProgress{Read: lines}, fmt.Errorf("nothing imported: %w", err)
+	// first batch lands (unless fsync is off for a benchmark, as for the
+	// store).
+	if !d.opts.NoSync {
+		if err := f.Sync(); err != nil {
+			return api.ImportProgress{Read: lines}, fmt.Errorf("nothing imported: write the spool %s: %w", spool, err)
+		}
+		if err := syncDir(dir); err != nil {
+			return api.ImportProgress{Read: lines}, fmt.Errorf("nothing imported: %w", err)
+		}
 	}
 	job, err := d.db.BeginImport(store.ImportJob{Source: opts.Source, Spool: spool, Total: lines, StartedAt: d.now().UTC()})
 	if err != nil {
@@ -146,7 +149,7 @@ func (d *Daemon) spoolAndCheck(ctx context.Context, r io.Reader, spool *os.File,
 	}()
 	defer func() { close(stop); <-stopped }()
 
-	w := &spoolWriter{f: spool, db: d.Config().Daemon.DB, buf: make([]byte, 0, 1<<20)}
+	w := &spoolWriter{f: spool, db: d.Config().Daemon.DB, buf: make([]byte, 0, 64<<10)}
 	sc := newLineScanner(io.TeeReader(r, w))
 	n := 0
 	for sc.Scan() {
@@ -252,8 +255,10 @@ func (d *Daemon) runImport(ctx context.Context, job store.ImportJob, grants int,
 	os.Remove(job.Spool)
 	if !resumed {
 		// The import that ended normally is the news now.
-		if err := d.db.PutMeta(metaImportOutcome, nil); err != nil {
-			d.log.Warn("clear the last interrupted import's outcome", tint.Err(err))
+		if b, err := d.db.GetMeta(metaImportOutcome); err == nil && b != nil {
+			if err := d.db.PutMeta(metaImportOutcome, nil); err != nil {
+				d.log.Warn("clear the last interrupted import's outcome", tint.Err(err))
+			}
 		}
 	}
 	d.Kick()

@@ -26,31 +26,7 @@ const importMarker = "SEKRET-rt-0451"
 // a grant it returns has an id, a provider and a token, and no error quotes
 // the refresh token of any line.
 func FuzzParseImport(f *testing.F) {
-	for _, s := range []string{
-		`{"id":"u1","provider":"google","refresh_token":"` + importMarker + `"}`,
-		`{"id":"u1","provider":"google","refresh_token":"` + importMarker + `","subject":"ann@example.com","labels":{"tenant":"acme"}}`,
-		`{"id":"u1","provider":"google","refresh_token":"` + importMarker + `"}` + "\n" +
-			`{"id":"u1","provider":"google","refresh_token":"` + importMarker + `"}`,
-		`{"id":"","provider":"","refresh_token":"` + importMarker + `"}`,
-		`{"id":"a/b","provider":"nope","refresh_token":"` + importMarker + `"}`,
-		`{"id":"u1","provider":"google","refresh_token":` + importMarker + `}`,
-		`{"id":"u1","provider":"google","refresh_token":"` + importMarker,
-		`{"id":"u1","provider":"google","refresh_token":["` + importMarker + `"]}`,
-		`{"id":"u1","provider":"google","refresh_token":"` + importMarker + `","token":"` + importMarker + `"}`,
-		`{"id":"u1","provider":"google","refresh_token":"` + importMarker + `"} {"id":"u2"}`,
-		`{"id":"u1","provider":"google","refresh_token":"   "}`,
-		`{"id":` + `"` + importMarker + `","provider":"google"}`,
-		`{"id":"u1","provider":"google","refresh_token":"` + importMarker + `","labels":{"a":1}}`,
-		`{"id":"u1","provider":"google","refresh_token":"` + importMarker + "\x00\"}",
-		`["` + importMarker + `"]`,
-		`"` + importMarker + `"`,
-		"# comment\n\n   \n",
-		"",
-		"\xff\xfe",
-		`{"id":"u1","provider":"google","refresh_token":null}`,
-		`{"id":null,"provider":null,"refresh_token":null}`,
-		strings.Repeat(`{"id":"x","provider":"google","refresh_token":"t"}`+"\n", 3),
-	} {
+	for _, s := range importSeeds {
 		f.Add([]byte(s))
 	}
 	known := func(p string) bool { return p == "google" || p == "microsoft" }
@@ -63,20 +39,10 @@ func FuzzParseImport(f *testing.F) {
 			if len(gs) != 0 {
 				t.Fatalf("%d grants returned with an error", len(gs))
 			}
-			msg := err.Error()
-			for _, tok := range importTokens(b) {
-				if !strings.Contains(msg, tok) {
-					continue
-				}
-				// The same text may be part of the message itself
-				// ("efresh_token"): it is quoted from the input only if
-				// masking it in the input removes it from the error.
-				masked := strings.ReplaceAll(string(b), tok, strings.Repeat("Q", len(tok)))
-				_, err2 := ParseImport(strings.NewReader(masked), known)
-				if err2 == nil || !strings.Contains(err2.Error(), tok) {
-					t.Fatalf("error quotes a refresh token %q:\n%s", tok, msg)
-				}
-			}
+			checkQuotesNoToken(t, b, err, func(masked []byte) error {
+				_, err := ParseImport(strings.NewReader(string(masked)), known)
+				return err
+			})
 			return
 		}
 		if len(gs) == 0 {
@@ -93,12 +59,65 @@ func FuzzParseImport(f *testing.F) {
 	})
 }
 
+// checkQuotesNoToken fails t when err, the error for input b, quotes a
+// refresh token of b. The same text may be part of the message itself
+// ("efresh_token"): it is quoted from the input only if masking it in the
+// input (again(masked) is the error then) removes it from the error.
+func checkQuotesNoToken(t *testing.T, b []byte, err error, again func(masked []byte) error) {
+	t.Helper()
+	msg := err.Error()
+	for _, tok := range importTokens(b) {
+		if !strings.Contains(msg, tok) {
+			continue
+		}
+		masked := strings.ReplaceAll(string(b), tok, strings.Repeat("Q", len(tok)))
+		if err2 := again([]byte(masked)); err2 == nil || !strings.Contains(err2.Error(), tok) {
+			t.Fatalf("error quotes a refresh token %q:\n%s", tok, msg)
+		}
+	}
+}
+
+// importSeeds are import inputs for the fuzz targets: good lines, each
+// kind of bad one, and lines that carry a token where it does not belong.
+var importSeeds = []string{
+	`{"id":"u1","provider":"google","refresh_token":"` + importMarker + `"}`,
+	`{"id":"u1","provider":"google","refresh_token":"` + importMarker + `","subject":"ann@example.com","labels":{"tenant":"acme"}}`,
+	`{"id":"u1","provider":"google","refresh_token":"` + importMarker + `"}` + "\n" +
+		`{"id":"u1","provider":"google","refresh_token":"` + importMarker + `"}`,
+	`{"id":"","provider":"","refresh_token":"` + importMarker + `"}`,
+	`{"id":"a/b","provider":"nope","refresh_token":"` + importMarker + `"}`,
+	`{"id":"u1","provider":"google","refresh_token":` + importMarker + `}`,
+	`{"id":"u1","provider":"google","refresh_token":"` + importMarker,
+	`{"id":"u1","provider":"google","refresh_token":["` + importMarker + `"]}`,
+	`{"id":"u1","provider":"google","refresh_token":"` + importMarker + `","token":"` + importMarker + `"}`,
+	`{"id":"u1","provider":"google","refresh_token":"` + importMarker + `"} {"id":"u2"}`,
+	`{"id":"u1","provider":"google","refresh_token":"   "}`,
+	`{"id":` + `"` + importMarker + `","provider":"google"}`,
+	`{"id":"u1","provider":"google","refresh_token":"` + importMarker + `","labels":{"a":1}}`,
+	`{"id":"u1","provider":"google","refresh_token":"` + importMarker + "\x00\"}",
+	`["` + importMarker + `"]`,
+	`"` + importMarker + `"`,
+	"# comment\n\n   \n",
+	"",
+	"\xff\xfe",
+	`{"id":"u1","provider":"google","refresh_token":null}`,
+	`{"id":null,"provider":null,"refresh_token":null}`,
+	strings.Repeat(`{"id":"x","provider":"google","refresh_token":"t"}`+"\n", 3),
+	"\xef\xbb\xbf" + `{"id":"bom","provider":"google","refresh_token":"` + importMarker + `"}`,
+	`{"id":"u\u001b[2J","provider":"google","refresh_token":"` + importMarker + `","subject":"a\u202eb","labels":{"":"x","a b":"\u0085"}}`,
+	`{"id":"grantwatch-canary","provider":"google","refresh_token":"` + importMarker + `"}`,
+}
+
 // importTokens returns what in b could be a line's refresh token: the
-// marker, and the value of each "refresh_token" that is long enough to be
+// marker (unless it is only the value of another field, which an error may
+// quote), and the value of each "refresh_token" that is long enough to be
 // told apart from the words an error is made of and appears nowhere else
 // in b (a value that is also an id may be quoted as the id).
 func importTokens(b []byte) []string {
-	toks := []string{importMarker}
+	var toks []string
+	if markedToken.Match(b) {
+		toks = append(toks, importMarker)
+	}
 	values := map[string]int{}
 	for _, m := range refreshTokenValue.FindAllSubmatch(b, -1) {
 		values[string(m[1])]++
@@ -113,6 +132,10 @@ func importTokens(b []byte) []string {
 }
 
 var refreshTokenValue = regexp.MustCompile(`"refresh_token"\s*:\s*"([^"]*)"`)
+
+// markedToken finds the marker as (part of) a refresh_token's value, quoted
+// or not, alone or in an array or object.
+var markedToken = regexp.MustCompile(`"refresh_token"\s*:[\s\[{"]*[^",\]}]*` + importMarker)
 
 // TestImportLimits checks ParseImport's bounds without the fuzzer: a line
 // over 64 KiB fails with its number and no content.

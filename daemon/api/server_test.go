@@ -124,7 +124,7 @@ func (f *fakeService) Ready() error {
 
 // client is the API on svc through the in-process transport, as the CLI
 // uses it with no daemon running.
-func client(t *testing.T, svc Service) *Client {
+func client(t testing.TB, svc Service) *Client {
 	t.Helper()
 	c := InProcess(Handler(svc, nil), true, nil)
 	t.Cleanup(func() { c.Close() })
