@@ -72,6 +72,9 @@ type Daemon struct {
 
 	mu        sync.RWMutex
 	providers map[string]*provider
+	// healthMu orders what changes providers' announced health: settle,
+	// and a reload's swap of the providers.
+	healthMu sync.Mutex
 
 	opts     Options
 	kickCh   chan struct{}
@@ -280,6 +283,7 @@ func (d *Daemon) Run(ctx context.Context, ready func(*Daemon)) error {
 	}
 	c.Start()
 	d.Kick()
+	wg.Go(func() { d.canaryLoop(ctx, probeCtx) })
 	d.log.Info("grantwatch started", "db", d.db.Path(), "socket", cfg.Daemon.Socket,
 		"providers", len(cfg.Providers), "workers", cfg.Daemon.Workers)
 	if ready != nil {

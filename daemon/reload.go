@@ -5,8 +5,9 @@ import (
 	"errors"
 	"strings"
 
-	"github.com/grantwatch/grantwatch/daemon/config"
 	"github.com/lmittmann/tint"
+
+	"github.com/grantwatch/grantwatch/daemon/config"
 )
 
 // reloadLoop reloads the config on request: the new one is built and
@@ -43,17 +44,26 @@ func (d *Daemon) reload() error {
 		return err
 	}
 	old := d.Config()
-	d.mu.RLock()
-	oldProvs := d.providers
-	d.mu.RUnlock()
 	if keys := config.RestartOnly(old, cfg); len(keys) > 0 {
 		d.log.Warn("some changes apply only on restart (systemctl restart grantwatch)", "keys", strings.Join(keys, ", "))
 	}
+	// Swap first, settle after: no probe or release under the old config
+	// may judge the new one (held grants are released by a canary of the
+	// new config, not by the reload), and no health change of the old
+	// providers can slip in between the hand-over and the swap.
+	d.healthMu.Lock()
+	defer d.healthMu.Unlock()
+	d.mu.RLock()
+	oldProvs := d.providers
+	d.mu.RUnlock()
 	d.carryHealth(oldProvs, provs)
 	d.mu.Lock()
 	d.cfg = cfg
 	d.providers = provs
 	d.mu.Unlock()
+	for _, p := range provs {
+		d.settle(p)
+	}
 	d.log.Info("config reloaded", "providers", len(cfg.Providers))
 	d.Kick()
 	return nil

@@ -138,15 +138,13 @@ func (d *Daemon) probeLease(ctx, probeCtx context.Context, l job) {
 		return
 	}
 	if !d.claim(l.Grant.ID) {
-		p.health.release()
-		return // `grants probe` has it now; the lease brings it back
+		return // `grants probe` or a canary has it now; the lease brings it back
 	}
 	defer d.unclaim(l.Grant.ID)
 	if _, ok := d.rotated.LoadAndDelete(l.Grant.ID); ok {
 		// `grants probe` rotated the token after this lease was taken.
 		fresh, err := d.db.GetLease(l.Grant.ID)
 		if err != nil {
-			p.health.release()
 			return
 		}
 		l.Token = fresh.Token
@@ -194,21 +192,22 @@ func (d *Daemon) requeue(leased store.Grant) {
 	d.Kick()
 }
 
-// refresh runs one probe with the probe timeout and feeds the clock checker.
+// refresh runs one probe and feeds the provider's health.
 func (d *Daemon) refresh(ctx context.Context, p *provider, tok secret.Secret) probes.Result {
+	res := d.exchange(ctx, p, tok)
+	d.healthChanged(p, p.health.observe(d.now(), res, p.policy))
+	return res
+}
+
+// exchange sends one refresh request with the probe timeout and feeds the
+// metrics and the clock checker.
+func (d *Daemon) exchange(ctx context.Context, p *provider, tok secret.Secret) probes.Result {
 	ctx, cancel := context.WithTimeout(ctx, d.Config().Daemon.ProbeTimeout)
 	defer cancel()
 	res := d.prober.Refresh(ctx, p.ep, tok)
 	d.metrics.observe(p.cfg.Name, res)
 	if !res.Date.IsZero() {
 		d.clock.ObserveDate(p.cfg.Name, res.Date, res.Started, res.Latency)
-	}
-	// A reload that left the provider's config alone keeps its health: a
-	// change from a probe begun before it is still the provider's.
-	if ch := p.health.observe(d.now(), res, p.policy); ch != nil {
-		if cur := d.provider(p.cfg.Name); cur != nil && cur.health == p.health {
-			d.onProviderChange(cur, ch)
-		}
 	}
 	return res
 }
