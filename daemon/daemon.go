@@ -75,6 +75,7 @@ type Daemon struct {
 	// healthMu orders what changes providers' announced health: settle,
 	// and a reload's swap of the providers.
 	healthMu sync.Mutex
+	reloads  reloadState
 
 	opts     Options
 	kickCh   chan struct{}
@@ -169,6 +170,7 @@ func Open(opts Options) (*Daemon, error) {
 		query = probes.QueryClock
 	}
 	d.initHealth()
+	d.reloads.loaded(cfg, now())
 	d.clock = NewClock(cfg.Clock, log, query, now)
 	if d.disp, err = notify.NewDispatcher(db, cfg.Notify, log, notify.WithActive(d), notify.WithClock(now)); err != nil {
 		db.Close()

@@ -6,26 +6,23 @@ import (
 	"testing"
 	"time"
 
+	"github.com/grantwatch/grantwatch/daemon/api"
 	"github.com/grantwatch/grantwatch/daemon/notify"
 	"github.com/grantwatch/grantwatch/internal/testutil"
 	"github.com/grantwatch/grantwatch/probes/sandbox"
 	"github.com/grantwatch/grantwatch/store"
 )
 
-// reloadWith rewrites the config file with one substitution and asks the
-// daemon to reload (SIGHUP), waiting for it to be done.
+// reloadWith rewrites the config file with one substitution and reloads.
 func (td *testDaemon) reloadWith(reload chan<- struct{}, from, to string) {
 	td.t.Helper()
-	b, err := os.ReadFile(td.cfg.Path())
-	if err != nil {
-		td.t.Fatal(err)
-	}
-	if !strings.Contains(string(b), from) {
-		td.t.Fatalf("config has no %q", from)
-	}
-	if err := os.WriteFile(td.cfg.Path(), []byte(strings.Replace(string(b), from, to, 1)), 0o600); err != nil {
-		td.t.Fatal(err)
-	}
+	editConfig(td.t, td.cfg, from, to)
+	td.reload(reload)
+}
+
+// reload asks the daemon to reload (SIGHUP) and waits until it did.
+func (td *testDaemon) reload(reload chan<- struct{}) {
+	td.t.Helper()
 	n := strings.Count(td.logs.String(), `"msg":"config reload`)
 	reload <- struct{}{}
 	testutil.WaitFor(td.t, 5*time.Second, "the reload", func() bool {
@@ -140,4 +137,108 @@ canary_period = "200ms"
 	testutil.WaitFor(t, 3*time.Second, "every grant healthy, long before its hold runs out", func() bool {
 		return countStates(t, td.d.DB())[store.StateHealthy] == 5
 	})
+}
+
+// gauge reads one unlabelled gauge from the daemon's registry.
+func gauge(t *testing.T, d *Daemon, name string) float64 {
+	t.Helper()
+	mfs, err := d.MetricsGatherer().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	t.Fatalf("no gauge %s", name)
+	return 0
+}
+
+// TestFailedReloadIsVisible: a reload that fails keeps the old config and
+// says so everywhere an operator looks besides the log: the metrics
+// Prometheus and Alertmanager users alert on
+// (grantwatch_config_last_reload_successful 0, the success timestamp
+// unchanged), and status (last_reload_ok false with the error, the file
+// differing from the running config). A later good reload clears it all.
+// An edit not reloaded yet, of the file or of a client_secret_file, shows
+// as file_changed. Before, a failed reload was one log line.
+func TestFailedReloadIsVisible(t *testing.T) {
+	sb := testutil.Sandbox(t)
+	dir := t.TempDir()
+	secretFile := dir + "/client.secret"
+	if err := os.WriteFile(secretFile, []byte("test-client-secret-DO-NOT-LOG\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(t, dir, strings.Replace(sandboxProvider("acme", "", sb),
+		`client_secret = "test-client-secret-DO-NOT-LOG"`, `client_secret_file = "client.secret"`, 1))
+	reload := make(chan struct{}, 1)
+	td := startDaemon(t, cfg, &testutil.LogBuffer{}, func(o *Options) { o.Reload = reload })
+	status := func() api.ConfigStatus {
+		t.Helper()
+		st, err := td.d.Status()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Config == nil {
+			t.Fatal("status has no config")
+		}
+		return *st.Config
+	}
+	started := gauge(t, td.d, "grantwatch_config_last_reload_success_timestamp_seconds")
+	if c := status(); !c.LastReloadOK || c.FileChanged || c.Path != cfg.Path() ||
+		gauge(t, td.d, "grantwatch_config_last_reload_successful") != 1 || started == 0 {
+		t.Fatalf("at start: %+v, successful %v, at %v", c, gauge(t, td.d, "grantwatch_config_last_reload_successful"), started)
+	}
+
+	// Edited, not reloaded yet.
+	good, err := os.ReadFile(cfg.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfg.Path(), []byte(strings.Replace(string(good), `interval = "1s"`, `interval = "2s"`, 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if c := status(); !c.FileChanged || !c.LastReloadOK {
+		t.Errorf("after an edit: %+v, want file_changed", c)
+	}
+
+	// A broken file, reloaded.
+	if err := os.WriteFile(cfg.Path(), []byte("[daemon]\nworkers = \"many\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	td.reload(reload)
+	if c := status(); c.LastReloadOK || !strings.Contains(c.LastReloadError, "workers") || !c.FileChanged || c.LastReloadAt.IsZero() {
+		t.Errorf("after a failed reload: %+v, want last_reload_ok false naming workers, file_changed", c)
+	}
+	if v := gauge(t, td.d, "grantwatch_config_last_reload_successful"); v != 0 {
+		t.Errorf("grantwatch_config_last_reload_successful %v after a failed reload, want 0", v)
+	}
+	if v := gauge(t, td.d, "grantwatch_config_last_reload_success_timestamp_seconds"); v != started {
+		t.Errorf("success timestamp moved from %v to %v on a failed reload", started, v)
+	}
+
+	// Fixed and reloaded.
+	if err := os.WriteFile(cfg.Path(), good, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(10 * time.Millisecond) // a later success timestamp
+	td.reload(reload)
+	if c := status(); !c.LastReloadOK || c.LastReloadError != "" || c.FileChanged {
+		t.Errorf("after a good reload: %+v", c)
+	}
+	if v := gauge(t, td.d, "grantwatch_config_last_reload_successful"); v != 1 {
+		t.Errorf("grantwatch_config_last_reload_successful %v after a good reload, want 1", v)
+	}
+	if v := gauge(t, td.d, "grantwatch_config_last_reload_success_timestamp_seconds"); v <= started {
+		t.Errorf("success timestamp %v after a good reload, want after %v", v, started)
+	}
+
+	// The secret rotated in its file, not reloaded yet.
+	if err := os.WriteFile(secretFile, []byte("a-rotated-secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if c := status(); !c.FileChanged {
+		t.Errorf("after the client_secret_file changed: %+v, want file_changed", c)
+	}
 }

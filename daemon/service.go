@@ -200,6 +200,9 @@ func (d *Daemon) Status() (api.Status, error) {
 		st.Daemon = true
 		st.LastTickAt = time.Unix(0, t)
 	}
+	if st.Daemon {
+		st.Config = d.configStatus()
+	}
 	st.NeedsAction = st.ByState[string(store.StateReconnectRequired)] > 0 ||
 		st.ByState[string(store.StateOnHold)] > 0 || cs.State == ClockSkewed
 	for _, p := range st.Providers {
