@@ -163,8 +163,8 @@ func (h *health) observe(now time.Time, r probes.Result, p Policy) *healthChange
 
 // observeCanary records a canary's result. knownGood tells that the
 // canary's grant was healthy (its last probe succeeded): only then does its
-// failure hold the grants' verdicts, since a grant that never worked may be
-// failing for itself.
+// failure confirm an outage at once and hold the grants' verdicts, since a
+// grant that never worked may be failing for itself.
 func (h *health) observeCanary(now time.Time, r probes.Result, p Policy, knownGood bool) *healthChange {
 	h.mu.Lock()
 	defer h.mu.Unlock()

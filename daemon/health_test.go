@@ -47,10 +47,12 @@ func TestHealthCanariesDecide(t *testing.T) {
 		steps []step
 	}{
 		{
-			// 10 of 10 probes failed (the old rule's outage), but the
-			// canary a period later gets an answer: a blip.
-			name:  "a burst the canary does not confirm",
-			steps: append(burst(0, 10), step{at: period, r: ok, canary: true}),
+			// A canary has just answered, so the next is a period away;
+			// meanwhile 10 of 10 probes fail (the old rule's outage), but
+			// that canary gets an answer: a blip.
+			name: "a burst the canary does not confirm",
+			steps: append(append([]step{{at: 0, r: fail}, {at: 0, r: ok, canary: true}}, burst(10*time.Millisecond, 10)...),
+				step{at: period, r: ok, canary: true}),
 		},
 		{
 			// Many grants fail, and the canary of a healthy one too: the

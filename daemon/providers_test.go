@@ -14,7 +14,7 @@ import (
 	"github.com/grantwatch/grantwatch/store"
 )
 
-// editConfig rewrites cfg's file, replacing each old with its new (pairs),
+// editConfig rewrites cfg's file, replacing every old with its new (pairs),
 // and loads it again.
 func editConfig(t *testing.T, cfg *config.Config, pairs ...string) *config.Config {
 	t.Helper()
@@ -27,7 +27,7 @@ func editConfig(t *testing.T, cfg *config.Config, pairs ...string) *config.Confi
 		if !strings.Contains(s, pairs[i]) {
 			t.Fatalf("config has no %q", pairs[i])
 		}
-		s = strings.Replace(s, pairs[i], pairs[i+1], 1)
+		s = strings.ReplaceAll(s, pairs[i], pairs[i+1])
 	}
 	if err := os.WriteFile(cfg.Path(), []byte(s), 0o600); err != nil {
 		t.Fatal(err)

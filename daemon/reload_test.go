@@ -30,61 +30,97 @@ func (td *testDaemon) reload(reload chan<- struct{}) {
 	})
 }
 
+// providerEvents counts the events of each type about each provider.
+func (in *inbox) providerEvents() map[string]map[string]int {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	m := map[string]map[string]int{}
+	for _, e := range in.events {
+		if e.Provider == nil {
+			continue
+		}
+		if m[e.Provider.Name] == nil {
+			m[e.Provider.Name] = map[string]int{}
+		}
+		m[e.Provider.Name][e.Type]++
+	}
+	return m
+}
+
 // TestReloadAfterFixingSecret follows issue 12's steps: a wrong client
 // secret is put in the file and reloaded, the provider is announced
 // misconfigured; the secret is restored and reloaded. On-call must then get
 // exactly one provider.ok and no provider.misconfigured after it, every held
 // grant must be healthy again, and a later real breakage must be announced
-// again. Before the fix the reload
-// released the held grants before it swapped the new provider in: probes
-// with the old secret re-marked the provider misconfigured ("provider.ok
-// then, 2 ms later, provider.misconfigured") and the stored announced state
-// swallowed the next breakage. That is a race: with grants whose holds
-// keep coming due (backoff_max 300ms) it failed one run in three to five
-// before the fix; TestReloadThatDoesNotFixAnnouncesNothing and
-// TestDeferAfterReloadRequeues fail every time.
+// again. Four providers of one client (four tenants) take the steps at
+// once, so the reload has several providers to settle. Before the fix the
+// reload released each provider's held grants before it swapped the new
+// providers in: probes with the old secret, run while it released the
+// next, re-marked the provider misconfigured ("provider.ok then, 2 ms
+// later, provider.misconfigured"), and the stored announced state then
+// swallowed the next breakage. That was a race: this test failed 6 of 8
+// runs before the fix; TestReloadThatDoesNotFixAnnouncesNothing and
+// TestDeferAfterReloadRequeues failed every run.
 func TestReloadAfterFixingSecret(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the daemon for several seconds")
 	}
-	const n = 500
+	const n = 150 // per provider
+	providers := []string{"acme", "globex", "initech", "umbrella"}
 	sb := testutil.Sandbox(t)
 	sb.SetClient("test-client", "test-client-secret-DO-NOT-LOG")
 	in := newInbox(t)
-	cfg := testConfig(t, t.TempDir(), sandboxProvider("acme", "", sb)+in.config()+`
+	var entries string
+	for _, p := range providers {
+		entries += sandboxProvider(p, "", sb)
+	}
+	cfg := testConfig(t, t.TempDir(), entries+in.config()+`
 [health]
 canary_period = "200ms"
 `)
 	// A loaded test machine must not time probes out: that is an outage.
 	cfg = editConfig(t, cfg, `probe_timeout = "500ms"`, `probe_timeout = "5s"`)
-	importGrants(t, cfg, sb, "acme", n, sandbox.Healthy)
+	for _, p := range providers {
+		importGrants(t, cfg, sb, p, n, sandbox.Healthy)
+	}
 	reload := make(chan struct{}, 1)
 	td := startDaemon(t, cfg, &testutil.LogBuffer{}, func(o *Options) { o.Reload = reload })
 	states := func() map[store.State]int { return countStates(t, td.d.DB()) }
-	testutil.WaitFor(t, 10*time.Second, "every grant healthy", func() bool { return states()[store.StateHealthy] == n })
+	want := func(typ string, k int) func() bool {
+		return func() bool {
+			ev := in.providerEvents()
+			for _, p := range providers {
+				if ev[p][typ] != k {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	testutil.WaitFor(t, 10*time.Second, "every grant healthy", func() bool { return states()[store.StateHealthy] == len(providers)*n })
 
 	td.reloadWith(reload, "test-client-secret-DO-NOT-LOG", "a-wrong-secret")
 	testutil.WaitFor(t, 10*time.Second, "provider.misconfigured and every grant on hold", func() bool {
-		return in.count()[notify.TypeProviderMisconfigured] == 1 && states()[store.StateOnHold] == n
+		return want(notify.TypeProviderMisconfigured, 1)() && states()[store.StateOnHold] == len(providers)*n
 	})
 
 	td.reloadWith(reload, "a-wrong-secret", "test-client-secret-DO-NOT-LOG")
 	testutil.WaitFor(t, 10*time.Second, "provider.ok and every grant healthy", func() bool {
-		return in.count()[notify.TypeProviderOK] == 1 && states()[store.StateHealthy] == n
+		return want(notify.TypeProviderOK, 1)() && states()[store.StateHealthy] == len(providers)*n
 	})
 	time.Sleep(time.Second) // time for a wrong announcement to arrive
-	if got := in.count(); got[notify.TypeProviderMisconfigured] != 1 || got[notify.TypeProviderOK] != 1 {
-		t.Fatalf("after the fixing reload: events %v, want the one provider.misconfigured and one provider.ok", got)
-	}
-	if st, _, _, _ := td.d.provider("acme").health.snapshot(); st != ProviderOK {
-		t.Fatalf("provider %s after the fixing reload", st)
+	for _, p := range providers {
+		if got := in.providerEvents()[p]; got[notify.TypeProviderMisconfigured] != 1 || got[notify.TypeProviderOK] != 1 {
+			t.Errorf("%s after the fixing reload: events %v, want the one provider.misconfigured and one provider.ok", p, got)
+		}
+		if st, _, _, _ := td.d.provider(p).health.snapshot(); st != ProviderOK {
+			t.Errorf("%s: provider %s after the fixing reload", p, st)
+		}
 	}
 
 	// The provider's admin rotates the secret: a real breakage.
 	sb.SetClient("test-client", "rotated-by-the-admin")
-	testutil.WaitFor(t, 10*time.Second, "the second provider.misconfigured", func() bool {
-		return in.count()[notify.TypeProviderMisconfigured] == 2
-	})
+	testutil.WaitFor(t, 10*time.Second, "the second provider.misconfigured", want(notify.TypeProviderMisconfigured, 2))
 }
 
 // TestReloadThatDoesNotFixAnnouncesNothing: a reload that replaces one wrong
