@@ -74,6 +74,10 @@ type Daemon struct {
 
 	mu        sync.RWMutex
 	providers map[string]*provider
+	// healthMu orders what changes providers' announced health: settle,
+	// and a reload's swap of the providers.
+	healthMu sync.Mutex
+	reloads  reloadState
 
 	opts    Options
 	kickCh  chan struct{}
@@ -193,6 +197,7 @@ func Open(opts Options) (*Daemon, error) {
 		query = probes.QueryClock
 	}
 	d.initHealth()
+	d.reloads.loaded(cfg, now())
 	d.clock = NewClock(cfg.Clock, log, query, now)
 	if d.disp, err = notify.NewDispatcher(db, cfg.Notify, log, notify.WithActive(d), notify.WithClock(now)); err != nil {
 		db.Close()
@@ -313,6 +318,7 @@ func (d *Daemon) Run(ctx context.Context, ready func(*Daemon)) error {
 	}
 	c.Start()
 	d.Kick()
+	wg.Go(func() { d.canaryLoop(ctx, probeCtx) })
 	d.log.Info("grantwatch started", "db", d.db.Path(), "socket", cfg.Daemon.Socket,
 		"providers", len(cfg.Providers), "workers", cfg.Daemon.Workers)
 	if len(cfg.Providers) == 0 {

@@ -231,6 +231,9 @@ func (d *Daemon) Status() (api.Status, error) {
 		st.Receivers = d.disp.Status()
 		st.NotReady, st.NotReadyFix = d.readiness()
 	}
+	if st.Daemon {
+		st.Config = d.configStatus()
+	}
 	st.NeedsAction = st.ByState[string(store.StateReconnectRequired)] > 0 ||
 		st.ByState[string(store.StateOnHold)] > 0 || cs.State == ClockSkewed
 	for _, p := range st.Providers {
