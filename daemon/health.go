@@ -88,8 +88,9 @@ type sample struct {
 // healthChange is a provider state change to announce.
 type healthChange struct {
 	From, To string
-	Cause    probes.Cause
-	Detail   string
+	// FromCause is the cause of the state left; Cause of the one entered.
+	FromCause, Cause probes.Cause
+	Detail           string
 }
 
 func newHealth(cfg config.HealthConfig) *health {
@@ -271,7 +272,7 @@ func (h *health) planCanary(p Policy) {
 }
 
 func (h *health) set(now time.Time, state string, cause probes.Cause, detail string) *healthChange {
-	ch := &healthChange{From: h.state, To: state, Cause: cause, Detail: detail}
+	ch := &healthChange{From: h.state, FromCause: h.cause, To: state, Cause: cause, Detail: detail}
 	h.state, h.cause, h.detail, h.since = state, cause, detail, now
 	h.onset, h.strikes, h.goodStrike = time.Time{}, 0, false
 	switch state {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"reflect"
+	"strings"
 	"sync"
 	"time"
 
@@ -17,8 +18,27 @@ import (
 	"github.com/grantwatch/grantwatch/store"
 )
 
-// metaProvider keeps a provider's last announced state across restarts.
+// metaProvider keeps a provider's last announced state across restarts:
+// the state, then a space and its cause when it has one ("outage
+// server_error"), so that the provider.ok ending it names what it resolves.
 func metaProvider(name string) string { return "provider.announced." + name }
+
+// announced reads a metaProvider record; a missing one is ok.
+func announced(b []byte) (state, cause string) {
+	state, cause, _ = strings.Cut(string(b), " ")
+	if state == "" {
+		state = ProviderOK
+	}
+	return state, cause
+}
+
+// announcement is the metaProvider record of state and cause.
+func announcement(state string, cause probes.Cause) []byte {
+	if state == ProviderOK || cause == "" {
+		return []byte(state)
+	}
+	return []byte(state + " " + string(cause))
+}
 
 // initHealth starts each provider's health at its last announced state, so
 // that an incident announced before a restart is closed (provider.ok) once
@@ -33,7 +53,8 @@ func (d *Daemon) initHealth() {
 func (d *Daemon) restoreHealth(p *provider) {
 	b, err := d.db.GetMeta(metaProvider(p.cfg.Name))
 	if err == nil && len(b) > 0 {
-		p.health.restore(string(b), d.now(), p.policy)
+		state, _ := announced(b)
+		p.health.restore(state, d.now(), p.policy)
 	}
 }
 
@@ -87,13 +108,10 @@ func (d *Daemon) settle(p *provider) {
 	name := p.cfg.Name
 	log := d.log.With("provider", name)
 	state, cause, detail, _ := p.health.snapshot()
-	announced, _ := d.db.GetMeta(metaProvider(name))
-	prev := string(announced)
-	if prev == "" {
-		prev = ProviderOK
-	}
+	b, _ := d.db.GetMeta(metaProvider(name))
+	prev, prevCause := announced(b)
 	if prev != state {
-		ch := &healthChange{From: prev, To: state, Cause: cause, Detail: detail}
+		ch := &healthChange{From: prev, FromCause: probes.Cause(prevCause), To: state, Cause: cause, Detail: detail}
 		switch state {
 		case ProviderOutage:
 			log.Warn("provider outage: its grants are not judged one by one until it recovers",
@@ -109,7 +127,7 @@ func (d *Daemon) settle(p *provider) {
 		} else {
 			d.disp.Kick()
 		}
-		if err := d.db.PutMeta(metaProvider(name), []byte(state)); err != nil {
+		if err := d.db.PutMeta(metaProvider(name), announcement(state, cause)); err != nil {
 			log.Error("store provider state", tint.Err(err))
 		}
 	}
@@ -175,6 +193,11 @@ func (d *Daemon) providerEvent(name string, ch *healthChange) notify.Event {
 		ID:         eventID("provider", name, ch.To, now),
 		OccurredAt: now,
 		Provider:   &notify.Provider{Name: name, State: ch.To, Cause: string(ch.Cause), Detail: ch.Detail, Grants: grants},
+		// What it leaves: a resolving event (provider.ok) closes exactly
+		// the incident that was open (Alertmanager's labels, PagerDuty's
+		// dedup key, the router's resolution).
+		PreviousState: ch.From,
+		PreviousCause: string(ch.FromCause),
 	}
 	switch ch.To {
 	case ProviderOutage:

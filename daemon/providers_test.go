@@ -10,6 +10,7 @@ import (
 	"github.com/grantwatch/grantwatch/daemon/config"
 	"github.com/grantwatch/grantwatch/daemon/notify"
 	"github.com/grantwatch/grantwatch/internal/testutil"
+	"github.com/grantwatch/grantwatch/probes"
 	"github.com/grantwatch/grantwatch/probes/sandbox"
 	"github.com/grantwatch/grantwatch/store"
 )
@@ -176,5 +177,35 @@ func TestRestartInOutageRechecksAtOnce(t *testing.T) {
 				t.Errorf("provider %s, want %s", st, want)
 			}
 		})
+	}
+}
+
+// TestProviderOKNamesWhatItResolves: the provider.ok that ends an incident
+// carries the state and cause it leaves, also across a restart (the
+// announced record keeps the cause), so that Alertmanager resolves the
+// firing alert (its labels include the cause) and PagerDuty and the router
+// close only that incident.
+func TestProviderOKNamesWhatItResolves(t *testing.T) {
+	d, _ := openTestDaemon(t)
+	p := d.provider("acme")
+	if err := d.db.PutMeta(metaProvider("acme"), announcement(ProviderOutage, probes.CauseServerError)); err != nil {
+		t.Fatal(err)
+	}
+	if s, c := announced(announcement(ProviderOutage, probes.CauseServerError)); s != ProviderOutage || c != string(probes.CauseServerError) {
+		t.Fatalf("announced record reads back as %q %q", s, c)
+	}
+	if s, c := announced([]byte(ProviderMisconfigured)); s != ProviderMisconfigured || c != "" {
+		t.Errorf("a record of an older daemon (state only) reads as %q %q", s, c)
+	}
+	d.healthMu.Lock()
+	d.settle(p) // the provider's health is ok: the outage ends
+	d.healthMu.Unlock()
+	b, _ := d.db.GetMeta(metaProvider("acme"))
+	if string(b) != ProviderOK {
+		t.Fatalf("announced %q after settling, want ok", b)
+	}
+	ev := d.providerEvent("acme", &healthChange{From: ProviderOutage, FromCause: probes.CauseServerError, To: ProviderOK})
+	if ev.Type != notify.TypeProviderOK || ev.PreviousState != ProviderOutage || ev.PreviousCause != string(probes.CauseServerError) {
+		t.Errorf("provider.ok event: type %s, previous %q/%q; want outage/server_error", ev.Type, ev.PreviousState, ev.PreviousCause)
 	}
 }
