@@ -16,6 +16,7 @@
 //	outbox    receiver ‖ 0 ‖ 8-byte big-endian seq → OutboxEntry as JSON
 //	dead      same keys as outbox, dead-lettered entries
 //	daemon    GetMeta/PutMeta keys
+//	appkeys   app key name → AppKey as JSON, the key's SHA-256, never the key (appkeys.go)
 //
 // Every per-grant bucket is keyed by the grant's row rather than its id, so
 // that importing ids in random order appends to them; only the ids bucket
@@ -69,7 +70,8 @@ var (
 	bucketDaemon  = []byte("daemon")
 
 	allBuckets = [][]byte{bucketMeta, bucketIDs, bucketGrants, bucketTokens, bucketDue, bucketByState,
-		bucketCounts, bucketHistory, bucketOutbox, bucketDead, bucketDaemon}
+		bucketCounts, bucketHistory, bucketOutbox, bucketDead, bucketDaemon,
+		bucketAppKeys}
 
 	keySchema = []byte("schema")
 	keyCanary = []byte("canary")
