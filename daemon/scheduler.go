@@ -23,31 +23,39 @@ func (d *Daemon) Kick() {
 	}
 }
 
+// beatEvery is how often the scheduler loop shows it is alive while it
+// waits for busy workers: a round over a large fleet behind a slow
+// provider lasts hours, and last_tick_at, /readyz, doctor and systemd's
+// watchdog must see a loop that waits, not a loop that is stuck.
+const beatEvery = time.Second
+
 // dispatchLoop leases due grants and hands them to the workers until ctx is
 // done. Leasing blocks on the job channel, so no more than a batch of grants
 // is in memory however many are due.
 func (d *Daemon) dispatchLoop(ctx context.Context) {
 	batch := leaseBatch
-	// With systemd's watchdog on, the loop also wakes at half its interval:
-	// the loop itself pets the watchdog, so a wedged loop gets restarted.
-	var petC <-chan time.Time
-	if every := sdWatchdogEvery(); every > 0 {
-		t := time.NewTicker(every)
-		defer t.Stop()
-		petC = t.C
+	// The loop itself beats (last_tick_at, systemd's watchdog), never a
+	// free-running timer, so a wedged loop shows as one. With systemd's
+	// watchdog on, it beats at least at half its interval.
+	every := beatEvery
+	if w := sdWatchdogEvery(); w > 0 {
+		every = min(every, w)
 	}
+	beat := time.NewTicker(every)
+	defer beat.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-petC:
+		case <-beat.C:
+			// Idle between ticks: only the watchdog. last_tick_at moves
+			// with the ticks, so a dead cron shows as a stale tick.
 			sdWatchdog()
 			continue
 		case <-d.kickCh:
 		}
-		d.lastTick.Store(d.now().UnixNano())
-		sdWatchdog()
 		for ctx.Err() == nil {
+			d.beat()
 			// Each grant handed out is leased, those whose token does not
 			// open too: they are named once, not rescanned every pass.
 			now := d.now()
@@ -68,23 +76,25 @@ func (d *Daemon) dispatchLoop(ctx context.Context) {
 					select {
 					case d.jobs <- job{l, until}:
 						break send
-					case <-petC:
-						sdWatchdog() // waiting for busy workers is not wedged
+					case <-beat.C:
+						d.beat() // waiting for busy workers is not wedged
 					case <-ctx.Done():
 						return
 					}
 				}
-			}
-			select {
-			case <-petC:
-				sdWatchdog() // a round over a large fleet keeps the loop here
-			default:
 			}
 			if len(due) < batch {
 				break
 			}
 		}
 	}
+}
+
+// beat records that the scheduler loop is alive: it scans, or waits for
+// busy workers (last_tick_at, /readyz, doctor), and pets systemd's watchdog.
+func (d *Daemon) beat() {
+	d.lastTick.Store(d.now().UnixNano())
+	sdWatchdog()
 }
 
 func (d *Daemon) worker(ctx, probeCtx context.Context) {
