@@ -23,7 +23,9 @@ type brokerService struct {
 	tokenFn func(TokenRequest) (Token, error)
 }
 
-func (b *brokerService) Token(_ context.Context, req TokenRequest) (Token, error) { return b.tokenFn(req) }
+func (b *brokerService) Token(_ context.Context, req TokenRequest) (Token, error) {
+	return b.tokenFn(req)
+}
 
 // TestTokenRoute: the answer is exactly {"access_token", "token_type",
 // "expires_at" (RFC 3339), "scope", "grant_id"}, not cached; min_ttl is
