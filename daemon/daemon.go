@@ -85,8 +85,9 @@ type Daemon struct {
 	// nanos): a due scan, or a beat while it waits for busy workers.
 	lastTick atomic.Int64
 
-	listenAddr atomic.Value // string: the TCP listener's address
-	timeouts   httpTimeouts // the listeners' (tests shorten them)
+	listenAddr atomic.Value  // string: the TCP listener's address
+	timeouts   httpTimeouts  // the listeners' (tests shorten them)
+	apiProbes  chan struct{} // a slot per on-demand probe in flight (daemon.max_api_probes)
 
 	warnedOnce sync.Map // keys logged once (unknown providers, store errors)
 	inflight   sync.Map // grant id → struct{}: a probe of it is running
@@ -166,6 +167,7 @@ func Open(opts Options) (*Daemon, error) {
 		d.lease = opts.Lease
 	}
 	d.timeouts = serverTimeouts(cfg)
+	d.apiProbes = make(chan struct{}, cfg.Daemon.MaxAPIProbes)
 	hc := opts.HTTPClient
 	if hc == nil {
 		hc = probes.NewHTTPClient(cfg.Daemon.Workers, cfg.Daemon.ProbeTimeout)

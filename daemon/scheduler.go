@@ -132,13 +132,12 @@ func (d *Daemon) probeLease(ctx, probeCtx context.Context, l job) {
 	if expired() {
 		return
 	}
-	select {
-	case p.sem <- struct{}{}:
-	case <-ctx.Done():
+	release, err := p.acquire(ctx)
+	if err != nil {
 		return
 	}
-	defer func() { <-p.sem }()
-	if err := p.lim.Wait(ctx); err != nil || expired() {
+	defer release()
+	if expired() {
 		return
 	}
 	// The provider's pause (429, outage) is checked last, right before the
@@ -174,6 +173,24 @@ func (d *Daemon) probeLease(ctx, probeCtx context.Context, l job) {
 		return
 	}
 	d.results <- result{leased: l.Grant, p: p, res: res}
+}
+
+// acquire waits for a slot of the provider's concurrency, then for its
+// rate, until ctx is done: every refresh, scheduled or on demand, goes
+// through it. It returns the function that gives the slot back, or ctx's
+// error (a rate wait that would outlast ctx's deadline fails at once,
+// spending nothing).
+func (p *provider) acquire(ctx context.Context) (release func(), err error) {
+	select {
+	case p.sem <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if err := p.lim.Wait(ctx); err != nil {
+		<-p.sem
+		return nil, err
+	}
+	return func() { <-p.sem }, nil
 }
 
 // claim marks a grant as being probed, so that no second probe presents

@@ -24,7 +24,7 @@ import (
 
 // Service is what the control API calls; *daemon.Daemon implements it.
 // Errors wrapping store.ErrNotFound answer 404, those made with Invalid 400,
-// the rest 500.
+// those made with Unavailable 503, the rest 500.
 type Service interface {
 	// Status gathers the fleet's status.
 	Status() (Status, error)
@@ -60,6 +60,26 @@ func Invalid(err error) error { return clientError{err} }
 type clientError struct{ error }
 
 func (e clientError) Unwrap() error { return e.error }
+
+// Unavailable marks err as a refusal for now (the provider's limits, a
+// store that cannot write): it answers 503 with Retry-After, retryAfter
+// rounded up to whole seconds.
+func Unavailable(err error, retryAfter time.Duration) error {
+	return unavailableError{err, retryAfter}
+}
+
+// IsUnavailable reports whether err was made with Unavailable.
+func IsUnavailable(err error) bool {
+	var ue unavailableError
+	return errors.As(err, &ue)
+}
+
+type unavailableError struct {
+	error
+	retryAfter time.Duration
+}
+
+func (e unavailableError) Unwrap() error { return e.error }
 
 // server serves the control API on a Service.
 type server struct {
@@ -249,11 +269,15 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 func writeErr(w http.ResponseWriter, err error) {
 	code := http.StatusInternalServerError
 	var ce clientError
+	var ue unavailableError
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		code = http.StatusNotFound
 	case errors.As(err, &ce):
 		code = http.StatusBadRequest
+	case errors.As(err, &ue):
+		code = http.StatusServiceUnavailable
+		w.Header().Set("Retry-After", strconv.Itoa(int(max(time.Second, ue.retryAfter+time.Second-1)/time.Second)))
 	}
 	writeJSON(w, code, ErrorBody{Error: err.Error()})
 }
