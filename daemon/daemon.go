@@ -89,9 +89,11 @@ type Daemon struct {
 	timeouts   httpTimeouts  // the listeners' (tests shorten them)
 	apiProbes  chan struct{} // a slot per on-demand probe in flight (daemon.max_api_probes)
 
-	warnedOnce sync.Map // keys logged once (unknown providers, store errors)
-	inflight   sync.Map // grant id → struct{}: a probe of it is running
-	rotated    sync.Map // grant id → struct{}: `grants probe` rotated its token
+	warnedOnce sync.Map   // keys logged once (unknown providers, store errors)
+	inflight   sync.Map   // grant id → *flight: a refresh of it is running
+	tokens     tokenCache // the access tokens the broker serves (tokens.go)
+	keys       keySet     // the app keys (keys.go)
+	rotated    sync.Map   // grant id → struct{}: `grants probe` rotated its token
 }
 
 // provider is a configured provider's runtime: its endpoint, policy and

@@ -127,6 +127,12 @@ func (d *Daemon) probeLease(ctx, probeCtx context.Context, l job) {
 	// provider punishes by revoking the chain. Such a lease is dropped,
 	// before it takes a slot or a share of the rate, and the grant comes
 	// back when the lease runs out.
+	if next, ok := d.useDefers(l.Grant.ID, p.policy); ok {
+		// Apps use the grant through the broker: each of their refreshes
+		// is a probe, so a scheduled one waits its interval from that use.
+		d.requeueAt(l.Grant, next)
+		return
+	}
 	timeout := d.Config().Daemon.ProbeTimeout
 	expired := func() bool { return d.now().Add(timeout).After(l.until) }
 	if expired() {
@@ -146,11 +152,19 @@ func (d *Daemon) probeLease(ctx, probeCtx context.Context, l job) {
 		d.deferGrant(l.Grant, p, wait)
 		return
 	}
-	if !d.claim(l.Grant.ID) {
+	f := d.claim(l.Grant.ID)
+	if f == nil {
 		p.health.release()
-		return // `grants probe` has it now; the lease brings it back
+		return // `grants probe` or the broker has it now; the lease brings it back
 	}
-	defer d.unclaim(l.Grant.ID)
+	// The writer ends the claim once the result is committed; every other
+	// way out ends it here.
+	handed := false
+	defer func() {
+		if !handed {
+			d.unclaim(f)
+		}
+	}()
 	if _, ok := d.rotated.LoadAndDelete(l.Grant.ID); ok {
 		// `grants probe` rotated the token after this lease was taken.
 		fresh, err := d.db.GetLease(l.Grant.ID)
@@ -172,7 +186,8 @@ func (d *Daemon) probeLease(ctx, probeCtx context.Context, l job) {
 		d.requeue(l.Grant)
 		return
 	}
-	d.results <- result{leased: l.Grant, p: p, res: res}
+	handed = true
+	d.results <- result{leased: l.Grant, p: p, res: res, claim: f}
 }
 
 // acquire waits for a slot of the provider's concurrency, then for its
@@ -193,24 +208,52 @@ func (p *provider) acquire(ctx context.Context) (release func(), err error) {
 	return func() { <-p.sem }, nil
 }
 
-// claim marks a grant as being probed, so that no second probe presents
-// its token at the same time (a rotating provider would take it for reuse).
-// It reports false when a probe of the grant is already running.
-func (d *Daemon) claim(id string) bool {
-	_, busy := d.inflight.LoadOrStore(id, struct{}{})
-	return !busy
+// claim marks a grant as being refreshed, so that no second refresh
+// presents its token at the same time (a rotating provider would take it
+// for reuse). It returns nil when a refresh of the grant is already
+// running. The claim lasts until the result is committed (the writer ends
+// it), so that the next refresh reads the token the result stored.
+func (d *Daemon) claim(id string) *flight {
+	f := &flight{id: id, done: make(chan struct{})}
+	if _, busy := d.inflight.LoadOrStore(id, f); busy {
+		return nil
+	}
+	return f
 }
 
-func (d *Daemon) unclaim(id string) { d.inflight.Delete(id) }
+// flightOf is the refresh of id running now, or nil.
+func (d *Daemon) flightOf(id string) *flight {
+	if v, ok := d.inflight.Load(id); ok {
+		return v.(*flight)
+	}
+	return nil
+}
+
+// unclaim ends the claim f (nil: none); a second call does nothing.
+func (d *Daemon) unclaim(f *flight) {
+	if f == nil {
+		return
+	}
+	f.once.Do(func() {
+		d.inflight.CompareAndDelete(f.id, f)
+		close(f.done)
+	})
+}
 
 // requeue makes a leased grant due now without changing anything else.
 func (d *Daemon) requeue(leased store.Grant) {
-	now := d.now()
+	d.requeueAt(leased, d.now())
+	d.Kick()
+}
+
+// requeueAt makes a leased grant due at without changing anything else; a
+// grant that turned reconnect_required meanwhile stays unscheduled.
+func (d *Daemon) requeueAt(leased store.Grant, at time.Time) {
 	err := d.db.Apply(leased.ID, func(cur store.Grant) (store.Change, error) {
-		if cur.TokenGen != leased.TokenGen {
+		if cur.TokenGen != leased.TokenGen || cur.State == store.StateReconnectRequired && cur.NextDueAt.IsZero() {
 			return store.Change{Skip: true}, nil
 		}
-		cur.NextDueAt = now
+		cur.NextDueAt = at
 		return store.Change{Grant: cur}, nil
 	})
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
@@ -218,7 +261,6 @@ func (d *Daemon) requeue(leased store.Grant) {
 	} else {
 		d.leases.end(leased.Row)
 	}
-	d.Kick()
 }
 
 // refresh runs one probe with the probe timeout and feeds the clock checker.

@@ -48,7 +48,11 @@ func (d *Daemon) Grant(id string) (api.GrantDetail, error) {
 }
 
 // Remove deletes a grant.
-func (d *Daemon) Remove(id string) error { return d.db.Remove(id) }
+func (d *Daemon) Remove(id string) error {
+	err := d.db.Remove(id)
+	d.tokens.drop(id)
+	return err
+}
 
 // NotifyTest sends a test notification to receiver, or to all with "".
 func (d *Daemon) NotifyTest(ctx context.Context, receiver string) ([]api.NotifyTestResult, error) {
@@ -72,10 +76,11 @@ func (d *Daemon) NotifyTest(ctx context.Context, receiver string) ([]api.NotifyT
 func (d *Daemon) ProbeNow(ctx context.Context, id string) (api.ProbeReport, error) {
 	// Claim first, then read the token: the token read is the one no other
 	// probe can rotate meanwhile.
-	if !d.claim(id) {
+	f := d.claim(id)
+	if f == nil {
 		return api.ProbeReport{}, api.Invalid(fmt.Errorf("grant %s %w; try again in a moment", id, errProbeBusy))
 	}
-	defer d.unclaim(id)
+	defer d.unclaim(f) // the commit ends it first, unless a rotated token could not be stored
 	l, err := d.db.GetLease(id)
 	if err != nil {
 		return api.ProbeReport{}, err
@@ -113,7 +118,7 @@ func (d *Daemon) ProbeNow(ctx context.Context, id string) (api.ProbeReport, erro
 		// away: its worker must read the token again.
 		d.rotated.Store(id, struct{}{})
 	}
-	out, stale, err := d.apply(l.Grant, p, res)
+	out, stale, err := d.applyClaimed(f, l.Grant, p, res)
 	if err != nil {
 		return api.ProbeReport{}, err
 	}

@@ -62,10 +62,11 @@ func TestSetTokenWhileProbed(t *testing.T) {
 	}
 	c := InProcess(d, true)
 	defer c.Close()
-	if !d.claim("g") { // a scheduled probe of the old token is in flight
+	f := d.claim("g") // a scheduled probe of the old token is in flight
+	if f == nil {
 		t.Fatal("claim")
 	}
-	go func() { time.Sleep(200 * time.Millisecond); d.unclaim("g") }()
+	go func() { time.Sleep(200 * time.Millisecond); d.unclaim(f) }()
 	rep, err := c.SetToken(context.Background(), "g", secret.Secret(sb.Issue(sandbox.Healthy)))
 	if err != nil {
 		g, _ := d.DB().Get("g")
