@@ -191,7 +191,7 @@ func (d *Daemon) Token(ctx context.Context, req api.TokenRequest) (api.Token, er
 	if f := e.failed.Load(); f != nil && f.gen == g.TokenGen && now.UnixNano()-f.at < int64(d.Config().Broker.RefreshPace) {
 		return api.Token{}, f.err
 	}
-	h, err := d.brokerRefresh(ctx, g, e)
+	h, err := d.brokerRefresh(ctx, g, e, req)
 	if err != nil {
 		return api.Token{}, err
 	}
@@ -218,7 +218,7 @@ func (d *Daemon) fresh(e *tokenEntry, g store.Grant, req api.TokenRequest, now t
 // brokerRefresh refreshes grant g for a token request, or waits for the
 // refresh already running; either way within broker.wait, after which it
 // answers busy and the refresh goes on.
-func (d *Daemon) brokerRefresh(ctx context.Context, g store.Grant, e *tokenEntry) (*heldToken, error) {
+func (d *Daemon) brokerRefresh(ctx context.Context, g store.Grant, e *tokenEntry, req api.TokenRequest) (*heldToken, error) {
 	cfg := d.Config()
 	wctx, cancel := context.WithTimeout(ctx, cfg.Broker.Wait)
 	defer cancel()
@@ -226,6 +226,12 @@ func (d *Daemon) brokerRefresh(ctx context.Context, g store.Grant, e *tokenEntry
 	for range 2 {
 		f := d.claim(g.ID)
 		if f != nil {
+			// A refresh that ended after this request looked may have
+			// left what it needs.
+			if h, ok := d.fresh(e, g, req, d.now()); ok {
+				d.unclaim(f)
+				return h, nil
+			}
 			go d.refreshClaimed(context.WithoutCancel(ctx), f, g.ID)
 		} else if f = d.flightOf(g.ID); f == nil {
 			continue // it ended between the two looks
