@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -98,6 +99,9 @@ func (d *Daemon) serve(ctx context.Context) (*servers, error) {
 			return nil, fmt.Errorf("daemon.listen: %w", err)
 		}
 		srv := d.newServer(h)
+		// Failed handshakes (scanners, clients without a certificate) are
+		// DEBUG lines of the daemon's log, not lines on stderr.
+		srv.ErrorLog = slog.NewLogLogger(d.log.Handler(), slog.LevelDebug)
 		s.list = append(s.list, srv)
 		d.listenAddr.Store(tl.Addr().String())
 		limited := netutil.LimitListener(tl, cfg.Daemon.MaxConnections)

@@ -55,6 +55,7 @@ func startBroker(t *testing.T, cfg *config.Config, mod func(*config.Config)) *br
 	}
 	clock := &fakeClock{}
 	td := startDaemon(t, cfg, &testutil.LogBuffer{}, func(o *Options) { o.Now = clock.now })
+	td.d.RevokeKey("test-app") // made by an earlier daemon on this database
 	_, key, err := td.d.CreateKey(api.Key{Name: "test-app", Scopes: api.Scopes()})
 	if err != nil {
 		t.Fatal(err)
