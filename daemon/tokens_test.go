@@ -22,6 +22,7 @@ import (
 	"github.com/grantwatch/grantwatch/probes"
 	"github.com/grantwatch/grantwatch/probes/sandbox"
 	"github.com/grantwatch/grantwatch/store"
+	"github.com/grantwatch/grantwatch/tokensource"
 )
 
 // fakeClock is a wall clock the test moves forward.
@@ -492,5 +493,41 @@ func TestBrokerRevokedKey(t *testing.T) {
 	}
 	if err := b.d.RevokeKey("test-app"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("revoke twice: %v", err)
+	}
+}
+
+// TestTokenSourceAgainstTheBroker: the Go token source speaks the broker's
+// contract: a live token from the provider, held by the app until it
+// expires less the margin, and a dead grant as ErrReconnectRequired with
+// its cause.
+func TestTokenSourceAgainstTheBroker(t *testing.T) {
+	sb := testutil.Sandbox(t)
+	cfg := testConfig(t, t.TempDir(), sandboxProvider("acme", "", sb))
+	rt, dead := sb.Issue(sandbox.Healthy), sb.Issue(sandbox.PasswordChanged)
+	importLines(t, cfg, []string{
+		`{"id":"u1 gmail","provider":"acme","refresh_token":"` + rt + `"}`,
+		`{"id":"u2","provider":"acme","refresh_token":"` + dead + `"}`,
+	})
+	b := startBroker(t, cfg, nil)
+	waitState(t, b.d.DB(), "u1 gmail", store.StateHealthy)
+	waitState(t, b.d.DB(), "u2", store.StateReconnectRequired)
+	ts := tokensource.Config{URL: b.url, GrantID: "u1 gmail", Key: b.key, HTTPClient: b.hc}.TokenSource(t.Context())
+	tok, err := ts.Token()
+	if err != nil || !sb.AccessTokenLive(tok.AccessToken) || tok.Expiry.IsZero() {
+		t.Fatalf("%+v %v", tok, err)
+	}
+	before := sb.Stats().Requests
+	for range 10 {
+		if again, err := ts.Token(); err != nil || again.AccessToken != tok.AccessToken {
+			t.Fatalf("%+v %v", again, err)
+		}
+	}
+	if sb.Stats().Requests != before {
+		t.Error("the token source asked the provider again")
+	}
+	_, err = tokensource.Config{URL: b.url, GrantID: "u2", Key: b.key, HTTPClient: b.hc}.TokenSource(t.Context()).Token()
+	var e *tokensource.Error
+	if !errors.Is(err, tokensource.ErrReconnectRequired) || !errors.As(err, &e) || e.Cause != string(probes.CausePasswordChanged) || e.Action != "reconnect" {
+		t.Errorf("dead grant: %v", err)
 	}
 }
