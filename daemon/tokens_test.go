@@ -510,7 +510,7 @@ func TestTokenSourceAgainstTheBroker(t *testing.T) {
 	})
 	b := startBroker(t, cfg, nil)
 	waitState(t, b.d.DB(), "u1 gmail", store.StateHealthy)
-	waitState(t, b.d.DB(), "u2", store.StateReconnectRequired)
+	g2 := waitState(t, b.d.DB(), "u2", store.StateReconnectRequired)
 	ts := tokensource.Config{URL: b.url, GrantID: "u1 gmail", Key: b.key, HTTPClient: b.hc}.TokenSource(t.Context())
 	tok, err := ts.Token()
 	if err != nil || !sb.AccessTokenLive(tok.AccessToken) || tok.Expiry.IsZero() {
@@ -527,7 +527,7 @@ func TestTokenSourceAgainstTheBroker(t *testing.T) {
 	}
 	_, err = tokensource.Config{URL: b.url, GrantID: "u2", Key: b.key, HTTPClient: b.hc}.TokenSource(t.Context()).Token()
 	var e *tokensource.Error
-	if !errors.Is(err, tokensource.ErrReconnectRequired) || !errors.As(err, &e) || e.Cause != string(probes.CausePasswordChanged) || e.Action != "reconnect" {
+	if !errors.Is(err, tokensource.ErrReconnectRequired) || !errors.As(err, &e) || e.Cause != g2.Cause || e.Cause == "" || e.Action != "reconnect" {
 		t.Errorf("dead grant: %v", err)
 	}
 }
