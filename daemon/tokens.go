@@ -200,19 +200,21 @@ func (d *Daemon) Token(ctx context.Context, req api.TokenRequest) (api.Token, er
 }
 
 // fresh returns the held token of e if it serves req: it belongs to the
-// grant's current refresh token and has min_ttl left (or, forced, or with
-// a min_ttl no token meets, was obtained within broker.refresh_pace).
+// grant's current refresh token and has min_ttl left. Within
+// broker.refresh_pace of obtaining it, it also serves a forced refresh and
+// a min_ttl longer than the provider's tokens live, which a new token would
+// not meet either.
 func (d *Daemon) fresh(e *tokenEntry, g store.Grant, req api.TokenRequest, now time.Time) (*heldToken, bool) {
 	h := e.held.Load()
 	if h == nil || h.gen != g.TokenGen {
 		return nil, false
 	}
-	n := now.UnixNano()
-	minTTL := req.MinTTL
-	if !req.Force && h.expires-n >= int64(minTTL) {
+	n, minTTL := now.UnixNano(), int64(req.MinTTL)
+	if !req.Force && h.expires-n >= minTTL {
 		return h, true
 	}
-	return h, h.expires > n && n-h.obtained < int64(d.Config().Broker.RefreshPace)
+	paced := h.expires > n && n-h.obtained < int64(d.Config().Broker.RefreshPace)
+	return h, paced && (req.Force || h.expires-h.obtained < minTTL)
 }
 
 // brokerRefresh refreshes grant g for a token request, or waits for the

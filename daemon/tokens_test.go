@@ -143,6 +143,21 @@ func TestBrokerHoldsTheToken(t *testing.T) {
 	if n := sb.Exchanges(rt) - before; n != 0 {
 		t.Errorf("%d refreshes for 20 requests of a token held, want 0", n)
 	}
+	// Just obtained (within refresh_pace), a token that no longer has the
+	// min_ttl asked is refreshed all the same when a new one would have it;
+	// a min_ttl longer than tokens live gets the token just obtained.
+	b.clock.advance(5 * time.Second)
+	renewed := b.get(t, "GET", "/v1/grants/g1/token?min_ttl=9m58s")
+	if renewed.code != 200 || renewed.tok.AccessToken == first.tok.AccessToken {
+		t.Errorf("9m55s left, min_ttl 9m58s: %+v, want a new token", renewed)
+	}
+	if long := b.get(t, "GET", "/v1/grants/g1/token?min_ttl=20m"); long.tok.AccessToken != renewed.tok.AccessToken {
+		t.Errorf("min_ttl 20m of 10m tokens, within refresh_pace: %+v, want the token just obtained", long)
+	}
+	if n := sb.Exchanges(rt) - before; n != 1 {
+		t.Errorf("%d refreshes, want 1", n)
+	}
+	first, before = renewed, sb.Exchanges(rt)
 	// 8m30s later 90s are left: enough for min_ttl=60s, not for 2m.
 	b.clock.advance(8*time.Minute + 30*time.Second)
 	if a := b.get(t, "GET", "/v1/grants/g1/token?min_ttl=60s"); a.tok.AccessToken != first.tok.AccessToken {
