@@ -32,7 +32,14 @@ import (
 // probed on schedule cost nothing here.
 type tokenCache struct {
 	m sync.Map // grant id → *tokenEntry
+	// epoch is raised by every token stored from outside (import,
+	// set-token, remove): the grants read before are read again.
+	epoch atomic.Uint64
 }
+
+// invalidate makes the broker read every grant again before it serves
+// its token: call it after storing a token from outside.
+func (c *tokenCache) invalidate() { c.epoch.Add(1) }
 
 // tokenEntry is one grant's broker state. Its fields are read on every
 // token request without a lock.
@@ -44,6 +51,23 @@ type tokenEntry struct {
 	// used is when a token was last served (unix nanos): the scheduler
 	// does not probe the grant within its interval of that use.
 	used atomic.Int64
+	// view is the grant as last read (grantOf).
+	view atomic.Pointer[grantView]
+}
+
+// grantView is what the broker needs of a grant, as last read.
+type grantView struct {
+	gen           uint64
+	labels        map[string]string
+	state         store.State
+	cause, action string
+	epoch         uint64 // tokenCache.epoch when read
+	at            int64  // unix nanos
+}
+
+// grant is v as a store.Grant of id, for the paths that refresh or refuse.
+func (v *grantView) grant(id string) store.Grant {
+	return store.Grant{ID: id, TokenGen: v.gen, Labels: v.labels, State: v.state, Cause: v.cause, Action: v.action}
 }
 
 // heldToken is an access token and what the answer said of it. ~90 bytes
@@ -104,6 +128,7 @@ func (c *tokenCache) stored(g store.Grant, res probes.Result, now time.Time) *he
 	if e == nil {
 		return nil
 	}
+	e.view.Store(nil) // read the grant as this result left it
 	if !res.OK || res.AccessToken.IsZero() {
 		if g.State == store.StateReconnectRequired {
 			e.held.Store(nil)
@@ -170,43 +195,74 @@ func (f *flight) finish(g store.Grant, h *heldToken) {
 // Token serves api.Broker: the held access token when it has min_ttl left,
 // else one refresh per grant however many ask at once.
 func (d *Daemon) Token(ctx context.Context, req api.TokenRequest) (api.Token, error) {
-	g, err := d.db.Get(req.ID)
+	now := d.now()
+	e, v, err := d.grantOf(req.ID, now)
 	if err != nil {
 		return api.Token{}, err
 	}
-	if req.Reaches != nil && !req.Reaches(g.Labels) {
+	if req.Reaches != nil && !req.Reaches(v.labels) {
 		return api.Token{}, fmt.Errorf("grant %q: %w", req.ID, store.ErrNotFound)
 	}
-	if g.State == store.StateReconnectRequired {
+	if v.state == store.StateReconnectRequired {
 		// Nothing is sent: the refresh token is dead until the user comes
 		// back, forced or not.
-		return api.Token{}, grantRefusal(g, 0)
+		return api.Token{}, grantRefusal(v.grant(req.ID), 0)
 	}
-	e := d.tokens.entry(g.ID)
-	now := d.now()
-	if h, ok := d.fresh(e, g, req, now); ok {
+	if h, ok := d.fresh(e, v.gen, req, now); ok {
 		e.used.Store(now.UnixNano())
-		return h.token(g.ID), nil
+		return h.token(req.ID), nil
 	}
-	if f := e.failed.Load(); f != nil && f.gen == g.TokenGen && now.UnixNano()-f.at < int64(d.Config().Broker.RefreshPace) {
+	if f := e.failed.Load(); f != nil && f.gen == v.gen && now.UnixNano()-f.at < int64(d.Config().Broker.RefreshPace) {
 		return api.Token{}, f.err
 	}
-	h, err := d.brokerRefresh(ctx, g, e, req)
+	h, err := d.brokerRefresh(ctx, v.grant(req.ID), e, req)
 	if err != nil {
 		return api.Token{}, err
 	}
 	e.used.Store(d.now().UnixNano())
-	return h.token(g.ID), nil
+	return h.token(req.ID), nil
 }
+
+// grantOf returns the broker's entry of grant id and the grant as last
+// read. The grant is read from the store at most once per viewTTL (a read
+// costs more than the rest of a token request) and again after anything
+// stored a token from outside (tokenCache.invalidate): a token held for an
+// older refresh token is never served, nor one of a grant whose labels
+// changed.
+func (d *Daemon) grantOf(id string, now time.Time) (*tokenEntry, *grantView, error) {
+	e := d.tokens.get(id)
+	epoch := d.tokens.epoch.Load()
+	if e != nil {
+		if v := e.view.Load(); v != nil && v.epoch == epoch && now.UnixNano()-v.at < int64(viewTTL) {
+			return e, v, nil
+		}
+	}
+	g, err := d.db.Get(id)
+	if err != nil {
+		return nil, nil, err
+	}
+	if e == nil {
+		e = d.tokens.entry(id)
+	}
+	v := &grantView{gen: g.TokenGen, labels: g.Labels, state: g.State, cause: g.Cause, action: g.Action,
+		epoch: epoch, at: now.UnixNano()}
+	e.view.Store(v)
+	return e, v, nil
+}
+
+// viewTTL bounds how long a grant read for the broker is trusted: the
+// commits and token writes the daemon makes drop it at once; this bounds
+// any other.
+const viewTTL = time.Second
 
 // fresh returns the held token of e if it serves req: it belongs to the
 // grant's current refresh token and has min_ttl left. Within
 // broker.refresh_pace of obtaining it, it also serves a forced refresh and
 // a min_ttl longer than the provider's tokens live, which a new token would
 // not meet either.
-func (d *Daemon) fresh(e *tokenEntry, g store.Grant, req api.TokenRequest, now time.Time) (*heldToken, bool) {
+func (d *Daemon) fresh(e *tokenEntry, gen uint64, req api.TokenRequest, now time.Time) (*heldToken, bool) {
 	h := e.held.Load()
-	if h == nil || h.gen != g.TokenGen {
+	if h == nil || h.gen != gen {
 		return nil, false
 	}
 	n, minTTL := now.UnixNano(), int64(req.MinTTL)
@@ -230,7 +286,7 @@ func (d *Daemon) brokerRefresh(ctx context.Context, g store.Grant, e *tokenEntry
 		if f != nil {
 			// A refresh that ended after this request looked may have
 			// left what it needs.
-			if h, ok := d.fresh(e, g, req, d.now()); ok {
+			if h, ok := d.fresh(e, g.TokenGen, req, d.now()); ok {
 				d.unclaim(f)
 				return h, nil
 			}
