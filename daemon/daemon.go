@@ -89,11 +89,21 @@ type Daemon struct {
 	timeouts   httpTimeouts  // the listeners' (tests shorten them)
 	apiProbes  chan struct{} // a slot per on-demand probe in flight (daemon.max_api_probes)
 
+	// applyAll commits probe results: db.ApplyAll, or a failing store in
+	// tests.
+	applyAll func([]store.ApplyItem) ([]error, error)
+	// fault is why the store cannot write, nil while it can: probing is
+	// paused meanwhile (writer.go).
+	fault atomic.Pointer[storeFault]
+	// unstored holds, by grant id, the results whose rotated token the
+	// store could not write yet; the writer retries them.
+	unstoredMu sync.Mutex
+	unstored   map[string]result
+
 	warnedOnce sync.Map   // keys logged once (unknown providers, store errors)
-	inflight   sync.Map   // grant id → *flight: a refresh of it is running
+	inflight   sync.Map   // grant id → *flight: a refresh of it runs, or its result is not stored yet
 	tokens     tokenCache // the access tokens the broker serves (tokens.go)
 	keys       keySet     // the app keys (keys.go)
-	rotated    sync.Map   // grant id → struct{}: `grants probe` rotated its token
 }
 
 // provider is a configured provider's runtime: its endpoint, policy and
@@ -168,6 +178,7 @@ func Open(opts Options) (*Daemon, error) {
 	if opts.Lease > 0 {
 		d.lease = opts.Lease
 	}
+	d.applyAll = db.ApplyAll
 	d.timeouts = serverTimeouts(cfg)
 	d.apiProbes = make(chan struct{}, cfg.Daemon.MaxAPIProbes)
 	hc := opts.HTTPClient

@@ -75,13 +75,22 @@ func (d *Daemon) NotifyTest(ctx context.Context, receiver string) ([]api.NotifyT
 // ProbeNow probes one grant at once, whatever its state, and applies the
 // result like a scheduled probe.
 func (d *Daemon) ProbeNow(ctx context.Context, id string) (api.ProbeReport, error) {
+	if f := d.fault.Load(); f != nil {
+		// Its result could not be stored, and a token the provider rotates
+		// would be at risk.
+		return api.ProbeReport{}, api.Unavailable(fmt.Errorf("grant %s not probed: probing is paused since %s because %s; %s", id, f.since.Format(time.RFC3339), f.cause, f.fix), storeRetryEvery)
+	}
 	// Claim first, then read the token: the token read is the one no other
 	// probe can rotate meanwhile.
-	f := d.claim(id)
-	if f == nil {
+	if !d.claim(id) {
 		return api.ProbeReport{}, api.Invalid(fmt.Errorf("grant %s %w; try again in a moment", id, errProbeBusy))
 	}
-	defer d.unclaim(f) // the commit ends it first, unless a rotated token could not be stored
+	claimed := true // until the claim passes to the result (apply)
+	defer func() {
+		if claimed {
+			d.unclaim(id)
+		}
+	}()
 	l, err := d.db.GetLease(id)
 	if err != nil {
 		return api.ProbeReport{}, err
@@ -114,12 +123,10 @@ func (d *Daemon) ProbeNow(ctx context.Context, id string) (api.ProbeReport, erro
 	}
 	defer release()
 	res := d.refresh(ctx, p, l.Token)
-	if !res.NewRefreshToken.IsZero() {
-		// A scheduled lease of this grant may hold the token just rotated
-		// away: its worker must read the token again.
-		d.rotated.Store(id, struct{}{})
-	}
-	out, stale, err := d.applyClaimed(f, l.Grant, p, res)
+	// Storing the result ends the grant's lease: a scheduled job that
+	// holds the token just rotated away then finds its lease gone.
+	claimed = false
+	out, stale, err := d.apply(l.Grant, p, res)
 	if err != nil {
 		return api.ProbeReport{}, err
 	}
@@ -231,6 +238,7 @@ func (d *Daemon) Status() (api.Status, error) {
 	if t := d.lastTick.Load(); t != 0 {
 		st.Daemon = true
 		st.LastTickAt = time.Unix(0, t)
+		st.NotReady, st.NotReadyFix = d.readiness()
 	}
 	st.NeedsAction = st.ByState[string(store.StateReconnectRequired)] > 0 ||
 		st.ByState[string(store.StateOnHold)] > 0 || cs.State == ClockSkewed

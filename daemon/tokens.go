@@ -15,11 +15,15 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
 	"unique"
+
+	"github.com/lmittmann/tint"
 
 	"github.com/grantwatch/grantwatch/daemon/api"
 	"github.com/grantwatch/grantwatch/internal/secret"
@@ -174,8 +178,7 @@ func (h *heldToken) token(id string) api.Token {
 // committed (or when it is dropped), and then says what it obtained.
 type flight struct {
 	id   string
-	done chan struct{}
-	once sync.Once
+	done chan struct{} // closed by unclaim
 	// Set before done is closed.
 	held  *heldToken  // the token obtained, if any
 	grant store.Grant // the grant as the committed result left it
@@ -187,9 +190,7 @@ type flight struct {
 
 // finish records the committed outcome, before unclaim ends the flight.
 func (f *flight) finish(g store.Grant, h *heldToken) {
-	if f != nil {
-		f.grant, f.held, f.ok = g, h, true
-	}
+	f.grant, f.held, f.ok = g, h, true
 }
 
 // Token serves api.Broker: the held access token when it has min_ttl left,
@@ -282,15 +283,16 @@ func (d *Daemon) brokerRefresh(ctx context.Context, g store.Grant, e *tokenEntry
 	defer cancel()
 	started := d.now().UnixNano()
 	for range 2 {
-		f := d.claim(g.ID)
-		if f != nil {
+		var f *flight
+		if d.claim(g.ID) {
 			// A refresh that ended after this request looked may have
 			// left what it needs.
 			if h, ok := d.fresh(e, g.TokenGen, req, d.now()); ok {
-				d.unclaim(f)
+				d.unclaim(g.ID)
 				return h, nil
 			}
-			go d.refreshClaimed(context.WithoutCancel(ctx), f, g.ID)
+			f = d.flightOf(g.ID) // this request's own: only it ends it
+			go d.refreshClaimed(context.WithoutCancel(ctx), f)
 		} else if f = d.flightOf(g.ID); f == nil {
 			continue // it ended between the two looks
 		}
@@ -342,8 +344,21 @@ func (d *Daemon) retryIn(g store.Grant) time.Duration {
 // and gate; probes.Refresh; the writer's commit, which caches the token and
 // ends the flight). It is not cut short by the request: a refresh stopped
 // mid-way may lose a rotated token.
-func (d *Daemon) refreshClaimed(ctx context.Context, f *flight, id string) {
-	defer d.unclaim(f)
+func (d *Daemon) refreshClaimed(ctx context.Context, f *flight) {
+	id := f.id
+	claimed := true // until the claim passes with the result to the writer
+	defer func() {
+		if claimed {
+			d.unclaim(id)
+		}
+	}()
+	if sf := d.fault.Load(); sf != nil {
+		// Its result could not be stored, and a token the provider
+		// rotates would be at risk.
+		f.err = &api.TokenError{Code: api.CodeBusy, RetryAfter: storeRetryEvery,
+			Message: fmt.Sprintf("grant %s not refreshed: the store cannot write since %s because %s; %s", id, sf.since.Format(time.RFC3339), sf.cause, sf.fix)}
+		return
+	}
 	// Read after the claim: no other refresh can rotate it meanwhile.
 	l, err := d.db.GetLease(id)
 	if err != nil {
@@ -377,12 +392,11 @@ func (d *Daemon) refreshClaimed(ctx context.Context, f *flight, id string) {
 		return
 	}
 	res := d.refresh(ctx, p, l.Token)
-	if !res.NewRefreshToken.IsZero() {
-		// A scheduled lease of this grant may hold the token just rotated
-		// away: its worker must read the token again.
-		d.rotated.Store(id, struct{}{})
-	}
-	d.applyClaimed(f, l.Grant, p, res)
+	// Storing the result ends the grant's lease, so a scheduled job that
+	// holds the token just rotated away finds its lease gone; the writer
+	// ends the claim and tells the flight what was stored.
+	claimed = false
+	d.apply(l.Grant, p, res)
 }
 
 // grantRefusal is the broker's answer for a grant it cannot serve as it
@@ -445,11 +459,22 @@ func (d *Daemon) useDefers(id string, pol Policy) (time.Time, bool) {
 	return next, d.now().Before(next)
 }
 
-// applyClaimed stores a refresh result on the claim f: the commit caches
-// its token for the broker and ends the claim.
-func (d *Daemon) applyClaimed(f *flight, leased store.Grant, p *provider, res probes.Result) (Outcome, bool, error) {
-	done := make(chan applied, 1)
-	d.commit([]result{{leased: leased, p: p, res: res, done: done, claim: f}})
-	a := <-done
-	return a.out, a.stale, a.err
+// postpone moves the grant of job j, which the broker uses, to at without
+// probing it, if j's lease is still its own.
+func (d *Daemon) postpone(j job, at time.Time) {
+	if !d.leases.holds(j.Grant.Row, j.until) {
+		return
+	}
+	err := d.db.Apply(j.Grant.ID, func(cur store.Grant) (store.Change, error) {
+		if cur.TokenGen != j.Grant.TokenGen || cur.State == store.StateReconnectRequired {
+			return store.Change{Skip: true}, nil
+		}
+		cur.NextDueAt = at
+		return store.Change{Grant: cur}, nil
+	})
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		d.logOnce("postpone", slog.LevelError, "store postponed grant", tint.Err(err))
+		return
+	}
+	d.leases.endIf(j.Grant.Row, j.until)
 }

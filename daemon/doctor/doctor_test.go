@@ -186,6 +186,8 @@ url_file = %q
 		t.Errorf("database detail %q does not name the file", db.Detail)
 	}
 	doctorWant(t, rep, "key", CheckOK)
+	doctorWant(t, rep, "disk", CheckOK)
+	doctorWant(t, rep, "secret-files", CheckOK)
 	doctorWant(t, rep, "provider/sb/dns", CheckOK)
 	doctorWant(t, rep, "provider/sb/tcp", CheckOK)
 	h := doctorWant(t, rep, "provider/sb/http", CheckOK)
