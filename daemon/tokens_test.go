@@ -102,7 +102,7 @@ func (b *broker) token(t testing.TB, id string) tokenAnswer {
 }
 
 // waitState waits until the scheduler's first probe has judged grant id.
-func waitState(t *testing.T, db *store.DB, id string, want store.State) store.Grant {
+func waitState(t *testing.T, db store.Store, id string, want store.State) store.Grant {
 	t.Helper()
 	var g store.Grant
 	testutil.WaitFor(t, 10*time.Second, "grant "+id+" "+string(want), func() bool {

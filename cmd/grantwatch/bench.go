@@ -47,7 +47,7 @@ requests/s, latency at the client (p50, p99, max) and CPU; the clients share
 the cores with the daemon.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			o.Progress = a.errw
+			o.Progress = progressWriter(a.errw)
 			tuneGC() // as `run` does: the figures are the daemon's
 			if verbose {
 				o.Logger = slog.New(slog.NewTextHandler(a.errw, &slog.HandlerOptions{Level: slog.LevelInfo}))
