@@ -30,7 +30,6 @@ import (
 
 	"github.com/grantwatch/grantwatch/daemon"
 	"github.com/grantwatch/grantwatch/daemon/api"
-	"github.com/grantwatch/grantwatch/probes/sandbox"
 )
 
 // BrokerOptions configures RunBroker. Zero values select the defaults noted
@@ -123,13 +122,11 @@ func RunBroker(ctx context.Context, o BrokerOptions) (BrokerResult, error) {
 	if err != nil {
 		return res, err
 	}
-	sb, err := sandbox.Start()
+	sb, err := benchSandbox()
 	if err != nil {
 		return res, err
 	}
 	defer sb.Close()
-	sb.SetClient(benchClientID, benchSecret)
-	sb.SetAll(sandbox.Healthy)
 
 	cfg, err := benchConfig(dir, sb.TokenURL(), 16)
 	if err != nil {
