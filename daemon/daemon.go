@@ -104,8 +104,10 @@ type Daemon struct {
 	unstoredMu sync.Mutex
 	unstored   map[string]result
 
-	warnedOnce sync.Map // keys logged once (unknown providers, store errors)
-	inflight   sync.Map // grant id → struct{}: a probe of it runs, or its result is not stored yet
+	warnedOnce sync.Map   // keys logged once (unknown providers, store errors)
+	inflight   sync.Map   // grant id → *flight: a refresh of it runs, or its result is not stored yet
+	tokens     tokenCache // the access tokens the broker serves (tokens.go)
+	keys       keySet     // the app keys (keys.go)
 }
 
 // provider is a configured provider's runtime: its endpoint, policy and

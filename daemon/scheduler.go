@@ -141,6 +141,12 @@ func (d *Daemon) probeLease(ctx, probeCtx context.Context, l job) {
 	// provider punishes by revoking the chain. Such a lease is dropped,
 	// before it takes a slot or a share of the rate, and the grant comes
 	// back when the lease runs out.
+	if next, ok := d.useDefers(l.Grant.ID, p.policy); ok {
+		// Apps use the grant through the broker: each of their refreshes
+		// is a probe, so a scheduled one waits its interval from that use.
+		d.postpone(l, next)
+		return
+	}
 	timeout := d.Config().Daemon.ProbeTimeout
 	expired := func() bool { return d.now().Add(timeout).After(l.until) }
 	if expired() {
@@ -219,12 +225,28 @@ func (p *provider) acquire(ctx context.Context) (release func(), err error) {
 // result is not stored yet: the claim passes with the result to the
 // writer, which ends it once the result is stored (or held, if the store
 // cannot write, until it is).
+//
+// The claim is a flight (tokens.go): token requests for the grant wait for
+// it to end, and take the token its result stored.
 func (d *Daemon) claim(id string) bool {
-	_, busy := d.inflight.LoadOrStore(id, struct{}{})
+	_, busy := d.inflight.LoadOrStore(id, &flight{id: id, done: make(chan struct{})})
 	return !busy
 }
 
-func (d *Daemon) unclaim(id string) { d.inflight.Delete(id) }
+// unclaim ends the claim of id; whoever waits for its flight wakes.
+func (d *Daemon) unclaim(id string) {
+	if v, ok := d.inflight.LoadAndDelete(id); ok {
+		close(v.(*flight).done)
+	}
+}
+
+// flightOf is the claim of id held now, or nil.
+func (d *Daemon) flightOf(id string) *flight {
+	if v, ok := d.inflight.Load(id); ok {
+		return v.(*flight)
+	}
+	return nil
+}
 
 // requeue makes a leased grant due now without changing anything else.
 func (d *Daemon) requeue(leased store.Grant) {

@@ -49,7 +49,12 @@ func (d *Daemon) Grant(id string) (api.GrantDetail, error) {
 }
 
 // Remove deletes a grant.
-func (d *Daemon) Remove(id string) error { return d.db.Remove(id) }
+func (d *Daemon) Remove(id string) error {
+	err := d.db.Remove(id)
+	d.tokens.drop(id)
+	d.tokens.invalidate()
+	return err
+}
 
 // NotifyTest sends a test notification to receiver, or to all with "".
 func (d *Daemon) NotifyTest(ctx context.Context, receiver string) ([]api.NotifyTestResult, error) {
@@ -138,7 +143,9 @@ func (d *Daemon) ProbeNow(ctx context.Context, id string) (api.ProbeReport, erro
 // SetToken stores a new refresh token for a grant (the user reconnected),
 // resets it to pending and probes it once.
 func (d *Daemon) SetToken(ctx context.Context, id string, tok secret.Secret) (api.ProbeReport, error) {
-	if _, err := d.db.SetToken(id, tok, d.now()); err != nil {
+	_, err := d.db.SetToken(id, tok, d.now())
+	d.tokens.invalidate() // the access token held is the old refresh token's
+	if err != nil {
 		return api.ProbeReport{}, err
 	}
 	d.log.Info("refresh token replaced", "grant", id)
@@ -312,6 +319,7 @@ func (d *Daemon) Import(ctx context.Context, r io.Reader, progress func(api.Impo
 	last := time.Now()
 	for i := 0; i < len(gs); i += chunk {
 		c, rep, err := d.db.Import(gs[i:min(i+chunk, len(gs))], d.now())
+		d.tokens.invalidate() // replaced tokens (and labels) are read anew
 		if err != nil {
 			return p, err
 		}

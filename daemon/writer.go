@@ -217,6 +217,15 @@ func (d *Daemon) commit(batch []result) {
 			// ended when it is stored).
 			d.leases.end(r.leased.Row)
 		}
+		if a.err == nil && !a.stale {
+			// The broker serves the token (or stops serving one of a
+			// grant that needs its user), and whoever waits for this
+			// refresh gets it.
+			h := d.tokens.stored(a.out.Grant, r.res, now)
+			if f := d.flightOf(r.leased.ID); r.claimed && f != nil {
+				f.finish(a.out.Grant, h)
+			}
+		}
 		if r.claimed && !held {
 			d.unclaim(r.leased.ID)
 		}

@@ -8,7 +8,6 @@ package api
 import (
 	"bufio"
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -112,6 +111,12 @@ func Handler(svc Service, log *slog.Logger) http.Handler {
 	handle("POST /v1/notify/test", maxBody, s.handleNotifyTest)
 	handle("GET /v1/notify/dead", maxBody, s.handleDead)
 	handle("POST /v1/notify/dead/redeliver", maxBody, s.handleRedeliver)
+	if b, ok := svc.(Broker); ok {
+		brokerRoutes(mux, b, nil)
+	}
+	if ka, ok := svc.(KeyAdmin); ok {
+		keyRoutes(mux, ka)
+	}
 	return mux
 }
 
@@ -158,10 +163,22 @@ func (b *idleBody) Read(p []byte) (int, error) {
 	return b.r.Read(p)
 }
 
-// TCPHandler serves /metrics, /healthz, /readyz and, when token is set, the
-// grant API for apps whose users just reconnected (GET a grant, PUT its
-// refresh token), behind that bearer token.
-func TCPHandler(svc Service, log *slog.Logger, metrics http.Handler, token secret.Secret) http.Handler {
+// TCPHandler serves daemon.listen: /metrics, /healthz and /readyz, open to
+// all, and the routes apps reach with an app key (keys; nil serves none):
+//
+//	GET  /v1/grants/{id}/token          scope token (when svc is a Broker)
+//	POST /v1/grants/{id}/token/refresh  scope token
+//	GET  /v1/grants/{id}                scope read
+//	PUT  /v1/grants/{id}/refresh_token  scope set-token
+//
+// A key reaches only the grants its labels select; any other answers 404,
+// as a grant that does not exist. The token and set-token routes are
+// refused over plain HTTP on a network address (RequireSecure). The
+// control socket's other routes are never served here.
+func TCPHandler(svc Service, log *slog.Logger, metrics http.Handler, keys Keys) http.Handler {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok\n"))
@@ -174,35 +191,71 @@ func TCPHandler(svc Service, log *slog.Logger, metrics http.Handler, token secre
 		w.Write([]byte("ready\n"))
 	})
 	mux.Handle("GET /metrics", metrics)
-	if !token.IsZero() {
-		guard := requireBearer(token, Handler(svc, log))
-		mux.Handle("GET /v1/grants/{id}", guard)
-		mux.Handle("PUT /v1/grants/{id}/refresh_token", guard)
+	if keys == nil {
+		return limitBody(maxBody, mux)
 	}
-	return limitBody(maxBody, mux)
+	s := &server{svc: svc, log: log}
+	mux.Handle("GET /v1/grants/{id}", s.guard(ScopeRead, false, s.handleShow))
+	mux.Handle("PUT /v1/grants/{id}/refresh_token", s.guard(ScopeSetToken, true, s.handleSetToken))
+	if b, ok := svc.(Broker); ok {
+		brokerRoutes(mux, b, tcpAuthorize)
+	}
+	return withAuth(keys, log, limitBody(maxBody, mux))
 }
 
-// requireBearer answers a request without the bearer token at once: 401,
-// without reading its body (net/http would otherwise read up to 256 KiB of
-// it, at the client's pace, before sending the answer), and closes the
-// connection.
-func requireBearer(tok secret.Secret, next http.Handler) http.Handler {
-	want := []byte("Bearer " + tok.Reveal())
+// guard lets a request through to next only with an app key that has scope
+// and reaches the grant; with secure, only over TLS or loopback. A refusal
+// is one WARN line (Authorize, DenyGrant).
+func (s *server) guard(scope Scope, secure bool, next http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got := []byte(r.Header.Get("Authorization"))
-		if subtle.ConstantTimeCompare(got, want) != 1 {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="grantwatch"`)
-			w.Header().Set("Connection", "close")
-			writeJSON(w, http.StatusUnauthorized, ErrorBody{Error: "missing or wrong bearer token (daemon.api_token_file)"})
-			// Once the answer is out, the body is not waited for: the
-			// server's read of what is left fails at once.
-			rc := http.NewResponseController(w)
-			_ = rc.Flush()
-			_ = rc.SetReadDeadline(time.Now())
+		var err error
+		if secure {
+			err = RequireSecure(r)
+		}
+		var k Key
+		if err == nil {
+			k, err = Authorize(r, scope)
+		}
+		if d, ok := asDenied(err); ok {
+			writeDenied(w, d)
 			return
 		}
-		next.ServeHTTP(w, r)
+		if id := r.PathValue("id"); len(k.Labels) > 0 {
+			g, err := s.svc.Grant(id)
+			if err != nil {
+				writeErr(w, err)
+				return
+			}
+			if !k.Reaches(g.Labels) {
+				DenyGrant(r, k, id)
+				writeErr(w, fmt.Errorf("grant %q: %w", id, store.ErrNotFound))
+				return
+			}
+		}
+		next(w, r)
 	})
+}
+
+// writeDenied answers a refused request. A 401 is sent without reading the
+// request's body (net/http would otherwise read up to 256 KiB of it, at the
+// client's pace, before sending the answer), and closes the connection.
+func writeDenied(w http.ResponseWriter, d *DeniedError) {
+	if d.Status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="grantwatch"`)
+		w.Header().Set("Connection", "close")
+	}
+	writeJSON(w, d.Status, ErrorBody{Error: d.Reason})
+	if d.Status == http.StatusUnauthorized {
+		cutBody(w)
+	}
+}
+
+// cutBody stops reading the request once the answer is out: the server's
+// read of what is left fails at once.
+func cutBody(w http.ResponseWriter) {
+	rc := http.NewResponseController(w)
+	_ = rc.Flush()
+	_ = rc.SetReadDeadline(time.Now())
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
