@@ -20,6 +20,7 @@ const (
 	maxCodeLen        = 128  // Error and ErrorSubtype, in bytes
 	maxDescriptionLen = 1024 // ErrorDescription, in bytes
 	maxErrorCodes     = 16   // entries of ErrorCodes
+	maxTexts          = 8    // entries of Texts
 	maxRetryAfter     = 24 * time.Hour
 )
 
@@ -27,14 +28,15 @@ const (
 // sent. body must already be capped by the caller (the refresh probe reads at
 // most 1 MiB).
 //
-// It reads JSON objects (RFC 6749 §5.2 fields; Microsoft's error_codes;
-// Google's error_subtype or Microsoft's suberror; Slack's {"ok":false,"error":...}; nested
-// {"error":{"message":...,"code":...}} and HubSpot-style
-// {"status":...,"message":...} shapes), application/x-www-form-urlencoded
-// bodies (GitHub, old Facebook), and an HTTP 200 carrying an error. Anything
-// else is Format "html", "text" or "empty" with no error fields; invalid or
-// truncated JSON is "text", since a body that cannot be parsed says nothing
-// about the grant.
+// It reads JSON objects of any error shape (see collectJSON: RFC 6749 §5.2
+// fields, Microsoft's error_codes, Google's error_subtype or Microsoft's
+// suberror, nested errors, errors lists, {"status","message"} and others),
+// application/x-www-form-urlencoded bodies (GitHub, old Facebook), and an
+// HTTP 200 carrying an error, keeping every human-readable text with the
+// member it came from (Answer.Texts). A plain-text body is Format "text"
+// and read as one text; HTML is "html" and "empty" is empty, neither read;
+// invalid or truncated JSON is "text" but not read, since a body that
+// cannot be parsed says nothing about the grant.
 //
 // It never keeps a token: only HasAccessToken. RetryAfter comes from
 // Retry-After (delay-seconds, or an HTTP date taken relative to the Date
@@ -82,9 +84,17 @@ func parseAnswerAt(status int, h http.Header, body []byte, now time.Time, rt *st
 		}
 	default:
 		a.Format = "text"
+		if utf8.Valid(trimmed) {
+			// A plain-text answer ("Invalid grant_type") is read whole; a
+			// truncated or broken JSON object (also "text") is not, since
+			// half an answer is no verdict.
+			a.addText("body", string(trimmed))
+		}
 	}
-	if len(a.ErrorCodes) == 0 {
-		a.ErrorCodes = aadstsCodes(a.ErrorDescription)
+	if len(a.ErrorCodes) == 0 && len(a.Texts) > 0 {
+		if a.ErrorCodes = aadstsCodes(a.Texts[0].Value); a.ErrorCodes != nil {
+			a.CodesFrom = a.Texts[0].From
+		}
 	}
 	return a
 }
@@ -121,9 +131,11 @@ func parseForm(a *Answer, b []byte, rt *string) bool {
 		*rt = strings.TrimSpace(v.Get("refresh_token"))
 	}
 	a.Format = "form"
-	a.Error = capString(v.Get("error"), maxCodeLen)
-	a.ErrorDescription = capString(v.Get("error_description"), maxDescriptionLen)
-	a.ErrorSubtype = capString(v.Get("error_subtype"), maxCodeLen)
+	a.setError(v.Get("error"), "error")
+	a.addText("error_description", v.Get("error_description"))
+	if a.ErrorSubtype = capString(v.Get("error_subtype"), maxCodeLen); a.ErrorSubtype != "" {
+		a.SubtypeFrom = "error_subtype"
+	}
 	a.HasAccessToken = v.Get("access_token") != ""
 	return true
 }
@@ -213,57 +225,157 @@ func parseJSONObject(a *Answer, b []byte, rt *string) bool {
 		*rt, _ = jsonString(raw)
 	}
 
+	if _, ok := m["error"]; a.HasAccessToken && !ok {
+		return true // a token answer: no error fields to read (as tokenJSON)
+	}
+	collectJSON(a, m)
+	return true
+}
+
+// The members read as an error's words, in the order they are trusted.
+// descKeys are an error's own description (RFC 6749 §5.2, Ory Hydra's
+// legacy error_hint and error_debug); wordKeys are generic members that
+// may hold anything from "Bad Request" to the whole story (HubSpot's and
+// Twitch's message, RFC 7807's detail and title, Okta's errorSummary);
+// entryKeys are read in a nested error object and in each entry of an
+// errors list.
+var (
+	descKeys  = []string{"error_description", "error_message", "errorMessage", "error_hint", "error_debug"}
+	wordKeys  = []string{"message", "detail", "title", "reason", "description", "errorSummary", "error_summary", "msg"}
+	entryKeys = []string{"error_description", "message", "description", "detail", "title", "error_message", "errorMessage", "msg"}
+	// codeKeys name an error code in an object without an "error" string
+	// (HubSpot status, Okta errorCode, Fitbit errorType, Facebook type).
+	codeKeys = []string{"errorCode", "error_code", "errorType", "code", "status", "type"}
+)
+
+// maxEntries is how many entries of an errors list are read.
+const maxEntries = 4
+
+// collectJSON fills a's error fields from an object, whatever its shape:
+// RFC 6749's {"error","error_description"}, Slack's {"ok":false,"error"},
+// nested {"error":{"code","message","status"}} (Google APIs, Facebook),
+// {"errors":[{"errorType","message"}]} (Fitbit) and
+// {"errors":[{"resource","field","code"}]} (Strava) lists, HubSpot's and
+// Twitch's {"status","message"}, Okta's {"errorCode","errorSummary"},
+// RFC 7807's {"title","detail"} and a bare {"message"}. The first code
+// found wins; every text is kept (see Answer.Texts).
+func collectJSON(a *Answer, m map[string]json.RawMessage) {
 	var nested map[string]json.RawMessage
 	if raw, ok := m["error"]; ok {
 		if s, ok := jsonString(raw); ok {
-			a.Error = s
+			a.setError(s, "error")
 		} else if json.Unmarshal(raw, &nested) != nil {
 			nested = nil
 		}
 	}
-	a.ErrorDescription = firstString(m, "error_description", "error_message")
-	a.ErrorSubtype = firstString(m, "error_subtype", "suberror") // suberror: Microsoft
-	a.ErrorCodes = appendCodes(a.ErrorCodes, m["error_codes"])
-
-	// Nested errors: {"error":{"code":401,"message":"...","status":"UNAUTHENTICATED"}}
-	// (Google APIs), {"error":{"message":"...","type":"OAuthException","code":190}}
-	// (Facebook Graph).
-	if nested != nil {
-		if a.Error == "" {
-			a.Error = firstString(nested, "error", "code", "status", "type")
+	a.addTexts(m, "", descKeys)
+	for _, k := range []string{"error_subtype", "suberror"} { // suberror: Microsoft
+		if s := firstString(m, k); s != "" && a.ErrorSubtype == "" {
+			a.ErrorSubtype, a.SubtypeFrom = capString(s, maxCodeLen), k
 		}
-		if a.ErrorDescription == "" {
-			a.ErrorDescription = firstString(nested, "error_description", "message", "description")
-		}
-		a.ErrorCodes = appendCodes(a.ErrorCodes, nested["code"])
-		a.ErrorCodes = appendCodes(a.ErrorCodes, nested["error_subcode"])
 	}
-	// Shapes without an "error" string: HubSpot {"status":"BAD_REFRESH_TOKEN",
-	// "message":"..."}, Slack {"ok":false,"error":...} (handled above, as its
-	// error is a string), and {"errors":[{"message":...}]} lists.
-	if a.Error == "" && !a.HasAccessToken {
-		if s := firstString(m, "status"); s != "" && isCodeLike(s) {
-			a.Error = s
+	a.addCodes(m["error_codes"], "error_codes")
+	if nested != nil {
+		a.collectEntry(nested, "error.", true)
+	}
+	for _, k := range codeKeys {
+		if s := firstString(m, k); isCodeLike(s) {
+			a.setError(s, k)
 		}
-		if raw, ok := m["errors"]; ok {
-			var list []map[string]json.RawMessage
-			if json.Unmarshal(raw, &list) == nil && len(list) > 0 {
-				if a.Error == "" {
-					a.Error = firstString(list[0], "error", "code", "type")
-				}
-				if a.ErrorDescription == "" {
-					a.ErrorDescription = firstString(list[0], "message", "error_description", "description")
-				}
+	}
+	a.addCodes(m["code"], "code")
+	a.collectList(m["errors"], "errors")
+	a.addTexts(m, "", wordKeys)
+}
+
+// collectEntry reads one nested error object or list entry, its members
+// named with prefix ("error.", "errors[0]."). An entry without words but
+// with a resource, field or code (Strava's
+// {"resource":"RefreshToken","field":"refresh_token","code":"invalid"}) is
+// read as the phrase "RefreshToken refresh_token invalid". A nested error
+// object's own errors list is read too (Google APIs).
+func (a *Answer) collectEntry(e map[string]json.RawMessage, prefix string, nested bool) {
+	if s := firstString(e, "error"); s != "" {
+		a.setError(s, prefix+"error")
+	}
+	for _, k := range codeKeys {
+		if s := firstString(e, k); isCodeLike(s) {
+			a.setError(s, prefix+k)
+		}
+	}
+	a.addCodes(e["code"], prefix+"code")
+	a.addCodes(e["error_subcode"], prefix+"error_subcode")
+	n := len(a.Texts)
+	a.addTexts(e, prefix, entryKeys)
+	if len(a.Texts) == n && !nested {
+		var words []string
+		for _, k := range []string{"resource", "field", "code"} {
+			if s := firstString(e, k); s != "" {
+				words = append(words, s)
 			}
 		}
+		a.addText(strings.TrimSuffix(prefix, "."), strings.Join(words, " "))
 	}
-	if a.ErrorDescription == "" && a.Error != "" {
-		a.ErrorDescription = firstString(m, "message", "reason", "error_summary", "detail")
+	if nested {
+		a.collectList(e["errors"], prefix+"errors")
 	}
-	a.Error = capString(a.Error, maxCodeLen)
-	a.ErrorDescription = capString(a.ErrorDescription, maxDescriptionLen)
-	a.ErrorSubtype = capString(a.ErrorSubtype, maxCodeLen)
-	return true
+}
+
+// collectList reads the first entries of an errors list named name.
+func (a *Answer) collectList(raw json.RawMessage, name string) {
+	if raw == nil {
+		return
+	}
+	var list []map[string]json.RawMessage
+	if json.Unmarshal(raw, &list) != nil {
+		return
+	}
+	for i, e := range list[:min(len(list), maxEntries)] {
+		a.collectEntry(e, name+"["+strconv.Itoa(i)+"].", false)
+	}
+}
+
+// setError sets the error code, unless one was found before.
+func (a *Answer) setError(s, from string) {
+	if a.Error == "" && s != "" {
+		a.Error, a.ErrorFrom = capString(s, maxCodeLen), from
+	}
+}
+
+// addTexts adds the non-empty strings of m under keys, named prefix+key.
+func (a *Answer) addTexts(m map[string]json.RawMessage, prefix string, keys []string) {
+	for _, k := range keys {
+		if s := firstString(m, k); s != "" {
+			a.addText(prefix+k, s)
+		}
+	}
+}
+
+// addText adds one text, capped, unless it is empty, already read, or one
+// too many. The first text is the answer's ErrorDescription.
+func (a *Answer) addText(from, s string) {
+	s = capString(s, maxDescriptionLen)
+	if s == "" || len(a.Texts) >= maxTexts {
+		return
+	}
+	for _, t := range a.Texts {
+		if t.Value == s {
+			return
+		}
+	}
+	a.Texts = append(a.Texts, Text{From: from, Value: s})
+	if len(a.Texts) == 1 {
+		a.ErrorDescription = s
+	}
+}
+
+// addCodes adds the integers of raw to ErrorCodes (see appendCodes).
+func (a *Answer) addCodes(raw json.RawMessage, from string) {
+	n := len(a.ErrorCodes)
+	a.ErrorCodes = appendCodes(a.ErrorCodes, raw)
+	if a.CodesFrom == "" && len(a.ErrorCodes) > n {
+		a.CodesFrom = from
+	}
 }
 
 var codeLike = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_.\-]*$`)

@@ -3,14 +3,24 @@ package probes
 import (
 	"fmt"
 	"net/http"
-	"reflect"
-	"slices"
 	"strings"
 	"testing"
 	"time"
 	"unicode/utf8"
 )
 
+// texts builds Answer.Texts from member, value pairs.
+func texts(kv ...string) []Text {
+	var ts []Text
+	for i := 0; i+1 < len(kv); i += 2 {
+		ts = append(ts, Text{From: kv[i], Value: kv[i+1]})
+	}
+	return ts
+}
+
+// TestParseAnswer reads each shape of answer. The shapes of providers that
+// answer outside RFC 6749 are quoted from the sources named beside the
+// real answers in classify_test.go.
 func TestParseAnswer(t *testing.T) {
 	cases := []struct {
 		name   string
@@ -21,44 +31,83 @@ func TestParseAnswer(t *testing.T) {
 	}{
 		{"rfc 6749 json", 400, ctJSON,
 			`{"error":"invalid_grant","error_description":"  Token has been expired or revoked. "}`,
-			Answer{Status: 400, Format: "json", Error: "invalid_grant", ErrorDescription: "Token has been expired or revoked."}},
+			Answer{Status: 400, Format: "json", Error: "invalid_grant", ErrorFrom: "error", ErrorDescription: "Token has been expired or revoked.",
+				Texts: texts("error_description", "Token has been expired or revoked.")}},
 		{"error_codes ints", 400, ctJSON,
 			`{"error":"invalid_grant","error_description":"AADSTS70002: x. AADSTS54005: y.","error_codes":[70002,54005]}`,
-			Answer{Status: 400, Format: "json", Error: "invalid_grant", ErrorDescription: "AADSTS70002: x. AADSTS54005: y.", ErrorCodes: []int{70002, 54005}}},
+			Answer{Status: 400, Format: "json", Error: "invalid_grant", ErrorFrom: "error", ErrorDescription: "AADSTS70002: x. AADSTS54005: y.",
+				ErrorCodes: []int{70002, 54005}, CodesFrom: "error_codes", Texts: texts("error_description", "AADSTS70002: x. AADSTS54005: y.")}},
 		{"error_codes as strings and a float", 400, ctJSON,
 			`{"error":"invalid_grant","error_codes":["50173", 1.5, "x", 7]}`,
-			Answer{Status: 400, Format: "json", Error: "invalid_grant", ErrorCodes: []int{50173, 7}}},
+			Answer{Status: 400, Format: "json", Error: "invalid_grant", ErrorFrom: "error", ErrorCodes: []int{50173, 7}, CodesFrom: "error_codes"}},
 		{"aadsts code from the description", 400, ctJSON,
 			`{"error":"invalid_grant","error_description":"AADSTS700082: The refresh token has expired due to inactivity."}`,
-			Answer{Status: 400, Format: "json", Error: "invalid_grant", ErrorDescription: "AADSTS700082: The refresh token has expired due to inactivity.", ErrorCodes: []int{700082}}},
+			Answer{Status: 400, Format: "json", Error: "invalid_grant", ErrorFrom: "error", ErrorDescription: "AADSTS700082: The refresh token has expired due to inactivity.",
+				ErrorCodes: []int{700082}, CodesFrom: "error_description", Texts: texts("error_description", "AADSTS700082: The refresh token has expired due to inactivity.")}},
 		{"google subtype", 400, ctJSON,
 			`{"error":"invalid_grant","error_subtype":"invalid_rapt","error_description":"reauth related error"}`,
-			Answer{Status: 400, Format: "json", Error: "invalid_grant", ErrorSubtype: "invalid_rapt", ErrorDescription: "reauth related error"}},
+			Answer{Status: 400, Format: "json", Error: "invalid_grant", ErrorFrom: "error", ErrorSubtype: "invalid_rapt", SubtypeFrom: "error_subtype",
+				ErrorDescription: "reauth related error", Texts: texts("error_description", "reauth related error")}},
 		{"microsoft suberror", 400, ctJSON,
 			`{"error":"invalid_grant","suberror":"bad_token"}`,
-			Answer{Status: 400, Format: "json", Error: "invalid_grant", ErrorSubtype: "bad_token"}},
+			Answer{Status: 400, Format: "json", Error: "invalid_grant", ErrorFrom: "error", ErrorSubtype: "bad_token", SubtypeFrom: "suberror"}},
 		{"slack ok false", 200, ctJSON, `{"ok":false,"error":"invalid_refresh_token"}`,
-			Answer{Status: 200, Format: "json", Error: "invalid_refresh_token"}},
+			Answer{Status: 200, Format: "json", Error: "invalid_refresh_token", ErrorFrom: "error"}},
 		{"hubspot status", 400, ctJSON, `{"status":"BAD_REFRESH_TOKEN","message":"missing or invalid refresh token","correlationId":"c"}`,
-			Answer{Status: 400, Format: "json", Error: "BAD_REFRESH_TOKEN", ErrorDescription: "missing or invalid refresh token"}},
+			Answer{Status: 400, Format: "json", Error: "BAD_REFRESH_TOKEN", ErrorFrom: "status", ErrorDescription: "missing or invalid refresh token",
+				Texts: texts("message", "missing or invalid refresh token")}},
+		{"twitch numeric status", 400, ctJSON, `{"status":400,"message":"Invalid refresh token"}`,
+			Answer{Status: 400, Format: "json", ErrorDescription: "Invalid refresh token", Texts: texts("message", "Invalid refresh token")}},
+		{"bare message", 403, ctJSON, `{"message":"invalid client secret","status":403}`,
+			Answer{Status: 403, Format: "json", ErrorDescription: "invalid client secret", Texts: texts("message", "invalid client secret")}},
 		{"zoom reason", 400, ctJSON, `{"reason":"Invalid Token!","error":"invalid_grant"}`,
-			Answer{Status: 400, Format: "json", Error: "invalid_grant", ErrorDescription: "Invalid Token!"}},
+			Answer{Status: 400, Format: "json", Error: "invalid_grant", ErrorFrom: "error", ErrorDescription: "Invalid Token!", Texts: texts("reason", "Invalid Token!")}},
 		{"nested google apis error", 401, ctJSON,
-			`{"error":{"code":401,"message":"Request had invalid authentication credentials.","status":"UNAUTHENTICATED"}}`,
-			Answer{Status: 401, Format: "json", Error: "UNAUTHENTICATED", ErrorDescription: "Request had invalid authentication credentials.", ErrorCodes: []int{401}}},
+			`{"error":{"code":401,"message":"Request had invalid authentication credentials.","status":"UNAUTHENTICATED","errors":[{"message":"Invalid Credentials","domain":"global","reason":"authError"}]}}`,
+			Answer{Status: 401, Format: "json", Error: "UNAUTHENTICATED", ErrorFrom: "error.status", ErrorDescription: "Request had invalid authentication credentials.",
+				ErrorCodes: []int{401}, CodesFrom: "error.code",
+				Texts: texts("error.message", "Request had invalid authentication credentials.", "error.errors[0].message", "Invalid Credentials")}},
 		{"nested facebook error", 400, ctJSON,
 			`{"error":{"message":"Error validating access token: Session has expired.","type":"OAuthException","code":190,"error_subcode":463}}`,
-			Answer{Status: 400, Format: "json", Error: "OAuthException", ErrorDescription: "Error validating access token: Session has expired.", ErrorCodes: []int{190, 463}}},
+			Answer{Status: 400, Format: "json", Error: "OAuthException", ErrorFrom: "error.type", ErrorDescription: "Error validating access token: Session has expired.",
+				ErrorCodes: []int{190, 463}, CodesFrom: "error.code", Texts: texts("error.message", "Error validating access token: Session has expired.")}},
 		{"errors list", 400, ctJSON, `{"errors":[{"code":"invalid_token","message":"bad"}]}`,
-			Answer{Status: 400, Format: "json", Error: "invalid_token", ErrorDescription: "bad"}},
+			Answer{Status: 400, Format: "json", Error: "invalid_token", ErrorFrom: "errors[0].code", ErrorDescription: "bad", Texts: texts("errors[0].message", "bad")}},
+		{"fitbit errors list", 400, ctJSON,
+			`{"errors":[{"errorType":"invalid_grant","message":"Refresh token invalid: x. Visit https://dev.fitbit.com/docs/oauth2 for more information."}],"success":false}`,
+			Answer{Status: 400, Format: "json", Error: "invalid_grant", ErrorFrom: "errors[0].errorType",
+				ErrorDescription: "Refresh token invalid: x. Visit https://dev.fitbit.com/docs/oauth2 for more information.",
+				Texts:            texts("errors[0].message", "Refresh token invalid: x. Visit https://dev.fitbit.com/docs/oauth2 for more information.")}},
+		{"strava resource field code", 400, ctJSON,
+			`{"message":"Bad Request","errors":[{"resource":"RefreshToken","field":"refresh_token","code":"invalid"}]}`,
+			Answer{Status: 400, Format: "json", Error: "invalid", ErrorFrom: "errors[0].code", ErrorDescription: "RefreshToken refresh_token invalid",
+				Texts: texts("errors[0]", "RefreshToken refresh_token invalid", "message", "Bad Request")}},
+		{"twitter numeric codes", 401, ctJSON, `{"errors":[{"code":89,"message":"Invalid or expired token."}]}`,
+			Answer{Status: 401, Format: "json", ErrorDescription: "Invalid or expired token.", ErrorCodes: []int{89}, CodesFrom: "errors[0].code",
+				Texts: texts("errors[0].message", "Invalid or expired token.")}},
+		{"okta errorSummary", 401, ctJSON,
+			`{"errorCode":"E0000011","errorSummary":"Invalid token provided","errorLink":"E0000011","errorId":"oaeuiUWCPr6TUSkOclgVGlWqw","errorCauses":[]}`,
+			Answer{Status: 401, Format: "json", Error: "E0000011", ErrorFrom: "errorCode", ErrorDescription: "Invalid token provided", Texts: texts("errorSummary", "Invalid token provided")}},
+		{"rfc 7807 problem", 400, "application/problem+json",
+			`{"type":"about:blank","title":"Bad Request","status":400,"detail":"refresh token expired"}`,
+			Answer{Status: 400, Format: "json", ErrorDescription: "refresh token expired", Texts: texts("detail", "refresh token expired", "title", "Bad Request")}},
+		{"hydra legacy hint", 400, ctJSON,
+			`{"error":"invalid_grant","error_description":"The provided authorization grant is invalid.","error_hint":"The refresh token expired.","status_code":400}`,
+			Answer{Status: 400, Format: "json", Error: "invalid_grant", ErrorFrom: "error", ErrorDescription: "The provided authorization grant is invalid.",
+				Texts: texts("error_description", "The provided authorization grant is invalid.", "error_hint", "The refresh token expired.")}},
+		{"duplicate words", 400, ctJSON, `{"error":"invalid_grant","error_description":"Stale token","message":"Stale token"}`,
+			Answer{Status: 400, Format: "json", Error: "invalid_grant", ErrorFrom: "error", ErrorDescription: "Stale token", Texts: texts("error_description", "Stale token")}},
 		{"token json", 200, ctJSON, `{"access_token":"SECRET-AT","refresh_token":"SECRET-RT","expires_in":3600}`,
+			Answer{Status: 200, Format: "json", HasAccessToken: true}},
+		{"token json with a message", 200, ctJSON, `{"access_token":"SECRET-AT","message":"welcome","status":"active"}`,
 			Answer{Status: 200, Format: "json", HasAccessToken: true}},
 		{"empty access token", 200, ctJSON, `{"access_token":""}`,
 			Answer{Status: 200, Format: "json"}},
 		{"json without content type", 400, "", `{"error":"invalid_client"}`,
-			Answer{Status: 400, Format: "json", Error: "invalid_client"}},
+			Answer{Status: 400, Format: "json", Error: "invalid_client", ErrorFrom: "error"}},
 		{"form error", 200, ctForm, `error=bad_verification_code&error_description=The+code+passed+is+incorrect+or+expired.`,
-			Answer{Status: 200, Format: "form", Error: "bad_verification_code", ErrorDescription: "The code passed is incorrect or expired."}},
+			Answer{Status: 200, Format: "form", Error: "bad_verification_code", ErrorFrom: "error", ErrorDescription: "The code passed is incorrect or expired.",
+				Texts: texts("error_description", "The code passed is incorrect or expired.")}},
 		{"form token as text/plain", 200, "text/plain", `access_token=SECRET-AT&expires=5183999`,
 			Answer{Status: 200, Format: "form", HasAccessToken: true}},
 		{"truncated json", 400, ctJSON, `{"error":"invalid_grant","error_descr`,
@@ -67,7 +116,9 @@ func TestParseAnswer(t *testing.T) {
 		{"json null", 400, ctJSON, `null`, Answer{Status: 400, Format: "text"}},
 		{"html sent as json", 502, ctJSON, `<html><body>Bad Gateway</body></html>`, Answer{Status: 502, Format: "html"}},
 		{"html", 503, ctHTML, `<!DOCTYPE html><html></html>`, Answer{Status: 503, Format: "html"}},
-		{"text", 500, "text/plain", `Internal Server Error`, Answer{Status: 500, Format: "text"}},
+		{"text", 500, "text/plain", `Internal Server Error`,
+			Answer{Status: 500, Format: "text", ErrorDescription: "Internal Server Error", Texts: texts("body", "Internal Server Error")}},
+		{"text not utf-8", 400, "application/octet-stream", "\x1f\x8b\x08\x00\xff", Answer{Status: 400, Format: "text"}},
 		{"whitespace only", 502, "", " \n\t", Answer{Status: 502, Format: "empty"}},
 		{"nothing", 401, "", "", Answer{Status: 401, Format: "empty"}},
 	}
@@ -101,6 +152,28 @@ func TestParseAnswerCaps(t *testing.T) {
 	if len(a.ErrorCodes) != maxErrorCodes {
 		t.Errorf("len(ErrorCodes) = %d, want %d", len(a.ErrorCodes), maxErrorCodes)
 	}
+	for _, tx := range a.Texts {
+		if len(tx.Value) > maxDescriptionLen || !utf8.ValidString(tx.Value) {
+			t.Errorf("text %s: %d bytes or not UTF-8 after capping", tx.From, len(tx.Value))
+		}
+	}
+
+	// Words in every member and a long errors list: at most maxTexts texts,
+	// from at most maxEntries entries.
+	var entries []string
+	for i := range 10 {
+		entries = append(entries, fmt.Sprintf(`{"message":"entry %d"}`, i))
+	}
+	body = `{"error_description":"a","error_message":"b","error_hint":"c","error_debug":"d","message":"e","detail":"f","title":"g",` +
+		`"reason":"h","errors":[` + strings.Join(entries, ",") + `]}`
+	a = ParseAnswer(400, hdr(ctJSON), []byte(body))
+	if len(a.Texts) != maxTexts {
+		t.Errorf("len(Texts) = %d, want %d: %v", len(a.Texts), maxTexts, a.Texts)
+	}
+	a = ParseAnswer(400, hdr(ctJSON), []byte(`{"errors":[`+strings.Join(entries, ",")+`]}`))
+	if len(a.Texts) != maxEntries || a.Texts[maxEntries-1].From != fmt.Sprintf("errors[%d].message", maxEntries-1) {
+		t.Errorf("Texts = %v, want the first %d entries", a.Texts, maxEntries)
+	}
 }
 
 func TestRetryAfter(t *testing.T) {
@@ -132,73 +205,4 @@ func TestRetryAfter(t *testing.T) {
 			}
 		})
 	}
-}
-
-func TestClassifyRules(t *testing.T) {
-	// Every generic rule name is unique and every cause is known: explain
-	// shows the name, so two rules must not share one.
-	seen := map[string]bool{}
-	for _, r := range genericRules {
-		if seen[r.Name] || !r.Cause.Known() {
-			t.Errorf("rule %q: duplicate or unknown cause %q", r.Name, r.Cause)
-		}
-		seen[r.Name] = true
-	}
-	// A 2xx with a token but also an error is not success.
-	if c, _ := Classify("", Answer{Status: 200, Format: "json", HasAccessToken: true, Error: "invalid_grant"}); c != CauseInvalidGrant {
-		t.Errorf("token plus error = %q, want invalid_grant", c)
-	}
-	// Status 0 (explain without --status) still reads the body.
-	if c, _ := Classify("microsoft", ParseAnswer(0, nil, []byte(`{"error":"invalid_grant","error_codes":[50173]}`))); c != CausePasswordChanged {
-		t.Errorf("status 0 = %q, want password_changed", c)
-	}
-}
-
-func FuzzEvaluate(f *testing.F) {
-	f.Add(400, ctJSON, `{"error":"invalid_grant","error_description":"Token has been expired or revoked."}`, "google")
-	f.Add(400, ctJSON, `{"error":"invalid_grant","error_codes":[50173,"7"],"suberror":"bad_token"}`, "microsoft")
-	f.Add(200, ctJSON, `{"ok":false,"error":"invalid_refresh_token"}`, "slack")
-	f.Add(200, ctForm, `error=bad_refresh_token&error_description=x`, "github")
-	f.Add(503, ctHTML, `<html>down</html>`, "")
-	f.Add(429, "", ``, "nope")
-	f.Add(401, ctJSON, `{"error":{"code":401,"message":"m","status":"UNAUTHENTICATED"}}`, "keycloak")
-	f.Add(200, ctJSON, `{"access_token":"a"}`, "hydra")
-	f.Add(200, ctJSON, `{"access_token":"at_1","token_type":"Bearer","expires_in":3599,"refresh_token":"rt_2"}`, "")
-	f.Add(200, ctJSON, `{"access_token":"a","ACCESS_TOKEN":"b"}`, "")
-	f.Add(200, ctJSON, `{"Access_Token":"a"}`, "")
-	f.Add(200, ctJSON, `{"access_token":"a","Refresh_Token":"r"}`, "")
-	f.Add(200, ctJSON, `{"access_token":"a","refresh_token":7}`, "")
-	f.Add(200, ctJSON, `{"access_token":"a"} {"error":"x"}`, "")
-	f.Add(200, ctJSON, `{"access_token":"a","\u0065rror":"x"}`, "")
-	presets := append(PresetNames(), "", "unknown")
-	f.Fuzz(func(t *testing.T, status int, ct, body, preset string) {
-		// The token fast path reads exactly what the general one does.
-		var fast, general Answer
-		var fastRT, generalRT string
-		if tokenJSON(&fast, []byte(body), &fastRT) {
-			ok := parseJSONObject(&general, []byte(body), &generalRT)
-			if !ok || !reflect.DeepEqual(fast, general) || fastRT != generalRT {
-				t.Fatalf("token fast path %+v %q, general path (%v) %+v %q", fast, fastRT, ok, general, generalRT)
-			}
-		}
-		r := Evaluate(preset, status, hdr(ct, "Retry-After", body), []byte(body))
-		if !r.Cause.Known() {
-			t.Fatalf("unknown cause %q", r.Cause)
-		}
-		if r.Rule == "" || r.OK != (r.Cause == CauseNone) || r.Action != r.Cause.Action() {
-			t.Fatalf("inconsistent result %+v", r)
-		}
-		if (status == 429 || status/100 == 5) && r.Action != ActionRetry {
-			t.Fatalf("status %d gave %q", status, r.Cause)
-		}
-		if !slices.Contains(presets, preset) {
-			// An arbitrary preset name behaves as no preset.
-			if g := Evaluate("", status, hdr(ct, "Retry-After", body), []byte(body)); g.Cause != r.Cause {
-				t.Fatalf("preset %q = %q, generic = %q", preset, r.Cause, g.Cause)
-			}
-		}
-		if r.RetryAfter < 0 || r.RetryAfter > maxRetryAfter {
-			t.Fatalf("RetryAfter %v out of range", r.RetryAfter)
-		}
-	})
 }

@@ -2,6 +2,7 @@ package probes
 
 import (
 	"sort"
+	"time"
 
 	"golang.org/x/oauth2"
 )
@@ -18,7 +19,31 @@ type Preset struct {
 	AuthStyle oauth2.AuthStyle
 	// Rules are tried before the generic rules; see Classify.
 	Rules []Rule
+
+	// The lifetimes below are what the provider documents for a refresh
+	// token; each value's comment names the page. Zero means none, unknown,
+	// or set per tenant or app (Auth0, Keycloak, Ory Hydra): nothing to
+	// forecast from.
+
+	// IdleLifetime is how long a refresh token may go unused before it dies
+	// (Microsoft 90 days, Box 60 days). A successful refresh is a use and
+	// starts the window again, so a grant probed more often than this never
+	// dies of disuse.
+	IdleLifetime time.Duration
+	// MaxLifetime is the most a grant lives from the user's consent however
+	// often it is refreshed (LinkedIn 365 days, Intuit 5 years); after it the
+	// user must consent again.
+	MaxLifetime time.Duration
+	// RotationGrace is how long a rotated-away refresh token is still
+	// accepted after the refresh that replaced it (Okta 30 s by default,
+	// Xero 30 minutes): the time a lost rotation can still be retried with
+	// the old token. Zero means none documented (where the provider rotates,
+	// the old token dies at once) or a per-tenant setting.
+	RotationGrace time.Duration
 }
+
+// day is a calendar day, for the lifetimes above.
+const day = 24 * time.Hour
 
 // LookupPreset returns the preset called name.
 func LookupPreset(name string) (Preset, bool) {
@@ -45,6 +70,11 @@ var presets = map[string]Preset{
 		TokenURL:  "https://oauth2.googleapis.com/token",
 		AuthURL:   "https://accounts.google.com/o/oauth2/v2/auth",
 		AuthStyle: oauth2.AuthStyleInParams,
+		// "six months" unused (developers.google.com/identity/protocols/oauth2,
+		// "Refresh token expiration"; as summarised in
+		// docs.gitguardian.com/.../google_oauth2_refresh_token): 180 days errs early.
+		// The 7-day expiry of apps in testing mode is not counted here.
+		IdleLifetime: 180 * day,
 		Rules: []Rule{
 			// Session control (RAPT): the user must reauthenticate, the grant
 			// itself is fine. Google says to tell it from a revoked token by
@@ -71,6 +101,10 @@ var presets = map[string]Preset{
 		TokenURL:  "https://login.microsoftonline.com/common/oauth2/v2.0/token",
 		AuthURL:   "https://login.microsoftonline.com/common/oauth2/v2.0/authorize",
 		AuthStyle: oauth2.AuthStyleInParams,
+		// 90 days for all but single-page apps (24 hours); each refresh
+		// returns a new token and old ones are not revoked, so there is no
+		// grace to speak of (learn.microsoft.com/en-us/entra/identity-platform/refresh-tokens).
+		IdleLifetime: 90 * day,
 		Rules: []Rule{
 			{Name: "microsoft: AADSTS90033 transient error", Code: 90033, Cause: CauseServerError},
 			{Name: "microsoft: AADSTS500133 assertion time range", Code: 500133, Cause: CauseClockSkew},
@@ -99,6 +133,12 @@ var presets = map[string]Preset{
 	"okta": {
 		Name: "okta", Title: "Okta",
 		AuthStyle: oauth2.AuthStyleAutoDetect,
+		// The rotation leeway defaults to 30 s (okta/okta-sdk-dotnet
+		// docs/OpenIdConnectApplicationSettingsRefreshToken.md; developer.okta.com/docs/guides/refresh-tokens/refresh-token-rotation/).
+		// Lifetimes depend on the authorization server: the org server's is a
+		// fixed 90 days, a custom server's is its policy
+		// (support.okta.com/help/s/article/refresh-token-expiration-behavior).
+		RotationGrace: 30 * time.Second,
 		// Okta's "The refresh token is invalid or expired." names no cause:
 		// the generic invalid_grant rule applies.
 	},
@@ -153,6 +193,10 @@ var presets = map[string]Preset{
 		TokenURL:  "https://github.com/login/oauth/access_token",
 		AuthURL:   "https://github.com/login/oauth/authorize",
 		AuthStyle: oauth2.AuthStyleInParams,
+		// GitHub App user tokens: each refresh returns a refresh token that
+		// expires in 15897600 s (six months) and kills the one used
+		// (docs.github.com/en/apps/creating-github-apps/authenticating-with-a-github-app/refreshing-user-access-tokens).
+		IdleLifetime: 15897600 * time.Second,
 		// GitHub answers HTTP 200 with an error, form-encoded unless asked
 		// for JSON.
 		Rules: []Rule{
@@ -166,6 +210,11 @@ var presets = map[string]Preset{
 		TokenURL:  "https://auth.atlassian.com/oauth/token",
 		AuthURL:   "https://auth.atlassian.com/authorize",
 		AuthStyle: oauth2.AuthStyleInParams,
+		// Rotating refresh tokens: 90 days of inactivity, 365 days absolute,
+		// a 10-minute leeway for reuse (community.developer.atlassian.com/t/updated-31-january-2022-action-required-deprecating-persistent-refresh-tokens/54172).
+		IdleLifetime:  90 * day,
+		MaxLifetime:   365 * day,
+		RotationGrace: 10 * time.Minute,
 		Rules: []Rule{
 			// Atlassian reports a dead refresh token as unauthorized_client
 			// (HTTP 403): the grant, not the app, is at fault.
@@ -195,12 +244,22 @@ var presets = map[string]Preset{
 		TokenURL:  "https://identity.xero.com/connect/token",
 		AuthURL:   "https://login.xero.com/identity/connect/authorize",
 		AuthStyle: oauth2.AuthStyleInHeader,
+		// "refresh token itself has a 60 days lifetime", from Xero's SDK
+		// maintainer in github.com/XeroAPI/Xero-NetStandard/issues/257; an old
+		// token may be retried for 30 minutes (Xero's official reply in
+		// community.xero.com/developer/discussion/105714701).
+		IdleLifetime:  60 * day,
+		RotationGrace: 30 * time.Minute,
 	},
 	"intuit": {
 		Name: "intuit", Title: "Intuit QuickBooks",
 		TokenURL:  "https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer",
 		AuthURL:   "https://appcenter.intuit.com/connect/oauth2",
 		AuthStyle: oauth2.AuthStyleInHeader,
+		// Valid while used at least every 100 days, and at most five years
+		// (github.com/intuit/QuickBooks-V3-Java-SDK/releases/tag/v6.5.4).
+		IdleLifetime: 100 * day,
+		MaxLifetime:  5 * 365 * day,
 	},
 	"keycloak": {
 		Name: "keycloak", Title: "Keycloak",
@@ -227,4 +286,274 @@ var presets = map[string]Preset{
 			{Name: "hydra: token expired", Error: "invalid_grant", Pattern: re(`token expired|refresh token (has )?expired`), Cause: CauseExpired},
 		},
 	},
+
+	// --- presets added for issue 14 ---
+
+	"box": {
+		Name: "box", Title: "Box",
+		TokenURL:  "https://api.box.com/oauth2/token",
+		AuthURL:   "https://account.box.com/api/oauth2/authorize",
+		AuthStyle: oauth2.AuthStyleInParams,
+		// A refresh token is good for one use within 60 days
+		// (developer.box.com/guides/authentication/tokens/refresh).
+		IdleLifetime: 60 * day,
+		Rules: []Rule{
+			{Name: "box: Refresh token has expired", Error: "invalid_grant", Pattern: re(`refresh token has expired`), Cause: CauseExpired},
+		},
+	},
+	"strava": {
+		Name: "strava", Title: "Strava",
+		TokenURL:  "https://www.strava.com/oauth/token",
+		AuthURL:   "https://www.strava.com/oauth/authorize",
+		AuthStyle: oauth2.AuthStyleInParams,
+		// Strava answers {"message":"Bad Request","errors":[{"resource":
+		// "RefreshToken","field":"refresh_token","code":"invalid"}]}: the
+		// resource says what is wrong, the code only that it is.
+		Rules: []Rule{
+			{Name: "strava: RefreshToken invalid", StatusClass: 4, Pattern: re(`\brefresh_?token\b`), Cause: CauseInvalidGrant},
+			{Name: "strava: Application client_id invalid", StatusClass: 4, Pattern: re(`\bapplication\b|\bclient_(id|secret)\b`), Cause: CauseInvalidClient},
+		},
+	},
+	"fitbit": {
+		Name: "fitbit", Title: "Fitbit",
+		TokenURL:  "https://api.fitbit.com/oauth2/token",
+		AuthURL:   "https://www.fitbit.com/oauth2/authorize",
+		AuthStyle: oauth2.AuthStyleInHeader,
+		// Fitbit answers {"errors":[{"errorType":"invalid_grant","message":
+		// "Refresh token invalid: ..."}],"success":false}.
+		Rules: []Rule{
+			{Name: "fitbit: Refresh token invalid", StatusClass: 4, Pattern: re(`refresh token invalid`), Cause: CauseInvalidGrant},
+		},
+	},
+	"twitch": {
+		Name: "twitch", Title: "Twitch",
+		TokenURL:  "https://id.twitch.tv/oauth2/token",
+		AuthURL:   "https://id.twitch.tv/oauth2/authorize",
+		AuthStyle: oauth2.AuthStyleInParams,
+		// Twitch answers {"status":400,"message":"Invalid refresh token"}:
+		// no error field, the message is all it says.
+		Rules: []Rule{
+			{Name: "twitch: Invalid refresh token", StatusClass: 4, Pattern: re(`invalid (refresh token|grant)`), Cause: CauseInvalidGrant},
+		},
+	},
+	"discord": {
+		Name: "discord", Title: "Discord",
+		TokenURL:  "https://discord.com/api/oauth2/token",
+		AuthURL:   "https://discord.com/oauth2/authorize",
+		AuthStyle: oauth2.AuthStyleInHeader,
+		// Each refresh token is good for one use.
+		Rules: []Rule{ruleInvalidRefreshTokenParam},
+	},
+	"gitlab": {
+		Name: "gitlab", Title: "GitLab",
+		TokenURL:  "https://gitlab.com/oauth/token",
+		AuthURL:   "https://gitlab.com/oauth/authorize",
+		AuthStyle: oauth2.AuthStyleInParams,
+		// Doorkeeper's invalid_grant sentence lists every cause at once;
+		// the generic rule reads it as invalid_grant. Self-managed GitLab
+		// needs its own token_url.
+	},
+	"spotify": {
+		Name: "spotify", Title: "Spotify",
+		TokenURL:  "https://accounts.spotify.com/api/token",
+		AuthURL:   "https://accounts.spotify.com/authorize",
+		AuthStyle: oauth2.AuthStyleInHeader,
+		// Six months from the user's authorization; refreshing does not
+		// extend it (developer.spotify.com/blog/2026-06-18-refresh-token-expiration).
+		// 180 days errs early.
+		MaxLifetime: 180 * day,
+		Rules: []Rule{
+			{Name: "spotify: Refresh token revoked", Error: "invalid_grant", Pattern: re(`refresh token revoked`), Cause: CauseRevoked},
+		},
+	},
+	"zoho": {
+		Name: "zoho", Title: "Zoho",
+		// The US data centre; accounts.zoho.eu, .in, .com.au, ... need
+		// their own token_url.
+		TokenURL:  "https://accounts.zoho.com/oauth/v2/token",
+		AuthURL:   "https://accounts.zoho.com/oauth/v2/auth",
+		AuthStyle: oauth2.AuthStyleInParams,
+		// Zoho answers HTTP 200 {"error":"invalid_code"} to a dead refresh
+		// token as to a dead grant code.
+		Rules: []Rule{
+			{Name: "zoho: invalid_code", Error: "invalid_code", Cause: CauseInvalidGrant},
+		},
+	},
+	"amazon": {
+		Name: "amazon", Title: "Login with Amazon",
+		TokenURL:  "https://api.amazon.com/auth/o2/token",
+		AuthURL:   "https://www.amazon.com/ap/oa",
+		AuthStyle: oauth2.AuthStyleInParams,
+		// "The request has an invalid grant parameter : refresh_token" names
+		// no cause ("User may have revoked ..." only guesses).
+	},
+	"apple": {
+		Name: "apple", Title: "Sign in with Apple",
+		TokenURL:  "https://appleid.apple.com/auth/token",
+		AuthURL:   "https://appleid.apple.com/auth/authorize",
+		AuthStyle: oauth2.AuthStyleInParams,
+		// The client secret is a JWT the app signs; "The code has expired or
+		// has been revoked." names no single cause.
+	},
+	"cognito": {
+		Name: "cognito", Title: "Amazon Cognito",
+		AuthStyle: oauth2.AuthStyleInHeader,
+		// Each user pool has its own domain: token_url is
+		// https://<domain>.auth.<region>.amazoncognito.com/oauth2/token.
+		// 30 days from sign-in unless the app client sets 60 minutes to 10
+		// years (docs.aws.amazon.com/cognito/latest/developerguide/amazon-cognito-user-pools-using-the-refresh-token.html);
+		// the rotation grace is the app client's RetryGracePeriodSeconds (0–60 s).
+		MaxLifetime: 30 * day,
+	},
+	"bitbucket": {
+		Name: "bitbucket", Title: "Bitbucket Cloud",
+		TokenURL:  "https://bitbucket.org/site/oauth2/access_token",
+		AuthURL:   "https://bitbucket.org/site/oauth2/authorize",
+		AuthStyle: oauth2.AuthStyleInHeader,
+		Rules:     []Rule{ruleInvalidRefreshTokenParam},
+	},
+	"pipedrive": {
+		Name: "pipedrive", Title: "Pipedrive",
+		TokenURL:  "https://oauth.pipedrive.com/oauth/token",
+		AuthURL:   "https://oauth.pipedrive.com/oauth/authorize",
+		AuthStyle: oauth2.AuthStyleInHeader,
+		// {"success":false,"message":"Invalid grant: refresh token is
+		// invalid","error":"invalid_grant"}: the generic rule applies.
+	},
+	"docusign": {
+		Name: "docusign", Title: "DocuSign",
+		// Production; the developer sandbox is account-d.docusign.com.
+		TokenURL:  "https://account.docusign.com/oauth/token",
+		AuthURL:   "https://account.docusign.com/oauth/auth",
+		AuthStyle: oauth2.AuthStyleInHeader,
+		Rules: []Rule{
+			// invalid_grant "expired_client_token" came of a wrong client
+			// secret, and went away when the real one was configured.
+			{Name: "docusign: expired_client_token", Error: "invalid_grant", Pattern: re(`\bexpired_client_token\b`), Cause: CauseInvalidClient},
+		},
+	},
+	"linkedin": {
+		Name: "linkedin", Title: "LinkedIn",
+		TokenURL:  "https://www.linkedin.com/oauth/v2/accessToken",
+		AuthURL:   "https://www.linkedin.com/oauth/v2/authorization",
+		AuthStyle: oauth2.AuthStyleInParams,
+		// Programmatic refresh tokens (approved partners only) live 365 days
+		// from consent; refreshing does not extend them
+		// (learn.microsoft.com/en-us/linkedin/shared/authentication/programmatic-refresh-tokens).
+		MaxLifetime: 365 * day,
+	},
+	"x": {
+		Name: "x", Title: "X (Twitter)",
+		TokenURL:  "https://api.x.com/2/oauth2/token",
+		AuthURL:   "https://x.com/i/oauth2/authorize",
+		AuthStyle: oauth2.AuthStyleInHeader,
+		Rules: []Rule{
+			// X reports a dead grant as invalid_request "Value passed for the
+			// token was invalid." (the refresh token) or "... for the
+			// authorization code ...".
+			{Name: "x: value passed was invalid", Error: "invalid_request", Pattern: re(`value passed for the (token|authorization code) was invalid`), Cause: CauseInvalidGrant},
+		},
+	},
+	"reddit": {
+		Name: "reddit", Title: "Reddit",
+		TokenURL:  "https://www.reddit.com/api/v1/access_token",
+		AuthURL:   "https://www.reddit.com/api/v1/authorize",
+		AuthStyle: oauth2.AuthStyleInHeader,
+		// Reddit answers {"error": 401, "message": "Unauthorized"}: a number,
+		// not a code; the 401 says the client credentials are wrong.
+	},
+	"ebay": {
+		Name: "ebay", Title: "eBay",
+		TokenURL:  "https://api.ebay.com/identity/v1/oauth2/token",
+		AuthURL:   "https://auth.ebay.com/oauth2/authorize",
+		AuthStyle: oauth2.AuthStyleInHeader,
+		// "the provided authorization refresh token is invalid or was issued
+		// to another client" names no cause.
+	},
+	"asana": {
+		Name: "asana", Title: "Asana",
+		TokenURL:  "https://app.asana.com/-/oauth_token",
+		AuthURL:   "https://app.asana.com/-/oauth_authorize",
+		AuthStyle: oauth2.AuthStyleInParams,
+	},
+	"yahoo": {
+		Name: "yahoo", Title: "Yahoo",
+		TokenURL:  "https://api.login.yahoo.com/oauth2/get_token",
+		AuthURL:   "https://api.login.yahoo.com/oauth2/request_auth",
+		AuthStyle: oauth2.AuthStyleInHeader,
+		Rules: []Rule{
+			{Name: "yahoo: INVALID_REFRESH_TOKEN", Error: "INVALID_REFRESH_TOKEN", Cause: CauseInvalidGrant},
+		},
+	},
+	"mercadolibre": {
+		Name: "mercadolibre", Title: "Mercado Libre",
+		TokenURL: "https://api.mercadolibre.com/oauth/token",
+		// The Argentine site; each country has its own auth.mercadolibre.*.
+		AuthURL:   "https://auth.mercadolibre.com.ar/authorization",
+		AuthStyle: oauth2.AuthStyleInParams,
+		Rules:     []Rule{ruleMercadoGrant},
+	},
+	"mercadopago": {
+		Name: "mercadopago", Title: "Mercado Pago",
+		TokenURL:  "https://api.mercadopago.com/oauth/token",
+		AuthURL:   "https://auth.mercadopago.com/authorization",
+		AuthStyle: oauth2.AuthStyleInParams,
+		Rules:     []Rule{ruleMercadoGrant},
+	},
+	"etsy": {
+		Name: "etsy", Title: "Etsy",
+		TokenURL:  "https://api.etsy.com/v3/public/oauth/token",
+		AuthURL:   "https://www.etsy.com/oauth/connect",
+		AuthStyle: oauth2.AuthStyleInParams,
+		// Each refresh returns a refresh token good for 90 days (Etsy's
+		// authentication docs, developers.etsy.com/documentation/essentials/authentication,
+		// as quoted in github.com/etsy/open-api/issues/116).
+		IdleLifetime: 90 * day,
+		Rules: []Rule{
+			// A password change revokes every token of the user
+			// (github.com/etsy/open-api/issues/519).
+			{Name: "etsy: refresh_token is revoked", Error: "invalid_grant", Pattern: re(`refresh_token is revoked`), Cause: CauseRevoked},
+		},
+	},
+	"miro": {
+		Name: "miro", Title: "Miro",
+		TokenURL:  "https://api.miro.com/v1/oauth/token",
+		AuthURL:   "https://miro.com/oauth/authorize",
+		AuthStyle: oauth2.AuthStyleInParams,
+		// With expiring tokens on, a refresh token "remains valid [for] 60
+		// days" (developers.miro.com/docs/getting-started-with-oauth, as
+		// quoted in github.com/miroapp/miro-ai/issues/59); each refresh
+		// returns a new one.
+		IdleLifetime: 60 * day,
+	},
+	"wso2": {
+		Name: "wso2", Title: "WSO2 Identity Server",
+		// Self-hosted: token_url is https://<host>/oauth2/token.
+		AuthStyle: oauth2.AuthStyleInHeader,
+		// "Persisted access token data not found" is WSO2's invalid_grant for
+		// an unknown refresh token; the generic rule applies.
+	},
+}
+
+// ruleInvalidRefreshTokenParam reads invalid_request `Invalid "refresh_token"
+// in request.` (Authlib, Discord) and `Invalid refresh_token` (oauthlib,
+// Bitbucket): a refresh token the server does not know, reported as a bad
+// parameter. Without a preset invalid_request stays malformed, since it
+// usually means our request was off.
+var ruleInvalidRefreshTokenParam = Rule{
+	Name:    "invalid_request: invalid refresh_token",
+	Error:   "invalid_request",
+	Pattern: re(`invalid "?refresh_token"?`),
+	Cause:   CauseInvalidGrant,
+}
+
+// ruleMercadoGrant reads Mercado Libre's and Mercado Pago's invalid_grant
+// "Your authorization code or refresh token may be expired or it was already
+// used": it names two causes and commits to neither, so it is invalid_grant,
+// not the code_reused the generic "already used" wording rule would read.
+var ruleMercadoGrant = Rule{
+	Name:    "mercado: may be expired or it was already used",
+	Error:   "invalid_grant",
+	Pattern: re(`may be expired or it was already used`),
+	Cause:   CauseInvalidGrant,
 }

@@ -16,11 +16,26 @@ type Answer struct {
 	Format string
 	// Error, ErrorDescription, ErrorSubtype and ErrorCodes are the error
 	// fields of RFC 6749 §5.2 and their provider extensions (Microsoft's
-	// error_codes, Google's error_subtype). Strings are trimmed and capped.
+	// error_codes, Google's error_subtype), read from whatever shape the
+	// body has (see ParseAnswer). Strings are trimmed and capped.
+	// ErrorDescription is the first of Texts.
 	Error            string
 	ErrorDescription string
 	ErrorSubtype     string
 	ErrorCodes       []int
+	// ErrorFrom, SubtypeFrom and CodesFrom name the body member each was
+	// read from, in explain's notation ("error", "error.code",
+	// "errors[0].errorType", "status", "error_codes"); "" when absent.
+	// CodesFrom names the first member that gave a code.
+	ErrorFrom   string
+	SubtypeFrom string
+	CodesFrom   string
+	// Texts are the answer's human-readable words, in the order the
+	// classifier trusts them: the error's own description first, then
+	// nested and listed errors, then generic members such as "message" or
+	// "detail", and the whole body when it is plain text. At most
+	// maxTexts, each capped like ErrorDescription; duplicates are dropped.
+	Texts []Text
 	// HasAccessToken reports that the body carried an access_token.
 	HasAccessToken bool
 	// RetryAfter is the wait a 429 or 503 asked for (Retry-After in seconds or
@@ -28,6 +43,18 @@ type Answer struct {
 	RetryAfter time.Duration
 	// Date is the answer's Date header; zero if absent or unparsable.
 	Date time.Time
+}
+
+// Text is one human-readable string of an answer and the body member it
+// was read from.
+type Text struct {
+	// From names the member in explain's notation: "error_description",
+	// "error.message", "errors[0].message", "message"; "errors[0]" for a
+	// list entry without a message, whose resource, field and code are
+	// read as one phrase ("RefreshToken refresh_token invalid"); "body" for
+	// a plain-text body.
+	From  string
+	Value string
 }
 
 // Result is the outcome of one refresh probe. It never holds the token that
