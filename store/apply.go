@@ -109,17 +109,20 @@ func (db *DB) apply(b *bkts, d counterDelta, id string, row uint64, fn func(cur 
 		return nil
 	}
 	g := ch.Grant
-	g.ID = id
+	g.ID, g.Row, g.sealSeq = id, row, cur.sealSeq
 	// A Change that cannot be written is its item's problem: found before
 	// anything is written, it must not fail the others' transaction.
 	if err := checkChange(&g, &ch); err != nil {
 		return itemError{err}
 	}
+	if !ch.NewToken.IsZero() {
+		g.sealSeq++
+	}
 	if err := b.putGrant(row, &cur, &g, d); err != nil {
 		return err
 	}
 	if !ch.NewToken.IsZero() {
-		if err := b.putToken(row, id, db.seal([]byte(ch.NewToken.Reveal()), id)); err != nil {
+		if err := b.putToken(row, id, db.keys.Load().sealToken(&g, []byte(ch.NewToken.Reveal()))); err != nil {
 			return err
 		}
 	}

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"fmt"
 	"hash/maphash"
 	"os"
@@ -38,15 +39,23 @@ func benchID(i int) string {
 // command does.
 func fillBench(tb testing.TB, db *DB, from, n int, provider string, now time.Time) {
 	tb.Helper()
+	benchChunks(from, n, provider, func(gs []NewGrant) {
+		if _, _, err := db.Import(gs, now); err != nil {
+			tb.Fatal(err)
+		}
+	})
+}
+
+// benchChunks calls fn with n grants of provider, numbered from from, in
+// chunks of 10,000.
+func benchChunks(from, n int, provider string, fn func([]NewGrant)) {
 	const chunk = 10_000
 	gs := make([]NewGrant, 0, chunk)
 	for i := from; i < from+n; i++ {
 		gs = append(gs, NewGrant{ID: benchID(i), Provider: provider, Subject: "user" + strconv.Itoa(i) + "@example.com",
 			RefreshToken: secret.Secret("1//0g-refresh-token-" + strconv.Itoa(i) + "-abcdefghijklmnopqrstuvwxyz0123456789")})
 		if len(gs) == chunk || i == from+n-1 {
-			if _, _, err := db.Import(gs, now); err != nil {
-				tb.Fatal(err)
-			}
+			fn(gs)
 			gs = gs[:0]
 		}
 	}
@@ -123,6 +132,30 @@ func BenchmarkApplyParallel(b *testing.B) {
 // BenchmarkImport imports N grants into a fresh database in chunks of
 // 10,000, with fsync, as `grants import` does. Issue 7: 10⁶ under 60 s.
 func BenchmarkImport(b *testing.B) {
+	benchImport(b, func(db *DB, n int) { fillBench(b, db, 0, n, "google", t0) })
+}
+
+// BenchmarkImportBatch is BenchmarkImport through a resumable import job:
+// each chunk is an ImportBatch, committed with the job's progress.
+func BenchmarkImportBatch(b *testing.B) {
+	benchImport(b, func(db *DB, n int) {
+		job, err := db.BeginImport(ImportJob{Source: "bench", Total: n})
+		if err != nil {
+			b.Fatal(err)
+		}
+		benchChunks(0, n, "google", func(gs []NewGrant) {
+			if job, err = db.ImportBatch(job.ID, job.Committed, len(gs), gs, t0); err != nil {
+				b.Fatal(err)
+			}
+		})
+		if _, err := db.FinishImport(job.ID); err != nil {
+			b.Fatal(err)
+		}
+	})
+}
+
+// benchImport times fill(db, n) of a fresh database for each size.
+func benchImport(b *testing.B, fill func(db *DB, n int)) {
 	for _, n := range benchSizes() {
 		b.Run(fmt.Sprintf("grants=%d", n), func(b *testing.B) {
 			dir := b.TempDir()
@@ -131,7 +164,7 @@ func BenchmarkImport(b *testing.B) {
 				db := openAt(b, filepath.Join(dir, fmt.Sprintf("%d.db", i)), Options{})
 				i++
 				start := time.Now()
-				fillBench(b, db, 0, n, "google", t0)
+				fill(db, n)
 				b.ReportMetric(float64(n)/time.Since(start).Seconds(), "grants/s")
 				db.Close()
 				fi, _ := os.Stat(db.Path())
@@ -140,4 +173,88 @@ func BenchmarkImport(b *testing.B) {
 			}
 		})
 	}
+}
+
+// fillProbed is fillBench followed by one probe round: every grant healthy,
+// due a day later, with a second history entry, as a fleet looks in use.
+func fillProbed(tb testing.TB, db *DB, n int) {
+	tb.Helper()
+	fillBench(tb, db, 0, n, "google", t0)
+	const chunk = 10_000
+	items := make([]ApplyItem, 0, chunk)
+	for i := range n {
+		due := t0.Add(24*time.Hour + time.Duration(i)*time.Millisecond)
+		items = append(items, ApplyItem{ID: benchID(i), Fn: func(cur Grant) (Change, error) {
+			from := cur.State
+			cur.State, cur.LastProbeAt, cur.LastSuccessAt, cur.NextDueAt = StateHealthy, t0, t0, due
+			return Change{Grant: cur, History: &HistoryEntry{At: t0, From: from, To: StateHealthy}}, nil
+		}})
+		if len(items) == chunk || i == n-1 {
+			if _, err := db.ApplyAll(items); err != nil {
+				tb.Fatal(err)
+			}
+			items = items[:0]
+		}
+	}
+}
+
+// BenchmarkCheck measures Check on a probed fleet of 200,000 grants (and
+// 10⁶ with GRANTWATCH_BENCH_1M=1), and each phase: pages (a write
+// transaction: writers wait) and records (a read transaction).
+//
+//	go test -run '^$' -bench Check -benchtime 3x ./store/
+func BenchmarkCheck(b *testing.B) {
+	sizes := []int{200_000}
+	if os.Getenv("GRANTWATCH_BENCH_1M") == "1" {
+		sizes = append(sizes, 1_000_000)
+	}
+	for _, n := range sizes {
+		b.Run(fmt.Sprintf("grants=%d", n), func(b *testing.B) {
+			db := openTest(b, Options{NoSync: true})
+			fillProbed(b, db, n)
+			fi, _ := os.Stat(db.Path())
+			var pages, records time.Duration
+			for b.Loop() {
+				var p problems
+				start := time.Now()
+				if err := db.checkPages(&p); err != nil {
+					b.Fatal(err)
+				}
+				mid := time.Now()
+				if err := db.checkRecords(context.Background(), &p); err != nil {
+					b.Fatal(err)
+				}
+				pages, records = pages+mid.Sub(start), records+time.Since(mid)
+				if err := p.err(db.Path()); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(pages.Milliseconds())/float64(b.N), "pages-ms")
+			b.ReportMetric(float64(records.Milliseconds())/float64(b.N), "records-ms")
+			b.ReportMetric(float64(fi.Size())/(1<<20), "MB")
+		})
+	}
+}
+
+// BenchmarkRekey measures Rekey of a probed fleet of 200,000 grants, and
+// its last transaction (the check of every token's key tag and the canary
+// swap), which holds the write lock.
+//
+//	go test -run '^$' -bench Rekey -benchtime 2x ./store/
+func BenchmarkRekey(b *testing.B) {
+	const n = 200_000
+	db := openTest(b, Options{NoSync: true})
+	fillProbed(b, db, n)
+	keys := [][]byte{otherKey, testKey}
+	var last time.Duration
+	i := 0
+	for b.Loop() {
+		var lastProgress time.Time
+		if err := db.Rekey(keys[i%2], func(done, total int) { lastProgress = time.Now() }); err != nil {
+			b.Fatal(err)
+		}
+		last += time.Since(lastProgress)
+		i++
+	}
+	b.ReportMetric(float64(last.Milliseconds())/float64(b.N), "last-tx-ms")
 }

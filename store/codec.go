@@ -23,7 +23,13 @@ import (
 // uvarint nanoseconds (the zero time's own, so that 0 is the epoch). Wide
 // times are written only when a time does not fit the narrow form: outside
 // 1678..2262, or a non-zero time at exactly the Unix epoch.
-const recordV1 = 0x01
+//
+// recordV2 is recordV1 followed by the seal sequence (uvarint). Records of
+// version 1 are still read, with seal sequence 0.
+const (
+	recordV1 = 0x01
+	recordV2 = 0x02
+)
 
 var errBadRecord = errors.New("not a grant record")
 
@@ -33,7 +39,7 @@ func encodeGrant(g *Grant) []byte {
 		n += len(k) + len(v) + 4
 	}
 	b := make([]byte, 0, n)
-	b = append(b, recordV1)
+	b = append(b, recordV2)
 	for _, s := range []string{g.ID, g.Provider, g.Subject, string(g.State), g.Cause, g.Action,
 		g.Error, g.ErrorDescription, string(g.PreviousState), g.PreviousCause} {
 		b = appendString(b, s)
@@ -54,7 +60,8 @@ func encodeGrant(g *Grant) []byte {
 	if g.LostAnswer {
 		flags |= flagLostAnswer
 	}
-	return appendTimes(b, flags, g.CreatedAt, g.LastProbeAt, g.LastSuccessAt, g.StateChangedAt, g.NextDueAt)
+	b = appendTimes(b, flags, g.CreatedAt, g.LastProbeAt, g.LastSuccessAt, g.StateChangedAt, g.NextDueAt)
+	return binary.AppendUvarint(b, g.sealSeq)
 }
 
 // appendTimes appends the flag byte (flagWideTimes added when needed) and
@@ -99,7 +106,7 @@ func decodeGrant(v []byte, g *Grant) error {
 	if len(v) > 0 && v[0] == '{' {
 		return json.Unmarshal(v, g)
 	}
-	if len(v) == 0 || v[0] != recordV1 {
+	if len(v) == 0 || (v[0] != recordV1 && v[0] != recordV2) {
 		return errBadRecord
 	}
 	d := decoder{b: v[1:]}
@@ -123,6 +130,10 @@ func decodeGrant(v []byte, g *Grant) error {
 	g.TokenGen = d.uvarint()
 	flags := d.times(&g.CreatedAt, &g.LastProbeAt, &g.LastSuccessAt, &g.StateChangedAt, &g.NextDueAt)
 	g.LostAnswer = flags&flagLostAnswer != 0
+	g.sealSeq = 0
+	if v[0] == recordV2 {
+		g.sealSeq = d.uvarint()
+	}
 	if d.bad || len(d.b) != 0 {
 		return errBadRecord
 	}

@@ -19,7 +19,7 @@ func TestGrantCodecRoundTrip(t *testing.T) {
 			Error: "invalid_grant", ErrorDescription: "Token has been expired or revoked. ünïcödé",
 			Failures: 7, CreatedAt: now.Add(-time.Hour), LastProbeAt: now, LastSuccessAt: now.Add(-time.Minute),
 			StateChangedAt: now, TokenGen: 1 << 40, LostAnswer: true,
-			PreviousState: StateDegraded, PreviousCause: "server_error",
+			PreviousState: StateDegraded, PreviousCause: "server_error", sealSeq: 1<<33 + 5,
 		},
 	}
 	for _, g := range tests {
@@ -31,6 +31,32 @@ func TestGrantCodecRoundTrip(t *testing.T) {
 			t.Errorf("round trip:\n got %+v\nwant %+v", got, g)
 		}
 	}
+}
+
+// TestGrantCodecReadsV1: records of version 1 (before the seal sequence)
+// are read, with seal sequence 0, so that their tokens are opened the way
+// they were sealed.
+func TestGrantCodecReadsV1(t *testing.T) {
+	g := Grant{ID: "g1", Provider: "google", State: StateHealthy, TokenGen: 3, Labels: map[string]string{"a": "b"}, NextDueAt: t0}
+	var got Grant
+	if err := decodeGrant(encodeGrantV1(&g), &got); err != nil || !reflect.DeepEqual(got, g) {
+		t.Fatalf("v1 record decoded as %+v, %v; want %+v", got, err, g)
+	}
+	g.sealSeq = 4
+	got = Grant{}
+	if err := decodeGrant(encodeGrantV1(&g), &got); err != nil || got.sealSeq != 0 {
+		t.Errorf("v1 record: sealSeq %d, %v; want 0", got.sealSeq, err)
+	}
+}
+
+// encodeGrantV1 writes g as grantwatch wrote grant records before the seal
+// sequence: version 1, without the trailing sequence.
+func encodeGrantV1(g *Grant) []byte {
+	c := *g
+	c.sealSeq = 0
+	b := encodeGrant(&c) // ends in uvarint 0: one byte
+	b[0] = recordV1
+	return b[:len(b)-1]
 }
 
 // TestGrantCodecReadsJSON: records written before the binary form are read.
@@ -71,6 +97,7 @@ func FuzzDecodeGrant(f *testing.F) {
 	f.Add(encodeGrant(&g))
 	f.Add([]byte(`{"id":"x"}`))
 	f.Add([]byte{recordV1})
+	f.Add(encodeGrantV1(&g))
 	f.Add(encodeHistory(&HistoryEntry{At: time.Now(), From: StatePending, To: StateHealthy, Note: "n"}))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		// History entries share the primitives: never a panic, and what
@@ -83,7 +110,7 @@ func FuzzDecodeGrant(f *testing.F) {
 			}
 		}
 		var got Grant
-		if decodeGrant(b, &got) == nil && len(b) > 0 && b[0] == recordV1 {
+		if decodeGrant(b, &got) == nil && len(b) > 0 && (b[0] == recordV1 || b[0] == recordV2) {
 			again := encodeGrant(&got)
 			var back Grant
 			if err := decodeGrant(again, &back); err != nil || !reflect.DeepEqual(back, got) {
@@ -121,6 +148,19 @@ func TestHistoryCodec(t *testing.T) {
 		var got HistoryEntry
 		if err := decodeHistory(b[:n], &got); err == nil {
 			t.Errorf("an entry cut to %d of %d bytes decoded", n, len(b))
+		}
+	}
+}
+
+// TestGrantCodecTimesBeyondNanosRange: times the int64 nanosecond range
+// cannot hold, and a non-zero time at the Unix epoch, round-trip exactly.
+func TestGrantCodecTimesBeyondNanosRange(t *testing.T) {
+	far := time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC)
+	for _, ts := range []time.Time{far, time.Unix(0, 0).UTC(), time.Date(1960, 1, 1, 0, 0, 0, 1, time.UTC), time.Date(9999, 12, 31, 0, 0, 0, 5, time.UTC)} {
+		g := Grant{ID: "x", Provider: "p", State: StateHealthy, CreatedAt: ts, NextDueAt: ts}
+		var got Grant
+		if err := decodeGrant(encodeGrant(&g), &got); err != nil || !got.NextDueAt.Equal(ts) || !got.CreatedAt.Equal(ts) {
+			t.Errorf("codec: %v round-trips as %v, %v", ts, got.NextDueAt, err)
 		}
 	}
 }

@@ -1,11 +1,11 @@
 package store
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"sort"
-	"sync"
 	"testing"
 	"time"
 
@@ -37,9 +37,13 @@ func assertCountsMatchScan(t *testing.T, db *DB) {
 // assertIndexesMatchScan checks every derived bucket against the grants: one
 // due entry per scheduled grant at its NextDueAt, one state index entry per
 // grant, a token per grant, nothing for grants that do not exist, and the
-// counters.
+// counters; and that Check, which verifies the same (and more) its own way,
+// finds nothing.
 func assertIndexesMatchScan(t *testing.T, db *DB) {
 	t.Helper()
+	if err := db.Check(context.Background()); err != nil {
+		t.Errorf("Check: %v", err)
+	}
 	assertCountsMatchScan(t, db)
 	db.view(func(b *bkts) error {
 		wantDue, wantState, rows := map[string]bool{}, map[string]bool{}, map[string]bool{}
@@ -156,84 +160,6 @@ func TestRandomOperationsKeepIndexes(t *testing.T) {
 		if t.Failed() {
 			t.Fatalf("inconsistent after round %d", round)
 		}
-	}
-}
-
-// TestApplyConcurrent has 32 workers apply results through Batch at once, as
-// the daemon does, and checks each grant got exactly its result.
-func TestApplyConcurrent(t *testing.T) {
-	db := openTest(t, Options{MaxBatchSize: 32, NoSync: true})
-	const n = 640
-	importN(t, db, n, "google", t0)
-	var wg sync.WaitGroup
-	ids := make(chan string)
-	for range 32 {
-		wg.Go(func() {
-			for id := range ids {
-				err := db.Apply(id, func(cur Grant) (Change, error) {
-					cur.State, cur.NextDueAt = StateHealthy, t0.Add(time.Hour)
-					return Change{Grant: cur, NewToken: secret.Secret("new-" + id),
-						History: &HistoryEntry{At: t0, From: StatePending, To: StateHealthy}}, nil
-				})
-				if err != nil {
-					t.Error(err)
-				}
-			}
-		})
-	}
-	for i := range n {
-		ids <- fmt.Sprintf("g%04d", i)
-	}
-	close(ids)
-	wg.Wait()
-	ls, err := db.Due(t0.Add(time.Hour), 0, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(ls) != n {
-		t.Fatalf("%d leased, want %d", len(ls), n)
-	}
-	for _, l := range ls {
-		if l.Token.Reveal() != "new-"+l.Grant.ID || l.Grant.State != StateHealthy {
-			t.Errorf("%s: state %s, token mismatch %v", l.Grant.ID, l.Grant.State, l.Token.Reveal() != "new-"+l.Grant.ID)
-		}
-	}
-	assertIndexesMatchScan(t, db)
-}
-
-// TestApplyAllIsolatesItems: in one ApplyAll, an item whose grant is gone or
-// whose Fn fails is not written and does not stop the others.
-func TestApplyAllIsolatesItems(t *testing.T) {
-	db := openTest(t, Options{})
-	now := time.Now()
-	if _, _, err := db.Import([]NewGrant{
-		{ID: "a", Provider: "p", RefreshToken: "tok-a"},
-		{ID: "b", Provider: "p", RefreshToken: "tok-b"},
-	}, now); err != nil {
-		t.Fatal(err)
-	}
-	healthy := func(cur Grant) (Change, error) {
-		cur.State = StateHealthy
-		cur.NextDueAt = now.Add(time.Hour)
-		return Change{Grant: cur}, nil
-	}
-	boom := errors.New("boom")
-	errs, err := db.ApplyAll([]ApplyItem{
-		{ID: "a", Fn: healthy},
-		{ID: "gone", Fn: healthy},
-		{ID: "b", Fn: func(Grant) (Change, error) { return Change{}, boom }},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if errs[0] != nil || !errors.Is(errs[1], ErrNotFound) || !errors.Is(errs[2], boom) {
-		t.Fatalf("errs = %v", errs)
-	}
-	if g, _ := db.Get("a"); g.State != StateHealthy {
-		t.Errorf("a is %s, want healthy", g.State)
-	}
-	if g, _ := db.Get("b"); g.State != StatePending {
-		t.Errorf("b is %s, want pending (its Fn failed)", g.State)
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 func (db *DB) GetLease(id string) (Lease, error) {
 	var g Grant
 	var sealed []byte
+	ring := db.keys.Load() // before the snapshot: it holds every key the snapshot needs
 	err := db.view(func(b *bkts) error {
 		row, cur, ok, err := b.lookup(id)
 		if err == nil && !ok {
@@ -23,7 +24,7 @@ func (db *DB) GetLease(id string) (Lease, error) {
 	if err != nil {
 		return Lease{}, err
 	}
-	pt, err := db.open(sealed, id)
+	pt, err := ring.openToken(&g, sealed)
 	if err != nil {
 		return Lease{}, fmt.Errorf("open token of %q in %s: %w", id, db.path, err)
 	}

@@ -3,7 +3,9 @@ package store
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -203,82 +205,107 @@ func (b *bkts) deleteHistory(row uint64) error {
 // get a "token imported" history entry. A grant with an empty or NUL-carrying
 // id or provider, or an empty token, fails the whole call.
 func (db *DB) Import(gs []NewGrant, now time.Time) (created, replaced int, err error) {
-	for i, ng := range gs {
-		if err := checkName("id", ng.ID); err != nil {
-			return 0, 0, fmt.Errorf("import grant %d: %w", i+1, err)
-		}
-		if err := checkName("provider", ng.Provider); err != nil {
-			return 0, 0, fmt.Errorf("import grant %q: %w", ng.ID, err)
-		}
-		if ng.RefreshToken.IsZero() {
-			return 0, 0, fmt.Errorf("import grant %q: refresh token is empty", ng.ID)
-		}
-	}
-	// Sealing outside the transaction keeps the write lock short.
-	sealed := make([][]byte, len(gs))
-	for i, ng := range gs {
-		sealed[i] = db.seal([]byte(ng.RefreshToken.Reveal()), ng.ID)
+	if err := checkImport(gs); err != nil {
+		return 0, 0, err
 	}
 	err = db.update(func(b *bkts) error {
-		created, replaced = 0, 0
-		// New grants append to these (row order): full pages, half the file.
-		for _, bk := range []*bolt.Bucket{b.grants, b.tokens, b.history} {
-			bk.FillPercent = 1.0
-		}
-		d := counterDelta{}
-		for i, ng := range gs {
-			row, old, exists, err := b.lookup(ng.ID)
-			if err != nil {
-				return err
-			}
-			g := Grant{
-				ID:             ng.ID,
-				Provider:       ng.Provider,
-				Subject:        ng.Subject,
-				Labels:         ng.Labels,
-				State:          StatePending,
-				CreatedAt:      now,
-				StateChangedAt: now,
-				NextDueAt:      now,
-				TokenGen:       1,
-			}
-			h := HistoryEntry{At: now, To: StatePending, Note: "token imported"}
-			var oldp *Grant
-			if exists {
-				oldp = &old
-				g.CreatedAt = old.CreatedAt
-				g.LastProbeAt = old.LastProbeAt
-				g.LastSuccessAt = old.LastSuccessAt
-				g.TokenGen = old.TokenGen + 1
-				g.PreviousState, g.PreviousCause = replacedProblem(old)
-				if old.State == StatePending {
-					g.StateChangedAt = old.StateChangedAt
-				}
-				h.From = old.State
-				replaced++
-			} else {
-				if row, err = b.newRow(ng.ID); err != nil {
-					return err
-				}
-				g.TokenGen = b.removedGen() + 1
-				created++
-			}
-			if err := b.putGrant(row, oldp, &g, d); err != nil {
-				return err
-			}
-			if err := b.putToken(row, ng.ID, sealed[i]); err != nil {
-				return err
-			}
-			if err := b.appendHistory(row, &h, db.historyLimit, !exists); err != nil {
-				return err
-			}
-		}
-		return b.flushCounts(d)
+		var err error
+		created, replaced, err = db.importTx(b, gs, now)
+		return err
 	})
 	if err != nil {
 		return 0, 0, fmt.Errorf("import into %s: %w", db.path, err)
 	}
 	return created, replaced, nil
+}
+
+// importTx is Import's work within a write transaction, for Import and
+// ImportBatch; gs are checked (checkImport).
+func (db *DB) importTx(b *bkts, gs []NewGrant, now time.Time) (created, replaced int, err error) {
+	// Tokens are sealed inside the transaction: their additional
+	// data holds the row and seal sequence, known only here, and the
+	// keyring read here is the one a concurrent Rekey walks behind.
+	ring := db.keys.Load()
+	// New grants append to these (row order): full pages, half the file.
+	for _, bk := range []*bolt.Bucket{b.grants, b.tokens, b.history} {
+		bk.FillPercent = 1.0
+	}
+	d := counterDelta{}
+	for _, ng := range gs {
+		row, old, exists, err := b.lookup(ng.ID)
+		if err != nil {
+			return 0, 0, err
+		}
+		g := Grant{
+			ID:             ng.ID,
+			Provider:       ng.Provider,
+			Subject:        ng.Subject,
+			Labels:         ng.Labels,
+			State:          StatePending,
+			CreatedAt:      now,
+			StateChangedAt: now,
+			NextDueAt:      now,
+			TokenGen:       1,
+		}
+		h := HistoryEntry{At: now, To: StatePending, Note: "token imported"}
+		var oldp *Grant
+		if exists {
+			oldp = &old
+			g.CreatedAt = old.CreatedAt
+			g.LastProbeAt = old.LastProbeAt
+			g.LastSuccessAt = old.LastSuccessAt
+			g.TokenGen = old.TokenGen + 1
+			g.sealSeq = old.sealSeq
+			g.PreviousState, g.PreviousCause = replacedProblem(old)
+			if old.State == StatePending {
+				g.StateChangedAt = old.StateChangedAt
+			}
+			h.From = old.State
+			replaced++
+		} else {
+			if row, err = b.newRow(ng.ID); err != nil {
+				return 0, 0, err
+			}
+			g.TokenGen = b.removedGen() + 1
+			created++
+		}
+		g.Row = row
+		g.sealSeq++
+		if err := b.putGrant(row, oldp, &g, d); err != nil {
+			return 0, 0, err
+		}
+		if err := b.putToken(row, ng.ID, ring.sealToken(&g, []byte(ng.RefreshToken.Reveal()))); err != nil {
+			return 0, 0, err
+		}
+		if err := b.appendHistory(row, &h, db.historyLimit, !exists); err != nil {
+			return 0, 0, err
+		}
+	}
+	return created, replaced, b.flushCounts(d)
+}
+
+// reservedIDs are grant ids the store keeps for itself: the key canary is
+// sealed as the token of a grant named canaryAD (seal.go), so a grant of
+// that id could have the canary stand in for its token.
+var reservedIDs = []string{canaryAD}
+
+// checkImport validates grants to import before anything is written.
+func checkImport(gs []NewGrant) error {
+	for i, ng := range gs {
+		if err := checkName("id", ng.ID); err != nil {
+			return fmt.Errorf("import grant %d: %w", i+1, err)
+		}
+		if slices.Contains(reservedIDs, ng.ID) {
+			return fmt.Errorf("import grant %d: id %q is reserved by grantwatch: give the grant another id", i+1, ng.ID)
+		}
+		if err := checkName("provider", ng.Provider); err != nil {
+			return fmt.Errorf("import grant %q: %w", ng.ID, err)
+		}
+		if ng.RefreshToken.IsZero() {
+			return fmt.Errorf("import grant %q: refresh token is empty", ng.ID)
+		}
+	}
+	return nil
 }
 
 // Get returns the grant with the given id, or an error wrapping ErrNotFound.
@@ -449,36 +476,156 @@ func (db *DB) Remove(id string) error {
 		if !ok {
 			return notFound(id)
 		}
-		for _, del := range []struct {
-			b *bolt.Bucket
-			k []byte
-		}{
-			{b.ids, []byte(id)},
-			{b.grants, rowKey(row)},
-			{b.tokens, rowKey(row)},
-			{b.byState, stateKey(g.State, g.Provider, row)},
-		} {
-			if err := del.b.Delete(del.k); err != nil {
-				return fmt.Errorf("remove %q: %w", id, err)
-			}
-		}
-		if !g.NextDueAt.IsZero() {
-			if err := b.due.Delete(dueKey(g.NextDueAt, row)); err != nil {
-				return fmt.Errorf("remove %q: %w", id, err)
-			}
-		}
-		if err := b.deleteHistory(row); err != nil {
-			return fmt.Errorf("remove %q: %w", id, err)
-		}
-		if g.TokenGen > b.removedGen() {
-			if err := b.meta.Put(keyRemovedGen, u64(g.TokenGen)); err != nil {
-				return fmt.Errorf("remove %q: %w", id, err)
-			}
-		}
 		d := counterDelta{}
-		d.add(g.Provider, g.State, -1)
+		if err := b.remove(row, &g, d); err != nil {
+			return err
+		}
 		return b.flushCounts(d)
 	})
+}
+
+// removeChunk is how many grants RemoveIDs and RemoveWhere remove per
+// transaction.
+var removeChunk = 10_000 // a var for tests
+
+// RemoveIDs removes the grants with the given ids as Remove does, in
+// transactions of 10,000 grants, and returns how many it removed. Ids that
+// name no grant are passed over: a count below len(ids) says some were
+// missing. On an error the grants removed by earlier transactions stay
+// removed, and their count is returned with it.
+func (db *DB) RemoveIDs(ids []string) (int, error) {
+	n := 0
+	for i := 0; i < len(ids); i += removeChunk {
+		chunk := ids[i:min(i+removeChunk, len(ids))]
+		m := 0
+		err := db.update(func(b *bkts) error {
+			m = 0
+			d := counterDelta{}
+			for _, id := range chunk {
+				row, g, ok, err := b.lookup(id)
+				if err != nil {
+					return err
+				}
+				if !ok {
+					continue
+				}
+				if err := b.remove(row, &g, d); err != nil {
+					return err
+				}
+				m++
+			}
+			return b.flushCounts(d)
+		})
+		if err != nil {
+			return n, fmt.Errorf("remove grants from %s: %w", db.path, err)
+		}
+		n += m
+	}
+	return n, nil
+}
+
+// RemoveWhere removes every grant in state (any state when "") of provider
+// (any provider when ""), as Remove does, and returns how many it removed.
+// At least one of the two must be given. It walks the state index, so its
+// cost is O(matching grants), in transactions of 10,000 grants: a grant that
+// starts to match meanwhile may be left, which callers fix by calling again.
+// On an error the grants removed by earlier transactions stay removed, and
+// their count is returned with it.
+func (db *DB) RemoveWhere(state State, provider string) (int, error) {
+	if state == "" && provider == "" {
+		return 0, errors.New("remove grants: name a state or a provider (refusing to remove every grant)")
+	}
+	if state != "" && !state.Valid() {
+		return 0, fmt.Errorf("remove grants: unknown state %q", state)
+	}
+	states := States()
+	if state != "" {
+		states = []State{state}
+	}
+	n := 0
+	for _, st := range states {
+		prefix := statePrefix(st, provider)
+		for more := true; more; {
+			m := 0
+			err := db.update(func(b *bkts) error {
+				// The entries are deleted as they are read: each
+				// transaction starts again at the prefix.
+				var keys [][]byte
+				c := b.byState.Cursor()
+				for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) && len(keys) < removeChunk; k, _ = c.Next() {
+					keys = append(keys, clone(k))
+				}
+				more = len(keys) == removeChunk
+				if len(keys) == 0 {
+					return errNothing // no commit, no fsync
+				}
+				m = 0
+				d := counterDelta{}
+				for _, key := range keys {
+					row := stateKeyRow(key)
+					g, ok, err := b.getRow(row)
+					if err != nil {
+						return err
+					}
+					if !ok || !bytes.Equal(stateKey(g.State, g.Provider, row), key) {
+						// A stale entry, not its grant's: drop it (the
+						// walk would find it again forever), and leave
+						// the grant, which may not match.
+						if err := b.byState.Delete(key); err != nil {
+							return fmt.Errorf("drop stale state index entry: %w", err)
+						}
+						continue
+					}
+					if err := b.remove(row, &g, d); err != nil {
+						return err
+					}
+					m++
+				}
+				return b.flushCounts(d)
+			})
+			if err != nil && !errors.Is(err, errNothing) {
+				return n, fmt.Errorf("remove %s grants from %s: %w", st, db.path, err)
+			}
+			n += m
+		}
+	}
+	return n, nil
+}
+
+// errNothing rolls back a write transaction that found nothing to write.
+var errNothing = errors.New("nothing to write")
+
+// remove deletes grant g, stored in row, and everything stored for it;
+// counter changes go to d.
+func (b *bkts) remove(row uint64, g *Grant, d counterDelta) error {
+	for _, del := range []struct {
+		b *bolt.Bucket
+		k []byte
+	}{
+		{b.ids, []byte(g.ID)},
+		{b.grants, rowKey(row)},
+		{b.tokens, rowKey(row)},
+		{b.byState, stateKey(g.State, g.Provider, row)},
+	} {
+		if err := del.b.Delete(del.k); err != nil {
+			return fmt.Errorf("remove %q: %w", g.ID, err)
+		}
+	}
+	if !g.NextDueAt.IsZero() {
+		if err := b.due.Delete(dueKey(g.NextDueAt, row)); err != nil {
+			return fmt.Errorf("remove %q: %w", g.ID, err)
+		}
+	}
+	if err := b.deleteHistory(row); err != nil {
+		return fmt.Errorf("remove %q: %w", g.ID, err)
+	}
+	if g.TokenGen > b.removedGen() {
+		if err := b.meta.Put(keyRemovedGen, u64(g.TokenGen)); err != nil {
+			return fmt.Errorf("remove %q: %w", g.ID, err)
+		}
+	}
+	d.add(g.Provider, g.State, -1)
+	return nil
 }
 
 // removedGen is the highest TokenGen of any grant removed so far. A new
@@ -500,7 +647,6 @@ func (db *DB) SetToken(id string, tok secret.Secret, now time.Time) (Grant, erro
 	if tok.IsZero() {
 		return Grant{}, fmt.Errorf("set token of %q: token is empty", id)
 	}
-	sealed := db.seal([]byte(tok.Reveal()), id)
 	var g Grant
 	err := db.update(func(b *bkts) error {
 		row, old, ok, err := b.lookup(id)
@@ -516,6 +662,7 @@ func (db *DB) SetToken(id string, tok secret.Secret, now time.Time) (Grant, erro
 		g.Cause, g.Action, g.Error, g.ErrorDescription = "", "", "", ""
 		g.Failures = 0
 		g.TokenGen++
+		g.sealSeq++
 		g.NextDueAt = now
 		if old.State != StatePending {
 			g.StateChangedAt = now
@@ -524,7 +671,7 @@ func (db *DB) SetToken(id string, tok secret.Secret, now time.Time) (Grant, erro
 		if err := b.putGrant(row, &old, &g, d); err != nil {
 			return err
 		}
-		if err := b.putToken(row, id, sealed); err != nil {
+		if err := b.putToken(row, id, db.keys.Load().sealToken(&g, []byte(tok.Reveal()))); err != nil {
 			return err
 		}
 		h := HistoryEntry{At: now, From: old.State, To: StatePending, Note: "token replaced"}

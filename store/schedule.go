@@ -35,6 +35,7 @@ func (db *DB) Due(now time.Time, limit int, take func(row uint64) bool) ([]Lease
 	}
 	var got []due
 	var stale [][]byte
+	ring := db.keys.Load() // before the snapshot: it holds every key the snapshot needs
 	err := db.view(func(b *bkts) error {
 		c := b.due.Cursor()
 		for k, _ := c.First(); k != nil && len(k) >= 16 && timeNanos(dueKeyTime(k)) <= end; k, _ = c.Next() {
@@ -70,7 +71,7 @@ func (db *DB) Due(now time.Time, limit int, take func(row uint64) bool) ([]Lease
 	out := make([]Lease, 0, len(got))
 	var bad []error
 	for _, l := range got {
-		pt, err := db.open(l.sealed, l.g.ID)
+		pt, err := ring.openToken(&l.g, l.sealed)
 		if err != nil {
 			bad = append(bad, fmt.Errorf("open token of %q: %w", l.g.ID, err))
 			continue

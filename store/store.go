@@ -5,10 +5,12 @@
 // Layout (one bucket each, created at Open):
 //
 //	meta      "schema" → decimal version, "canary" → sealed canary, "keyid" → key fingerprint,
-//	          "removedgen" → highest TokenGen of a removed grant (8-byte big-endian)
+//	          "removedgen" → highest TokenGen of a removed grant (8-byte big-endian),
+//	          "rekey" → a Rekey under way, "rekeyed" → the last one finished (JSON, rekey.go)
 //	ids       grant id → row (8-byte big-endian, assigned once from the grants bucket's sequence)
 //	grants    row → Grant, binary (codec.go; older records JSON), never the token
-//	tokens    row → nonce ‖ AES-256-GCM ciphertext, additional data = grant id
+//	tokens    row → sealed token (seal.go: version, key tag, nonce, AES-256-GCM ciphertext;
+//	          additional data = version ‖ row ‖ seal sequence ‖ grant id)
 //	due       8-byte big-endian unix-nano ‖ row → empty (range scan from the start = due grants)
 //	bystate   state ‖ 0 ‖ provider ‖ 0 ‖ row → empty
 //	counts    provider ‖ 0 ‖ state → 8-byte big-endian count
@@ -16,6 +18,7 @@
 //	outbox    receiver ‖ 0 ‖ 8-byte big-endian seq → OutboxEntry as JSON
 //	dead      same keys as outbox, dead-lettered entries
 //	daemon    GetMeta/PutMeta keys
+//	imports   import job id → ImportJob as JSON (unfinished resumable imports)
 //
 // Every per-grant bucket is keyed by the grant's row rather than its id, so
 // that importing ids in random order appends to them; only the ids bucket
@@ -28,7 +31,6 @@ package store
 
 import (
 	"bytes"
-	"crypto/cipher"
 	"errors"
 	"fmt"
 	"io"
@@ -37,6 +39,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -46,7 +49,12 @@ import (
 
 // SchemaVersion is the layout version this package reads and writes. A file
 // with a higher version is refused (ErrNewerSchema) and left untouched.
-const SchemaVersion = 1
+//
+// Version 2 adds grant records with a seal sequence and version-1 sealed
+// tokens (seal.go), which version 1 cannot read. A version-1 file is
+// marked version 2 when it is opened; its records are read either way and
+// converted as they are written (all of them by Rekey).
+const SchemaVersion = 2
 
 const (
 	defaultLockTimeout   = 2 * time.Second
@@ -67,9 +75,10 @@ var (
 	bucketOutbox  = []byte("outbox")
 	bucketDead    = []byte("dead")
 	bucketDaemon  = []byte("daemon")
+	bucketImports = []byte("imports")
 
 	allBuckets = [][]byte{bucketMeta, bucketIDs, bucketGrants, bucketTokens, bucketDue, bucketByState,
-		bucketCounts, bucketHistory, bucketOutbox, bucketDead, bucketDaemon}
+		bucketCounts, bucketHistory, bucketOutbox, bucketDead, bucketDaemon, bucketImports}
 
 	keySchema = []byte("schema")
 	keyCanary = []byte("canary")
@@ -82,6 +91,14 @@ var (
 type Options struct {
 	// Key is the 32-byte AES-256 key that seals refresh tokens. Required.
 	Key []byte
+	// NewKey is the key a Rekey seals with, for opening a database whose
+	// rekey was interrupted (ErrRekeyPending without it): tokens of both
+	// keys open, new ones are sealed with NewKey, and Rekey(NewKey)
+	// finishes the rekey. When the rekey had finished (the database is
+	// sealed with NewKey, Key does not open it), the database opens with
+	// NewKey alone. Otherwise it is ignored. A caller that replaces its
+	// key file after Rekey can thus pass both keys until it has.
+	NewKey []byte
 	// LockTimeout bounds the wait for the file lock held by another process;
 	// then Open fails with ErrInUse. Default 2s.
 	LockTimeout time.Duration
@@ -105,8 +122,9 @@ type Options struct {
 type DB struct {
 	bolt         *bolt.DB
 	path         string
-	aead         cipher.AEAD
+	keys         atomic.Pointer[keyring]
 	historyLimit int
+	rekeyMu      sync.Mutex // one Rekey at a time
 
 	closeOnce sync.Once
 	closeErr  error
@@ -132,11 +150,13 @@ func (db *DB) Close() error {
 // canary sealed with opts.Key, and mode 0600. An existing file is checked
 // before anything is written: a newer schema gives ErrNewerSchema, a canary
 // that does not open with opts.Key gives ErrWrongKey, a damaged or truncated
-// file gives ErrCorrupt; in each case the file is left as it was. When another
-// process holds the file, Open gives ErrInUse after opts.LockTimeout instead
-// of waiting forever. Every error names the path.
+// file gives ErrCorrupt, a Rekey that did not finish gives ErrRekeyPending
+// unless opts.NewKey is its new key; in each case the file is left as it
+// was. A file of schema version 1 is marked version 2 (SchemaVersion). When
+// another process holds the file, Open gives ErrInUse after
+// opts.LockTimeout instead of waiting forever. Every error names the path.
 func Open(path string, opts Options) (*DB, error) {
-	aead, err := newAEAD(opts.Key)
+	key, err := newSealKey(opts.Key)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
@@ -156,15 +176,16 @@ func Open(path string, opts Options) (*DB, error) {
 	if err := precheck(path); err != nil {
 		return nil, err
 	}
-	bdb, err := openBolt(path, opts)
+	bdb, err := openBolt(path, opts, false)
 	if err != nil {
 		return nil, err
 	}
-	db := &DB{bolt: bdb, path: path, aead: aead, historyLimit: opts.HistoryLimit}
+	db := &DB{bolt: bdb, path: path, historyLimit: opts.HistoryLimit}
+	db.keys.Store(newKeyring(key))
 	bdb.MaxBatchSize = opts.MaxBatchSize
 	bdb.MaxBatchDelay = opts.MaxBatchDelay
 
-	if err := db.checkOrInit(opts.Key); err != nil {
+	if err := db.checkOrInit(opts.Key, opts.NewKey); err != nil {
 		bdb.Close()
 		return nil, err
 	}
@@ -176,8 +197,9 @@ func Open(path string, opts Options) (*DB, error) {
 }
 
 // openBolt opens the bbolt file, turning bbolt's errors and panics on damaged
-// files into ErrInUse / ErrCorrupt.
-func openBolt(path string, opts Options) (bdb *bolt.DB, err error) {
+// files into ErrInUse / ErrCorrupt. Read-only, it takes a shared lock
+// (which a running daemon's exclusive one excludes) and writes nothing.
+func openBolt(path string, opts Options, readOnly bool) (bdb *bolt.DB, err error) {
 	// bbolt reads the meta and freelist pages through mmap while opening; on a
 	// truncated file that access faults. SetPanicOnFault turns the fault into
 	// a panic we can recover from, and the captured file is closed so that
@@ -195,6 +217,7 @@ func openBolt(path string, opts Options) (bdb *bolt.DB, err error) {
 	}()
 	bdb, err = bolt.Open(path, 0o600, &bolt.Options{
 		Timeout:      opts.LockTimeout,
+		ReadOnly:     readOnly,
 		NoSync:       opts.NoSync,
 		FreelistType: bolt.FreelistMapType,
 		// NoFreelistSync stays false although the freelist is rewritten on
@@ -232,7 +255,7 @@ func corruptError(path string, detail error) error {
 // checkOrInit validates an existing file (schema, size, canary) in a read
 // transaction, or initialises a new one. It writes nothing to a file it
 // refuses.
-func (db *DB) checkOrInit(key []byte) (err error) {
+func (db *DB) checkOrInit(key, newKey []byte) (err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
@@ -243,6 +266,7 @@ func (db *DB) checkOrInit(key []byte) (err error) {
 	var (
 		fresh   bool
 		missing bool
+		upgrade bool
 	)
 	err = db.bolt.View(func(tx *bolt.Tx) error {
 		if fi, err := os.Stat(db.path); err == nil && fi.Size() < tx.Size() {
@@ -258,25 +282,29 @@ func (db *DB) checkOrInit(key []byte) (err error) {
 			fresh = true
 			return nil
 		}
-		raw := meta.Get(keySchema)
-		v, err := strconv.Atoi(string(raw))
-		if err != nil || v < 1 {
-			return corruptError(db.path, fmt.Errorf("schema version %q unreadable", raw))
+		v, err := readSchema(meta, db.path)
+		if err != nil {
+			return err
 		}
-		if v > SchemaVersion {
-			return fmt.Errorf("open %s: %w: schema version %d, this grantwatch reads up to %d; run a newer grantwatch (the file was not modified)", db.path, ErrNewerSchema, v, SchemaVersion)
-		}
+		upgrade = v < SchemaVersion
 		canary := meta.Get(keyCanary)
 		if canary == nil {
 			return corruptError(db.path, errors.New("key canary missing"))
 		}
-		if _, err := db.open(canary, canaryAD); err != nil {
-			stored := string(meta.Get(keyKeyID))
-			if stored == "" {
-				stored = "unknown"
+		ring := db.keys.Load()
+		if !ring.openCanary(canary) {
+			// A rekey to newKey that finished before the key file was
+			// replaced: the database is sealed with newKey alone.
+			nk, err := newSealKey(newKey)
+			if newKey == nil || err != nil || !newKeyring(nk).openCanary(canary) {
+				return wrongKeyError(meta, db.path, ring.seal)
 			}
-			return fmt.Errorf("open %s: %w: it was sealed with key %s, the configured key is %s; configure the key file it was created with", db.path, ErrWrongKey, stored, KeyFingerprint(key))
+			ring = &keyring{seal: nk, open: []*sealKey{nk}}
 		}
+		if ring, err = openRing(meta, db.path, ring, newKey); err != nil {
+			return err
+		}
+		db.keys.Store(ring)
 		for _, name := range allBuckets {
 			if tx.Bucket(name) == nil {
 				missing = true
@@ -284,7 +312,7 @@ func (db *DB) checkOrInit(key []byte) (err error) {
 		}
 		return nil
 	})
-	if err != nil || !(fresh || missing) {
+	if err != nil || !(fresh || missing || upgrade) {
 		return err
 	}
 	return db.bolt.Update(func(tx *bolt.Tx) error {
@@ -293,18 +321,32 @@ func (db *DB) checkOrInit(key []byte) (err error) {
 				return fmt.Errorf("create bucket %s: %w", name, err)
 			}
 		}
-		if !fresh {
-			return nil
-		}
 		meta := tx.Bucket(bucketMeta)
 		if err := meta.Put(keySchema, []byte(strconv.Itoa(SchemaVersion))); err != nil {
 			return err
 		}
+		if !fresh {
+			return nil
+		}
 		if err := meta.Put(keyKeyID, []byte(KeyFingerprint(key))); err != nil {
 			return err
 		}
-		return meta.Put(keyCanary, db.seal([]byte(canaryAD), canaryAD))
+		return meta.Put(keyCanary, db.keys.Load().sealCanary())
 	})
+}
+
+// readSchema returns the file's schema version, or the error for one that
+// is unreadable (ErrCorrupt) or newer than this package's (ErrNewerSchema).
+func readSchema(meta *bolt.Bucket, path string) (int, error) {
+	raw := meta.Get(keySchema)
+	v, err := strconv.Atoi(string(raw))
+	if err != nil || v < 1 {
+		return 0, corruptError(path, fmt.Errorf("schema version %q unreadable", raw))
+	}
+	if v > SchemaVersion {
+		return 0, fmt.Errorf("open %s: %w: schema version %d, this grantwatch reads up to %d; run a newer grantwatch (the file was not modified)", path, ErrNewerSchema, v, SchemaVersion)
+	}
+	return v, nil
 }
 
 // bkts are the buckets of one transaction.
@@ -312,6 +354,7 @@ type bkts struct {
 	tx                                        *bolt.Tx
 	ids, grants, tokens, due, byState, counts *bolt.Bucket
 	history, outbox, dead, daemon, meta       *bolt.Bucket
+	imports                                   *bolt.Bucket
 }
 
 func buckets(tx *bolt.Tx) *bkts {
@@ -328,6 +371,7 @@ func buckets(tx *bolt.Tx) *bkts {
 		dead:    tx.Bucket(bucketDead),
 		daemon:  tx.Bucket(bucketDaemon),
 		meta:    tx.Bucket(bucketMeta),
+		imports: tx.Bucket(bucketImports),
 	}
 }
 
@@ -358,6 +402,28 @@ func (db *DB) writeErr(err error) error {
 		return fmt.Errorf("%w (the filesystem of %s is full: free space there and retry; the database was not changed)", err, db.path)
 	}
 	return err
+}
+
+// writeFailures are the errnos of a write the storage refused.
+var writeFailures = []syscall.Errno{syscall.ENOSPC, syscall.EDQUOT, syscall.EROFS, syscall.EIO, syscall.EFBIG}
+
+// IsWriteFailure reports whether err is a write that the storage refused
+// rather than a problem of what was written: the filesystem full (ENOSPC)
+// or over quota (EDQUOT), read-only (EROFS), the device failing (EIO), the
+// file at its size limit (EFBIG). bbolt rolled the transaction back, so the
+// database is as it was before the write, and the same write can succeed
+// once the storage is fixed: the daemon should keep what it could not write
+// (a rotated token above all), retry, and report the storage, not the data.
+// ErrNotFound, ErrCorrupt, invalid input and the like are not write
+// failures. (bbolt reports a failure to grow the file, rare since growing is
+// a truncate, without its errno: such an error is not recognised.)
+func IsWriteFailure(err error) bool {
+	for _, e := range writeFailures {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 // clone copies a value out of a transaction: bbolt's slices are only valid

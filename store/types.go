@@ -43,6 +43,15 @@ var (
 	ErrWrongKey    = errors.New("secrets key does not open this database")
 	ErrNewerSchema = errors.New("database was written by a newer grantwatch")
 	ErrCorrupt     = errors.New("database file is damaged")
+	// ErrRekeyPending is a Rekey that began and did not finish: some
+	// tokens are sealed with the new key, the others and the canary with
+	// the old one. Open with both keys (Options.Key the old, Options.NewKey
+	// the new) and call Rekey with the new key again to finish.
+	ErrRekeyPending = errors.New("a rekey of the secrets key did not finish")
+	// ErrImportOffset is an ImportBatch that does not start at the line its
+	// job has committed up to: a batch sent again after its commit landed,
+	// or lines skipped. The job's Committed says where to go on.
+	ErrImportOffset = errors.New("import batch does not start where its job stands")
 )
 
 // Grant is one stored grant without its token. The JSON names are part of
@@ -85,6 +94,12 @@ type Grant struct {
 	// reused), so the daemon derives the grant's phase in its interval from
 	// it, and ApplyItem.Row finds the grant without the id index.
 	Row uint64 `json:"-"`
+	// sealSeq counts the seals of the grant's token: every write of a new
+	// token (import, set-token, rotation) raises it, and it is part of the
+	// token's additional data, so that an older ciphertext does not open
+	// in the current one's place (seal.go). The store keeps it; a Change
+	// cannot set it. 0: the token was sealed before seal version 1.
+	sealSeq uint64
 }
 
 // NewGrant is a grant to import.
