@@ -147,7 +147,7 @@ func importLines(t *testing.T, cfg *config.Config, lines []string) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	if _, _, err := db.Import(gs, time.Now()); err != nil {
+	if _, _, err := db.Import(gs, time.Now(), store.ImportOptions{Replace: true, Force: true}); err != nil {
 		t.Fatal(err)
 	}
 }

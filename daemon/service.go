@@ -255,7 +255,7 @@ func (d *Daemon) Import(ctx context.Context, r io.Reader, progress func(api.Impo
 	const chunk = 10000
 	last := time.Now()
 	for i := 0; i < len(gs); i += chunk {
-		c, rep, err := d.db.Import(gs[i:min(i+chunk, len(gs))], d.now())
+		c, rep, err := d.db.Import(gs[i:min(i+chunk, len(gs))], d.now(), store.ImportOptions{Replace: true, Force: true})
 		if err != nil {
 			return p, err
 		}

@@ -7,14 +7,21 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/grantwatch/grantwatch/internal/secret"
 )
+
+// replaceAll lets an import replace any stored token, rotated or not: what
+// Import did before ImportOptions, for the tests that import over grants.
+var replaceAll = ImportOptions{Replace: true, Force: true}
 
 func TestImport(t *testing.T) {
 	db := openTest(t, Options{})
 	created, replaced, err := db.Import([]NewGrant{
 		{ID: "a", Provider: "google", Subject: "a@x", Labels: map[string]string{"team": "x"}, RefreshToken: "t1"},
 		{ID: "b", Provider: "google", RefreshToken: "t2"},
-	}, t0)
+	}, t0, replaceAll)
+
 	if err != nil || created != 2 || replaced != 0 {
 		t.Fatalf("Import = %d, %d, %v; want 2, 0", created, replaced, err)
 	}
@@ -24,7 +31,7 @@ func TestImport(t *testing.T) {
 		return Change{Grant: cur}, nil
 	})
 	t1 := t0.Add(time.Minute)
-	created, replaced, err = db.Import([]NewGrant{{ID: "b", Provider: "google", Subject: "b@x", RefreshToken: "t3"}}, t1)
+	created, replaced, err = db.Import([]NewGrant{{ID: "b", Provider: "google", Subject: "b@x", RefreshToken: "t3"}}, t1, replaceAll)
 	if err != nil || created != 0 || replaced != 1 {
 		t.Fatalf("re-Import = %d, %d, %v; want 0, 1", created, replaced, err)
 	}
@@ -47,7 +54,7 @@ func TestImport(t *testing.T) {
 		{ID: "c", Provider: "", RefreshToken: "t"},
 		{ID: "c", Provider: "p"},
 	} {
-		if _, _, err := db.Import([]NewGrant{{ID: "ok", Provider: "p", RefreshToken: "t"}, bad}, t0); err == nil {
+		if _, _, err := db.Import([]NewGrant{{ID: "ok", Provider: "p", RefreshToken: "t"}, bad}, t0, replaceAll); err == nil {
 			t.Errorf("Import(%q, %q): nil error", bad.ID, bad.Provider)
 		}
 	}
@@ -59,7 +66,7 @@ func TestImport(t *testing.T) {
 func TestEachInState(t *testing.T) {
 	db := openTest(t, Options{})
 	importN(t, db, 3000, "google", t0)
-	db.Import([]NewGrant{{ID: "m1", Provider: "microsoft", RefreshToken: "x"}}, t0)
+	db.Import([]NewGrant{{ID: "m1", Provider: "microsoft", RefreshToken: "x"}}, t0, replaceAll)
 	for _, id := range []string{"g0005", "g2999", "m1"} {
 		db.Apply(id, func(cur Grant) (Change, error) { cur.State = StateDegraded; return Change{Grant: cur}, nil })
 	}
@@ -167,7 +174,7 @@ func TestRemoveThenReimportIsNewTokenGen(t *testing.T) {
 		if err := db.Remove(l.Grant.ID); err != nil {
 			t.Fatal(err)
 		}
-		if _, _, err := db.Import([]NewGrant{{ID: l.Grant.ID, Provider: "google", RefreshToken: "fresh"}}, t0); err != nil {
+		if _, _, err := db.Import([]NewGrant{{ID: l.Grant.ID, Provider: "google", RefreshToken: "fresh"}}, t0, replaceAll); err != nil {
 			t.Fatal(err)
 		}
 		g, _ := db.Get(l.Grant.ID)
@@ -185,7 +192,8 @@ func TestImportRefusesReservedID(t *testing.T) {
 	_, _, err := db.Import([]NewGrant{
 		{ID: "ok", Provider: "p", RefreshToken: "t"},
 		{ID: "grantwatch-canary", Provider: "p", RefreshToken: "t"},
-	}, t0)
+	}, t0, replaceAll)
+
 	if err == nil || !strings.Contains(err.Error(), `"grantwatch-canary"`) || !strings.Contains(err.Error(), "grant 2") || !strings.Contains(err.Error(), "reserved") {
 		t.Fatalf("Import(grantwatch-canary) = %v, want an error naming the reserved id and its position", err)
 	}
@@ -216,7 +224,7 @@ func fleetForRemoval(t *testing.T, db *DB) {
 	for i := range 6 {
 		ms = append(ms, NewGrant{ID: fmt.Sprintf("m%d", i), Provider: "microsoft", RefreshToken: "t"})
 	}
-	if _, _, err := db.Import(ms, t0); err != nil {
+	if _, _, err := db.Import(ms, t0, replaceAll); err != nil {
 		t.Fatal(err)
 	}
 	set := func(id string, st State) {
@@ -267,7 +275,7 @@ func TestRemoveIDs(t *testing.T) {
 	}
 	assertIndexesMatchScan(t, db)
 	// Removed grants raise removedGen as Remove does.
-	if _, _, err := db.Import([]NewGrant{{ID: "g0003", Provider: "google", RefreshToken: "again"}}, t0); err != nil {
+	if _, _, err := db.Import([]NewGrant{{ID: "g0003", Provider: "google", RefreshToken: "again"}}, t0, replaceAll); err != nil {
 		t.Fatal(err)
 	}
 	if g, _ := db.Get("g0003"); g.TokenGen <= g3.TokenGen {
@@ -344,4 +352,136 @@ func TestRemoveWhere(t *testing.T) {
 			t.Errorf("%d grants left, want all 18", got)
 		}
 	})
+}
+
+// TestImportRefusesToReplace: without Replace an import over an existing
+// grant fails whole, naming the grant, and writes nothing; with Replace a
+// grant whose token rotated since its import fails the same way unless Force
+// is given. The flag that tells is set by a rotation and cleared by import
+// and set-token.
+func TestImportRefusesToReplace(t *testing.T) {
+	db := openTest(t, Options{})
+	if _, _, err := db.Import([]NewGrant{
+		{ID: "quiet", Provider: "google", RefreshToken: "q1"},
+		{ID: "rotating", Provider: "hydra", RefreshToken: "r1"},
+	}, t0, ImportOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	rotate := func(id, tok string) {
+		t.Helper()
+		err := db.Apply(id, func(cur Grant) (Change, error) {
+			cur.State = StateHealthy
+			return Change{Grant: cur, NewToken: secret.Secret(tok)}, nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	rotate("rotating", "r2")
+	if g, _ := db.Get("rotating"); !g.Rotated {
+		t.Fatal("a rotation did not set Rotated")
+	}
+	// A Change cannot clear it: only a token stored from outside does.
+	db.Apply("rotating", func(cur Grant) (Change, error) {
+		cur.Rotated = false
+		return Change{Grant: cur}, nil
+	})
+	if g, _ := db.Get("rotating"); !g.Rotated {
+		t.Fatal("a Change without a new token cleared Rotated")
+	}
+
+	again := []NewGrant{
+		{ID: "new", Provider: "google", RefreshToken: "n1"},
+		{ID: "quiet", Provider: "google", RefreshToken: "q-old"},
+		{ID: "rotating", Provider: "hydra", RefreshToken: "r1"},
+	}
+	tokenOf := func(id string) string {
+		l, err := db.GetLease(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l.Token.Reveal()
+	}
+	for _, tc := range []struct {
+		name  string
+		opts  ImportOptions
+		is    error
+		named []string
+	}{
+		{"no replace", ImportOptions{}, ErrExists, []string{`"quiet"`, `"rotating"`}},
+		{"force alone", ImportOptions{Force: true}, ErrExists, []string{`"quiet"`, `"rotating"`}},
+		{"replace", ImportOptions{Replace: true}, ErrRotated, []string{`"rotating"`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := db.Import(again, t0.Add(time.Minute), tc.opts)
+			var ce *ConflictError
+			if !errors.Is(err, tc.is) || !errors.As(err, &ce) {
+				t.Fatalf("Import = %v, want %v as a *ConflictError", err, tc.is)
+			}
+			for _, id := range tc.named {
+				if !strings.Contains(err.Error(), id) {
+					t.Errorf("error %q does not name %s", err, id)
+				}
+			}
+			if tc.is == ErrRotated && strings.Contains(err.Error(), `"quiet"`) {
+				t.Errorf("error %q names a grant that did not rotate", err)
+			}
+			if _, err := db.Get("new"); !errors.Is(err, ErrNotFound) {
+				t.Error("a refused import stored a new grant")
+			}
+			if tokenOf("quiet") != "q1" || tokenOf("rotating") != "r2" {
+				t.Error("a refused import replaced a token")
+			}
+		})
+	}
+	c, err := db.ImportConflicts(again)
+	if err != nil || c.Exists != 2 || c.Rotated != 1 || len(c.RotatedIDs) != 1 || c.RotatedIDs[0] != "rotating" {
+		t.Errorf("ImportConflicts = %+v, %v; want 2 existing, rotating rotated", c, err)
+	}
+
+	created, replaced, err := db.Import(again, t0.Add(time.Minute), replaceAll)
+	if err != nil || created != 1 || replaced != 2 {
+		t.Fatalf("Import with Force = %d, %d, %v", created, replaced, err)
+	}
+	if g, _ := db.Get("rotating"); g.Rotated || tokenOf("rotating") != "r1" {
+		t.Errorf("forced import: Rotated %v, token %q; want false, r1", g.Rotated, tokenOf("rotating"))
+	}
+	rotate("rotating", "r3")
+	if _, err := db.SetToken("rotating", "r-user", t0.Add(2*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if g, _ := db.Get("rotating"); g.Rotated {
+		t.Error("set-token did not clear Rotated")
+	}
+	if _, _, err := db.Import([]NewGrant{{ID: "rotating", Provider: "hydra", RefreshToken: "r-old"}}, t0, ImportOptions{Replace: true}); err != nil {
+		t.Errorf("Replace after set-token: %v", err)
+	}
+}
+
+// TestImportObserve: a grant of a provider in observe mode may come without
+// a refresh token and is never scheduled; any other grant needs a token.
+func TestImportObserve(t *testing.T) {
+	db := openTest(t, Options{})
+	if _, _, err := db.Import([]NewGrant{{ID: "plain", Provider: "google"}}, t0, ImportOptions{}); err == nil {
+		t.Fatal("a grant without a token was imported")
+	}
+	if _, _, err := db.Import([]NewGrant{
+		{ID: "watched", Provider: "app", Observe: true},
+		{ID: "watched-tok", Provider: "app", Observe: true, RefreshToken: "kept"},
+	}, t0, ImportOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"watched", "watched-tok"} {
+		g, err := db.Get(id)
+		if err != nil || g.State != StatePending || !g.NextDueAt.IsZero() {
+			t.Errorf("%s = %+v, %v; want pending and not due", id, g, err)
+		}
+	}
+	if ls, err := db.Due(t0.Add(time.Hour), 0, nil); err != nil || len(ls) != 0 {
+		t.Errorf("Due = %d leases, %v; want none", len(ls), err)
+	}
+	if l, err := db.GetLease("watched"); err != nil || !l.Token.IsZero() {
+		t.Errorf("GetLease of a grant without a token = %v; want an empty token", err)
+	}
+	assertCountsMatchScan(t, db)
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/grantwatch/grantwatch/daemon/notify"
 	"github.com/grantwatch/grantwatch/internal/secret"
 	"github.com/grantwatch/grantwatch/probes/sandbox"
+	"github.com/grantwatch/grantwatch/store"
 )
 
 func init() { extraCommands = append(extraCommands, (*app).demoCmd) }
@@ -196,7 +197,7 @@ group_wait = "0s"
 	if err != nil {
 		return err
 	}
-	if _, _, err := db.Import(gs, time.Now()); err != nil {
+	if _, _, err := db.Import(gs, time.Now(), store.ImportOptions{}); err != nil {
 		db.Close()
 		return err
 	}
