@@ -346,9 +346,7 @@ func (d *Daemon) ActiveEvents(ctx context.Context, fn func(notify.Event) error) 
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		cause := probes.Cause(g.Cause)
-		return fn(*grantEvent(notify.TypeReconnectRequired, g, "", g.StateChangedAt,
-			"grant "+g.ID+" needs its user to reconnect: "+cause.Summary(), cause.Fix()))
+		return fn(*reconnectEvent(g, "", g.StateChangedAt))
 	})
 	if err != nil {
 		return err
