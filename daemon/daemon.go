@@ -195,6 +195,7 @@ func buildProviders(cfg *config.Config) (map[string]*provider, error) {
 			DegradedAfter: cfg.Daemon.DegradedAfter,
 			BackoffMin:    cfg.Daemon.BackoffMin,
 			BackoffMax:    cfg.Daemon.BackoffMax,
+			Observe:       pc.Observe(),
 		}
 		if pc.Schedule != "" {
 			var err error
@@ -278,6 +279,7 @@ func (d *Daemon) Run(ctx context.Context, ready func(*Daemon)) error {
 		dispWG.Wait()
 		return err
 	}
+	d.syncModes()
 	c.Start()
 	d.Kick()
 	d.log.Info("grantwatch started", "db", d.db.Path(), "socket", cfg.Daemon.Socket,

@@ -138,7 +138,7 @@ func grantsByID(t *testing.T, db *store.DB) map[string]store.Grant {
 // `grants import`, checking providers against cfg.
 func importLines(t *testing.T, cfg *config.Config, lines []string) {
 	t.Helper()
-	gs, err := ParseImport(strings.NewReader(strings.Join(lines, "\n")), func(p string) bool { _, ok := cfg.Provider(p); return ok })
+	gs, err := ParseImport(strings.NewReader(strings.Join(lines, "\n")), cfg.Provider)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -55,6 +55,7 @@ func (d *Daemon) reload() error {
 	d.providers = provs
 	d.mu.Unlock()
 	d.log.Info("config reloaded", "providers", len(cfg.Providers))
+	d.syncModes()
 	d.Kick()
 	return nil
 }

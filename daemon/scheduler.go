@@ -111,6 +111,10 @@ func (d *Daemon) probeLease(ctx, probeCtx context.Context, l job) {
 			"provider", l.Grant.Provider, "grant", l.Grant.ID)
 		return // the lease brings it back; a reload that adds the provider probes it
 	}
+	if p.policy.Observe {
+		d.unschedule(l.Grant) // its app refreshes it, never grantwatch
+		return
+	}
 	// A lease that has waited (behind a slow provider's rate) until less
 	// than a probe's time is left may be handed out again when it runs out:
 	// probing on it could present the same token twice, which a rotating
@@ -178,12 +182,18 @@ func (d *Daemon) unclaim(id string) { d.inflight.Delete(id) }
 
 // requeue makes a leased grant due now without changing anything else.
 func (d *Daemon) requeue(leased store.Grant) {
-	now := d.now()
+	d.setDue(leased, d.now())
+	d.Kick()
+}
+
+// setDue moves a leased grant's due time to at (zero: not scheduled)
+// without changing anything else, and ends its lease.
+func (d *Daemon) setDue(leased store.Grant, at time.Time) {
 	err := d.db.Apply(leased.ID, func(cur store.Grant) (store.Change, error) {
 		if cur.TokenGen != leased.TokenGen {
 			return store.Change{Skip: true}, nil
 		}
-		cur.NextDueAt = now
+		cur.NextDueAt = at
 		return store.Change{Grant: cur}, nil
 	})
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
@@ -191,7 +201,6 @@ func (d *Daemon) requeue(leased store.Grant) {
 	} else {
 		d.leases.end(leased.Row)
 	}
-	d.Kick()
 }
 
 // refresh runs one probe with the probe timeout and feeds the clock checker.
@@ -199,6 +208,13 @@ func (d *Daemon) refresh(ctx context.Context, p *provider, tok secret.Secret) pr
 	ctx, cancel := context.WithTimeout(ctx, d.Config().Daemon.ProbeTimeout)
 	defer cancel()
 	res := d.prober.Refresh(ctx, p.ep, tok)
+	d.judged(p, res)
+	return res
+}
+
+// judged feeds a provider's answer, a probe's or one its app reported, to
+// the metrics, the clock (its Date header) and the provider's health.
+func (d *Daemon) judged(p *provider, res probes.Result) {
 	d.metrics.observe(p.cfg.Name, res)
 	if !res.Date.IsZero() {
 		d.clock.ObserveDate(p.cfg.Name, res.Date, res.Started, res.Latency)
@@ -210,5 +226,4 @@ func (d *Daemon) refresh(ctx context.Context, p *provider, tok secret.Secret) pr
 			d.onProviderChange(cur, ch)
 		}
 	}
-	return res
 }

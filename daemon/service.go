@@ -23,14 +23,19 @@ import (
 
 // Grants calls fn for every grant, or those in state and of provider.
 func (d *Daemon) Grants(state store.State, provider string, fn func(store.Grant) error) error {
+	mark := d.staleness()
+	each := func(g store.Grant) error {
+		mark(&g)
+		return fn(g)
+	}
 	if state != "" {
-		return d.db.EachInState(state, provider, fn)
+		return d.db.EachInState(state, provider, each)
 	}
 	return d.db.Each(func(g store.Grant) error {
 		if provider != "" && g.Provider != provider {
 			return nil
 		}
-		return fn(g)
+		return each(g)
 	})
 }
 
@@ -44,6 +49,7 @@ func (d *Daemon) Grant(id string) (api.GrantDetail, error) {
 	if err != nil {
 		return api.GrantDetail{}, err
 	}
+	d.staleness()(&g)
 	return api.GrantDetail{Grant: g, History: h}, nil
 }
 
@@ -84,6 +90,9 @@ func (d *Daemon) ProbeNow(ctx context.Context, id string) (api.ProbeReport, erro
 	if p == nil {
 		return api.ProbeReport{}, api.Invalid(fmt.Errorf("grant %s: provider %q is not configured", id, l.Grant.Provider))
 	}
+	if p.policy.Observe {
+		return api.ProbeReport{}, errObserved(id, p.cfg.Name)
+	}
 	if p.secretErr != nil {
 		return api.ProbeReport{}, api.Invalid(p.secretErr)
 	}
@@ -109,6 +118,14 @@ func (d *Daemon) ProbeNow(ctx context.Context, id string) (api.ProbeReport, erro
 // SetToken stores a new refresh token for a grant (the user reconnected),
 // resets it to pending and probes it once.
 func (d *Daemon) SetToken(ctx context.Context, id string, tok secret.Secret) (api.ProbeReport, error) {
+	g, err := d.db.Get(id)
+	if err != nil {
+		return api.ProbeReport{}, err
+	}
+	if p := d.provider(g.Provider); p != nil && p.policy.Observe {
+		// Its app holds the token, and reports whether the new one works.
+		return api.ProbeReport{}, errObserved(id, p.cfg.Name)
+	}
 	if _, err := d.db.SetToken(id, tok, d.now()); err != nil {
 		return api.ProbeReport{}, err
 	}
@@ -181,6 +198,9 @@ func (d *Daemon) Status() (api.Status, error) {
 		}
 		sort.Slice(*s.dst, func(i, j int) bool { return (*s.dst)[i].StateChangedAt.Before((*s.dst)[j].StateChangedAt) })
 	}
+	if st.Stale, st.StaleGrants, err = d.staleStatus(); err != nil {
+		return st, err
+	}
 	st.Providers = d.providerStates()
 	cs := d.clock.Snapshot()
 	st.Clock = api.ClockView{
@@ -201,7 +221,7 @@ func (d *Daemon) Status() (api.Status, error) {
 		st.LastTickAt = time.Unix(0, t)
 	}
 	st.NeedsAction = st.ByState[string(store.StateReconnectRequired)] > 0 ||
-		st.ByState[string(store.StateOnHold)] > 0 || cs.State == ClockSkewed
+		st.ByState[string(store.StateOnHold)] > 0 || cs.State == ClockSkewed || st.Stale > 0
 	for _, p := range st.Providers {
 		if p.State != "ok" {
 			st.NeedsAction = true
@@ -245,7 +265,7 @@ func (d *Daemon) Import(ctx context.Context, r io.Reader, progress func(api.Impo
 			}
 		}
 	}()
-	gs, err := ParseImport(lr, func(p string) bool { _, ok := cfg.Provider(p); return ok })
+	gs, err := ParseImport(lr, cfg.Provider)
 	close(stop)
 	<-stopped
 	if err != nil {

@@ -172,10 +172,7 @@ func exchange(ctx context.Context, hc *http.Client, ep Endpoint, token secret.Se
 	if res.OK && rotated != "" && rotated != token.Reveal() {
 		res.NewRefreshToken = secret.Secret(rotated)
 	}
-	// A gateway's 502 or 504 comes from between us and the token endpoint,
-	// which may have handled the request (and rotated the token) all the
-	// same: the answer counts as lost.
-	res.Lost = resp.StatusCode == http.StatusBadGateway || resp.StatusCode == http.StatusGatewayTimeout
+	res.Lost = LostStatus(resp.StatusCode)
 	return res
 }
 

@@ -189,7 +189,7 @@ group_wait = "0s"
 	for _, n := range []string{"gus", "hal", "ivy", "jon", "kim", "lee"} {
 		add(m365, "m365", n+"-outlook", n+"@acme.example")
 	}
-	gs, err := daemon.ParseImport(strings.NewReader(strings.Join(lines, "\n")), func(string) bool { return true })
+	gs, err := daemon.ParseImport(strings.NewReader(strings.Join(lines, "\n")), cfg.Provider)
 	if err != nil {
 		return err
 	}

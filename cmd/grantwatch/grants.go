@@ -150,7 +150,7 @@ func (a *app) grantsListCmd() *cobra.Command {
 			n := 0
 			err = c.List(cmd.Context(), state, provider, func(g store.Grant) error {
 				n++
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", g.ID, g.Provider, g.State,
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", g.ID, g.Provider, shownState(g),
 					dash(g.Cause), g.Failures, ago(g.LastProbeAt), dash(g.Subject))
 				return nil
 			})
@@ -169,6 +169,16 @@ func (a *app) grantsListCmd() *cobra.Command {
 	cmd.Flags().StringVar(&provider, "provider", "", "only grants of this provider")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON array")
 	return cmd
+}
+
+// shownState is a grant's state as a person should read it: a stale grant
+// (observe mode, no report for longer than its interval) is stale first,
+// whatever its last report said.
+func shownState(g store.Grant) string {
+	if g.Stale {
+		return "stale (" + string(g.State) + ")"
+	}
+	return string(g.State)
 }
 
 func dash(s string) string {
@@ -259,7 +269,13 @@ func printGrant(out io.Writer, g store.Grant) {
 		}
 		fmt.Fprintf(tw, "labels:\t%s\n", strings.Join(ls, ", "))
 	}
-	fmt.Fprintf(tw, "state:\t%s (since %s)\n", g.State, ago(g.StateChangedAt))
+	fmt.Fprintf(tw, "state:\t%s (since %s)\n", shownState(g), ago(g.StateChangedAt))
+	if g.Stale {
+		fmt.Fprintf(tw, "stale:\tits app has not reported a refresh for longer than the provider's interval (last report %s)\n", ago(g.LastProbeAt))
+	}
+	if g.ReuseDetected {
+		fmt.Fprintf(tw, "reuse:\tsomeone else used this grant's refresh token (a leak or a second refresher); stop them before the user reconnects\n")
+	}
 	if g.Cause != "" {
 		fmt.Fprintf(tw, "cause:\t%s (action: %s)\n", g.Cause, g.Action)
 	}
@@ -267,9 +283,12 @@ func printGrant(out io.Writer, g store.Grant) {
 		fmt.Fprintf(tw, "error:\t%s %s\n", g.Error, g.ErrorDescription)
 	}
 	fmt.Fprintf(tw, "failures:\t%d\nlast probe:\t%s\nlast success:\t%s\n", g.Failures, ago(g.LastProbeAt), ago(g.LastSuccessAt))
-	if g.NextDueAt.IsZero() {
+	switch {
+	case g.NextDueAt.IsZero() && g.State != store.StateReconnectRequired:
+		fmt.Fprintf(tw, "next probe:\tnone (observe mode: its app reports its refreshes)\n")
+	case g.NextDueAt.IsZero():
 		fmt.Fprintf(tw, "next probe:\tnone (waits for a new refresh token)\n")
-	} else {
+	default:
 		fmt.Fprintf(tw, "next probe:\t%s\n", g.NextDueAt.Local().Format(time.RFC3339))
 	}
 	tw.Flush()

@@ -39,6 +39,9 @@ type Service interface {
 	ProbeNow(ctx context.Context, id string) (ProbeReport, error)
 	// SetToken stores a new refresh token and probes it once.
 	SetToken(ctx context.Context, id string, tok secret.Secret) (ProbeReport, error)
+	// Observe judges and stores an app's report of its own refresh of a
+	// grant of a provider in observe mode, as a probe's result.
+	Observe(ctx context.Context, id string, obs Observation) (ProbeReport, error)
 	// Import reads JSON Lines of grants and stores them, calling progress
 	// (never concurrently) as it goes; nothing is written unless every line
 	// is valid.
@@ -85,6 +88,7 @@ func Handler(svc Service, log *slog.Logger) http.Handler {
 	mux.HandleFunc("DELETE /v1/grants/{id}", s.handleRemove)
 	mux.HandleFunc("POST /v1/grants/{id}/probe", s.handleProbe)
 	mux.HandleFunc("PUT /v1/grants/{id}/refresh_token", s.handleSetToken)
+	mux.HandleFunc("POST /v1/grants/{id}/observations", s.handleObserve)
 	mux.HandleFunc("POST /v1/notify/test", s.handleNotifyTest)
 	mux.HandleFunc("GET /v1/notify/dead", s.handleDead)
 	mux.HandleFunc("POST /v1/notify/dead/redeliver", s.handleRedeliver)
@@ -92,8 +96,9 @@ func Handler(svc Service, log *slog.Logger) http.Handler {
 }
 
 // TCPHandler serves /metrics, /healthz, /readyz and, when token is set, the
-// grant API for apps whose users just reconnected (GET a grant, PUT its
-// refresh token), behind that bearer token.
+// grant API for apps (GET a grant, PUT its refresh token when the user
+// reconnected, POST the outcome of the app's own refresh in observe mode),
+// behind that bearer token.
 func TCPHandler(svc Service, log *slog.Logger, metrics http.Handler, token secret.Secret) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -111,6 +116,7 @@ func TCPHandler(svc Service, log *slog.Logger, metrics http.Handler, token secre
 		guard := requireBearer(token, Handler(svc, log))
 		mux.Handle("GET /v1/grants/{id}", guard)
 		mux.Handle("PUT /v1/grants/{id}/refresh_token", guard)
+		mux.Handle("POST /v1/grants/{id}/observations", guard)
 	}
 	return mux
 }
@@ -258,6 +264,22 @@ func (s *server) handleSetToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rep, err := s.svc.SetToken(r.Context(), r.PathValue("id"), req.RefreshToken.Secret)
+	answer(w, rep, err)
+}
+
+// maxObservation bounds an observation's body: the answer it carries is
+// read up to 1 MiB, as a probe reads one, and may grow in JSON escaping.
+const maxObservation = 4 << 20
+
+func (s *server) handleObserve(w http.ResponseWriter, r *http.Request) {
+	var obs Observation
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxObservation))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&obs); err != nil {
+		writeErr(w, Invalid(fmt.Errorf(`read observation: want {"status": N, "body": "…", "headers": {"Date": "…"}}: %w`, err)))
+		return
+	}
+	rep, err := s.svc.Observe(r.Context(), r.PathValue("id"), obs)
 	answer(w, rep, err)
 }
 

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -24,6 +25,7 @@ type fakeService struct {
 	importFn  func(context.Context, io.Reader, func(ImportProgress)) (ImportProgress, error)
 	redeliver func(string, []uint64) (RedeliverResult, error)
 	setToken  func(context.Context, string, secret.Secret) (ProbeReport, error)
+	observe   func(context.Context, string, Observation) (ProbeReport, error)
 	ready     func() error
 }
 
@@ -64,6 +66,13 @@ func (f *fakeService) SetToken(ctx context.Context, id string, tok secret.Secret
 		return ProbeReport{}, f.missing("SetToken")
 	}
 	return f.setToken(ctx, id, tok)
+}
+
+func (f *fakeService) Observe(ctx context.Context, id string, obs Observation) (ProbeReport, error) {
+	if f.observe == nil {
+		return ProbeReport{}, f.missing("Observe")
+	}
+	return f.observe(ctx, id, obs)
 }
 
 func (f *fakeService) Import(ctx context.Context, r io.Reader, p func(ImportProgress)) (ImportProgress, error) {
@@ -246,6 +255,9 @@ func TestTCPHandlerGuardsTheGrantAPI(t *testing.T) {
 	svc := &fakeService{t: t,
 		ready: func() error { return errors.New("scheduler has not ticked yet") },
 		grant: func(id string) (GrantDetail, error) { return GrantDetail{Grant: store.Grant{ID: id}}, nil },
+		observe: func(_ context.Context, id string, _ Observation) (ProbeReport, error) {
+			return ProbeReport{Grant: store.Grant{ID: id}}, nil
+		},
 	}
 	metrics := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "grantwatch_up 1\n") })
 	tok := secret.Secret("0123456789abcdef-token")
@@ -262,9 +274,16 @@ func TestTCPHandlerGuardsTheGrantAPI(t *testing.T) {
 		{"no bearer", "GET", "/v1/grants/g", "", tok, 401},
 		{"wrong bearer", "GET", "/v1/grants/g", "Bearer nope", tok, 401},
 		{"right bearer", "GET", "/v1/grants/g", "Bearer " + tok.Reveal(), tok, 200},
+		{"observation without bearer", "POST", "/v1/grants/g/observations", "", tok, 401},
+		{"observation with bearer", "POST", "/v1/grants/g/observations", "Bearer " + tok.Reveal(), tok, 200},
+		{"no observations without a token file", "POST", "/v1/grants/g/observations", "", "", 404},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			req := httptest.NewRequest(tt.method, tt.path, nil)
+			var body io.Reader
+			if tt.method == "POST" {
+				body = strings.NewReader(`{"status": 200}`)
+			}
+			req := httptest.NewRequest(tt.method, tt.path, body)
 			if tt.auth != "" {
 				req.Header.Set("Authorization", tt.auth)
 			}
@@ -277,5 +296,35 @@ func TestTCPHandlerGuardsTheGrantAPI(t *testing.T) {
 				t.Error("the answer quotes the token")
 			}
 		})
+	}
+}
+
+// TestObservationBody: POST /v1/grants/{id}/observations takes the contract's
+// body (status, the answer's body as received, its headers) and passes it on
+// whole; anything else is refused with the shape it wants.
+func TestObservationBody(t *testing.T) {
+	var got Observation
+	svc := &fakeService{t: t, observe: func(_ context.Context, id string, obs Observation) (ProbeReport, error) {
+		got = obs
+		return ProbeReport{Grant: store.Grant{ID: id, State: store.StateReconnectRequired}, Result: ResultView{Cause: "revoked"}}, nil
+	}}
+	h := Handler(svc, nil)
+	for _, body := range []string{`{"status": "400"}`, `{"status": 400, "answer": "x"}`, `[]`, ``} {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("POST", "/v1/grants/g/observations", strings.NewReader(body)))
+		if rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), `\"status\"`) {
+			t.Errorf("body %q: answer %d %s; want 400 naming the shape", body, rec.Code, rec.Body)
+		}
+	}
+	const answer = `{"error":"invalid_grant","error_description":"Token has been expired or revoked."}`
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("POST", "/v1/grants/g/observations",
+		strings.NewReader(`{"status": 400, "body": `+strconv.Quote(answer)+`, "headers": {"Date": "Mon, 02 Jan 2006 15:04:05 GMT"}}`)))
+	if rec.Code != http.StatusOK || got.Status != 400 || got.Body == nil || *got.Body != answer || got.Headers["Date"] != "Mon, 02 Jan 2006 15:04:05 GMT" {
+		t.Errorf("answer %d %s; service got %+v", rec.Code, rec.Body, got)
+	}
+	rep, err := client(t, svc).Observe(context.Background(), "g", Observation{Status: 200})
+	if err != nil || got.Status != 200 || got.Body != nil || rep.Grant.State != store.StateReconnectRequired {
+		t.Errorf("Client.Observe = %+v, %v; service got %+v", rep, err, got)
 	}
 }
