@@ -21,6 +21,7 @@ const (
 	CauseInvalidClient       Cause = "invalid_client"
 	CauseUnauthorizedClient  Cause = "unauthorized_client"
 	CauseInvalidScope        Cause = "invalid_scope"
+	CauseInvalidRequest      Cause = "invalid_request"
 	CauseRateLimited         Cause = "rate_limited"
 	CauseServerError         Cause = "server_error"
 	CauseNetwork             Cause = "network"
@@ -78,6 +79,9 @@ var causes = map[Cause]causeInfo{
 	CauseInvalidScope: {ActionFixConfig,
 		"a requested scope is not allowed for this app",
 		"The provider refused the requested scopes. Remove `scopes` from the provider entry (a refresh needs none) or correct it to scopes the app is granted, then reload. Users need not reconnect."},
+	CauseInvalidRequest: {ActionFixConfig,
+		"the provider says the request lacked the refresh token: it did not arrive as grantwatch sent it",
+		"grantwatch always sends the refresh_token parameter, so a token endpoint that reports it missing did not receive the request as sent: token_url points at another endpoint (a wrong path, tenant or host), or a proxy or gateway in between drops or rewrites the form body. Check this provider's token_url and anything between, then reload (`systemctl reload grantwatch`). Every grant of this provider is held meanwhile; users need not reconnect. If only one grant fails this way, its stored refresh token may be blank or garbled: store a new one with `grantwatch grants set-token ID`."},
 	CauseRateLimited: {ActionRetry,
 		"the provider is rate limiting requests",
 		"The provider asked to slow down (HTTP 429). grantwatch backs off and honours Retry-After; nothing is wrong with the grant. If it persists, lower this provider's `rate` or `concurrency`."},
@@ -88,8 +92,8 @@ var causes = map[Cause]causeInfo{
 		"the token endpoint could not be reached (DNS, TCP, TLS)",
 		"grantwatch could not reach the token endpoint (DNS, connection refused, TLS failure). Check this host's network, DNS, proxy and firewall, and the provider's token_url; `grantwatch doctor` tests each step. The grant itself is fine."},
 	CauseMalformed: {ActionRetry,
-		"the answer was not a token response (an HTML page, empty or truncated)",
-		"The token endpoint answered with something that is not an OAuth token response: an HTML error page, an empty or truncated body. Usually a proxy or an outage; grantwatch retries. If it persists, check token_url and any proxy in between."},
+		"the answer could not be read: not a token response (an HTML page, empty or truncated), or an error no rule knows",
+		"The token endpoint answered with something grantwatch cannot read as a verdict: an HTML error page, an empty or truncated body, or an error code and description no rule knows. Usually a proxy or a passing fault; grantwatch retries. If it persists, check token_url and any proxy in between, and run the answer through `grantwatch explain --provider P` to see what was read."},
 }
 
 // Known reports whether c is one of the causes of the table (or CauseNone).
@@ -115,6 +119,6 @@ func (c Cause) Retryable() bool { return c.Action() == ActionRetry }
 func Causes() []Cause {
 	return []Cause{CauseRevoked, CausePasswordChanged, CauseExpired, CauseCodeReused,
 		CauseInteractionRequired, CauseInvalidGrant, CauseClockSkew, CauseInvalidClient,
-		CauseUnauthorizedClient, CauseInvalidScope, CauseRateLimited, CauseServerError,
+		CauseUnauthorizedClient, CauseInvalidScope, CauseInvalidRequest, CauseRateLimited, CauseServerError,
 		CauseNetwork, CauseMalformed}
 }

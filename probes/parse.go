@@ -84,11 +84,18 @@ func parseAnswerAt(status int, h http.Header, body []byte, now time.Time, rt *st
 		}
 	default:
 		a.Format = "text"
-		if utf8.Valid(trimmed) {
-			// A plain-text answer ("Invalid grant_type") is read whole; a
-			// truncated or broken JSON object (also "text") is not, since
-			// half an answer is no verdict.
-			a.addText("body", string(trimmed))
+		// A plain-text answer ("Invalid grant_type") is read as one text,
+		// if it is text (valid UTF-8); a truncated or broken JSON object
+		// (also "text") is not, since half an answer is no verdict.
+		head := trimmed
+		if len(head) > maxDescriptionLen+utf8.UTFMax {
+			head = head[:maxDescriptionLen+utf8.UTFMax]
+			for i := 0; i < utf8.UTFMax && !utf8.Valid(head); i++ {
+				head = head[:len(head)-1] // a rune the cut split
+			}
+		}
+		if utf8.Valid(head) {
+			a.addText("body", string(head))
 		}
 	}
 	if len(a.ErrorCodes) == 0 && len(a.Texts) > 0 {
@@ -278,13 +285,17 @@ func collectJSON(a *Answer, m map[string]json.RawMessage) {
 	if nested != nil {
 		a.collectEntry(nested, "error.", true)
 	}
-	for _, k := range codeKeys {
-		if s := firstString(m, k); isCodeLike(s) {
-			a.setError(s, k)
+	if !a.HasAccessToken {
+		// Beside a token, "status":"active" or "type":"bearer" are no
+		// error codes; only an "error" member makes such an answer fail.
+		for _, k := range codeKeys {
+			if s := firstString(m, k); isCodeLike(s) {
+				a.setError(s, k)
+			}
 		}
+		a.addCodes(m["code"], "code")
+		a.collectList(m["errors"], "errors")
 	}
-	a.addCodes(m["code"], "code")
-	a.collectList(m["errors"], "errors")
 	a.addTexts(m, "", wordKeys)
 }
 

@@ -101,6 +101,8 @@ func TestParseAnswer(t *testing.T) {
 			Answer{Status: 200, Format: "json", HasAccessToken: true}},
 		{"token json with a message", 200, ctJSON, `{"access_token":"SECRET-AT","message":"welcome","status":"active"}`,
 			Answer{Status: 200, Format: "json", HasAccessToken: true}},
+		{"token json with a null error", 200, ctJSON, `{"access_token":"SECRET-AT","error":null,"status":"active","token_type":"bearer"}`,
+			Answer{Status: 200, Format: "json", HasAccessToken: true}},
 		{"empty access token", 200, ctJSON, `{"access_token":""}`,
 			Answer{Status: 200, Format: "json"}},
 		{"json without content type", 400, "", `{"error":"invalid_client"}`,
@@ -119,6 +121,8 @@ func TestParseAnswer(t *testing.T) {
 		{"text", 500, "text/plain", `Internal Server Error`,
 			Answer{Status: 500, Format: "text", ErrorDescription: "Internal Server Error", Texts: texts("body", "Internal Server Error")}},
 		{"text not utf-8", 400, "application/octet-stream", "\x1f\x8b\x08\x00\xff", Answer{Status: 400, Format: "text"}},
+		{"long text", 400, "text/plain", strings.Repeat("é", 4000),
+			Answer{Status: 400, Format: "text", ErrorDescription: strings.Repeat("é", 512), Texts: texts("body", strings.Repeat("é", 512))}},
 		{"whitespace only", 502, "", " \n\t", Answer{Status: 502, Format: "empty"}},
 		{"nothing", 401, "", "", Answer{Status: 401, Format: "empty"}},
 	}

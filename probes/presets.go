@@ -88,6 +88,14 @@ var presets = map[string]Preset{
 			{Name: "google: policy_enforced", Error: "policy_enforced", Cause: CauseRevoked},
 			{Name: "google: Account has been deleted", Pattern: re(`account has been deleted`), Cause: CauseRevoked},
 			{Name: "google: deleted_client", Error: "deleted_client", Cause: CauseInvalidClient},
+			// A service account ("robot") that is disabled or deleted: the
+			// app's credentials are gone, which no user can fix by
+			// reconnecting (an owner deleted, google-api-ruby-client#720; a
+			// maintainer on "account not found", google-cloud-php#3622).
+			// Before the generic wording, which would read "Invalid grant"
+			// as a verdict on a user's grant.
+			{Name: "google: Robot is disabled", Pattern: re(`robot is disabled`), Cause: CauseInvalidClient},
+			{Name: "google: service account not found", Pattern: re(`invalid grant: account not found`), Cause: CauseInvalidClient},
 			// "Token has been expired or revoked." is the one sentence Google
 			// uses for revocation, six months of disuse, a password change,
 			// the 100-token limit and the 7-day testing-mode expiry alike
@@ -265,7 +273,11 @@ var presets = map[string]Preset{
 		Name: "keycloak", Title: "Keycloak",
 		AuthStyle: oauth2.AuthStyleAutoDetect,
 		Rules: []Rule{
-			// TokenManager.validateTokenReuse: a rotated-away token.
+			// TokenManager.validateTokenReuse: a rotated-away token. "Stale
+			// token" comes from there too, and from the not-before check
+			// of validateToken (tokens issued before an admin's
+			// revocation); both need a reconnect, and reuse is the case
+			// that needs the rotation looked at.
 			{Name: "keycloak: refresh token reuse exceeded", Pattern: re(`maximum allowed refresh token reuse exceeded`), Cause: CauseCodeReused},
 			{Name: "keycloak: stale token", Pattern: re(`stale (refresh )?token`), Cause: CauseCodeReused},
 			// The SSO session (idle or max) ended, and the token with it.
@@ -283,7 +295,10 @@ var presets = map[string]Preset{
 			// precede the "expired" one.
 			{Name: "hydra: token_inactive (reuse)", Error: "token_inactive", Cause: CauseCodeReused},
 			{Name: "hydra: already used", Pattern: re(`already (been )?used`), Cause: CauseCodeReused},
-			{Name: "hydra: token expired", Error: "invalid_grant", Pattern: re(`token expired|refresh token (has )?expired`), Cause: CauseExpired},
+			// fosite's hints ("The refresh token expired.", "Token
+			// expired.") follow RFC 6749's definition of invalid_grant,
+			// which the classifier sets aside (see preambles): the generic
+			// wording rules read them.
 		},
 	},
 

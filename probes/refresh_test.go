@@ -551,16 +551,22 @@ func TestRefreshHostileEndpoints(t *testing.T) {
 	chunk := []byte(strings.Repeat("A", 32<<10))
 	spaces := []byte(strings.Repeat(" ", 32<<10))
 
+	// begin sends header, the status and prefix, counting what was sent.
+	begin := func(w http.ResponseWriter, status int, header map[string]string, prefix string, sent *atomic.Int64) error {
+		for k, v := range header {
+			w.Header().Set(k, v)
+		}
+		w.WriteHeader(status)
+		n, err := w.Write([]byte(prefix))
+		sent.Add(int64(n))
+		return err
+	}
 	// endless writes prefix, then fill until the client goes away.
 	endless := func(status int, header map[string]string, prefix string, fill []byte) func(http.ResponseWriter, *http.Request, *atomic.Int64) {
 		return func(w http.ResponseWriter, r *http.Request, sent *atomic.Int64) {
-			for k, v := range header {
-				w.Header().Set(k, v)
-			}
-			w.WriteHeader(status)
-			n, err := w.Write([]byte(prefix))
-			sent.Add(int64(n))
+			err := begin(w, status, header, prefix, sent)
 			for err == nil {
+				var n int
 				n, err = w.Write(fill)
 				sent.Add(int64(n))
 			}
@@ -569,10 +575,7 @@ func TestRefreshHostileEndpoints(t *testing.T) {
 	// trickle writes prefix, then one byte of fill a second.
 	trickle := func(status int, prefix string) func(http.ResponseWriter, *http.Request, *atomic.Int64) {
 		return func(w http.ResponseWriter, r *http.Request, sent *atomic.Int64) {
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(status)
-			n, _ := w.Write([]byte(prefix))
-			sent.Add(int64(n))
+			_ = begin(w, status, map[string]string{"Content-Type": "application/json"}, prefix, sent)
 			w.(http.Flusher).Flush()
 			tick := time.NewTicker(time.Second)
 			defer tick.Stop()
@@ -594,12 +597,7 @@ func TestRefreshHostileEndpoints(t *testing.T) {
 	// stall sends a complete-looking start, then holds the body open.
 	stall := func(status int, header map[string]string, body string) func(http.ResponseWriter, *http.Request, *atomic.Int64) {
 		return func(w http.ResponseWriter, r *http.Request, sent *atomic.Int64) {
-			for k, v := range header {
-				w.Header().Set(k, v)
-			}
-			w.WriteHeader(status)
-			n, _ := w.Write([]byte(body))
-			sent.Add(int64(n))
+			_ = begin(w, status, header, body, sent)
 			w.(http.Flusher).Flush()
 			<-r.Context().Done()
 		}

@@ -67,6 +67,12 @@ type Result struct {
 	Action Action
 	// Rule names the classification rule that chose Cause, for explain.
 	Rule string
+	// Read names the members of the body the verdict was read from, in
+	// explain's notation ("error", "error_description", "error.code",
+	// "errors[0].message", "body"; see Text.From). nil when the verdict
+	// rests on the HTTP status or the body's format alone (a bare 401, a
+	// 5xx, an HTML page), on no answer (a transport error), or on success.
+	Read []string
 	// Status, Error, ErrorDescription, ErrorSubtype and ErrorCodes are copied
 	// from the answer (Status 0 when no answer came).
 	Status           int
@@ -89,3 +95,14 @@ type Result struct {
 	// NewRefreshToken is set when the provider rotated the refresh token.
 	NewRefreshToken secret.Secret
 }
+
+// Unreadable reports that the answer could not be read: a token endpoint
+// answered (a 4xx, or a 2xx or 3xx without a token) but no rule found a
+// verdict in it — an HTML page, an empty or truncated body, or an error
+// code and words no rule knows. Its cause is CauseMalformed, whose action
+// is retry: one such answer says nothing about the grant, but the same
+// grant answered so again and again needs a person (a changed token_url, a
+// proxy, a provider's new wording), which is why the daemon counts these
+// per grant. A 5xx, 429 or 408 is an outage, never Unreadable; nor is a
+// transport failure, which has no answer.
+func (r Result) Unreadable() bool { return r.Cause == CauseMalformed }

@@ -1,10 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -23,7 +26,15 @@ func TestExplain(t *testing.T) {
 			map[string]any{"cause": "password_changed", "action": "reconnect", "retryable": false}},
 		// An HTML error page from a proxy during an outage: never a reconnect.
 		{"html 502", "", "502", `<html><body><h1>502 Bad Gateway</h1></body></html>`,
-			map[string]any{"cause": "server_error", "action": "retry", "retryable": true}},
+			map[string]any{"cause": "server_error", "action": "retry", "retryable": true, "read": []any{}}},
+		// Fitbit's errors list (home-assistant/core#141223): the verdict is
+		// read from the entry's message.
+		{"errors list", "", "400", `{"errors":[{"errorType":"invalid_grant","message":"Refresh token invalid: xxxxxx. Visit https://dev.fitbit.com/docs/oauth2 for more information on the Fitbit Web API authorization process."}],"success":false}`,
+			map[string]any{"cause": "invalid_grant", "action": "reconnect", "read": []any{"errors[0].message"}}},
+		// A request without refresh_token (Google's words): the provider
+		// entry, not the grant.
+		{"refresh_token missing", "google", "400", `{"error":"invalid_request","error_description":"Missing required parameter: refresh_token"}`,
+			map[string]any{"cause": "invalid_request", "action": "fix_config", "retryable": false, "read": []any{"error_description"}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -39,13 +50,13 @@ func TestExplain(t *testing.T) {
 			if err := json.Unmarshal([]byte(out), &got); err != nil {
 				t.Fatalf("%v\n%s", err, out)
 			}
-			for _, k := range []string{"cause", "action", "error", "error_description", "retryable", "fix"} {
+			for _, k := range []string{"cause", "action", "error", "error_description", "retryable", "fix", "rule", "status", "read"} {
 				if _, ok := got[k]; !ok {
 					t.Errorf("explain --json lacks %q", k)
 				}
 			}
 			for k, v := range tt.want {
-				if got[k] != v {
+				if fmt.Sprint(got[k]) != fmt.Sprint(v) {
 					t.Errorf("%s = %v, want %v", k, got[k], v)
 				}
 			}
@@ -55,8 +66,17 @@ func TestExplain(t *testing.T) {
 		})
 	}
 	out, _, err := cli(t, "/nonexistent.toml", `{"error":"invalid_grant"}`, "explain")
-	if err != nil || !strings.Contains(out, "cause:   invalid_grant") || !strings.Contains(out, "reconnect") {
+	if err != nil || !strings.Contains(out, "cause:   invalid_grant") || !strings.Contains(out, "reconnect") || !strings.Contains(out, "read:    error\n") {
 		t.Errorf("human explain: %v\n%s", err, out)
+	}
+	// Twitch's {"status","message"} (twitchdev/issues#1037): the member read is named.
+	out, _, err = cli(t, "/nonexistent.toml", `{"status":400,"message":"Invalid refresh token"}`, "explain")
+	if err != nil || !strings.Contains(out, "cause:   invalid_grant") || !strings.Contains(out, "read:    message\n") {
+		t.Errorf("human explain of a status/message answer: %v\n%s", err, out)
+	}
+	out, _, err = cli(t, "/nonexistent.toml", `<html><body>Bad Request</body></html>`, "explain")
+	if err != nil || !strings.Contains(out, "cause:   malformed") || !strings.Contains(out, "read:    nothing") {
+		t.Errorf("human explain of an HTML page: %v\n%s", err, out)
 	}
 	if _, _, err := cli(t, "/nonexistent.toml", "{}", "explain", "--provider", "gogle"); err == nil || !strings.Contains(err.Error(), "known:") {
 		t.Errorf("unknown preset: %v", err)
@@ -93,5 +113,43 @@ url = "%s/secret-path-TOKEN123"
 	}
 	if _, _, err := cli(t, s.cfgPath, "", "notify", "test", "nope"); err == nil {
 		t.Error("an unknown receiver gave no error")
+	}
+}
+
+// TestExplainConfiguredProviderAndNoPrompt: --provider takes a configured
+// provider's name, the name every other command shows, and applies its
+// preset's wording; an unknown name lists both kinds of names; and with
+// stdin not a terminal (/dev/null) no prompt is printed (issue 12 item 10).
+func TestExplainConfiguredProviderAndNoPrompt(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "grantwatch.toml")
+	os.WriteFile(cfg, []byte("[[providers]]\nname = \"m365\"\npreset = \"microsoft\"\nclient_id = \"x\"\n"), 0o600)
+	// Microsoft Entra after a password reset (as in TestExplain).
+	body := `{"error":"invalid_grant","error_description":"AADSTS50173: The provided grant has expired due to it being revoked, a fresh auth token is needed. The user might have changed or reset their password.","error_codes":[50173]}`
+	out, _, err := cli(t, cfg, body, "explain", "--provider", "m365")
+	if err != nil || !strings.Contains(out, "cause:   password_changed") {
+		t.Errorf("explain --provider m365 (preset microsoft): %v\n%s", err, out)
+	}
+	_, _, err = cli(t, cfg, body, "explain", "--provider", "m356")
+	if err == nil || !strings.Contains(err.Error(), "m365") || !strings.Contains(err.Error(), "microsoft") {
+		t.Errorf("explain --provider m356: %v, want the configured providers and the presets named", err)
+	}
+
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer devnull.Close()
+	var stdout, stderr bytes.Buffer
+	root := newRoot(devnull, &stdout, &stderr)
+	root.SetArgs([]string{"--config", cfg, "explain"})
+	if err := root.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	if stderr.Len() > 0 {
+		t.Errorf("explain < /dev/null wrote to stderr: %q", stderr.String())
+	}
+	if !strings.Contains(stdout.String(), "cause:") {
+		t.Errorf("explain < /dev/null: %q", stdout.String())
 	}
 }
