@@ -100,7 +100,7 @@ func observed(preset string, obs api.Observation, now time.Time) probes.Result {
 // unschedule takes a leased grant of a provider in observe mode out of the
 // due index instead of probing it (the provider was switched to observe
 // mode, or a release made its held grants due).
-func (d *Daemon) unschedule(leased store.Grant) { d.setDue(leased, time.Time{}) }
+func (d *Daemon) unschedule(leased store.Grant) { d.requeueAt(leased, time.Time{}) }
 
 // stale reports whether g, a grant of a provider in observe mode with
 // policy pol, has had no report for longer than the provider's interval:

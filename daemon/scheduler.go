@@ -23,31 +23,39 @@ func (d *Daemon) Kick() {
 	}
 }
 
+// beatEvery is how often the scheduler loop shows it is alive while it
+// waits for busy workers: a round over a large fleet behind a slow
+// provider lasts hours, and last_tick_at, /readyz, doctor and systemd's
+// watchdog must see a loop that waits, not a loop that is stuck.
+const beatEvery = time.Second
+
 // dispatchLoop leases due grants and hands them to the workers until ctx is
 // done. Leasing blocks on the job channel, so no more than a batch of grants
 // is in memory however many are due.
 func (d *Daemon) dispatchLoop(ctx context.Context) {
 	batch := leaseBatch
-	// With systemd's watchdog on, the loop also wakes at half its interval:
-	// the loop itself pets the watchdog, so a wedged loop gets restarted.
-	var petC <-chan time.Time
-	if every := sdWatchdogEvery(); every > 0 {
-		t := time.NewTicker(every)
-		defer t.Stop()
-		petC = t.C
+	// The loop itself beats (last_tick_at, systemd's watchdog), never a
+	// free-running timer, so a wedged loop shows as one. With systemd's
+	// watchdog on, it beats at least at half its interval.
+	every := beatEvery
+	if w := sdWatchdogEvery(); w > 0 {
+		every = min(every, w)
 	}
+	beat := time.NewTicker(every)
+	defer beat.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-petC:
+		case <-beat.C:
+			// Idle between ticks: only the watchdog. last_tick_at moves
+			// with the ticks, so a dead cron shows as a stale tick.
 			sdWatchdog()
 			continue
 		case <-d.kickCh:
 		}
-		d.lastTick.Store(d.now().UnixNano())
-		sdWatchdog()
 		for ctx.Err() == nil {
+			d.beat()
 			// Each grant handed out is leased, those whose token does not
 			// open too: they are named once, not rescanned every pass.
 			now := d.now()
@@ -68,23 +76,25 @@ func (d *Daemon) dispatchLoop(ctx context.Context) {
 					select {
 					case d.jobs <- job{l, until}:
 						break send
-					case <-petC:
-						sdWatchdog() // waiting for busy workers is not wedged
+					case <-beat.C:
+						d.beat() // waiting for busy workers is not wedged
 					case <-ctx.Done():
 						return
 					}
 				}
-			}
-			select {
-			case <-petC:
-				sdWatchdog() // a round over a large fleet keeps the loop here
-			default:
 			}
 			if len(due) < batch {
 				break
 			}
 		}
 	}
+}
+
+// beat records that the scheduler loop is alive: it scans, or waits for
+// busy workers (last_tick_at, /readyz, doctor), and pets systemd's watchdog.
+func (d *Daemon) beat() {
+	d.lastTick.Store(d.now().UnixNano())
+	sdWatchdog()
 }
 
 func (d *Daemon) worker(ctx, probeCtx context.Context) {
@@ -121,18 +131,23 @@ func (d *Daemon) probeLease(ctx, probeCtx context.Context, l job) {
 	// provider punishes by revoking the chain. Such a lease is dropped,
 	// before it takes a slot or a share of the rate, and the grant comes
 	// back when the lease runs out.
+	if next, ok := d.useDefers(l.Grant.ID, p.policy); ok {
+		// Apps use the grant through the broker: each of their refreshes
+		// is a probe, so a scheduled one waits its interval from that use.
+		d.requeueAt(l.Grant, next)
+		return
+	}
 	timeout := d.Config().Daemon.ProbeTimeout
 	expired := func() bool { return d.now().Add(timeout).After(l.until) }
 	if expired() {
 		return
 	}
-	select {
-	case p.sem <- struct{}{}:
-	case <-ctx.Done():
+	release, err := p.acquire(ctx)
+	if err != nil {
 		return
 	}
-	defer func() { <-p.sem }()
-	if err := p.lim.Wait(ctx); err != nil || expired() {
+	defer release()
+	if expired() {
 		return
 	}
 	// The provider's pause (429, outage) is checked last, right before the
@@ -141,11 +156,19 @@ func (d *Daemon) probeLease(ctx, probeCtx context.Context, l job) {
 		d.deferGrant(l.Grant, p, wait)
 		return
 	}
-	if !d.claim(l.Grant.ID) {
+	f := d.claim(l.Grant.ID)
+	if f == nil {
 		p.health.release()
-		return // `grants probe` has it now; the lease brings it back
+		return // `grants probe` or the broker has it now; the lease brings it back
 	}
-	defer d.unclaim(l.Grant.ID)
+	// The writer ends the claim once the result is committed; every other
+	// way out ends it here.
+	handed := false
+	defer func() {
+		if !handed {
+			d.unclaim(f)
+		}
+	}()
 	if _, ok := d.rotated.LoadAndDelete(l.Grant.ID); ok {
 		// `grants probe` rotated the token after this lease was taken.
 		fresh, err := d.db.GetLease(l.Grant.ID)
@@ -167,30 +190,71 @@ func (d *Daemon) probeLease(ctx, probeCtx context.Context, l job) {
 		d.requeue(l.Grant)
 		return
 	}
-	d.results <- result{leased: l.Grant, p: p, res: res}
+	handed = true
+	d.results <- result{leased: l.Grant, p: p, res: res, claim: f}
 }
 
-// claim marks a grant as being probed, so that no second probe presents
-// its token at the same time (a rotating provider would take it for reuse).
-// It reports false when a probe of the grant is already running.
-func (d *Daemon) claim(id string) bool {
-	_, busy := d.inflight.LoadOrStore(id, struct{}{})
-	return !busy
+// acquire waits for a slot of the provider's concurrency, then for its
+// rate, until ctx is done: every refresh, scheduled or on demand, goes
+// through it. It returns the function that gives the slot back, or ctx's
+// error (a rate wait that would outlast ctx's deadline fails at once,
+// spending nothing).
+func (p *provider) acquire(ctx context.Context) (release func(), err error) {
+	select {
+	case p.sem <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if err := p.lim.Wait(ctx); err != nil {
+		<-p.sem
+		return nil, err
+	}
+	return func() { <-p.sem }, nil
 }
 
-func (d *Daemon) unclaim(id string) { d.inflight.Delete(id) }
+// claim marks a grant as being refreshed, so that no second refresh
+// presents its token at the same time (a rotating provider would take it
+// for reuse). It returns nil when a refresh of the grant is already
+// running. The claim lasts until the result is committed (the writer ends
+// it), so that the next refresh reads the token the result stored.
+func (d *Daemon) claim(id string) *flight {
+	f := &flight{id: id, done: make(chan struct{})}
+	if _, busy := d.inflight.LoadOrStore(id, f); busy {
+		return nil
+	}
+	return f
+}
+
+// flightOf is the refresh of id running now, or nil.
+func (d *Daemon) flightOf(id string) *flight {
+	if v, ok := d.inflight.Load(id); ok {
+		return v.(*flight)
+	}
+	return nil
+}
+
+// unclaim ends the claim f (nil: none); a second call does nothing.
+func (d *Daemon) unclaim(f *flight) {
+	if f == nil {
+		return
+	}
+	f.once.Do(func() {
+		d.inflight.CompareAndDelete(f.id, f)
+		close(f.done)
+	})
+}
 
 // requeue makes a leased grant due now without changing anything else.
 func (d *Daemon) requeue(leased store.Grant) {
-	d.setDue(leased, d.now())
+	d.requeueAt(leased, d.now())
 	d.Kick()
 }
 
-// setDue moves a leased grant's due time to at (zero: not scheduled)
-// without changing anything else, and ends its lease.
-func (d *Daemon) setDue(leased store.Grant, at time.Time) {
+// requeueAt makes a leased grant due at without changing anything else; a
+// grant that turned reconnect_required meanwhile stays unscheduled.
+func (d *Daemon) requeueAt(leased store.Grant, at time.Time) {
 	err := d.db.Apply(leased.ID, func(cur store.Grant) (store.Change, error) {
-		if cur.TokenGen != leased.TokenGen {
+		if cur.TokenGen != leased.TokenGen || cur.State == store.StateReconnectRequired && cur.NextDueAt.IsZero() {
 			return store.Change{Skip: true}, nil
 		}
 		cur.NextDueAt = at

@@ -55,7 +55,11 @@ func (d *Daemon) Grant(id string) (api.GrantDetail, error) {
 }
 
 // Remove deletes a grant.
-func (d *Daemon) Remove(id string) error { return d.db.Remove(id) }
+func (d *Daemon) Remove(id string) error {
+	err := d.db.Remove(id)
+	d.tokens.drop(id)
+	return err
+}
 
 // NotifyTest sends a test notification to receiver, or to all with "".
 func (d *Daemon) NotifyTest(ctx context.Context, receiver string) ([]api.NotifyTestResult, error) {
@@ -79,10 +83,11 @@ func (d *Daemon) NotifyTest(ctx context.Context, receiver string) ([]api.NotifyT
 func (d *Daemon) ProbeNow(ctx context.Context, id string) (api.ProbeReport, error) {
 	// Claim first, then read the token: the token read is the one no other
 	// probe can rotate meanwhile.
-	if !d.claim(id) {
+	f := d.claim(id)
+	if f == nil {
 		return api.ProbeReport{}, api.Invalid(fmt.Errorf("grant %s %w; try again in a moment", id, errProbeBusy))
 	}
-	defer d.unclaim(id)
+	defer d.unclaim(f) // the commit ends it first, unless a rotated token could not be stored
 	l, err := d.db.GetLease(id)
 	if err != nil {
 		return api.ProbeReport{}, err
@@ -97,13 +102,33 @@ func (d *Daemon) ProbeNow(ctx context.Context, id string) (api.ProbeReport, erro
 	if p.secretErr != nil {
 		return api.ProbeReport{}, api.Invalid(p.secretErr)
 	}
+	// An on-demand probe waits for its turn like a scheduled one: at most
+	// daemon.max_api_probes of them at once, each within its provider's
+	// concurrency and rate, and for no longer than a probe may take.
+	timeout := d.Config().Daemon.ProbeTimeout
+	wctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	busy := func(why string) error {
+		return api.Unavailable(fmt.Errorf("grant %s not probed: %s; try again in a moment", id, why), timeout)
+	}
+	select {
+	case d.apiProbes <- struct{}{}:
+	case <-wctx.Done():
+		return api.ProbeReport{}, busy(fmt.Sprintf("%d on-demand probes are in flight (daemon.max_api_probes)", cap(d.apiProbes)))
+	}
+	defer func() { <-d.apiProbes }()
+	release, err := p.acquire(wctx)
+	if err != nil {
+		return api.ProbeReport{}, busy(fmt.Sprintf("provider %s is at its limits (concurrency %d, rate %g/s) for longer than probe_timeout", p.cfg.Name, p.cfg.Concurrency, p.cfg.Rate))
+	}
+	defer release()
 	res := d.refresh(ctx, p, l.Token)
 	if !res.NewRefreshToken.IsZero() {
 		// A scheduled lease of this grant may hold the token just rotated
 		// away: its worker must read the token again.
 		d.rotated.Store(id, struct{}{})
 	}
-	out, stale, err := d.apply(l.Grant, p, res)
+	out, stale, err := d.applyClaimed(f, l.Grant, p, res)
 	if err != nil {
 		return api.ProbeReport{}, err
 	}
@@ -137,6 +162,10 @@ func (d *Daemon) SetToken(ctx context.Context, id string, tok secret.Secret) (ap
 	deadline := time.Now().Add(d.Config().Daemon.ProbeTimeout + 5*time.Second)
 	for {
 		rep, err := d.ProbeNow(ctx, id)
+		if api.IsUnavailable(err) {
+			// Stored all the same: it is due now, the scheduler probes it.
+			return rep, api.Unavailable(fmt.Errorf("new refresh token of %s stored; the scheduler probes it within a tick: %w", id, err), d.Config().Daemon.ProbeTimeout)
+		}
 		if !errors.Is(err, errProbeBusy) || time.Now().After(deadline) {
 			return rep, err
 		}

@@ -21,6 +21,9 @@ type result struct {
 	res    probes.Result
 	// done, when set, receives the outcome once it is committed.
 	done chan<- applied
+	// claim is the grant's claim, ended once the result is committed (or
+	// could not be), so that no refresh reads the token before it is stored.
+	claim *flight
 }
 
 // applied is what storing a result did.
@@ -95,10 +98,7 @@ func (d *Daemon) writer(in <-chan result) {
 // apply stores one probe result now and reports what it did (grants probe,
 // set-token).
 func (d *Daemon) apply(leased store.Grant, p *provider, res probes.Result) (Outcome, bool, error) {
-	done := make(chan applied, 1)
-	d.commit([]result{{leased: leased, p: p, res: res, done: done}})
-	a := <-done
-	return a.out, a.stale, a.err
+	return d.applyClaimed(nil, leased, p, res)
 }
 
 // commit stores probe results through the transition function in one
@@ -164,6 +164,18 @@ func (d *Daemon) commit(batch []result) {
 				logOutcome(log(), a.out, r.res)
 			}
 			events = events || a.out.Event != nil
+		}
+		if a.err == nil && !a.stale {
+			// The broker serves the token (or stops serving one of a
+			// grant that needs its user), and whoever waits for this
+			// refresh gets it.
+			r.claim.finish(a.out.Grant, d.tokens.stored(a.out.Grant, r.res, now))
+		}
+		if a.err == nil || r.res.NewRefreshToken.IsZero() {
+			// The store holds the token the next refresh must present. A
+			// rotated token that could not be stored keeps the claim: the
+			// one it replaced is spent and must never be sent again.
+			d.unclaim(r.claim)
 		}
 		if a.err == nil {
 			// Stored (or dropped as stale): the grant's due entry is where

@@ -52,11 +52,11 @@ var (
 	// job has committed up to: a batch sent again after its commit landed,
 	// or lines skipped. The job's Committed says where to go on.
 	ErrImportOffset = errors.New("import batch does not start where its job stands")
-	// ErrExists is an import that would replace the token of a grant that
-	// exists without ImportOptions.Replace; ErrRotated one that would
-	// replace a rotated token without ImportOptions.Force. Both come as a
-	// *ConflictError naming the grants.
-	ErrExists  = errors.New("grant exists")
+	// ErrRotated is an import that would replace a token the provider
+	// rotated since it was stored from outside, without
+	// ImportOptions.Force; one that would replace an existing grant's
+	// token without ImportOptions.Replace is ErrExists (appkeys.go). Both
+	// come as a *ConflictError naming the grants.
 	ErrRotated = errors.New("token rotated since it was imported")
 )
 

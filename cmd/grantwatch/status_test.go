@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -54,16 +53,11 @@ func TestStatusExitZeroWhenAllHealthy(t *testing.T) {
 
 // TestObserveModeThroughTheCLI: grants of a provider in observe mode are
 // imported without a token and never probed; an app reports a refresh over
-// daemon.listen with the API token (POST /v1/grants/{id}/observations) and
-// the verdict is stored; a grant whose app stays silent for longer than the
-// interval shows as stale in grants list, grants show and status, which
-// then exits 1.
+// daemon.listen with an app key of scope observe (POST
+// /v1/grants/{id}/observations) and the verdict is stored; a grant whose app
+// stays silent for longer than the interval shows as stale in grants list,
+// grants show and status, which then exits 1.
 func TestObserveModeThroughTheCLI(t *testing.T) {
-	dir := t.TempDir()
-	tokFile := filepath.Join(dir, "api.token")
-	if err := os.WriteFile(tokFile, []byte("api-token-0123456789abcdef\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	s := newCLISetup(t, "\n[[providers]]\nname = \"app\"\npreset = \"google\"\nmode = \"observe\"\ninterval = \"3s\"\n")
 	for _, id := range []string{"g0", "g1", "g2"} {
 		if _, _, err := cli(t, s.cfgPath, "", "grants", "rm", id); err != nil {
@@ -73,9 +67,13 @@ func TestObserveModeThroughTheCLI(t *testing.T) {
 	if out, _, err := cli(t, s.cfgPath, `{"id":"reported","provider":"app"}`+"\n"+`{"id":"silent","provider":"app"}`, "grants", "import", "-"); err != nil {
 		t.Fatalf("import without refresh_token: %v %s", err, out)
 	}
+	out, _, err := cli(t, s.cfgPath, "", "keys", "create", "app-reports", "--scope", "observe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := strings.TrimSpace(out)
 	b, _ := os.ReadFile(s.cfgPath)
-	cfgText := strings.Replace(string(b), `listen = ""`, fmt.Sprintf("listen = \"127.0.0.1:0\"\napi_token_file = %q", tokFile), 1)
-	os.WriteFile(s.cfgPath, []byte(cfgText), 0o600)
+	os.WriteFile(s.cfgPath, []byte(strings.Replace(string(b), `listen = ""`, `listen = "127.0.0.1:0"`, 1)), 0o600)
 	d, stop := s.startDaemon(t)
 	defer stop()
 
@@ -85,7 +83,7 @@ func TestObserveModeThroughTheCLI(t *testing.T) {
 	report := func(id, body string) {
 		t.Helper()
 		req, _ := http.NewRequest("POST", "http://"+d.ListenAddr()+"/v1/grants/"+id+"/observations", strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer api-token-0123456789abcdef")
+		req.Header.Set("Authorization", "Bearer "+key)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
@@ -101,7 +99,7 @@ func TestObserveModeThroughTheCLI(t *testing.T) {
 		return strings.Contains(out, "stale (pending)")
 	})
 	report("reported", `{"status": 200}`)
-	out, _, err := cli(t, s.cfgPath, "", "grants", "list")
+	out, _, err = cli(t, s.cfgPath, "", "grants", "list")
 	if err != nil || !regexp.MustCompile(`reported\s+app\s+healthy`).MatchString(out) || !regexp.MustCompile(`silent\s+app\s+stale \(pending\)`).MatchString(out) {
 		t.Errorf("grants list: %v\n%s", err, out)
 	}

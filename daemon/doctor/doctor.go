@@ -141,6 +141,7 @@ func Run(ctx context.Context, configPath string, opts Options) Report {
 	} else if sock.Status != CheckFail {
 		dr.add(dr.store(cfg)...)
 	}
+	dr.add(secretFiles(cfg))
 
 	wg.Go(func() { clockCheck = dr.clock(ctx, cfg, st) })
 	wg.Wait()
