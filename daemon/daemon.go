@@ -105,6 +105,10 @@ type provider struct {
 	sem    chan struct{}
 	lim    *rate.Limiter
 	health *health
+	// grace is how long the provider still takes a rotated-away refresh
+	// token (rotation_grace, else the preset's): the window in which a
+	// refresh whose answer was lost is sent once more.
+	grace time.Duration
 	// secretErr is why client_secret_file could not be read: the daemon
 	// refuses to start (or reload) with it; the CLI refuses to probe.
 	secretErr error
@@ -230,6 +234,7 @@ func buildProviders(cfg *config.Config) (map[string]*provider, error) {
 			sem:       make(chan struct{}, pc.Concurrency),
 			lim:       lim,
 			health:    newHealth(cfg.Health),
+			grace:     pc.Grace(),
 			secretErr: secretErr,
 		}
 	}

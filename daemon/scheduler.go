@@ -178,7 +178,7 @@ func (d *Daemon) probeLease(ctx, probeCtx context.Context, l job) {
 		}
 		l.Token = fresh.Token
 	}
-	res := d.refresh(probeCtx, p, l.Token)
+	res := d.refresh(probeCtx, p, l.Lease)
 	if probeCtx.Err() != nil && !res.OK {
 		// Cut off by our own shutdown: says nothing about the grant. The
 		// lease brings it back after a restart.
@@ -267,8 +267,34 @@ func (d *Daemon) requeueAt(leased store.Grant, at time.Time) {
 	}
 }
 
-// refresh runs one probe with the probe timeout and feeds the clock checker.
-func (d *Daemon) refresh(ctx context.Context, p *provider, tok secret.Secret) probes.Result {
+// refresh refreshes the leased grant's token (the caller holds its claim)
+// and returns the result for the caller to store. Every refresh, scheduled,
+// on demand or through the broker, goes through it.
+//
+// When the answer was lost (a timeout or reset after sending, a gateway's
+// 502/504: a rotating provider may have issued a token that never arrived)
+// and the provider's rotation grace is still open, the lost result is stored
+// first (the grant remembers the lost answer, which explains a reuse verdict
+// on the next one) and the same token is presented once more: within the
+// grace the provider answers it with a new token instead of revoking the
+// grant. This is the only retry of a refresh; the HTTP client never re-sends
+// one (probes.NewHTTPClient).
+func (d *Daemon) refresh(ctx context.Context, p *provider, l store.Lease) probes.Result {
+	res := d.refreshOnce(ctx, p, l.Token)
+	if !res.Lost || p.grace <= 0 || ctx.Err() != nil || !d.now().Before(res.Started.Add(p.grace)) {
+		return res
+	}
+	if _, stale, err := d.apply(l.Grant, p, res); err != nil || stale {
+		return res // the lost answer is not on record, or the token was replaced meanwhile
+	}
+	d.log.Info("refresh answer lost within the provider's rotation grace: presenting the token once more",
+		"grant", l.Grant.ID, "provider", p.cfg.Name, "cause", res.Cause, "rotation_grace", p.grace.String())
+	return d.refreshOnce(ctx, p, l.Token)
+}
+
+// refreshOnce sends one refresh request with the probe timeout and feeds
+// the metrics, the clock and the provider's health with its answer.
+func (d *Daemon) refreshOnce(ctx context.Context, p *provider, tok secret.Secret) probes.Result {
 	ctx, cancel := context.WithTimeout(ctx, d.Config().Daemon.ProbeTimeout)
 	defer cancel()
 	res := d.prober.Refresh(ctx, p.ep, tok)

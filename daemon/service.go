@@ -122,7 +122,7 @@ func (d *Daemon) ProbeNow(ctx context.Context, id string) (api.ProbeReport, erro
 		return api.ProbeReport{}, busy(fmt.Sprintf("provider %s is at its limits (concurrency %d, rate %g/s) for longer than probe_timeout", p.cfg.Name, p.cfg.Concurrency, p.cfg.Rate))
 	}
 	defer release()
-	res := d.refresh(ctx, p, l.Token)
+	res := d.refresh(ctx, p, l)
 	if !res.NewRefreshToken.IsZero() {
 		// A scheduled lease of this grant may hold the token just rotated
 		// away: its worker must read the token again.

@@ -318,7 +318,7 @@ func (d *Daemon) refreshClaimed(ctx context.Context, f *flight, id string) {
 		f.err = providerRefusal(p, g, wait)
 		return
 	}
-	res := d.refresh(ctx, p, l.Token)
+	res := d.refresh(ctx, p, l)
 	if !res.NewRefreshToken.IsZero() {
 		// A scheduled lease of this grant may hold the token just rotated
 		// away: its worker must read the token again.
