@@ -12,6 +12,8 @@ import (
 	"io"
 	"slices"
 	"sort"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -296,8 +298,11 @@ func (l *lineReader) Read(p []byte) (int, error) {
 
 // Import reads JSON Lines of grants from r and stores them. While it reads
 // and validates it reports progress every importProgressEvery; nothing is
-// written unless every line is valid. progress is never called concurrently.
-func (d *Daemon) Import(ctx context.Context, r io.Reader, progress func(api.ImportProgress)) (api.ImportProgress, error) {
+// written unless every line is valid and opts allow every token the input
+// would replace (store.ImportOptions: an existing grant needs Replace, one
+// whose token rotated since it was imported also Force; the answer names
+// the rotated grants replaced). progress is never called concurrently.
+func (d *Daemon) Import(ctx context.Context, r io.Reader, opts store.ImportOptions, progress func(api.ImportProgress)) (api.ImportProgress, error) {
 	cfg := d.Config()
 	lr := &lineReader{r: r}
 	stop, stopped := make(chan struct{}), make(chan struct{})
@@ -320,11 +325,26 @@ func (d *Daemon) Import(ctx context.Context, r io.Reader, progress func(api.Impo
 	if err != nil {
 		return api.ImportProgress{}, err
 	}
-	p := api.ImportProgress{Phase: "writing", Total: len(gs), Read: int(lr.lines.Load())}
 	const chunk = 10000
+	// What the input replaces is checked whole before its first chunk is
+	// written: a refusal writes nothing. Each chunk's Import checks again,
+	// for a grant that rotated meanwhile.
+	var conflicts store.Conflicts
+	for i := 0; i < len(gs); i += chunk {
+		c, err := d.db.ImportConflicts(gs[i:min(i+chunk, len(gs))])
+		if err != nil {
+			return api.ImportProgress{}, err
+		}
+		conflicts.Merge(c)
+	}
+	if err := conflicts.Refused(opts); err != nil {
+		return api.ImportProgress{}, api.Invalid(importRefusal(err))
+	}
+	p := api.ImportProgress{Phase: "writing", Total: len(gs), Read: int(lr.lines.Load()),
+		Rotated: conflicts.Rotated, RotatedIDs: conflicts.RotatedIDs}
 	last := time.Now()
 	for i := 0; i < len(gs); i += chunk {
-		c, rep, err := d.db.Import(gs[i:min(i+chunk, len(gs))], d.now(), store.ImportOptions{Replace: true, Force: true})
+		c, rep, err := d.db.Import(gs[i:min(i+chunk, len(gs))], d.now(), opts)
 		if err != nil {
 			return p, err
 		}
@@ -338,6 +358,32 @@ func (d *Daemon) Import(ctx context.Context, r io.Reader, progress func(api.Impo
 	}
 	d.Kick()
 	return p, nil
+}
+
+// importRefusal says why an import was refused and what to do.
+func importRefusal(err error) error {
+	if errors.Is(err, store.ErrRotated) {
+		return fmt.Errorf("nothing imported: %w. The provider rotated these tokens since they were imported: the "+
+			"tokens in this input are most likely the ones rotated away (an old export), and presenting one is "+
+			"taken for reuse, which revokes the grant. Import current tokens, or add --force (API: force=true) "+
+			"to replace them anyway", err)
+	}
+	also := ""
+	var ce *store.ConflictError
+	if errors.As(err, &ce) && ce.Rotated > 0 {
+		also = fmt.Sprintf(" (%d of them have tokens the provider rotated since they were imported, %s: the input's "+
+			"tokens are most likely the rotated-away ones; replacing those also needs --force)", ce.Rotated, strings.Join(quoted(ce.RotatedIDs), ", "))
+	}
+	return fmt.Errorf("nothing imported: %w. Importing them again replaces their refresh tokens: add --replace "+
+		"(API: replace=true) to do so%s", err, also)
+}
+
+func quoted(ids []string) []string {
+	q := make([]string, len(ids))
+	for i, id := range ids {
+		q[i] = strconv.Quote(id)
+	}
+	return q
 }
 
 // DeadLetters lists the notifications no receiver accepted within max_age.

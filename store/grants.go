@@ -250,7 +250,7 @@ func (db *DB) importTx(b *bkts, gs []NewGrant, now time.Time, opts ImportOptions
 		if exists {
 			conflicts.add(ng.ID, old)
 		}
-		if conflicts.refused(opts) != nil {
+		if conflicts.Refused(opts) != nil {
 			continue // only look up the rest
 		}
 		g := Grant{
@@ -301,7 +301,7 @@ func (db *DB) importTx(b *bkts, gs []NewGrant, now time.Time, opts ImportOptions
 			return 0, 0, err
 		}
 	}
-	if err := conflicts.refused(opts); err != nil {
+	if err := conflicts.Refused(opts); err != nil {
 		return 0, 0, err
 	}
 	return created, replaced, b.flushCounts(d)
@@ -365,8 +365,9 @@ func (c *Conflicts) Merge(o Conflicts) {
 	c.RotatedIDs = append(c.RotatedIDs, o.RotatedIDs[:min(len(o.RotatedIDs), MaxConflictIDs-len(c.RotatedIDs))]...)
 }
 
-// refused returns the error for what opts does not allow of c, or nil.
-func (c *Conflicts) refused(opts ImportOptions) error {
+// Refused returns the *ConflictError for what opts does not allow of c, or
+// nil: what Import would refuse.
+func (c *Conflicts) Refused(opts ImportOptions) error {
 	switch {
 	case c.Exists > 0 && !opts.Replace:
 		return &ConflictError{Conflicts: *c, Err: ErrExists}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -40,18 +41,28 @@ func printJSON(w io.Writer, v any) error {
 }
 
 func (a *app) grantsImportCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "import FILE|-",
+	var opts store.ImportOptions
+	cmd := &cobra.Command{
+		Use:   "import FILE|- [--replace [--force]]",
 		Short: "Import grants from JSON Lines (id, provider, refresh_token, subject, labels)",
 		Long: `import reads one grant per line:
 
   {"id":"u1-gmail","provider":"google","refresh_token":"1//0g…","subject":"ann@example.com","labels":{"tenant":"acme"}}
 
+A grant of a provider in observe mode may come without refresh_token.
+
 The whole input is validated first: a bad line is reported with its line number
-and field, and nothing is imported. Importing an id again replaces its token and
-resets it to pending.`,
+and field, and nothing is imported. An id that exists is refused (nothing is
+imported) unless --replace is given: then its token is replaced and it is reset to
+pending. A grant whose token the provider rotated since it was imported is refused
+even then, each one named, unless --force is given too: the token in the input is
+most likely the one rotated away (an old export), and presenting it is taken for
+reuse, which revokes the grant.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if opts.Force && !opts.Replace {
+				return usageError(cmd, "--force replaces rotated tokens only together with --replace")
+			}
 			var r io.Reader = a.in
 			if args[0] != "-" {
 				f, err := os.Open(args[0])
@@ -76,7 +87,7 @@ resets it to pending.`,
 			start := time.Now()
 			shown := false
 			pw := progressWriter(a.errw)
-			p, err := c.Import(cmd.Context(), bufio.NewReaderSize(r, 1<<20), func(p api.ImportProgress) {
+			p, err := c.Import(cmd.Context(), bufio.NewReaderSize(r, 1<<20), opts, func(p api.ImportProgress) {
 				shown = true
 				if p.Phase == "validating" {
 					fmt.Fprintf(pw, "\rvalidating: %d lines read", p.Read)
@@ -100,11 +111,27 @@ resets it to pending.`,
 				}
 				return fmt.Errorf("%s: %w", src, err)
 			}
+			if p.Rotated > 0 {
+				ids := make([]string, len(p.RotatedIDs))
+				for i, id := range p.RotatedIDs {
+					ids[i] = strconv.Quote(id)
+				}
+				more := ""
+				if p.Rotated > len(ids) {
+					more = fmt.Sprintf(" and %d more", p.Rotated-len(ids))
+				}
+				fmt.Fprintf(a.errw, "warning: replaced %s whose token the provider had rotated since it was imported (--force): %s%s; "+
+					"if the imported tokens are the rotated-away ones, these grants turn reconnect_required at their next probe\n",
+					plural(p.Rotated, "grant"), esc(strings.Join(ids, ", ")), more)
+			}
 			fmt.Fprintf(cmd.OutOrStdout(), "imported %s (%d new, %d replaced) in %s\n",
 				plural(p.Total, "grant"), p.Created, p.Replaced, time.Since(start).Round(time.Millisecond))
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&opts.Replace, "replace", false, "replace the tokens of grants that exist (else such an input is refused)")
+	cmd.Flags().BoolVar(&opts.Force, "force", false, "with --replace, also replace tokens the provider rotated since they were imported")
+	return cmd
 }
 
 func (a *app) grantsListCmd() *cobra.Command {

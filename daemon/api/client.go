@@ -289,8 +289,15 @@ func (c *Client) Observe(ctx context.Context, id string, obs Observation) (Probe
 
 // Import sends JSON Lines of grants; progress is called as the daemon
 // reports it. Nothing is imported when any line is invalid.
-func (c *Client) Import(ctx context.Context, r io.Reader, progress func(ImportProgress)) (ImportProgress, error) {
-	resp, err := c.send(ctx, http.MethodPost, "/v1/grants", r)
+func (c *Client) Import(ctx context.Context, r io.Reader, opts store.ImportOptions, progress func(ImportProgress)) (ImportProgress, error) {
+	q := url.Values{}
+	if opts.Replace {
+		q.Set("replace", "true")
+	}
+	if opts.Force {
+		q.Set("force", "true")
+	}
+	resp, err := c.send(ctx, http.MethodPost, "/v1/grants?"+q.Encode(), r)
 	if err != nil {
 		return ImportProgress{}, err
 	}

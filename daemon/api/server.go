@@ -14,6 +14,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -44,8 +45,8 @@ type Service interface {
 	Observe(ctx context.Context, id string, obs Observation) (ProbeReport, error)
 	// Import reads JSON Lines of grants and stores them, calling progress
 	// (never concurrently) as it goes; nothing is written unless every line
-	// is valid.
-	Import(ctx context.Context, r io.Reader, progress func(ImportProgress)) (ImportProgress, error)
+	// is valid and opts allow every token it would replace.
+	Import(ctx context.Context, r io.Reader, opts store.ImportOptions, progress func(ImportProgress)) (ImportProgress, error)
 	// NotifyTest sends a test notification to receiver, or to all with "".
 	NotifyTest(ctx context.Context, receiver string) ([]NotifyTestResult, error)
 	// DeadLetters lists the notifications no receiver accepted.
@@ -428,7 +429,37 @@ func (s *server) handleObserve(w http.ResponseWriter, r *http.Request) {
 	answer(w, rep, err)
 }
 
+// importOptions reads the import route's query: replace=true lets it
+// replace existing grants' tokens, force=true (with replace) tokens that
+// rotated since they were imported.
+func importOptions(q url.Values) (store.ImportOptions, error) {
+	var opts store.ImportOptions
+	for _, f := range []struct {
+		name string
+		dst  *bool
+	}{{"replace", &opts.Replace}, {"force", &opts.Force}} {
+		v := q.Get(f.name)
+		if v == "" {
+			continue
+		}
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return opts, fmt.Errorf("%s=%q: want true or false", f.name, v)
+		}
+		*f.dst = b
+	}
+	if opts.Force && !opts.Replace {
+		return opts, errors.New("force=true replaces rotated tokens only together with replace=true")
+	}
+	return opts, nil
+}
+
 func (s *server) handleImport(w http.ResponseWriter, r *http.Request) {
+	opts, err := importOptions(r.URL.Query())
+	if err != nil {
+		writeErr(w, Invalid(err))
+		return
+	}
 	// The answer is a stream of progress lines from the start: reading and
 	// validating a million lines takes seconds too. A validation error is
 	// the last line (nothing was imported).
@@ -443,7 +474,7 @@ func (s *server) handleImport(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.WriteHeader(http.StatusOK)
 	enc := json.NewEncoder(w)
-	p, err := s.svc.Import(r.Context(), &idleBody{r: r.Body, rc: rc}, func(p ImportProgress) {
+	p, err := s.svc.Import(r.Context(), &idleBody{r: r.Body, rc: rc}, opts, func(p ImportProgress) {
 		extendDeadlines(rc, false)
 		enc.Encode(p)
 		_ = rc.Flush()

@@ -22,7 +22,7 @@ type fakeService struct {
 	status    func() (Status, error)
 	grants    func(store.State, string, func(store.Grant) error) error
 	grant     func(string) (GrantDetail, error)
-	importFn  func(context.Context, io.Reader, func(ImportProgress)) (ImportProgress, error)
+	importFn  func(context.Context, io.Reader, store.ImportOptions, func(ImportProgress)) (ImportProgress, error)
 	redeliver func(string, []uint64) (RedeliverResult, error)
 	setToken  func(context.Context, string, secret.Secret) (ProbeReport, error)
 	observe   func(context.Context, string, Observation) (ProbeReport, error)
@@ -75,11 +75,11 @@ func (f *fakeService) Observe(ctx context.Context, id string, obs Observation) (
 	return f.observe(ctx, id, obs)
 }
 
-func (f *fakeService) Import(ctx context.Context, r io.Reader, p func(ImportProgress)) (ImportProgress, error) {
+func (f *fakeService) Import(ctx context.Context, r io.Reader, opts store.ImportOptions, p func(ImportProgress)) (ImportProgress, error) {
 	if f.importFn == nil {
 		return ImportProgress{}, f.missing("Import")
 	}
-	return f.importFn(ctx, r, p)
+	return f.importFn(ctx, r, opts, p)
 }
 
 func (f *fakeService) NotifyTest(context.Context, string) ([]NotifyTestResult, error) {
@@ -210,13 +210,13 @@ func TestRedeliverChecksSeqs(t *testing.T) {
 // validation error ends the stream and reaches the client as the error,
 // with nothing counted as imported.
 func TestImportErrorIsTheLastLine(t *testing.T) {
-	svc := &fakeService{t: t, importFn: func(_ context.Context, r io.Reader, progress func(ImportProgress)) (ImportProgress, error) {
+	svc := &fakeService{t: t, importFn: func(_ context.Context, r io.Reader, _ store.ImportOptions, progress func(ImportProgress)) (ImportProgress, error) {
 		io.Copy(io.Discard, r)
 		progress(ImportProgress{Phase: "validating", Read: 2})
 		return ImportProgress{}, errors.New("line 3: each line must be a JSON object")
 	}}
 	var phases []string
-	_, err := client(t, svc).Import(context.Background(), strings.NewReader("{}\n{}\n[]\n"), func(p ImportProgress) { phases = append(phases, p.Phase) })
+	_, err := client(t, svc).Import(context.Background(), strings.NewReader("{}\n{}\n[]\n"), store.ImportOptions{}, func(p ImportProgress) { phases = append(phases, p.Phase) })
 	if err == nil || err.Error() != "line 3: each line must be a JSON object" {
 		t.Errorf("Import error %v, want the validation error as sent", err)
 	}
@@ -331,5 +331,29 @@ func TestObservationBody(t *testing.T) {
 	rep, err := client(t, svc).Observe(context.Background(), "g", Observation{Status: 200})
 	if err != nil || got.Status != 200 || got.Body != nil || rep.Grant.State != store.StateReconnectRequired {
 		t.Errorf("Client.Observe = %+v, %v; service got %+v", rep, err, got)
+	}
+}
+
+// TestImportQuery: the import route takes replace and force as query
+// parameters and hands them to the service; force without replace, or a
+// value that is no boolean, is refused before anything is read.
+func TestImportQuery(t *testing.T) {
+	var got store.ImportOptions
+	svc := &fakeService{t: t, importFn: func(_ context.Context, r io.Reader, opts store.ImportOptions, _ func(ImportProgress)) (ImportProgress, error) {
+		got = opts
+		io.Copy(io.Discard, r)
+		return ImportProgress{Total: 1, Done: 1}, nil
+	}}
+	for _, q := range []string{"force=true", "replace=yes please", "replace=true&force=maybe"} {
+		rec := httptest.NewRecorder()
+		Handler(svc, nil).ServeHTTP(rec, httptest.NewRequest("POST", "/v1/grants?"+strings.ReplaceAll(q, " ", "+"), strings.NewReader("{}\n")))
+		if rec.Code != http.StatusBadRequest {
+			t.Errorf("%s: answer %d %s, want 400", q, rec.Code, rec.Body)
+		}
+	}
+	for _, want := range []store.ImportOptions{{}, {Replace: true}, {Replace: true, Force: true}} {
+		if _, err := client(t, svc).Import(context.Background(), strings.NewReader("{}\n"), want, nil); err != nil || got != want {
+			t.Errorf("Import(%+v): service got %+v, %v", want, got, err)
+		}
 	}
 }

@@ -85,6 +85,11 @@ type ImportProgress struct {
 	Total    int `json:"total"`
 	Created  int `json:"created"`
 	Replaced int `json:"replaced"`
+	// Rotated counts the grants whose token the provider had rotated since
+	// it was imported, replaced all the same (force); RotatedIDs names the
+	// first 20, for the warning.
+	Rotated    int      `json:"rotated,omitempty"`
+	RotatedIDs []string `json:"rotated_ids,omitempty"`
 	// Final marks the last line.
 	Final bool   `json:"final,omitempty"`
 	Error string `json:"error,omitempty"`
