@@ -44,14 +44,7 @@ func (d *Daemon) Observe(ctx context.Context, id string, obs api.Observation) (a
 	if err != nil {
 		return api.ProbeReport{}, err
 	}
-	ng := out.Grant
-	if stale {
-		// Imported again meanwhile: the report was about the old record.
-		if ng, err = d.db.Get(id); err != nil {
-			return api.ProbeReport{}, err
-		}
-	}
-	return api.ProbeReport{Grant: ng, Result: api.ViewResult(res), Stale: stale}, nil
+	return d.probeReport(id, out, stale, res)
 }
 
 // observeProvider is the provider of g when it is in observe mode.

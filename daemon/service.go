@@ -134,8 +134,16 @@ func (d *Daemon) ProbeNow(ctx context.Context, id string) (api.ProbeReport, erro
 	if err != nil {
 		return api.ProbeReport{}, err
 	}
+	return d.probeReport(id, out, stale, res)
+}
+
+// probeReport tells the caller what storing res did to grant id: the grant
+// as stored, read again when the result was dropped because its token was
+// replaced meanwhile.
+func (d *Daemon) probeReport(id string, out Outcome, stale bool, res probes.Result) (api.ProbeReport, error) {
 	g := out.Grant
 	if stale {
+		var err error
 		if g, err = d.db.Get(id); err != nil {
 			return api.ProbeReport{}, err
 		}

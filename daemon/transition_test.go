@@ -28,15 +28,21 @@ func failed(c probes.Cause) probes.Result {
 	return probes.Result{Cause: c, Action: c.Action(), Error: "err", ErrorDescription: "desc"}
 }
 
+// everyResult is a success and a failure of every cause.
+func everyResult() []probes.Result {
+	results := []probes.Result{{OK: true}}
+	for _, c := range probes.Causes() {
+		results = append(results, failed(c))
+	}
+	return results
+}
+
 // TestTransitionEveryCauseAndState runs every cause (and success) against
 // every state, with the clock good and skewed, and checks the rules of
 // DESIGN.md that hold for every combination.
 func TestTransitionEveryCauseAndState(t *testing.T) {
 	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
-	results := []probes.Result{{OK: true}}
-	for _, c := range probes.Causes() {
-		results = append(results, failed(c))
-	}
+	results := everyResult()
 	for _, prev := range store.States() {
 		for _, failures := range []int{0, 2} {
 			for _, skewed := range []bool{false, true} {
@@ -363,10 +369,7 @@ func TestBackoff(t *testing.T) {
 // a provider in observe mode is never due (grantwatch never refreshes it).
 func TestTransitionObserveNeverSchedules(t *testing.T) {
 	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
-	results := []probes.Result{{OK: true}}
-	for _, c := range probes.Causes() {
-		results = append(results, failed(c))
-	}
+	results := everyResult()
 	for _, prev := range store.States() {
 		for _, r := range results {
 			for _, skewed := range []bool{false, true} {
