@@ -64,7 +64,7 @@ func Run(ctx context.Context, opts Options) error {
 type Daemon struct {
 	cfg     *config.Config
 	log     *slog.Logger
-	db      *store.DB
+	db      store.Store
 	now     func() time.Time
 	prober  *probes.Prober
 	clock   *Clock
@@ -89,11 +89,21 @@ type Daemon struct {
 	timeouts   httpTimeouts  // the listeners' (tests shorten them)
 	apiProbes  chan struct{} // a slot per on-demand probe in flight (daemon.max_api_probes)
 
+	// applyAll commits probe results: db.ApplyAll, or a failing store in
+	// tests.
+	applyAll func([]store.ApplyItem) ([]error, error)
+	// fault is why the store cannot write, nil while it can: probing is
+	// paused meanwhile (writer.go).
+	fault atomic.Pointer[storeFault]
+	// unstored holds, by grant id, the results whose rotated token the
+	// store could not write yet; the writer retries them.
+	unstoredMu sync.Mutex
+	unstored   map[string]result
+
 	warnedOnce sync.Map   // keys logged once (unknown providers, store errors)
-	inflight   sync.Map   // grant id → *flight: a refresh of it is running
+	inflight   sync.Map   // grant id → *flight: a refresh of it runs, or its result is not stored yet
 	tokens     tokenCache // the access tokens the broker serves (tokens.go)
 	keys       keySet     // the app keys (keys.go)
-	rotated    sync.Map   // grant id → struct{}: `grants probe` rotated its token
 }
 
 // provider is a configured provider's runtime: its endpoint, policy and
@@ -172,6 +182,7 @@ func Open(opts Options) (*Daemon, error) {
 	if opts.Lease > 0 {
 		d.lease = opts.Lease
 	}
+	d.applyAll = db.ApplyAll
 	d.timeouts = serverTimeouts(cfg)
 	d.apiProbes = make(chan struct{}, cfg.Daemon.MaxAPIProbes)
 	hc := opts.HTTPClient
@@ -201,11 +212,15 @@ func Open(opts Options) (*Daemon, error) {
 
 // OpenStore opens the configured database with the configured key,
 // creating the key file when it is missing.
-func OpenStore(cfg *config.Config, noSync bool) (*store.DB, error) {
-	return store.OpenWithKeyFile(cfg.Daemon.DB, cfg.Secrets.KeyFile, store.Options{
+func OpenStore(cfg *config.Config, noSync bool) (store.Store, error) {
+	db, err := store.OpenWithKeyFile(cfg.Daemon.DB, cfg.Secrets.KeyFile, store.Options{
 		MaxBatchSize: cfg.Daemon.Workers,
 		NoSync:       noSync,
 	})
+	if err != nil {
+		return nil, err // not a nil *DB in a non-nil Store
+	}
+	return db, nil
 }
 
 func buildProviders(cfg *config.Config) (map[string]*provider, error) {
@@ -242,7 +257,7 @@ func buildProviders(cfg *config.Config) (map[string]*provider, error) {
 }
 
 // DB is the daemon's store.
-func (d *Daemon) DB() *store.DB { return d.db }
+func (d *Daemon) DB() store.Store { return d.db }
 
 // config.Config is the daemon's current config.
 func (d *Daemon) Config() *config.Config {
@@ -309,10 +324,10 @@ func (d *Daemon) Run(ctx context.Context, ready func(*Daemon)) error {
 	d.Kick()
 	d.log.Info("grantwatch started", "db", d.db.Path(), "socket", cfg.Daemon.Socket,
 		"providers", len(cfg.Providers), "workers", cfg.Daemon.Workers)
+	d.checkOpenFiles(cfg)
 	if len(cfg.Providers) == 0 {
 		d.log.Warn("no providers configured: nothing will be probed", "config", cfg.Path(), "fix", "add a [[providers]] entry (config.example.toml) and reload")
 	}
-	d.checkOpenFiles(cfg)
 	if ready != nil {
 		ready(d)
 	}

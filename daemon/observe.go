@@ -40,7 +40,7 @@ func (d *Daemon) Observe(ctx context.Context, id string, obs api.Observation) (a
 	}
 	res := observed(p.ep.Preset, obs, d.now())
 	d.judged(p, res)
-	out, stale, err := d.apply(g, p, res)
+	out, stale, err := d.record(g, p, res)
 	if err != nil {
 		return api.ProbeReport{}, err
 	}
@@ -93,7 +93,7 @@ func observed(preset string, obs api.Observation, now time.Time) probes.Result {
 // unschedule takes a leased grant of a provider in observe mode out of the
 // due index instead of probing it (the provider was switched to observe
 // mode, or a release made its held grants due).
-func (d *Daemon) unschedule(leased store.Grant) { d.requeueAt(leased, time.Time{}) }
+func (d *Daemon) unschedule(j job) { d.postpone(j, time.Time{}) }
 
 // stale reports whether g, a grant of a provider in observe mode with
 // policy pol, has had no report for longer than the provider's interval:

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -380,6 +381,13 @@ func TestObserveModeNeverRefreshes(t *testing.T) {
 	}
 	if _, err := td.d.SetToken(t.Context(), "acme-0", secret.Secret(sb.Issue(sandbox.Healthy))); err == nil || !strings.Contains(err.Error(), "observe mode") {
 		t.Errorf("set-token in observe mode: %v, want a refusal naming observe mode", err)
+	}
+	var te *api.TokenError
+	if _, err := td.d.Token(t.Context(), api.TokenRequest{ID: "acme-0", Force: true}); !errors.As(err, &te) || te.Code != api.CodeObserveMode || te.Status() != http.StatusConflict {
+		t.Errorf("a broker token request in observe mode: %v, want a 409 %s", err, api.CodeObserveMode)
+	}
+	if n := sb.Stats().Requests - before; n != 0 {
+		t.Errorf("%d requests to a provider in observe mode after probe, set-token and token", n)
 	}
 
 	setMode(config.ModeRefresh)

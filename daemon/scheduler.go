@@ -56,11 +56,16 @@ func (d *Daemon) dispatchLoop(ctx context.Context) {
 		}
 		for ctx.Err() == nil {
 			d.beat()
+			if d.paused() {
+				break // the store cannot write: the writer kicks when it can
+			}
 			// Each grant handed out is leased, those whose token does not
 			// open too: they are named once, not rescanned every pass.
 			now := d.now()
 			until := now.Add(d.lease)
+			d.leases.beginScan()
 			due, err := d.db.Due(now, batch, func(row uint64) bool { return d.leases.take(row, now, until) })
+			d.leases.endScan()
 			if err != nil {
 				// Leases that did open are still returned and probed.
 				d.logOnce("lease", slog.LevelError, "scan due grants", tint.Err(err))
@@ -114,6 +119,15 @@ func (d *Daemon) provider(name string) *provider {
 
 // probeLease probes one leased grant and applies the result.
 func (d *Daemon) probeLease(ctx, probeCtx context.Context, l job) {
+	if d.paused() {
+		// The store cannot write: a result could not be stored, and a
+		// rotated token would be at risk. The grant stays due where it
+		// is and comes back when its lease runs out. (Ending the lease
+		// here could end a newer lease of the same grant, handed out
+		// while this job waited, and let a third one present the token
+		// the newer one rotates.)
+		return
+	}
 	p := d.provider(l.Grant.Provider)
 	if p == nil {
 		d.logOnce("provider/"+l.Grant.Provider, slog.LevelWarn,
@@ -122,7 +136,7 @@ func (d *Daemon) probeLease(ctx, probeCtx context.Context, l job) {
 		return // the lease brings it back; a reload that adds the provider probes it
 	}
 	if p.policy.Observe {
-		d.unschedule(l.Grant) // its app refreshes it, never grantwatch
+		d.unschedule(l) // its app refreshes it, never grantwatch
 		return
 	}
 	// A lease that has waited (behind a slow provider's rate) until less
@@ -134,7 +148,7 @@ func (d *Daemon) probeLease(ctx, probeCtx context.Context, l job) {
 	if next, ok := d.useDefers(l.Grant.ID, p.policy); ok {
 		// Apps use the grant through the broker: each of their refreshes
 		// is a probe, so a scheduled one waits its interval from that use.
-		d.requeueAt(l.Grant, next)
+		d.postpone(l, next)
 		return
 	}
 	timeout := d.Config().Daemon.ProbeTimeout
@@ -156,27 +170,26 @@ func (d *Daemon) probeLease(ctx, probeCtx context.Context, l job) {
 		d.deferGrant(l.Grant, p, wait)
 		return
 	}
-	f := d.claim(l.Grant.ID)
-	if f == nil {
+	if !d.claim(l.Grant.ID) {
 		p.health.release()
-		return // `grants probe` or the broker has it now; the lease brings it back
+		return // probed or stored right now; the lease brings it back
 	}
-	// The writer ends the claim once the result is committed; every other
-	// way out ends it here.
-	handed := false
+	claimed := true // until the result, and the claim, pass to the writer
 	defer func() {
-		if !handed {
-			d.unclaim(f)
+		if claimed {
+			d.unclaim(l.Grant.ID)
 		}
 	}()
-	if _, ok := d.rotated.LoadAndDelete(l.Grant.ID); ok {
-		// `grants probe` rotated the token after this lease was taken.
-		fresh, err := d.db.GetLease(l.Grant.ID)
-		if err != nil {
-			p.health.release()
-			return
-		}
-		l.Token = fresh.Token
+	// The token this job holds was read when it was leased. If the lease
+	// ran out while the job waited and the grant was handed out again, or
+	// a result of the grant was stored since (grants probe, a probe on an
+	// earlier lease), the lease is no longer this job's and the token may
+	// be one the provider already rotated away: drop the job. A probe
+	// holds its claim until its result is stored, so no job can present a
+	// token its result replaces.
+	if d.paused() || !d.leases.holds(l.Grant.Row, l.until) {
+		p.health.release()
+		return
 	}
 	res := d.refresh(probeCtx, p, l.Lease)
 	if probeCtx.Err() != nil && !res.OK {
@@ -190,8 +203,8 @@ func (d *Daemon) probeLease(ctx, probeCtx context.Context, l job) {
 		d.requeue(l.Grant)
 		return
 	}
-	handed = true
-	d.results <- result{leased: l.Grant, p: p, res: res, claim: f}
+	claimed = false
+	d.results <- result{leased: l.Grant, p: p, res: res, claimed: true}
 }
 
 // acquire waits for a slot of the provider's concurrency, then for its
@@ -212,20 +225,28 @@ func (p *provider) acquire(ctx context.Context) (release func(), err error) {
 	return func() { <-p.sem }, nil
 }
 
-// claim marks a grant as being refreshed, so that no second refresh
-// presents its token at the same time (a rotating provider would take it
-// for reuse). It returns nil when a refresh of the grant is already
-// running. The claim lasts until the result is committed (the writer ends
-// it), so that the next refresh reads the token the result stored.
-func (d *Daemon) claim(id string) *flight {
-	f := &flight{id: id, done: make(chan struct{})}
-	if _, busy := d.inflight.LoadOrStore(id, f); busy {
-		return nil
-	}
-	return f
+// claim marks a grant as being probed, so that no second probe presents
+// its token at the same time (a rotating provider would take it for reuse).
+// It reports false when a probe of the grant is already running or its
+// result is not stored yet: the claim passes with the result to the
+// writer, which ends it once the result is stored (or held, if the store
+// cannot write, until it is).
+//
+// The claim is a flight (tokens.go): token requests for the grant wait for
+// it to end, and take the token its result stored.
+func (d *Daemon) claim(id string) bool {
+	_, busy := d.inflight.LoadOrStore(id, &flight{id: id, done: make(chan struct{})})
+	return !busy
 }
 
-// flightOf is the refresh of id running now, or nil.
+// unclaim ends the claim of id; whoever waits for its flight wakes.
+func (d *Daemon) unclaim(id string) {
+	if v, ok := d.inflight.LoadAndDelete(id); ok {
+		close(v.(*flight).done)
+	}
+}
+
+// flightOf is the claim of id held now, or nil.
 func (d *Daemon) flightOf(id string) *flight {
 	if v, ok := d.inflight.Load(id); ok {
 		return v.(*flight)
@@ -233,31 +254,14 @@ func (d *Daemon) flightOf(id string) *flight {
 	return nil
 }
 
-// unclaim ends the claim f (nil: none); a second call does nothing.
-func (d *Daemon) unclaim(f *flight) {
-	if f == nil {
-		return
-	}
-	f.once.Do(func() {
-		d.inflight.CompareAndDelete(f.id, f)
-		close(f.done)
-	})
-}
-
 // requeue makes a leased grant due now without changing anything else.
 func (d *Daemon) requeue(leased store.Grant) {
-	d.requeueAt(leased, d.now())
-	d.Kick()
-}
-
-// requeueAt makes a leased grant due at without changing anything else; a
-// grant that turned reconnect_required meanwhile stays unscheduled.
-func (d *Daemon) requeueAt(leased store.Grant, at time.Time) {
+	now := d.now()
 	err := d.db.Apply(leased.ID, func(cur store.Grant) (store.Change, error) {
-		if cur.TokenGen != leased.TokenGen || cur.State == store.StateReconnectRequired && cur.NextDueAt.IsZero() {
+		if cur.TokenGen != leased.TokenGen {
 			return store.Change{Skip: true}, nil
 		}
-		cur.NextDueAt = at
+		cur.NextDueAt = now
 		return store.Change{Grant: cur}, nil
 	})
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
@@ -265,6 +269,7 @@ func (d *Daemon) requeueAt(leased store.Grant, at time.Time) {
 	} else {
 		d.leases.end(leased.Row)
 	}
+	d.Kick()
 }
 
 // refresh refreshes the leased grant's token (the caller holds its claim)
@@ -284,7 +289,7 @@ func (d *Daemon) refresh(ctx context.Context, p *provider, l store.Lease) probes
 	if !res.Lost || p.grace <= 0 || ctx.Err() != nil || !d.now().Before(res.Started.Add(p.grace)) {
 		return res
 	}
-	if _, stale, err := d.apply(l.Grant, p, res); err != nil || stale {
+	if _, stale, err := d.record(l.Grant, p, res); err != nil || stale {
 		return res // the lost answer is not on record, or the token was replaced meanwhile
 	}
 	d.log.Info("refresh answer lost within the provider's rotation grace: presenting the token once more",

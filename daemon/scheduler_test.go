@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -167,5 +168,47 @@ func TestLostAnswerRepresentedWithinGrace(t *testing.T) {
 				t.Error("the sandbox saw a reuse")
 			}
 		})
+	}
+}
+
+// TestJobWithSupersededLeaseIsDropped: a job holds the token read when its
+// grant was leased. Once that lease is no longer the job's (it ran out and
+// the grant was leased again, or a stored result ended it), the token may
+// be one the provider rotated away: the job is dropped, not probed.
+func TestJobWithSupersededLeaseIsDropped(t *testing.T) {
+	sb := testutil.Sandbox(t)
+	cfg := testConfig(t, t.TempDir(), sandboxProvider("acme", "hydra", sb))
+	importGrants(t, cfg, sb, "acme", 1, sandbox.Rotate)
+	d, err := Open(Options{Config: cfg, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	l, err := d.DB().GetLease("acme-0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	first := now.Add(time.Minute)
+	d.leases.take(l.Grant.Row, now, first)
+	// The lease runs out and the grant is leased again.
+	d.leases.take(l.Grant.Row, first, first.Add(time.Minute))
+	ctx := context.Background()
+	d.probeLease(ctx, ctx, job{l, first})
+	if n := sb.Stats().Requests; n != 0 {
+		t.Errorf("a job whose lease was taken again sent %d probe(s)", n)
+	}
+	// A result stored meanwhile ended the lease.
+	second := now.Add(time.Hour)
+	d.leases.end(l.Grant.Row)
+	d.probeLease(ctx, ctx, job{l, second})
+	if n := sb.Stats().Requests; n != 0 {
+		t.Errorf("a job whose lease was ended sent %d probe(s)", n)
+	}
+	// Its own lease: probed.
+	d.leases.take(l.Grant.Row, now, second)
+	d.probeLease(ctx, ctx, job{l, second})
+	if n := sb.Stats().Requests; n != 1 {
+		t.Errorf("a job on its own lease sent %d probe(s), want 1", n)
 	}
 }

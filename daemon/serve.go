@@ -186,21 +186,36 @@ func (d *Daemon) tcpHandler() (http.Handler, error) {
 }
 
 // Ready reports why the daemon is not ready, or nil: the store is open and
-// the scheduler loop showed it is alive (a due scan, or a beat while it waits
-// for busy workers) within three minutes. It measures a live loop, not a
-// finished round: a first round over a large fleet lasts hours.
+// writes, and the scheduler loop showed it is alive (a due scan, or a beat
+// while it waits for busy workers) within three minutes. It measures a live
+// loop, not a finished round: a first round over a large fleet lasts hours.
 func (d *Daemon) Ready() error {
+	if why, fix := d.readiness(); why != "" {
+		return fmt.Errorf("%s: %s", why, fix)
+	}
+	return nil
+}
+
+// readiness is Ready's reason and its fix, "" when ready (status and
+// doctor show them apart).
+func (d *Daemon) readiness() (why, fix string) {
 	if _, err := d.db.Counts(); err != nil {
-		return fmt.Errorf("store: %w", err)
+		return fmt.Sprintf("store: %v", err), "run grantwatch doctor: its database check names the fix"
+	}
+	if f := d.fault.Load(); f != nil {
+		return fmt.Sprintf("store cannot write since %s (%s): probing is paused, %d rotated refresh token(s) held in memory",
+				f.since.Format(time.RFC3339), f.cause, d.unstoredCount()),
+			f.fix + "; grantwatch resumes by itself once it can write"
 	}
 	t := d.lastTick.Load()
 	if t == 0 {
-		return errors.New("scheduler has not ticked yet")
+		return "scheduler has not ticked yet", "wait for the first tick (daemon.tick), or read the daemon's log"
 	}
 	if age := d.now().Sub(time.Unix(0, t)); age > 3*time.Minute {
-		return fmt.Errorf("the scheduler loop has not run for %s: it is stuck; restart the daemon", age.Round(time.Second))
+		return fmt.Sprintf("the scheduler loop has not run for %s: it is stuck", age.Round(time.Second)),
+			"restart the daemon (systemctl restart grantwatch) and report its log"
 	}
-	return nil
+	return "", ""
 }
 
 // ListenAddr is the TCP listener's address once Run serves ("" before, or

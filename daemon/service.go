@@ -60,6 +60,7 @@ func (d *Daemon) Grant(id string) (api.GrantDetail, error) {
 func (d *Daemon) Remove(id string) error {
 	err := d.db.Remove(id)
 	d.tokens.drop(id)
+	d.tokens.invalidate()
 	return err
 }
 
@@ -83,13 +84,22 @@ func (d *Daemon) NotifyTest(ctx context.Context, receiver string) ([]api.NotifyT
 // ProbeNow probes one grant at once, whatever its state, and applies the
 // result like a scheduled probe.
 func (d *Daemon) ProbeNow(ctx context.Context, id string) (api.ProbeReport, error) {
+	if f := d.fault.Load(); f != nil {
+		// Its result could not be stored, and a token the provider rotates
+		// would be at risk.
+		return api.ProbeReport{}, api.Unavailable(fmt.Errorf("grant %s not probed: probing is paused since %s because %s; %s", id, f.since.Format(time.RFC3339), f.cause, f.fix), storeRetryEvery)
+	}
 	// Claim first, then read the token: the token read is the one no other
 	// probe can rotate meanwhile.
-	f := d.claim(id)
-	if f == nil {
+	if !d.claim(id) {
 		return api.ProbeReport{}, api.Invalid(fmt.Errorf("grant %s %w; try again in a moment", id, errProbeBusy))
 	}
-	defer d.unclaim(f) // the commit ends it first, unless a rotated token could not be stored
+	claimed := true // until the claim passes to the result (apply)
+	defer func() {
+		if claimed {
+			d.unclaim(id)
+		}
+	}()
 	l, err := d.db.GetLease(id)
 	if err != nil {
 		return api.ProbeReport{}, err
@@ -125,12 +135,10 @@ func (d *Daemon) ProbeNow(ctx context.Context, id string) (api.ProbeReport, erro
 	}
 	defer release()
 	res := d.refresh(ctx, p, l)
-	if !res.NewRefreshToken.IsZero() {
-		// A scheduled lease of this grant may hold the token just rotated
-		// away: its worker must read the token again.
-		d.rotated.Store(id, struct{}{})
-	}
-	out, stale, err := d.applyClaimed(f, l.Grant, p, res)
+	// Storing the result ends the grant's lease: a scheduled job that
+	// holds the token just rotated away then finds its lease gone.
+	claimed = false
+	out, stale, err := d.apply(l.Grant, p, res)
 	if err != nil {
 		return api.ProbeReport{}, err
 	}
@@ -162,7 +170,9 @@ func (d *Daemon) SetToken(ctx context.Context, id string, tok secret.Secret) (ap
 		// Its app holds the token, and reports whether the new one works.
 		return api.ProbeReport{}, errObserved(id, p.cfg.Name)
 	}
-	if _, err := d.db.SetToken(id, tok, d.now()); err != nil {
+	_, err = d.db.SetToken(id, tok, d.now())
+	d.tokens.invalidate() // the access token held is the old refresh token's
+	if err != nil {
 		return api.ProbeReport{}, err
 	}
 	d.log.Info("refresh token replaced", "grant", id)
@@ -255,6 +265,7 @@ func (d *Daemon) Status() (api.Status, error) {
 	if t := d.lastTick.Load(); t != 0 {
 		st.Daemon = true
 		st.LastTickAt = time.Unix(0, t)
+		st.NotReady, st.NotReadyFix = d.readiness()
 		st.Receivers = d.disp.Status()
 	}
 	st.NeedsAction = st.ByState[string(store.StateReconnectRequired)] > 0 ||
@@ -353,6 +364,7 @@ func (d *Daemon) Import(ctx context.Context, r io.Reader, opts store.ImportOptio
 	last := time.Now()
 	for i := 0; i < len(gs); i += chunk {
 		c, rep, err := d.db.Import(gs[i:min(i+chunk, len(gs))], d.now(), opts)
+		d.tokens.invalidate() // replaced tokens (and labels) are read anew
 		if err != nil {
 			return p, err
 		}

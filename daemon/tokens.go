@@ -15,11 +15,15 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
 	"unique"
+
+	"github.com/lmittmann/tint"
 
 	"github.com/grantwatch/grantwatch/daemon/api"
 	"github.com/grantwatch/grantwatch/internal/secret"
@@ -32,7 +36,14 @@ import (
 // probed on schedule cost nothing here.
 type tokenCache struct {
 	m sync.Map // grant id → *tokenEntry
+	// epoch is raised by every token stored from outside (import,
+	// set-token, remove): the grants read before are read again.
+	epoch atomic.Uint64
 }
+
+// invalidate makes the broker read every grant again before it serves
+// its token: call it after storing a token from outside.
+func (c *tokenCache) invalidate() { c.epoch.Add(1) }
 
 // tokenEntry is one grant's broker state. Its fields are read on every
 // token request without a lock.
@@ -44,6 +55,23 @@ type tokenEntry struct {
 	// used is when a token was last served (unix nanos): the scheduler
 	// does not probe the grant within its interval of that use.
 	used atomic.Int64
+	// view is the grant as last read (grantOf).
+	view atomic.Pointer[grantView]
+}
+
+// grantView is what the broker needs of a grant, as last read.
+type grantView struct {
+	gen           uint64
+	labels        map[string]string
+	state         store.State
+	cause, action string
+	epoch         uint64 // tokenCache.epoch when read
+	at            int64  // unix nanos
+}
+
+// grant is v as a store.Grant of id, for the paths that refresh or refuse.
+func (v *grantView) grant(id string) store.Grant {
+	return store.Grant{ID: id, TokenGen: v.gen, Labels: v.labels, State: v.state, Cause: v.cause, Action: v.action}
 }
 
 // heldToken is an access token and what the answer said of it. ~90 bytes
@@ -104,6 +132,7 @@ func (c *tokenCache) stored(g store.Grant, res probes.Result, now time.Time) *he
 	if e == nil {
 		return nil
 	}
+	e.view.Store(nil) // read the grant as this result left it
 	if !res.OK || res.AccessToken.IsZero() {
 		if g.State == store.StateReconnectRequired {
 			e.held.Store(nil)
@@ -149,8 +178,7 @@ func (h *heldToken) token(id string) api.Token {
 // committed (or when it is dropped), and then says what it obtained.
 type flight struct {
 	id   string
-	done chan struct{}
-	once sync.Once
+	done chan struct{} // closed by unclaim
 	// Set before done is closed.
 	held  *heldToken  // the token obtained, if any
 	grant store.Grant // the grant as the committed result left it
@@ -162,57 +190,88 @@ type flight struct {
 
 // finish records the committed outcome, before unclaim ends the flight.
 func (f *flight) finish(g store.Grant, h *heldToken) {
-	if f != nil {
-		f.grant, f.held, f.ok = g, h, true
-	}
+	f.grant, f.held, f.ok = g, h, true
 }
 
 // Token serves api.Broker: the held access token when it has min_ttl left,
 // else one refresh per grant however many ask at once.
 func (d *Daemon) Token(ctx context.Context, req api.TokenRequest) (api.Token, error) {
-	g, err := d.db.Get(req.ID)
+	now := d.now()
+	e, v, err := d.grantOf(req.ID, now)
 	if err != nil {
 		return api.Token{}, err
 	}
-	if req.Reaches != nil && !req.Reaches(g.Labels) {
+	if req.Reaches != nil && !req.Reaches(v.labels) {
 		return api.Token{}, fmt.Errorf("grant %q: %w", req.ID, store.ErrNotFound)
 	}
-	if g.State == store.StateReconnectRequired {
+	if v.state == store.StateReconnectRequired {
 		// Nothing is sent: the refresh token is dead until the user comes
 		// back, forced or not.
-		return api.Token{}, grantRefusal(g, 0)
+		return api.Token{}, grantRefusal(v.grant(req.ID), 0)
 	}
-	e := d.tokens.entry(g.ID)
-	now := d.now()
-	if h, ok := d.fresh(e, g, req, now); ok {
+	if h, ok := d.fresh(e, v.gen, req, now); ok {
 		e.used.Store(now.UnixNano())
-		return h.token(g.ID), nil
+		return h.token(req.ID), nil
 	}
-	if f := e.failed.Load(); f != nil && f.gen == g.TokenGen && now.UnixNano()-f.at < int64(d.Config().Broker.RefreshPace) {
+	if f := e.failed.Load(); f != nil && f.gen == v.gen && now.UnixNano()-f.at < int64(d.Config().Broker.RefreshPace) {
 		return api.Token{}, f.err
 	}
-	h, err := d.brokerRefresh(ctx, g, e, req)
+	h, err := d.brokerRefresh(ctx, v.grant(req.ID), e, req)
 	if err != nil {
 		return api.Token{}, err
 	}
 	e.used.Store(d.now().UnixNano())
-	return h.token(g.ID), nil
+	return h.token(req.ID), nil
 }
 
+// grantOf returns the broker's entry of grant id and the grant as last
+// read. The grant is read from the store at most once per viewTTL (a read
+// costs more than the rest of a token request) and again after anything
+// stored a token from outside (tokenCache.invalidate): a token held for an
+// older refresh token is never served, nor one of a grant whose labels
+// changed.
+func (d *Daemon) grantOf(id string, now time.Time) (*tokenEntry, *grantView, error) {
+	e := d.tokens.get(id)
+	epoch := d.tokens.epoch.Load()
+	if e != nil {
+		if v := e.view.Load(); v != nil && v.epoch == epoch && now.UnixNano()-v.at < int64(viewTTL) {
+			return e, v, nil
+		}
+	}
+	g, err := d.db.Get(id)
+	if err != nil {
+		return nil, nil, err
+	}
+	if e == nil {
+		e = d.tokens.entry(id)
+	}
+	v := &grantView{gen: g.TokenGen, labels: g.Labels, state: g.State, cause: g.Cause, action: g.Action,
+		epoch: epoch, at: now.UnixNano()}
+	e.view.Store(v)
+	return e, v, nil
+}
+
+// viewTTL bounds how long a grant read for the broker is trusted: the
+// commits and token writes the daemon makes drop it at once; this bounds
+// any other.
+const viewTTL = time.Second
+
 // fresh returns the held token of e if it serves req: it belongs to the
-// grant's current refresh token and has min_ttl left (or, forced, or with
-// a min_ttl no token meets, was obtained within broker.refresh_pace).
-func (d *Daemon) fresh(e *tokenEntry, g store.Grant, req api.TokenRequest, now time.Time) (*heldToken, bool) {
+// grant's current refresh token and has min_ttl left. Within
+// broker.refresh_pace of obtaining it, it also serves a forced refresh and
+// a min_ttl longer than the provider's tokens live, which a new token would
+// not meet either.
+func (d *Daemon) fresh(e *tokenEntry, gen uint64, req api.TokenRequest, now time.Time) (*heldToken, bool) {
 	h := e.held.Load()
-	if h == nil || h.gen != g.TokenGen {
+	if h == nil || h.gen != gen {
 		return nil, false
 	}
-	n := now.UnixNano()
-	minTTL := req.MinTTL
-	if !req.Force && h.expires-n >= int64(minTTL) {
+	n, minTTL := now.UnixNano(), int64(req.MinTTL)
+	if !req.Force && h.expires-n >= minTTL {
 		return h, true
 	}
-	return h, h.expires > n && n-h.obtained < int64(d.Config().Broker.RefreshPace)
+	paced := h.expires > n && n-h.obtained < int64(d.Config().Broker.RefreshPace)
+	return h, paced && (req.Force || h.expires-h.obtained < minTTL)
 }
 
 // brokerRefresh refreshes grant g for a token request, or waits for the
@@ -224,15 +283,16 @@ func (d *Daemon) brokerRefresh(ctx context.Context, g store.Grant, e *tokenEntry
 	defer cancel()
 	started := d.now().UnixNano()
 	for range 2 {
-		f := d.claim(g.ID)
-		if f != nil {
+		var f *flight
+		if d.claim(g.ID) {
 			// A refresh that ended after this request looked may have
 			// left what it needs.
-			if h, ok := d.fresh(e, g, req, d.now()); ok {
-				d.unclaim(f)
+			if h, ok := d.fresh(e, g.TokenGen, req, d.now()); ok {
+				d.unclaim(g.ID)
 				return h, nil
 			}
-			go d.refreshClaimed(context.WithoutCancel(ctx), f, g.ID)
+			f = d.flightOf(g.ID) // this request's own: only it ends it
+			go d.refreshClaimed(context.WithoutCancel(ctx), f)
 		} else if f = d.flightOf(g.ID); f == nil {
 			continue // it ended between the two looks
 		}
@@ -284,8 +344,21 @@ func (d *Daemon) retryIn(g store.Grant) time.Duration {
 // and gate; probes.Refresh; the writer's commit, which caches the token and
 // ends the flight). It is not cut short by the request: a refresh stopped
 // mid-way may lose a rotated token.
-func (d *Daemon) refreshClaimed(ctx context.Context, f *flight, id string) {
-	defer d.unclaim(f)
+func (d *Daemon) refreshClaimed(ctx context.Context, f *flight) {
+	id := f.id
+	claimed := true // until the claim passes with the result to the writer
+	defer func() {
+		if claimed {
+			d.unclaim(id)
+		}
+	}()
+	if sf := d.fault.Load(); sf != nil {
+		// Its result could not be stored, and a token the provider
+		// rotates would be at risk.
+		f.err = &api.TokenError{Code: api.CodeBusy, RetryAfter: storeRetryEvery,
+			Message: fmt.Sprintf("grant %s not refreshed: the store cannot write since %s because %s; %s", id, sf.since.Format(time.RFC3339), sf.cause, sf.fix)}
+		return
+	}
 	// Read after the claim: no other refresh can rotate it meanwhile.
 	l, err := d.db.GetLease(id)
 	if err != nil {
@@ -304,6 +377,11 @@ func (d *Daemon) refreshClaimed(ctx context.Context, f *flight, id string) {
 			Message: fmt.Sprintf("grant %s: provider %q is not configured or its client secret is unreadable", id, g.Provider)}
 		return
 	}
+	if p.policy.Observe {
+		f.err = &api.TokenError{Code: api.CodeObserveMode, State: g.State, Cause: g.Cause, Action: g.Action,
+			Message: fmt.Sprintf("grant %s: provider %s is in observe mode: its app keeps the tokens, and grantwatch never refreshes them", id, g.Provider)}
+		return
+	}
 	timeout := d.Config().Daemon.ProbeTimeout
 	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -319,12 +397,11 @@ func (d *Daemon) refreshClaimed(ctx context.Context, f *flight, id string) {
 		return
 	}
 	res := d.refresh(ctx, p, l)
-	if !res.NewRefreshToken.IsZero() {
-		// A scheduled lease of this grant may hold the token just rotated
-		// away: its worker must read the token again.
-		d.rotated.Store(id, struct{}{})
-	}
-	d.applyClaimed(f, l.Grant, p, res)
+	// Storing the result ends the grant's lease, so a scheduled job that
+	// holds the token just rotated away finds its lease gone; the writer
+	// ends the claim and tells the flight what was stored.
+	claimed = false
+	d.apply(l.Grant, p, res)
 }
 
 // grantRefusal is the broker's answer for a grant it cannot serve as it
@@ -387,11 +464,22 @@ func (d *Daemon) useDefers(id string, pol Policy) (time.Time, bool) {
 	return next, d.now().Before(next)
 }
 
-// applyClaimed stores a refresh result on the claim f: the commit caches
-// its token for the broker and ends the claim.
-func (d *Daemon) applyClaimed(f *flight, leased store.Grant, p *provider, res probes.Result) (Outcome, bool, error) {
-	done := make(chan applied, 1)
-	d.commit([]result{{leased: leased, p: p, res: res, done: done, claim: f}})
-	a := <-done
-	return a.out, a.stale, a.err
+// postpone moves the grant of job j, which the broker uses, to at without
+// probing it, if j's lease is still its own.
+func (d *Daemon) postpone(j job, at time.Time) {
+	if !d.leases.holds(j.Grant.Row, j.until) {
+		return
+	}
+	err := d.db.Apply(j.Grant.ID, func(cur store.Grant) (store.Change, error) {
+		if cur.TokenGen != j.Grant.TokenGen || cur.State == store.StateReconnectRequired {
+			return store.Change{Skip: true}, nil
+		}
+		cur.NextDueAt = at
+		return store.Change{Grant: cur}, nil
+	})
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		d.logOnce("postpone", slog.LevelError, "store postponed grant", tint.Err(err))
+		return
+	}
+	d.leases.endIf(j.Grant.Row, j.until)
 }

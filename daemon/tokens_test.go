@@ -102,7 +102,7 @@ func (b *broker) token(t testing.TB, id string) tokenAnswer {
 }
 
 // waitState waits until the scheduler's first probe has judged grant id.
-func waitState(t *testing.T, db *store.DB, id string, want store.State) store.Grant {
+func waitState(t *testing.T, db store.Store, id string, want store.State) store.Grant {
 	t.Helper()
 	var g store.Grant
 	testutil.WaitFor(t, 10*time.Second, "grant "+id+" "+string(want), func() bool {
@@ -143,6 +143,21 @@ func TestBrokerHoldsTheToken(t *testing.T) {
 	if n := sb.Exchanges(rt) - before; n != 0 {
 		t.Errorf("%d refreshes for 20 requests of a token held, want 0", n)
 	}
+	// Just obtained (within refresh_pace), a token that no longer has the
+	// min_ttl asked is refreshed all the same when a new one would have it;
+	// a min_ttl longer than tokens live gets the token just obtained.
+	b.clock.advance(5 * time.Second)
+	renewed := b.get(t, "GET", "/v1/grants/g1/token?min_ttl=9m58s")
+	if renewed.code != 200 || renewed.tok.AccessToken == first.tok.AccessToken {
+		t.Errorf("9m55s left, min_ttl 9m58s: %+v, want a new token", renewed)
+	}
+	if long := b.get(t, "GET", "/v1/grants/g1/token?min_ttl=20m"); long.tok.AccessToken != renewed.tok.AccessToken {
+		t.Errorf("min_ttl 20m of 10m tokens, within refresh_pace: %+v, want the token just obtained", long)
+	}
+	if n := sb.Exchanges(rt) - before; n != 1 {
+		t.Errorf("%d refreshes, want 1", n)
+	}
+	first, before = renewed, sb.Exchanges(rt)
 	// 8m30s later 90s are left: enough for min_ttl=60s, not for 2m.
 	b.clock.advance(8*time.Minute + 30*time.Second)
 	if a := b.get(t, "GET", "/v1/grants/g1/token?min_ttl=60s"); a.tok.AccessToken != first.tok.AccessToken {
@@ -456,9 +471,13 @@ func TestHeldTokenMemory(t *testing.T) {
 	runtime.ReadMemStats(&before)
 	now := time.Now()
 	for i := range n {
-		c.entry(ids[i]).used.Store(now.UnixNano())
-		c.stored(store.Grant{ID: ids[i], TokenGen: 1}, probes.Result{OK: true, AccessToken: toks[i],
+		e := c.entry(ids[i])
+		e.used.Store(now.UnixNano())
+		g := store.Grant{ID: ids[i], Provider: "google", Labels: map[string]string{"tenant": "acme"}, TokenGen: 1,
+			State: store.StateHealthy, LastProbeAt: now, LastSuccessAt: now, NextDueAt: now}
+		c.stored(g, probes.Result{OK: true, AccessToken: toks[i],
 			TokenType: "Bearer", Scope: "https://www.googleapis.com/auth/gmail.readonly openid", ExpiresIn: time.Hour}, now)
+		e.view.Store(&grantView{gen: g.TokenGen, labels: g.Labels, state: g.State, at: now.UnixNano()}) // the grant as the broker read it
 	}
 	runtime.ReadMemStats(&after)
 	per := float64(after.TotalAlloc-before.TotalAlloc) / n
@@ -529,5 +548,49 @@ func TestTokenSourceAgainstTheBroker(t *testing.T) {
 	var e *tokensource.Error
 	if !errors.Is(err, tokensource.ErrReconnectRequired) || !errors.As(err, &e) || e.Cause != g2.Cause || e.Cause == "" || e.Action != "reconnect" {
 		t.Errorf("dead grant: %v", err)
+	}
+}
+
+// TestBrokerRereadsAfterATokenIsStored: a token stored from outside
+// (import over the grant, set-token) is seen by the next request: the token
+// held for the old refresh token is not served, and new labels scope the
+// grant at once.
+func TestBrokerRereadsAfterATokenIsStored(t *testing.T) {
+	sb := testutil.Sandbox(t)
+	cfg := testConfig(t, t.TempDir(), sandboxProvider("acme", "", sb))
+	importLines(t, cfg, []string{`{"id":"g1","provider":"acme","refresh_token":"` + sb.Issue(sandbox.Healthy) + `","labels":{"tenant":"acme"}}`})
+	b := startBroker(t, cfg, nil)
+	waitState(t, b.d.DB(), "g1", store.StateHealthy)
+	_, acmeKey, err := b.d.CreateKey(api.Key{Name: "acme", Labels: map[string]string{"tenant": "acme"}, Scopes: []api.Scope{api.ScopeToken}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	allKey := b.key
+	old := b.token(t, "g1")
+	b.key = acmeKey
+	if a := b.token(t, "g1"); a.code != 200 || a.tok.AccessToken != old.tok.AccessToken {
+		t.Fatalf("%+v", a)
+	}
+
+	// The grant moves to tenant beta with a new refresh token.
+	c := InProcess(b.d, false)
+	defer c.Close()
+	line := `{"id":"g1","provider":"acme","refresh_token":"` + sb.Issue(sandbox.Healthy) + `","labels":{"tenant":"beta"}}` + "\n"
+	if _, err := c.Import(t.Context(), strings.NewReader(line), store.ImportOptions{Replace: true}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if a := b.token(t, "g1"); a.code != 404 {
+		t.Errorf("acme's key after the grant moved to beta: %d, want 404 at once", a.code)
+	}
+	b.key = allKey
+	moved := b.token(t, "g1")
+	if moved.code != 200 || moved.tok.AccessToken == old.tok.AccessToken {
+		t.Errorf("after the import: %+v, want a token of the new refresh token", moved)
+	}
+	if _, err := c.SetToken(t.Context(), "g1", secret.Secret(sb.Issue(sandbox.Healthy))); err != nil {
+		t.Fatal(err)
+	}
+	if a := b.token(t, "g1"); a.code != 200 || a.tok.AccessToken == moved.tok.AccessToken {
+		t.Errorf("after set-token: %+v, want a token of the new refresh token", a)
 	}
 }

@@ -188,6 +188,8 @@ url_file = %q
 		t.Errorf("database detail %q does not name the file", db.Detail)
 	}
 	doctorWant(t, rep, "key", CheckOK)
+	doctorWant(t, rep, "disk", CheckOK)
+	doctorWant(t, rep, "secret-files", CheckOK)
 	doctorWant(t, rep, "provider/sb/dns", CheckOK)
 	doctorWant(t, rep, "provider/sb/tcp", CheckOK)
 	h := doctorWant(t, rep, "provider/sb/http", CheckOK)
@@ -625,25 +627,6 @@ func TestDoctorSystemd(t *testing.T) {
 	}
 }
 
-// TestFileFixMatchesError: the fix for a file that cannot be read says what
-// its error calls for: create a missing one, make an unreadable one
-// readable (issue 12 item 13). Permission denied is built rather than
-// provoked: tests may run as root, who reads any file.
-func TestFileFixMatchesError(t *testing.T) {
-	for _, tc := range []struct {
-		err       error
-		want, not string
-	}{
-		{&fs.PathError{Op: "open", Path: "/x", Err: fs.ErrNotExist}, "create /x", "readable"},
-		{fmt.Errorf("providers.p.client_secret_file: %w", &fs.PathError{Op: "open", Path: "/x", Err: syscall.EACCES}), "make /x readable", "create"},
-	} {
-		got := fileFix(tc.err, "/x", "notify.hook.url_file")
-		if !strings.Contains(got, tc.want) || strings.Contains(got, tc.not) {
-			t.Errorf("fix for %v: %q, want %q and no %q", tc.err, got, tc.want, tc.not)
-		}
-	}
-}
-
 // TestDoctorSecretFileModes: doctor shows a secret file besides the key
 // that others may read (issue 13 item 7: it called a 0644
 // client_secret_file "ok") as a warning naming its key and the chmod; at
@@ -674,4 +657,23 @@ client_secret_file = %q
 	}
 	rep = Run(context.Background(), path, doctorOpts())
 	doctorWant(t, rep, "secret-files", CheckOK)
+}
+
+// TestFileFixMatchesError: the fix for a file that cannot be read says what
+// its error calls for: create a missing one, make an unreadable one
+// readable (issue 12 item 13). Permission denied is built rather than
+// provoked: tests may run as root, who reads any file.
+func TestFileFixMatchesError(t *testing.T) {
+	for _, tc := range []struct {
+		err       error
+		want, not string
+	}{
+		{&fs.PathError{Op: "open", Path: "/x", Err: fs.ErrNotExist}, "create /x", "readable"},
+		{fmt.Errorf("providers.p.client_secret_file: %w", &fs.PathError{Op: "open", Path: "/x", Err: syscall.EACCES}), "make /x readable", "create"},
+	} {
+		got := fileFix(tc.err, "/x", "notify.hook.url_file")
+		if !strings.Contains(got, tc.want) || strings.Contains(got, tc.not) {
+			t.Errorf("fix for %v: %q, want %q and no %q", tc.err, got, tc.want, tc.not)
+		}
+	}
 }

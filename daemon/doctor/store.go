@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/grantwatch/grantwatch/daemon/config"
 	"github.com/grantwatch/grantwatch/internal/secret"
@@ -178,6 +180,38 @@ func secretFiles(cfg *config.Config) Check {
 		c.Detail = "no secret files besides the key"
 	default:
 		c.Detail = fmt.Sprintf("%d secret file(s) besides the key, each open to its owner only", n)
+	}
+	return c
+}
+
+// diskLow is the free space below which the disk check warns.
+const diskLow = 32 << 20
+
+// disk checks the filesystem of the database: the daemon pauses probing
+// while a commit fails on it (full, read-only), so doctor says so before.
+func disk(cfg *config.Config) Check {
+	c := Check{Name: "disk", Status: CheckOK}
+	// A database not created yet is created in the nearest directory there is.
+	dir := filepath.Dir(cfg.Daemon.DB)
+	for _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) && dir != filepath.Dir(dir); _, err = os.Stat(dir) {
+		dir = filepath.Dir(dir)
+	}
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		c.Status, c.Detail = CheckWarn, fmt.Sprintf("free space of %s unknown: %v", dir, err)
+		c.Fix = "check that daemon.db's directory exists and is readable by the daemon's user"
+		return c
+	}
+	free := st.Bavail * uint64(st.Bsize)
+	switch {
+	case errors.Is(syscall.Access(dir, 2), syscall.EROFS):
+		c.Status, c.Detail = CheckFail, fmt.Sprintf("the filesystem of %s is read-only: the daemon cannot store probe results and pauses probing", dir)
+		c.Fix = fmt.Sprintf("find out why it went read-only (dmesg), then remount %s read-write", dir)
+	case free < diskLow:
+		c.Status, c.Detail = CheckWarn, fmt.Sprintf("%d KiB free on the filesystem of %s: when a commit finds it full, the daemon pauses probing until space is freed", free>>10, dir)
+		c.Fix = fmt.Sprintf("free space there (df -h %s), or move daemon.db to a larger filesystem", dir)
+	default:
+		c.Detail = fmt.Sprintf("%d MiB free on the filesystem of %s", free>>20, dir)
 	}
 	return c
 }
