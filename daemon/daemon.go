@@ -74,6 +74,10 @@ type Daemon struct {
 
 	mu        sync.RWMutex
 	providers map[string]*provider
+	// healthMu orders what changes providers' announced health: settle,
+	// and a reload's swap of the providers.
+	healthMu sync.Mutex
+	reloads  reloadState
 
 	opts    Options
 	kickCh  chan struct{}
@@ -199,6 +203,7 @@ func Open(opts Options) (*Daemon, error) {
 		query = probes.QueryClock
 	}
 	d.initHealth()
+	d.reloads.loaded(cfg, now())
 	d.clock = NewClock(cfg.Clock, log, query, now)
 	if d.disp, err = notify.NewDispatcher(db, cfg.Notify, log, notify.WithActive(d), notify.WithClock(now)); err != nil {
 		db.Close()
@@ -322,12 +327,13 @@ func (d *Daemon) Run(ctx context.Context, ready func(*Daemon)) error {
 	d.syncModes()
 	c.Start()
 	d.Kick()
+	wg.Go(func() { d.canaryLoop(ctx, probeCtx) })
 	d.log.Info("grantwatch started", "db", d.db.Path(), "socket", cfg.Daemon.Socket,
 		"providers", len(cfg.Providers), "workers", cfg.Daemon.Workers)
-	d.checkOpenFiles(cfg)
 	if len(cfg.Providers) == 0 {
 		d.log.Warn("no providers configured: nothing will be probed", "config", cfg.Path(), "fix", "add a [[providers]] entry (config.example.toml) and reload")
 	}
+	d.checkOpenFiles(cfg)
 	if ready != nil {
 		ready(d)
 	}

@@ -39,7 +39,8 @@ func (d *Daemon) Observe(ctx context.Context, id string, obs api.Observation) (a
 		return api.ProbeReport{}, err
 	}
 	res := observed(p.ep.Preset, obs, d.now())
-	d.judged(p, res)
+	d.answered(p, res)
+	d.healthChanged(p, p.health.observe(d.now(), res, p.policy))
 	out, stale, err := d.record(g, p, res)
 	if err != nil {
 		return api.ProbeReport{}, err

@@ -508,3 +508,38 @@ func TestObservationRefusals(t *testing.T) {
 		t.Errorf("a refused report changed %s to %s, or sent %d requests", g.ID, g.State, sb.Stats().Requests)
 	}
 }
+
+// TestObserveModeSendsNoCanary: apps' reports of a failing provider in
+// observe mode make it suspect, as probes would; where grantwatch would then
+// judge the provider with canary probes of its own, it sends nothing, even
+// for grants imported with a token.
+func TestObserveModeSendsNoCanary(t *testing.T) {
+	sb := testutil.Sandbox(t)
+	cfg := testConfig(t, t.TempDir(), observeProvider("app", "google")+"token_url = \""+sb.TokenURL()+"\"\n[health]\ncanary_period = \"50ms\"\n")
+	var lines []string
+	for i := range 5 {
+		lines = append(lines, fmt.Sprintf(`{"id":"g%d","provider":"app","refresh_token":%q}`, i, sb.Issue(sandbox.Healthy)))
+	}
+	importLines(t, cfg, lines)
+	td := startDaemon(t, cfg, &testutil.LogBuffer{}, nil)
+	c := InProcess(td.d, false)
+	defer c.Close()
+	unavailable := "<html><body><h1>503 Service Unavailable</h1></body></html>"
+	for i := range 5 {
+		if _, err := c.Observe(t.Context(), fmt.Sprintf("g%d", i), api.Observation{Status: 503, Body: &unavailable}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := td.d.provider("app")
+	if _, ok := p.health.canaryDue(time.Now().Add(time.Hour)); !ok {
+		t.Fatal("the reports did not make the provider suspect: the test proves nothing")
+	}
+	p.health.skipCanary(time.Now().Add(-time.Hour), p.policy) // give the canary back, due at once
+	tick := td.d.lastTick.Load()
+	testutil.WaitFor(t, 10*time.Second, "two ticks with canaries due", func() bool {
+		return td.d.lastTick.Load() > tick+int64(time.Second)
+	})
+	if n := sb.Stats().Requests; n != 0 {
+		t.Errorf("%d requests (canaries) to a provider in observe mode", n)
+	}
+}

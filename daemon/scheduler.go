@@ -171,7 +171,6 @@ func (d *Daemon) probeLease(ctx, probeCtx context.Context, l job) {
 		return
 	}
 	if !d.claim(l.Grant.ID) {
-		p.health.release()
 		return // probed or stored right now; the lease brings it back
 	}
 	claimed := true // until the result, and the claim, pass to the writer
@@ -188,7 +187,6 @@ func (d *Daemon) probeLease(ctx, probeCtx context.Context, l job) {
 	// holds its claim until its result is stored, so no job can present a
 	// token its result replaces.
 	if d.paused() || !d.leases.holds(l.Grant.Row, l.until) {
-		p.health.release()
 		return
 	}
 	res := d.refresh(probeCtx, p, l.Lease)
@@ -273,8 +271,13 @@ func (d *Daemon) requeue(leased store.Grant) {
 }
 
 // refresh refreshes the leased grant's token (the caller holds its claim)
-// and returns the result for the caller to store. Every refresh, scheduled,
-// on demand or through the broker, goes through it.
+// and returns the result for the caller to store: scheduled, on demand and
+// through the broker (a canary, graced, sends its own).
+func (d *Daemon) refresh(ctx context.Context, p *provider, l store.Lease) probes.Result {
+	return d.graced(ctx, p, l, func() probes.Result { return d.refreshOnce(ctx, p, l.Token) })
+}
+
+// graced returns send's result (send presents l's token once).
 //
 // When the answer was lost (a timeout or reset after sending, a gateway's
 // 502/504: a rotating provider may have issued a token that never arrived)
@@ -284,8 +287,8 @@ func (d *Daemon) requeue(leased store.Grant) {
 // grace the provider answers it with a new token instead of revoking the
 // grant. This is the only retry of a refresh; the HTTP client never re-sends
 // one (probes.NewHTTPClient).
-func (d *Daemon) refresh(ctx context.Context, p *provider, l store.Lease) probes.Result {
-	res := d.refreshOnce(ctx, p, l.Token)
+func (d *Daemon) graced(ctx context.Context, p *provider, l store.Lease, send func() probes.Result) probes.Result {
+	res := send()
 	if !res.Lost || p.grace <= 0 || ctx.Err() != nil || !d.now().Before(res.Started.Add(p.grace)) {
 		return res
 	}
@@ -294,31 +297,31 @@ func (d *Daemon) refresh(ctx context.Context, p *provider, l store.Lease) probes
 	}
 	d.log.Info("refresh answer lost within the provider's rotation grace: presenting the token once more",
 		"grant", l.Grant.ID, "provider", p.cfg.Name, "cause", res.Cause, "rotation_grace", p.grace.String())
-	return d.refreshOnce(ctx, p, l.Token)
+	return send()
 }
 
-// refreshOnce sends one refresh request with the probe timeout and feeds
-// the metrics, the clock and the provider's health with its answer.
+// refreshOnce runs one probe and feeds the provider's health.
 func (d *Daemon) refreshOnce(ctx context.Context, p *provider, tok secret.Secret) probes.Result {
-	ctx, cancel := context.WithTimeout(ctx, d.Config().Daemon.ProbeTimeout)
-	defer cancel()
-	res := d.prober.Refresh(ctx, p.ep, tok)
-	d.judged(p, res)
+	res := d.exchange(ctx, p, tok)
+	d.healthChanged(p, p.health.observe(d.now(), res, p.policy))
 	return res
 }
 
-// judged feeds a provider's answer, a probe's or one its app reported, to
-// the metrics, the clock (its Date header) and the provider's health.
-func (d *Daemon) judged(p *provider, res probes.Result) {
+// exchange sends one refresh request with the probe timeout and feeds the
+// metrics and the clock checker.
+func (d *Daemon) exchange(ctx context.Context, p *provider, tok secret.Secret) probes.Result {
+	ctx, cancel := context.WithTimeout(ctx, d.Config().Daemon.ProbeTimeout)
+	defer cancel()
+	res := d.prober.Refresh(ctx, p.ep, tok)
+	d.answered(p, res)
+	return res
+}
+
+// answered feeds an answer of p's token endpoint, a probe's or one its app
+// reported (observe mode), to the metrics and the clock (its Date header).
+func (d *Daemon) answered(p *provider, res probes.Result) {
 	d.metrics.observe(p.cfg.Name, res)
 	if !res.Date.IsZero() {
 		d.clock.ObserveDate(p.cfg.Name, res.Date, res.Started, res.Latency)
-	}
-	// A reload that left the provider's config alone keeps its health: a
-	// change from a probe begun before it is still the provider's.
-	if ch := p.health.observe(d.now(), res, p.policy); ch != nil {
-		if cur := d.provider(p.cfg.Name); cur != nil && cur.health == p.health {
-			d.onProviderChange(cur, ch)
-		}
 	}
 }
