@@ -343,7 +343,7 @@ func TestProbeAcrossUnchangedReloadAnnounces(t *testing.T) {
 	if d.provider("acme").health != old.health {
 		t.Fatal("an unchanged provider's health was not carried over")
 	}
-	res := d.refresh(context.Background(), old, l.Token)
+	res := d.refresh(context.Background(), old, l)
 	if !res.OK {
 		t.Fatalf("probe failed: %+v", res)
 	}

@@ -54,7 +54,7 @@ func (m *promMetrics) observe(provider string, r probes.Result) {
 		cause = "none"
 	}
 	m.probes.WithLabelValues(provider, cause).Inc()
-	if r.Status != 0 {
+	if r.Status != 0 && r.Latency > 0 { // an app's report (observe mode) has no latency
 		m.latency.WithLabelValues(provider).Observe(r.Latency.Seconds())
 	}
 }

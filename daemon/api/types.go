@@ -55,6 +55,25 @@ func ViewResult(r probes.Result) ResultView {
 	}
 }
 
+// Observation is an app's report of one refresh it made itself, for a grant
+// of a provider in observe mode (POST /v1/grants/{id}/observations):
+// {"status": 400, "body": "<the answer as received>", "headers": {"Date":
+// "…"}}, or {"status": 200} for a success. It is judged as grantwatch
+// judges a probe's answer.
+type Observation struct {
+	// Status is the HTTP status of the token endpoint's answer.
+	Status int `json:"status"`
+	// Body is the answer's body as received, "" for an empty one. A
+	// success may leave it out (its body holds the app's tokens, which
+	// grantwatch neither needs nor keeps): a 2xx without body is a
+	// success. Any other answer needs it: the body is what tells the
+	// causes apart (GitHub's errors come with 200).
+	Body *string `json:"body,omitempty"`
+	// Headers are the answer's headers by name: Date feeds the clock's
+	// Date-header estimate, Retry-After the backoff of a 429 or 503.
+	Headers map[string]string `json:"headers,omitempty"`
+}
+
 // ImportProgress is one line of the import answer's progress stream.
 type ImportProgress struct {
 	// Phase is "validating" (reading the input; nothing is written until
@@ -66,6 +85,11 @@ type ImportProgress struct {
 	Total    int `json:"total"`
 	Created  int `json:"created"`
 	Replaced int `json:"replaced"`
+	// Rotated counts the grants whose token the provider had rotated since
+	// it was imported, replaced all the same (force); RotatedIDs names the
+	// first 20, for the warning.
+	Rotated    int      `json:"rotated,omitempty"`
+	RotatedIDs []string `json:"rotated_ids,omitempty"`
 	// Final marks the last line.
 	Final bool   `json:"final,omitempty"`
 	Error string `json:"error,omitempty"`
@@ -81,11 +105,16 @@ type Status struct {
 	ByProvider map[string]map[string]int `json:"by_provider"`
 	// NeedsReconnect lists grants in reconnect_required (at most 100; see
 	// by_state for the total).
-	NeedsReconnect []store.Grant    `json:"needs_reconnect"`
-	OnHold         []store.Grant    `json:"on_hold"`
-	Providers      []ProviderStatus `json:"providers"`
-	Clock          ClockView        `json:"clock"`
-	Outbox         OutboxStatus     `json:"outbox"`
+	NeedsReconnect []store.Grant `json:"needs_reconnect"`
+	OnHold         []store.Grant `json:"on_hold"`
+	// Stale counts the grants of providers in observe mode whose app has
+	// not reported a refresh for longer than the provider's interval;
+	// StaleGrants lists the first 100.
+	Stale       int              `json:"stale"`
+	StaleGrants []store.Grant    `json:"stale_grants"`
+	Providers   []ProviderStatus `json:"providers"`
+	Clock       ClockView        `json:"clock"`
+	Outbox      OutboxStatus     `json:"outbox"`
 	// LastTickAt is when the scheduler loop last showed it is alive: a due
 	// scan, or a beat while it waits for busy workers.
 	LastTickAt time.Time `json:"last_tick_at,omitzero"`
@@ -98,7 +127,8 @@ type Status struct {
 	// without a daemon).
 	Config *ConfigStatus `json:"config,omitempty"`
 	// NeedsAction is true when a grant needs reconnecting, a grant or
-	// provider is held, or the clock is skewed: status exits 1.
+	// provider is held, a grant is stale, or the clock is skewed: status
+	// exits 1.
 	NeedsAction bool `json:"needs_action"`
 	// DB is the database the answer was read from. The CLI compares it with
 	// its config's daemon.db: a daemon of another config answering on the

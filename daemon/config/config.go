@@ -201,6 +201,38 @@ type ProviderConfig struct {
 	Concurrency int `toml:"concurrency"`
 	// Rate bounds probes per second to this provider; 0 is unlimited.
 	Rate float64 `toml:"rate"`
+	// Mode is ModeRefresh (the default: grantwatch refreshes the grants on
+	// schedule) or ModeObserve: grantwatch never refreshes them, their app
+	// keeps its own tokens and reports each refresh's outcome (POST
+	// /v1/grants/{id}/observations); such grants may be imported without a
+	// refresh token, and token_url and client_id are not needed.
+	Mode string `toml:"mode"`
+	// RotationGrace is how long the provider still accepts a rotated-away
+	// refresh token (its reuse interval): within it, a refresh whose answer
+	// was lost is sent once more with the same token. Unset: the preset's
+	// documented grace (Okta 30s, Xero 30m, Atlassian 10m; none for most);
+	// "0s" turns it off.
+	RotationGrace *time.Duration `toml:"rotation_grace"`
+}
+
+// Provider modes (ProviderConfig.Mode).
+const (
+	ModeRefresh = "refresh"
+	ModeObserve = "observe"
+)
+
+// Observe reports whether p is in observe mode: grantwatch never refreshes
+// its grants.
+func (p ProviderConfig) Observe() bool { return p.Mode == ModeObserve }
+
+// Grace is p's rotation grace: rotation_grace when set, else its preset's
+// RotationGrace (0 when none is documented).
+func (p ProviderConfig) Grace() time.Duration {
+	if p.RotationGrace != nil {
+		return *p.RotationGrace
+	}
+	pr, _ := probes.LookupPreset(p.Preset)
+	return pr.RotationGrace
 }
 
 // DefaultInterval is a provider's probe interval when it sets none.
@@ -440,6 +472,9 @@ func (c *Config) applyDefaults() {
 		if p.AuthStyle == "" {
 			p.AuthStyle = "auto"
 		}
+		if p.Mode == "" {
+			p.Mode = ModeRefresh
+		}
 		if p.Interval == 0 && p.Schedule == "" {
 			p.Interval = DefaultInterval
 		}
@@ -560,9 +595,16 @@ func (c *Config) validate() []error {
 				bad(key+".preset", "unknown preset %q (known: %s)", p.Preset, strings.Join(probes.PresetNames(), ", "))
 			}
 		}
-		if p.TokenURL == "" {
+		switch p.Mode {
+		case ModeRefresh, ModeObserve:
+		default:
+			bad(key+".mode", "must be %q or %q, not %q", ModeRefresh, ModeObserve, p.Mode)
+		}
+		// A provider in observe mode is never sent a request: its app
+		// holds the client.
+		if p.TokenURL == "" && !p.Observe() {
 			bad(key+".token_url", "is required when no preset gives it")
-		} else if err := checkURL(p.TokenURL); err != nil {
+		} else if err := checkURL(p.TokenURL); p.TokenURL != "" && err != nil {
 			bad(key+".token_url", "%v", err)
 		}
 		if p.AuthURL != "" {
@@ -570,8 +612,11 @@ func (c *Config) validate() []error {
 				bad(key+".auth_url", "%v", err)
 			}
 		}
-		if p.ClientID == "" {
+		if p.ClientID == "" && !p.Observe() {
 			bad(key+".client_id", "is required")
+		}
+		if p.RotationGrace != nil && (*p.RotationGrace < 0 || *p.RotationGrace > 24*time.Hour) {
+			bad(key+".rotation_grace", "must be between 0s and 24h, not %s", *p.RotationGrace)
 		}
 		if p.ClientSecret != "" && p.ClientSecretFile != "" {
 			bad(key+".client_secret", "set client_secret or client_secret_file, not both")

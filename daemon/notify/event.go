@@ -7,7 +7,13 @@ import "time"
 
 // Event types. The names are part of grantwatch's interface.
 const (
-	TypeReconnectRequired     = "grant.reconnect_required"
+	TypeReconnectRequired = "grant.reconnect_required"
+	// TypeReuseDetected is a grant that died of a refresh-token reuse
+	// grantwatch cannot explain (no lost answer, no token just stored):
+	// someone else presented the token, a leak or a second refresher. The
+	// grant is reconnect_required; receivers that take
+	// grant.reconnect_required get this event too (Router).
+	TypeReuseDetected         = "grant.reuse_detected"
 	TypeRecovered             = "grant.recovered"
 	TypeDegraded              = "grant.degraded"
 	TypeClockSkewed           = "clock.skewed"
