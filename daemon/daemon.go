@@ -77,6 +77,10 @@ type Daemon struct {
 
 	mu        sync.RWMutex
 	providers map[string]*provider
+	// healthMu orders what changes providers' announced health: settle,
+	// and a reload's swap of the providers.
+	healthMu sync.Mutex
+	reloads  reloadState
 
 	opts    Options
 	kickCh  chan struct{}
@@ -103,9 +107,11 @@ type Daemon struct {
 	unstoredMu sync.Mutex
 	unstored   map[string]result
 
-	warnedOnce sync.Map // keys logged once (unknown providers, store errors)
-	inflight   sync.Map // grant id → struct{}: a probe of it runs, or its result is not stored yet
-	importing  sync.Map // import job id → importRun: an import this process is writing
+	warnedOnce sync.Map   // keys logged once (unknown providers, store errors)
+	inflight   sync.Map   // grant id → *flight: a refresh of it runs, or its result is not stored yet
+	tokens     tokenCache // the access tokens the broker serves (tokens.go)
+	keys       keySet     // the app keys (keys.go)
+	importing  sync.Map   // import job id → importRun: an import this process is writing
 }
 
 // provider is a configured provider's runtime: its endpoint, policy and
@@ -117,6 +123,10 @@ type provider struct {
 	sem    chan struct{}
 	lim    *rate.Limiter
 	health *health
+	// grace is how long the provider still takes a rotated-away refresh
+	// token (rotation_grace, else the preset's): the window in which a
+	// refresh whose answer was lost is sent once more.
+	grace time.Duration
 	// secretErr is why client_secret_file could not be read: the daemon
 	// refuses to start (or reload) with it; the CLI refuses to probe.
 	secretErr error
@@ -197,6 +207,7 @@ func Open(opts Options) (*Daemon, error) {
 		query = probes.QueryClock
 	}
 	d.initHealth()
+	d.reloads.loaded(cfg, now())
 	d.clock = NewClock(cfg.Clock, log, query, now)
 	if d.disp, err = notify.NewDispatcher(db, cfg.Notify, log, notify.WithActive(d), notify.WithClock(now)); err != nil {
 		db.Close()
@@ -230,6 +241,7 @@ func buildProviders(cfg *config.Config) (map[string]*provider, error) {
 			DegradedAfter: cfg.Daemon.DegradedAfter,
 			BackoffMin:    cfg.Daemon.BackoffMin,
 			BackoffMax:    cfg.Daemon.BackoffMax,
+			Observe:       pc.Observe(),
 		}
 		if pc.Schedule != "" {
 			var err error
@@ -246,6 +258,7 @@ func buildProviders(cfg *config.Config) (map[string]*provider, error) {
 			sem:       make(chan struct{}, pc.Concurrency),
 			lim:       lim,
 			health:    newHealth(cfg.Health),
+			grace:     pc.Grace(),
 			secretErr: secretErr,
 		}
 	}
@@ -320,6 +333,7 @@ func (d *Daemon) Run(ctx context.Context, ready func(*Daemon)) error {
 		dispWG.Wait()
 		return err
 	}
+	d.syncModes()
 	c.Start()
 	var resumeWG sync.WaitGroup
 	resumeWG.Go(func() {
@@ -329,6 +343,7 @@ func (d *Daemon) Run(ctx context.Context, ready func(*Daemon)) error {
 	})
 	defer resumeWG.Wait()
 	d.Kick()
+	wg.Go(func() { d.canaryLoop(ctx, probeCtx) })
 	d.log.Info("grantwatch started", "db", d.db.Path(), "socket", cfg.Daemon.Socket,
 		"providers", len(cfg.Providers), "workers", cfg.Daemon.Workers)
 	if len(cfg.Providers) == 0 {
@@ -449,9 +464,7 @@ func (d *Daemon) ActiveEvents(ctx context.Context, fn func(notify.Event) error) 
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		cause := probes.Cause(g.Cause)
-		return fn(*grantEvent(notify.TypeReconnectRequired, g, "", g.StateChangedAt,
-			"grant "+g.ID+" needs its user to reconnect: "+cause.Summary(), cause.Fix()))
+		return fn(*reconnectEvent(g, "", g.StateChangedAt))
 	})
 	if err != nil {
 		return err

@@ -18,12 +18,15 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/lmittmann/tint"
 
 	"github.com/grantwatch/grantwatch/daemon/api"
+	"github.com/grantwatch/grantwatch/daemon/config"
 	"github.com/grantwatch/grantwatch/store"
 )
 
@@ -91,7 +94,7 @@ func (d *Daemon) importStream(ctx context.Context, r io.Reader, opts api.ImportO
 		}
 	}()
 	// CreateTemp makes it 0600; a umask cannot widen that.
-	c := newLineChecker(func(p string) bool { _, ok := cfg.Provider(p); return ok })
+	c := newLineChecker(cfg.Provider)
 	lines, err := d.spoolAndCheck(ctx, &capReader{r: r, max: cfg.Daemon.ImportMaxBytes}, f, c, progress)
 	if err != nil {
 		return api.ImportProgress{Read: lines}, err
@@ -110,6 +113,17 @@ func (d *Daemon) importStream(ctx context.Context, r io.Reader, opts api.ImportO
 	if c.grants == 0 {
 		return api.ImportProgress{Read: lines}, errors.New("nothing to import: the input has no grants")
 	}
+	// What the input would replace is checked whole before the first
+	// batch is written: a refusal writes nothing. Each batch checks again,
+	// for a grant that rotated meanwhile.
+	sopts := store.ImportOptions{Replace: opts.Replace, Force: opts.Force}
+	conflicts, err := d.spoolConflicts(f, cfg.Provider)
+	if err != nil {
+		return api.ImportProgress{Read: lines}, fmt.Errorf("nothing imported: %w", err)
+	}
+	if err := conflicts.Refused(sopts); err != nil {
+		return api.ImportProgress{Read: lines}, api.Invalid(importRefusal(err))
+	}
 	// The job names the spool: both must survive a crash before the
 	// first batch lands (unless fsync is off for a benchmark, as for the
 	// store).
@@ -121,12 +135,102 @@ func (d *Daemon) importStream(ctx context.Context, r io.Reader, opts api.ImportO
 			return api.ImportProgress{Read: lines}, fmt.Errorf("nothing imported: %w", err)
 		}
 	}
+	// The options first: a resumed batch replaces only what this one may.
+	if err := d.putImportOpts(spool, sopts); err != nil {
+		return api.ImportProgress{Read: lines}, fmt.Errorf("nothing imported: %w", err)
+	}
 	job, err := d.db.BeginImport(store.ImportJob{Source: opts.Source, Spool: spool, Total: lines, StartedAt: d.now().UTC()})
 	if err != nil {
+		d.putImportOpts(spool, nil)
 		return api.ImportProgress{Read: lines}, fmt.Errorf("nothing imported: %w", err)
 	}
 	keep = true
-	return d.runImport(context.WithoutCancel(ctx), job, c.grants, progress, false)
+	p := api.ImportProgress{Rotated: conflicts.Rotated, RotatedIDs: conflicts.RotatedIDs}
+	return d.runImport(context.WithoutCancel(ctx), job, c.grants, sopts, p, progress, false)
+}
+
+// spoolConflicts reads the spool from its start and looks up, a batch at a
+// time, which of its grants exist (store.ImportConflicts).
+func (d *Daemon) spoolConflicts(spool *os.File, provider func(string) (config.ProviderConfig, bool)) (store.Conflicts, error) {
+	var all store.Conflicts
+	if _, err := spool.Seek(0, io.SeekStart); err != nil {
+		return all, fmt.Errorf("read the spool: %w", err)
+	}
+	c := newLineChecker(provider)
+	sc := newLineScanner(spool)
+	var batch []store.NewGrant
+	look := func() error {
+		got, err := d.db.ImportConflicts(batch)
+		all.Merge(got)
+		batch = batch[:0]
+		return err
+	}
+	for n := 1; sc.Scan(); n++ {
+		if g, ok := c.check(n, sc.Bytes()); ok {
+			batch = append(batch, g)
+		}
+		c.hashes = c.hashes[:0]
+		if len(batch) == importBatch {
+			if err := look(); err != nil {
+				return all, err
+			}
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return all, fmt.Errorf("read the spool: %w", err)
+	}
+	return all, look()
+}
+
+// importOptsKey is the daemon meta key of the options an import job's
+// batches are written with, by its spool: a resumed import replaces only
+// what the import that began it was allowed to.
+func importOptsKey(spool string) string { return "import_opts:" + filepath.Base(spool) }
+
+// putImportOpts records (or, with nil, deletes) the options of the import
+// spooled to spool.
+func (d *Daemon) putImportOpts(spool string, opts any) error {
+	var b []byte
+	if opts != nil {
+		b, _ = json.Marshal(opts)
+	}
+	return d.db.PutMeta(importOptsKey(spool), b)
+}
+
+// importOpts is what putImportOpts recorded for spool: none is the default,
+// which replaces nothing.
+func (d *Daemon) importOpts(spool string) store.ImportOptions {
+	var opts store.ImportOptions
+	if b, err := d.db.GetMeta(importOptsKey(spool)); err == nil && b != nil {
+		json.Unmarshal(b, &opts)
+	}
+	return opts
+}
+
+// importRefusal says why an import was refused and what to do.
+func importRefusal(err error) error {
+	if errors.Is(err, store.ErrRotated) {
+		return fmt.Errorf("nothing imported: %w. The provider rotated these tokens since they were imported: the "+
+			"tokens in this input are most likely the ones rotated away (an old export), and presenting one is "+
+			"taken for reuse, which revokes the grant. Import current tokens, or add --force (API: force=true) "+
+			"to replace them anyway", err)
+	}
+	also := ""
+	var ce *store.ConflictError
+	if errors.As(err, &ce) && ce.Rotated > 0 {
+		also = fmt.Sprintf(" (%d of them have tokens the provider rotated since they were imported, %s: the input's "+
+			"tokens are most likely the rotated-away ones; replacing those also needs --force)", ce.Rotated, strings.Join(quoted(ce.RotatedIDs), ", "))
+	}
+	return fmt.Errorf("nothing imported: %w. Importing them again replaces their refresh tokens: add --replace "+
+		"(API: replace=true) to do so%s", err, also)
+}
+
+func quoted(ids []string) []string {
+	q := make([]string, len(ids))
+	for i, id := range ids {
+		q[i] = strconv.Quote(id)
+	}
+	return q
 }
 
 // spoolAndCheck copies r to the spool while checking each line, reporting
@@ -230,12 +334,12 @@ type importRun struct{ resumed bool }
 // import counts them as it goes). On an error the job is left as it stands
 // (with its spool) when resumed, so that the next start tries again;
 // otherwise it is aborted: the client is told how far it got.
-func (d *Daemon) runImport(ctx context.Context, job store.ImportJob, grants int, progress func(api.ImportProgress), resumed bool) (api.ImportProgress, error) {
+func (d *Daemon) runImport(ctx context.Context, job store.ImportJob, grants int, opts store.ImportOptions, p api.ImportProgress, progress func(api.ImportProgress), resumed bool) (api.ImportProgress, error) {
 	d.importing.Store(job.ID, importRun{resumed: resumed})
 	defer d.importing.Delete(job.ID)
-	p := api.ImportProgress{Phase: "writing", Job: job.ID, Total: grants, Read: job.Total,
-		Done: job.Created + job.Replaced, Created: job.Created, Replaced: job.Replaced}
-	job, err := d.writeSpool(ctx, job, &p, progress)
+	p.Phase, p.Job, p.Total, p.Read = "writing", job.ID, grants, job.Total
+	p.Done, p.Created, p.Replaced = job.Created+job.Replaced, job.Created, job.Replaced
+	job, err := d.writeSpool(ctx, job, opts, &p, progress)
 	if err == nil {
 		_, err = d.db.FinishImport(job.ID)
 	}
@@ -250,9 +354,11 @@ func (d *Daemon) runImport(ctx context.Context, job store.ImportJob, grants int,
 			return p, fmt.Errorf("import stopped after line %d of %d: %w; the daemon finishes it from its spool when it starts again", job.Committed, job.Total, err)
 		}
 		os.Remove(job.Spool)
+		d.putImportOpts(job.Spool, nil)
 		return p, ended
 	}
 	os.Remove(job.Spool)
+	d.putImportOpts(job.Spool, nil)
 	if !resumed {
 		// The import that ended normally is the news now.
 		if b, err := d.db.GetMeta(metaImportOutcome); err == nil && b != nil {
@@ -267,13 +373,15 @@ func (d *Daemon) runImport(ctx context.Context, job store.ImportJob, grants int,
 
 // writeSpool reads job's spool and writes its lines after job.Committed in
 // batches of importBatch grants, updating p.
-func (d *Daemon) writeSpool(ctx context.Context, job store.ImportJob, p *api.ImportProgress, progress func(api.ImportProgress)) (store.ImportJob, error) {
+func (d *Daemon) writeSpool(ctx context.Context, job store.ImportJob, opts store.ImportOptions, p *api.ImportProgress, progress func(api.ImportProgress)) (store.ImportJob, error) {
 	f, err := os.Open(job.Spool)
 	if err != nil {
 		return job, fmt.Errorf("open the import's spool: %w", err)
 	}
 	defer f.Close()
-	c := newLineChecker(nil) // the providers were checked when it began
+	// Checked again as it is read: a resumed import meets the config of
+	// its restart (a provider removed meanwhile stops it, named).
+	c := newLineChecker(d.Config().Provider)
 	sc := newLineScanner(f)
 	var (
 		batch []store.NewGrant
@@ -285,7 +393,8 @@ func (d *Daemon) writeSpool(ctx context.Context, job store.ImportJob, p *api.Imp
 		if n == from {
 			return nil
 		}
-		j, err := d.db.ImportBatch(job.ID, from, n-from, batch, d.now())
+		j, err := d.db.ImportBatch(job.ID, from, n-from, batch, d.now(), opts)
+		d.tokens.invalidate() // replaced tokens (and labels) are read anew
 		if err != nil {
 			return err
 		}
@@ -375,7 +484,7 @@ func (d *Daemon) resumeImport(ctx context.Context, j store.ImportJob) error {
 	_, statErr := os.Stat(j.Spool)
 	err := statErr
 	if err == nil {
-		p, err = d.runImport(ctx, j, 0, nil, true)
+		p, err = d.runImport(ctx, j, 0, d.importOpts(j.Spool), api.ImportProgress{}, nil, true)
 	}
 	switch {
 	case err == nil:
@@ -389,6 +498,7 @@ func (d *Daemon) resumeImport(ctx context.Context, j store.ImportJob) error {
 			return fmt.Errorf("import %s: %w; end it: %w", j.ID, err, aerr)
 		}
 		os.Remove(j.Spool)
+		d.putImportOpts(j.Spool, nil)
 		out.State, out.Committed, out.Created, out.Replaced = api.ImportStopped, ended.Committed, ended.Created, ended.Replaced
 		why := err.Error()
 		if statErr != nil {

@@ -47,7 +47,7 @@ func crashedImport(t *testing.T, d *Daemon, n, committed int) store.ImportJob {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if job, err = d.db.ImportBatch(job.ID, 0, committed, first, time.Now()); err != nil {
+	if job, err = d.db.ImportBatch(job.ID, 0, committed, first, time.Now(), store.ImportOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	return job

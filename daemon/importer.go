@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/grantwatch/grantwatch/daemon/config"
 	"github.com/grantwatch/grantwatch/internal/secret"
 	"github.com/grantwatch/grantwatch/internal/termtext"
 	"github.com/grantwatch/grantwatch/store"
@@ -73,18 +74,18 @@ type lineError struct {
 // grants and a hash of each grant id, for finding duplicates once every line
 // is read (duplicates).
 type lineChecker struct {
-	// known says whether a provider is configured; nil accepts any (a
-	// resumed import, checked when it began).
-	known  func(provider string) bool
-	seed   maphash.Seed
-	hashes []uint64
-	errs   []lineError
-	more   int // problems beyond maxImportErrors
-	grants int
+	// provider looks up a configured provider (Config.Provider): a grant
+	// of a provider in observe mode may come without refresh_token.
+	provider func(name string) (config.ProviderConfig, bool)
+	seed     maphash.Seed
+	hashes   []uint64
+	errs     []lineError
+	more     int // problems beyond maxImportErrors
+	grants   int
 }
 
-func newLineChecker(known func(string) bool) *lineChecker {
-	return &lineChecker{known: known, seed: maphash.MakeSeed()}
+func newLineChecker(provider func(string) (config.ProviderConfig, bool)) *lineChecker {
+	return &lineChecker{provider: provider, seed: maphash.MakeSeed()}
 }
 
 func (c *lineChecker) bad(n int, format string, args ...any) {
@@ -148,14 +149,22 @@ func (c *lineChecker) check(n int, raw []byte) (store.NewGrant, bool) {
 	case *l.ID == reservedID:
 		bad("id: %q is reserved by grantwatch: give the grant another id", *l.ID)
 	}
-	switch {
-	case l.Provider == nil || *l.Provider == "":
+	var pc config.ProviderConfig
+	if l.Provider == nil || *l.Provider == "" {
 		bad("provider: is required")
-	case c.known != nil && !c.known(*l.Provider):
+	} else if p, known := c.provider(*l.Provider); !known {
 		bad("provider: %s is not a configured provider (add a [[providers]] entry named so)", quoteShort(*l.Provider))
+	} else {
+		pc = p
 	}
-	if l.RefreshToken == nil || strings.TrimSpace(*l.RefreshToken) == "" {
-		bad("refresh_token: is required")
+	tok := ""
+	if l.RefreshToken != nil {
+		tok = strings.TrimSpace(*l.RefreshToken)
+	}
+	if tok == "" && !pc.Observe() {
+		// An observe provider's app keeps the token; grantwatch needs
+		// none. Only a provider's known mode waives it.
+		bad("refresh_token: is required (only a provider with mode = %q takes grants without one)", config.ModeObserve)
 	}
 	switch {
 	case len(l.Subject) > maxSubjectLen:
@@ -193,7 +202,7 @@ func (c *lineChecker) check(n int, raw []byte) (store.NewGrant, bool) {
 	}
 	return store.NewGrant{
 		ID: *l.ID, Provider: *l.Provider, Subject: l.Subject, Labels: l.Labels,
-		RefreshToken: secret.Secret(strings.TrimSpace(*l.RefreshToken)),
+		RefreshToken: secret.Secret(tok), Observe: pc.Observe(),
 	}, true
 }
 
@@ -290,11 +299,13 @@ func scanErr(err error, n int) error {
 // `grants import` does, and returns them: for small inputs (the demo,
 // tests), since it holds every grant. Any bad line fails the whole input,
 // with every problem reported as "line N: field: what is wrong" (the first
-// 20). known says whether a provider is configured. Blank lines and lines
-// starting with # are skipped. Errors never quote a refresh token.
-func ParseImport(r io.Reader, known func(provider string) bool) ([]store.NewGrant, error) {
+// 20). provider looks up a configured provider (Config.Provider): a grant
+// of a provider in observe mode may come without refresh_token, and is
+// imported as such (NewGrant.Observe). Blank lines and lines starting with
+// # are skipped. Errors never quote a refresh token.
+func ParseImport(r io.Reader, provider func(name string) (config.ProviderConfig, bool)) ([]store.NewGrant, error) {
 	var buf bytes.Buffer
-	c := newLineChecker(known)
+	c := newLineChecker(provider)
 	var gs []store.NewGrant
 	sc := newLineScanner(io.TeeReader(r, &buf))
 	n := 0

@@ -89,3 +89,16 @@ func (l *leases) holds(row uint64, until time.Time) bool {
 	end, ok := l.m[row]
 	return ok && end.Equal(until)
 }
+
+// endIf ends row's lease if it is still the one that runs until until (a
+// job's own), not one handed out since.
+func (l *leases) endIf(row uint64, until time.Time) {
+	l.mu.Lock()
+	if end, ok := l.m[row]; ok && end.Equal(until) {
+		delete(l.m, row)
+		if l.scanning {
+			l.ended[row] = struct{}{}
+		}
+	}
+	l.mu.Unlock()
+}

@@ -5,11 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 
@@ -18,7 +18,6 @@ import (
 	"github.com/grantwatch/grantwatch/daemon/api"
 	"github.com/grantwatch/grantwatch/daemon/config"
 	"github.com/grantwatch/grantwatch/internal/peercred"
-	"github.com/grantwatch/grantwatch/internal/secret"
 )
 
 // servers are the daemon's listeners: the control socket and the TCP
@@ -87,15 +86,35 @@ func (d *Daemon) serve(ctx context.Context) (*servers, error) {
 			s.close()
 			return nil, err
 		}
+		var tf *tlsFiles
+		if cfg.Daemon.TLSCertFile != "" {
+			if tf, err = newTLSFiles(cfg.Daemon.TLSCertFile, cfg.Daemon.TLSKeyFile, cfg.Daemon.TLSClientCAFile); err != nil {
+				s.close()
+				return nil, err
+			}
+		}
 		tl, err := net.Listen("tcp", cfg.Daemon.Listen)
 		if err != nil {
 			s.close()
 			return nil, fmt.Errorf("daemon.listen: %w", err)
 		}
 		srv := d.newServer(h)
+		// Failed handshakes (scanners, clients without a certificate) are
+		// DEBUG lines of the daemon's log, not lines on stderr.
+		srv.ErrorLog = slog.NewLogLogger(d.log.Handler(), slog.LevelDebug)
 		s.list = append(s.list, srv)
 		d.listenAddr.Store(tl.Addr().String())
-		go srv.Serve(netutil.LimitListener(tl, cfg.Daemon.MaxConnections))
+		limited := netutil.LimitListener(tl, cfg.Daemon.MaxConnections)
+		if tf != nil {
+			srv.TLSConfig = tf.serverConfig()
+			go srv.ServeTLS(limited, "", "")
+		} else {
+			if !loopbackListen(cfg.Daemon.Listen) {
+				d.log.Warn("daemon.listen is plain HTTP on a network address: the token routes and PUT refresh_token answer 403 there; set daemon.tls_cert_file and daemon.tls_key_file",
+					"listen", cfg.Daemon.Listen)
+			}
+			go srv.Serve(limited)
+		}
 	}
 	return s, nil
 }
@@ -153,22 +172,17 @@ func socketInUse(path string) error {
 	return fmt.Errorf("%s is in use: %s listens on it, perhaps a grantwatch with another daemon.db (%s); give each daemon its own daemon.socket, or stop that process", path, who, look)
 }
 
-// tcpHandler serves /metrics, /healthz, /readyz and, with a token file, the
-// grant API for apps whose users just reconnected.
+// tcpHandler serves /metrics, /healthz, /readyz and the routes apps reach
+// with an app key: the broker, reading a grant, setting its token.
 func (d *Daemon) tcpHandler() (http.Handler, error) {
 	cfg := d.Config()
-	var tok secret.Secret
-	if cfg.Daemon.APITokenFile != "" {
-		b, err := os.ReadFile(cfg.Daemon.APITokenFile)
-		if err != nil {
-			return nil, fmt.Errorf("daemon.api_token_file: %w", err)
-		}
-		tok = secret.Secret(strings.TrimSpace(string(b)))
-		if len(tok.Reveal()) < 16 {
-			return nil, fmt.Errorf("daemon.api_token_file: %s holds a token shorter than 16 characters", cfg.Daemon.APITokenFile)
-		}
+	if err := d.readLegacyKey(cfg.Daemon.APITokenFile); err != nil {
+		return nil, err
 	}
-	return api.TCPHandler(d, d.log, d.metricsHandler(), tok), nil
+	if err := d.loadKeys(); err != nil {
+		return nil, err
+	}
+	return api.TCPHandler(d, d.log, d.metricsHandler(), d), nil
 }
 
 // Ready reports why the daemon is not ready, or nil: the store is open and
@@ -209,4 +223,14 @@ func (d *Daemon) readiness() (why, fix string) {
 func (d *Daemon) ListenAddr() string {
 	a, _ := d.listenAddr.Load().(string)
 	return a
+}
+
+// loopbackListen reports whether a listen address (host:port) accepts
+// loopback connections only.
+func loopbackListen(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	return config.IsLoopback(host)
 }

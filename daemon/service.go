@@ -22,14 +22,19 @@ import (
 
 // Grants calls fn for every grant, or those in state and of provider.
 func (d *Daemon) Grants(state store.State, provider string, fn func(store.Grant) error) error {
+	mark := d.staleness()
+	each := func(g store.Grant) error {
+		mark(&g)
+		return fn(g)
+	}
 	if state != "" {
-		return d.db.EachInState(state, provider, fn)
+		return d.db.EachInState(state, provider, each)
 	}
 	return d.db.Each(func(g store.Grant) error {
 		if provider != "" && g.Provider != provider {
 			return nil
 		}
-		return fn(g)
+		return each(g)
 	})
 }
 
@@ -43,19 +48,35 @@ func (d *Daemon) Grant(id string) (api.GrantDetail, error) {
 	if err != nil {
 		return api.GrantDetail{}, err
 	}
+	d.staleness()(&g)
 	return api.GrantDetail{Grant: g, Fix: probes.Cause(g.Cause).Fix(), History: h}, nil
 }
 
 // Remove deletes a grant.
-func (d *Daemon) Remove(id string) error { return d.db.Remove(id) }
+func (d *Daemon) Remove(id string) error {
+	err := d.db.Remove(id)
+	d.tokens.drop(id)
+	d.tokens.invalidate()
+	return err
+}
 
 // RemoveIDs deletes the grants named; ids that name none are passed over.
-func (d *Daemon) RemoveIDs(ids []string) (int, error) { return d.db.RemoveIDs(ids) }
+func (d *Daemon) RemoveIDs(ids []string) (int, error) {
+	n, err := d.db.RemoveIDs(ids)
+	for _, id := range ids {
+		d.tokens.drop(id)
+	}
+	d.tokens.invalidate()
+	return n, err
+}
 
 // RemoveWhere deletes every grant in state of provider. A grant that a
 // probe moved into the filter while the store removed batches is caught by
 // a second pass.
 func (d *Daemon) RemoveWhere(state store.State, provider string) (int, error) {
+	// The broker reads every grant again before it serves its token: a
+	// removed one is served no more.
+	defer d.tokens.invalidate()
 	n, err := d.db.RemoveWhere(state, provider)
 	if err != nil || n == 0 {
 		return n, err
@@ -138,6 +159,9 @@ func (d *Daemon) ProbeNow(ctx context.Context, id string) (api.ProbeReport, erro
 	if p == nil {
 		return api.ProbeReport{}, api.Invalid(fmt.Errorf("grant %s: provider %q is not configured", id, l.Grant.Provider))
 	}
+	if p.policy.Observe {
+		return api.ProbeReport{}, errObserved(id, p.cfg.Name)
+	}
 	if p.secretErr != nil {
 		return api.ProbeReport{}, api.Invalid(p.secretErr)
 	}
@@ -161,7 +185,7 @@ func (d *Daemon) ProbeNow(ctx context.Context, id string) (api.ProbeReport, erro
 		return api.ProbeReport{}, busy(fmt.Sprintf("provider %s is at its limits (concurrency %d, rate %g/s) for longer than probe_timeout", p.cfg.Name, p.cfg.Concurrency, p.cfg.Rate))
 	}
 	defer release()
-	res := d.refresh(ctx, p, l.Token)
+	res := d.refresh(ctx, p, l)
 	// Storing the result ends the grant's lease: a scheduled job that
 	// holds the token just rotated away then finds its lease gone.
 	claimed = false
@@ -169,8 +193,16 @@ func (d *Daemon) ProbeNow(ctx context.Context, id string) (api.ProbeReport, erro
 	if err != nil {
 		return api.ProbeReport{}, err
 	}
+	return d.probeReport(id, out, stale, res)
+}
+
+// probeReport tells the caller what storing res did to grant id: the grant
+// as stored, read again when the result was dropped because its token was
+// replaced meanwhile.
+func (d *Daemon) probeReport(id string, out Outcome, stale bool, res probes.Result) (api.ProbeReport, error) {
 	g := out.Grant
 	if stale {
+		var err error
 		if g, err = d.db.Get(id); err != nil {
 			return api.ProbeReport{}, err
 		}
@@ -181,7 +213,17 @@ func (d *Daemon) ProbeNow(ctx context.Context, id string) (api.ProbeReport, erro
 // SetToken stores a new refresh token for a grant (the user reconnected),
 // resets it to pending and probes it once.
 func (d *Daemon) SetToken(ctx context.Context, id string, tok secret.Secret) (api.ProbeReport, error) {
-	if _, err := d.db.SetToken(id, tok, d.now()); err != nil {
+	g, err := d.db.Get(id)
+	if err != nil {
+		return api.ProbeReport{}, err
+	}
+	if p := d.provider(g.Provider); p != nil && p.policy.Observe {
+		// Its app holds the token, and reports whether the new one works.
+		return api.ProbeReport{}, errObserved(id, p.cfg.Name)
+	}
+	_, err = d.db.SetToken(id, tok, d.now())
+	d.tokens.invalidate() // the access token held is the old refresh token's
+	if err != nil {
 		return api.ProbeReport{}, err
 	}
 	d.log.Info("refresh token replaced", "grant", id)
@@ -252,6 +294,9 @@ func (d *Daemon) Status() (api.Status, error) {
 		}
 		sort.Slice(*s.dst, func(i, j int) bool { return (*s.dst)[i].StateChangedAt.Before((*s.dst)[j].StateChangedAt) })
 	}
+	if st.Stale, st.StaleGrants, err = d.staleStatus(); err != nil {
+		return st, err
+	}
 	st.Providers = d.providerStates()
 	cs := d.clock.Snapshot()
 	st.Clock = api.ClockView{
@@ -274,6 +319,9 @@ func (d *Daemon) Status() (api.Status, error) {
 		st.Receivers = d.disp.Status()
 		st.NotReady, st.NotReadyFix = d.readiness()
 	}
+	if st.Daemon {
+		st.Config = d.configStatus()
+	}
 	if st.Imports, err = d.importStatus(); err != nil {
 		return st, err
 	}
@@ -285,7 +333,7 @@ func (d *Daemon) Status() (api.Status, error) {
 		st.Key = &ki
 	}
 	st.NeedsAction = st.ByState[string(store.StateReconnectRequired)] > 0 ||
-		st.ByState[string(store.StateOnHold)] > 0 || cs.State == ClockSkewed
+		st.ByState[string(store.StateOnHold)] > 0 || cs.State == ClockSkewed || st.Stale > 0
 	for _, j := range st.Imports {
 		if j.State == api.ImportInterrupted || j.State == api.ImportStopped {
 			st.NeedsAction = true

@@ -132,6 +132,17 @@ func (d *Daemon) apply(leased store.Grant, p *provider, res probes.Result) (Outc
 	return a.out, a.stale, a.err
 }
 
+// record stores one result now, as apply does, but leaves the grant's claim
+// alone: an app's report (observe mode, where nothing claims the grant), or
+// a lost answer stored before its token is presented once more (refresh,
+// which keeps the claim until the second answer is stored).
+func (d *Daemon) record(leased store.Grant, p *provider, res probes.Result) (Outcome, bool, error) {
+	done := make(chan applied, 1)
+	d.commit([]result{{leased: leased, p: p, res: res, done: done}})
+	a := <-done
+	return a.out, a.stale, a.err
+}
+
 // commit stores probe results through the transition function in one
 // transaction: for each grant its new state, a rotated token, history and
 // outbox entries. Only after the commit is anything logged or notified, so a
@@ -216,6 +227,15 @@ func (d *Daemon) commit(batch []result) {
 			// runs out rather than at once (a held rotated token's is
 			// ended when it is stored).
 			d.leases.end(r.leased.Row)
+		}
+		if a.err == nil && !a.stale {
+			// The broker serves the token (or stops serving one of a
+			// grant that needs its user), and whoever waits for this
+			// refresh gets it.
+			h := d.tokens.stored(a.out.Grant, r.res, now)
+			if f := d.flightOf(r.leased.ID); r.claimed && f != nil {
+				f.finish(a.out.Grant, h)
+			}
 		}
 		if r.claimed && !held {
 			d.unclaim(r.leased.ID)

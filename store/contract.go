@@ -38,8 +38,14 @@ type Store interface {
 	// Counts returns provider → state → number of grants, without a scan.
 	Counts() (map[string]map[State]int, error)
 	// Import stores new grants and replaces the tokens of existing ones
-	// (DB.Import): TokenGen raised, state pending, due now.
-	Import(gs []NewGrant, now time.Time) (created, replaced int, err error)
+	// as opts allow (DB.Import): TokenGen raised, state pending, due now
+	// (an Observe grant: not due); a grant opts do not allow replacing
+	// (ErrExists, ErrRotated) fails the whole call, naming them.
+	Import(gs []NewGrant, now time.Time, opts ImportOptions) (created, replaced int, err error)
+	// ImportConflicts names which of gs exist and which of those have a
+	// token rotated since it was stored from outside (Grant.Rotated),
+	// without writing.
+	ImportConflicts(gs []NewGrant) (Conflicts, error)
 	// SetToken stores a new token for id (set-token, reconnect): TokenGen
 	// raised, state pending, due now.
 	SetToken(id string, tok secret.Secret, now time.Time) (Grant, error)
@@ -103,10 +109,19 @@ type Store interface {
 	// Resumable imports (DB.BeginImport and the rest).
 
 	BeginImport(job ImportJob) (ImportJob, error)
-	ImportBatch(id string, from, lines int, gs []NewGrant, now time.Time) (ImportJob, error)
+	ImportBatch(id string, from, lines int, gs []NewGrant, now time.Time, opts ImportOptions) (ImportJob, error)
 	PendingImports() ([]ImportJob, error)
 	FinishImport(id string) (ImportJob, error)
 	AbortImport(id string) (ImportJob, error)
+
+	// App keys (grantwatch keys; the broker and the TCP API check them):
+	// stored as the key's hash, never the key. A name is one key and a key
+	// one name (ErrExists); RevokeAppKey of an unknown name is ErrNotFound;
+	// AppKeys lists them by name.
+
+	CreateAppKey(k AppKey) error
+	AppKeys() ([]AppKey, error)
+	RevokeAppKey(name string) error
 
 	// Path names where the store lives, for logs and status: the bbolt
 	// file's path, or the etcd endpoints and prefix. Never a secret.

@@ -19,6 +19,7 @@
 //	dead      same keys as outbox, dead-lettered entries
 //	daemon    GetMeta/PutMeta keys
 //	imports   import job id → ImportJob as JSON (unfinished resumable imports)
+//	appkeys   app key name → AppKey as JSON, the key's SHA-256, never the key (appkeys.go)
 //
 // Every per-grant bucket is keyed by the grant's row rather than its id, so
 // that importing ids in random order appends to them; only the ids bucket
@@ -78,7 +79,8 @@ var (
 	bucketImports = []byte("imports")
 
 	allBuckets = [][]byte{bucketMeta, bucketIDs, bucketGrants, bucketTokens, bucketDue, bucketByState,
-		bucketCounts, bucketHistory, bucketOutbox, bucketDead, bucketDaemon, bucketImports}
+		bucketCounts, bucketHistory, bucketOutbox, bucketDead, bucketDaemon, bucketImports,
+		bucketAppKeys}
 
 	keySchema = []byte("schema")
 	keyCanary = []byte("canary")

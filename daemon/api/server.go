@@ -8,13 +8,13 @@ package api
 import (
 	"bufio"
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -45,9 +45,12 @@ type Service interface {
 	ProbeNow(ctx context.Context, id string) (ProbeReport, error)
 	// SetToken stores a new refresh token and probes it once.
 	SetToken(ctx context.Context, id string, tok secret.Secret) (ProbeReport, error)
+	// Observe judges and stores an app's report of its own refresh of a
+	// grant of a provider in observe mode, as a probe's result.
+	Observe(ctx context.Context, id string, obs Observation) (ProbeReport, error)
 	// Import reads JSON Lines of grants and stores them, calling progress
 	// (never concurrently) as it goes; nothing is written unless every line
-	// is valid.
+	// is valid and opts allow every token it would replace.
 	Import(ctx context.Context, r io.Reader, opts ImportOptions, progress func(ImportProgress)) (ImportProgress, error)
 	// Check verifies the whole database (store.Check): nil, or an error
 	// wrapping store.ErrCorrupt that lists the damage.
@@ -123,17 +126,25 @@ func Handler(svc Service, log *slog.Logger) http.Handler {
 	handle("DELETE /v1/grants/{id}", maxBody, s.handleRemove)
 	handle("POST /v1/grants/{id}/probe", maxBody, s.handleProbe)
 	handle("PUT /v1/grants/{id}/refresh_token", maxBody, s.handleSetToken)
+	handle("POST /v1/grants/{id}/observations", maxBody, s.handleObserve)
 	handle("POST /v1/notify/test", maxBody, s.handleNotifyTest)
 	handle("GET /v1/notify/dead", maxBody, s.handleDead)
 	handle("POST /v1/notify/dead/redeliver", maxBody, s.handleRedeliver)
 	handle("POST /v1/db/check", maxBody, s.handleCheck)
 	handle("GET /v1/db/backup", maxBody, s.handleBackup)
+	if b, ok := svc.(Broker); ok {
+		brokerRoutes(mux, b, nil)
+	}
+	if ka, ok := svc.(KeyAdmin); ok {
+		keyRoutes(mux, ka)
+	}
 	return mux
 }
 
-// Request bodies are bounded: a set-token body is a token, a bulk remove's
-// ids (one a line, 10⁶ of them in ~30 MB), the other routes read none; an
-// import is bounded by the service.
+// Request bodies are bounded: a set-token body is a token, an observation
+// a token endpoint's error answer, a bulk remove's ids (one a line, 10⁶ of
+// them in ~30 MB), the other routes read none; an import is bounded by the
+// service.
 const (
 	maxBody       = 64 << 10
 	maxRemoveBody = 64 << 20
@@ -175,10 +186,23 @@ func (b *idleBody) Read(p []byte) (int, error) {
 	return b.r.Read(p)
 }
 
-// TCPHandler serves /metrics, /healthz, /readyz and, when token is set, the
-// grant API for apps whose users just reconnected (GET a grant, PUT its
-// refresh token), behind that bearer token.
-func TCPHandler(svc Service, log *slog.Logger, metrics http.Handler, token secret.Secret) http.Handler {
+// TCPHandler serves daemon.listen: /metrics, /healthz and /readyz, open to
+// all, and the routes apps reach with an app key (keys; nil serves none):
+//
+//	GET  /v1/grants/{id}/token          scope token (when svc is a Broker)
+//	POST /v1/grants/{id}/token/refresh  scope token
+//	GET  /v1/grants/{id}                scope read
+//	PUT  /v1/grants/{id}/refresh_token  scope set-token
+//	POST /v1/grants/{id}/observations   scope observe (observe mode)
+//
+// A key reaches only the grants its labels select; any other answers 404,
+// as a grant that does not exist. The token and set-token routes are
+// refused over plain HTTP on a network address (RequireSecure). The
+// control socket's other routes are never served here.
+func TCPHandler(svc Service, log *slog.Logger, metrics http.Handler, keys Keys) http.Handler {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok\n"))
@@ -191,35 +215,74 @@ func TCPHandler(svc Service, log *slog.Logger, metrics http.Handler, token secre
 		w.Write([]byte("ready\n"))
 	})
 	mux.Handle("GET /metrics", metrics)
-	if !token.IsZero() {
-		guard := requireBearer(token, Handler(svc, log))
-		mux.Handle("GET /v1/grants/{id}", guard)
-		mux.Handle("PUT /v1/grants/{id}/refresh_token", guard)
+	if keys == nil {
+		return limitBody(maxBody, mux)
 	}
-	return limitBody(maxBody, mux)
+	s := &server{svc: svc, log: log}
+	mux.Handle("GET /v1/grants/{id}", s.guard(ScopeRead, false, s.handleShow))
+	mux.Handle("PUT /v1/grants/{id}/refresh_token", s.guard(ScopeSetToken, true, s.handleSetToken))
+	// An observation carries no token (a success is sent without its
+	// body): like read, it may cross plain HTTP.
+	mux.Handle("POST /v1/grants/{id}/observations", s.guard(ScopeObserve, false, s.handleObserve))
+	if b, ok := svc.(Broker); ok {
+		brokerRoutes(mux, b, tcpAuthorize)
+	}
+	return withAuth(keys, log, limitBody(maxBody, mux))
 }
 
-// requireBearer answers a request without the bearer token at once: 401,
-// without reading its body (net/http would otherwise read up to 256 KiB of
-// it, at the client's pace, before sending the answer), and closes the
-// connection.
-func requireBearer(tok secret.Secret, next http.Handler) http.Handler {
-	want := []byte("Bearer " + tok.Reveal())
+// guard lets a request through to next only with an app key that has scope
+// and reaches the grant; with secure, only over TLS or loopback. A refusal
+// is one WARN line (Authorize, DenyGrant).
+func (s *server) guard(scope Scope, secure bool, next http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got := []byte(r.Header.Get("Authorization"))
-		if subtle.ConstantTimeCompare(got, want) != 1 {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="grantwatch"`)
-			w.Header().Set("Connection", "close")
-			writeJSON(w, http.StatusUnauthorized, ErrorBody{Error: "missing or wrong bearer token (daemon.api_token_file)"})
-			// Once the answer is out, the body is not waited for: the
-			// server's read of what is left fails at once.
-			rc := http.NewResponseController(w)
-			_ = rc.Flush()
-			_ = rc.SetReadDeadline(time.Now())
+		var err error
+		if secure {
+			err = RequireSecure(r)
+		}
+		var k Key
+		if err == nil {
+			k, err = Authorize(r, scope)
+		}
+		if d, ok := asDenied(err); ok {
+			writeDenied(w, d)
 			return
 		}
-		next.ServeHTTP(w, r)
+		if id := r.PathValue("id"); len(k.Labels) > 0 {
+			g, err := s.svc.Grant(id)
+			if err != nil {
+				writeErr(w, err)
+				return
+			}
+			if !k.Reaches(g.Labels) {
+				DenyGrant(r, k, id)
+				writeErr(w, fmt.Errorf("grant %q: %w", id, store.ErrNotFound))
+				return
+			}
+		}
+		next(w, r)
 	})
+}
+
+// writeDenied answers a refused request. A 401 is sent without reading the
+// request's body (net/http would otherwise read up to 256 KiB of it, at the
+// client's pace, before sending the answer), and closes the connection.
+func writeDenied(w http.ResponseWriter, d *DeniedError) {
+	if d.Status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="grantwatch"`)
+		w.Header().Set("Connection", "close")
+	}
+	writeJSON(w, d.Status, ErrorBody{Error: d.Reason})
+	if d.Status == http.StatusUnauthorized {
+		cutBody(w)
+	}
+}
+
+// cutBody stops reading the request once the answer is out: the server's
+// read of what is left fails at once.
+func cutBody(w http.ResponseWriter) {
+	rc := http.NewResponseController(w)
+	_ = rc.Flush()
+	_ = rc.SetReadDeadline(time.Now())
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
@@ -371,7 +434,49 @@ func (s *server) handleSetToken(w http.ResponseWriter, r *http.Request) {
 	answer(w, rep, err)
 }
 
+func (s *server) handleObserve(w http.ResponseWriter, r *http.Request) {
+	var obs Observation
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&obs); err != nil {
+		writeErr(w, Invalid(fmt.Errorf(`read observation: want {"status": N, "body": "…", "headers": {"Date": "…"}}: %w`, err)))
+		return
+	}
+	rep, err := s.svc.Observe(r.Context(), r.PathValue("id"), obs)
+	answer(w, rep, err)
+}
+
+// importOptions reads the import route's query: replace=true lets it
+// replace existing grants' tokens, force=true (with replace) tokens that
+// rotated since they were imported.
+func importOptions(q url.Values) (ImportOptions, error) {
+	opts := ImportOptions{Source: q.Get("source")}
+	for _, f := range []struct {
+		name string
+		dst  *bool
+	}{{"replace", &opts.Replace}, {"force", &opts.Force}} {
+		v := q.Get(f.name)
+		if v == "" {
+			continue
+		}
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return opts, fmt.Errorf("%s=%q: want true or false", f.name, v)
+		}
+		*f.dst = b
+	}
+	if opts.Force && !opts.Replace {
+		return opts, errors.New("force=true replaces rotated tokens only together with replace=true")
+	}
+	return opts, nil
+}
+
 func (s *server) handleImport(w http.ResponseWriter, r *http.Request) {
+	opts, err := importOptions(r.URL.Query())
+	if err != nil {
+		writeErr(w, Invalid(err))
+		return
+	}
 	// The answer is a stream of progress lines from the start: reading and
 	// validating a million lines takes seconds too. A validation error is
 	// the last line (nothing was imported).
@@ -390,7 +495,6 @@ func (s *server) handleImport(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.WriteHeader(http.StatusOK)
 	enc := json.NewEncoder(w)
-	opts := ImportOptions{Source: r.URL.Query().Get("source")}
 	p, err := s.svc.Import(r.Context(), &idleBody{r: r.Body, rc: rc}, opts, func(p ImportProgress) {
 		extendDeadlines(rc, false)
 		enc.Encode(p)
