@@ -305,3 +305,45 @@ client_id = "x"
 type duplexRecorder struct{ *httptest.ResponseRecorder }
 
 func (duplexRecorder) EnableFullDuplex() error { return nil }
+
+// TestResumeImportKeepsItsOptions: a resumed import replaces only what the
+// import that began it was allowed to (--replace): with the option the ids
+// that exist are replaced; without it the resume is refused, writes none of
+// them, and says why.
+func TestResumeImportKeepsItsOptions(t *testing.T) {
+	for _, replace := range []bool{true, false} {
+		t.Run(fmt.Sprintf("replace=%v", replace), func(t *testing.T) {
+			_, d := apiClient(t)
+			var exist []store.NewGrant
+			for i := 20; i < 25; i++ {
+				exist = append(exist, store.NewGrant{ID: fmt.Sprintf("r-%d", i), Provider: "acme", RefreshToken: "old"})
+			}
+			if _, _, err := d.db.Import(exist, time.Now(), store.ImportOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			job := crashedImport(t, d, 25, 10)
+			if replace {
+				if err := d.putImportOpts(job.Spool, store.ImportOptions{Replace: true}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := d.ResumeImports(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			st, err := d.Status()
+			if err != nil || len(st.Imports) != 1 {
+				t.Fatalf("status: %v %+v", err, st.Imports)
+			}
+			g := grantsByID(t, d.db)["r-20"]
+			switch j := st.Imports[0]; {
+			case replace && (j.State != api.ImportFinished || j.Replaced != 5 || g.TokenGen != 2):
+				t.Errorf("with --replace: %+v, r-20 at generation %d", j, g.TokenGen)
+			case !replace && (j.State != api.ImportStopped || !strings.Contains(j.Detail, "5 grants exist") || g.TokenGen != 1):
+				t.Errorf("without --replace: %+v, r-20 at generation %d", j, g.TokenGen)
+			}
+			if b, _ := d.db.GetMeta(importOptsKey(job.Spool)); b != nil {
+				t.Errorf("the job's options are left in meta: %s", b)
+			}
+		})
+	}
+}
