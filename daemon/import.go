@@ -27,6 +27,7 @@ import (
 
 	"github.com/grantwatch/grantwatch/daemon/api"
 	"github.com/grantwatch/grantwatch/daemon/config"
+	"github.com/grantwatch/grantwatch/internal/atomicfile"
 	"github.com/grantwatch/grantwatch/store"
 )
 
@@ -131,7 +132,7 @@ func (d *Daemon) importStream(ctx context.Context, r io.Reader, opts api.ImportO
 		if err := f.Sync(); err != nil {
 			return api.ImportProgress{Read: lines}, fmt.Errorf("nothing imported: write the spool %s: %w", spool, err)
 		}
-		if err := syncDir(dir); err != nil {
+		if err := atomicfile.SyncDir(dir); err != nil {
 			return api.ImportProgress{Read: lines}, fmt.Errorf("nothing imported: %w", err)
 		}
 	}
@@ -552,17 +553,4 @@ func (d *Daemon) importStatus() ([]api.ImportJob, error) {
 		}
 	}
 	return out, nil
-}
-
-// syncDir makes a new file in dir durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync directory %s: %w", dir, err)
-	}
-	return nil
 }

@@ -179,32 +179,6 @@ func TestImportStatusWhileWriting(t *testing.T) {
 	}
 }
 
-// TestBackupOutlastsServerTimeouts: a backup whose client stores it more
-// slowly than the socket's write timeout completes whole: it extends its
-// deadline as it streams.
-func TestBackupOutlastsServerTimeouts(t *testing.T) {
-	td, _ := tcpDaemon(t, "", func(d *Daemon) {
-		d.timeouts.read, d.timeouts.write = 300*time.Millisecond, 300*time.Millisecond
-	})
-	c, err := api.DialSocket(context.Background(), td.cfg.Daemon.Socket, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	var b strings.Builder
-	for i := range 3000 {
-		fmt.Fprintf(&b, `{"id":"b-%d","provider":"acme","refresh_token":"rt-%d-%s"}`+"\n", i, i, strings.Repeat("x", 200))
-	}
-	if _, err := c.Import(context.Background(), strings.NewReader(b.String()), api.ImportOptions{}, nil); err != nil {
-		t.Fatal(err)
-	}
-	slow := &slowWriter{}
-	n, err := c.Backup(context.Background(), slow)
-	if err != nil || n < 1<<20 || int64(slow.n) != n {
-		t.Fatalf("a backup slower than the write timeout: %d bytes (%d stored), %v", n, slow.n, err)
-	}
-}
-
 // slowWriter takes 30 ms for each write: a client storing a backup on a
 // slow disk.
 type slowWriter struct{ n int }

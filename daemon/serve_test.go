@@ -229,9 +229,9 @@ func TestRequestBodiesBounded(t *testing.T) {
 }
 
 // TestStreamingRoutesOutlastServerTimeouts: an import whose input takes
-// longer than the socket's read and write timeouts, and a list read more
-// slowly than the write timeout, complete: they extend their deadlines as
-// they stream, and are cut only when the client stalls.
+// longer than the socket's read and write timeouts, and a list and a
+// backup read more slowly than the write timeout, complete: they extend
+// their deadlines as they stream, and are cut only when the client stalls.
 func TestStreamingRoutesOutlastServerTimeouts(t *testing.T) {
 	td, _ := tcpDaemon(t, "", func(d *Daemon) {
 		d.timeouts.read, d.timeouts.write = 300*time.Millisecond, 300*time.Millisecond
@@ -265,6 +265,11 @@ func TestStreamingRoutesOutlastServerTimeouts(t *testing.T) {
 	})
 	if err != nil || seen != n+1 {
 		t.Fatalf("a list read slower than the write timeout: %d of %d grants: %v", seen, n+1, err)
+	}
+	slow := &slowWriter{}
+	size, err := c.Backup(context.Background(), slow)
+	if err != nil || size < 1<<20 || int64(slow.n) != size {
+		t.Fatalf("a backup stored slower than the write timeout: %d bytes (%d stored): %v", size, slow.n, err)
 	}
 }
 

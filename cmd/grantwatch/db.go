@@ -16,6 +16,7 @@ import (
 
 	"github.com/grantwatch/grantwatch/daemon/api"
 	"github.com/grantwatch/grantwatch/daemon/config"
+	"github.com/grantwatch/grantwatch/internal/atomicfile"
 	"github.com/grantwatch/grantwatch/internal/secret"
 	"github.com/grantwatch/grantwatch/store"
 )
@@ -52,15 +53,11 @@ while the pages are checked.`,
 			}
 			defer c.Close()
 			start := time.Now()
-			shown := false
-			pw := progressWriter(a.errw)
+			line := a.statusLine()
 			err = c.Check(cmd.Context(), func(el time.Duration) {
-				shown = true
-				fmt.Fprintf(pw, "\rchecking %s: %s", cfg.Daemon.DB, el.Round(time.Second))
+				line.update("checking %s: %s", cfg.Daemon.DB, el.Round(time.Second))
 			})
-			if shown {
-				fmt.Fprintln(pw)
-			}
+			line.end()
 			took := time.Since(start).Round(time.Millisecond)
 			damaged := errors.Is(err, store.ErrCorrupt)
 			if err != nil && !damaged {
@@ -131,16 +128,13 @@ restore".`,
 			}
 			start := time.Now()
 			var n int64
-			err = writeAtomic(path, -1, -1, func(f *os.File) error {
-				pw := progressWriter(a.errw)
-				pc := &progressCounter{w: f, show: func(n int64) {
-					fmt.Fprintf(pw, "\rbacking up: %s", humanBytes(n))
-				}}
+			err = atomicfile.Write(path, func(f *os.File) error {
+				line := a.statusLine()
+				defer line.end()
 				var err error
-				n, err = c.Backup(cmd.Context(), pc)
-				if pc.shown {
-					fmt.Fprintln(pw)
-				}
+				n, err = c.Backup(cmd.Context(), &progressCounter{w: f, show: func(n int64) {
+					line.update("backing up: %s", humanBytes(n))
+				}})
 				return err
 			})
 			if err != nil {
@@ -266,15 +260,11 @@ with the unit stopped, then start the unit.`,
 				return err
 			}
 			start := time.Now()
-			shown := false
-			pw := progressWriter(a.errw)
+			line := a.statusLine()
 			err = db.Rekey(newKey, func(done, total int) {
-				shown = true
-				fmt.Fprintf(pw, "\rrekeying: %d of %d tokens", done, total)
+				line.update("rekeying: %d of %d tokens", done, total)
 			})
-			if shown {
-				fmt.Fprintln(pw)
-			}
+			line.end()
 			if cerr := db.Close(); err == nil {
 				err = cerr
 			}
@@ -354,10 +344,8 @@ func swapIn(db, tmp, bak string, before fs.FileInfo) error {
 	if now.Size() != before.Size() || !now.ModTime().Equal(before.ModTime()) {
 		return fmt.Errorf("%s changed while it was compacted (a grantwatch wrote to it): stop it and run db compact again", db)
 	}
-	if st, ok := before.Sys().(*syscall.Stat_t); ok {
-		if err := os.Chown(tmp, int(st.Uid), int(st.Gid)); err != nil && !errors.Is(err, fs.ErrPermission) {
-			return err
-		}
+	if err := chownLike(tmp, before); err != nil {
+		return err
 	}
 	// Linked, not renamed: db exists at every moment, so that a daemon
 	// starting now finds a database, not none.
@@ -368,7 +356,7 @@ func swapIn(db, tmp, bak string, before fs.FileInfo) error {
 		os.Remove(bak)
 		return fmt.Errorf("swap in the compacted copy: %w", err)
 	}
-	return syncDir(filepath.Dir(db))
+	return atomicfile.SyncDir(filepath.Dir(db))
 }
 
 // installKey makes keyFile hold the key in newPath, keeping the old key
@@ -385,65 +373,32 @@ func installKey(keyFile, newPath, oldFP string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	uid, gid := -1, -1
-	if fi, err := os.Stat(keyFile); err == nil {
-		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-			uid, gid = int(st.Uid), int(st.Gid)
-		}
+	old, err := os.Stat(keyFile)
+	if err != nil {
+		return "", err
 	}
-	err = writeAtomic(keyFile, uid, gid, func(f *os.File) error {
+	err = atomicfile.Write(keyFile, func(f *os.File) error {
+		if err := chownLike(f.Name(), old); err != nil {
+			return err
+		}
 		_, err := f.Write(b)
 		return err
 	})
 	return kept, err
 }
 
-// writeAtomic makes path a file of mode 0600 (owned by uid and gid unless
-// they are -1) holding what fill writes: into a temporary file beside it,
-// synced, then renamed over path, so that path holds its former content or
-// the whole new one, never a part.
-func writeAtomic(path string, uid, gid int, fill func(*os.File) error) (err error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
+// chownLike gives path the owner of like, when this process may: a file
+// that replaces another keeps it for the daemon's user. Without the right
+// (not root), the file stays this user's.
+func chownLike(path string, like fs.FileInfo) error {
+	st, ok := like.Sys().(*syscall.Stat_t)
+	if !ok {
+		return nil
+	}
+	if err := os.Chown(path, int(st.Uid), int(st.Gid)); err != nil && !errors.Is(err, fs.ErrPermission) {
 		return err
 	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if err := f.Chmod(0o600); err != nil {
-		return err
-	}
-	if uid >= 0 {
-		if err := f.Chown(uid, gid); err != nil && !errors.Is(err, fs.ErrPermission) {
-			return err
-		}
-	}
-	if err := fill(f); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return err
-	}
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return nil
 }
 
 // sameFile reports whether a and b name one file (both exist and are the
@@ -459,14 +414,13 @@ func sameFile(a, b string) bool {
 	return err1 == nil && err2 == nil && absA == absB
 }
 
-// progressCounter counts what is written through it and shows it at most
-// every 200 ms.
+// progressCounter counts what is written through it and shows the count
+// at most every 200 ms, from 200 ms on.
 type progressCounter struct {
-	w     io.Writer
-	n     int64
-	last  time.Time
-	shown bool
-	show  func(n int64)
+	w    io.Writer
+	n    int64
+	last time.Time
+	show func(n int64)
 }
 
 func (p *progressCounter) Write(b []byte) (int, error) {
@@ -475,7 +429,6 @@ func (p *progressCounter) Write(b []byte) (int, error) {
 	if time.Since(p.last) >= 200*time.Millisecond {
 		if !p.last.IsZero() {
 			p.show(p.n)
-			p.shown = true
 		}
 		p.last = time.Now()
 	}

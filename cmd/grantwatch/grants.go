@@ -87,19 +87,15 @@ reuse, which revokes the grant.`,
 			}
 			defer c.Close()
 			start := time.Now()
-			shown := false
-			pw := progressWriter(a.errw)
+			line := a.statusLine()
 			p, err := c.Import(cmd.Context(), bufio.NewReaderSize(r, 1<<20), opts, func(p api.ImportProgress) {
-				shown = true
 				if p.Phase == "validating" {
-					fmt.Fprintf(pw, "\rvalidating: %d lines read", p.Read)
+					line.update("validating: %d lines read", p.Read)
 					return
 				}
-				fmt.Fprintf(pw, "\rimporting: %d of %d grants (%.0f%%)   ", p.Done, p.Total, 100*float64(p.Done)/float64(max(p.Total, 1)))
+				line.update("importing: %d of %d grants (%.0f%%)   ", p.Done, p.Total, 100*float64(p.Done)/float64(max(p.Total, 1)))
 			})
-			if shown {
-				fmt.Fprintln(pw)
-			}
+			line.end()
 			if err != nil {
 				if c.Local && p.Created == 0 {
 					c.Close()

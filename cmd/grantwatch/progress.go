@@ -56,3 +56,24 @@ func (p *plainProgress) Write(b []byte) (int, error) {
 	}
 	return len(b), nil
 }
+
+// statusLine is one command's progress: each update rewrites the line (on
+// a terminal; elsewhere progressWriter makes plain lines of it), and end
+// finishes it, if an update was shown.
+type statusLine struct {
+	w     io.Writer
+	shown bool
+}
+
+func (a *app) statusLine() *statusLine { return &statusLine{w: progressWriter(a.errw)} }
+
+func (s *statusLine) update(format string, args ...any) {
+	s.shown = true
+	fmt.Fprintf(s.w, "\r"+format, args...)
+}
+
+func (s *statusLine) end() {
+	if s.shown {
+		fmt.Fprintln(s.w)
+	}
+}
