@@ -120,6 +120,10 @@ func (b *bkts) putGrant(row uint64, old *Grant, g *Grant, d counterDelta) error 
 		}
 	}
 
+	if err := b.putWatch(row, old, g); err != nil {
+		return err
+	}
+
 	if old == nil || old.State != g.State || old.Provider != g.Provider {
 		if old != nil {
 			if err := b.byState.Delete(stateKey(old.State, old.Provider, row)); err != nil {
@@ -246,6 +250,7 @@ func (db *DB) importTx(b *bkts, gs []NewGrant, now time.Time) (created, replaced
 			StateChangedAt: now,
 			NextDueAt:      now,
 			TokenGen:       1,
+			ConsentAt:      now, // a new token chain: no forecast until it is probed
 		}
 		h := HistoryEntry{At: now, To: StatePending, Note: "token imported"}
 		var oldp *Grant
@@ -616,6 +621,9 @@ func (b *bkts) remove(row uint64, g *Grant, d counterDelta) error {
 			return fmt.Errorf("remove %q: %w", g.ID, err)
 		}
 	}
+	if err := b.putWatch(row, g, nil); err != nil {
+		return fmt.Errorf("remove %q: %w", g.ID, err)
+	}
 	if err := b.deleteHistory(row); err != nil {
 		return fmt.Errorf("remove %q: %w", g.ID, err)
 	}
@@ -664,6 +672,10 @@ func (db *DB) SetToken(id string, tok secret.Secret, now time.Time) (Grant, erro
 		g.TokenGen++
 		g.sealSeq++
 		g.NextDueAt = now
+		// A new token chain: what was known of the old one's lifetime and
+		// answers does not hold for it; its first probe forecasts anew.
+		g.Unreadable, g.ConsentAt, g.AnnouncedExpiresAt = 0, now, time.Time{}
+		g.ExpiresAt, g.ExpiresBasis, g.ExpiryWarned = time.Time{}, "", false
 		if old.State != StatePending {
 			g.StateChangedAt = now
 		}
