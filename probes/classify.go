@@ -285,8 +285,9 @@ func classify(preset string, a Answer) (cause Cause, rule string, read []string)
 
 // Evaluate is the one path from an HTTP answer to a Result: the refresh probe
 // calls it on an error answer, and `grantwatch explain` on a pasted body. It
-// fills OK, Cause, Action, Rule, Read, Status, the error fields, RetryAfter
-// and Date; Started, Latency, Lost and NewRefreshToken are the caller's.
+// fills OK, Cause, Action, Rule, Read, Status, the error fields, RetryAfter,
+// RefreshExpiresIn and Date; Started, Latency, Lost and NewRefreshToken are
+// the caller's.
 func Evaluate(preset string, status int, h http.Header, body []byte) Result {
 	a := ParseAnswer(status, h, body)
 	return evaluate(preset, a)
@@ -314,6 +315,7 @@ func evaluate(preset string, a Answer) Result {
 		ErrorSubtype:     a.ErrorSubtype,
 		ErrorCodes:       a.ErrorCodes,
 		RetryAfter:       a.RetryAfter,
+		RefreshExpiresIn: a.RefreshExpiresIn,
 		Date:             a.Date,
 	}
 }
