@@ -38,6 +38,7 @@ var durationKeys = map[string]bool{
 	"probe_timeout": true, "backoff_min": true, "backoff_max": true, "shutdown_timeout": true,
 	"warn_offset": true, "max_offset": true, "period": true, "interval": true,
 	"timeout": true, "group_wait": true, "max_age": true, "resend_interval": true,
+	"idle_lifetime": true, "max_lifetime": true, "warn_before": true,
 }
 
 // listenOff marks an explicitly empty daemon.listen while defaults apply.
@@ -55,6 +56,7 @@ type Config struct {
 	Log       LogConfig        `toml:"log"`
 	Clock     ClockConfig      `toml:"clock"`
 	Health    HealthConfig     `toml:"health"`
+	Forecast  ForecastConfig   `toml:"forecast"`
 	Providers []ProviderConfig `toml:"providers"`
 	Notify    []notify.Config  `toml:"notify"`
 
@@ -162,6 +164,21 @@ type ProviderConfig struct {
 	Concurrency int `toml:"concurrency"`
 	// Rate bounds probes per second to this provider; 0 is unlimited.
 	Rate float64 `toml:"rate"`
+
+	// The refresh tokens' lifetimes, for the expiry forecast (lifetime.go).
+	// IdleLifetime and MaxLifetime replace the preset's documented idle
+	// window and maximum lifetime (for self-hosted providers and tenants
+	// whose admins set their own policy: Okta, Auth0, Keycloak, Hydra,
+	// Salesforce); 0 keeps the preset's. GoogleTesting marks a Google app in
+	// "Testing" publishing status, whose refresh tokens die 7 days after
+	// consent.
+	IdleLifetime  time.Duration `toml:"idle_lifetime"`
+	MaxLifetime   time.Duration `toml:"max_lifetime"`
+	GoogleTesting bool          `toml:"google_testing"`
+	// ClientSecretExpiresAt is when the client secret expires (Entra app
+	// secrets live 6 to 24 months), an RFC 3339 date ("2026-03-31") or time:
+	// provider.secret_expiring is sent forecast.warn_before ahead.
+	ClientSecretExpiresAt string `toml:"client_secret_expires_at"`
 }
 
 // DefaultInterval is a provider's probe interval when it sets none.
@@ -366,6 +383,9 @@ func (c *Config) applyDefaults() {
 	if c.Health.Period == 0 {
 		c.Health.Period = 5 * time.Minute
 	}
+	if c.Forecast.WarnBefore == 0 {
+		c.Forecast.WarnBefore = DefaultWarnBefore
+	}
 	for i := range c.Providers {
 		p := &c.Providers[i]
 		if pr, ok := probes.LookupPreset(p.Preset); ok {
@@ -517,6 +537,10 @@ func (c *Config) validate() []error {
 		if p.Rate < 0 {
 			bad(key+".rate", "must not be negative")
 		}
+		errs = append(errs, p.validateLifetimes(key)...)
+	}
+	if c.Forecast.WarnBefore <= 0 {
+		bad("forecast.warn_before", "must be positive, not %s", c.Forecast.WarnBefore)
 	}
 	if err := notify.ValidateConfigs(c.Notify); err != nil {
 		errs = append(errs, err)
