@@ -181,6 +181,9 @@ func (d *Daemon) Status() (api.Status, error) {
 		}
 		sort.Slice(*s.dst, func(i, j int) bool { return (*s.dst)[i].StateChangedAt.Before((*s.dst)[j].StateChangedAt) })
 	}
+	if err := d.forecastStatus(&st); err != nil {
+		return st, err
+	}
 	st.Providers = d.providerStates()
 	cs := d.clock.Snapshot()
 	st.Clock = api.ClockView{
@@ -201,7 +204,7 @@ func (d *Daemon) Status() (api.Status, error) {
 		st.LastTickAt = time.Unix(0, t)
 	}
 	st.NeedsAction = st.ByState[string(store.StateReconnectRequired)] > 0 ||
-		st.ByState[string(store.StateOnHold)] > 0 || cs.State == ClockSkewed
+		st.ByState[string(store.StateOnHold)] > 0 || cs.State == ClockSkewed || st.Unreadable > 0
 	for _, p := range st.Providers {
 		if p.State != "ok" {
 			st.NeedsAction = true
