@@ -289,6 +289,9 @@ func (d *Daemon) Run(ctx context.Context, ready func(*Daemon)) error {
 	d.Kick()
 	d.log.Info("grantwatch started", "db", d.db.Path(), "socket", cfg.Daemon.Socket,
 		"providers", len(cfg.Providers), "workers", cfg.Daemon.Workers)
+	if len(cfg.Providers) == 0 {
+		d.log.Warn("no providers configured: nothing will be probed", "config", cfg.Path(), "fix", "add a [[providers]] entry (config.example.toml) and reload")
+	}
 	if ready != nil {
 		ready(d)
 	}

@@ -60,15 +60,10 @@ func (m *promMetrics) observe(provider string, r probes.Result) {
 }
 
 // BuildVersion is the version grantwatch reports (Version, else the module
-// version it was built from).
+// version or VCS revision it was built from: versionOf).
 func BuildVersion() string {
-	if Version != "dev" {
-		return Version
-	}
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-		return bi.Main.Version
-	}
-	return Version
+	bi, _ := debug.ReadBuildInfo()
+	return versionOf(Version, bi)
 }
 
 var (
@@ -103,7 +98,7 @@ func (c stateCollector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 	d := c.d
-	if counts, err := d.db.Counts(); err == nil {
+	if counts, err := d.stateCounts(); err == nil {
 		for prov, m := range counts {
 			for state, n := range m {
 				ch <- prometheus.MustNewConstMetric(descGrants, prometheus.GaugeValue, float64(n), prov, string(state))

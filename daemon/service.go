@@ -18,6 +18,7 @@ import (
 	"github.com/grantwatch/grantwatch/daemon/api"
 	"github.com/grantwatch/grantwatch/daemon/notify"
 	"github.com/grantwatch/grantwatch/internal/secret"
+	"github.com/grantwatch/grantwatch/probes"
 	"github.com/grantwatch/grantwatch/store"
 )
 
@@ -44,7 +45,7 @@ func (d *Daemon) Grant(id string) (api.GrantDetail, error) {
 	if err != nil {
 		return api.GrantDetail{}, err
 	}
-	return api.GrantDetail{Grant: g, History: h}, nil
+	return api.GrantDetail{Grant: g, Fix: probes.Cause(g.Cause).Fix(), History: h}, nil
 }
 
 // Remove deletes a grant.
@@ -144,23 +145,18 @@ func (d *Daemon) Status() (api.Status, error) {
 		NeedsReconnect: []store.Grant{},
 		OnHold:         []store.Grant{},
 	}
-	counts, err := d.db.Counts()
+	counts, err := d.stateCounts()
 	if err != nil {
 		return st, err
 	}
 	for prov, m := range counts {
 		pm := map[string]int{}
 		for s, n := range m {
-			if n == 0 {
-				continue
-			}
 			pm[string(s)] = n
 			st.ByState[string(s)] += n
 			st.Grants += n
 		}
-		if len(pm) > 0 {
-			st.ByProvider[prov] = pm
-		}
+		st.ByProvider[prov] = pm
 	}
 	errStop := errors.New("enough")
 	collect := func(dst *[]store.Grant) func(store.Grant) error {
@@ -199,9 +195,11 @@ func (d *Daemon) Status() (api.Status, error) {
 	if !oldest.IsZero() {
 		st.Outbox.OldestAgeSeconds = d.now().Sub(oldest).Seconds()
 	}
+	st.DB = d.db.Path()
 	if t := d.lastTick.Load(); t != 0 {
 		st.Daemon = true
 		st.LastTickAt = time.Unix(0, t)
+		st.Receivers = d.disp.Status()
 	}
 	st.NeedsAction = st.ByState[string(store.StateReconnectRequired)] > 0 ||
 		st.ByState[string(store.StateOnHold)] > 0 || cs.State == ClockSkewed || st.Unreadable > 0
@@ -211,6 +209,28 @@ func (d *Daemon) Status() (api.Status, error) {
 		}
 	}
 	return st, nil
+}
+
+// stateCounts is provider → state → grants with every state of every
+// provider listed, zeros included, configured providers without grants
+// too: status's by_state and the grantwatch_grants series show a state
+// with no grants as 0 rather than leave it out.
+func (d *Daemon) stateCounts() (map[string]map[store.State]int, error) {
+	counts, err := d.db.Counts()
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range d.Config().Providers {
+		if counts[p.Name] == nil {
+			counts[p.Name] = map[store.State]int{}
+		}
+	}
+	for _, m := range counts {
+		for _, s := range store.States() {
+			m[s] += 0
+		}
+	}
+	return counts, nil
 }
 
 // importProgressEvery is how often an import reports its progress.

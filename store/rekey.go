@@ -105,7 +105,8 @@ func (db *DB) KeyInfo() (KeyInfo, error) {
 // database is sealed with newKey exactly when the canary says so. newKey
 // must therefore be durable (its key file written and synced) before Rekey
 // is called; the caller replaces the configured key file after Rekey
-// returns nil, and until it does the database opens with newKey only.
+// returns nil. Until it has, the database opens with newKey as Key, or
+// with the old key as Key and newKey as Options.NewKey.
 //
 // A token that does not open (damaged) stops Rekey before the swap, named
 // in the error: replace it (SetToken) or remove its grant and call Rekey

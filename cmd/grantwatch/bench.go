@@ -39,7 +39,7 @@ limited by the providers' rate limits long before (at a 24h interval, 10⁶
 grants are ~12 probes/s). No config file is read.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			o.Progress = a.errw
+			o.Progress = progressWriter(a.errw)
 			tuneGC() // as `run` does: the figures are the daemon's
 			if verbose {
 				o.Logger = slog.New(slog.NewTextHandler(a.errw, &slog.HandlerOptions{Level: slog.LevelInfo}))

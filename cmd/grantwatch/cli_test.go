@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -426,6 +427,8 @@ func TestSecretFileReadWhereNeeded(t *testing.T) {
 	b, _ := os.ReadFile(s.cfgPath)
 	missing := filepath.Join(s.dir, "creds", "acme.secret")
 	cfgText := strings.Replace(string(b), `client_secret = "client-secret-never-printed"`, fmt.Sprintf("client_secret_file = %q", missing), 1)
+	// A receiver's url_file is read by the daemon only (systemd/README.md).
+	cfgText += fmt.Sprintf("[[notify]]\nname = \"hook\"\ntype = \"webhook\"\nurl_file = %q\n", filepath.Join(s.dir, "creds", "hook.url"))
 	os.WriteFile(s.cfgPath, []byte(cfgText), 0o600)
 	if _, _, err := cli(t, s.cfgPath, "", "grants", "list"); err != nil {
 		t.Fatalf("grants list with the secret file absent: %v", err)
@@ -435,8 +438,8 @@ func TestSecretFileReadWhereNeeded(t *testing.T) {
 		t.Errorf("probe without the secret: %v", err)
 	}
 	_, _, err = cli(t, s.cfgPath, "", "run")
-	if err == nil || !strings.Contains(err.Error(), "providers.acme.client_secret_file") {
-		t.Errorf("run without the secret: %v", err)
+	if err == nil || !strings.Contains(err.Error(), "providers.acme.client_secret_file") || !strings.Contains(err.Error(), "hook.url") {
+		t.Errorf("run without the secret and the receiver's url_file: %v", err)
 	}
 }
 
@@ -474,7 +477,89 @@ func TestHungDaemonTimesOut(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "gw.sock") || !strings.Contains(err.Error(), "not answer") {
 			t.Errorf("status against a hung daemon: %v", err)
 		}
+		// It could not tell: exit 2, not 1 ("needs action").
+		if got := exitStatus(err); got != 2 {
+			t.Errorf("status against a hung daemon: exit status %d, want 2", got)
+		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("status hangs on a control socket that never answers")
+	}
+}
+
+// TestCLIEscapesOutsideText: what came from outside — a grant's id, subject
+// and labels, a provider's error and error_description, a receiver's
+// answer — reaches the terminal with its control characters and bidi
+// overrides shown as escapes, never as the sequences that clear, recolour
+// or retitle it (issue 13 item 4, as kubectl did for CVE-2021-25743).
+func TestCLIEscapesOutsideText(t *testing.T) {
+	const hostile = "\x1b[2J\x1b[31m\x1b]0;pwned\a\u202e\r"
+	// A tenant's own identity provider controls its error_description.
+	provider := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusBadRequest)
+		json.NewEncoder(w).Encode(map[string]string{"error": "invalid_grant", "error_description": "gone" + hostile})
+	}))
+	defer provider.Close()
+	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "accepted"+hostile)
+	}))
+	defer receiver.Close()
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "grantwatch.toml")
+	os.WriteFile(cfgPath, []byte(fmt.Sprintf(`
+[daemon]
+db = "gw.db"
+listen = ""
+[clock]
+servers = []
+[[providers]]
+name = "acme"
+token_url = %q
+client_id = "cid"
+[[notify]]
+name = "hook"
+type = "webhook"
+url = %q
+`, provider.URL, receiver.URL)), 0o600)
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Grants stored before import refused such text (or by another tool).
+	db, err := daemon.OpenStore(cfg, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evil := "evil" + hostile
+	_, _, err = db.Import([]store.NewGrant{
+		{ID: evil, Provider: "acme", Subject: "ann" + hostile, Labels: map[string]string{"team" + hostile: "ops" + hostile}, RefreshToken: "tok-1"},
+		{ID: "plain", Provider: "acme", Subject: "bob@example.com", RefreshToken: "tok-2"},
+	}, time.Now())
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"grants", "probe", "plain"},
+		{"grants", "probe", evil},
+		{"grants", "list"},
+		{"grants", "show", evil},
+		{"grants", "show", "plain"},
+		{"status"},
+		{"notify", "test", "hook"},
+		{"explain", "--status", "400"},
+	} {
+		in := ""
+		if args[0] == "explain" {
+			b, _ := json.Marshal(map[string]string{"error": "invalid_grant" + hostile, "error_description": "gone" + hostile})
+			in = string(b)
+		}
+		out, errOut, _ := cli(t, cfgPath, in, args...)
+		if strings.ContainsAny(out+errOut, "\x1b\a\r\u202e") {
+			t.Errorf("%q prints control characters:\n%q", args, out+errOut)
+		}
+		if !strings.Contains(out, "^[[2J") {
+			t.Errorf("%q does not show the escaped text:\n%q", args, out)
+		}
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/grantwatch/grantwatch/daemon/config"
 	"github.com/grantwatch/grantwatch/daemon/notify"
 	"github.com/grantwatch/grantwatch/internal/secret"
+	"github.com/grantwatch/grantwatch/internal/termtext"
 	"github.com/grantwatch/grantwatch/probes/sandbox"
 )
 
@@ -70,16 +71,30 @@ func (p *demoPrinter) onCall(n notify.Notification) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	fmt.Fprintf(p.w, "  ┌ on-call receives (webhook, %d event(s), notification %s)\n", len(n.Events), n.ID[:min(8, len(n.ID))])
+	esc := termtext.Escape // sandbox shows grants imported by anyone
 	for _, e := range n.Events {
-		fmt.Fprintf(p.w, "  │ %s: %s\n", e.Type, e.Summary)
+		fmt.Fprintf(p.w, "  │ %s: %s\n", e.Type, esc(e.Summary))
 		if e.Grant != nil && e.Grant.Cause != "" {
-			fmt.Fprintf(p.w, "  │   grant %s (%s, %s) cause %s, action %s\n", e.Grant.ID, e.Grant.Provider, e.Grant.Subject, e.Grant.Cause, e.Grant.Action)
+			fmt.Fprintf(p.w, "  │   grant %s (%s, %s) cause %s, action %s\n", esc(e.Grant.ID), esc(e.Grant.Provider), esc(e.Grant.Subject), e.Grant.Cause, e.Grant.Action)
 		}
 		if e.Fix != "" {
 			fmt.Fprintf(p.w, "  │   fix: %s\n", strings.ReplaceAll(wrap(e.Fix, 84), "\n", "\n  │        "))
 		}
 	}
 	fmt.Fprintln(p.w, "  └")
+}
+
+// webhook is a loopback webhook receiver that prints what on-call would
+// receive.
+func (p *demoPrinter) webhook() *httptest.Server {
+	return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var n notify.Notification
+		if err := json.NewDecoder(r.Body).Decode(&n); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		p.onCall(n)
+	}))
 }
 
 // demoGrant is one staged grant.
@@ -116,15 +131,7 @@ func runDemo(ctx context.Context, out io.Writer, dur time.Duration) error {
 	}
 	defer ntp.Close()
 
-	// The built-in webhook receiver: what on-call would receive.
-	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var n notify.Notification
-		if err := json.NewDecoder(r.Body).Decode(&n); err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		p.onCall(n)
-	}))
+	hook := p.webhook()
 	defer hook.Close()
 
 	cfgText := fmt.Sprintf(`# grantwatch demo config (temporary)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/grantwatch/grantwatch/daemon/config"
 	"github.com/grantwatch/grantwatch/daemon/doctor"
+	"github.com/grantwatch/grantwatch/internal/termtext"
 )
 
 func init() { extraCommands = append(extraCommands, (*app).doctorCmd) }
@@ -65,10 +66,11 @@ func printDoctor(out io.Writer, rep doctor.Report) {
 		}
 		// Multi-line details (every problem of an invalid config) stay
 		// under their check.
-		detail := strings.ReplaceAll(strings.TrimRight(c.Detail, "\n"), "\n", "\n         ")
-		fmt.Fprintf(out, "%s %s: %s\n", tag, c.Name, detail)
+		// A detail may quote a receiver's answer or a provider's error.
+		detail := strings.ReplaceAll(strings.TrimRight(termtext.EscapeText(c.Detail), "\n"), "\n", "\n         ")
+		fmt.Fprintf(out, "%s %s: %s\n", tag, esc(c.Name), detail)
 		if c.Fix != "" && c.Status != doctor.CheckOK {
-			fmt.Fprintf(out, "       fix: %s\n", c.Fix)
+			fmt.Fprintf(out, "       fix: %s\n", esc(c.Fix))
 		}
 	}
 	fmt.Fprintf(out, "\n%d check(s): %d ok, %d warning(s), %d failed", len(rep.Checks), ok, warn, fail)

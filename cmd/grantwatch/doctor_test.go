@@ -7,9 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/grantwatch/grantwatch/daemon/doctor"
@@ -135,5 +138,67 @@ func TestDoctorCommandInvalidConfig(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
+	}
+}
+
+// TestDoctorShowsReceiverDeliveries: with the daemon running, doctor shows
+// a receiver that answers 500 as failing, with its last delivery error and
+// its last success, and as ok once it delivers again; and the fix for an
+// unreadable receiver file matches the error (issue 12 item 13).
+func TestDoctorShowsReceiverDeliveries(t *testing.T) {
+	var code atomic.Int32
+	code.Store(500)
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(int(code.Load()))
+	}))
+	defer hook.Close()
+	s := newCLISetup(t, fmt.Sprintf(`
+[[notify]]
+name = "hook"
+type = "webhook"
+url = %q
+`, hook.URL))
+	_, stop := s.startDaemon(t)
+	defer stop()
+	receiver := func() doctor.Check {
+		t.Helper()
+		out, _ := runDoctorCmd(t, "--config", s.cfgPath, "doctor", "--json", "--timeout", "2s")
+		var rep doctor.Report
+		if err := json.Unmarshal([]byte(out), &rep); err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		for _, c := range rep.Checks {
+			if c.Name == "notify/hook" {
+				return c
+			}
+		}
+		t.Fatalf("no notify/hook check:\n%s", out)
+		return doctor.Check{}
+	}
+	if c := receiver(); c.Status != doctor.CheckOK || !strings.Contains(c.Detail, "nothing delivered since the daemon started") {
+		t.Errorf("before any delivery: %+v", c)
+	}
+	if _, _, err := cli(t, s.cfgPath, "", "notify", "test", "hook"); exitStatus(err) != 1 {
+		t.Fatalf("notify test of a receiver answering 500: %v", err)
+	}
+	c := receiver()
+	if c.Status != doctor.CheckFail || !strings.Contains(c.Detail, "500") || !strings.Contains(c.Detail, "last delivery failed") || !strings.Contains(c.Detail, "last success never") || c.Fix == "" {
+		t.Errorf("receiver answering 500: %+v", c)
+	}
+	code.Store(200)
+	if _, _, err := cli(t, s.cfgPath, "", "notify", "test", "hook"); err != nil {
+		t.Fatal(err)
+	}
+	if c := receiver(); c.Status != doctor.CheckOK || !strings.Contains(c.Detail, "last delivered") {
+		t.Errorf("receiver delivering again: %+v", c)
+	}
+
+	// A receiver file that does not exist: create it, not "make it readable".
+	cfg := doctorTestConfig(t, s.sb.TokenURL())
+	b, _ := os.ReadFile(cfg)
+	os.WriteFile(cfg, append(b, "[[notify]]\nname = \"f\"\ntype = \"webhook\"\nurl_file = \"/nonexistent/hook.url\"\n"...), 0o600)
+	out, _ := runDoctorCmd(t, "--config", cfg, "doctor")
+	if !strings.Contains(out, "fix: create /nonexistent/hook.url") || strings.Contains(out, "make /nonexistent/hook.url readable") {
+		t.Errorf("fix for a missing url_file:\n%s", out)
 	}
 }

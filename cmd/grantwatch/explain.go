@@ -38,21 +38,21 @@ func (a *app) explainCmd() *cobra.Command {
 		asJSON   bool
 	)
 	cmd := &cobra.Command{
-		Use:   "explain [--provider PRESET] [--status N] [--json] [FILE|-]",
+		Use:   "explain [--provider NAME] [--status N] [--json] [FILE|-]",
 		Short: "Classify a token endpoint's error answer: cause, action and fix",
 		Long: `explain reads the body a token endpoint answered (from FILE, or stdin with - or
 no argument) and prints what it means: the cause, who must act, and how to fix it.
-It runs the same classification as the daemon's probes.
+It runs the same classification as the daemon's probes. --provider names a
+configured provider (its preset's wording applies) or a preset.
 
 Presets: ` + strings.Join(probes.PresetNames(), ", ") + `.`,
 		Example: `  echo '{"error":"invalid_grant","error_description":"Token has been expired or revoked."}' | grantwatch explain --provider google
   grantwatch explain --status 503 page.html`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if provider != "" {
-				if _, ok := probes.LookupPreset(provider); !ok {
-					return fmt.Errorf("--provider: unknown preset %q (known: %s)", provider, strings.Join(probes.PresetNames(), ", "))
-				}
+			preset, err := a.explainPreset(provider)
+			if err != nil {
+				return err
 			}
 			var r io.Reader = a.in
 			if len(args) == 1 && args[0] != "-" {
@@ -62,10 +62,8 @@ Presets: ` + strings.Join(probes.PresetNames(), ", ") + `.`,
 				}
 				defer f.Close()
 				r = f
-			} else if f, ok := r.(*os.File); ok {
-				if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
-					fmt.Fprintln(a.errw, "paste the token endpoint's answer, then press Ctrl-D (or give a FILE)")
-				}
+			} else if isTerminal(r) {
+				fmt.Fprintln(a.errw, "paste the token endpoint's answer, then press Ctrl-D (or give a FILE)")
 			}
 			body, err := io.ReadAll(io.LimitReader(r, 1<<20))
 			if err != nil {
@@ -75,7 +73,7 @@ Presets: ` + strings.Join(probes.PresetNames(), ", ") + `.`,
 			if t := strings.TrimSpace(string(body)); strings.HasPrefix(t, "{") {
 				h.Set("Content-Type", "application/json")
 			}
-			res := probes.Evaluate(provider, status, h, body)
+			res := probes.Evaluate(preset, status, h, body)
 			e := explanation{
 				Cause: string(res.Cause), Action: string(res.Action),
 				Error: res.Error, ErrorDescription: res.ErrorDescription,
@@ -100,9 +98,9 @@ Presets: ` + strings.Join(probes.PresetNames(), ", ") + `.`,
 			}
 			fmt.Fprintf(out, "cause:   %s\naction:  %s (%s)\n", e.Cause, e.Action, whoActs(res.Action))
 			if e.Error != "" || e.ErrorDescription != "" {
-				fmt.Fprintf(out, "error:   %s", e.Error)
+				fmt.Fprintf(out, "error:   %s", esc(e.Error))
 				if e.ErrorDescription != "" {
-					fmt.Fprintf(out, ": %s", e.ErrorDescription)
+					fmt.Fprintf(out, ": %s", esc(e.ErrorDescription))
 				}
 				fmt.Fprintln(out)
 			}
@@ -114,10 +112,36 @@ Presets: ` + strings.Join(probes.PresetNames(), ", ") + `.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&provider, "provider", "", "the provider preset whose wording to apply (e.g. google, microsoft)")
+	cmd.Flags().StringVar(&provider, "provider", "", "a configured provider, or a preset (e.g. google, microsoft), whose wording to apply")
+	cmd.RegisterFlagCompletionFunc("provider", a.completeProvidersAndPresets)
 	cmd.Flags().IntVar(&status, "status", http.StatusBadRequest, "the HTTP status the answer came with")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
+}
+
+// explainPreset is the preset whose wording explain --provider NAME
+// applies: a configured provider's name (the name every other command
+// shows) gives its preset; else NAME must be a preset. explain needs no
+// config: one that cannot be read only narrows NAME to the presets.
+func (a *app) explainPreset(name string) (string, error) {
+	if name == "" {
+		return "", nil
+	}
+	cfg, cfgErr := a.config()
+	if cfgErr == nil {
+		if p, ok := cfg.Provider(name); ok {
+			return p.Preset, nil
+		}
+	}
+	if _, ok := probes.LookupPreset(name); ok {
+		return name, nil
+	}
+	configured := "no config could be read"
+	if cfgErr == nil {
+		configured = "configured in " + cfg.Path() + ": " + dash(strings.Join(cfg.ProviderNames(), ", "))
+	}
+	return "", fmt.Errorf("--provider: %q is neither a configured provider (%s) nor a preset (known: %s)",
+		name, configured, strings.Join(probes.PresetNames(), ", "))
 }
 
 func whoActs(a probes.Action) string {

@@ -1,10 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -110,5 +113,43 @@ url = "%s/secret-path-TOKEN123"
 	}
 	if _, _, err := cli(t, s.cfgPath, "", "notify", "test", "nope"); err == nil {
 		t.Error("an unknown receiver gave no error")
+	}
+}
+
+// TestExplainConfiguredProviderAndNoPrompt: --provider takes a configured
+// provider's name, the name every other command shows, and applies its
+// preset's wording; an unknown name lists both kinds of names; and with
+// stdin not a terminal (/dev/null) no prompt is printed (issue 12 item 10).
+func TestExplainConfiguredProviderAndNoPrompt(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "grantwatch.toml")
+	os.WriteFile(cfg, []byte("[[providers]]\nname = \"m365\"\npreset = \"microsoft\"\nclient_id = \"x\"\n"), 0o600)
+	// Microsoft Entra after a password reset (as in TestExplain).
+	body := `{"error":"invalid_grant","error_description":"AADSTS50173: The provided grant has expired due to it being revoked, a fresh auth token is needed. The user might have changed or reset their password.","error_codes":[50173]}`
+	out, _, err := cli(t, cfg, body, "explain", "--provider", "m365")
+	if err != nil || !strings.Contains(out, "cause:   password_changed") {
+		t.Errorf("explain --provider m365 (preset microsoft): %v\n%s", err, out)
+	}
+	_, _, err = cli(t, cfg, body, "explain", "--provider", "m356")
+	if err == nil || !strings.Contains(err.Error(), "m365") || !strings.Contains(err.Error(), "microsoft") {
+		t.Errorf("explain --provider m356: %v, want the configured providers and the presets named", err)
+	}
+
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer devnull.Close()
+	var stdout, stderr bytes.Buffer
+	root := newRoot(devnull, &stdout, &stderr)
+	root.SetArgs([]string{"--config", cfg, "explain"})
+	if err := root.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	if stderr.Len() > 0 {
+		t.Errorf("explain < /dev/null wrote to stderr: %q", stderr.String())
+	}
+	if !strings.Contains(stdout.String(), "cause:") {
+		t.Errorf("explain < /dev/null: %q", stdout.String())
 	}
 }

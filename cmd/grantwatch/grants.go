@@ -7,14 +7,17 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 
 	"github.com/grantwatch/grantwatch/daemon/api"
 	"github.com/grantwatch/grantwatch/internal/secret"
+	"github.com/grantwatch/grantwatch/internal/termtext"
 	"github.com/grantwatch/grantwatch/store"
 )
 
@@ -72,16 +75,17 @@ resets it to pending.`,
 			defer c.Close()
 			start := time.Now()
 			shown := false
+			pw := progressWriter(a.errw)
 			p, err := c.Import(cmd.Context(), bufio.NewReaderSize(r, 1<<20), func(p api.ImportProgress) {
 				shown = true
 				if p.Phase == "validating" {
-					fmt.Fprintf(a.errw, "\rvalidating: %d lines read", p.Read)
+					fmt.Fprintf(pw, "\rvalidating: %d lines read", p.Read)
 					return
 				}
-				fmt.Fprintf(a.errw, "\rimporting: %d of %d grants (%.0f%%)   ", p.Done, p.Total, 100*float64(p.Done)/float64(max(p.Total, 1)))
+				fmt.Fprintf(pw, "\rimporting: %d of %d grants (%.0f%%)   ", p.Done, p.Total, 100*float64(p.Done)/float64(max(p.Total, 1)))
 			})
 			if shown {
-				fmt.Fprintln(a.errw)
+				fmt.Fprintln(pw)
 			}
 			if err != nil {
 				if c.Local && p.Created == 0 {
@@ -96,8 +100,8 @@ resets it to pending.`,
 				}
 				return fmt.Errorf("%s: %w", src, err)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "imported %d grants (%d new, %d replaced) in %s\n",
-				p.Total, p.Created, p.Replaced, time.Since(start).Round(time.Millisecond))
+			fmt.Fprintf(cmd.OutOrStdout(), "imported %s (%d new, %d replaced) in %s\n",
+				plural(p.Total, "grant"), p.Created, p.Replaced, time.Since(start).Round(time.Millisecond))
 			return nil
 		},
 	}
@@ -150,8 +154,8 @@ func (a *app) grantsListCmd() *cobra.Command {
 			n := 0
 			err = c.List(cmd.Context(), state, provider, func(g store.Grant) error {
 				n++
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", g.ID, g.Provider, g.State,
-					dash(g.Cause), g.Failures, ago(g.LastProbeAt), dash(g.Subject))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", esc(g.ID), esc(g.Provider), g.State,
+					dash(g.Cause), g.Failures, ago(g.LastProbeAt), dash(esc(g.Subject)))
 				return nil
 			})
 			tw.Flush()
@@ -167,8 +171,18 @@ func (a *app) grantsListCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&state, "state", "", "only grants in this state (pending, healthy, degraded, reconnect_required, on_hold)")
 	cmd.Flags().StringVar(&provider, "provider", "", "only grants of this provider")
+	cmd.RegisterFlagCompletionFunc("state", completeStates)
+	cmd.RegisterFlagCompletionFunc("provider", a.completeProviders)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON array")
 	return cmd
+}
+
+// plural is "1 grant", "2 grants".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
 
 func dash(s string) string {
@@ -200,9 +214,10 @@ func ago(t time.Time) string {
 func (a *app) grantsShowCmd() *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "show ID [--json]",
-		Short: "Show one grant with its history",
-		Args:  cobra.ExactArgs(1),
+		Use:               "show ID [--json]",
+		Short:             "Show one grant with its history",
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: a.completeGrantID,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, _, err := a.client(cmd.Context())
 			if err != nil {
@@ -218,15 +233,18 @@ func (a *app) grantsShowCmd() *cobra.Command {
 				return printJSON(out, g)
 			}
 			printGrant(out, g.Grant)
+			if g.Fix != "" && g.State != store.StateHealthy {
+				fmt.Fprintf(out, "\nfix: %s\n", strings.ReplaceAll(wrap(g.Fix, 75), "\n", "\n     "))
+			}
 			if len(g.History) > 0 {
 				fmt.Fprintln(out, "\nhistory:")
 				tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 				for _, h := range g.History {
 					line := fmt.Sprintf("  %s\t%s → %s\t%s", h.At.Format(time.RFC3339), dash(string(h.From)), h.To, dash(h.Cause))
 					if h.Note != "" {
-						line += "\t" + h.Note
+						line += "\t" + esc(h.Note)
 					} else if h.ErrorDescription != "" {
-						line += "\t" + truncate(h.ErrorDescription, 60)
+						line += "\t" + truncate(esc(h.ErrorDescription), 60)
 					}
 					fmt.Fprintln(tw, line)
 				}
@@ -239,24 +257,31 @@ func (a *app) grantsShowCmd() *cobra.Command {
 	return cmd
 }
 
+// esc makes text that came from outside (ids, subjects, labels, a
+// provider's or a receiver's words) safe to print: control characters and
+// bidi overrides become visible escapes (internal/termtext).
+var esc = termtext.Escape
+
+// truncate shortens s to at most n characters, marking a cut with "…".
 func truncate(s string, n int) string {
-	if len(s) <= n {
+	if utf8.RuneCountInString(s) <= n {
 		return s
 	}
-	return s[:n-1] + "…"
+	return string([]rune(s)[:n-1]) + "…"
 }
 
 func printGrant(out io.Writer, g store.Grant) {
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "id:\t%s\nprovider:\t%s\n", g.ID, g.Provider)
+	fmt.Fprintf(tw, "id:\t%s\nprovider:\t%s\n", esc(g.ID), esc(g.Provider))
 	if g.Subject != "" {
-		fmt.Fprintf(tw, "subject:\t%s\n", g.Subject)
+		fmt.Fprintf(tw, "subject:\t%s\n", esc(g.Subject))
 	}
 	if len(g.Labels) > 0 {
 		var ls []string
 		for k, v := range g.Labels {
-			ls = append(ls, k+"="+v)
+			ls = append(ls, esc(k)+"="+esc(v))
 		}
+		sort.Strings(ls)
 		fmt.Fprintf(tw, "labels:\t%s\n", strings.Join(ls, ", "))
 	}
 	fmt.Fprintf(tw, "state:\t%s (since %s)\n", g.State, ago(g.StateChangedAt))
@@ -264,7 +289,7 @@ func printGrant(out io.Writer, g store.Grant) {
 		fmt.Fprintf(tw, "cause:\t%s (action: %s)\n", g.Cause, g.Action)
 	}
 	if g.Error != "" || g.ErrorDescription != "" {
-		fmt.Fprintf(tw, "error:\t%s %s\n", g.Error, g.ErrorDescription)
+		fmt.Fprintf(tw, "error:\t%s %s\n", esc(g.Error), esc(g.ErrorDescription))
 	}
 	fmt.Fprintf(tw, "failures:\t%d\nlast probe:\t%s\nlast success:\t%s\n", g.Failures, ago(g.LastProbeAt), ago(g.LastSuccessAt))
 	if g.NextDueAt.IsZero() {
@@ -289,7 +314,7 @@ func printReport(out io.Writer, r api.ProbeReport) {
 	} else {
 		fmt.Fprintf(out, "probe failed: %s (action: %s)\n", res.Cause, res.Action)
 		if res.Error != "" || res.ErrorDescription != "" {
-			fmt.Fprintf(out, "provider said: HTTP %d %s %s\n", res.Status, res.Error, res.ErrorDescription)
+			fmt.Fprintf(out, "provider said: HTTP %d %s %s\n", res.Status, esc(res.Error), esc(res.ErrorDescription))
 		}
 		fmt.Fprintf(out, "\n%s\n\n", wrap(res.Fix, 80))
 	}
@@ -318,10 +343,11 @@ func showReport(out io.Writer, r api.ProbeReport, asJSON bool, headline string) 
 func (a *app) grantsProbeCmd() *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "probe ID [--json]",
-		Short: "Probe one grant now and print the result, cause and fix",
-		Long:  "probe refreshes the grant's token now, through the daemon when it runs, and stores the outcome like a scheduled probe. Exit status 1 when the probe failed.",
-		Args:  cobra.ExactArgs(1),
+		Use:               "probe ID [--json]",
+		Short:             "Probe one grant now and print the result, cause and fix",
+		Long:              "probe refreshes the grant's token now, through the daemon when it runs, and stores the outcome like a scheduled probe. Exit status 1 when the probe failed.",
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: a.completeGrantID,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, _, err := a.client(cmd.Context())
 			if err != nil {
@@ -348,7 +374,8 @@ func (a *app) grantsSetTokenCmd() *cobra.Command {
 		Long: `set-token stores the refresh token a user's reconnect produced, resets the grant
 and probes it once. The token is read from stdin or --file, never from the command
 line, where other users could read it in the process list.`,
-		Args: cobra.ExactArgs(1),
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: a.completeGrantID,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			tok, err := a.readToken(file)
 			if err != nil {
@@ -382,10 +409,8 @@ func (a *app) readToken(file string) (secret.Secret, error) {
 		}
 		defer f.Close()
 		r = f
-	} else if f, ok := r.(*os.File); ok {
-		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
-			fmt.Fprint(a.errw, "paste the new refresh token and press Enter: ")
-		}
+	} else if isTerminal(r) {
+		fmt.Fprint(a.errw, "paste the new refresh token and press Enter: ")
 	}
 	line, err := bufio.NewReader(io.LimitReader(r, 64<<10)).ReadString('\n')
 	if err != nil && !errors.Is(err, io.EOF) {
@@ -400,9 +425,10 @@ func (a *app) readToken(file string) (secret.Secret, error) {
 
 func (a *app) grantsRmCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:   "rm ID",
-		Short: "Remove a grant and its sealed token",
-		Args:  cobra.ExactArgs(1),
+		Use:               "rm ID",
+		Short:             "Remove a grant and its sealed token",
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: a.completeGrantID,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, _, err := a.client(cmd.Context())
 			if err != nil {
@@ -412,7 +438,7 @@ func (a *app) grantsRmCmd() *cobra.Command {
 			if err := c.Remove(cmd.Context(), args[0]); err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "removed %s\n", args[0])
+			fmt.Fprintf(cmd.OutOrStdout(), "removed %s\n", esc(args[0]))
 			return nil
 		},
 	}

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -17,6 +18,7 @@ import (
 	"github.com/grantwatch/grantwatch/daemon"
 	"github.com/grantwatch/grantwatch/daemon/api"
 	"github.com/grantwatch/grantwatch/daemon/config"
+	"github.com/grantwatch/grantwatch/internal/termtext"
 	"github.com/grantwatch/grantwatch/store"
 )
 
@@ -26,23 +28,57 @@ type exitCode int
 
 func (e exitCode) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
 
+// exitError is an error to print that exits with its own code rather than 1:
+// 2 for a command line that cannot run (usageError) and for a status that
+// could not be told.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+// usageError is a command line c cannot run: exit status 2, with c's usage
+// line, as for an unknown command or flag.
+func usageError(c *cobra.Command, format string, args ...any) error {
+	use := c.UseLine()
+	if c.HasAvailableSubCommands() {
+		use = c.CommandPath() + " COMMAND (" + c.CommandPath() + " --help lists them)"
+	}
+	return &exitError{code: 2, err: fmt.Errorf("%s\nusage: %s", fmt.Sprintf(format, args...), use)}
+}
+
+// exitStatus is the process's exit status after err.
+func exitStatus(err error) int {
+	var ec exitCode
+	var ee *exitError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ec):
+		return int(ec)
+	case errors.As(err, &ee):
+		return ee.code
+	}
+	return 1
+}
+
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	err := newRoot(os.Stdin, os.Stdout, os.Stderr).ExecuteContext(ctx)
 	stop()
 	var ec exitCode
-	switch {
-	case err == nil:
-	case errors.As(err, &ec):
-		os.Exit(int(ec))
-	default:
+	if err != nil && !errors.As(err, &ec) {
 		if errors.Is(err, store.ErrNotFound) {
 			err = fmt.Errorf("%w (`grantwatch grants list` shows the grant ids there are)", err)
 		}
-		fmt.Fprintln(os.Stderr, "grantwatch:", err)
-		os.Exit(1)
+		// An error may quote what came from outside (a grant id, a
+		// provider's answer): no control character reaches the terminal.
+		fmt.Fprintln(os.Stderr, "grantwatch:", termtext.EscapeText(err.Error()))
 	}
+	os.Exit(exitStatus(err))
 }
 
 // app carries what every command shares.
@@ -73,16 +109,90 @@ The config is read from --config, else $GRANTWATCH_CONFIG, else ` + config.Defau
 	for _, c := range a.extraCmds() {
 		root.AddCommand(c)
 	}
-	// Each Use line already names its flags: no trailing "[flags]".
-	var noFlagsInUse func(*cobra.Command)
-	noFlagsInUse = func(c *cobra.Command) {
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError(c, "%v", err) })
+	var strict func(*cobra.Command)
+	strict = func(c *cobra.Command) {
+		// Each Use line already names its flags: no trailing "[flags]".
 		c.DisableFlagsInUseLine = true
+		if c.HasSubCommands() && c.Run == nil && c.RunE == nil {
+			c.Args, c.RunE = cobra.ArbitraryArgs, requireSubcommand
+			c.SuggestionsMinimumDistance = 2
+		}
+		if args := c.Args; args != nil {
+			c.Args = func(c *cobra.Command, a []string) error {
+				if err := args(c, a); err != nil {
+					return argsError(c, a, err)
+				}
+				return nil
+			}
+		}
 		for _, sub := range c.Commands() {
-			noFlagsInUse(sub)
+			strict(sub)
 		}
 	}
-	noFlagsInUse(root)
+	strict(root)
 	return root
+}
+
+// requireSubcommand runs for a command group: bare, or with a command it
+// does not have (a typo), it fails with exit status 2 rather than print
+// its help and exit 0, so that a script notices. Bare grantwatch prints its
+// help.
+func requireSubcommand(c *cobra.Command, args []string) error {
+	if len(args) == 0 {
+		if !c.HasParent() {
+			return c.Help()
+		}
+		var names []string
+		for _, sub := range c.Commands() {
+			if sub.IsAvailableCommand() {
+				names = append(names, sub.Name())
+			}
+		}
+		return usageError(c, "which command? one of %s", strings.Join(names, ", "))
+	}
+	if args[0] == "help" && len(args) == 1 {
+		return c.Help()
+	}
+	msg := fmt.Sprintf("unknown command %q for %q", args[0], c.CommandPath())
+	if s := c.SuggestionsFor(args[0]); len(s) > 0 {
+		msg += "; did you mean " + strings.Join(s, " or ") + "?"
+	}
+	return usageError(c, "%s", msg)
+}
+
+// argsError replaces cobra's "accepts 1 arg(s), received 0" with what is
+// missing or extra, named as c's Use line names it ("show ID [--json]":
+// ID is required; "[RECEIVER]" optional).
+func argsError(c *cobra.Command, args []string, err error) error {
+	var required []string
+	allowed, depth, flagDepth := 0, 0, -1
+	for _, w := range strings.Fields(c.Use)[1:] {
+		if flagDepth < 0 && strings.HasPrefix(w, "[-") {
+			flagDepth = depth // a flag's group: "[--state S]"
+		}
+		name := strings.Trim(w, "[]")
+		if flagDepth < 0 && name != "" && name[0] >= 'A' && name[0] <= 'Z' {
+			if depth == 0 && !strings.HasPrefix(w, "[") {
+				required = append(required, name)
+			}
+			allowed++
+			if strings.HasSuffix(name, "...") {
+				allowed = len(args)
+			}
+		}
+		depth += strings.Count(w, "[") - strings.Count(w, "]")
+		if depth <= flagDepth {
+			flagDepth = -1
+		}
+	}
+	switch {
+	case len(args) < len(required):
+		return usageError(c, "missing %s", strings.Join(required[len(args):], " "))
+	case len(args) > allowed:
+		return usageError(c, "unexpected argument %q", args[allowed])
+	}
+	return usageError(c, "%v", err)
 }
 
 // config loads the config the flags name.

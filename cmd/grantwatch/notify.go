@@ -24,7 +24,8 @@ through the real delivery path to RECEIVER (a [[notify]] name), or to every
 receiver, and prints each receiver's HTTP status and answer. PagerDuty gets an info
 event, Alertmanager an alert GrantwatchTest that ends by itself.
 Exit status 1 when any receiver failed.`,
-		Args: cobra.MaximumNArgs(1),
+		Args:              cobra.MaximumNArgs(1),
+		ValidArgsFunction: a.completeReceiver,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			recv := ""
 			if len(args) == 1 {
@@ -70,9 +71,9 @@ Exit status 1 when any receiver failed.`,
 					continue
 				}
 				if r.Error != "" {
-					fmt.Fprintf(cmd.OutOrStdout(), "%s: FAILED: %s\n", r.Receiver, r.Error)
+					fmt.Fprintf(cmd.OutOrStdout(), "%s: FAILED: %s\n", r.Receiver, esc(r.Error))
 				} else {
-					fmt.Fprintf(cmd.OutOrStdout(), "%s: delivered (HTTP %d) %s\n", r.Receiver, r.Status, r.Answer)
+					fmt.Fprintf(cmd.OutOrStdout(), "%s: delivered (HTTP %d) %s\n", r.Receiver, r.Status, esc(r.Answer))
 				}
 			}
 			if len(res) == 0 && !asJSON {
@@ -127,7 +128,7 @@ Send them again with notify redeliver once the receiver works (notify test).`,
 					subject = d.Event.Provider.Name
 				}
 				fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\n", d.Receiver, d.Seq,
-					d.DeadAt.Local().Format(time.RFC3339), d.Event.Type, subject, d.Reason)
+					d.DeadAt.Local().Format(time.RFC3339), d.Event.Type, esc(subject), esc(d.Reason))
 			}
 			if err := tw.Flush(); err != nil {
 				return err
@@ -153,6 +154,7 @@ did get an earlier attempt can tell. A dead letter whose news no longer holds
 (its grant reconnected, its provider or the clock recovered) is left alone:
 sending it would reopen at the receiver what is resolved. A running daemon
 sends them at once; otherwise they wait for it.`,
+		ValidArgsFunction: a.completeReceiver,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			receiver := ""
 			var seqs []uint64

@@ -12,9 +12,10 @@ func init() { extraCommands = append(extraCommands, (*app).reconnectCmd) }
 
 func (a *app) reconnectCmd() *cobra.Command {
 	var timeout time.Duration
+	var port int
 	var noBrowser, asJSON bool
 	cmd := &cobra.Command{
-		Use:   "reconnect ID [--timeout 5m] [--no-browser] [--json]",
+		Use:   "reconnect ID [--timeout 5m] [--port N] [--no-browser] [--json]",
 		Short: "Sign the grant's user in again (authorization code + PKCE) and store the new token",
 		Long: `reconnect runs the provider's sign-in for a grant: it prints a URL (and opens it
 in a browser when this machine has one), waits for the provider to redirect back to
@@ -22,10 +23,12 @@ a listener on 127.0.0.1, exchanges the code (PKCE, S256) for a new refresh token
 stores it as set-token does and probes the grant once.
 
 The provider entry needs auth_url (presets give it), and its app registration must
-allow the redirect URI http://127.0.0.1/callback on any port. Over SSH, open the URL
-in a browser on this machine's network, e.g. with "ssh -L" forwarding of the port
-in the URL's redirect_uri. Exit status 1 when the probe of the new token failed.`,
-		Args: cobra.ExactArgs(1),
+allow the redirect URI http://127.0.0.1/callback on any port. Over SSH, choose the
+port with --port and forward it before you start, e.g. ssh -L 8765:127.0.0.1:8765
+server, then grantwatch reconnect ID --port 8765 and open the URL in your browser.
+Exit status 1 when the probe of the new token failed.`,
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: a.completeGrantID,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, id := cmd.Context(), args[0]
 			c, cfg, err := a.client(ctx)
@@ -45,11 +48,12 @@ in the URL's redirect_uri. Exit status 1 when the probe of the new token failed.
 			}
 			tok, err := reconnect.Run(ctx, cfg, g.Provider, reconnect.Options{
 				ShowURL: func(u string) {
-					fmt.Fprintf(a.errw, "Open this URL in a browser and sign in as %s:\n\n  %s\n\nwaiting for the sign-in (up to %s)...\n", who, u, timeout)
+					fmt.Fprintf(a.errw, "Open this URL in a browser and sign in as %s:\n\n  %s\n\nwaiting for the sign-in (up to %s)...\n", esc(who), u, timeout)
 				},
 				OpenBrowser: !noBrowser,
 				LoginHint:   g.Subject,
 				Timeout:     timeout,
+				Port:        port,
 			})
 			if err != nil {
 				return fmt.Errorf("reconnect %s: %w", id, err)
@@ -67,6 +71,7 @@ in the URL's redirect_uri. Exit status 1 when the probe of the new token failed.
 		},
 	}
 	cmd.Flags().DurationVar(&timeout, "timeout", reconnect.DefaultTimeout, "how long to wait for the sign-in")
+	cmd.Flags().IntVar(&port, "port", 0, "the port on 127.0.0.1 the sign-in redirects to (for ssh -L); 0 picks a free one")
 	cmd.Flags().BoolVar(&noBrowser, "no-browser", false, "only print the URL, never open a browser")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the probe report as JSON")
 	return cmd

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -23,7 +25,7 @@ config: the new one replaces the old only when it is valid as a whole.`,
 			if err != nil {
 				return err
 			}
-			log := daemon.NewLogger(cfg.Log, os.Stderr)
+			log := daemon.NewLogger(cfg.Log, a.errw)
 			tuneGC()
 			// SIGHUP becomes a request on a 1-buffered channel: signals
 			// that arrive during a reload coalesce into one more.
@@ -53,9 +55,13 @@ func (a *app) versionCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "version",
 		Short: "Print grantwatch's version",
-		Args:  cobra.NoArgs,
+		Long: `version prints the version a release build was given (go build -ldflags
+"-X github.com/grantwatch/grantwatch/daemon.Version=v1.2.3"), else the module
+version or VCS revision the binary was built from (+dirty or -dirty for
+uncommitted changes), and the Go version.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			_, err := cmd.OutOrStdout().Write([]byte("grantwatch " + daemon.BuildVersion() + "\n"))
+			_, err := fmt.Fprintf(cmd.OutOrStdout(), "grantwatch %s (%s)\n", daemon.BuildVersion(), runtime.Version())
 			return err
 		},
 	}

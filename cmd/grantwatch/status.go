@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"sort"
@@ -19,17 +20,15 @@ func (a *app) statusCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "status [--json]",
 		Short: "Is everything connected? Counts, grants to reconnect, providers, clock, backlog",
-		Long:  "status prints the fleet's state. Exit status 0 when nothing needs action, 1 when something does (a grant to reconnect, a held grant or provider, a skewed clock).",
-		Args:  cobra.NoArgs,
+		Long: `status prints the fleet's state. Exit status 0 when nothing needs action, 1 when
+something does (a grant to reconnect, a held grant or provider, a skewed clock),
+2 when status could not tell (the config is invalid, there is no database, the
+daemon does not answer or serves another database).`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, _, err := a.client(cmd.Context())
+			st, err := a.status(cmd.Context())
 			if err != nil {
-				return err
-			}
-			defer c.Close()
-			st, err := c.Status(cmd.Context())
-			if err != nil {
-				return err
+				return &exitError{code: 2, err: fmt.Errorf("status unknown: %w", err)}
 			}
 			if asJSON {
 				err = printJSON(cmd.OutOrStdout(), st)
@@ -44,6 +43,27 @@ func (a *app) statusCmd() *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
+}
+
+// status reads the fleet's status of the config's database, from the
+// daemon or the database itself.
+func (a *app) status(ctx context.Context) (api.Status, error) {
+	c, cfg, err := a.client(ctx)
+	if err != nil {
+		return api.Status{}, err
+	}
+	defer c.Close()
+	st, err := c.Status(ctx)
+	if err != nil {
+		return api.Status{}, err
+	}
+	if st.DB != "" && st.DB != cfg.Daemon.DB {
+		// Another config's daemon on this config's socket: its fleet is
+		// not this one.
+		return api.Status{}, fmt.Errorf("the daemon answering on %s serves the database %s, not this config's daemon.db %s: give each config its own daemon.socket",
+			cfg.Daemon.Socket, st.DB, cfg.Daemon.DB)
+	}
+	return st, nil
 }
 
 // printStatus renders the status as a compact table within 100 columns.
@@ -71,7 +91,7 @@ func printStatus(out io.Writer, st api.Status) {
 	sort.Strings(names)
 	for _, n := range names {
 		ps := pstate[n]
-		row := []string{n, providerState(ps)}
+		row := []string{esc(n), providerState(ps)}
 		total := 0
 		for _, s := range states {
 			v := st.ByProvider[n][string(s)]
@@ -128,7 +148,7 @@ func printNeedy(out io.Writer, gs []store.Grant, total int) {
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "  ID\tPROVIDER\tCAUSE\tSINCE\tSUBJECT")
 	for _, g := range gs {
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", truncate(g.ID, 30), g.Provider, g.Cause, ago(g.StateChangedAt), truncate(dash(g.Subject), 30))
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", truncate(esc(g.ID), 30), esc(g.Provider), g.Cause, ago(g.StateChangedAt), truncate(dash(esc(g.Subject)), 30))
 	}
 	tw.Flush()
 	if total > len(gs) {

@@ -1,10 +1,15 @@
 package main
 
 import (
+	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/grantwatch/grantwatch/daemon/api"
 	"github.com/grantwatch/grantwatch/probes/sandbox"
+	"github.com/grantwatch/grantwatch/store"
 )
 
 // TestStatusExitZeroWhenAllHealthy: status exits 0 with nothing to
@@ -39,6 +44,100 @@ func TestStatusExitZeroWhenAllHealthy(t *testing.T) {
 		out, _, err := cli(t, s.cfgPath, "", "status")
 		if err != nil {
 			t.Errorf("%s: status with every grant healthy: %v\n%s", mode, err, out)
+		}
+	}
+}
+
+// TestStatusCouldNotTellExit2: status exits 2 when it could not read the
+// fleet — an invalid config, no database, a daemon of another config
+// answering on this config's socket — and never says "nothing needs
+// action" then; 1 stays "something needs action" (issue 12 item 13).
+func TestStatusCouldNotTellExit2(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.toml")
+	os.WriteFile(bad, []byte("[daemon]\nworkers = \"eight\"\n"), 0o600)
+	noDB := filepath.Join(dir, "nodb.toml")
+	os.WriteFile(noDB, []byte("[daemon]\ndb = \"none.db\"\nlisten = \"\"\n[clock]\nservers = []\n"), 0o600)
+	for name, cfg := range map[string]string{"invalid config": bad, "no database": noDB} {
+		out, _, err := cli(t, cfg, "", "status")
+		if got := exitStatus(err); got != 2 {
+			t.Errorf("%s: exit status %d (%v), want 2", name, got, err)
+		}
+		if strings.Contains(out, "nothing needs action") {
+			t.Errorf("%s: %q", name, out)
+		}
+	}
+
+	// A second config with another database but the same socket: the
+	// daemon that answers serves the first config's fleet, not this one.
+	s := newCLISetup(t, "")
+	d, stop := s.startDaemon(t)
+	defer stop()
+	waitUntil(t, func() bool { st, err := d.Status(); return err == nil && st.ByState["pending"] == 0 })
+	b, _ := os.ReadFile(s.cfgPath)
+	other := filepath.Join(s.dir, "other.toml")
+	os.WriteFile(other, []byte(strings.Replace(string(b), `db = "gw.db"`, `db = "other.db"`, 1)), 0o600)
+	out, _, err := cli(t, other, "", "status", "--json")
+	if exitStatus(err) != 2 || !strings.Contains(err.Error(), "serves the database") || out != "" {
+		t.Errorf("status of another config's daemon: exit %d, %v\n%s", exitStatus(err), err, out)
+	}
+	// Its own config: g2 needs reconnecting, exit 1.
+	if _, _, err := cli(t, s.cfgPath, "", "status"); exitStatus(err) != 1 {
+		t.Errorf("status with a grant to reconnect: exit %d (%v), want 1", exitStatus(err), err)
+	}
+}
+
+// TestStatusListsZeroStates: by_state and by_provider list every state,
+// zeros included, and so does the grantwatch_grants series, also for a
+// configured provider without grants (issue 12 item 13).
+func TestStatusListsZeroStates(t *testing.T) {
+	s := newCLISetup(t, `
+[[providers]]
+name = "empty"
+preset = "google"
+client_id = "cid"
+client_secret = "s"
+`)
+	d, stop := s.startDaemon(t)
+	defer stop()
+	out, _, _ := cli(t, s.cfgPath, "", "status", "--json")
+	var st api.Status
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	fams, err := d.MetricsGatherer().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	series := map[string]bool{}
+	for _, f := range fams {
+		if f.GetName() != "grantwatch_grants" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			var prov, state string
+			for _, l := range m.GetLabel() {
+				switch l.GetName() {
+				case "provider":
+					prov = l.GetValue()
+				case "state":
+					state = l.GetValue()
+				}
+			}
+			series[prov+"/"+state] = true
+		}
+	}
+	for _, state := range store.States() {
+		if _, ok := st.ByState[string(state)]; !ok {
+			t.Errorf("by_state lacks %s", state)
+		}
+		for _, prov := range []string{"acme", "empty"} {
+			if _, ok := st.ByProvider[prov][string(state)]; !ok {
+				t.Errorf("by_provider.%s lacks %s", prov, state)
+			}
+			if !series[prov+"/"+string(state)] {
+				t.Errorf(`no grantwatch_grants{provider=%q,state=%q}`, prov, state)
+			}
 		}
 	}
 }

@@ -17,6 +17,8 @@ import (
 // GrantDetail is a grant with its history (grants show).
 type GrantDetail struct {
 	store.Grant
+	// Fix tells who must do what about the grant's cause; empty without one.
+	Fix     string               `json:"fix,omitempty"`
 	History []store.HistoryEntry `json:"history"`
 }
 
@@ -105,6 +107,14 @@ type Status struct {
 	// provider is held, a grant's answers are unreadable, or the clock is
 	// skewed: status exits 1.
 	NeedsAction bool `json:"needs_action"`
+	// DB is the database the answer was read from. The CLI compares it with
+	// its config's daemon.db: a daemon of another config answering on the
+	// same socket cannot tell this config's fleet.
+	DB string `json:"db"`
+	// Receivers is each receiver's deliveries since the daemon started:
+	// the last success, the last error and when (doctor shows a receiver
+	// that answers 500). Only a running daemon knows them.
+	Receivers []notify.ReceiverStatus `json:"receivers,omitempty"`
 }
 
 // SecretExpiry is a provider's client secret about to expire.

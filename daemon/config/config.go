@@ -17,7 +17,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/BurntSushi/toml"
 	"github.com/robfig/cron/v3"
 	"golang.org/x/oauth2"
 
@@ -32,14 +31,6 @@ const DefaultPath = "/etc/grantwatch/grantwatch.toml"
 
 // providerName is what a provider may be called.
 var providerName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
-
-// durationKeys are the config keys holding durations.
-var durationKeys = map[string]bool{
-	"probe_timeout": true, "backoff_min": true, "backoff_max": true, "shutdown_timeout": true,
-	"warn_offset": true, "max_offset": true, "period": true, "interval": true,
-	"timeout": true, "group_wait": true, "max_age": true, "resend_interval": true,
-	"idle_lifetime": true, "max_lifetime": true, "warn_before": true,
-}
 
 // listenOff marks an explicitly empty daemon.listen while defaults apply.
 const listenOff = "\x00off"
@@ -242,22 +233,12 @@ func Load(path string) (*Config, error) {
 // and anchors relative paths.
 func Parse(path string, b []byte) (*Config, error) {
 	var c Config
-	md, err := toml.Decode(string(b), &c)
+	defined, errs, err := decode(b, &c)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	var errs []error
-	for _, k := range md.Undecoded() {
-		errs = append(errs, fmt.Errorf("%s: unknown key (see config.example.toml for the keys there are)", k))
-	}
-	// TOML reads a bare number into a duration as nanoseconds: refuse it.
-	for _, k := range md.Keys() {
-		if durationKeys[k[len(k)-1]] && md.Type(k...) == "Integer" {
-			errs = append(errs, fmt.Errorf("%s: a duration is a string with a unit, such as \"30s\" or \"24h\", not a bare number", k))
-		}
-	}
 	c.path = path
-	if md.IsDefined("daemon", "listen") && c.Daemon.Listen == "" {
+	if defined("daemon", "listen") && c.Daemon.Listen == "" {
 		c.Daemon.Listen = listenOff
 	}
 	c.applyDefaults()

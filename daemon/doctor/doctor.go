@@ -20,6 +20,7 @@ import (
 
 	"github.com/grantwatch/grantwatch/daemon/api"
 	"github.com/grantwatch/grantwatch/daemon/config"
+	"github.com/grantwatch/grantwatch/daemon/notify"
 	"github.com/grantwatch/grantwatch/probes"
 )
 
@@ -148,7 +149,15 @@ func Run(ctx context.Context, configPath string, opts Options) Report {
 	}
 	dr.add(clockCheck)
 	for _, n := range cfg.Notify {
-		dr.add(receiverCheck(n))
+		var rs *notify.ReceiverStatus
+		if st != nil {
+			for i := range st.Receivers {
+				if st.Receivers[i].Receiver == n.Name {
+					rs = &st.Receivers[i]
+				}
+			}
+		}
+		dr.add(receiverCheck(n, rs, dr.opts.Now()))
 	}
 	dr.add(dr.systemd(cfg))
 	return dr.report()
@@ -183,6 +192,18 @@ func configFix(err error, path string) string {
 		return "run doctor as the daemon's user (or with sudo), or make the config readable to this user"
 	}
 	return "correct the keys named above (config.example.toml shows each key with its default) and run doctor again"
+}
+
+// fileFix is the fix for a file of the config (named by key) that could not
+// be read: what to do depends on why.
+func fileFix(err error, path, key string) string {
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Sprintf("create %s (or correct %s); under systemd hand it in with LoadCredential=", path, key)
+	case errors.Is(err, fs.ErrPermission):
+		return fmt.Sprintf("make %s readable by the daemon's user, and run doctor as that user", path)
+	}
+	return fmt.Sprintf("check %s and %s", key, path)
 }
 
 // daemon asks the control socket for the status. It returns the status when

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -605,5 +607,24 @@ func TestDoctorSystemd(t *testing.T) {
 	c = doctorWant(t, rep, "systemd", CheckOK)
 	if !strings.Contains(c.Detail, "StateDirectory=grantwatch") || strings.Contains(c.Detail, "SECRETVALUE") {
 		t.Errorf("systemd detail %q", c.Detail)
+	}
+}
+
+// TestFileFixMatchesError: the fix for a file that cannot be read says what
+// its error calls for: create a missing one, make an unreadable one
+// readable (issue 12 item 13). Permission denied is built rather than
+// provoked: tests may run as root, who reads any file.
+func TestFileFixMatchesError(t *testing.T) {
+	for _, tc := range []struct {
+		err       error
+		want, not string
+	}{
+		{&fs.PathError{Op: "open", Path: "/x", Err: fs.ErrNotExist}, "create /x", "readable"},
+		{fmt.Errorf("providers.p.client_secret_file: %w", &fs.PathError{Op: "open", Path: "/x", Err: syscall.EACCES}), "make /x readable", "create"},
+	} {
+		got := fileFix(tc.err, "/x", "notify.hook.url_file")
+		if !strings.Contains(got, tc.want) || strings.Contains(got, tc.not) {
+			t.Errorf("fix for %v: %q, want %q and no %q", tc.err, got, tc.want, tc.not)
+		}
 	}
 }

@@ -42,7 +42,7 @@ func (d *doctor) provider(ctx context.Context, p config.ProviderConfig) []Check 
 		c := Check{Name: prefix + "secret", Status: CheckOK, Detail: "client_secret_file " + p.ClientSecretFile + " is readable"}
 		if _, err := p.Endpoint(); err != nil {
 			c.Status, c.Detail = CheckFail, err.Error()
-			c.Fix = "create the file, or under systemd hand it in with LoadCredential= (the daemon reads it at start and on reload)"
+			c.Fix = fileFix(err, p.ClientSecretFile, "providers."+p.Name+".client_secret_file") + " (the daemon reads it at start and on reload)"
 		}
 		out = append(out, c)
 	}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"time"
 
 	"github.com/grantwatch/grantwatch/daemon/config"
 	"github.com/grantwatch/grantwatch/daemon/notify"
@@ -14,9 +15,11 @@ import (
 
 // receiverCheck checks one [[notify]] entry without sending anything: its
 // *_file files are readable and non-empty, its URL parses, its command
-// exists. Only the URL's scheme and host are shown: the rest may be a
-// secret (Slack webhook URLs are).
-func receiverCheck(n notify.Config) Check {
+// exists; and, when the daemon runs (rs is its status of the receiver),
+// how its deliveries went: a receiver whose last delivery failed fails,
+// with the error and when it last succeeded. Only the URL's scheme and host
+// are shown: the rest may be a secret (Slack webhook URLs are).
+func receiverCheck(n notify.Config, rs *notify.ReceiverStatus, now time.Time) Check {
 	c := Check{Name: "notify/" + n.Name, Status: CheckOK}
 	var parts []string
 	var warns, fails, fixes []string
@@ -25,7 +28,7 @@ func receiverCheck(n notify.Config) Check {
 		switch {
 		case err != nil:
 			fails = append(fails, fmt.Sprintf("%s %s: %v", key, path, unwrapPath(err)))
-			fixes = append(fixes, fmt.Sprintf("make %s readable by the daemon's user (run doctor as that user)", path))
+			fixes = append(fixes, fileFix(err, path, fmt.Sprintf("notify.%s.%s", n.Name, key)))
 			return "", false
 		case strings.TrimSpace(string(b)) == "":
 			fails = append(fails, fmt.Sprintf("%s %s is empty", key, path))
@@ -75,6 +78,23 @@ func receiverCheck(n notify.Config) Check {
 			parts = append(parts, "runs "+p)
 		}
 	}
+	if rs != nil {
+		since := func(t time.Time) string {
+			if t.IsZero() {
+				return "never since the daemon started"
+			}
+			return roundAge(now.Sub(t)).String() + " ago"
+		}
+		switch {
+		case rs.Failing():
+			fails = append(fails, fmt.Sprintf("last delivery failed %s: %s; last success %s", since(rs.LastErrorAt), rs.LastError, since(rs.LastSuccess)))
+			fixes = append(fixes, fmt.Sprintf("grantwatch notify test %s shows the receiver's answer: fix the receiver or notify.%s; the outbox retries meanwhile (grantwatch notify dead lists what gave up)", n.Name, n.Name))
+		case !rs.LastSuccess.IsZero():
+			parts = append(parts, "last delivered "+since(rs.LastSuccess))
+		default:
+			parts = append(parts, "nothing delivered since the daemon started")
+		}
+	}
 	detail := n.Type
 	if len(parts) > 0 {
 		detail += ": " + strings.Join(parts, ", ")
@@ -87,7 +107,7 @@ func receiverCheck(n notify.Config) Check {
 		c.Status = CheckWarn
 		detail += "; " + strings.Join(warns, "; ")
 	}
-	c.Detail = detail + " (nothing sent: grantwatch notify test sends a test notification)"
+	c.Detail = detail + " (doctor sends nothing: grantwatch notify test sends a test notification)"
 	if len(fixes) > 0 {
 		c.Fix = strings.Join(fixes, "; ")
 	}

@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"runtime"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -48,6 +49,10 @@ type Options struct {
 	// Timeout bounds the wait for the browser; 0 means
 	// DefaultTimeout.
 	Timeout time.Duration
+	// Port is the port on 127.0.0.1 the redirect comes back to, so that a
+	// tunnel (ssh -L) can be set up before the flow starts; 0 picks a free
+	// one.
+	Port int
 	// HTTPClient exchanges the code; nil means a client like the probes'
 	// (no redirects followed).
 	HTTPClient *http.Client
@@ -99,7 +104,8 @@ var (
 
 // Run runs the authorization-code flow with PKCE (RFC 7636, S256) for
 // one of cfg's providers and returns the new refresh token. The redirect
-// comes back to a listener on 127.0.0.1 on a random port (RFC 8252 §7.3);
+// comes back to a listener on 127.0.0.1 on a random port (RFC 8252 §7.3),
+// or on Options.Port;
 // the returned state must match. The token is not stored: give it to
 // Client.SetToken, as set-token does.
 //
@@ -124,9 +130,9 @@ func Run(ctx context.Context, cfg *config.Config, provider string, opts Options)
 		timeout = DefaultTimeout
 	}
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(opts.Port)))
 	if err != nil {
-		return "", fmt.Errorf("listen for the redirect on 127.0.0.1: %w", err)
+		return "", fmt.Errorf("listen for the redirect on 127.0.0.1 (choose another port with --port, or 0 for any): %w", err)
 	}
 	conf := &oauth2.Config{
 		ClientID:     ep.ClientID,
