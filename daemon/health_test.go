@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -180,5 +181,14 @@ func TestProbeAcrossUnchangedReloadAnnounces(t *testing.T) {
 	}
 	if string(b) != ProviderOK {
 		t.Errorf("announced state %q after the outage ended: provider.ok was never sent", b)
+	}
+}
+
+// TestMisconfigDetailInvalidRequest: a provider held for invalid_request
+// names token_url and what may be wrong with it.
+func TestMisconfigDetailInvalidRequest(t *testing.T) {
+	r := probes.Result{Cause: probes.CauseInvalidRequest, Error: "invalid_request", ErrorDescription: "The request is missing a required parameter: refresh_token."}
+	if got := misconfigDetail(r); !strings.HasPrefix(got, "token_url: the endpoint did not receive refresh_token") || !strings.Contains(got, "provider said: The request is missing") {
+		t.Errorf("misconfigDetail = %q", got)
 	}
 }
