@@ -208,7 +208,7 @@ var genericRules = []Rule{
 	// microsoftgraph/msgraph-sample-pythondjangoapp#10 it was the URL) or a
 	// proxy that drops the form body. That is the provider entry's problem,
 	// shared by all its grants; a reconnect would not help.
-	{Name: "wording: refresh_token parameter missing", Pattern: re(`missing (?:a )?(?:required )?parameters?\b[^.\n]*\brefresh_token\b|must contain the following parameter: '?refresh_token\b|\brefresh_token\b (?:parameter )?(?:is )?(?:missing|required)\b`), Cause: CauseInvalidRequest},
+	{Name: "wording: refresh_token parameter missing", Pattern: re(`missing (?:a )?(?:required )?parameters?\b[^.\n]*\brefresh_token\b|must contain the following parameter: '?refresh_token\b|\brefresh_token\b["']? (?:parameter )?(?:is )?(?:missing|required)\b`), Cause: CauseInvalidRequest},
 
 	{Name: "rfc6749: invalid_grant", Error: "invalid_grant", Cause: CauseInvalidGrant},
 	{Name: "rfc6749: invalid_client", Error: "invalid_client", Cause: CauseInvalidClient},
