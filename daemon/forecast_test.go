@@ -267,24 +267,7 @@ func TestUnreadableReachesOnCallOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	queued := func() []notify.Event {
-		t.Helper()
-		entries, err := d.DB().PendingOutbox("hook", 100)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var evs []notify.Event
-		for _, e := range entries {
-			var ev notify.Event
-			if err := json.Unmarshal(e.Payload, &ev); err != nil {
-				t.Fatal(err)
-			}
-			if ev.Type == notify.TypeUnreadable {
-				evs = append(evs, ev)
-			}
-		}
-		return evs
-	}
+	queued := func() []notify.Event { return queuedOf(t, d.DB(), "hook", notify.TypeUnreadable) }
 	for i := 1; i <= 4; i++ {
 		rep, err := d.ProbeNow(context.Background(), "u1")
 		if err != nil {

@@ -60,8 +60,10 @@ func watchKeys(g *Grant, row uint64) (expiry, unread []byte) {
 // ExpiringCounts returns, per provider, how many grants are forecast to die
 // at or before t (Grant.ExpiresAt). It walks the expiry index: for each
 // provider only the entries up to t, then it seeks past the provider, so its
-// cost is O(providers + matching grants), whatever the size of the fleet.
-// Providers with none are absent.
+// cost is O(providers + matching grants), whatever the size of the fleet:
+// in the worst case, 10⁶ grants all within the window (a fleet imported at
+// once reaching its absolute lifetime), about 0.1 s
+// (BenchmarkExpiringCounts). Providers with none are absent.
 func (db *DB) ExpiringCounts(t time.Time) (map[string]int, error) {
 	out := map[string]int{}
 	end := timeNanos(t)

@@ -162,3 +162,32 @@ func mapsEqual(a, b map[string]int) bool {
 	}
 	return true
 }
+
+// BenchmarkExpiringCounts measures the status/metrics count at fleet scale:
+// 10⁶ forecasts over 4 providers, every one of them within the window (the
+// worst case, a fleet imported at once whose absolute lifetime ends), read
+// from the expiry index alone.
+func BenchmarkExpiringCounts(b *testing.B) {
+	db := openTest(b, Options{NoSync: true})
+	const n = 1_000_000
+	err := db.update(func(bk *bkts) error {
+		bk.expiry.FillPercent = 1
+		for row := uint64(1); row <= n; row++ {
+			prov := [...]string{"google", "microsoft", "okta", "spotify"}[row*4/(n+1)]
+			if err := bk.expiry.Put(expiryKey(prov, t0.Add(time.Duration(row)*time.Second), row), nil); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		counts, err := db.ExpiringCounts(t0.Add(365 * 24 * time.Hour))
+		if err != nil || counts["google"]+counts["microsoft"]+counts["okta"]+counts["spotify"] != n {
+			b.Fatalf("%v %v", counts, err)
+		}
+	}
+}
