@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/lmittmann/tint"
@@ -173,7 +174,7 @@ func expiringEvent(g store.Grant, f expiry, l config.Lifetimes, now time.Time) n
 			"If it is published already, set google_testing = false for this provider."
 	case f.basis == store.BasisAnnounced:
 		why = "the provider announced its lifetime"
-		fix = "The provider said in its last token answer that this refresh token expires at " + when + ", and refreshing has not extended it. " + reconnect
+		fix = "The provider said, in its answer to the last successful refresh (" + g.LastSuccessAt.UTC().Format(time.RFC3339) + "), that this refresh token expires at " + when + ". Unless a later refresh extends it, " + strings.ToLower(reconnect[:1]) + reconnect[1:]
 	case f.renewable:
 		why = config.Days(l.Idle) + " unused"
 		fix = "No probe of this grant has succeeded since " + g.LastSuccessAt.UTC().Format(time.RFC3339) + ", and its refresh token dies of disuse at " + when +
