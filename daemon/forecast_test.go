@@ -308,7 +308,7 @@ func TestUnreadableReachesOnCallOnce(t *testing.T) {
 }
 
 // queuedOf decodes the events of type typ waiting in receiver's outbox.
-func queuedOf(t *testing.T, db *store.DB, receiver, typ string) []notify.Event {
+func queuedOf(t *testing.T, db store.Store, receiver, typ string) []notify.Event {
 	t.Helper()
 	entries, err := db.PendingOutbox(receiver, 1000)
 	if err != nil {

@@ -206,7 +206,8 @@ func (b *bkts) deleteHistory(row uint64) error {
 // have been removed, one above the highest TokenGen removed: see removedGen). An existing id
 // takes the given provider, subject, labels and token and is reset: state
 // pending, cause and error cleared, failures 0, TokenGen+1, due at now. Both
-// get a "token imported" history entry. A grant with an empty or NUL-carrying
+// start a new token chain (ConsentAt now, no forecast until probed) and get a
+// "token imported" history entry. A grant with an empty or NUL-carrying
 // id or provider, or an empty token, fails the whole call.
 func (db *DB) Import(gs []NewGrant, now time.Time) (created, replaced int, err error) {
 	if err := checkImport(gs); err != nil {
@@ -649,7 +650,9 @@ func (b *bkts) removedGen() uint64 {
 
 // SetToken stores a new refresh token for id (set-token, reconnect) and
 // resets the grant so that it is probed at now: state pending, cause, action
-// and error cleared, failures 0, TokenGen+1. It returns the new record.
+// and error cleared, failures 0, TokenGen+1, and, a new token chain, its
+// ConsentAt now, its forecast and unreadable count cleared. It returns the
+// new record.
 // Missing grant: ErrNotFound.
 func (db *DB) SetToken(id string, tok secret.Secret, now time.Time) (Grant, error) {
 	if tok.IsZero() {
