@@ -86,6 +86,18 @@ type DaemonConfig struct {
 	// ShutdownTimeout bounds how long in-flight probes may finish after
 	// SIGTERM; keep it below systemd's TimeoutStopSec. Default 20s.
 	ShutdownTimeout time.Duration `toml:"shutdown_timeout"`
+	// MaxConnections bounds the open connections of the TCP listener
+	// (listen); further clients wait in the kernel's backlog. Default 256.
+	MaxConnections int `toml:"max_connections"`
+	// SocketMaxConnections bounds the open connections of the control
+	// socket, apart from the TCP listener's, so that the CLI still gets in
+	// while the TCP listener is flooded. Default 64.
+	SocketMaxConnections int `toml:"socket_max_connections"`
+	// MaxAPIProbes bounds the on-demand probes (grants probe, set-token,
+	// PUT /v1/grants/{id}/refresh_token) in flight at once; each also waits
+	// for its provider's concurrency and rate like a scheduled probe.
+	// Default 4.
+	MaxAPIProbes int `toml:"max_api_probes"`
 }
 
 // SecretsConfig is the [secrets] table.
@@ -185,6 +197,9 @@ const (
 	defaultBackoffMin    = time.Minute
 	defaultBackoffMax    = time.Hour
 	defaultShutdown      = 20 * time.Second
+	defaultMaxConns      = 256
+	defaultSocketConns   = 64
+	defaultMaxAPIProbes  = 4
 	defaultClockSchedule = "@every 10m"
 	defaultWarnOffset    = time.Second
 	defaultMaxOffset     = 30 * time.Second
@@ -326,6 +341,15 @@ func (c *Config) applyDefaults() {
 	if d.ShutdownTimeout == 0 {
 		d.ShutdownTimeout = defaultShutdown
 	}
+	if d.MaxConnections == 0 {
+		d.MaxConnections = defaultMaxConns
+	}
+	if d.SocketMaxConnections == 0 {
+		d.SocketMaxConnections = defaultSocketConns
+	}
+	if d.MaxAPIProbes == 0 {
+		d.MaxAPIProbes = defaultMaxAPIProbes
+	}
 	if c.Secrets.KeyFile == "" {
 		switch dir := os.Getenv("CREDENTIALS_DIRECTORY"); {
 		case dir != "":
@@ -430,6 +454,14 @@ func (c *Config) validate() []error {
 	}
 	if d.ShutdownTimeout < 0 {
 		bad("daemon.shutdown_timeout", "must not be negative")
+	}
+	for _, k := range []struct {
+		key string
+		n   int
+	}{{"daemon.max_connections", d.MaxConnections}, {"daemon.socket_max_connections", d.SocketMaxConnections}, {"daemon.max_api_probes", d.MaxAPIProbes}} {
+		if k.n < 1 || k.n > 65536 {
+			bad(k.key, "must be between 1 and 65536, not %d", k.n)
+		}
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
@@ -586,6 +618,34 @@ func (c *Config) ProviderNames() []string {
 	}
 	sort.Strings(names)
 	return names
+}
+
+// SecretFile is a file of the config that holds a secret.
+type SecretFile struct {
+	Key  string // the config key naming it, "providers.google.client_secret_file"
+	Path string
+}
+
+// SecretFiles lists the files of the config that hold secrets: the sealing
+// key, the API token file and the providers' and receivers' *_file files.
+// Each should be readable by its owner only.
+func (c *Config) SecretFiles() []SecretFile {
+	out := []SecretFile{{"secrets.key_file", c.Secrets.KeyFile}}
+	add := func(key, path string) {
+		if path != "" {
+			out = append(out, SecretFile{key, path})
+		}
+	}
+	add("daemon.api_token_file", c.Daemon.APITokenFile)
+	for _, p := range c.Providers {
+		add("providers."+p.Name+".client_secret_file", p.ClientSecretFile)
+	}
+	for _, n := range c.Notify {
+		add("notify."+n.Name+".url_file", n.URLFile)
+		add("notify."+n.Name+".secret_file", n.SecretFile)
+		add("notify."+n.Name+".routing_key_file", n.RoutingKeyFile)
+	}
+	return out
 }
 
 // Endpoint builds the probe endpoint of p, reading its client secret file.
