@@ -238,6 +238,8 @@ func buildProviders(cfg *config.Config) (map[string]*provider, error) {
 			BackoffMin:    cfg.Daemon.BackoffMin,
 			BackoffMax:    cfg.Daemon.BackoffMax,
 			Observe:       pc.Observe(),
+			Lifetimes:     pc.Lifetimes(),
+			WarnBefore:    cfg.Forecast.WarnBefore,
 		}
 		if pc.Schedule != "" {
 			var err error
@@ -292,6 +294,10 @@ func (d *Daemon) Run(ctx context.Context, ready func(*Daemon)) error {
 	if _, err := c.AddFunc(cfg.Clock.Schedule, func() { d.checkClock(ctx) }); err != nil {
 		return fmt.Errorf("clock.schedule: %w", err)
 	}
+	// Client secrets expire by the calendar: hourly is ahead of warn_before.
+	if _, err := c.AddFunc("@every 1h", d.checkSecrets); err != nil {
+		return fmt.Errorf("secret check: %w", err)
+	}
 
 	// Probes get their own context: on shutdown they may finish within the
 	// bound instead of being cut at once.
@@ -313,6 +319,7 @@ func (d *Daemon) Run(ctx context.Context, ready func(*Daemon)) error {
 	var dispWG sync.WaitGroup
 	dispWG.Go(func() { d.disp.Run(dispCtx) })
 	dispWG.Go(func() { d.checkClock(ctx) })
+	dispWG.Go(d.checkSecrets)
 
 	srv, err := d.serve(ctx)
 	if err != nil {
@@ -427,6 +434,9 @@ func (d *Daemon) ActiveEvents(ctx context.Context, fn func(notify.Event) error) 
 		return fn(*reconnectEvent(g, "", g.StateChangedAt))
 	})
 	if err != nil {
+		return err
+	}
+	if err := d.activeWatchEvents(ctx, fn); err != nil {
 		return err
 	}
 	if ev := d.clockEvent(d.clock.Snapshot()); ev != nil && ev.Type == notify.TypeClockSkewed {

@@ -246,6 +246,9 @@ func (d *Daemon) Status() (api.Status, error) {
 	if st.Stale, st.StaleGrants, err = d.staleStatus(); err != nil {
 		return st, err
 	}
+	if err := d.forecastStatus(&st); err != nil {
+		return st, err
+	}
 	st.Providers = d.providerStates()
 	cs := d.clock.Snapshot()
 	st.Clock = api.ClockView{
@@ -272,7 +275,8 @@ func (d *Daemon) Status() (api.Status, error) {
 		st.Config = d.configStatus()
 	}
 	st.NeedsAction = st.ByState[string(store.StateReconnectRequired)] > 0 ||
-		st.ByState[string(store.StateOnHold)] > 0 || cs.State == ClockSkewed || st.Stale > 0
+		st.ByState[string(store.StateOnHold)] > 0 || cs.State == ClockSkewed || st.Stale > 0 ||
+		st.Unreadable > 0
 	for _, p := range st.Providers {
 		if p.State != "ok" {
 			st.NeedsAction = true

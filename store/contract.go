@@ -56,6 +56,24 @@ type Store interface {
 	RemoveIDs(ids []string) (int, error)
 	RemoveWhere(state State, provider string) (int, error)
 
+	// The watch indexes (watch.go): per provider, the grants' forecasts in
+	// time order and the grants whose answers no rule reads
+	// (Unreadable ≥ UnreadableAfter), kept by every write of a grant, so
+	// that status, the metrics and `grants list --expiring` read only the
+	// matching grants, never the fleet.
+
+	// ExpiringCounts returns provider → grants forecast to die at or
+	// before t (Grant.ExpiresAt), O(providers + matching).
+	ExpiringCounts(t time.Time) (map[string]int, error)
+	// EachExpiring calls fn for every grant forecast to die at or before t
+	// (of provider, unless ""), provider by provider, soonest first.
+	EachExpiring(t time.Time, provider string, fn func(Grant) error) error
+	// UnreadableCounts returns provider → grants in the unreadable index.
+	UnreadableCounts() (map[string]int, error)
+	// EachUnreadable calls fn for every grant in the unreadable index (of
+	// provider, unless ""), by provider.
+	EachUnreadable(provider string, fn func(Grant) error) error
+
 	// The due index.
 
 	// Due returns up to limit grants due at or before now, earliest due

@@ -32,6 +32,10 @@ type Service interface {
 	// Grants calls fn for every grant, or those in state and of provider
 	// when non-empty, in storage order.
 	Grants(state store.State, provider string, fn func(store.Grant) error) error
+	// ExpiringGrants calls fn for every grant forecast to die within
+	// `within` from now, of provider when non-empty, soonest first per
+	// provider.
+	ExpiringGrants(within time.Duration, provider string, fn func(store.Grant) error) error
 	// Grant returns one grant with its history.
 	Grant(id string) (GrantDetail, error)
 	// Remove deletes a grant.
@@ -313,6 +317,24 @@ func (s *server) handleList(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, Invalid(fmt.Errorf("unknown state %q (states: %s)", state, stateList())))
 		return
 	}
+	grants := s.svc.Grants
+	if v := r.URL.Query().Get("expiring"); v != "" {
+		// Grants forecast to die within the span, through the expiry
+		// index; a state filters them.
+		within, err := ParseWithin(v)
+		if err != nil {
+			writeErr(w, Invalid(fmt.Errorf("expiring: %w", err)))
+			return
+		}
+		grants = func(state store.State, prov string, fn func(store.Grant) error) error {
+			return s.svc.ExpiringGrants(within, prov, func(g store.Grant) error {
+				if state != "" && g.State != state {
+					return nil
+				}
+				return fn(g)
+			})
+		}
+	}
 	// Stream the array: a fleet of a million grants is never held in memory,
 	// and a reader that takes its time (grants list | less) is cut only
 	// when it takes nothing for streamIdle.
@@ -322,7 +344,7 @@ func (s *server) handleList(w http.ResponseWriter, r *http.Request) {
 	written, _ := bw.WriteString("[") // what went into bw, sent or not
 	first := true
 	n := 0
-	err := s.svc.Grants(state, prov, func(g store.Grant) error {
+	err := grants(state, prov, func(g store.Grant) error {
 		if n++; n%1000 == 1 {
 			extendDeadlines(rc, false)
 		}

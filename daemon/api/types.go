@@ -1,6 +1,9 @@
 package api
 
 import (
+	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/grantwatch/grantwatch/daemon/notify"
@@ -126,9 +129,22 @@ type Status struct {
 	// Config tells whether the daemon runs the config in its file (absent
 	// without a daemon).
 	Config *ConfigStatus `json:"config,omitempty"`
+	// Unreadable counts the grants whose token endpoint answered a client
+	// error no rule reads store.UnreadableAfter or more probes in a row;
+	// UnreadableGrants lists them (at most 100).
+	Unreadable       int           `json:"unreadable"`
+	UnreadableGrants []store.Grant `json:"unreadable_grants"`
+	// Expiring counts the grants whose refresh token is forecast to die
+	// within forecast.warn_before (WarnBeforeSeconds); `grants list
+	// --expiring` lists them.
+	Expiring          int     `json:"expiring"`
+	WarnBeforeSeconds float64 `json:"warn_before_seconds"`
+	// SecretsExpiring lists the providers whose client secret
+	// (client_secret_expires_at) expires within forecast.warn_before, or has.
+	SecretsExpiring []SecretExpiry `json:"secrets_expiring"`
 	// NeedsAction is true when a grant needs reconnecting, a grant or
-	// provider is held, a grant is stale, or the clock is skewed: status
-	// exits 1.
+	// provider is held, a grant is stale or its answers are unreadable, or
+	// the clock is skewed: status exits 1.
 	NeedsAction bool `json:"needs_action"`
 	// DB is the database the answer was read from. The CLI compares it with
 	// its config's daemon.db: a daemon of another config answering on the
@@ -157,6 +173,32 @@ type ConfigStatus struct {
 	// FileChanged: the files differ from the running config; a reload
 	// (systemctl reload grantwatch) would apply them, or say what is wrong.
 	FileChanged bool `json:"file_changed"`
+}
+
+// SecretExpiry is a provider's client secret about to expire.
+type SecretExpiry struct {
+	Provider  string    `json:"provider"`
+	ExpiresAt time.Time `json:"expires_at"`
+	// Expired: the secret is past its expiry.
+	Expired bool `json:"expired,omitempty"`
+}
+
+// ParseWithin reads a time span as `grants list --expiring` and the
+// expiring query parameter take it: a Go duration ("36h") or a number of
+// days ("7d").
+func ParseWithin(s string) (time.Duration, error) {
+	if n, ok := strings.CutSuffix(s, "d"); ok {
+		days, err := strconv.ParseFloat(n, 64)
+		if err != nil || days < 0 || days > 100*365 {
+			return 0, fmt.Errorf("%q: want a number of days such as 7d, or a duration such as 36h", s)
+		}
+		return time.Duration(days * float64(24*time.Hour)), nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("%q: want a number of days such as 7d, or a duration such as 36h", s)
+	}
+	return d, nil
 }
 
 // ProviderStatus is one provider's health.
