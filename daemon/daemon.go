@@ -74,6 +74,10 @@ type Daemon struct {
 
 	mu        sync.RWMutex
 	providers map[string]*provider
+	// healthMu orders what changes providers' announced health: settle,
+	// and a reload's swap of the providers.
+	healthMu sync.Mutex
+	reloads  reloadState
 
 	opts    Options
 	kickCh  chan struct{}
@@ -115,6 +119,10 @@ type provider struct {
 	sem    chan struct{}
 	lim    *rate.Limiter
 	health *health
+	// grace is how long the provider still takes a rotated-away refresh
+	// token (rotation_grace, else the preset's): the window in which a
+	// refresh whose answer was lost is sent once more.
+	grace time.Duration
 	// secretErr is why client_secret_file could not be read: the daemon
 	// refuses to start (or reload) with it; the CLI refuses to probe.
 	secretErr error
@@ -195,6 +203,7 @@ func Open(opts Options) (*Daemon, error) {
 		query = probes.QueryClock
 	}
 	d.initHealth()
+	d.reloads.loaded(cfg, now())
 	d.clock = NewClock(cfg.Clock, log, query, now)
 	if d.disp, err = notify.NewDispatcher(db, cfg.Notify, log, notify.WithActive(d), notify.WithClock(now)); err != nil {
 		db.Close()
@@ -228,6 +237,7 @@ func buildProviders(cfg *config.Config) (map[string]*provider, error) {
 			DegradedAfter: cfg.Daemon.DegradedAfter,
 			BackoffMin:    cfg.Daemon.BackoffMin,
 			BackoffMax:    cfg.Daemon.BackoffMax,
+			Observe:       pc.Observe(),
 		}
 		if pc.Schedule != "" {
 			var err error
@@ -244,6 +254,7 @@ func buildProviders(cfg *config.Config) (map[string]*provider, error) {
 			sem:       make(chan struct{}, pc.Concurrency),
 			lim:       lim,
 			health:    newHealth(cfg.Health),
+			grace:     pc.Grace(),
 			secretErr: secretErr,
 		}
 	}
@@ -313,14 +324,16 @@ func (d *Daemon) Run(ctx context.Context, ready func(*Daemon)) error {
 		dispWG.Wait()
 		return err
 	}
+	d.syncModes()
 	c.Start()
 	d.Kick()
+	wg.Go(func() { d.canaryLoop(ctx, probeCtx) })
 	d.log.Info("grantwatch started", "db", d.db.Path(), "socket", cfg.Daemon.Socket,
 		"providers", len(cfg.Providers), "workers", cfg.Daemon.Workers)
-	d.checkOpenFiles(cfg)
 	if len(cfg.Providers) == 0 {
 		d.log.Warn("no providers configured: nothing will be probed", "config", cfg.Path(), "fix", "add a [[providers]] entry (config.example.toml) and reload")
 	}
+	d.checkOpenFiles(cfg)
 	if ready != nil {
 		ready(d)
 	}
@@ -411,9 +424,7 @@ func (d *Daemon) ActiveEvents(ctx context.Context, fn func(notify.Event) error) 
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		cause := probes.Cause(g.Cause)
-		return fn(*grantEvent(notify.TypeReconnectRequired, g, "", g.StateChangedAt,
-			"grant "+g.ID+" needs its user to reconnect: "+cause.Summary(), cause.Fix()))
+		return fn(*reconnectEvent(g, "", g.StateChangedAt))
 	})
 	if err != nil {
 		return err

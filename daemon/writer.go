@@ -132,6 +132,17 @@ func (d *Daemon) apply(leased store.Grant, p *provider, res probes.Result) (Outc
 	return a.out, a.stale, a.err
 }
 
+// record stores one result now, as apply does, but leaves the grant's claim
+// alone: an app's report (observe mode, where nothing claims the grant), or
+// a lost answer stored before its token is presented once more (refresh,
+// which keeps the claim until the second answer is stored).
+func (d *Daemon) record(leased store.Grant, p *provider, res probes.Result) (Outcome, bool, error) {
+	done := make(chan applied, 1)
+	d.commit([]result{{leased: leased, p: p, res: res, done: done}})
+	a := <-done
+	return a.out, a.stale, a.err
+}
+
 // commit stores probe results through the transition function in one
 // transaction: for each grant its new state, a rotated token, history and
 // outbox entries. Only after the commit is anything logged or notified, so a
@@ -261,9 +272,9 @@ const storeRetryEvery = time.Second
 
 // writeFailure names the cause of a failed commit and its fix. bbolt
 // formats some errors with %s (growing the file), which errors.Is cannot
-// see through: then the filesystem itself is asked.
-//
-// TODO(lead): use the store's write-failure predicates once storeops lands.
+// see through: then the filesystem itself is asked. (store.IsWriteFailure
+// tells whether the storage refused a write; this names which refusal it
+// was and what to do, and pauses probing for any failed commit.)
 func writeFailure(err error, db string) (cause, fix string) {
 	dir := filepath.Dir(db)
 	var st syscall.Statfs_t

@@ -17,7 +17,8 @@ import (
 // Action, Error, ErrorDescription, PreviousState, PreviousCause (each a
 // uvarint length and the bytes), the labels (a uvarint count, then key and
 // value strings in key order), Failures (varint), TokenGen (uvarint), a flag
-// byte (bit 0: LostAnswer, bit 1: wide times), then CreatedAt, LastProbeAt,
+// byte (bit 0: LostAnswer, bit 1: wide times, bit 2: Rotated, bit 3:
+// ReuseDetected), then CreatedAt, LastProbeAt,
 // LastSuccessAt, StateChangedAt and NextDueAt as varint Unix nanoseconds (0
 // for the zero time) or, with wide times, each as varint Unix seconds and
 // uvarint nanoseconds (the zero time's own, so that 0 is the epoch). Wide
@@ -60,6 +61,12 @@ func encodeGrant(g *Grant) []byte {
 	if g.LostAnswer {
 		flags |= flagLostAnswer
 	}
+	if g.Rotated {
+		flags |= flagRotated
+	}
+	if g.ReuseDetected {
+		flags |= flagReuseDetected
+	}
 	b = appendTimes(b, flags, g.CreatedAt, g.LastProbeAt, g.LastSuccessAt, g.StateChangedAt, g.NextDueAt)
 	return binary.AppendUvarint(b, g.sealSeq)
 }
@@ -92,8 +99,10 @@ func appendTimes(b []byte, flags byte, times ...time.Time) []byte {
 }
 
 const (
-	flagLostAnswer = 1 << 0
-	flagWideTimes  = 1 << 1
+	flagLostAnswer    = 1 << 0
+	flagWideTimes     = 1 << 1
+	flagRotated       = 1 << 2
+	flagReuseDetected = 1 << 3
 )
 
 func appendString(b []byte, s string) []byte {
@@ -130,6 +139,8 @@ func decodeGrant(v []byte, g *Grant) error {
 	g.TokenGen = d.uvarint()
 	flags := d.times(&g.CreatedAt, &g.LastProbeAt, &g.LastSuccessAt, &g.StateChangedAt, &g.NextDueAt)
 	g.LostAnswer = flags&flagLostAnswer != 0
+	g.Rotated = flags&flagRotated != 0
+	g.ReuseDetected = flags&flagReuseDetected != 0
 	g.sealSeq = 0
 	if v[0] == recordV2 {
 		g.sealSeq = d.uvarint()

@@ -18,7 +18,7 @@ func TestGrantCodecRoundTrip(t *testing.T) {
 			State:  StateReconnectRequired, Cause: "revoked", Action: "reconnect",
 			Error: "invalid_grant", ErrorDescription: "Token has been expired or revoked. ünïcödé",
 			Failures: 7, CreatedAt: now.Add(-time.Hour), LastProbeAt: now, LastSuccessAt: now.Add(-time.Minute),
-			StateChangedAt: now, TokenGen: 1 << 40, LostAnswer: true,
+			StateChangedAt: now, TokenGen: 1 << 40, LostAnswer: true, Rotated: true, ReuseDetected: true,
 			PreviousState: StateDegraded, PreviousCause: "server_error", sealSeq: 1<<33 + 5,
 		},
 	}

@@ -38,8 +38,14 @@ type Store interface {
 	// Counts returns provider → state → number of grants, without a scan.
 	Counts() (map[string]map[State]int, error)
 	// Import stores new grants and replaces the tokens of existing ones
-	// (DB.Import): TokenGen raised, state pending, due now.
-	Import(gs []NewGrant, now time.Time) (created, replaced int, err error)
+	// as opts allow (DB.Import): TokenGen raised, state pending, due now
+	// (an Observe grant: not due); a grant opts do not allow replacing
+	// (ErrExists, ErrRotated) fails the whole call, naming them.
+	Import(gs []NewGrant, now time.Time, opts ImportOptions) (created, replaced int, err error)
+	// ImportConflicts names which of gs exist and which of those have a
+	// token rotated since it was stored from outside (Grant.Rotated),
+	// without writing.
+	ImportConflicts(gs []NewGrant) (Conflicts, error)
 	// SetToken stores a new token for id (set-token, reconnect): TokenGen
 	// raised, state pending, due now.
 	SetToken(id string, tok secret.Secret, now time.Time) (Grant, error)
@@ -103,7 +109,7 @@ type Store interface {
 	// Resumable imports (DB.BeginImport and the rest).
 
 	BeginImport(job ImportJob) (ImportJob, error)
-	ImportBatch(id string, from, lines int, gs []NewGrant, now time.Time) (ImportJob, error)
+	ImportBatch(id string, from, lines int, gs []NewGrant, now time.Time, opts ImportOptions) (ImportJob, error)
 	PendingImports() ([]ImportJob, error)
 	FinishImport(id string) (ImportJob, error)
 	AbortImport(id string) (ImportJob, error)

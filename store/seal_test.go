@@ -92,7 +92,7 @@ func TestRolledBackTokenIsRefused(t *testing.T) {
 			}
 		}},
 		{"re-import", func(t *testing.T, db *DB) {
-			if _, _, err := db.Import([]NewGrant{{ID: "g0001", Provider: "google", RefreshToken: "newer"}}, t0); err != nil {
+			if _, _, err := db.Import([]NewGrant{{ID: "g0001", Provider: "google", RefreshToken: "newer"}}, t0, replaceAll); err != nil {
 				t.Fatal(err)
 			}
 		}},
@@ -102,7 +102,7 @@ func TestRolledBackTokenIsRefused(t *testing.T) {
 			if err := db.Remove("g0001"); err != nil {
 				t.Fatal(err)
 			}
-			if _, _, err := db.Import([]NewGrant{{ID: "g0001", Provider: "google", RefreshToken: "newer"}}, t0); err != nil {
+			if _, _, err := db.Import([]NewGrant{{ID: "g0001", Provider: "google", RefreshToken: "newer"}}, t0, replaceAll); err != nil {
 				t.Fatal(err)
 			}
 		}},

@@ -52,6 +52,12 @@ var (
 	// job has committed up to: a batch sent again after its commit landed,
 	// or lines skipped. The job's Committed says where to go on.
 	ErrImportOffset = errors.New("import batch does not start where its job stands")
+	// ErrRotated is an import that would replace a token the provider
+	// rotated since it was stored from outside, without
+	// ImportOptions.Force; one that would replace an existing grant's
+	// token without ImportOptions.Replace is ErrExists (appkeys.go). Both
+	// come as a *ConflictError naming the grants.
+	ErrRotated = errors.New("token rotated since it was imported")
 )
 
 // Grant is one stored grant without its token. The JSON names are part of
@@ -79,6 +85,22 @@ type Grant struct {
 	// (timeout or reset after sending): a provider that rotates tokens may
 	// have issued a new one that never arrived.
 	LostAnswer bool `json:"lost_answer,omitempty"`
+	// Rotated reports that the provider rotated the token since it was last
+	// stored from outside (import, set-token): a copy of the token taken
+	// before then, an old export among them, is rotated away, and
+	// presenting it again is reuse. The store keeps it (a rotation sets it,
+	// import and set-token clear it); a Change cannot set it.
+	Rotated bool `json:"rotated,omitempty"`
+	// ReuseDetected reports that the grant died of a reuse of its refresh
+	// token that grantwatch cannot explain (no lost answer, no token just
+	// stored): someone else presented it. Set with reconnect_required
+	// (grant.reuse_detected) and cleared with the next verdict or token.
+	ReuseDetected bool `json:"reuse_detected,omitempty"`
+	// Stale is derived when the grant is read through the daemon, never
+	// stored: the grant's provider is in observe mode and its app has not
+	// reported a refresh for longer than the provider's interval, so its
+	// state is old news.
+	Stale bool `json:"stale,omitempty"`
 	// PreviousState and PreviousCause are the problem a new token replaced
 	// (set-token, reconnect, or import over a reconnect_required or
 	// degraded grant). They are kept until the new token's first verdict,
@@ -109,6 +131,22 @@ type NewGrant struct {
 	Subject      string
 	Labels       map[string]string
 	RefreshToken secret.Secret
+	// Observe marks a grant of a provider in observe mode: grantwatch never
+	// refreshes it (its app reports each refresh), so it is not scheduled
+	// (NextDueAt zero) and may come without a refresh token.
+	Observe bool
+}
+
+// ImportOptions say which stored tokens an import may replace.
+type ImportOptions struct {
+	// Replace lets an import replace the token of a grant that exists;
+	// without it such a grant fails the import (ErrExists).
+	Replace bool
+	// Force lets Replace replace a token the provider rotated since it was
+	// stored from outside (Grant.Rotated); without it such a grant fails the
+	// import (ErrRotated): the token imported is most likely the one
+	// rotated away, and presenting it would be taken for reuse.
+	Force bool
 }
 
 // Lease is a due grant handed to a worker, with its decrypted token.

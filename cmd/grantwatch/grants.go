@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -40,18 +41,28 @@ func printJSON(w io.Writer, v any) error {
 }
 
 func (a *app) grantsImportCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "import FILE|-",
+	var opts store.ImportOptions
+	cmd := &cobra.Command{
+		Use:   "import FILE|- [--replace [--force]]",
 		Short: "Import grants from JSON Lines (id, provider, refresh_token, subject, labels)",
 		Long: `import reads one grant per line:
 
   {"id":"u1-gmail","provider":"google","refresh_token":"1//0g…","subject":"ann@example.com","labels":{"tenant":"acme"}}
 
+A grant of a provider in observe mode may come without refresh_token.
+
 The whole input is validated first: a bad line is reported with its line number
-and field, and nothing is imported. Importing an id again replaces its token and
-resets it to pending.`,
+and field, and nothing is imported. An id that exists is refused (nothing is
+imported) unless --replace is given: then its token is replaced and it is reset to
+pending. A grant whose token the provider rotated since it was imported is refused
+even then, each one named, unless --force is given too: the token in the input is
+most likely the one rotated away (an old export), and presenting it is taken for
+reuse, which revokes the grant.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if opts.Force && !opts.Replace {
+				return usageError(cmd, "--force replaces rotated tokens only together with --replace")
+			}
 			var r io.Reader = a.in
 			if args[0] != "-" {
 				f, err := os.Open(args[0])
@@ -76,7 +87,7 @@ resets it to pending.`,
 			start := time.Now()
 			shown := false
 			pw := progressWriter(a.errw)
-			p, err := c.Import(cmd.Context(), bufio.NewReaderSize(r, 1<<20), func(p api.ImportProgress) {
+			p, err := c.Import(cmd.Context(), bufio.NewReaderSize(r, 1<<20), opts, func(p api.ImportProgress) {
 				shown = true
 				if p.Phase == "validating" {
 					fmt.Fprintf(pw, "\rvalidating: %d lines read", p.Read)
@@ -100,11 +111,27 @@ resets it to pending.`,
 				}
 				return fmt.Errorf("%s: %w", src, err)
 			}
+			if p.Rotated > 0 {
+				ids := make([]string, len(p.RotatedIDs))
+				for i, id := range p.RotatedIDs {
+					ids[i] = strconv.Quote(id)
+				}
+				more := ""
+				if p.Rotated > len(ids) {
+					more = fmt.Sprintf(" and %d more", p.Rotated-len(ids))
+				}
+				fmt.Fprintf(a.errw, "warning: replaced %s whose token the provider had rotated since it was imported (--force): %s%s; "+
+					"if the imported tokens are the rotated-away ones, these grants turn reconnect_required at their next probe\n",
+					plural(p.Rotated, "grant"), esc(strings.Join(ids, ", ")), more)
+			}
 			fmt.Fprintf(cmd.OutOrStdout(), "imported %s (%d new, %d replaced) in %s\n",
 				plural(p.Total, "grant"), p.Created, p.Replaced, time.Since(start).Round(time.Millisecond))
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&opts.Replace, "replace", false, "replace the tokens of grants that exist (else such an input is refused)")
+	cmd.Flags().BoolVar(&opts.Force, "force", false, "with --replace, also replace tokens the provider rotated since they were imported")
+	return cmd
 }
 
 func (a *app) grantsListCmd() *cobra.Command {
@@ -154,7 +181,7 @@ func (a *app) grantsListCmd() *cobra.Command {
 			n := 0
 			err = c.List(cmd.Context(), state, provider, func(g store.Grant) error {
 				n++
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", esc(g.ID), esc(g.Provider), g.State,
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", esc(g.ID), esc(g.Provider), shownState(g),
 					dash(g.Cause), g.Failures, ago(g.LastProbeAt), dash(esc(g.Subject)))
 				return nil
 			})
@@ -175,6 +202,16 @@ func (a *app) grantsListCmd() *cobra.Command {
 	cmd.RegisterFlagCompletionFunc("provider", a.completeProviders)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON array")
 	return cmd
+}
+
+// shownState is a grant's state as a person should read it: a stale grant
+// (observe mode, no report for longer than its interval) is stale first,
+// whatever its last report said.
+func shownState(g store.Grant) string {
+	if g.Stale {
+		return "stale (" + string(g.State) + ")"
+	}
+	return string(g.State)
 }
 
 // plural is "1 grant", "2 grants".
@@ -284,7 +321,13 @@ func printGrant(out io.Writer, g store.Grant) {
 		sort.Strings(ls)
 		fmt.Fprintf(tw, "labels:\t%s\n", strings.Join(ls, ", "))
 	}
-	fmt.Fprintf(tw, "state:\t%s (since %s)\n", g.State, ago(g.StateChangedAt))
+	fmt.Fprintf(tw, "state:\t%s (since %s)\n", shownState(g), ago(g.StateChangedAt))
+	if g.Stale {
+		fmt.Fprintf(tw, "stale:\tits app has not reported a refresh for longer than the provider's interval (last report %s)\n", ago(g.LastProbeAt))
+	}
+	if g.ReuseDetected {
+		fmt.Fprintf(tw, "reuse:\tsomeone else used this grant's refresh token (a leak or a second refresher); stop them before the user reconnects\n")
+	}
 	if g.Cause != "" {
 		fmt.Fprintf(tw, "cause:\t%s (action: %s)\n", g.Cause, g.Action)
 	}
@@ -292,9 +335,12 @@ func printGrant(out io.Writer, g store.Grant) {
 		fmt.Fprintf(tw, "error:\t%s %s\n", esc(g.Error), esc(g.ErrorDescription))
 	}
 	fmt.Fprintf(tw, "failures:\t%d\nlast probe:\t%s\nlast success:\t%s\n", g.Failures, ago(g.LastProbeAt), ago(g.LastSuccessAt))
-	if g.NextDueAt.IsZero() {
+	switch {
+	case g.NextDueAt.IsZero() && g.State != store.StateReconnectRequired:
+		fmt.Fprintf(tw, "next probe:\tnone (observe mode: its app reports its refreshes)\n")
+	case g.NextDueAt.IsZero():
 		fmt.Fprintf(tw, "next probe:\tnone (waits for a new refresh token)\n")
-	} else {
+	default:
 		fmt.Fprintf(tw, "next probe:\t%s\n", g.NextDueAt.Local().Format(time.RFC3339))
 	}
 	tw.Flush()

@@ -21,9 +21,10 @@ func (a *app) statusCmd() *cobra.Command {
 		Use:   "status [--json]",
 		Short: "Is everything connected? Counts, grants to reconnect, providers, clock, backlog",
 		Long: `status prints the fleet's state. Exit status 0 when nothing needs action, 1 when
-something does (a grant to reconnect, a held grant or provider, a skewed clock),
-2 when status could not tell (the config is invalid, there is no database, the
-daemon does not answer or serves another database).`,
+something does (a grant to reconnect, a held grant or provider, a stale grant of a
+provider in observe mode, a skewed clock), 2 when status could not tell (the config
+is invalid, there is no database, the daemon does not answer or serves another
+database).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			st, err := a.status(cmd.Context())
@@ -130,6 +131,9 @@ func printStatus(out io.Writer, st api.Status) {
 	} else {
 		fmt.Fprintln(out, "daemon:  not running (read the database directly)")
 	}
+	if line := configLine(st.Config); line != "" {
+		fmt.Fprintf(out, "config:  %s\n", line)
+	}
 
 	if n := st.ByState[string(store.StateReconnectRequired)]; n > 0 {
 		fmt.Fprintf(out, "\n%d grant(s) need their user to reconnect:\n", n)
@@ -139,9 +143,37 @@ func printStatus(out io.Writer, st api.Status) {
 		fmt.Fprintf(out, "\n%d grant(s) on hold (the provider or the clock is at fault, not the user):\n", n)
 		printNeedy(out, st.OnHold, n)
 	}
+	if n := st.Stale; n > 0 {
+		fmt.Fprintf(out, "\n%d grant(s) stale: their app has not reported a refresh for longer than the provider's interval (observe mode); their state is old news:\n", n)
+		tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "  ID\tPROVIDER\tSTATE\tLAST REPORT\tSUBJECT")
+		for _, g := range st.StaleGrants {
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", truncate(g.ID, 30), g.Provider, g.State, ago(g.LastProbeAt), truncate(dash(g.Subject), 30))
+		}
+		tw.Flush()
+		if n > len(st.StaleGrants) {
+			fmt.Fprintf(out, "  … and %d more (grantwatch grants list --json: \"stale\": true)\n", n-len(st.StaleGrants))
+		}
+	}
 	if !st.NeedsAction {
 		fmt.Fprintln(out, "\nnothing needs action")
 	}
+}
+
+// configLine says how the daemon's running config stands against its file.
+func configLine(c *api.ConfigStatus) string {
+	if c == nil {
+		return ""
+	}
+	line := "loaded " + ago(c.LoadedAt)
+	if !c.LastReloadOK {
+		line = fmt.Sprintf("the last reload (%s) FAILED, so the config loaded %s stays in force: %s",
+			ago(c.LastReloadAt), ago(c.LoadedAt), strings.ReplaceAll(c.LastReloadError, "\n", "; "))
+	}
+	if c.FileChanged {
+		line += fmt.Sprintf("; %s changed since: the daemon does not run what the file says (systemctl reload grantwatch)", c.Path)
+	}
+	return line
 }
 
 func printNeedy(out io.Writer, gs []store.Grant, total int) {

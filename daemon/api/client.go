@@ -275,10 +275,29 @@ func (c *Client) SetToken(ctx context.Context, id string, tok secret.Secret) (Pr
 	return r, err
 }
 
+// Observe reports the outcome of an app's own refresh of a grant in
+// observe mode; the answer is the verdict, as a probe's.
+func (c *Client) Observe(ctx context.Context, id string, obs Observation) (ProbeReport, error) {
+	body, err := json.Marshal(obs)
+	if err != nil {
+		return ProbeReport{}, err
+	}
+	var r ProbeReport
+	err = c.do(ctx, http.MethodPost, "/v1/grants/"+url.PathEscape(id)+"/observations", strings.NewReader(string(body)), &r)
+	return r, err
+}
+
 // Import sends JSON Lines of grants; progress is called as the daemon
 // reports it. Nothing is imported when any line is invalid.
-func (c *Client) Import(ctx context.Context, r io.Reader, progress func(ImportProgress)) (ImportProgress, error) {
-	resp, err := c.send(ctx, http.MethodPost, "/v1/grants", r)
+func (c *Client) Import(ctx context.Context, r io.Reader, opts store.ImportOptions, progress func(ImportProgress)) (ImportProgress, error) {
+	q := url.Values{}
+	if opts.Replace {
+		q.Set("replace", "true")
+	}
+	if opts.Force {
+		q.Set("force", "true")
+	}
+	resp, err := c.send(ctx, http.MethodPost, "/v1/grants?"+q.Encode(), r)
 	if err != nil {
 		return ImportProgress{}, err
 	}

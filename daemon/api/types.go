@@ -55,6 +55,25 @@ func ViewResult(r probes.Result) ResultView {
 	}
 }
 
+// Observation is an app's report of one refresh it made itself, for a grant
+// of a provider in observe mode (POST /v1/grants/{id}/observations):
+// {"status": 400, "body": "<the answer as received>", "headers": {"Date":
+// "…"}}, or {"status": 200} for a success. It is judged as grantwatch
+// judges a probe's answer.
+type Observation struct {
+	// Status is the HTTP status of the token endpoint's answer.
+	Status int `json:"status"`
+	// Body is the answer's body as received, "" for an empty one. A
+	// success may leave it out (its body holds the app's tokens, which
+	// grantwatch neither needs nor keeps): a 2xx without body is a
+	// success. Any other answer needs it: the body is what tells the
+	// causes apart (GitHub's errors come with 200).
+	Body *string `json:"body,omitempty"`
+	// Headers are the answer's headers by name: Date feeds the clock's
+	// Date-header estimate, Retry-After the backoff of a 429 or 503.
+	Headers map[string]string `json:"headers,omitempty"`
+}
+
 // ImportProgress is one line of the import answer's progress stream.
 type ImportProgress struct {
 	// Phase is "validating" (reading the input; nothing is written until
@@ -66,6 +85,11 @@ type ImportProgress struct {
 	Total    int `json:"total"`
 	Created  int `json:"created"`
 	Replaced int `json:"replaced"`
+	// Rotated counts the grants whose token the provider had rotated since
+	// it was imported, replaced all the same (force); RotatedIDs names the
+	// first 20, for the warning.
+	Rotated    int      `json:"rotated,omitempty"`
+	RotatedIDs []string `json:"rotated_ids,omitempty"`
 	// Final marks the last line.
 	Final bool   `json:"final,omitempty"`
 	Error string `json:"error,omitempty"`
@@ -81,11 +105,16 @@ type Status struct {
 	ByProvider map[string]map[string]int `json:"by_provider"`
 	// NeedsReconnect lists grants in reconnect_required (at most 100; see
 	// by_state for the total).
-	NeedsReconnect []store.Grant    `json:"needs_reconnect"`
-	OnHold         []store.Grant    `json:"on_hold"`
-	Providers      []ProviderStatus `json:"providers"`
-	Clock          ClockView        `json:"clock"`
-	Outbox         OutboxStatus     `json:"outbox"`
+	NeedsReconnect []store.Grant `json:"needs_reconnect"`
+	OnHold         []store.Grant `json:"on_hold"`
+	// Stale counts the grants of providers in observe mode whose app has
+	// not reported a refresh for longer than the provider's interval;
+	// StaleGrants lists the first 100.
+	Stale       int              `json:"stale"`
+	StaleGrants []store.Grant    `json:"stale_grants"`
+	Providers   []ProviderStatus `json:"providers"`
+	Clock       ClockView        `json:"clock"`
+	Outbox      OutboxStatus     `json:"outbox"`
 	// LastTickAt is when the scheduler loop last showed it is alive: a due
 	// scan, or a beat while it waits for busy workers.
 	LastTickAt time.Time `json:"last_tick_at,omitzero"`
@@ -94,8 +123,12 @@ type Status struct {
 	// is; NotReadyFix says what to do.
 	NotReady    string `json:"not_ready,omitempty"`
 	NotReadyFix string `json:"not_ready_fix,omitempty"`
+	// Config tells whether the daemon runs the config in its file (absent
+	// without a daemon).
+	Config *ConfigStatus `json:"config,omitempty"`
 	// NeedsAction is true when a grant needs reconnecting, a grant or
-	// provider is held, or the clock is skewed: status exits 1.
+	// provider is held, a grant is stale, or the clock is skewed: status
+	// exits 1.
 	NeedsAction bool `json:"needs_action"`
 	// DB is the database the answer was read from. The CLI compares it with
 	// its config's daemon.db: a daemon of another config answering on the
@@ -105,6 +138,25 @@ type Status struct {
 	// the last success, the last error and when (doctor shows a receiver
 	// that answers 500). Only a running daemon knows them.
 	Receivers []notify.ReceiverStatus `json:"receivers,omitempty"`
+}
+
+// ConfigStatus is the running config against its file: whether the last
+// reload took, and whether the file (or a client_secret_file) changed since
+// the running config was loaded from it.
+type ConfigStatus struct {
+	Path string `json:"path"`
+	// LoadedAt is when the running config was loaded: at start, or by the
+	// last successful reload.
+	LoadedAt time.Time `json:"loaded_at"`
+	// LastReloadAt is when a reload was last tried; absent when none was.
+	LastReloadAt time.Time `json:"last_reload_at,omitzero"`
+	// LastReloadOK is false when the last reload failed: the config loaded
+	// at LoadedAt stays in force, and LastReloadError says why.
+	LastReloadOK    bool   `json:"last_reload_ok"`
+	LastReloadError string `json:"last_reload_error,omitempty"`
+	// FileChanged: the files differ from the running config; a reload
+	// (systemctl reload grantwatch) would apply them, or say what is wrong.
+	FileChanged bool `json:"file_changed"`
 }
 
 // ProviderStatus is one provider's health.

@@ -163,11 +163,18 @@ type HealthConfig struct {
 	// Window is how many recent probes of a provider are considered.
 	// Default 20.
 	Window int `toml:"window"`
-	// Threshold is the share of transient failures among them that makes the
-	// provider in outage. Default 0.5.
+	// Threshold is the share of transient failures among the probes since
+	// the provider became suspect that an outage needs. Default 0.5.
 	Threshold float64 `toml:"threshold"`
 	// Period is how old a probe may be to count. Default 5m.
 	Period time.Duration `toml:"period"`
+	// CanaryPeriod is the time between canary probes of a provider that is
+	// suspect (a probe failed transiently) or in outage: two failed
+	// canaries in a row declare the outage, the first canary that gets an
+	// answer ends it. It does not depend on the grants' intervals or
+	// backoff, so a fleet of 5 grants is judged as fast as one of 10⁵.
+	// Default 5s.
+	CanaryPeriod time.Duration `toml:"canary_period"`
 }
 
 // ProviderConfig is one [[providers]] entry.
@@ -194,10 +201,45 @@ type ProviderConfig struct {
 	Concurrency int `toml:"concurrency"`
 	// Rate bounds probes per second to this provider; 0 is unlimited.
 	Rate float64 `toml:"rate"`
+	// Mode is ModeRefresh (the default: grantwatch refreshes the grants on
+	// schedule) or ModeObserve: grantwatch never refreshes them, their app
+	// keeps its own tokens and reports each refresh's outcome (POST
+	// /v1/grants/{id}/observations); such grants may be imported without a
+	// refresh token, and token_url and client_id are not needed.
+	Mode string `toml:"mode"`
+	// RotationGrace is how long the provider still accepts a rotated-away
+	// refresh token (its reuse interval): within it, a refresh whose answer
+	// was lost is sent once more with the same token. Unset: the preset's
+	// documented grace (Okta 30s, Xero 30m, Atlassian 10m; none for most);
+	// "0s" turns it off.
+	RotationGrace *time.Duration `toml:"rotation_grace"`
+}
+
+// Provider modes (ProviderConfig.Mode).
+const (
+	ModeRefresh = "refresh"
+	ModeObserve = "observe"
+)
+
+// Observe reports whether p is in observe mode: grantwatch never refreshes
+// its grants.
+func (p ProviderConfig) Observe() bool { return p.Mode == ModeObserve }
+
+// Grace is p's rotation grace: rotation_grace when set, else its preset's
+// RotationGrace (0 when none is documented).
+func (p ProviderConfig) Grace() time.Duration {
+	if p.RotationGrace != nil {
+		return *p.RotationGrace
+	}
+	pr, _ := probes.LookupPreset(p.Preset)
+	return pr.RotationGrace
 }
 
 // DefaultInterval is a provider's probe interval when it sets none.
 const DefaultInterval = 24 * time.Hour
+
+// DefaultCanaryPeriod is health.canary_period when the config sets none.
+const DefaultCanaryPeriod = 5 * time.Second
 
 // Defaults.
 const (
@@ -411,6 +453,9 @@ func (c *Config) applyDefaults() {
 	if c.Health.Period == 0 {
 		c.Health.Period = 5 * time.Minute
 	}
+	if c.Health.CanaryPeriod == 0 {
+		c.Health.CanaryPeriod = DefaultCanaryPeriod
+	}
 	for i := range c.Providers {
 		p := &c.Providers[i]
 		if pr, ok := probes.LookupPreset(p.Preset); ok {
@@ -426,6 +471,9 @@ func (c *Config) applyDefaults() {
 		}
 		if p.AuthStyle == "" {
 			p.AuthStyle = "auto"
+		}
+		if p.Mode == "" {
+			p.Mode = ModeRefresh
 		}
 		if p.Interval == 0 && p.Schedule == "" {
 			p.Interval = DefaultInterval
@@ -522,6 +570,9 @@ func (c *Config) validate() []error {
 	if c.Health.Threshold <= 0 || c.Health.Threshold > 1 {
 		bad("health.threshold", "must be in (0, 1], not %g", c.Health.Threshold)
 	}
+	if c.Health.CanaryPeriod < 10*time.Millisecond {
+		bad("health.canary_period", "must be at least 10ms, not %s", c.Health.CanaryPeriod)
+	}
 	seen := map[string]bool{}
 	for i, p := range c.Providers {
 		// A name that is no valid key part is reported by position.
@@ -544,9 +595,16 @@ func (c *Config) validate() []error {
 				bad(key+".preset", "unknown preset %q (known: %s)", p.Preset, strings.Join(probes.PresetNames(), ", "))
 			}
 		}
-		if p.TokenURL == "" {
+		switch p.Mode {
+		case ModeRefresh, ModeObserve:
+		default:
+			bad(key+".mode", "must be %q or %q, not %q", ModeRefresh, ModeObserve, p.Mode)
+		}
+		// A provider in observe mode is never sent a request: its app
+		// holds the client.
+		if p.TokenURL == "" && !p.Observe() {
 			bad(key+".token_url", "is required when no preset gives it")
-		} else if err := checkURL(p.TokenURL); err != nil {
+		} else if err := checkURL(p.TokenURL); p.TokenURL != "" && err != nil {
 			bad(key+".token_url", "%v", err)
 		}
 		if p.AuthURL != "" {
@@ -554,8 +612,11 @@ func (c *Config) validate() []error {
 				bad(key+".auth_url", "%v", err)
 			}
 		}
-		if p.ClientID == "" {
+		if p.ClientID == "" && !p.Observe() {
 			bad(key+".client_id", "is required")
+		}
+		if p.RotationGrace != nil && (*p.RotationGrace < 0 || *p.RotationGrace > 24*time.Hour) {
+			bad(key+".rotation_grace", "must be between 0s and 24h, not %s", *p.RotationGrace)
 		}
 		if p.ClientSecret != "" && p.ClientSecretFile != "" {
 			bad(key+".client_secret", "set client_secret or client_secret_file, not both")

@@ -39,6 +39,7 @@ type amAlert struct {
 // Alert names, one per problem.
 const (
 	AlertGrantReconnectRequired  = "GrantReconnectRequired"
+	AlertGrantReuseDetected      = "GrantReuseDetected"
 	AlertGrantDegraded           = "GrantDegraded"
 	AlertClockSkewed             = "GrantwatchClockSkewed"
 	AlertProviderOutage          = "GrantwatchProviderOutage"
@@ -50,6 +51,7 @@ const (
 
 var alertNames = map[string]string{
 	TypeReconnectRequired:     AlertGrantReconnectRequired,
+	TypeReuseDetected:         AlertGrantReuseDetected,
 	TypeDegraded:              AlertGrantDegraded,
 	TypeClockSkewed:           AlertClockSkewed,
 	TypeProviderOutage:        AlertProviderOutage,

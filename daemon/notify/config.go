@@ -43,7 +43,7 @@ func DefaultGroupBy() []string { return []string{"provider", "cause"} }
 
 // EventTypes lists every event type, problems first.
 func EventTypes() []string {
-	return []string{TypeReconnectRequired, TypeDegraded, TypeClockSkewed, TypeProviderOutage,
+	return []string{TypeReconnectRequired, TypeReuseDetected, TypeDegraded, TypeClockSkewed, TypeProviderOutage,
 		TypeProviderMisconfigured, TypeRecovered, TypeClockOK, TypeProviderOK}
 }
 

@@ -7,7 +7,13 @@ import "time"
 
 // Event types. The names are part of grantwatch's interface.
 const (
-	TypeReconnectRequired     = "grant.reconnect_required"
+	TypeReconnectRequired = "grant.reconnect_required"
+	// TypeReuseDetected is a grant that died of a refresh-token reuse
+	// grantwatch cannot explain (no lost answer, no token just stored):
+	// someone else presented the token, a leak or a second refresher. The
+	// grant is reconnect_required; receivers that take
+	// grant.reconnect_required get this event too (Router).
+	TypeReuseDetected         = "grant.reuse_detected"
 	TypeRecovered             = "grant.recovered"
 	TypeDegraded              = "grant.degraded"
 	TypeClockSkewed           = "clock.skewed"
@@ -30,7 +36,8 @@ type Event struct {
 	Provider *Provider `json:"provider,omitempty"`
 	// Clock is set for clock.* events.
 	Clock *Clock `json:"clock,omitempty"`
-	// PreviousState is the grant's state before the transition (grant.*).
+	// PreviousState is the state before the transition: the grant's
+	// (grant.*) or the provider's (provider.*).
 	PreviousState string `json:"previous_state,omitempty"`
 	// PreviousCause is the cause of the state being left, for the resolving
 	// events (grant.recovered, clock.ok, provider.ok). Alertmanager resolves an

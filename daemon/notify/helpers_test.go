@@ -307,6 +307,25 @@ func revoked(i int, provider string) Event {
 	}
 }
 
+// reused is a grant.reuse_detected event of grant g-<i>.
+func reused(i int, provider string) Event {
+	ev := revoked(i, provider)
+	ev.ID = fmt.Sprintf("reuse-%04d", i)
+	ev.Type = TypeReuseDetected
+	ev.Grant.Cause = string(probes.CauseCodeReused)
+	ev.Grant.ErrorDescription = "The refresh token was already used."
+	ev.Summary = fmt.Sprintf("grant g-%04d: its refresh token was used by someone else", i)
+	ev.Fix = "Look for a leak or a second refresher."
+	return ev
+}
+
+// recoveredFromReuse is the grant.recovered event closing reused(i).
+func recoveredFromReuse(i int, provider string) Event {
+	ev := recovered(i, provider)
+	ev.PreviousCause = string(probes.CauseCodeReused)
+	return ev
+}
+
 // recovered is the grant.recovered event closing revoked(i).
 func recovered(i int, provider string) Event {
 	return Event{

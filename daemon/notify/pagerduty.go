@@ -171,6 +171,8 @@ func pdCondition(typ string) string {
 	switch typ {
 	case TypeReconnectRequired:
 		return "reconnect_required"
+	case TypeReuseDetected:
+		return "reuse_detected"
 	case TypeDegraded:
 		return "degraded"
 	case TypeClockSkewed:

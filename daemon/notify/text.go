@@ -11,6 +11,7 @@ import (
 // what says what happened, by event type.
 var what = map[string]string{
 	TypeReconnectRequired:     "needs reconnect",
+	TypeReuseDetected:         "refresh token used by someone else",
 	TypeRecovered:             "recovered",
 	TypeDegraded:              "degraded",
 	TypeClockSkewed:           "clock skewed",
