@@ -19,6 +19,8 @@
 //	dead      same keys as outbox, dead-lettered entries
 //	daemon    GetMeta/PutMeta keys
 //	imports   import job id → ImportJob as JSON (unfinished resumable imports)
+//	links     SHA-256 of a reconnect link's secret → Link as JSON, never the secret (links.go)
+//	linkexp   8-byte big-endian expiry ‖ SHA-256 → empty (links.go)
 //
 // Every per-grant bucket is keyed by the grant's row rather than its id, so
 // that importing ids in random order appends to them; only the ids bucket
@@ -78,7 +80,8 @@ var (
 	bucketImports = []byte("imports")
 
 	allBuckets = [][]byte{bucketMeta, bucketIDs, bucketGrants, bucketTokens, bucketDue, bucketByState,
-		bucketCounts, bucketHistory, bucketOutbox, bucketDead, bucketDaemon, bucketImports}
+		bucketCounts, bucketHistory, bucketOutbox, bucketDead, bucketDaemon, bucketImports,
+		bucketLinks, bucketLinkExp}
 
 	keySchema = []byte("schema")
 	keyCanary = []byte("canary")
