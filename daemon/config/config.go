@@ -49,6 +49,7 @@ type Config struct {
 	Health    HealthConfig     `toml:"health"`
 	Providers []ProviderConfig `toml:"providers"`
 	Notify    []notify.Config  `toml:"notify"`
+	Reconnect ReconnectConfig  `toml:"reconnect"`
 
 	// path is the file the config was read from; relative paths in it are
 	// resolved against its directory.
@@ -375,6 +376,7 @@ func (c *Config) applyDefaults() {
 	for i := range c.Notify {
 		c.Notify[i].ApplyDefaults()
 	}
+	c.Reconnect.applyDefaults()
 }
 
 // firstPath takes the first of systemd's colon-separated directory lists.
@@ -503,6 +505,7 @@ func (c *Config) validate() []error {
 	if err := notify.ValidateConfigs(c.Notify); err != nil {
 		errs = append(errs, err)
 	}
+	errs = append(errs, c.validateReconnect()...)
 	return errs
 }
 
