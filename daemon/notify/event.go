@@ -53,6 +53,11 @@ type Grant struct {
 	Action           string            `json:"action,omitempty"`
 	Error            string            `json:"error,omitempty"`
 	ErrorDescription string            `json:"error_description,omitempty"`
+	// ReconnectURL is a hosted reconnect link for the grant's user, on
+	// grant.reconnect_required when reconnect.public_url is set (WithLinks).
+	// Anyone holding it can reconnect the grant, as its own account only,
+	// once, until it expires.
+	ReconnectURL string `json:"reconnect_url,omitempty"`
 }
 
 // Provider is the provider part of a provider.* event.
