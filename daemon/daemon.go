@@ -47,6 +47,10 @@ type Options struct {
 	Reload <-chan struct{}
 	// Lease replaces the probe lease, 2×probe_timeout + 10s (tests).
 	Lease time.Duration
+	// TCPHandler, when set, wraps the handler of daemon.listen: the CLI
+	// adds the web pages (daemon/web: the status page, reconnect links),
+	// which the runtime does not import.
+	TCPHandler func(d *Daemon, next http.Handler) http.Handler
 }
 
 // Run opens the daemon and runs it until ctx is done.
@@ -86,6 +90,8 @@ type Daemon struct {
 	warnedOnce sync.Map // keys logged once (unknown providers, store errors)
 	inflight   sync.Map // grant id → struct{}: a probe of it is running
 	rotated    sync.Map // grant id → struct{}: `grants probe` rotated its token
+
+	notifyLinks notifyLinks // links.go
 }
 
 // provider is a configured provider's runtime: its endpoint, policy and
@@ -167,7 +173,7 @@ func Open(opts Options) (*Daemon, error) {
 	}
 	d.initHealth()
 	d.clock = NewClock(cfg.Clock, log, query, now)
-	if d.disp, err = notify.NewDispatcher(db, cfg.Notify, log, notify.WithActive(d), notify.WithClock(now)); err != nil {
+	if d.disp, err = notify.NewDispatcher(db, cfg.Notify, log, notify.WithActive(d), notify.WithClock(now), notify.WithLinks(d)); err != nil {
 		db.Close()
 		return nil, err
 	}

@@ -99,7 +99,11 @@ func (d *Daemon) tcpHandler() (http.Handler, error) {
 			return nil, fmt.Errorf("daemon.api_token_file: %s holds a token shorter than 16 characters", cfg.Daemon.APITokenFile)
 		}
 	}
-	return api.TCPHandler(d, d.log, d.metricsHandler(), tok), nil
+	h := api.TCPHandler(d, d.log, d.metricsHandler(), tok)
+	if d.opts.TCPHandler != nil {
+		h = d.opts.TCPHandler(d, h)
+	}
+	return h, nil
 }
 
 // Ready reports why the daemon is not ready, or nil: store open and the scheduler

@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/grantwatch/grantwatch/internal/secret"
 	"github.com/grantwatch/grantwatch/store"
@@ -51,6 +52,9 @@ type Service interface {
 	Redeliver(receiver string, seqs []uint64) (RedeliverResult, error)
 	// Ready reports why the daemon is not ready, or nil.
 	Ready() error
+	// ReconnectLink makes a hosted reconnect link for a grant, working
+	// for ttl (0: reconnect.link_ttl); by says who asked.
+	ReconnectLink(ctx context.Context, id string, ttl time.Duration, by string) (ReconnectLink, error)
 }
 
 // Invalid marks err as the request's own fault: it answers 400.
@@ -85,6 +89,7 @@ func Handler(svc Service, log *slog.Logger) http.Handler {
 	mux.HandleFunc("DELETE /v1/grants/{id}", s.handleRemove)
 	mux.HandleFunc("POST /v1/grants/{id}/probe", s.handleProbe)
 	mux.HandleFunc("PUT /v1/grants/{id}/refresh_token", s.handleSetToken)
+	mux.HandleFunc("POST /v1/grants/{id}/reconnect_link", s.linkHandler(func(*http.Request) string { return "cli" }))
 	mux.HandleFunc("POST /v1/notify/test", s.handleNotifyTest)
 	mux.HandleFunc("GET /v1/notify/dead", s.handleDead)
 	mux.HandleFunc("POST /v1/notify/dead/redeliver", s.handleRedeliver)

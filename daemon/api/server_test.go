@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/grantwatch/grantwatch/internal/secret"
 	"github.com/grantwatch/grantwatch/store"
@@ -25,6 +26,7 @@ type fakeService struct {
 	redeliver func(string, []uint64) (RedeliverResult, error)
 	setToken  func(context.Context, string, secret.Secret) (ProbeReport, error)
 	ready     func() error
+	link      func(ctx context.Context, id string, ttl time.Duration, by string) (ReconnectLink, error)
 }
 
 func (f *fakeService) missing(name string) error {
@@ -91,6 +93,13 @@ func (f *fakeService) Ready() error {
 		return f.missing("Ready")
 	}
 	return f.ready()
+}
+
+func (f *fakeService) ReconnectLink(ctx context.Context, id string, ttl time.Duration, by string) (ReconnectLink, error) {
+	if f.link == nil {
+		return ReconnectLink{}, f.missing("ReconnectLink")
+	}
+	return f.link(ctx, id, ttl, by)
 }
 
 // client is the API on svc through the in-process transport, as the CLI
