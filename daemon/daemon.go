@@ -66,7 +66,7 @@ func Run(ctx context.Context, opts Options) error {
 type Daemon struct {
 	cfg     *config.Config
 	log     *slog.Logger
-	db      *store.DB
+	db      store.Store
 	now     func() time.Time
 	prober  *probes.Prober
 	clock   *Clock
@@ -185,11 +185,15 @@ func Open(opts Options) (*Daemon, error) {
 
 // OpenStore opens the configured database with the configured key,
 // creating the key file when it is missing.
-func OpenStore(cfg *config.Config, noSync bool) (*store.DB, error) {
-	return store.OpenWithKeyFile(cfg.Daemon.DB, cfg.Secrets.KeyFile, store.Options{
+func OpenStore(cfg *config.Config, noSync bool) (store.Store, error) {
+	db, err := store.OpenWithKeyFile(cfg.Daemon.DB, cfg.Secrets.KeyFile, store.Options{
 		MaxBatchSize: cfg.Daemon.Workers,
 		NoSync:       noSync,
 	})
+	if err != nil {
+		return nil, err // not a nil *DB in a non-nil Store
+	}
+	return db, nil
 }
 
 func buildProviders(cfg *config.Config) (map[string]*provider, error) {
@@ -224,7 +228,7 @@ func buildProviders(cfg *config.Config) (map[string]*provider, error) {
 }
 
 // DB is the daemon's store.
-func (d *Daemon) DB() *store.DB { return d.db }
+func (d *Daemon) DB() store.Store { return d.db }
 
 // config.Config is the daemon's current config.
 func (d *Daemon) Config() *config.Config {

@@ -78,7 +78,7 @@ func importGrants(t *testing.T, cfg *config.Config, sb *sandbox.Server, provider
 	importLines(t, cfg, lines)
 }
 
-func countStates(t *testing.T, db *store.DB) map[store.State]int {
+func countStates(t *testing.T, db store.Store) map[store.State]int {
 	t.Helper()
 	counts, err := db.Counts()
 	if err != nil {

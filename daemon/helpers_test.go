@@ -125,7 +125,7 @@ func (td *testDaemon) stop() {
 }
 
 // grantsByID reads every grant from the daemon's store.
-func grantsByID(t *testing.T, db *store.DB) map[string]store.Grant {
+func grantsByID(t *testing.T, db store.Store) map[string]store.Grant {
 	t.Helper()
 	m := map[string]store.Grant{}
 	if err := db.Each(func(g store.Grant) error { m[g.ID] = g; return nil }); err != nil {

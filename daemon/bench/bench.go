@@ -388,7 +388,7 @@ func appendBenchID(b []byte, i int) []byte {
 
 // benchProbed is how many of the bench's grants left pending, from the
 // store's counters (O(states), not a scan).
-func benchProbed(db *store.DB, total int) (int, error) {
+func benchProbed(db store.Store, total int) (int, error) {
 	counts, err := db.Counts()
 	if err != nil {
 		return 0, err
