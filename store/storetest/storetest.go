@@ -48,6 +48,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"DeadLetters", testDeadLetters},
 		{"Meta", testMeta},
 		{"ImportJobs", testImportJobs},
+		{"Links", testLinks},
 	} {
 		t.Run(c.name, func(t *testing.T) { c.fn(t, open(t)) })
 	}
