@@ -12,10 +12,15 @@ package web_test
 import (
 	"bytes"
 	"context"
+	"image"
+	"image/color"
+	"image/draw"
 	"image/png"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -145,9 +150,57 @@ func shot(t *testing.T, ctx context.Context, name string) {
 	if dir == "" {
 		dir = t.TempDir()
 	}
-	if err := os.WriteFile(filepath.Join(dir, name+".png"), buf, 0o644); err != nil {
+	small, err := shrinkPNG(buf)
+	if err != nil {
 		t.Fatal(err)
 	}
+	if err := os.WriteFile(filepath.Join(dir, name+".png"), small, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// shrinkPNG re-encodes a screenshot with a palette of at most 256 colors
+// (a third of the size): the colors of 16 levels per channel that cover
+// the most pixels, each bin's own most frequent color standing for it, so
+// that a small patch of color (a green "ok") keeps its hue.
+func shrinkPNG(b []byte) ([]byte, error) {
+	img, err := png.Decode(bytes.NewReader(b))
+	if err != nil {
+		return nil, err
+	}
+	type bin struct {
+		c           color.RGBA
+		best, total int
+	}
+	exact := map[color.RGBA]int{}
+	r := img.Bounds()
+	for y := r.Min.Y; y < r.Max.Y; y++ {
+		for x := r.Min.X; x < r.Max.X; x++ {
+			exact[color.RGBAModel.Convert(img.At(x, y)).(color.RGBA)]++
+		}
+	}
+	bins := map[[3]uint8]*bin{}
+	for c, n := range exact {
+		k := [3]uint8{c.R >> 4, c.G >> 4, c.B >> 4}
+		if bins[k] == nil {
+			bins[k] = &bin{}
+		}
+		bn := bins[k]
+		bn.total += n
+		if n > bn.best {
+			bn.c, bn.best = c, n
+		}
+	}
+	list := slices.SortedFunc(maps.Values(bins), func(a, b *bin) int { return b.total - a.total })
+	var pal color.Palette
+	for _, bn := range list[:min(len(list), 256)] {
+		pal = append(pal, bn.c)
+	}
+	p := image.NewPaletted(r, pal)
+	draw.Draw(p, r, img, r.Min, draw.Src)
+	var out bytes.Buffer
+	err = (&png.Encoder{CompressionLevel: png.BestCompression}).Encode(&out, p)
+	return out.Bytes(), err
 }
 
 // open navigates to u and waits for the page's heading.
