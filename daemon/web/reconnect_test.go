@@ -86,6 +86,28 @@ func TestLinkReconnectsGrant(t *testing.T) {
 	}
 }
 
+// startHeld presses Reconnect in a new browser and stops at the provider's
+// redirect back: it returns the browser and the callback URL it has not
+// followed yet.
+func startHeld(t *testing.T, link string) (*http.Client, string) {
+	t.Helper()
+	b := browser(t)
+	var held string
+	b.CheckRedirect = func(req *http.Request, _ []*http.Request) error {
+		if req.URL.Path == "/reconnect/callback" {
+			held = req.URL.String()
+			return http.ErrUseLastResponse
+		}
+		return nil
+	}
+	press(t, b, link)
+	b.CheckRedirect = nil
+	if held == "" {
+		t.Fatal("the provider did not send the browser back to the callback")
+	}
+	return b, held
+}
+
 // TestLinkCannotBeUsedTwice: a used link shows "already used"; of two
 // sign-ins started from one link, only the first attaches its token.
 func TestLinkCannotBeUsedTwice(t *testing.T) {
@@ -93,25 +115,12 @@ func TestLinkCannotBeUsedTwice(t *testing.T) {
 	link := e.link("g1", 0)
 
 	// Two browsers start from the same link before either finishes.
-	slow, fast := browser(t), browser(t)
-	var held string // the callback the slow browser has not followed yet
-	slow.CheckRedirect = func(req *http.Request, via []*http.Request) error {
-		if req.URL.Path == "/reconnect/callback" {
-			held = req.URL.String()
-			return http.ErrUseLastResponse
-		}
-		return nil
-	}
-	press(t, slow, link)
-	if held == "" {
-		t.Fatal("the slow browser was not sent back to the callback")
-	}
-	if r := press(t, fast, link); !strings.Contains(r.body, "Reconnected") {
+	slow, held := startHeld(t, link)
+	if r := press(t, browser(t), link); !strings.Contains(r.body, "Reconnected") {
 		t.Fatalf("first sign-in: %d %s", r.StatusCode, r.body)
 	}
 	gen := e.grant("g1").TokenGen
 
-	slow.CheckRedirect = nil
 	r := get(t, slow, held)
 	if r.StatusCode != http.StatusGone || !strings.Contains(r.body, "already used") {
 		t.Errorf("second sign-in on a used link: %d %s; want 410 already used", r.StatusCode, r.body)
@@ -132,18 +141,8 @@ func TestLinkExpires(t *testing.T) {
 	e := newEnv(t, envOptions{}, "ann@example.com")
 	link := e.link("g1", time.Minute)
 
-	b := browser(t)
-	var held string
-	b.CheckRedirect = func(req *http.Request, via []*http.Request) error {
-		if req.URL.Path == "/reconnect/callback" {
-			held = req.URL.String()
-			return http.ErrUseLastResponse
-		}
-		return nil
-	}
-	press(t, b, link)
+	b, held := startHeld(t, link)
 	e.clock.advance(time.Minute + time.Second)
-	b.CheckRedirect = nil
 	if r := get(t, b, held); r.StatusCode != http.StatusGone || !strings.Contains(r.body, "expired") {
 		t.Errorf("sign-in finished after the TTL: %d %s; want 410 expired", r.StatusCode, r.body)
 	}
@@ -215,16 +214,8 @@ func TestLinkErrorPages(t *testing.T) {
 			http.StatusNotFound, "not valid"},
 		{"callback without a sign-in", nil, func(b *http.Client) response { return get(t, b, e.base+"/reconnect/callback?state=x&code=y") },
 			http.StatusBadRequest, "start again"},
-		{"callback in another browser", nil, func(b *http.Client) response {
-			var held string
-			b.CheckRedirect = func(req *http.Request, _ []*http.Request) error {
-				if req.URL.Path == "/reconnect/callback" {
-					held = req.URL.String()
-					return http.ErrUseLastResponse
-				}
-				return nil
-			}
-			press(t, b, link)
+		{"callback in another browser", nil, func(*http.Client) response {
+			_, held := startHeld(t, link)
 			return get(t, browser(t), held) // no flow cookie
 		}, http.StatusBadRequest, "not started in this browser"},
 	}

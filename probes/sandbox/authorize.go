@@ -74,14 +74,19 @@ func (s *Server) auth() *authState {
 	return s.authSt
 }
 
+// setAuth changes the authorization side's settings under its lock.
+func (s *Server) setAuth(set func(a *authState)) {
+	a := s.auth()
+	a.mu.Lock()
+	set(a)
+	a.mu.Unlock()
+}
+
 // SetConsentBehavior sets the behaviour of the refresh tokens the
 // authorization-code grant issues from now on. The default is Healthy, so
 // that the token of a completed reconnect refreshes.
 func (s *Server) SetConsentBehavior(b Behavior) {
-	a := s.auth()
-	a.mu.Lock()
-	a.consent = b
-	a.mu.Unlock()
+	s.setAuth(func(a *authState) { a.consent = b })
 }
 
 // SetAccount makes account (an email address) the one that signs in at the
@@ -89,30 +94,21 @@ func (s *Server) SetConsentBehavior(b Behavior) {
 // default (login_hint, else DefaultAccount). A test signs in as another
 // account than a grant's this way.
 func (s *Server) SetAccount(account string) {
-	a := s.auth()
-	a.mu.Lock()
-	a.account = account
-	a.mu.Unlock()
+	s.setAuth(func(a *authState) { a.account = account })
 }
 
 // SetConsentPage makes the authorization endpoint show a consent page
 // (the account, Allow and Deny) instead of consenting at once, for tests
 // in a browser. Deny redirects with error=access_denied.
 func (s *Server) SetConsentPage(on bool) {
-	a := s.auth()
-	a.mu.Lock()
-	a.page = on
-	a.mu.Unlock()
+	s.setAuth(func(a *authState) { a.page = on })
 }
 
 // SetAuthorizeError makes the authorization endpoint redirect every valid
 // request back with error=code (RFC 6749 §4.1.2.1), such as
 // temporarily_unavailable; "" restores consent.
 func (s *Server) SetAuthorizeError(code string) {
-	a := s.auth()
-	a.mu.Lock()
-	a.denyErr = code
-	a.mu.Unlock()
+	s.setAuth(func(a *authState) { a.denyErr = code })
 }
 
 // authorize serves the authorization endpoint: it checks the request and
