@@ -21,6 +21,8 @@ import (
 
 	"github.com/grantwatch/grantwatch/daemon/config"
 	"github.com/grantwatch/grantwatch/daemon/notify"
+	"github.com/grantwatch/grantwatch/internal/fdlimit"
+	"github.com/grantwatch/grantwatch/internal/secret"
 	"github.com/grantwatch/grantwatch/probes"
 	"github.com/grantwatch/grantwatch/store"
 )
@@ -77,19 +79,35 @@ type Daemon struct {
 	mu        sync.RWMutex
 	providers map[string]*provider
 
-	opts     Options
-	kickCh   chan struct{}
-	jobs     chan job
-	leases   *leases
-	results  chan result
-	lease    time.Duration
-	lastTick atomic.Int64 // unix nanos of the last due scan
+	opts    Options
+	kickCh  chan struct{}
+	jobs    chan job
+	leases  *leases
+	results chan result
+	lease   time.Duration
+	// lastTick is when the scheduler loop last showed it is alive (unix
+	// nanos): a due scan, or a beat while it waits for busy workers.
+	lastTick atomic.Int64
 
-	listenAddr atomic.Value // string: the TCP listener's address
+	listenAddr atomic.Value  // string: the TCP listener's address
+	timeouts   httpTimeouts  // the listeners' (tests shorten them)
+	apiProbes  chan struct{} // a slot per on-demand probe in flight (daemon.max_api_probes)
 
-	warnedOnce sync.Map // keys logged once (unknown providers, store errors)
-	inflight   sync.Map // grant id → struct{}: a probe of it is running
-	rotated    sync.Map // grant id → struct{}: `grants probe` rotated its token
+	// applyAll commits probe results: db.ApplyAll, or a failing store in
+	// tests.
+	applyAll func([]store.ApplyItem) ([]error, error)
+	// fault is why the store cannot write, nil while it can: probing is
+	// paused meanwhile (writer.go).
+	fault atomic.Pointer[storeFault]
+	// unstored holds, by grant id, the results whose rotated token the
+	// store could not write yet; the writer retries them.
+	unstoredMu sync.Mutex
+	unstored   map[string]result
+
+	warnedOnce sync.Map   // keys logged once (unknown providers, store errors)
+	inflight   sync.Map   // grant id → *flight: a refresh of it runs, or its result is not stored yet
+	tokens     tokenCache // the access tokens the broker serves (tokens.go)
+	keys       keySet     // the app keys (keys.go)
 
 	notifyLinks notifyLinks // links.go
 }
@@ -134,6 +152,14 @@ func Open(opts Options) (*Daemon, error) {
 	if now == nil {
 		now = time.Now
 	}
+	// Anyone who can read the key can unseal every token, and anyone who
+	// can write it can make the daemon seal new ones with a key they know:
+	// refuse it, as ssh refuses an unprotected private key. A missing key
+	// is created with mode 0600.
+	var me *secret.ModeError
+	if err := secret.CheckMode(cfg.Secrets.KeyFile); errors.As(err, &me) {
+		return nil, fmt.Errorf("secrets.key_file: %w", err)
+	}
 	db, err := OpenStore(cfg, opts.NoSync)
 	if err != nil {
 		return nil, err
@@ -158,6 +184,9 @@ func Open(opts Options) (*Daemon, error) {
 	if opts.Lease > 0 {
 		d.lease = opts.Lease
 	}
+	d.applyAll = db.ApplyAll
+	d.timeouts = serverTimeouts(cfg)
+	d.apiProbes = make(chan struct{}, cfg.Daemon.MaxAPIProbes)
 	hc := opts.HTTPClient
 	if hc == nil {
 		hc = probes.NewHTTPClient(cfg.Daemon.Workers, cfg.Daemon.ProbeTimeout)
@@ -249,6 +278,8 @@ func (d *Daemon) Run(ctx context.Context, ready func(*Daemon)) error {
 		return err
 	}
 
+	d.warnSecretModes(cfg)
+
 	c := cron.New(cron.WithChain(cron.Recover(cronLogger{d.log})))
 	if _, err := c.AddFunc(cfg.Daemon.Tick, d.Kick); err != nil {
 		return fmt.Errorf("daemon.tick: %w", err)
@@ -292,6 +323,7 @@ func (d *Daemon) Run(ctx context.Context, ready func(*Daemon)) error {
 	d.Kick()
 	d.log.Info("grantwatch started", "db", d.db.Path(), "socket", cfg.Daemon.Socket,
 		"providers", len(cfg.Providers), "workers", cfg.Daemon.Workers)
+	d.checkOpenFiles(cfg)
 	if len(cfg.Providers) == 0 {
 		d.log.Warn("no providers configured: nothing will be probed", "config", cfg.Path(), "fix", "add a [[providers]] entry (config.example.toml) and reload")
 	}
@@ -325,6 +357,32 @@ func (d *Daemon) Run(ctx context.Context, ready func(*Daemon)) error {
 	dispWG.Wait()
 	d.log.Info("stopped")
 	return nil
+}
+
+// checkOpenFiles warns when the open-file limit (which Go raised to the
+// hard limit at start) leaves too little beside the listeners' connection
+// caps for the probes' connections, the database and the receivers.
+func (d *Daemon) checkOpenFiles(cfg *config.Config) {
+	soft, hard, err := fdlimit.OpenFiles()
+	if err != nil {
+		return
+	}
+	need := uint64(cfg.Daemon.MaxConnections + cfg.Daemon.SocketMaxConnections + 2*cfg.Daemon.Workers + 64)
+	if soft < need {
+		d.log.Warn("open-file limit is low for the connection caps", "limit", soft, "hard_limit", hard, "want", need,
+			"fix", "raise LimitNOFILE= in the unit, or lower daemon.max_connections, daemon.socket_max_connections or daemon.workers")
+	}
+}
+
+// warnSecretModes warns once at start for each secret file besides the key
+// (which Open refuses) that other users may read or write.
+func (d *Daemon) warnSecretModes(cfg *config.Config) {
+	for _, f := range cfg.SecretFiles() {
+		var me *secret.ModeError
+		if err := secret.CheckMode(f.Path); f.Path != cfg.Secrets.KeyFile && errors.As(err, &me) {
+			d.log.Warn("secret file is open to other users", "key", f.Key, tint.Err(err))
+		}
+	}
 }
 
 // logOnce logs a problem the first time key is seen (until the key is

@@ -81,6 +81,12 @@ interval = "1s"
 // startDaemon opens and runs a daemon on cfg; it is stopped at cleanup.
 func startDaemon(t *testing.T, cfg *config.Config, logs *testutil.LogBuffer, mod func(*Options)) *testDaemon {
 	t.Helper()
+	return runDaemon(t, openDaemon(t, cfg, logs, mod), logs)
+}
+
+// openDaemon opens a daemon on cfg that logs to logs, for runDaemon.
+func openDaemon(t *testing.T, cfg *config.Config, logs *testutil.LogBuffer, mod func(*Options)) *Daemon {
+	t.Helper()
 	opts := Options{
 		Config:     cfg,
 		Logger:     slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
@@ -93,8 +99,15 @@ func startDaemon(t *testing.T, cfg *config.Config, logs *testutil.LogBuffer, mod
 	if err != nil {
 		t.Fatal(err)
 	}
+	return d
+}
+
+// runDaemon runs an opened daemon (a test may change it between Open and
+// Run); it is stopped at cleanup.
+func runDaemon(t *testing.T, d *Daemon, logs *testutil.LogBuffer) *testDaemon {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	td := &testDaemon{t: t, cfg: cfg, d: d, logs: logs, cancel: cancel, done: make(chan error, 1)}
+	td := &testDaemon{t: t, cfg: d.Config(), d: d, logs: logs, cancel: cancel, done: make(chan error, 1)}
 	ready := make(chan struct{})
 	go func() { td.done <- d.Run(ctx, func(*Daemon) { close(ready) }) }()
 	select {

@@ -49,7 +49,12 @@ func (d *Daemon) Grant(id string) (api.GrantDetail, error) {
 }
 
 // Remove deletes a grant.
-func (d *Daemon) Remove(id string) error { return d.db.Remove(id) }
+func (d *Daemon) Remove(id string) error {
+	err := d.db.Remove(id)
+	d.tokens.drop(id)
+	d.tokens.invalidate()
+	return err
+}
 
 // NotifyTest sends a test notification to receiver, or to all with "".
 func (d *Daemon) NotifyTest(ctx context.Context, receiver string) ([]api.NotifyTestResult, error) {
@@ -71,12 +76,22 @@ func (d *Daemon) NotifyTest(ctx context.Context, receiver string) ([]api.NotifyT
 // ProbeNow probes one grant at once, whatever its state, and applies the
 // result like a scheduled probe.
 func (d *Daemon) ProbeNow(ctx context.Context, id string) (api.ProbeReport, error) {
+	if f := d.fault.Load(); f != nil {
+		// Its result could not be stored, and a token the provider rotates
+		// would be at risk.
+		return api.ProbeReport{}, api.Unavailable(fmt.Errorf("grant %s not probed: probing is paused since %s because %s; %s", id, f.since.Format(time.RFC3339), f.cause, f.fix), storeRetryEvery)
+	}
 	// Claim first, then read the token: the token read is the one no other
 	// probe can rotate meanwhile.
 	if !d.claim(id) {
 		return api.ProbeReport{}, api.Invalid(fmt.Errorf("grant %s %w; try again in a moment", id, errProbeBusy))
 	}
-	defer d.unclaim(id)
+	claimed := true // until the claim passes to the result (apply)
+	defer func() {
+		if claimed {
+			d.unclaim(id)
+		}
+	}()
 	l, err := d.db.GetLease(id)
 	if err != nil {
 		return api.ProbeReport{}, err
@@ -88,12 +103,30 @@ func (d *Daemon) ProbeNow(ctx context.Context, id string) (api.ProbeReport, erro
 	if p.secretErr != nil {
 		return api.ProbeReport{}, api.Invalid(p.secretErr)
 	}
-	res := d.refresh(ctx, p, l.Token)
-	if !res.NewRefreshToken.IsZero() {
-		// A scheduled lease of this grant may hold the token just rotated
-		// away: its worker must read the token again.
-		d.rotated.Store(id, struct{}{})
+	// An on-demand probe waits for its turn like a scheduled one: at most
+	// daemon.max_api_probes of them at once, each within its provider's
+	// concurrency and rate, and for no longer than a probe may take.
+	timeout := d.Config().Daemon.ProbeTimeout
+	wctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	busy := func(why string) error {
+		return api.Unavailable(fmt.Errorf("grant %s not probed: %s; try again in a moment", id, why), timeout)
 	}
+	select {
+	case d.apiProbes <- struct{}{}:
+	case <-wctx.Done():
+		return api.ProbeReport{}, busy(fmt.Sprintf("%d on-demand probes are in flight (daemon.max_api_probes)", cap(d.apiProbes)))
+	}
+	defer func() { <-d.apiProbes }()
+	release, err := p.acquire(wctx)
+	if err != nil {
+		return api.ProbeReport{}, busy(fmt.Sprintf("provider %s is at its limits (concurrency %d, rate %g/s) for longer than probe_timeout", p.cfg.Name, p.cfg.Concurrency, p.cfg.Rate))
+	}
+	defer release()
+	res := d.refresh(ctx, p, l.Token)
+	// Storing the result ends the grant's lease: a scheduled job that
+	// holds the token just rotated away then finds its lease gone.
+	claimed = false
 	out, stale, err := d.apply(l.Grant, p, res)
 	if err != nil {
 		return api.ProbeReport{}, err
@@ -110,7 +143,9 @@ func (d *Daemon) ProbeNow(ctx context.Context, id string) (api.ProbeReport, erro
 // SetToken stores a new refresh token for a grant (the user reconnected),
 // resets it to pending and probes it once.
 func (d *Daemon) SetToken(ctx context.Context, id string, tok secret.Secret) (api.ProbeReport, error) {
-	if _, err := d.db.SetToken(id, tok, d.now()); err != nil {
+	_, err := d.db.SetToken(id, tok, d.now())
+	d.tokens.invalidate() // the access token held is the old refresh token's
+	if err != nil {
 		return api.ProbeReport{}, err
 	}
 	d.log.Info("refresh token replaced", "grant", id)
@@ -120,6 +155,10 @@ func (d *Daemon) SetToken(ctx context.Context, id string, tok secret.Secret) (ap
 	deadline := time.Now().Add(d.Config().Daemon.ProbeTimeout + 5*time.Second)
 	for {
 		rep, err := d.ProbeNow(ctx, id)
+		if api.IsUnavailable(err) {
+			// Stored all the same: it is due now, the scheduler probes it.
+			return rep, api.Unavailable(fmt.Errorf("new refresh token of %s stored; the scheduler probes it within a tick: %w", id, err), d.Config().Daemon.ProbeTimeout)
+		}
 		if !errors.Is(err, errProbeBusy) || time.Now().After(deadline) {
 			return rep, err
 		}
@@ -196,6 +235,7 @@ func (d *Daemon) Status() (api.Status, error) {
 	if t := d.lastTick.Load(); t != 0 {
 		st.Daemon = true
 		st.LastTickAt = time.Unix(0, t)
+		st.NotReady, st.NotReadyFix = d.readiness()
 		st.Receivers = d.disp.Status()
 	}
 	st.NeedsAction = st.ByState[string(store.StateReconnectRequired)] > 0 ||
@@ -276,6 +316,7 @@ func (d *Daemon) Import(ctx context.Context, r io.Reader, progress func(api.Impo
 	last := time.Now()
 	for i := 0; i < len(gs); i += chunk {
 		c, rep, err := d.db.Import(gs[i:min(i+chunk, len(gs))], d.now())
+		d.tokens.invalidate() // replaced tokens (and labels) are read anew
 		if err != nil {
 			return p, err
 		}

@@ -293,11 +293,11 @@ func Evaluate(preset string, status int, h http.Header, body []byte) Result {
 }
 
 // evaluateToken is Evaluate for the refresh probe: it also returns the
-// answer's refresh_token (a rotation), which goes nowhere else.
-func evaluateToken(preset string, status int, h http.Header, body []byte) (Result, string) {
-	var rt string
-	a := parseAnswerAt(status, h, body, time.Now(), &rt)
-	return evaluate(preset, a), rt
+// answer's tokens, which go nowhere but the Result's secret fields.
+func evaluateToken(preset string, status int, h http.Header, body []byte) (Result, tokenParts) {
+	var tp tokenParts
+	a := parseAnswerAt(status, h, body, time.Now(), &tp)
+	return evaluate(preset, a), tp
 }
 
 func evaluate(preset string, a Answer) Result {

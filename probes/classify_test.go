@@ -705,6 +705,10 @@ func FuzzEvaluate(f *testing.F) {
 	f.Add(200, ctJSON, `{"access_token":"a","refresh_token":7}`, "")
 	f.Add(200, ctJSON, `{"access_token":"a"} {"error":"x"}`, "")
 	f.Add(200, ctJSON, `{"access_token":"a","\u0065rror":"x"}`, "")
+	f.Add(200, ctJSON, `{"access_token":"a","scope":"y","Scope":"x"}`, "")
+	f.Add(200, ctJSON, `{"access_token":"a","scope":"y","ſcope":"x"}`, "")
+	f.Add(200, ctJSON, `{"access_token":"a","expires_in":"3600","ext_expires_in":3600,"token_type":"bearer"}`, "")
+	f.Add(200, ctJSON, `{"access_token":"a","expires_in":3599.9,"scope":["x"]}`, "")
 	f.Add(400, ctJSON, `{"errors":[{"errorType":"invalid_grant","message":"Refresh token invalid"}],"success":false}`, "")
 	f.Add(400, ctJSON, `{"message":"Bad Request","errors":[{"resource":"RefreshToken","field":"refresh_token","code":"invalid"}]}`, "")
 	f.Add(400, ctJSON, `{"status":400,"message":"Invalid refresh token"}`, "")
@@ -715,11 +719,11 @@ func FuzzEvaluate(f *testing.F) {
 	f.Fuzz(func(t *testing.T, status int, ct, body, preset string) {
 		// The token fast path reads exactly what the general one does.
 		var fast, general Answer
-		var fastRT, generalRT string
-		if tokenJSON(&fast, []byte(body), &fastRT) {
-			ok := parseJSONObject(&general, []byte(body), &generalRT)
-			if !ok || !reflect.DeepEqual(fast, general) || fastRT != generalRT {
-				t.Fatalf("token fast path %+v %q, general path (%v) %+v %q", fast, fastRT, ok, general, generalRT)
+		var fastTP, generalTP tokenParts
+		if tokenJSON(&fast, []byte(body), &fastTP) {
+			ok := parseJSONObject(&general, []byte(body), &generalTP)
+			if !ok || !reflect.DeepEqual(fast, general) || fastTP != generalTP {
+				t.Fatalf("token fast path %+v %+v, general path (%v) %+v %+v", fast, fastTP, ok, general, generalTP)
 			}
 		}
 		r := Evaluate(preset, status, hdr(ct, "Retry-After", body), []byte(body))

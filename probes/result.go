@@ -58,8 +58,9 @@ type Text struct {
 }
 
 // Result is the outcome of one refresh probe. It never holds the token that
-// was presented; a rotated refresh token is in NewRefreshToken, sealed as a
-// secret.Secret.
+// was presented; a rotated refresh token is in NewRefreshToken and the
+// access token a success returned in AccessToken, each a secret.Secret, so
+// that neither is printed by fmt, slog or encoding/json.
 type Result struct {
 	// OK reports a successful refresh; then Cause is CauseNone.
 	OK     bool
@@ -94,6 +95,14 @@ type Result struct {
 	Lost bool
 	// NewRefreshToken is set when the provider rotated the refresh token.
 	NewRefreshToken secret.Secret
+	// AccessToken is the access token of a successful refresh, with its
+	// TokenType ("Bearer"), Scope (as granted, "" when the answer did not
+	// say) and lifetime (ExpiresIn, 0 when the answer did not say). The
+	// refresh probe fills them; Evaluate (explain) never does.
+	AccessToken secret.Secret
+	TokenType   string
+	Scope       string
+	ExpiresIn   time.Duration
 }
 
 // Unreadable reports that the answer could not be read: a token endpoint

@@ -108,6 +108,15 @@ type Store interface {
 	FinishImport(id string) (ImportJob, error)
 	AbortImport(id string) (ImportJob, error)
 
+	// App keys (grantwatch keys; the broker and the TCP API check them):
+	// stored as the key's hash, never the key. A name is one key and a key
+	// one name (ErrExists); RevokeAppKey of an unknown name is ErrNotFound;
+	// AppKeys lists them by name.
+
+	CreateAppKey(k AppKey) error
+	AppKeys() ([]AppKey, error)
+	RevokeAppKey(name string) error
+
 	// Hosted reconnect links (links.go): only a link's hash is stored.
 
 	// CreateLink stores a link for l.GrantID under hash (LinkHash of its

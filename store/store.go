@@ -21,6 +21,7 @@
 //	imports   import job id → ImportJob as JSON (unfinished resumable imports)
 //	links     SHA-256 of a reconnect link's secret → Link as JSON, never the secret (links.go)
 //	linkexp   8-byte big-endian expiry ‖ SHA-256 → empty (links.go)
+//	appkeys   app key name → AppKey as JSON, the key's SHA-256, never the key (appkeys.go)
 //
 // Every per-grant bucket is keyed by the grant's row rather than its id, so
 // that importing ids in random order appends to them; only the ids bucket
@@ -81,7 +82,7 @@ var (
 
 	allBuckets = [][]byte{bucketMeta, bucketIDs, bucketGrants, bucketTokens, bucketDue, bucketByState,
 		bucketCounts, bucketHistory, bucketOutbox, bucketDead, bucketDaemon, bucketImports,
-		bucketLinks, bucketLinkExp}
+		bucketLinks, bucketLinkExp, bucketAppKeys}
 
 	keySchema = []byte("schema")
 	keyCanary = []byte("canary")

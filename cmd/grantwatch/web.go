@@ -12,6 +12,6 @@ import (
 // links) to daemon.listen, in front of the API, metrics and health routes.
 func webPages(log *slog.Logger) func(*daemon.Daemon, http.Handler) http.Handler {
 	return func(d *daemon.Daemon, next http.Handler) http.Handler {
-		return web.Handler(web.Options{Service: d, Links: d.DB(), Log: log}, next)
+		return web.Handler(web.Options{Service: d, Links: d.DB(), Keys: d, Log: log}, next)
 	}
 }

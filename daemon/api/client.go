@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/grantwatch/grantwatch/internal/peercred"
 	"github.com/grantwatch/grantwatch/internal/secret"
 	"github.com/grantwatch/grantwatch/store"
 )
@@ -41,23 +42,29 @@ func (c *Client) Close() error {
 
 // SocketClient talks to the daemon on the unix socket at path. A request
 // waits at most responseTimeout for its answer's headers (0: no bound).
+// Each connection is checked before anything is sent on it (refresh tokens
+// are, by import and set-token): the socket's directory must be one no
+// other user can write, and the process listening must be root, this user
+// or the directory's owner, the daemon's user (peercred, SO_PEERCRED).
 func SocketClient(path string, responseTimeout time.Duration) *Client {
 	tr := &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", path)
-		},
+		DialContext:           peercred.DialContext(path),
 		ResponseHeaderTimeout: responseTimeout,
 	}
 	return &Client{hc: &http.Client{Transport: tr}, close: func() error { tr.CloseIdleConnections(); return nil }}
 }
 
-// DialSocket reaches a running daemon on the socket at path: it connects
-// and asks for an answer within AnswerTimeout. A failed dial is returned as
-// the dialer's error, so that the caller can tell "no daemon" (the socket
-// is missing or refuses) from a daemon that accepts but does not answer.
+// DialSocket reaches a running daemon on the socket at path: it connects,
+// checks the peer as SocketClient does, and asks for an answer within
+// AnswerTimeout. A failed connect is returned as the dialer's error
+// (*net.OpError), so that the caller can tell "no daemon" (the socket is
+// missing or refuses) from a daemon that accepts but does not answer, and
+// from a peer that is not trusted (peercred.ErrUntrustedPeer,
+// peercred.ErrUnsafeDir: nothing was sent to it).
 func DialSocket(ctx context.Context, path string, responseTimeout time.Duration) (*Client, error) {
-	conn, err := (&net.Dialer{Timeout: AnswerTimeout}).DialContext(ctx, "unix", path)
+	dctx, cancel := context.WithTimeout(ctx, AnswerTimeout)
+	conn, err := peercred.Dial(dctx, path)
+	cancel()
 	if err != nil {
 		return nil, err
 	}

@@ -248,41 +248,44 @@ func TestSetTokenNeverEchoesTheToken(t *testing.T) {
 }
 
 // TestTCPHandlerGuardsTheGrantAPI: on daemon.listen only health, readiness
-// and metrics are open; the grant API exists only with a token and answers
-// 401 without the right one. The control socket's other routes are never
-// served there.
+// and metrics are open; the grant API exists only with keys and answers 401
+// without a valid one, 403 for a key without the route's scope. The control
+// socket's other routes are never served there.
 func TestTCPHandlerGuardsTheGrantAPI(t *testing.T) {
 	svc := &fakeService{t: t,
 		ready: func() error { return errors.New("scheduler has not ticked yet") },
 		grant: func(id string) (GrantDetail, error) { return GrantDetail{Grant: store.Grant{ID: id}}, nil },
 	}
 	metrics := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "grantwatch_up 1\n") })
-	tok := secret.Secret("0123456789abcdef-token")
+	const tok = "0123456789abcdef-token"
+	keys := keySet{tok: {Name: "reader", Scopes: []Scope{ScopeRead}}, "tokenkey-0123456789": {Name: "app", Scopes: []Scope{ScopeToken}}}
 	for _, tt := range []struct {
 		name, method, path, auth string
-		tok                      secret.Secret
+		keys                     Keys
 		want                     int
 	}{
-		{"healthz", "GET", "/healthz", "", "", 200},
-		{"readyz not ready", "GET", "/readyz", "", "", 503},
-		{"metrics", "GET", "/metrics", "", "", 200},
-		{"no grant API without a token file", "GET", "/v1/grants/g", "", "", 404},
-		{"status is socket-only", "GET", "/v1/status", "Bearer " + tok.Reveal(), tok, 404},
-		{"no bearer", "GET", "/v1/grants/g", "", tok, 401},
-		{"wrong bearer", "GET", "/v1/grants/g", "Bearer nope", tok, 401},
-		{"right bearer", "GET", "/v1/grants/g", "Bearer " + tok.Reveal(), tok, 200},
+		{"healthz", "GET", "/healthz", "", nil, 200},
+		{"readyz not ready", "GET", "/readyz", "", nil, 503},
+		{"metrics", "GET", "/metrics", "", nil, 200},
+		{"no grant API without keys", "GET", "/v1/grants/g", "", nil, 404},
+		{"status is socket-only", "GET", "/v1/status", "Bearer " + tok, keys, 404},
+		{"keys are socket-only", "GET", "/v1/keys", "Bearer " + tok, keys, 404},
+		{"no bearer", "GET", "/v1/grants/g", "", keys, 401},
+		{"wrong bearer", "GET", "/v1/grants/g", "Bearer nope", keys, 401},
+		{"right bearer", "GET", "/v1/grants/g", "Bearer " + tok, keys, 200},
+		{"key without the scope", "GET", "/v1/grants/g", "Bearer tokenkey-0123456789", keys, 403},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			req := httptest.NewRequest(tt.method, tt.path, nil)
+			req := loopback(httptest.NewRequest(tt.method, tt.path, nil))
 			if tt.auth != "" {
 				req.Header.Set("Authorization", tt.auth)
 			}
 			rec := httptest.NewRecorder()
-			TCPHandler(svc, nil, metrics, tt.tok).ServeHTTP(rec, req)
+			TCPHandler(svc, nil, metrics, tt.keys).ServeHTTP(rec, req)
 			if rec.Code != tt.want {
 				t.Errorf("%s %s: %d, want %d", tt.method, tt.path, rec.Code, tt.want)
 			}
-			if strings.Contains(rec.Body.String(), tok.Reveal()) {
+			if strings.Contains(rec.Body.String(), tok) {
 				t.Error("the answer quotes the token")
 			}
 		})

@@ -86,7 +86,14 @@ type Status struct {
 	Providers      []ProviderStatus `json:"providers"`
 	Clock          ClockView        `json:"clock"`
 	Outbox         OutboxStatus     `json:"outbox"`
-	LastTickAt     time.Time        `json:"last_tick_at,omitzero"`
+	// LastTickAt is when the scheduler loop last showed it is alive: a due
+	// scan, or a beat while it waits for busy workers.
+	LastTickAt time.Time `json:"last_tick_at,omitzero"`
+	// NotReady is why the running daemon is not ready (what /readyz
+	// answers: the store cannot write, the scheduler is stuck), "" when it
+	// is; NotReadyFix says what to do.
+	NotReady    string `json:"not_ready,omitempty"`
+	NotReadyFix string `json:"not_ready_fix,omitempty"`
 	// NeedsAction is true when a grant needs reconnecting, a grant or
 	// provider is held, or the clock is skewed: status exits 1.
 	NeedsAction bool `json:"needs_action"`

@@ -43,6 +43,7 @@ const systemDB = "/var/lib/grantwatch/grantwatch.db"
 // grantwatch's interface; config.example.toml shows each with its default.
 type Config struct {
 	Daemon    DaemonConfig     `toml:"daemon"`
+	Broker    BrokerConfig     `toml:"broker"`
 	Secrets   SecretsConfig    `toml:"secrets"`
 	Log       LogConfig        `toml:"log"`
 	Clock     ClockConfig      `toml:"clock"`
@@ -67,9 +68,22 @@ type DaemonConfig struct {
 	// Listen is the HTTP listener for /metrics, /healthz, /readyz and the
 	// grant API; an explicit "" turns it off. Default 127.0.0.1:9464.
 	Listen string `toml:"listen"`
-	// APITokenFile holds the bearer token of the TCP grant API; the API is
-	// off when empty.
+	// APITokenFile holds a bearer token from before app keys: it keeps
+	// working as a key named "api_token_file" with the scopes it had (read,
+	// set-token) on every grant, and the daemon warns at start that it is
+	// deprecated. Empty: none.
 	APITokenFile string `toml:"api_token_file"`
+	// TLSCertFile and TLSKeyFile (PEM) turn the TCP listener into HTTPS
+	// (TLS 1.2 or later). Both files are read again on the first
+	// connection after either changed, so a renewed certificate is served
+	// without a restart. Without them the token and set-token routes are
+	// refused on a listener that is not loopback.
+	TLSCertFile string `toml:"tls_cert_file"`
+	TLSKeyFile  string `toml:"tls_key_file"`
+	// TLSClientCAFile (PEM) requires every client of the TCP listener to
+	// present a certificate signed by one of these CAs
+	// (RequireAndVerifyClientCert), besides its app key.
+	TLSClientCAFile string `toml:"tls_client_ca_file"`
 	// Tick is the cron spec of the due scan. Default "@every 5s".
 	Tick string `toml:"tick"`
 	// Workers bounds concurrent probes across all providers. Default 32.
@@ -86,6 +100,32 @@ type DaemonConfig struct {
 	// ShutdownTimeout bounds how long in-flight probes may finish after
 	// SIGTERM; keep it below systemd's TimeoutStopSec. Default 20s.
 	ShutdownTimeout time.Duration `toml:"shutdown_timeout"`
+	// MaxConnections bounds the open connections of the TCP listener
+	// (listen); further clients wait in the kernel's backlog. Default 256.
+	MaxConnections int `toml:"max_connections"`
+	// SocketMaxConnections bounds the open connections of the control
+	// socket, apart from the TCP listener's, so that the CLI still gets in
+	// while the TCP listener is flooded. Default 64.
+	SocketMaxConnections int `toml:"socket_max_connections"`
+	// MaxAPIProbes bounds the on-demand probes (grants probe, set-token,
+	// PUT /v1/grants/{id}/refresh_token) in flight at once; each also waits
+	// for its provider's concurrency and rate like a scheduled probe.
+	// Default 4.
+	MaxAPIProbes int `toml:"max_api_probes"`
+}
+
+// BrokerConfig is the [broker] table: how access tokens are served to apps
+// (GET /v1/grants/{id}/token).
+type BrokerConfig struct {
+	// RefreshPace is the shortest time between two refreshes of one grant
+	// asked for by apps: within it a forced refresh, or a min_ttl no token
+	// held meets, gets the token just obtained, and a refresh that failed
+	// is answered with its failure again. Default 10s.
+	RefreshPace time.Duration `toml:"refresh_pace"`
+	// Wait bounds how long a token request waits for a refresh (its own or
+	// one in flight) before it answers 503 busy; the refresh goes on, and
+	// its token is served to the next request. Default 10s.
+	Wait time.Duration `toml:"wait"`
 }
 
 // SecretsConfig is the [secrets] table.
@@ -170,6 +210,11 @@ const (
 	defaultBackoffMin    = time.Minute
 	defaultBackoffMax    = time.Hour
 	defaultShutdown      = 20 * time.Second
+	defaultMaxConns      = 256
+	defaultSocketConns   = 64
+	defaultMaxAPIProbes  = 4
+	defaultRefreshPace   = 10 * time.Second
+	defaultBrokerWait    = 10 * time.Second
 	defaultClockSchedule = "@every 10m"
 	defaultWarnOffset    = time.Second
 	defaultMaxOffset     = 30 * time.Second
@@ -290,6 +335,15 @@ func (c *Config) applyDefaults() {
 		d.Listen = defaultListen
 	}
 	d.APITokenFile = c.resolve(d.APITokenFile)
+	d.TLSCertFile = c.resolve(d.TLSCertFile)
+	d.TLSKeyFile = c.resolve(d.TLSKeyFile)
+	d.TLSClientCAFile = c.resolve(d.TLSClientCAFile)
+	if c.Broker.RefreshPace == 0 {
+		c.Broker.RefreshPace = defaultRefreshPace
+	}
+	if c.Broker.Wait == 0 {
+		c.Broker.Wait = defaultBrokerWait
+	}
 	if d.Tick == "" {
 		d.Tick = defaultTick
 	}
@@ -310,6 +364,15 @@ func (c *Config) applyDefaults() {
 	}
 	if d.ShutdownTimeout == 0 {
 		d.ShutdownTimeout = defaultShutdown
+	}
+	if d.MaxConnections == 0 {
+		d.MaxConnections = defaultMaxConns
+	}
+	if d.SocketMaxConnections == 0 {
+		d.SocketMaxConnections = defaultSocketConns
+	}
+	if d.MaxAPIProbes == 0 {
+		d.MaxAPIProbes = defaultMaxAPIProbes
 	}
 	if c.Secrets.KeyFile == "" {
 		switch dir := os.Getenv("CREDENTIALS_DIRECTORY"); {
@@ -413,6 +476,26 @@ func (c *Config) validate() []error {
 	}
 	if d.ShutdownTimeout < 0 {
 		bad("daemon.shutdown_timeout", "must not be negative")
+	}
+	for _, k := range []struct {
+		key string
+		n   int
+	}{{"daemon.max_connections", d.MaxConnections}, {"daemon.socket_max_connections", d.SocketMaxConnections}, {"daemon.max_api_probes", d.MaxAPIProbes}} {
+		if k.n < 1 || k.n > 65536 {
+			bad(k.key, "must be between 1 and 65536, not %d", k.n)
+		}
+	}
+	if (d.TLSCertFile == "") != (d.TLSKeyFile == "") {
+		bad("daemon.tls_cert_file", "set tls_cert_file and tls_key_file together (the certificate and its private key, PEM)")
+	}
+	if d.TLSClientCAFile != "" && d.TLSCertFile == "" {
+		bad("daemon.tls_client_ca_file", "needs tls_cert_file and tls_key_file: client certificates are checked over TLS only")
+	}
+	if b := c.Broker; b.RefreshPace < 0 || b.RefreshPace > time.Hour {
+		bad("broker.refresh_pace", "must be between 0s and 1h, not %s", b.RefreshPace)
+	}
+	if b := c.Broker; b.Wait < 100*time.Millisecond || b.Wait > 10*time.Minute {
+		bad("broker.wait", "must be between 100ms and 10m, not %s", b.Wait)
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
@@ -566,6 +649,34 @@ func (c *Config) ProviderNames() []string {
 	}
 	sort.Strings(names)
 	return names
+}
+
+// SecretFile is a file of the config that holds a secret.
+type SecretFile struct {
+	Key  string // the config key naming it, "providers.google.client_secret_file"
+	Path string
+}
+
+// SecretFiles lists the files of the config that hold secrets: the sealing
+// key, the API token file and the providers' and receivers' *_file files.
+// Each should be readable by its owner only.
+func (c *Config) SecretFiles() []SecretFile {
+	out := []SecretFile{{"secrets.key_file", c.Secrets.KeyFile}}
+	add := func(key, path string) {
+		if path != "" {
+			out = append(out, SecretFile{key, path})
+		}
+	}
+	add("daemon.api_token_file", c.Daemon.APITokenFile)
+	for _, p := range c.Providers {
+		add("providers."+p.Name+".client_secret_file", p.ClientSecretFile)
+	}
+	for _, n := range c.Notify {
+		add("notify."+n.Name+".url_file", n.URLFile)
+		add("notify."+n.Name+".secret_file", n.SecretFile)
+		add("notify."+n.Name+".routing_key_file", n.RoutingKeyFile)
+	}
+	return out
 }
 
 // Endpoint builds the probe endpoint of p, reading its client secret file.

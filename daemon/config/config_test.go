@@ -84,6 +84,9 @@ func TestConfigErrorsNameEveryKey(t *testing.T) {
 		want []string
 	}{
 		{"unknown key", "[daemon]\nworkerz = 3\n", []string{"daemon.workerz: unknown key"}},
+		{"tls key without its certificate", "[daemon]\ntls_key_file = \"k.pem\"\n", []string{"daemon.tls_cert_file: set tls_cert_file and tls_key_file together"}},
+		{"client CA without TLS", "[daemon]\ntls_client_ca_file = \"ca.pem\"\n", []string{"daemon.tls_client_ca_file: needs tls_cert_file"}},
+		{"broker wait", "[broker]\nwait = \"1ms\"\nrefresh_pace = 5\n", []string{"broker.wait: must be between", "broker.refresh_pace: a duration is a string"}},
 		{"every problem at once", `
 [daemon]
 tick = "every five seconds"

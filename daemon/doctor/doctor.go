@@ -141,6 +141,7 @@ func Run(ctx context.Context, configPath string, opts Options) Report {
 	} else if sock.Status != CheckFail {
 		dr.add(dr.store(cfg)...)
 	}
+	dr.add(disk(cfg), secretFiles(cfg))
 
 	wg.Go(func() { clockCheck = dr.clock(ctx, cfg, st) })
 	wg.Wait()
@@ -240,6 +241,10 @@ func (d *doctor) daemon(ctx context.Context, cfg *config.Config) (Check, *api.St
 		return c, nil
 	}
 	c.Status = CheckOK
+	if st.NotReady != "" {
+		c.Status, c.Detail, c.Fix = CheckFail, fmt.Sprintf("running on %s but not ready: %s", sock, st.NotReady), st.NotReadyFix
+		return c, &st
+	}
 	if st.LastTickAt.IsZero() {
 		c.Detail = fmt.Sprintf("running on %s, no tick yet", sock)
 		return c, &st

@@ -188,6 +188,8 @@ url_file = %q
 		t.Errorf("database detail %q does not name the file", db.Detail)
 	}
 	doctorWant(t, rep, "key", CheckOK)
+	doctorWant(t, rep, "disk", CheckOK)
+	doctorWant(t, rep, "secret-files", CheckOK)
 	doctorWant(t, rep, "provider/sb/dns", CheckOK)
 	doctorWant(t, rep, "provider/sb/tcp", CheckOK)
 	h := doctorWant(t, rep, "provider/sb/http", CheckOK)
@@ -483,11 +485,12 @@ func TestDoctorStoreProblems(t *testing.T) {
 			t.Fatal(err)
 		}
 		rep := Run(context.Background(), path, doctorOpts())
-		c := doctorWant(t, rep, "key", CheckWarn)
+		// The daemon refuses to start with it (issue 13 item 7).
+		c := doctorWant(t, rep, "key", CheckFail)
 		if !strings.Contains(c.Fix, "chmod 600") {
 			t.Errorf("fix %q", c.Fix)
 		}
-		doctorWant(t, rep, "database", CheckOK)
+		doctorWant(t, rep, "database", CheckOK) // still checked with the key
 		doctorNoSecret(t, rep, keyFile)
 	})
 	t.Run("key missing", func(t *testing.T) {
@@ -608,6 +611,38 @@ func TestDoctorSystemd(t *testing.T) {
 	if !strings.Contains(c.Detail, "StateDirectory=grantwatch") || strings.Contains(c.Detail, "SECRETVALUE") {
 		t.Errorf("systemd detail %q", c.Detail)
 	}
+}
+
+// TestDoctorSecretFileModes: doctor shows a secret file besides the key
+// that others may read (issue 13 item 7: it called a 0644
+// client_secret_file "ok") as a warning naming its key and the chmod; at
+// 0600 the check is ok.
+func TestDoctorSecretFileModes(t *testing.T) {
+	dir := t.TempDir()
+	secretFile := filepath.Join(dir, "client.secret")
+	if err := os.WriteFile(secretFile, []byte(doctorSecret+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	path := doctorConfig(t, dir, nil, fmt.Sprintf(`
+[[providers]]
+name = "sb"
+token_url = "http://127.0.0.1:9/token"
+client_id = "doctor-client"
+client_secret_file = %q
+`, secretFile))
+	doctorInitStore(t, path)
+	rep := Run(context.Background(), path, doctorOpts())
+	c := doctorWant(t, rep, "secret-files", CheckWarn)
+	if !strings.Contains(c.Detail, "providers.sb.client_secret_file") || !strings.Contains(c.Detail, "chmod 600 "+secretFile) {
+		t.Errorf("secret-files detail %q does not name the key and the chmod", c.Detail)
+	}
+	doctorNoSecret(t, rep, filepath.Join(dir, "grantwatch.key"))
+
+	if err := os.Chmod(secretFile, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rep = Run(context.Background(), path, doctorOpts())
+	doctorWant(t, rep, "secret-files", CheckOK)
 }
 
 // TestFileFixMatchesError: the fix for a file that cannot be read says what

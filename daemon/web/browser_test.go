@@ -373,7 +373,7 @@ func TestBrowserStatusPage(t *testing.T) {
 	}
 	shot(t, ctx, "status-signin")
 
-	answerAuth(t, ctx, "oncall", readKey)
+	answerAuth(t, ctx, "oncall", e.keys["oncall"])
 	open(t, ctx, e.base+"/")
 	for sel, want := range map[string]string{
 		"#verdict": "Action needed: 2 to reconnect",

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/grantwatch/grantwatch/daemon"
+	"github.com/grantwatch/grantwatch/daemon/api"
 	"github.com/grantwatch/grantwatch/daemon/config"
 	"github.com/grantwatch/grantwatch/daemon/notify"
 	"github.com/grantwatch/grantwatch/daemon/web"
@@ -27,11 +28,7 @@ import (
 	"github.com/grantwatch/grantwatch/store"
 )
 
-const (
-	clientSecret = "web-client-secret-DO-NOT-LOG"
-	// readKey is the app key of scope read the tests sign in with.
-	readKey = "read-key-0123456789abcdef"
-)
+const clientSecret = "web-client-secret-DO-NOT-LOG"
 
 // env is a running daemon whose daemon.listen serves the pages, against
 // the sandbox, with a webhook receiver, and one grant per subject given,
@@ -45,12 +42,15 @@ type env struct {
 	hook *hook
 	// clock is the daemon's and the pages' now, moved by tests.
 	clock *clock
+	// keys are the app keys made (grantwatch keys create), by name.
+	keys map[string]string
 }
 
 // envOptions tune newEnv.
 type envOptions struct {
 	scopes string // the provider's scopes, TOML; default ["openid", "email"]
-	keys   map[string]web.Key
+	// keys to make; default oncall, of scope read.
+	keys []api.Key
 }
 
 type clock struct {
@@ -68,14 +68,6 @@ func (c *clock) advance(d time.Duration) {
 	c.mu.Lock()
 	c.off += d
 	c.mu.Unlock()
-}
-
-// fakeKeys stands for the broker's app keys.
-type fakeKeys map[string]web.Key
-
-func (k fakeKeys) LookupKey(presented string) (web.Key, bool) {
-	key, ok := k[presented]
-	return key, ok
 }
 
 // hook is a webhook receiver that keeps the events it was sent.
@@ -136,9 +128,9 @@ func newEnv(t *testing.T, o envOptions, subjects ...string) *env {
 		o.scopes = `["openid", "email"]`
 	}
 	if o.keys == nil {
-		o.keys = map[string]web.Key{readKey: {Name: "oncall", Scopes: []string{"read"}}}
+		o.keys = []api.Key{{Name: "oncall", Scopes: []api.Scope{api.ScopeRead}}}
 	}
-	e := &env{t: t, sb: sb, logs: &testutil.LogBuffer{}, hook: newHook(t), clock: &clock{}}
+	e := &env{t: t, sb: sb, logs: &testutil.LogBuffer{}, hook: newHook(t), clock: &clock{}, keys: map[string]string{}}
 	dir := t.TempDir()
 	addr := freePort(t)
 	e.base = "http://" + addr
@@ -180,12 +172,17 @@ group_wait = "0s"
 	log := slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	d, err := daemon.Open(daemon.Options{Config: cfg, Logger: log, ConfigPath: path, Now: e.clock.now,
 		TCPHandler: func(d *daemon.Daemon, next http.Handler) http.Handler {
-			return web.Handler(web.Options{Service: d, Links: d.DB(), Keys: fakeKeys(o.keys), Log: log, Now: e.clock.now}, next)
+			return web.Handler(web.Options{Service: d, Links: d.DB(), Keys: d, Log: log, Now: e.clock.now}, next)
 		}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	e.d = d
+	for _, k := range o.keys {
+		if _, e.keys[k.Name], err = d.CreateKey(k); err != nil {
+			t.Fatal(err)
+		}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	ready := make(chan struct{})

@@ -1,6 +1,7 @@
 package web_test
 
 import (
+	"encoding/json"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -8,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/grantwatch/grantwatch/daemon/api"
 	"github.com/grantwatch/grantwatch/daemon/notify"
 	"github.com/grantwatch/grantwatch/probes/sandbox"
 	"github.com/grantwatch/grantwatch/store"
@@ -237,5 +239,51 @@ func TestLinkErrorPages(t *testing.T) {
 	e.sb.SetAll("")
 	if r := press(t, browser(t), link); !strings.Contains(r.body, "Reconnected") {
 		t.Errorf("the link after every failure: %d %s; want it to still work", r.StatusCode, r.body)
+	}
+}
+
+// TestLinkRouteForApps: apps make links on daemon.listen with an app key of
+// scope link, within the key's labels; the link works.
+func TestLinkRouteForApps(t *testing.T) {
+	e := newEnv(t, envOptions{keys: []api.Key{
+		{Name: "mailapp", Scopes: []api.Scope{api.ScopeLink}, Labels: map[string]string{"team": "mail"}},
+		{Name: "other", Scopes: []api.Scope{api.ScopeLink}, Labels: map[string]string{"team": "crm"}},
+		{Name: "oncall", Scopes: []api.Scope{api.ScopeRead}},
+	}}, "ann@example.com")
+	post := func(key, body string) (int, string) {
+		req, _ := http.NewRequest(http.MethodPost, e.base+"/v1/grants/g1/reconnect_link", strings.NewReader(body))
+		if key != "" {
+			req.Header.Set("Authorization", "Bearer "+key)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := read(t, resp)
+		return r.StatusCode, r.body
+	}
+	for _, tt := range []struct {
+		name, key string
+		status    int
+	}{
+		{"no key", "", http.StatusUnauthorized},
+		{"read key", e.keys["oncall"], http.StatusForbidden},
+		{"outside the key's labels", e.keys["other"], http.StatusNotFound},
+	} {
+		if code, body := post(tt.key, ""); code != tt.status {
+			t.Errorf("%s: %d %s, want %d", tt.name, code, body, tt.status)
+		}
+	}
+	code, body := post(e.keys["mailapp"], `{"ttl":"2h"}`)
+	var l api.ReconnectLink
+	if code != http.StatusOK || json.Unmarshal([]byte(body), &l) != nil || !strings.HasPrefix(l.URL, e.base+"/reconnect/") ||
+		l.GrantID != "g1" || l.ExpiresAt.Sub(e.clock.now()) > 2*time.Hour {
+		t.Fatalf("link for the mail app: %d %s", code, body)
+	}
+	if !strings.Contains(e.logs.String(), `"by":"app:mailapp"`) {
+		t.Error("the log does not say which app key made the link")
+	}
+	if r := press(t, browser(t), l.URL); !strings.Contains(r.body, "Reconnected") {
+		t.Errorf("the app's link: %d %s", r.StatusCode, r.body)
 	}
 }

@@ -26,23 +26,6 @@ const refreshSeconds = 30
 // listMax bounds a filtered list of grants on the page.
 const listMax = 200
 
-// ScopeRead is the app key scope the status page needs.
-const ScopeRead = "read"
-
-// Key is an app key as the pages see it: its name, scopes and label
-// selector, never the key.
-type Key struct {
-	Name   string
-	Scopes []string
-	Labels map[string]string
-}
-
-// Keys finds the app key presented; the daemon implements it over the
-// broker's app keys. LookupKey is called on every request.
-type Keys interface {
-	LookupKey(presented string) (Key, bool)
-}
-
 // requireRead lets through a request that presents an app key of scope
 // read, as HTTP Basic (user name: the key's name; password: the key), over
 // TLS or on a loopback address. Never open without a key.
@@ -54,7 +37,7 @@ func (s *server) requireRead(next http.HandlerFunc) http.HandlerFunc {
 			return
 		}
 		name, presented, ok := r.BasicAuth()
-		var k Key
+		var k api.Key
 		found := false
 		if ok && s.Keys != nil && presented != "" {
 			k, found = s.Keys.LookupKey(presented)
@@ -67,7 +50,7 @@ func (s *server) requireRead(next http.HandlerFunc) http.HandlerFunc {
 			s.render(w, http.StatusUnauthorized, "denied", page{Title: "Sign in", Body: "key"}, "")
 			return
 		}
-		if !slices.Contains(k.Scopes, ScopeRead) || len(k.Labels) > 0 {
+		if !k.Has(api.ScopeRead) || len(k.Labels) > 0 {
 			s.Log.Warn("status page refused", "reason", "app key lacks scope read or is limited to labels", "key", k.Name, "remote", r.RemoteAddr)
 			s.render(w, http.StatusForbidden, "denied", page{Title: "Not allowed", Body: "scope"}, "")
 			return

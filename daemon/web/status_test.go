@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/grantwatch/grantwatch/daemon/api"
 	"github.com/grantwatch/grantwatch/daemon/web"
 )
 
@@ -31,10 +32,10 @@ func getAs(t *testing.T, u, user, key string) response {
 // TestStatusPageNeedsReadKey: never open without an app key of scope read
 // and no labels, presented as Basic with the key's name.
 func TestStatusPageNeedsReadKey(t *testing.T) {
-	e := newEnv(t, envOptions{keys: map[string]web.Key{
-		readKey:              {Name: "oncall", Scopes: []string{"read"}},
-		"token-key-01234567": {Name: "app", Scopes: []string{"token", "link"}},
-		"label-key-01234567": {Name: "acme", Scopes: []string{"read"}, Labels: map[string]string{"tenant": "acme"}},
+	e := newEnv(t, envOptions{keys: []api.Key{
+		{Name: "oncall", Scopes: []api.Scope{api.ScopeRead}},
+		{Name: "app", Scopes: []api.Scope{api.ScopeToken, api.ScopeLink}},
+		{Name: "acme", Scopes: []api.Scope{api.ScopeRead}, Labels: map[string]string{"tenant": "acme"}},
 	}}, "ann@example.com")
 	for _, tt := range []struct {
 		name, user, key string
@@ -42,10 +43,10 @@ func TestStatusPageNeedsReadKey(t *testing.T) {
 	}{
 		{"no credentials", "", "", http.StatusUnauthorized},
 		{"unknown key", "oncall", "nope-0123456789abcdef", http.StatusUnauthorized},
-		{"another key's name", "app", readKey, http.StatusUnauthorized},
-		{"no read scope", "app", "token-key-01234567", http.StatusForbidden},
-		{"limited to labels", "acme", "label-key-01234567", http.StatusForbidden},
-		{"read key", "oncall", readKey, http.StatusOK},
+		{"another key's name", "app", e.keys["oncall"], http.StatusUnauthorized},
+		{"no read scope", "app", e.keys["app"], http.StatusForbidden},
+		{"limited to labels", "acme", e.keys["acme"], http.StatusForbidden},
+		{"read key", "oncall", e.keys["oncall"], http.StatusOK},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			for _, path := range []string{"/", "/grants/g1"} {
@@ -73,7 +74,7 @@ func TestStatusPageNeedsReadKey(t *testing.T) {
 // outbox and dead letters, filters, and each grant's history.
 func TestStatusPageShowsWhatStatusShows(t *testing.T) {
 	e := newEnv(t, envOptions{}, "ann@example.com", "bob@example.com")
-	r := getAs(t, e.base+"/", "oncall", readKey)
+	r := getAs(t, e.base+"/", "oncall", e.keys["oncall"])
 	checkHygiene(t, "status page", r)
 	for _, want := range []string{
 		`<meta http-equiv="refresh" content="30">`,
@@ -87,22 +88,22 @@ func TestStatusPageShowsWhatStatusShows(t *testing.T) {
 		}
 	}
 
-	r = getAs(t, e.base+"/?state=reconnect_required&provider=google", "oncall", readKey)
+	r = getAs(t, e.base+"/?state=reconnect_required&provider=google", "oncall", e.keys["oncall"])
 	if !strings.Contains(r.body, `id="listed"`) || !strings.Contains(r.body, `<a href="/grants/g2">g2</a>`) {
 		t.Errorf("filtered page lacks the listed grants:\n%s", r.body)
 	}
-	r = getAs(t, e.base+"/?state=healthy", "oncall", readKey)
+	r = getAs(t, e.base+"/?state=healthy", "oncall", e.keys["oncall"])
 	if strings.Contains(r.body, `id="listed"`) || !strings.Contains(r.body, "None.") {
 		t.Errorf("filter healthy lists grants:\n%s", r.body)
 	}
 
-	r = getAs(t, e.base+"/grants/g1", "oncall", readKey)
+	r = getAs(t, e.base+"/grants/g1", "oncall", e.keys["oncall"])
 	for _, want := range []string{"ann@example.com", "team", "mail", `id="history"`, "pending → ", "reconnect required", "Token has been expired or revoked."} {
 		if !strings.Contains(r.body, want) {
 			t.Errorf("grant page lacks %q:\n%s", want, r.body)
 		}
 	}
-	if r := getAs(t, e.base+"/grants/nope", "oncall", readKey); r.StatusCode != http.StatusNotFound {
+	if r := getAs(t, e.base+"/grants/nope", "oncall", e.keys["oncall"]); r.StatusCode != http.StatusNotFound {
 		t.Errorf("unknown grant: %d, want 404", r.StatusCode)
 	}
 }
@@ -111,9 +112,9 @@ func TestStatusPageShowsWhatStatusShows(t *testing.T) {
 // not loopback the key would cross the network in clear: refused before it
 // is even read.
 func TestStatusPageNeedsTLSOnANetwork(t *testing.T) {
-	h := web.Handler(web.Options{Keys: fakeKeys{readKey: {Name: "oncall", Scopes: []string{"read"}}}}, http.NotFoundHandler())
+	h := web.Handler(web.Options{}, http.NotFoundHandler())
 	req := httptest.NewRequest(http.MethodGet, "/", nil)
-	req.SetBasicAuth("oncall", readKey)
+	req.SetBasicAuth("oncall", "a-key-0123456789abcdef")
 	req = req.WithContext(context.WithValue(req.Context(), http.LocalAddrContextKey, &net.TCPAddr{IP: net.IPv4(192, 0, 2, 10), Port: 9464}))
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, req)

@@ -10,8 +10,8 @@
 // Content-Security-Policy (no script at all). No token, code or link secret
 // is logged or written into a page.
 //
-// The package calls only the interfaces it declares (Service, Links, Keys);
-// *daemon.Daemon and *store.DB implement them. The runtime does not import
+// The package calls only the interfaces it declares (Service, Links) and
+// api.Keys; *daemon.Daemon and store.Store implement them. The runtime does not import
 // it: the CLI wraps daemon.listen's handler with Handler
 // (daemon.Options.TCPHandler).
 package web
@@ -57,9 +57,9 @@ type Links interface {
 type Options struct {
 	Service Service
 	Links   Links
-	// Keys checks the app keys of the status page; nil refuses every
-	// request to it.
-	Keys Keys
+	// Keys checks the app keys of the status page (the daemon's: the
+	// broker's keys); nil refuses every request to it.
+	Keys api.Keys
 	// HTTPClient exchanges authorization codes; nil builds one like the
 	// probes'.
 	HTTPClient *http.Client

@@ -130,6 +130,9 @@ type Server struct {
 	clockWindow            atomic.Int64 // time.Duration
 	dateCache              atomic.Pointer[dateHeader]
 	accessSeq              atomic.Uint64
+	accessLifetime         atomic.Int64 // time.Duration; 0: the default (access.go)
+	macOnce                sync.Once
+	macPool                sync.Pool // hash.Hash: HMAC-SHA256 under this server's key
 
 	requests, concurrent, maxConcurrent atomic.Int64
 	reused, unknown, badClient          atomic.Int64
@@ -147,6 +150,8 @@ type chain struct {
 	// within the rotation grace it may be exchanged again (grace.go).
 	previous  string
 	rotatedAt time.Time
+	// exchanges counts the chain's successful refreshes (access.go).
+	exchanges atomic.Int64
 }
 
 // New returns a server that does not listen: use its Handler in process.

@@ -162,6 +162,9 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 		s.rotate(w, r, c, req.refreshToken)
 		return
 	}
+	if b == Healthy {
+		c.exchanges.Add(1)
+	}
 	s.answer(w, r, b)
 }
 
@@ -187,6 +190,7 @@ func (s *Server) rotate(w http.ResponseWriter, r *http.Request, c *chain, presen
 	}
 	next := newRefreshToken()
 	s.advance(c, presented, next)
+	c.exchanges.Add(1)
 	s.tokens[next] = c
 	s.mu.Unlock()
 	s.count(Rotate)
@@ -256,15 +260,18 @@ func (s *Server) count(b Behavior) {
 	}
 }
 
-// success writes a token response (RFC 6749 §5.1), with refresh as the new
-// refresh token when it is not "".
+// success writes a token response (RFC 6749 §5.1): a new access token for
+// the access-token lifetime (access.go), and refresh as the new refresh
+// token when it is not "".
 func (s *Server) success(w http.ResponseWriter, refresh string) {
 	buf := bufPool.Get().(*bytes.Buffer)
 	buf.Reset()
-	buf.WriteString(`{"access_token":"at_`)
+	buf.WriteString(`{"access_token":"`)
+	s.appendAccessToken(buf)
+	buf.WriteString(`","token_type":"Bearer","expires_in":`)
 	var num [20]byte
-	buf.Write(strconv.AppendUint(num[:0], s.accessSeq.Add(1), 10))
-	buf.WriteString(`","token_type":"Bearer","expires_in":3599,"scope":"openid offline_access"`)
+	buf.Write(strconv.AppendInt(num[:0], int64(s.accessTokenLifetime()/time.Second), 10))
+	buf.WriteString(`,"scope":"openid offline_access"`)
 	if refresh != "" {
 		buf.WriteString(`,"refresh_token":"`)
 		buf.WriteString(refresh) // base32 and a prefix: no escaping needed

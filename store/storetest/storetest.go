@@ -49,6 +49,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Meta", testMeta},
 		{"ImportJobs", testImportJobs},
 		{"Links", testLinks},
+		{"AppKeys", testAppKeys},
 	} {
 		t.Run(c.name, func(t *testing.T) { c.fn(t, open(t)) })
 	}
@@ -840,5 +841,42 @@ func testImportJobs(t *testing.T, s store.Store) {
 	}
 	if _, err := s.ImportBatch("import-none", 0, 1, gs[:1], T0); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("ImportBatch of an unknown job = %v, want ErrNotFound", err)
+	}
+}
+
+// testAppKeys: app keys are stored by name with their hash, labels and
+// scopes; a name and a hash are each stored once; revoking removes a key,
+// once.
+func testAppKeys(t *testing.T, s store.Store) {
+	ops := store.AppKey{Name: "ops", Hash: store.HashAppKey("key-ops"), Scopes: []string{"read", "set-token"}, CreatedAt: T0}
+	acme := store.AppKey{Name: "acme-sync", Hash: store.HashAppKey("key-acme"), Labels: map[string]string{"tenant": "acme"},
+		Scopes: []string{"token"}, CreatedAt: T0.Add(time.Minute)}
+	for _, k := range []store.AppKey{ops, acme} {
+		if err := s.CreateAppKey(k); err != nil {
+			t.Fatalf("CreateAppKey(%s): %v", k.Name, err)
+		}
+	}
+	if err := s.CreateAppKey(store.AppKey{Name: "ops", Hash: store.HashAppKey("other")}); !errors.Is(err, store.ErrExists) {
+		t.Errorf("a second key named ops: %v, want ErrExists", err)
+	}
+	if err := s.CreateAppKey(store.AppKey{Name: "copy", Hash: store.HashAppKey("key-acme")}); !errors.Is(err, store.ErrExists) {
+		t.Errorf("acme's key under another name: %v, want ErrExists", err)
+	}
+	got, err := s.AppKeys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].Name != "acme-sync" || got[1].Name != "ops" || string(got[0].Hash) != string(acme.Hash) ||
+		got[0].Labels["tenant"] != "acme" || !slices.Equal(got[1].Scopes, ops.Scopes) || !got[0].CreatedAt.Equal(acme.CreatedAt) {
+		t.Errorf("AppKeys = %+v, want acme-sync and ops as created", got)
+	}
+	if err := s.RevokeAppKey("ops"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RevokeAppKey("ops"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("revoking ops twice: %v, want ErrNotFound", err)
+	}
+	if got, _ := s.AppKeys(); len(got) != 1 || got[0].Name != "acme-sync" {
+		t.Errorf("after revoke: %+v", got)
 	}
 }
