@@ -167,7 +167,6 @@ func (d *Daemon) probeLease(ctx, probeCtx context.Context, l job) {
 		return
 	}
 	if !d.claim(l.Grant.ID) {
-		p.health.release()
 		return // probed or stored right now; the lease brings it back
 	}
 	claimed := true // until the result, and the claim, pass to the writer
@@ -184,7 +183,6 @@ func (d *Daemon) probeLease(ctx, probeCtx context.Context, l job) {
 	// holds its claim until its result is stored, so no job can present a
 	// token its result replaces.
 	if d.paused() || !d.leases.holds(l.Grant.Row, l.until) {
-		p.health.release()
 		return
 	}
 	res := d.refresh(probeCtx, p, l.Token)
@@ -268,21 +266,22 @@ func (d *Daemon) requeue(leased store.Grant) {
 	d.Kick()
 }
 
-// refresh runs one probe with the probe timeout and feeds the clock checker.
+// refresh runs one probe and feeds the provider's health.
 func (d *Daemon) refresh(ctx context.Context, p *provider, tok secret.Secret) probes.Result {
+	res := d.exchange(ctx, p, tok)
+	d.healthChanged(p, p.health.observe(d.now(), res, p.policy))
+	return res
+}
+
+// exchange sends one refresh request with the probe timeout and feeds the
+// metrics and the clock checker.
+func (d *Daemon) exchange(ctx context.Context, p *provider, tok secret.Secret) probes.Result {
 	ctx, cancel := context.WithTimeout(ctx, d.Config().Daemon.ProbeTimeout)
 	defer cancel()
 	res := d.prober.Refresh(ctx, p.ep, tok)
 	d.metrics.observe(p.cfg.Name, res)
 	if !res.Date.IsZero() {
 		d.clock.ObserveDate(p.cfg.Name, res.Date, res.Started, res.Latency)
-	}
-	// A reload that left the provider's config alone keeps its health: a
-	// change from a probe begun before it is still the provider's.
-	if ch := p.health.observe(d.now(), res, p.policy); ch != nil {
-		if cur := d.provider(p.cfg.Name); cur != nil && cur.health == p.health {
-			d.onProviderChange(cur, ch)
-		}
 	}
 	return res
 }

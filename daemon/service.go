@@ -235,8 +235,11 @@ func (d *Daemon) Status() (api.Status, error) {
 	if t := d.lastTick.Load(); t != 0 {
 		st.Daemon = true
 		st.LastTickAt = time.Unix(0, t)
-		st.NotReady, st.NotReadyFix = d.readiness()
 		st.Receivers = d.disp.Status()
+		st.NotReady, st.NotReadyFix = d.readiness()
+	}
+	if st.Daemon {
+		st.Config = d.configStatus()
 	}
 	st.NeedsAction = st.ByState[string(store.StateReconnectRequired)] > 0 ||
 		st.ByState[string(store.StateOnHold)] > 0 || cs.State == ClockSkewed

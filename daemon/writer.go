@@ -261,9 +261,9 @@ const storeRetryEvery = time.Second
 
 // writeFailure names the cause of a failed commit and its fix. bbolt
 // formats some errors with %s (growing the file), which errors.Is cannot
-// see through: then the filesystem itself is asked.
-//
-// TODO(lead): use the store's write-failure predicates once storeops lands.
+// see through: then the filesystem itself is asked. (store.IsWriteFailure
+// tells whether the storage refused a write; this names which refusal it
+// was and what to do, and pauses probing for any failed commit.)
 func writeFailure(err error, db string) (cause, fix string) {
 	dir := filepath.Dir(db)
 	var st syscall.Statfs_t

@@ -130,6 +130,9 @@ func printStatus(out io.Writer, st api.Status) {
 	} else {
 		fmt.Fprintln(out, "daemon:  not running (read the database directly)")
 	}
+	if line := configLine(st.Config); line != "" {
+		fmt.Fprintf(out, "config:  %s\n", line)
+	}
 
 	if n := st.ByState[string(store.StateReconnectRequired)]; n > 0 {
 		fmt.Fprintf(out, "\n%d grant(s) need their user to reconnect:\n", n)
@@ -142,6 +145,22 @@ func printStatus(out io.Writer, st api.Status) {
 	if !st.NeedsAction {
 		fmt.Fprintln(out, "\nnothing needs action")
 	}
+}
+
+// configLine says how the daemon's running config stands against its file.
+func configLine(c *api.ConfigStatus) string {
+	if c == nil {
+		return ""
+	}
+	line := "loaded " + ago(c.LoadedAt)
+	if !c.LastReloadOK {
+		line = fmt.Sprintf("the last reload (%s) FAILED, so the config loaded %s stays in force: %s",
+			ago(c.LastReloadAt), ago(c.LoadedAt), strings.ReplaceAll(c.LastReloadError, "\n", "; "))
+	}
+	if c.FileChanged {
+		line += fmt.Sprintf("; %s changed since: the daemon does not run what the file says (systemctl reload grantwatch)", c.Path)
+	}
+	return line
 }
 
 func printNeedy(out io.Writer, gs []store.Grant, total int) {

@@ -94,6 +94,9 @@ type Status struct {
 	// is; NotReadyFix says what to do.
 	NotReady    string `json:"not_ready,omitempty"`
 	NotReadyFix string `json:"not_ready_fix,omitempty"`
+	// Config tells whether the daemon runs the config in its file (absent
+	// without a daemon).
+	Config *ConfigStatus `json:"config,omitempty"`
 	// NeedsAction is true when a grant needs reconnecting, a grant or
 	// provider is held, or the clock is skewed: status exits 1.
 	NeedsAction bool `json:"needs_action"`
@@ -105,6 +108,25 @@ type Status struct {
 	// the last success, the last error and when (doctor shows a receiver
 	// that answers 500). Only a running daemon knows them.
 	Receivers []notify.ReceiverStatus `json:"receivers,omitempty"`
+}
+
+// ConfigStatus is the running config against its file: whether the last
+// reload took, and whether the file (or a client_secret_file) changed since
+// the running config was loaded from it.
+type ConfigStatus struct {
+	Path string `json:"path"`
+	// LoadedAt is when the running config was loaded: at start, or by the
+	// last successful reload.
+	LoadedAt time.Time `json:"loaded_at"`
+	// LastReloadAt is when a reload was last tried; absent when none was.
+	LastReloadAt time.Time `json:"last_reload_at,omitzero"`
+	// LastReloadOK is false when the last reload failed: the config loaded
+	// at LoadedAt stays in force, and LastReloadError says why.
+	LastReloadOK    bool   `json:"last_reload_ok"`
+	LastReloadError string `json:"last_reload_error,omitempty"`
+	// FileChanged: the files differ from the running config; a reload
+	// (systemctl reload grantwatch) would apply them, or say what is wrong.
+	FileChanged bool `json:"file_changed"`
 }
 
 // ProviderStatus is one provider's health.

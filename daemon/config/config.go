@@ -164,11 +164,18 @@ type HealthConfig struct {
 	// Window is how many recent probes of a provider are considered.
 	// Default 20.
 	Window int `toml:"window"`
-	// Threshold is the share of transient failures among them that makes the
-	// provider in outage. Default 0.5.
+	// Threshold is the share of transient failures among the probes since
+	// the provider became suspect that an outage needs. Default 0.5.
 	Threshold float64 `toml:"threshold"`
 	// Period is how old a probe may be to count. Default 5m.
 	Period time.Duration `toml:"period"`
+	// CanaryPeriod is the time between canary probes of a provider that is
+	// suspect (a probe failed transiently) or in outage: two failed
+	// canaries in a row declare the outage, the first canary that gets an
+	// answer ends it. It does not depend on the grants' intervals or
+	// backoff, so a fleet of 5 grants is judged as fast as one of 10⁵.
+	// Default 5s.
+	CanaryPeriod time.Duration `toml:"canary_period"`
 }
 
 // ProviderConfig is one [[providers]] entry.
@@ -199,6 +206,9 @@ type ProviderConfig struct {
 
 // DefaultInterval is a provider's probe interval when it sets none.
 const DefaultInterval = 24 * time.Hour
+
+// DefaultCanaryPeriod is health.canary_period when the config sets none.
+const DefaultCanaryPeriod = 5 * time.Second
 
 // Defaults.
 const (
@@ -412,6 +422,9 @@ func (c *Config) applyDefaults() {
 	if c.Health.Period == 0 {
 		c.Health.Period = 5 * time.Minute
 	}
+	if c.Health.CanaryPeriod == 0 {
+		c.Health.CanaryPeriod = DefaultCanaryPeriod
+	}
 	for i := range c.Providers {
 		p := &c.Providers[i]
 		if pr, ok := probes.LookupPreset(p.Preset); ok {
@@ -523,6 +536,9 @@ func (c *Config) validate() []error {
 	}
 	if c.Health.Threshold <= 0 || c.Health.Threshold > 1 {
 		bad("health.threshold", "must be in (0, 1], not %g", c.Health.Threshold)
+	}
+	if c.Health.CanaryPeriod < 10*time.Millisecond {
+		bad("health.canary_period", "must be at least 10ms, not %s", c.Health.CanaryPeriod)
 	}
 	seen := map[string]bool{}
 	for i, p := range c.Providers {

@@ -12,6 +12,7 @@ import (
 	"io/fs"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -132,6 +133,9 @@ func Run(ctx context.Context, configPath string, opts Options) Report {
 	}
 
 	sock, st := dr.daemon(ctx, cfg)
+	if st != nil {
+		sock = runningConfig(sock, st.Config)
+	}
 	dr.add(sock)
 	running := st != nil
 	if running {
@@ -260,6 +264,34 @@ func (d *doctor) daemon(ctx context.Context, cfg *config.Config) (Check, *api.St
 		}
 	}
 	return c, &st
+}
+
+// runningConfig makes the daemon check warn when the daemon does not run
+// what the config file says: its last reload failed, or the file (or a
+// client_secret_file) changed since it was loaded.
+func runningConfig(c Check, cs *api.ConfigStatus) Check {
+	if cs == nil || (cs.LastReloadOK && !cs.FileChanged) {
+		return c
+	}
+	var detail, fix string
+	switch {
+	case !cs.LastReloadOK:
+		detail = "its last config reload failed, so the config loaded at " + cs.LoadedAt.Format(time.RFC3339) +
+			" stays in force: " + strings.ReplaceAll(cs.LastReloadError, "\n", "; ")
+		fix = "correct what the error names in " + cs.Path + ", then systemctl reload grantwatch"
+	default:
+		detail = cs.Path + " (or a client_secret_file) changed since the daemon loaded it at " + cs.LoadedAt.Format(time.RFC3339)
+		fix = "systemctl reload grantwatch, so that the daemon runs what the file says"
+	}
+	if c.Status == CheckOK {
+		c.Status = CheckWarn
+	}
+	c.Detail += "; " + detail
+	if c.Fix != "" {
+		fix = c.Fix + "; " + fix
+	}
+	c.Fix = fix
+	return c
 }
 
 func roundAge(d time.Duration) time.Duration {

@@ -520,15 +520,14 @@ func TestDoctorStoreProblems(t *testing.T) {
 	})
 }
 
-func TestDoctorDaemonRunning(t *testing.T) {
-	dir := t.TempDir()
-	sb := doctorSandbox(t)
-	path := doctorConfig(t, dir, nil, doctorProvider("sb", sb.TokenURL()))
+// doctorDaemon runs a daemon on the config at path until the test ends.
+func doctorDaemon(t *testing.T, path string, reload <-chan struct{}) *daemon.Daemon {
+	t.Helper()
 	cfg, err := config.Load(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := daemon.Open(daemon.Options{Config: cfg, Logger: slog.New(slog.DiscardHandler)})
+	d, err := daemon.Open(daemon.Options{Config: cfg, Logger: slog.New(slog.DiscardHandler), ConfigPath: path, Reload: reload})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -543,12 +542,19 @@ func TestDoctorDaemonRunning(t *testing.T) {
 	}
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		if st, err := d.Status(); err == nil && !st.LastTickAt.IsZero() {
-			break
+			return d
 		}
 		if time.Now().After(deadline) {
 			t.Fatal("no first tick within 5s")
 		}
 	}
+}
+
+func TestDoctorDaemonRunning(t *testing.T) {
+	dir := t.TempDir()
+	sb := doctorSandbox(t)
+	path := doctorConfig(t, dir, nil, doctorProvider("sb", sb.TokenURL()))
+	cfg := doctorDaemon(t, path, nil).Config()
 
 	rep := Run(context.Background(), cfg.Path(), doctorOpts())
 	if !rep.OK {
@@ -568,6 +574,51 @@ func TestDoctorDaemonRunning(t *testing.T) {
 	// is not checked, else the daemon's estimate is used.
 	if c := doctorChecks(rep)["clock"]; c.Status == CheckFail {
 		t.Errorf("clock: %+v", c)
+	}
+}
+
+// TestDoctorDaemonRunsOtherConfig: doctor's daemon check warns when the
+// running daemon does not run what the config file says: the file changed
+// since it was loaded, or the last reload failed (here: a client secret
+// file that is missing), naming the error and what to do. Before, doctor
+// checked the file and said nothing of what the daemon ran.
+func TestDoctorDaemonRunsOtherConfig(t *testing.T) {
+	dir := t.TempDir()
+	sb := doctorSandbox(t)
+	path := doctorConfig(t, dir, nil, doctorProvider("sb", sb.TokenURL()))
+	reload := make(chan struct{}, 1)
+	d := doctorDaemon(t, path, reload)
+	good, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, append(good, "# edited, not reloaded\n"...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := doctorWant(t, Run(context.Background(), path, doctorOpts()), "daemon", CheckWarn)
+	if !strings.Contains(c.Detail, "changed since the daemon loaded it") || !strings.Contains(c.Fix, "systemctl reload grantwatch") {
+		t.Errorf("daemon check after an edit: %+v", c)
+	}
+
+	broken := strings.Replace(string(good), fmt.Sprintf("client_secret = %q", doctorSecret), `client_secret_file = "missing.secret"`, 1)
+	if broken == string(good) {
+		t.Fatal("the provider has no client_secret to replace")
+	}
+	if err := os.WriteFile(path, []byte(broken), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	reload <- struct{}{}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if st, err := d.Status(); err == nil && st.Config != nil && !st.Config.LastReloadOK {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the reload did not fail within 5s")
+		}
+	}
+	c = doctorWant(t, Run(context.Background(), path, doctorOpts()), "daemon", CheckWarn)
+	if !strings.Contains(c.Detail, "last config reload failed") || !strings.Contains(c.Detail, "missing.secret") || !strings.Contains(c.Fix, "correct what the error names in "+path) {
+		t.Errorf("daemon check after a failed reload: %+v", c)
 	}
 }
 
@@ -613,6 +664,25 @@ func TestDoctorSystemd(t *testing.T) {
 	}
 }
 
+// TestFileFixMatchesError: the fix for a file that cannot be read says what
+// its error calls for: create a missing one, make an unreadable one
+// readable (issue 12 item 13). Permission denied is built rather than
+// provoked: tests may run as root, who reads any file.
+func TestFileFixMatchesError(t *testing.T) {
+	for _, tc := range []struct {
+		err       error
+		want, not string
+	}{
+		{&fs.PathError{Op: "open", Path: "/x", Err: fs.ErrNotExist}, "create /x", "readable"},
+		{fmt.Errorf("providers.p.client_secret_file: %w", &fs.PathError{Op: "open", Path: "/x", Err: syscall.EACCES}), "make /x readable", "create"},
+	} {
+		got := fileFix(tc.err, "/x", "notify.hook.url_file")
+		if !strings.Contains(got, tc.want) || strings.Contains(got, tc.not) {
+			t.Errorf("fix for %v: %q, want %q and no %q", tc.err, got, tc.want, tc.not)
+		}
+	}
+}
+
 // TestDoctorSecretFileModes: doctor shows a secret file besides the key
 // that others may read (issue 13 item 7: it called a 0644
 // client_secret_file "ok") as a warning naming its key and the chmod; at
@@ -643,23 +713,4 @@ client_secret_file = %q
 	}
 	rep = Run(context.Background(), path, doctorOpts())
 	doctorWant(t, rep, "secret-files", CheckOK)
-}
-
-// TestFileFixMatchesError: the fix for a file that cannot be read says what
-// its error calls for: create a missing one, make an unreadable one
-// readable (issue 12 item 13). Permission denied is built rather than
-// provoked: tests may run as root, who reads any file.
-func TestFileFixMatchesError(t *testing.T) {
-	for _, tc := range []struct {
-		err       error
-		want, not string
-	}{
-		{&fs.PathError{Op: "open", Path: "/x", Err: fs.ErrNotExist}, "create /x", "readable"},
-		{fmt.Errorf("providers.p.client_secret_file: %w", &fs.PathError{Op: "open", Path: "/x", Err: syscall.EACCES}), "make /x readable", "create"},
-	} {
-		got := fileFix(tc.err, "/x", "notify.hook.url_file")
-		if !strings.Contains(got, tc.want) || strings.Contains(got, tc.not) {
-			t.Errorf("fix for %v: %q, want %q and no %q", tc.err, got, tc.want, tc.not)
-		}
-	}
 }

@@ -30,7 +30,8 @@ type Event struct {
 	Provider *Provider `json:"provider,omitempty"`
 	// Clock is set for clock.* events.
 	Clock *Clock `json:"clock,omitempty"`
-	// PreviousState is the grant's state before the transition (grant.*).
+	// PreviousState is the state before the transition: the grant's
+	// (grant.*) or the provider's (provider.*).
 	PreviousState string `json:"previous_state,omitempty"`
 	// PreviousCause is the cause of the state being left, for the resolving
 	// events (grant.recovered, clock.ok, provider.ok). Alertmanager resolves an

@@ -97,6 +97,13 @@ func crashOnce(t *testing.T, location string, round, acked int) int {
 	// A little later each round: the kill lands in a commit or between two.
 	time.Sleep(time.Duration(rand.IntN(3000)) * time.Microsecond)
 	cmd.Process.Signal(syscall.SIGKILL)
+	// The child kept committing (and saying so) until the kill: what it
+	// said before it died is still in the pipe.
+	for sc.Scan() {
+		if g, ok := strings.CutPrefix(sc.Text(), "committed "); ok {
+			acked, _ = strconv.Atoi(g)
+		}
+	}
 	cmd.Wait()
 	return acked
 }
