@@ -66,6 +66,15 @@ func startBroker(t *testing.T, cfg *config.Config, mod func(*config.Config)) *br
 	return &broker{testDaemon: td, url: "http://" + td.d.ListenAddr(), key: key, clock: clock, hc: &http.Client{Transport: tr}}
 }
 
+// deadHook is a receiver that never answers: notifications stay in the
+// outbox, where a test can read them.
+const deadHook = `
+[[notify]]
+name = "hook"
+type = "webhook"
+url = "http://127.0.0.1:1/hook"
+`
+
 // tokenAnswer is what a token route answered.
 type tokenAnswer struct {
 	code       int
@@ -228,12 +237,7 @@ func TestBrokerOneRefreshForAThousand(t *testing.T) {
 // turns reconnect_required with its history, notification and one ERROR.
 func TestBrokerRefusesADeadGrant(t *testing.T) {
 	sb := testutil.Sandbox(t)
-	cfg := testConfig(t, t.TempDir(), sandboxProvider("google", "google", sb)+`
-[[notify]]
-name = "hook"
-type = "webhook"
-url = "http://127.0.0.1:1/hook"
-`)
+	cfg := testConfig(t, t.TempDir(), sandboxProvider("google", "google", sb)+deadHook)
 	rt := sb.Issue(sandbox.Healthy)
 	importLines(t, cfg, []string{`{"id":"g1","provider":"google","refresh_token":"` + rt + `"}`})
 	b := startBroker(t, cfg, nil)
@@ -398,12 +402,7 @@ func TestBrokerUseDefersTheProbe(t *testing.T) {
 // or the metrics.
 func TestBrokerTokensStayInside(t *testing.T) {
 	sb := testutil.Sandbox(t)
-	cfg := testConfig(t, t.TempDir(), sandboxProvider("acme", "", sb)+`
-[[notify]]
-name = "hook"
-type = "webhook"
-url = "http://127.0.0.1:1/hook"
-`)
+	cfg := testConfig(t, t.TempDir(), sandboxProvider("acme", "", sb)+deadHook)
 	rt := sb.Issue(sandbox.Rotate)
 	importLines(t, cfg, []string{`{"id":"g1","provider":"acme","refresh_token":"` + rt + `"}`})
 	b := startBroker(t, cfg, nil)

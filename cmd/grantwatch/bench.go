@@ -20,6 +20,7 @@ func (a *app) benchCmd() *cobra.Command {
 		verbose bool
 		cpuProf string
 		broker  bool
+		netHTTP bool
 	)
 	cmd := &cobra.Command{
 		Use:   "bench [--broker] [--grants N] [--concurrency C] [--duration D] [--idle D] [--json]",
@@ -64,7 +65,7 @@ the cores with the daemon.`,
 				defer pprof.StopCPUProfile()
 			}
 			if broker {
-				bo := bench.BrokerOptions{Clients: o.Concurrency, Duration: o.Duration, Logger: o.Logger, Progress: o.Progress}
+				bo := bench.BrokerOptions{Clients: o.Concurrency, Duration: o.Duration, NetHTTP: netHTTP, Logger: o.Logger, Progress: o.Progress}
 				if cmd.Flags().Changed("grants") {
 					bo.Grants = o.Grants
 				}
@@ -97,6 +98,7 @@ the cores with the daemon.`,
 	f.BoolVar(&asJSON, "json", false, "print one JSON object")
 	f.BoolVar(&verbose, "verbose", false, "show the daemon's log on stderr")
 	f.StringVar(&cpuProf, "cpuprofile", "", "write a CPU profile of the whole bench to this file")
+	f.BoolVar(&netHTTP, "nethttp", false, "with --broker: the clients use net/http's Transport, not a minimal HTTP/1.1 client (they share the cores with the daemon)")
 	f.BoolVar(&broker, "broker", false, "measure the broker instead: --concurrency clients fetching held access tokens over loopback HTTPS keep-alive for --duration (default 10s) across --grants grants (default 100)")
 	return cmd
 }
@@ -124,10 +126,10 @@ func printBench(cmd *cobra.Command, r bench.Result) error {
 func printBrokerBench(cmd *cobra.Command, r bench.BrokerResult) error {
 	tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
 	p := func(k, format string, args ...any) { fmt.Fprintf(tw, "%s\t"+format+"\n", append([]any{k}, args...)...) }
-	p("broker", "%d clients over HTTPS keep-alive, %d grants (GOMAXPROCS %d, load %.2f at start)", r.Clients, r.Grants, r.GOMAXPROCS, r.Load1)
+	p("broker", "%d %s clients over HTTPS keep-alive, %d grants (GOMAXPROCS %d, load %.2f at start)", r.Clients, r.Client, r.Grants, r.GOMAXPROCS, r.Load1)
 	p("tokens/s", "%.0f (%d in %.1f s, %d errors)", r.PerSec, r.Requests, r.DurationS, r.Errors)
 	p("latency", "p50 %.2f ms, p99 %.2f ms, max %.2f ms", r.P50Ms, r.P99Ms, r.MaxMs)
-	p("CPU", "%.0f %% of a core (daemon and clients)", r.CPUPercent)
+	p("CPU", "%.0f %% of a core, %.0f µs a request (daemon and clients)", r.CPUPercent, r.CPUMicrosPerRequest)
 	p("provider requests", "%d (every token was held)", r.ProviderRequests)
 	return tw.Flush()
 }

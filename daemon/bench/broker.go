@@ -4,6 +4,7 @@ package bench
 // broker over loopback HTTPS with keep-alive, the broker's hot path.
 
 import (
+	"bufio"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -22,13 +23,13 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/grantwatch/grantwatch/daemon"
 	"github.com/grantwatch/grantwatch/daemon/api"
-	"github.com/grantwatch/grantwatch/probes/sandbox"
 )
 
 // BrokerOptions configures RunBroker. Zero values select the defaults noted
@@ -42,6 +43,12 @@ type BrokerOptions struct {
 	Clients int
 	// Duration is how long they fetch. Default 10s.
 	Duration time.Duration
+	// NetHTTP makes the clients net/http's (a Transport each) instead of
+	// a minimal HTTP/1.1 client on crypto/tls. The clients share the cores
+	// with the daemon, and net/http's costs about as much CPU a request as
+	// the daemon does: the minimal client leaves the cores to the daemon,
+	// as clients on other hosts would.
+	NetHTTP bool
 	// Logger receives the daemon's log; nil discards it.
 	Logger *slog.Logger
 	// Progress receives one status line, rewritten in place; nil prints
@@ -52,8 +59,10 @@ type BrokerOptions struct {
 // BrokerResult is what RunBroker measured. The JSON names are part of
 // grantwatch's interface (`grantwatch bench --broker --json`).
 type BrokerResult struct {
-	Grants     int     `json:"grants"`
-	Clients    int     `json:"clients"`
+	Grants  int `json:"grants"`
+	Clients int `json:"clients"`
+	// Client is "minimal" or "net/http" (BrokerOptions.NetHTTP).
+	Client     string  `json:"client"`
 	GOMAXPROCS int     `json:"gomaxprocs"`
 	Load1      float64 `json:"load1"`
 	DurationS  float64 `json:"duration_s"`
@@ -71,8 +80,10 @@ type BrokerResult struct {
 	// while the clients fetched: 0, as every token is held.
 	ProviderRequests int64 `json:"provider_requests"`
 	// CPUPercent is the process's CPU (daemon, clients and the sandbox on
-	// the same cores) in % of one core.
-	CPUPercent float64 `json:"cpu_pct"`
+	// the same cores) in % of one core; CPUMicrosPerRequest the same per
+	// request, which other load on the machine changes less than the rate.
+	CPUPercent          float64 `json:"cpu_pct"`
+	CPUMicrosPerRequest float64 `json:"cpu_us_per_request"`
 }
 
 // RunBroker runs a daemon with daemon.listen on 127.0.0.1 over TLS (a
@@ -97,7 +108,10 @@ func RunBroker(ctx context.Context, o BrokerOptions) (BrokerResult, error) {
 	}
 	pr := newProgress(o.Progress)
 	defer pr.done()
-	res := BrokerResult{Grants: o.Grants, Clients: o.Clients, GOMAXPROCS: runtime.GOMAXPROCS(0), Load1: load1()}
+	res := BrokerResult{Grants: o.Grants, Clients: o.Clients, Client: "minimal", GOMAXPROCS: runtime.GOMAXPROCS(0), Load1: load1()}
+	if o.NetHTTP {
+		res.Client = "net/http"
+	}
 
 	dir, err := os.MkdirTemp("", "grantwatch-bench-broker-")
 	if err != nil {
@@ -108,13 +122,11 @@ func RunBroker(ctx context.Context, o BrokerOptions) (BrokerResult, error) {
 	if err != nil {
 		return res, err
 	}
-	sb, err := sandbox.Start()
+	sb, err := benchSandbox()
 	if err != nil {
 		return res, err
 	}
 	defer sb.Close()
-	sb.SetClient(benchClientID, benchSecret)
-	sb.SetAll(sandbox.Healthy)
 
 	cfg, err := benchConfig(dir, sb.TokenURL(), 16)
 	if err != nil {
@@ -202,11 +214,19 @@ func RunBroker(ctx context.Context, o BrokerOptions) (BrokerResult, error) {
 	cpu0, start := cpuTime(), time.Now()
 	for i := range o.Clients {
 		wg.Go(func() {
-			hc, tr := newClient()
-			defer tr.CloseIdleConnections()
+			var get func(path string) (int, error)
+			if o.NetHTTP {
+				hc, tr := newClient()
+				defer tr.CloseIdleConnections()
+				get = func(path string) (int, error) { return fetch(hc, path) }
+			} else {
+				rc := &rawClient{addr: d.ListenAddr(), conf: &tls.Config{RootCAs: pool}, key: key}
+				defer rc.close()
+				get = rc.get
+			}
 			for n := i; mctx.Err() == nil; n += o.Clients {
 				t0 := time.Now()
-				code, err := fetch(hc, paths[n%len(paths)])
+				code, err := get(paths[n%len(paths)])
 				if mctx.Err() != nil {
 					return // cut by the end of the run: not counted
 				}
@@ -239,7 +259,11 @@ func RunBroker(ctx context.Context, o BrokerOptions) (BrokerResult, error) {
 	res.PerSec = float64(res.Requests) / el.Seconds()
 	res.P50Ms, res.P99Ms = lat.quantile(0.50), lat.quantile(0.99)
 	res.MaxMs = float64(maxUS.Load()) / 1000
-	res.CPUPercent = 100 * (cpuTime() - cpu0).Seconds() / el.Seconds()
+	cpu := cpuTime() - cpu0
+	res.CPUPercent = 100 * cpu.Seconds() / el.Seconds()
+	if res.Requests > 0 {
+		res.CPUMicrosPerRequest = float64(cpu.Microseconds()) / float64(res.Requests)
+	}
 	res.ProviderRequests = sb.Stats().Requests - provider0
 	if ctx.Err() != nil {
 		return res, ctx.Err()
@@ -285,4 +309,55 @@ func benchCertificate(dir string) (*x509.CertPool, error) {
 	pool := x509.NewCertPool()
 	pool.AddCert(cert)
 	return pool, nil
+}
+
+// rawClient is a minimal HTTP/1.1 client on one keep-alive TLS connection:
+// it writes a GET and reads its answer, with no goroutine or channel of its
+// own (net/http's Transport has two of each per connection).
+type rawClient struct {
+	addr, key string
+	conf      *tls.Config
+	conn      *tls.Conn
+	br        *bufio.Reader
+	req       []byte
+}
+
+func (c *rawClient) get(url string) (int, error) {
+	if c.conn == nil {
+		conn, err := tls.Dial("tcp", c.addr, c.conf)
+		if err != nil {
+			return 0, err
+		}
+		c.conn, c.br = conn, bufio.NewReaderSize(conn, 4096)
+	}
+	path := url[strings.Index(url[len("https://"):], "/")+len("https://"):]
+	c.req = append(c.req[:0], "GET "...)
+	c.req = append(c.req, path...)
+	c.req = append(c.req, " HTTP/1.1\r\nHost: "...)
+	c.req = append(c.req, c.addr...)
+	c.req = append(c.req, "\r\nAuthorization: Bearer "...)
+	c.req = append(c.req, c.key...)
+	c.req = append(c.req, "\r\n\r\n"...)
+	if _, err := c.conn.Write(c.req); err != nil {
+		c.close()
+		return 0, err
+	}
+	resp, err := http.ReadResponse(c.br, nil)
+	if err != nil {
+		c.close()
+		return 0, err
+	}
+	_, err = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.Close {
+		c.close()
+	}
+	return resp.StatusCode, err
+}
+
+func (c *rawClient) close() {
+	if c.conn != nil {
+		c.conn.Close()
+		c.conn = nil
+	}
 }

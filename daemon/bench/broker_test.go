@@ -13,13 +13,15 @@ import (
 func TestBrokerBenchSmoke(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	r, err := RunBroker(ctx, BrokerOptions{Grants: 10, Clients: 8, Duration: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("%+v", r)
-	if r.Requests == 0 || r.PerSec <= 0 || r.Errors != 0 || r.ProviderRequests != 0 ||
-		r.P50Ms <= 0 || r.P99Ms < r.P50Ms || r.MaxMs <= 0 || r.CPUPercent <= 0 || r.Grants != 10 || r.Clients != 8 {
-		t.Errorf("implausible result: %+v", r)
+	for _, netHTTP := range []bool{false, true} {
+		r, err := RunBroker(ctx, BrokerOptions{Grants: 10, Clients: 8, Duration: time.Second, NetHTTP: netHTTP})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%+v", r)
+		if r.Requests == 0 || r.PerSec <= 0 || r.Errors != 0 || r.ProviderRequests != 0 || r.CPUMicrosPerRequest <= 0 ||
+			r.P50Ms <= 0 || r.P99Ms < r.P50Ms || r.MaxMs <= 0 || r.CPUPercent <= 0 || r.Grants != 10 || r.Clients != 8 {
+			t.Errorf("implausible result: %+v", r)
+		}
 	}
 }
