@@ -49,6 +49,10 @@ type Options struct {
 	Reload <-chan struct{}
 	// Lease replaces the probe lease, 2×probe_timeout + 10s (tests).
 	Lease time.Duration
+	// TCPHandler, when set, wraps the handler of daemon.listen: the CLI
+	// adds the web pages (daemon/web: the status page, reconnect links),
+	// which the runtime does not import.
+	TCPHandler func(d *Daemon, next http.Handler) http.Handler
 }
 
 // Run opens the daemon and runs it until ctx is done.
@@ -108,6 +112,8 @@ type Daemon struct {
 	inflight   sync.Map   // grant id → *flight: a refresh of it runs, or its result is not stored yet
 	tokens     tokenCache // the access tokens the broker serves (tokens.go)
 	keys       keySet     // the app keys (keys.go)
+
+	notifyLinks notifyLinks // links.go
 }
 
 // provider is a configured provider's runtime: its endpoint, policy and
@@ -205,7 +211,7 @@ func Open(opts Options) (*Daemon, error) {
 	d.initHealth()
 	d.reloads.loaded(cfg, now())
 	d.clock = NewClock(cfg.Clock, log, query, now)
-	if d.disp, err = notify.NewDispatcher(db, cfg.Notify, log, notify.WithActive(d), notify.WithClock(now)); err != nil {
+	if d.disp, err = notify.NewDispatcher(db, cfg.Notify, log, notify.WithActive(d), notify.WithClock(now), notify.WithLinks(d)); err != nil {
 		db.Close()
 		return nil, err
 	}

@@ -141,6 +141,21 @@ type Store interface {
 	AppKeys() ([]AppKey, error)
 	RevokeAppKey(name string) error
 
+	// Hosted reconnect links (links.go): only a link's hash is stored.
+
+	// CreateLink stores a link for l.GrantID under hash (LinkHash of its
+	// secret); ErrNotFound when the grant does not exist. Records of
+	// links expired more than LinkKeep before now may be deleted.
+	CreateLink(hash []byte, l Link, now time.Time) error
+	// Link returns the link under hash: ErrNotFound when there is none or
+	// its grant is gone (removed, even if imported again), ErrLinkUsed or
+	// ErrLinkExpired, with the record, when it cannot be used at now.
+	Link(hash []byte, now time.Time) (Link, error)
+	// UseLink marks the link used at now, atomically: of concurrent
+	// callers one succeeds, the others get ErrLinkUsed. It fails as Link
+	// does and leaves the link unused then.
+	UseLink(hash []byte, now time.Time) (Link, error)
+
 	// Path names where the store lives, for logs and status: the bbolt
 	// file's path, or the etcd endpoints and prefix. Never a secret.
 	Path() string

@@ -23,6 +23,8 @@
 //	dead      same keys as outbox, dead-lettered entries
 //	daemon    GetMeta/PutMeta keys
 //	imports   import job id → ImportJob as JSON (unfinished resumable imports)
+//	links     SHA-256 of a reconnect link's secret → Link as JSON, never the secret (links.go)
+//	linkexp   8-byte big-endian expiry ‖ SHA-256 → empty (links.go)
 //	appkeys   app key name → AppKey as JSON, the key's SHA-256, never the key (appkeys.go)
 //	expiry    provider ‖ 0 ‖ 8-byte big-endian unix-nano ExpiresAt ‖ row → empty (forecasts, soonest first)
 //	unread    provider ‖ 0 ‖ row → empty (grants with Unreadable ≥ UnreadableAfter)
@@ -93,7 +95,7 @@ var (
 
 	allBuckets = [][]byte{bucketMeta, bucketIDs, bucketGrants, bucketTokens, bucketDue, bucketByState,
 		bucketCounts, bucketHistory, bucketOutbox, bucketDead, bucketDaemon, bucketImports,
-		bucketAppKeys, bucketExpiry, bucketUnread}
+		bucketLinks, bucketLinkExp, bucketAppKeys, bucketExpiry, bucketUnread}
 
 	keySchema = []byte("schema")
 	keyCanary = []byte("canary")

@@ -30,7 +30,7 @@ func (a *app) grantsCmd() *cobra.Command {
 the database directly when no daemon runs.`,
 	}
 	cmd.AddCommand(a.grantsImportCmd(), a.grantsListCmd(), a.grantsShowCmd(),
-		a.grantsSetTokenCmd(), a.grantsProbeCmd(), a.grantsRmCmd())
+		a.grantsSetTokenCmd(), a.grantsProbeCmd(), a.grantsRmCmd(), a.grantsLinkCmd())
 	return cmd
 }
 

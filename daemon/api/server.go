@@ -59,6 +59,9 @@ type Service interface {
 	Redeliver(receiver string, seqs []uint64) (RedeliverResult, error)
 	// Ready reports why the daemon is not ready, or nil.
 	Ready() error
+	// ReconnectLink makes a hosted reconnect link for a grant, working
+	// for ttl (0: reconnect.link_ttl); by says who asked.
+	ReconnectLink(ctx context.Context, id string, ttl time.Duration, by string) (ReconnectLink, error)
 }
 
 // Invalid marks err as the request's own fault: it answers 400.
@@ -117,6 +120,7 @@ func Handler(svc Service, log *slog.Logger) http.Handler {
 	handle("POST /v1/grants/{id}/probe", maxBody, s.handleProbe)
 	handle("PUT /v1/grants/{id}/refresh_token", maxBody, s.handleSetToken)
 	handle("POST /v1/grants/{id}/observations", maxBody, s.handleObserve)
+	handle("POST /v1/grants/{id}/reconnect_link", maxBody, s.linkHandler(func(*http.Request) string { return "cli" }))
 	handle("POST /v1/notify/test", maxBody, s.handleNotifyTest)
 	handle("GET /v1/notify/dead", maxBody, s.handleDead)
 	handle("POST /v1/notify/dead/redeliver", maxBody, s.handleRedeliver)
@@ -211,6 +215,10 @@ func TCPHandler(svc Service, log *slog.Logger, metrics http.Handler, keys Keys) 
 	// An observation carries no token (a success is sent without its
 	// body): like read, it may cross plain HTTP.
 	mux.Handle("POST /v1/grants/{id}/observations", s.guard(ScopeObserve, false, s.handleObserve))
+	mux.Handle("POST /v1/grants/{id}/reconnect_link", s.guard(ScopeLink, true, s.linkHandler(func(r *http.Request) string {
+		k, _ := Authorize(r, ScopeLink) // guard let it through: the key is there
+		return "app:" + k.Name
+	})))
 	if b, ok := svc.(Broker); ok {
 		brokerRoutes(mux, b, tcpAuthorize)
 	}

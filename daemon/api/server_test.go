@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/grantwatch/grantwatch/internal/secret"
 	"github.com/grantwatch/grantwatch/store"
@@ -27,6 +28,7 @@ type fakeService struct {
 	setToken  func(context.Context, string, secret.Secret) (ProbeReport, error)
 	observe   func(context.Context, string, Observation) (ProbeReport, error)
 	ready     func() error
+	link      func(ctx context.Context, id string, ttl time.Duration, by string) (ReconnectLink, error)
 }
 
 func (f *fakeService) missing(name string) error {
@@ -100,6 +102,13 @@ func (f *fakeService) Ready() error {
 		return f.missing("Ready")
 	}
 	return f.ready()
+}
+
+func (f *fakeService) ReconnectLink(ctx context.Context, id string, ttl time.Duration, by string) (ReconnectLink, error) {
+	if f.link == nil {
+		return ReconnectLink{}, f.missing("ReconnectLink")
+	}
+	return f.link(ctx, id, ttl, by)
 }
 
 // client is the API on svc through the in-process transport, as the CLI

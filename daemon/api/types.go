@@ -258,6 +258,16 @@ type NotifyTestResult struct {
 	Error    string `json:"error,omitempty"`
 }
 
+// ReconnectLink is a hosted reconnect link (grants link, POST
+// /v1/grants/{id}/reconnect_link): the URL to give the grant's user. The
+// URL is the only copy of the link's secret. The JSON names are part of
+// grantwatch's interface.
+type ReconnectLink struct {
+	URL       string    `json:"url"`
+	GrantID   string    `json:"grant_id"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
 // ErrorBody is the body of every non-2xx answer.
 type ErrorBody struct {
 	Error string `json:"error"`

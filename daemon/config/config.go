@@ -55,6 +55,7 @@ type Config struct {
 	Forecast  ForecastConfig   `toml:"forecast"`
 	Providers []ProviderConfig `toml:"providers"`
 	Notify    []notify.Config  `toml:"notify"`
+	Reconnect ReconnectConfig  `toml:"reconnect"`
 
 	// path is the file the config was read from; relative paths in it are
 	// resolved against its directory.
@@ -509,6 +510,7 @@ func (c *Config) applyDefaults() {
 	for i := range c.Notify {
 		c.Notify[i].ApplyDefaults()
 	}
+	c.Reconnect.applyDefaults()
 }
 
 // firstPath takes the first of systemd's colon-separated directory lists.
@@ -674,6 +676,7 @@ func (c *Config) validate() []error {
 	if err := notify.ValidateConfigs(c.Notify); err != nil {
 		errs = append(errs, err)
 	}
+	errs = append(errs, c.validateReconnect()...)
 	return errs
 }
 

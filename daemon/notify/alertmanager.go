@@ -155,6 +155,9 @@ func amAlertFor(ev Event, typ string) amAlert {
 	if ev.Grant != nil && ev.Grant.Subject != "" {
 		ann["subject"] = ev.Grant.Subject
 	}
+	if ev.Grant != nil && ev.Grant.ReconnectURL != "" && typ == TypeReconnectRequired {
+		ann["reconnect_url"] = ev.Grant.ReconnectURL
+	}
 	return amAlert{Labels: labels, Annotations: ann}
 }
 

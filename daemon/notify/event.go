@@ -84,6 +84,11 @@ type Grant struct {
 	// ExpiresAt and ExpiresBasis are the grant's forecast (grant.expiring).
 	ExpiresAt    time.Time `json:"expires_at,omitzero"`
 	ExpiresBasis string    `json:"expires_basis,omitempty"`
+	// ReconnectURL is a hosted reconnect link for the grant's user, on
+	// grant.reconnect_required when reconnect.public_url is set (WithLinks).
+	// Anyone holding it can reconnect the grant, as its own account only,
+	// once, until it expires.
+	ReconnectURL string `json:"reconnect_url,omitempty"`
 }
 
 // Provider is the provider part of a provider.* event.

@@ -41,6 +41,13 @@ type pdEvent struct {
 	DedupKey    string     `json:"dedup_key"`
 	Payload     *pdPayload `json:"payload,omitempty"` // required for trigger only
 	Client      string     `json:"client,omitempty"`
+	Links       []pdLink   `json:"links,omitempty"`
+}
+
+// pdLink is a link shown with the incident.
+type pdLink struct {
+	Href string `json:"href"`
+	Text string `json:"text,omitempty"`
 }
 
 type pdPayload struct {
@@ -162,8 +169,12 @@ func pdRender(ev Event, routingKey string) []pdEvent {
 	if ev.Clock != nil {
 		pl.Component, pl.Group = "clock", "clock"
 	}
-	return []pdEvent{{RoutingKey: routingKey, EventAction: "trigger",
-		DedupKey: pdDedupKey(ev, pdCondition(ev.Type)), Payload: pl, Client: "grantwatch"}}
+	pe := pdEvent{RoutingKey: routingKey, EventAction: "trigger",
+		DedupKey: pdDedupKey(ev, pdCondition(ev.Type)), Payload: pl, Client: "grantwatch"}
+	if ev.Grant != nil && ev.Grant.ReconnectURL != "" {
+		pe.Links = []pdLink{{Href: ev.Grant.ReconnectURL, Text: "Reconnect link for the user of grant " + ev.Grant.ID}}
+	}
+	return []pdEvent{pe}
 }
 
 // pdCondition is the condition part of a dedup_key for a problem type.

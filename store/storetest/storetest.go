@@ -52,6 +52,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"DeadLetters", testDeadLetters},
 		{"Meta", testMeta},
 		{"ImportJobs", testImportJobs},
+		{"Links", testLinks},
 		{"AppKeys", testAppKeys},
 		{"WatchIndexes", testWatchIndexes},
 		{"ForecastFieldsKept", testForecastFieldsKept},
