@@ -125,6 +125,10 @@ type provider struct {
 	sem    chan struct{}
 	lim    *rate.Limiter
 	health *health
+	// grace is how long the provider still takes a rotated-away refresh
+	// token (rotation_grace, else the preset's): the window in which a
+	// refresh whose answer was lost is sent once more.
+	grace time.Duration
 	// secretErr is why client_secret_file could not be read: the daemon
 	// refuses to start (or reload) with it; the CLI refuses to probe.
 	secretErr error
@@ -239,6 +243,9 @@ func buildProviders(cfg *config.Config) (map[string]*provider, error) {
 			DegradedAfter: cfg.Daemon.DegradedAfter,
 			BackoffMin:    cfg.Daemon.BackoffMin,
 			BackoffMax:    cfg.Daemon.BackoffMax,
+			Observe:       pc.Observe(),
+			Lifetimes:     pc.Lifetimes(),
+			WarnBefore:    cfg.Forecast.WarnBefore,
 		}
 		if pc.Schedule != "" {
 			var err error
@@ -255,6 +262,7 @@ func buildProviders(cfg *config.Config) (map[string]*provider, error) {
 			sem:       make(chan struct{}, pc.Concurrency),
 			lim:       lim,
 			health:    newHealth(cfg.Health),
+			grace:     pc.Grace(),
 			secretErr: secretErr,
 		}
 	}
@@ -292,6 +300,10 @@ func (d *Daemon) Run(ctx context.Context, ready func(*Daemon)) error {
 	if _, err := c.AddFunc(cfg.Clock.Schedule, func() { d.checkClock(ctx) }); err != nil {
 		return fmt.Errorf("clock.schedule: %w", err)
 	}
+	// Client secrets expire by the calendar: hourly is ahead of warn_before.
+	if _, err := c.AddFunc("@every 1h", d.checkSecrets); err != nil {
+		return fmt.Errorf("secret check: %w", err)
+	}
 
 	// Probes get their own context: on shutdown they may finish within the
 	// bound instead of being cut at once.
@@ -313,6 +325,7 @@ func (d *Daemon) Run(ctx context.Context, ready func(*Daemon)) error {
 	var dispWG sync.WaitGroup
 	dispWG.Go(func() { d.disp.Run(dispCtx) })
 	dispWG.Go(func() { d.checkClock(ctx) })
+	dispWG.Go(d.checkSecrets)
 
 	srv, err := d.serve(ctx)
 	if err != nil {
@@ -324,6 +337,7 @@ func (d *Daemon) Run(ctx context.Context, ready func(*Daemon)) error {
 		dispWG.Wait()
 		return err
 	}
+	d.syncModes()
 	c.Start()
 	d.Kick()
 	wg.Go(func() { d.canaryLoop(ctx, probeCtx) })
@@ -423,11 +437,12 @@ func (d *Daemon) ActiveEvents(ctx context.Context, fn func(notify.Event) error) 
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		cause := probes.Cause(g.Cause)
-		return fn(*grantEvent(notify.TypeReconnectRequired, g, "", g.StateChangedAt,
-			"grant "+g.ID+" needs its user to reconnect: "+cause.Summary(), cause.Fix()))
+		return fn(*reconnectEvent(g, "", g.StateChangedAt))
 	})
 	if err != nil {
+		return err
+	}
+	if err := d.activeWatchEvents(ctx, fn); err != nil {
 		return err
 	}
 	if ev := d.clockEvent(d.clock.Snapshot()); ev != nil && ev.Type == notify.TypeClockSkewed {

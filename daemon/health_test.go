@@ -343,7 +343,7 @@ func TestProbeAcrossUnchangedReloadAnnounces(t *testing.T) {
 	if d.provider("acme").health != old.health {
 		t.Fatal("an unchanged provider's health was not carried over")
 	}
-	res := d.refresh(context.Background(), old, l.Token)
+	res := d.refresh(context.Background(), old, l)
 	if !res.OK {
 		t.Fatalf("probe failed: %+v", res)
 	}
@@ -390,5 +390,14 @@ func TestDeferAfterReloadRequeues(t *testing.T) {
 	}
 	if g.State == store.StateOnHold || g.NextDueAt.After(before.Add(time.Second)) {
 		t.Errorf("deferred under the replaced config: %s, due in %s; want it due now, not held", g.State, g.NextDueAt.Sub(before).Round(time.Second))
+	}
+}
+
+// TestMisconfigDetailInvalidRequest: a provider held for invalid_request
+// names token_url and what may be wrong with it.
+func TestMisconfigDetailInvalidRequest(t *testing.T) {
+	r := probes.Result{Cause: probes.CauseInvalidRequest, Error: "invalid_request", ErrorDescription: "The request is missing a required parameter: refresh_token."}
+	if got := misconfigDetail(r); !strings.HasPrefix(got, "token_url: the endpoint did not receive refresh_token") || !strings.Contains(got, "provider said: The request is missing") {
+		t.Errorf("misconfigDetail = %q", got)
 	}
 }

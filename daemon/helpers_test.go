@@ -151,7 +151,7 @@ func grantsByID(t *testing.T, db store.Store) map[string]store.Grant {
 // `grants import`, checking providers against cfg.
 func importLines(t *testing.T, cfg *config.Config, lines []string) {
 	t.Helper()
-	gs, err := ParseImport(strings.NewReader(strings.Join(lines, "\n")), func(p string) bool { _, ok := cfg.Provider(p); return ok })
+	gs, err := ParseImport(strings.NewReader(strings.Join(lines, "\n")), cfg.Provider)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,7 +160,7 @@ func importLines(t *testing.T, cfg *config.Config, lines []string) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	if _, _, err := db.Import(gs, time.Now()); err != nil {
+	if _, _, err := db.Import(gs, time.Now(), store.ImportOptions{Replace: true, Force: true}); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -43,7 +43,7 @@ func newMetrics(d *Daemon) *promMetrics {
 		ConstLabels: prometheus.Labels{"version": BuildVersion(), "goversion": runtime.Version()},
 	})
 	bi.Set(1)
-	m.reg.MustRegister(m.probes, m.latency, bi, stateCollector{d},
+	m.reg.MustRegister(m.probes, m.latency, bi, stateCollector{d}, forecastCollector{d},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -54,7 +54,7 @@ func (m *promMetrics) observe(provider string, r probes.Result) {
 		cause = "none"
 	}
 	m.probes.WithLabelValues(provider, cause).Inc()
-	if r.Status != 0 {
+	if r.Status != 0 && r.Latency > 0 { // an app's report (observe mode) has no latency
 		m.latency.WithLabelValues(provider).Observe(r.Latency.Seconds())
 	}
 }

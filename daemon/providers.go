@@ -172,7 +172,7 @@ func (d *Daemon) deferGrant(leased store.Grant, p *provider, wait time.Duration)
 			out = Transition(cur, res, Env{Now: now, Policy: p.policy})
 		}
 		out.Grant.NextDueAt = at
-		return store.Change{Grant: out.Grant, History: out.History}, nil
+		return store.Change{Grant: out.Grant, History: out.History, Outbox: d.noticeEntries(out)}, nil
 	})
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		d.logOnce("defer", slog.LevelError, "store deferred grant", tint.Err(err))
@@ -244,6 +244,9 @@ func (d *Daemon) canaryLoop(ctx, probeCtx context.Context) {
 		d.mu.RUnlock()
 		now := d.now()
 		for _, p := range provs {
+			if p.policy.Observe {
+				continue // its app refreshes its grants, never grantwatch
+			}
 			if n, ok := p.health.canaryDue(now); ok {
 				wg.Go(func() { d.canary(ctx, probeCtx, p, n) })
 			}
@@ -303,7 +306,7 @@ func (d *Daemon) canaryProbe(ctx, probeCtx context.Context, p *provider, l store
 		return probes.Result{}, false
 	}
 	defer release()
-	res := d.exchange(probeCtx, p, l.Token)
+	res := d.graced(probeCtx, p, l, func() probes.Result { return d.exchange(probeCtx, p, l.Token) })
 	return res, res.OK || probeCtx.Err() == nil
 }
 

@@ -71,6 +71,7 @@ func (d *Daemon) reload() error {
 		d.settle(p)
 	}
 	d.log.Info("config reloaded", "providers", len(cfg.Providers))
+	d.syncModes()
 	d.Kick()
 	return nil
 }

@@ -135,6 +135,10 @@ func (d *Daemon) probeLease(ctx, probeCtx context.Context, l job) {
 			"provider", l.Grant.Provider, "grant", l.Grant.ID)
 		return // the lease brings it back; a reload that adds the provider probes it
 	}
+	if p.policy.Observe {
+		d.unschedule(l) // its app refreshes it, never grantwatch
+		return
+	}
 	// A lease that has waited (behind a slow provider's rate) until less
 	// than a probe's time is left may be handed out again when it runs out:
 	// probing on it could present the same token twice, which a rotating
@@ -185,7 +189,7 @@ func (d *Daemon) probeLease(ctx, probeCtx context.Context, l job) {
 	if d.paused() || !d.leases.holds(l.Grant.Row, l.until) {
 		return
 	}
-	res := d.refresh(probeCtx, p, l.Token)
+	res := d.refresh(probeCtx, p, l.Lease)
 	if probeCtx.Err() != nil && !res.OK {
 		// Cut off by our own shutdown: says nothing about the grant. The
 		// lease brings it back after a restart.
@@ -266,8 +270,38 @@ func (d *Daemon) requeue(leased store.Grant) {
 	d.Kick()
 }
 
-// refresh runs one probe and feeds the provider's health.
-func (d *Daemon) refresh(ctx context.Context, p *provider, tok secret.Secret) probes.Result {
+// refresh refreshes the leased grant's token (the caller holds its claim)
+// and returns the result for the caller to store: scheduled, on demand and
+// through the broker (a canary, graced, sends its own).
+func (d *Daemon) refresh(ctx context.Context, p *provider, l store.Lease) probes.Result {
+	return d.graced(ctx, p, l, func() probes.Result { return d.refreshOnce(ctx, p, l.Token) })
+}
+
+// graced returns send's result (send presents l's token once).
+//
+// When the answer was lost (a timeout or reset after sending, a gateway's
+// 502/504: a rotating provider may have issued a token that never arrived)
+// and the provider's rotation grace is still open, the lost result is stored
+// first (the grant remembers the lost answer, which explains a reuse verdict
+// on the next one) and the same token is presented once more: within the
+// grace the provider answers it with a new token instead of revoking the
+// grant. This is the only retry of a refresh; the HTTP client never re-sends
+// one (probes.NewHTTPClient).
+func (d *Daemon) graced(ctx context.Context, p *provider, l store.Lease, send func() probes.Result) probes.Result {
+	res := send()
+	if !res.Lost || p.grace <= 0 || ctx.Err() != nil || !d.now().Before(res.Started.Add(p.grace)) {
+		return res
+	}
+	if _, stale, err := d.record(l.Grant, p, res); err != nil || stale {
+		return res // the lost answer is not on record, or the token was replaced meanwhile
+	}
+	d.log.Info("refresh answer lost within the provider's rotation grace: presenting the token once more",
+		"grant", l.Grant.ID, "provider", p.cfg.Name, "cause", res.Cause, "rotation_grace", p.grace.String())
+	return send()
+}
+
+// refreshOnce runs one probe and feeds the provider's health.
+func (d *Daemon) refreshOnce(ctx context.Context, p *provider, tok secret.Secret) probes.Result {
 	res := d.exchange(ctx, p, tok)
 	d.healthChanged(p, p.health.observe(d.now(), res, p.policy))
 	return res
@@ -279,9 +313,15 @@ func (d *Daemon) exchange(ctx context.Context, p *provider, tok secret.Secret) p
 	ctx, cancel := context.WithTimeout(ctx, d.Config().Daemon.ProbeTimeout)
 	defer cancel()
 	res := d.prober.Refresh(ctx, p.ep, tok)
+	d.answered(p, res)
+	return res
+}
+
+// answered feeds an answer of p's token endpoint, a probe's or one its app
+// reported (observe mode), to the metrics and the clock (its Date header).
+func (d *Daemon) answered(p *provider, res probes.Result) {
 	d.metrics.observe(p.cfg.Name, res)
 	if !res.Date.IsZero() {
 		d.clock.ObserveDate(p.cfg.Name, res.Date, res.Started, res.Latency)
 	}
-	return res
 }

@@ -377,6 +377,11 @@ func (d *Daemon) refreshClaimed(ctx context.Context, f *flight) {
 			Message: fmt.Sprintf("grant %s: provider %q is not configured or its client secret is unreadable", id, g.Provider)}
 		return
 	}
+	if p.policy.Observe {
+		f.err = &api.TokenError{Code: api.CodeObserveMode, State: g.State, Cause: g.Cause, Action: g.Action,
+			Message: fmt.Sprintf("grant %s: provider %s is in observe mode: its app keeps the tokens, and grantwatch never refreshes them", id, g.Provider)}
+		return
+	}
 	timeout := d.Config().Daemon.ProbeTimeout
 	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -391,7 +396,7 @@ func (d *Daemon) refreshClaimed(ctx context.Context, f *flight) {
 		f.err = providerRefusal(p, g, wait)
 		return
 	}
-	res := d.refresh(ctx, p, l.Token)
+	res := d.refresh(ctx, p, l)
 	// Storing the result ends the grant's lease, so a scheduled job that
 	// holds the token just rotated away finds its lease gone; the writer
 	// ends the claim and tells the flight what was stored.

@@ -132,6 +132,17 @@ func (d *Daemon) apply(leased store.Grant, p *provider, res probes.Result) (Outc
 	return a.out, a.stale, a.err
 }
 
+// record stores one result now, as apply does, but leaves the grant's claim
+// alone: an app's report (observe mode, where nothing claims the grant), or
+// a lost answer stored before its token is presented once more (refresh,
+// which keeps the claim until the second answer is stored).
+func (d *Daemon) record(leased store.Grant, p *provider, res probes.Result) (Outcome, bool, error) {
+	done := make(chan applied, 1)
+	d.commit([]result{{leased: leased, p: p, res: res, done: done}})
+	a := <-done
+	return a.out, a.stale, a.err
+}
+
 // commit stores probe results through the transition function in one
 // transaction: for each grant its new state, a rotated token, history and
 // outbox entries. Only after the commit is anything logged or notified, so a
@@ -158,6 +169,7 @@ func (d *Daemon) commit(batch []result) {
 			if out.Event != nil {
 				ch.Outbox = d.router.Entries(*out.Event)
 			}
+			ch.Outbox = append(ch.Outbox, d.noticeEntries(out)...)
 			return ch, nil
 		}}
 	}
@@ -207,7 +219,10 @@ func (d *Daemon) commit(batch []result) {
 			if d.log.Enabled(context.Background(), a.out.Level) {
 				logOutcome(log(), a.out, r.res)
 			}
-			events = events || a.out.Event != nil
+			for _, ev := range a.out.Notices {
+				logNotice(log(), ev)
+			}
+			events = events || a.out.Event != nil || len(a.out.Notices) > 0
 		}
 		if a.err == nil {
 			// Stored (or dropped as stale): the grant's due entry is where

@@ -178,10 +178,7 @@ func exchange(ctx context.Context, hc *http.Client, ep Endpoint, token secret.Se
 		res.TokenType, res.Scope = tp.tokenType, tp.scope
 		res.ExpiresIn = time.Duration(tp.expiresIn) * time.Second
 	}
-	// A gateway's 502 or 504 comes from between us and the token endpoint,
-	// which may have handled the request (and rotated the token) all the
-	// same: the answer counts as lost.
-	res.Lost = resp.StatusCode == http.StatusBadGateway || resp.StatusCode == http.StatusGatewayTimeout
+	res.Lost = LostStatus(resp.StatusCode)
 	return res
 }
 

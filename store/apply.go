@@ -110,6 +110,9 @@ func (db *DB) apply(b *bkts, d counterDelta, id string, row uint64, fn func(cur 
 	}
 	g := ch.Grant
 	g.ID, g.Row, g.sealSeq = id, row, cur.sealSeq
+	// Whether the token rotated since it was stored from outside is the
+	// store's to know, not the caller's.
+	g.Rotated = cur.Rotated || !ch.NewToken.IsZero()
 	// A Change that cannot be written is its item's problem: found before
 	// anything is written, it must not fail the others' transaction.
 	if err := checkChange(&g, &ch); err != nil {

@@ -73,6 +73,7 @@ const (
 	CodeRateLimited           = "rate_limited"           // 503
 	CodeBusy                  = "busy"                   // 503: a refresh is still running
 	CodeRefreshFailed         = "refresh_failed"         // 503: a transient failure (outage, bad answer)
+	CodeObserveMode           = "observe_mode"           // 409: the provider is in observe mode: its app keeps the tokens
 )
 
 // TokenError is the broker's refusal to serve a token, with what the grant
@@ -92,9 +93,10 @@ type TokenError struct {
 func (e *TokenError) Error() string { return e.Message }
 
 // Status is the HTTP status of the refusal: 409 for a grant that needs its
-// user, 503 for everything that passes by itself.
+// user or that grantwatch holds no token of (observe mode), 503 for
+// everything that passes by itself.
 func (e *TokenError) Status() int {
-	if e.Code == CodeReconnectRequired {
+	if e.Code == CodeReconnectRequired || e.Code == CodeObserveMode {
 		return http.StatusConflict
 	}
 	return http.StatusServiceUnavailable

@@ -214,12 +214,21 @@ func (c *Client) Status(ctx context.Context) (Status, error) {
 
 // List streams grants, filtered by state and provider when non-empty.
 func (c *Client) List(ctx context.Context, state, provider string, fn func(store.Grant) error) error {
+	return c.ListExpiring(ctx, 0, state, provider, fn)
+}
+
+// ListExpiring is List of the grants forecast to die within `within` from
+// now (all grants when it is 0): soonest first, provider by provider.
+func (c *Client) ListExpiring(ctx context.Context, within time.Duration, state, provider string, fn func(store.Grant) error) error {
 	q := url.Values{}
 	if state != "" {
 		q.Set("state", state)
 	}
 	if provider != "" {
 		q.Set("provider", provider)
+	}
+	if within > 0 {
+		q.Set("expiring", within.String())
 	}
 	resp, err := c.send(ctx, http.MethodGet, "/v1/grants?"+q.Encode(), nil)
 	if err != nil {
@@ -275,10 +284,29 @@ func (c *Client) SetToken(ctx context.Context, id string, tok secret.Secret) (Pr
 	return r, err
 }
 
+// Observe reports the outcome of an app's own refresh of a grant in
+// observe mode; the answer is the verdict, as a probe's.
+func (c *Client) Observe(ctx context.Context, id string, obs Observation) (ProbeReport, error) {
+	body, err := json.Marshal(obs)
+	if err != nil {
+		return ProbeReport{}, err
+	}
+	var r ProbeReport
+	err = c.do(ctx, http.MethodPost, "/v1/grants/"+url.PathEscape(id)+"/observations", strings.NewReader(string(body)), &r)
+	return r, err
+}
+
 // Import sends JSON Lines of grants; progress is called as the daemon
 // reports it. Nothing is imported when any line is invalid.
-func (c *Client) Import(ctx context.Context, r io.Reader, progress func(ImportProgress)) (ImportProgress, error) {
-	resp, err := c.send(ctx, http.MethodPost, "/v1/grants", r)
+func (c *Client) Import(ctx context.Context, r io.Reader, opts store.ImportOptions, progress func(ImportProgress)) (ImportProgress, error) {
+	q := url.Values{}
+	if opts.Replace {
+		q.Set("replace", "true")
+	}
+	if opts.Force {
+		q.Set("force", "true")
+	}
+	resp, err := c.send(ctx, http.MethodPost, "/v1/grants?"+q.Encode(), r)
 	if err != nil {
 		return ImportProgress{}, err
 	}

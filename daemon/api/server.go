@@ -14,6 +14,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -31,6 +32,10 @@ type Service interface {
 	// Grants calls fn for every grant, or those in state and of provider
 	// when non-empty, in storage order.
 	Grants(state store.State, provider string, fn func(store.Grant) error) error
+	// ExpiringGrants calls fn for every grant forecast to die within
+	// `within` from now, of provider when non-empty, soonest first per
+	// provider.
+	ExpiringGrants(within time.Duration, provider string, fn func(store.Grant) error) error
 	// Grant returns one grant with its history.
 	Grant(id string) (GrantDetail, error)
 	// Remove deletes a grant.
@@ -39,10 +44,13 @@ type Service interface {
 	ProbeNow(ctx context.Context, id string) (ProbeReport, error)
 	// SetToken stores a new refresh token and probes it once.
 	SetToken(ctx context.Context, id string, tok secret.Secret) (ProbeReport, error)
+	// Observe judges and stores an app's report of its own refresh of a
+	// grant of a provider in observe mode, as a probe's result.
+	Observe(ctx context.Context, id string, obs Observation) (ProbeReport, error)
 	// Import reads JSON Lines of grants and stores them, calling progress
 	// (never concurrently) as it goes; nothing is written unless every line
-	// is valid.
-	Import(ctx context.Context, r io.Reader, progress func(ImportProgress)) (ImportProgress, error)
+	// is valid and opts allow every token it would replace.
+	Import(ctx context.Context, r io.Reader, opts store.ImportOptions, progress func(ImportProgress)) (ImportProgress, error)
 	// NotifyTest sends a test notification to receiver, or to all with "".
 	NotifyTest(ctx context.Context, receiver string) ([]NotifyTestResult, error)
 	// DeadLetters lists the notifications no receiver accepted.
@@ -111,6 +119,7 @@ func Handler(svc Service, log *slog.Logger) http.Handler {
 	handle("DELETE /v1/grants/{id}", maxBody, s.handleRemove)
 	handle("POST /v1/grants/{id}/probe", maxBody, s.handleProbe)
 	handle("PUT /v1/grants/{id}/refresh_token", maxBody, s.handleSetToken)
+	handle("POST /v1/grants/{id}/observations", maxBody, s.handleObserve)
 	handle("POST /v1/grants/{id}/reconnect_link", maxBody, s.linkHandler(func(*http.Request) string { return "cli" }))
 	handle("POST /v1/notify/test", maxBody, s.handleNotifyTest)
 	handle("GET /v1/notify/dead", maxBody, s.handleDead)
@@ -124,8 +133,9 @@ func Handler(svc Service, log *slog.Logger) http.Handler {
 	return mux
 }
 
-// Request bodies are bounded: a set-token body is a token, the other
-// routes read none; only an import is large.
+// Request bodies are bounded: a set-token body is a token, an observation
+// a token endpoint's error answer, the other routes read none; only an
+// import is large.
 const (
 	maxBody       = 64 << 10
 	maxImportBody = 1 << 30
@@ -174,6 +184,7 @@ func (b *idleBody) Read(p []byte) (int, error) {
 //	POST /v1/grants/{id}/token/refresh  scope token
 //	GET  /v1/grants/{id}                scope read
 //	PUT  /v1/grants/{id}/refresh_token  scope set-token
+//	POST /v1/grants/{id}/observations   scope observe (observe mode)
 //
 // A key reaches only the grants its labels select; any other answers 404,
 // as a grant that does not exist. The token and set-token routes are
@@ -201,6 +212,9 @@ func TCPHandler(svc Service, log *slog.Logger, metrics http.Handler, keys Keys) 
 	s := &server{svc: svc, log: log}
 	mux.Handle("GET /v1/grants/{id}", s.guard(ScopeRead, false, s.handleShow))
 	mux.Handle("PUT /v1/grants/{id}/refresh_token", s.guard(ScopeSetToken, true, s.handleSetToken))
+	// An observation carries no token (a success is sent without its
+	// body): like read, it may cross plain HTTP.
+	mux.Handle("POST /v1/grants/{id}/observations", s.guard(ScopeObserve, false, s.handleObserve))
 	mux.Handle("POST /v1/grants/{id}/reconnect_link", s.guard(ScopeLink, true, s.linkHandler(func(r *http.Request) string {
 		k, _ := Authorize(r, ScopeLink) // guard let it through: the key is there
 		return "app:" + k.Name
@@ -311,6 +325,24 @@ func (s *server) handleList(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, Invalid(fmt.Errorf("unknown state %q (states: %s)", state, stateList())))
 		return
 	}
+	grants := s.svc.Grants
+	if v := r.URL.Query().Get("expiring"); v != "" {
+		// Grants forecast to die within the span, through the expiry
+		// index; a state filters them.
+		within, err := ParseWithin(v)
+		if err != nil {
+			writeErr(w, Invalid(fmt.Errorf("expiring: %w", err)))
+			return
+		}
+		grants = func(state store.State, prov string, fn func(store.Grant) error) error {
+			return s.svc.ExpiringGrants(within, prov, func(g store.Grant) error {
+				if state != "" && g.State != state {
+					return nil
+				}
+				return fn(g)
+			})
+		}
+	}
 	// Stream the array: a fleet of a million grants is never held in memory,
 	// and a reader that takes its time (grants list | less) is cut only
 	// when it takes nothing for streamIdle.
@@ -320,7 +352,7 @@ func (s *server) handleList(w http.ResponseWriter, r *http.Request) {
 	written, _ := bw.WriteString("[") // what went into bw, sent or not
 	first := true
 	n := 0
-	err := s.svc.Grants(state, prov, func(g store.Grant) error {
+	err := grants(state, prov, func(g store.Grant) error {
 		if n++; n%1000 == 1 {
 			extendDeadlines(rc, false)
 		}
@@ -415,7 +447,49 @@ func (s *server) handleSetToken(w http.ResponseWriter, r *http.Request) {
 	answer(w, rep, err)
 }
 
+func (s *server) handleObserve(w http.ResponseWriter, r *http.Request) {
+	var obs Observation
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&obs); err != nil {
+		writeErr(w, Invalid(fmt.Errorf(`read observation: want {"status": N, "body": "…", "headers": {"Date": "…"}}: %w`, err)))
+		return
+	}
+	rep, err := s.svc.Observe(r.Context(), r.PathValue("id"), obs)
+	answer(w, rep, err)
+}
+
+// importOptions reads the import route's query: replace=true lets it
+// replace existing grants' tokens, force=true (with replace) tokens that
+// rotated since they were imported.
+func importOptions(q url.Values) (store.ImportOptions, error) {
+	var opts store.ImportOptions
+	for _, f := range []struct {
+		name string
+		dst  *bool
+	}{{"replace", &opts.Replace}, {"force", &opts.Force}} {
+		v := q.Get(f.name)
+		if v == "" {
+			continue
+		}
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return opts, fmt.Errorf("%s=%q: want true or false", f.name, v)
+		}
+		*f.dst = b
+	}
+	if opts.Force && !opts.Replace {
+		return opts, errors.New("force=true replaces rotated tokens only together with replace=true")
+	}
+	return opts, nil
+}
+
 func (s *server) handleImport(w http.ResponseWriter, r *http.Request) {
+	opts, err := importOptions(r.URL.Query())
+	if err != nil {
+		writeErr(w, Invalid(err))
+		return
+	}
 	// The answer is a stream of progress lines from the start: reading and
 	// validating a million lines takes seconds too. A validation error is
 	// the last line (nothing was imported).
@@ -430,7 +504,7 @@ func (s *server) handleImport(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.WriteHeader(http.StatusOK)
 	enc := json.NewEncoder(w)
-	p, err := s.svc.Import(r.Context(), &idleBody{r: r.Body, rc: rc}, func(p ImportProgress) {
+	p, err := s.svc.Import(r.Context(), &idleBody{r: r.Body, rc: rc}, opts, func(p ImportProgress) {
 		extendDeadlines(rc, false)
 		enc.Encode(p)
 		_ = rc.Flush()

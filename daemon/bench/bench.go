@@ -182,7 +182,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	// Import, as `grants import` does it, minus the socket.
 	start := time.Now()
 	c := daemon.InProcess(d, false)
-	_, err = c.Import(ctx, benchJSONL(o.Grants), func(p api.ImportProgress) {
+	_, err = c.Import(ctx, benchJSONL(o.Grants), store.ImportOptions{}, func(p api.ImportProgress) {
 		pr.printf("import: %d of %d grants (%.0f%%), %.0f/s", p.Done, p.Total,
 			100*float64(p.Done)/float64(max(p.Total, 1)), float64(p.Done)/time.Since(start).Seconds())
 	})

@@ -2,6 +2,10 @@
 // (unknown keys refused), defaults, validation (every problem at once, each
 // naming its key) and the reload diff. It imports nothing of the runtime: only
 // probes (presets) and notify (receiver config types).
+//
+// config.go (~780 lines) holds the whole model, its defaults and its checks
+// in one file on purpose: each key's type, default and validation stand
+// together, and config.example.toml is checked against it.
 package config
 
 import (
@@ -48,6 +52,7 @@ type Config struct {
 	Log       LogConfig        `toml:"log"`
 	Clock     ClockConfig      `toml:"clock"`
 	Health    HealthConfig     `toml:"health"`
+	Forecast  ForecastConfig   `toml:"forecast"`
 	Providers []ProviderConfig `toml:"providers"`
 	Notify    []notify.Config  `toml:"notify"`
 	Reconnect ReconnectConfig  `toml:"reconnect"`
@@ -202,6 +207,53 @@ type ProviderConfig struct {
 	Concurrency int `toml:"concurrency"`
 	// Rate bounds probes per second to this provider; 0 is unlimited.
 	Rate float64 `toml:"rate"`
+	// Mode is ModeRefresh (the default: grantwatch refreshes the grants on
+	// schedule) or ModeObserve: grantwatch never refreshes them, their app
+	// keeps its own tokens and reports each refresh's outcome (POST
+	// /v1/grants/{id}/observations); such grants may be imported without a
+	// refresh token, and token_url and client_id are not needed.
+	Mode string `toml:"mode"`
+	// RotationGrace is how long the provider still accepts a rotated-away
+	// refresh token (its reuse interval): within it, a refresh whose answer
+	// was lost is sent once more with the same token. Unset: the preset's
+	// documented grace (Okta 30s, Xero 30m, Atlassian 10m; none for most);
+	// "0s" turns it off.
+	RotationGrace *time.Duration `toml:"rotation_grace"`
+
+	// The refresh tokens' lifetimes, for the expiry forecast (lifetime.go).
+	// IdleLifetime and MaxLifetime replace the preset's documented idle
+	// window and maximum lifetime (for self-hosted providers and tenants
+	// whose admins set their own policy: Okta, Auth0, Keycloak, Hydra,
+	// Salesforce); 0 keeps the preset's. GoogleTesting marks a Google app in
+	// "Testing" publishing status, whose refresh tokens die 7 days after
+	// consent.
+	IdleLifetime  time.Duration `toml:"idle_lifetime"`
+	MaxLifetime   time.Duration `toml:"max_lifetime"`
+	GoogleTesting bool          `toml:"google_testing"`
+	// ClientSecretExpiresAt is when the client secret expires (Entra app
+	// secrets live 6 to 24 months), an RFC 3339 date ("2026-03-31") or time:
+	// provider.secret_expiring is sent forecast.warn_before ahead.
+	ClientSecretExpiresAt string `toml:"client_secret_expires_at"`
+}
+
+// Provider modes (ProviderConfig.Mode).
+const (
+	ModeRefresh = "refresh"
+	ModeObserve = "observe"
+)
+
+// Observe reports whether p is in observe mode: grantwatch never refreshes
+// its grants.
+func (p ProviderConfig) Observe() bool { return p.Mode == ModeObserve }
+
+// Grace is p's rotation grace: rotation_grace when set, else its preset's
+// RotationGrace (0 when none is documented).
+func (p ProviderConfig) Grace() time.Duration {
+	if p.RotationGrace != nil {
+		return *p.RotationGrace
+	}
+	pr, _ := probes.LookupPreset(p.Preset)
+	return pr.RotationGrace
 }
 
 // DefaultInterval is a provider's probe interval when it sets none.
@@ -425,6 +477,9 @@ func (c *Config) applyDefaults() {
 	if c.Health.CanaryPeriod == 0 {
 		c.Health.CanaryPeriod = DefaultCanaryPeriod
 	}
+	if c.Forecast.WarnBefore == 0 {
+		c.Forecast.WarnBefore = DefaultWarnBefore
+	}
 	for i := range c.Providers {
 		p := &c.Providers[i]
 		if pr, ok := probes.LookupPreset(p.Preset); ok {
@@ -440,6 +495,9 @@ func (c *Config) applyDefaults() {
 		}
 		if p.AuthStyle == "" {
 			p.AuthStyle = "auto"
+		}
+		if p.Mode == "" {
+			p.Mode = ModeRefresh
 		}
 		if p.Interval == 0 && p.Schedule == "" {
 			p.Interval = DefaultInterval
@@ -562,9 +620,16 @@ func (c *Config) validate() []error {
 				bad(key+".preset", "unknown preset %q (known: %s)", p.Preset, strings.Join(probes.PresetNames(), ", "))
 			}
 		}
-		if p.TokenURL == "" {
+		switch p.Mode {
+		case ModeRefresh, ModeObserve:
+		default:
+			bad(key+".mode", "must be %q or %q, not %q", ModeRefresh, ModeObserve, p.Mode)
+		}
+		// A provider in observe mode is never sent a request: its app
+		// holds the client.
+		if p.TokenURL == "" && !p.Observe() {
 			bad(key+".token_url", "is required when no preset gives it")
-		} else if err := checkURL(p.TokenURL); err != nil {
+		} else if err := checkURL(p.TokenURL); p.TokenURL != "" && err != nil {
 			bad(key+".token_url", "%v", err)
 		}
 		if p.AuthURL != "" {
@@ -572,8 +637,11 @@ func (c *Config) validate() []error {
 				bad(key+".auth_url", "%v", err)
 			}
 		}
-		if p.ClientID == "" {
+		if p.ClientID == "" && !p.Observe() {
 			bad(key+".client_id", "is required")
+		}
+		if p.RotationGrace != nil && (*p.RotationGrace < 0 || *p.RotationGrace > 24*time.Hour) {
+			bad(key+".rotation_grace", "must be between 0s and 24h, not %s", *p.RotationGrace)
 		}
 		if p.ClientSecret != "" && p.ClientSecretFile != "" {
 			bad(key+".client_secret", "set client_secret or client_secret_file, not both")
@@ -600,6 +668,10 @@ func (c *Config) validate() []error {
 		if p.Rate < 0 {
 			bad(key+".rate", "must not be negative")
 		}
+		errs = append(errs, p.validateLifetimes(key)...)
+	}
+	if c.Forecast.WarnBefore <= 0 {
+		bad("forecast.warn_before", "must be positive, not %s", c.Forecast.WarnBefore)
 	}
 	if err := notify.ValidateConfigs(c.Notify); err != nil {
 		errs = append(errs, err)

@@ -254,6 +254,20 @@ func TestDoctorUnreachableProvider(t *testing.T) {
 	}
 }
 
+// TestDoctorObserveProvider: a provider in observe mode is never contacted
+// (it may have no token_url): doctor says so instead of failing its
+// network checks.
+func TestDoctorObserveProvider(t *testing.T) {
+	path := doctorConfig(t, t.TempDir(), nil, "\n[[providers]]\nname = \"app\"\npreset = \"hydra\"\nmode = \"observe\"\n")
+	rep := Run(context.Background(), path, doctorOpts())
+	doctorWant(t, rep, "provider/app/mode", CheckOK)
+	for name, c := range doctorChecks(rep) {
+		if strings.HasPrefix(name, "provider/app/") && name != "provider/app/mode" {
+			t.Errorf("observe provider checked: %s %s: %s", name, c.Status, c.Detail)
+		}
+	}
+}
+
 func TestDoctorClock(t *testing.T) {
 	for _, tc := range []struct {
 		name   string

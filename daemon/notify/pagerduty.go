@@ -134,7 +134,7 @@ func pdRender(ev Event, routingKey string) []pdEvent {
 	switch {
 	case ev.Test:
 		severity = "info"
-	case ev.Type == TypeDegraded:
+	case ev.Type == TypeDegraded, ev.Type == TypeExpiring, ev.Type == TypeSecretExpiring:
 		severity = "warning"
 	}
 	details := map[string]any{"event_id": ev.ID, "type": ev.Type}
@@ -182,6 +182,8 @@ func pdCondition(typ string) string {
 	switch typ {
 	case TypeReconnectRequired:
 		return "reconnect_required"
+	case TypeReuseDetected:
+		return "reuse_detected"
 	case TypeDegraded:
 		return "degraded"
 	case TypeClockSkewed:
@@ -190,6 +192,12 @@ func pdCondition(typ string) string {
 		return "outage"
 	case TypeProviderMisconfigured:
 		return "misconfigured"
+	case TypeUnreadable:
+		return "unreadable"
+	case TypeExpiring:
+		return "expiring"
+	case TypeSecretExpiring:
+		return "secret_expiring"
 	}
 	return typ
 }

@@ -387,7 +387,7 @@ func TestReconnectEndToEnd(t *testing.T) {
 
 	dead := sb.Issue(sandbox.Revoked)
 	line := fmt.Sprintf(`{"id":"u1-gmail","provider":"google","refresh_token":%q,"subject":"ann@example.com"}`, dead)
-	if _, err := c.Import(ctx, strings.NewReader(line), nil); err != nil {
+	if _, err := c.Import(ctx, strings.NewReader(line), store.ImportOptions{}, nil); err != nil {
 		t.Fatal(err)
 	}
 	rep, err := c.Probe(ctx, "u1-gmail")

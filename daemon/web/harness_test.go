@@ -206,7 +206,7 @@ group_wait = "0s"
 		lines = append(lines, fmt.Sprintf(`{"id":"g%d","provider":"google","refresh_token":%q,"subject":%q,"labels":{"team":"mail"}}`,
 			i+1, sb.Issue(sandbox.Revoked), subj))
 	}
-	if _, err := c.Import(ctx, strings.NewReader(strings.Join(lines, "\n")), nil); err != nil {
+	if _, err := c.Import(ctx, strings.NewReader(strings.Join(lines, "\n")), store.ImportOptions{}, nil); err != nil {
 		t.Fatal(err)
 	}
 	// The import makes them due: the daemon probes each at once.
