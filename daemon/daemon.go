@@ -118,6 +118,7 @@ type Daemon struct {
 
 	notifyLinks notifyLinks // links.go
 	importing   sync.Map    // import job id → importRun: an import this process is writing
+	spools      sync.Map    // spool path → struct{}: an input this process is reading in (ResumeImports leaves it)
 }
 
 // provider is a configured provider's runtime: its endpoint, policy and

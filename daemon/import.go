@@ -84,6 +84,10 @@ func (d *Daemon) importStream(ctx context.Context, r io.Reader, opts api.ImportO
 		return api.ImportProgress{}, fmt.Errorf("nothing imported: create the import's spool file in %s: %w", dir, err)
 	}
 	spool := f.Name()
+	// Not a crash's leftover: ResumeImports (at a start running beside this
+	// import) leaves it alone.
+	d.spools.Store(spool, struct{}{})
+	defer d.spools.Delete(spool)
 	keep := false
 	defer func() {
 		f.Close()
@@ -403,7 +407,7 @@ func (d *Daemon) ResumeImports(ctx context.Context) error {
 	db := d.Config().Daemon.DB
 	if stale, err := filepath.Glob(filepath.Join(filepath.Dir(db), spoolPattern(db))); err == nil {
 		for _, s := range stale {
-			if !named[s] {
+			if _, reading := d.spools.Load(s); !named[s] && !reading {
 				os.Remove(s)
 			}
 		}
