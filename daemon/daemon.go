@@ -49,6 +49,10 @@ type Options struct {
 	Reload <-chan struct{}
 	// Lease replaces the probe lease, 2×probe_timeout + 10s (tests).
 	Lease time.Duration
+	// TCPHandler, when set, wraps the handler of daemon.listen: the CLI
+	// adds the web pages (daemon/web: the status page, reconnect links),
+	// which the runtime does not import.
+	TCPHandler func(d *Daemon, next http.Handler) http.Handler
 	// NoStartCheck skips the database check at the start of Run (bench,
 	// whose database was just written and whose round Run begins).
 	NoStartCheck bool
@@ -111,7 +115,10 @@ type Daemon struct {
 	inflight   sync.Map   // grant id → *flight: a refresh of it runs, or its result is not stored yet
 	tokens     tokenCache // the access tokens the broker serves (tokens.go)
 	keys       keySet     // the app keys (keys.go)
-	importing  sync.Map   // import job id → importRun: an import this process is writing
+
+	notifyLinks notifyLinks // links.go
+	importing   sync.Map    // import job id → importRun: an import this process is writing
+	spools      sync.Map    // spool path → struct{}: an input this process is reading in (ResumeImports leaves it)
 }
 
 // provider is a configured provider's runtime: its endpoint, policy and
@@ -209,7 +216,7 @@ func Open(opts Options) (*Daemon, error) {
 	d.initHealth()
 	d.reloads.loaded(cfg, now())
 	d.clock = NewClock(cfg.Clock, log, query, now)
-	if d.disp, err = notify.NewDispatcher(db, cfg.Notify, log, notify.WithActive(d), notify.WithClock(now)); err != nil {
+	if d.disp, err = notify.NewDispatcher(db, cfg.Notify, log, notify.WithActive(d), notify.WithClock(now), notify.WithLinks(d)); err != nil {
 		db.Close()
 		return nil, err
 	}
@@ -242,6 +249,8 @@ func buildProviders(cfg *config.Config) (map[string]*provider, error) {
 			BackoffMin:    cfg.Daemon.BackoffMin,
 			BackoffMax:    cfg.Daemon.BackoffMax,
 			Observe:       pc.Observe(),
+			Lifetimes:     pc.Lifetimes(),
+			WarnBefore:    cfg.Forecast.WarnBefore,
 		}
 		if pc.Schedule != "" {
 			var err error
@@ -301,6 +310,10 @@ func (d *Daemon) Run(ctx context.Context, ready func(*Daemon)) error {
 	if _, err := c.AddFunc(cfg.Clock.Schedule, func() { d.checkClock(ctx) }); err != nil {
 		return fmt.Errorf("clock.schedule: %w", err)
 	}
+	// Client secrets expire by the calendar: hourly is ahead of warn_before.
+	if _, err := c.AddFunc("@every 1h", d.checkSecrets); err != nil {
+		return fmt.Errorf("secret check: %w", err)
+	}
 
 	// Probes get their own context: on shutdown they may finish within the
 	// bound instead of being cut at once.
@@ -322,6 +335,7 @@ func (d *Daemon) Run(ctx context.Context, ready func(*Daemon)) error {
 	var dispWG sync.WaitGroup
 	dispWG.Go(func() { d.disp.Run(dispCtx) })
 	dispWG.Go(func() { d.checkClock(ctx) })
+	dispWG.Go(d.checkSecrets)
 
 	srv, err := d.serve(ctx)
 	if err != nil {
@@ -467,6 +481,9 @@ func (d *Daemon) ActiveEvents(ctx context.Context, fn func(notify.Event) error) 
 		return fn(*reconnectEvent(g, "", g.StateChangedAt))
 	})
 	if err != nil {
+		return err
+	}
+	if err := d.activeWatchEvents(ctx, fn); err != nil {
 		return err
 	}
 	if ev := d.clockEvent(d.clock.Snapshot()); ev != nil && ev.Type == notify.TypeClockSkewed {

@@ -365,6 +365,8 @@ func misconfigDetail(r probes.Result) string {
 		what = "client_id: the app may not use the refresh_token grant (app registration disabled or of the wrong type)"
 	case probes.CauseInvalidScope:
 		what = "scopes: a scope is not allowed for this app"
+	case probes.CauseInvalidRequest:
+		what = "token_url: the endpoint did not receive refresh_token (a wrong token_url, or a proxy drops the body)"
 	}
 	if r.ErrorDescription != "" {
 		what += " — provider said: " + r.ErrorDescription

@@ -392,3 +392,12 @@ func TestDeferAfterReloadRequeues(t *testing.T) {
 		t.Errorf("deferred under the replaced config: %s, due in %s; want it due now, not held", g.State, g.NextDueAt.Sub(before).Round(time.Second))
 	}
 }
+
+// TestMisconfigDetailInvalidRequest: a provider held for invalid_request
+// names token_url and what may be wrong with it.
+func TestMisconfigDetailInvalidRequest(t *testing.T) {
+	r := probes.Result{Cause: probes.CauseInvalidRequest, Error: "invalid_request", ErrorDescription: "The request is missing a required parameter: refresh_token."}
+	if got := misconfigDetail(r); !strings.HasPrefix(got, "token_url: the endpoint did not receive refresh_token") || !strings.Contains(got, "provider said: The request is missing") {
+		t.Errorf("misconfigDetail = %q", got)
+	}
+}

@@ -18,8 +18,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -87,6 +85,10 @@ func (d *Daemon) importStream(ctx context.Context, r io.Reader, opts api.ImportO
 		return api.ImportProgress{}, fmt.Errorf("nothing imported: create the import's spool file in %s: %w", dir, err)
 	}
 	spool := f.Name()
+	// Not a crash's leftover: ResumeImports (at a start running beside this
+	// import) leaves it alone.
+	d.spools.Store(spool, struct{}{})
+	defer d.spools.Delete(spool)
 	keep := false
 	defer func() {
 		f.Close()
@@ -114,17 +116,6 @@ func (d *Daemon) importStream(ctx context.Context, r io.Reader, opts api.ImportO
 	if c.grants == 0 {
 		return api.ImportProgress{Read: lines}, errors.New("nothing to import: the input has no grants")
 	}
-	// What the input would replace is checked whole before the first
-	// batch is written: a refusal writes nothing. Each batch checks again,
-	// for a grant that rotated meanwhile.
-	sopts := store.ImportOptions{Replace: opts.Replace, Force: opts.Force}
-	conflicts, err := d.spoolConflicts(f, cfg.Provider)
-	if err != nil {
-		return api.ImportProgress{Read: lines}, fmt.Errorf("nothing imported: %w", err)
-	}
-	if err := conflicts.Refused(sopts); err != nil {
-		return api.ImportProgress{Read: lines}, api.Invalid(importRefusal(err))
-	}
 	// The job names the spool: both must survive a crash before the
 	// first batch lands (unless fsync is off for a benchmark, as for the
 	// store).
@@ -136,7 +127,19 @@ func (d *Daemon) importStream(ctx context.Context, r io.Reader, opts api.ImportO
 			return api.ImportProgress{Read: lines}, fmt.Errorf("nothing imported: %w", err)
 		}
 	}
-	// The options first: a resumed batch replaces only what this one may.
+	// What the input replaces is checked whole before its first batch is
+	// written: a refusal writes nothing. Each batch checks again, for a
+	// grant that rotated meanwhile.
+	sopts := store.ImportOptions{Replace: opts.Replace, Force: opts.Force}
+	conflicts, err := d.spoolConflicts(f, c)
+	if err != nil {
+		return api.ImportProgress{Read: lines}, fmt.Errorf("nothing imported: read the spool %s: %w", spool, err)
+	}
+	if err := conflicts.Refused(sopts); err != nil {
+		return api.ImportProgress{Read: lines}, api.Invalid(importRefusal(err))
+	}
+	// The options first: a resumed batch replaces only what this import
+	// may (a grant that rotates meanwhile is still refused without force).
 	if err := d.putImportOpts(spool, sopts); err != nil {
 		return api.ImportProgress{Read: lines}, fmt.Errorf("nothing imported: %w", err)
 	}
@@ -146,92 +149,47 @@ func (d *Daemon) importStream(ctx context.Context, r io.Reader, opts api.ImportO
 		return api.ImportProgress{Read: lines}, fmt.Errorf("nothing imported: %w", err)
 	}
 	keep = true
-	p := api.ImportProgress{Rotated: conflicts.Rotated, RotatedIDs: conflicts.RotatedIDs}
-	return d.runImport(context.WithoutCancel(ctx), job, c.grants, sopts, p, progress, false)
+	p, err := d.runImport(context.WithoutCancel(ctx), job, c.grants, sopts, progress, false)
+	p.Rotated, p.RotatedIDs = conflicts.Rotated, conflicts.RotatedIDs
+	return p, err
 }
 
-// spoolConflicts reads the spool from its start and looks up, a batch at a
-// time, which of its grants exist (store.ImportConflicts).
-func (d *Daemon) spoolConflicts(spool *os.File, provider func(string) (config.ProviderConfig, bool)) (store.Conflicts, error) {
+// spoolConflicts reads the spool's grants (valid, as c checked them) and
+// returns what they would replace.
+func (d *Daemon) spoolConflicts(f *os.File, c *lineChecker) (store.Conflicts, error) {
 	var all store.Conflicts
-	if _, err := spool.Seek(0, io.SeekStart); err != nil {
-		return all, fmt.Errorf("read the spool: %w", err)
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return all, err
 	}
-	c := newLineChecker(provider)
-	sc := newLineScanner(spool)
-	var batch []store.NewGrant
-	look := func() error {
-		got, err := d.db.ImportConflicts(batch)
-		all.Merge(got)
-		batch = batch[:0]
-		return err
-	}
-	for n := 1; sc.Scan(); n++ {
-		if g, ok := c.check(n, sc.Bytes()); ok {
-			batch = append(batch, g)
+	sc := newLineScanner(f)
+	batch := make([]store.NewGrant, 0, importBatch)
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
 		}
-		c.hashes = c.hashes[:0]
-		if len(batch) == importBatch {
-			if err := look(); err != nil {
-				return all, err
+		cs, err := d.db.ImportConflicts(batch)
+		if err != nil {
+			return err
+		}
+		all.Merge(cs)
+		batch = batch[:0]
+		return nil
+	}
+	check := newLineChecker(c.provider)
+	for n := 1; sc.Scan(); n++ {
+		if g, ok := check.check(n, sc.Bytes()); ok {
+			batch = append(batch, g)
+			if len(batch) == importBatch {
+				if err := flush(); err != nil {
+					return all, err
+				}
 			}
 		}
 	}
 	if err := sc.Err(); err != nil {
-		return all, fmt.Errorf("read the spool: %w", err)
+		return all, err
 	}
-	return all, look()
-}
-
-// importOptsKey is the daemon meta key of the options an import job's
-// batches are written with, by its spool: a resumed import replaces only
-// what the import that began it was allowed to.
-func importOptsKey(spool string) string { return "import_opts:" + filepath.Base(spool) }
-
-// putImportOpts records (or, with nil, deletes) the options of the import
-// spooled to spool.
-func (d *Daemon) putImportOpts(spool string, opts any) error {
-	var b []byte
-	if opts != nil {
-		b, _ = json.Marshal(opts)
-	}
-	return d.db.PutMeta(importOptsKey(spool), b)
-}
-
-// importOpts is what putImportOpts recorded for spool: none is the default,
-// which replaces nothing.
-func (d *Daemon) importOpts(spool string) store.ImportOptions {
-	var opts store.ImportOptions
-	if b, err := d.db.GetMeta(importOptsKey(spool)); err == nil && b != nil {
-		json.Unmarshal(b, &opts)
-	}
-	return opts
-}
-
-// importRefusal says why an import was refused and what to do.
-func importRefusal(err error) error {
-	if errors.Is(err, store.ErrRotated) {
-		return fmt.Errorf("nothing imported: %w. The provider rotated these tokens since they were imported: the "+
-			"tokens in this input are most likely the ones rotated away (an old export), and presenting one is "+
-			"taken for reuse, which revokes the grant. Import current tokens, or add --force (API: force=true) "+
-			"to replace them anyway", err)
-	}
-	also := ""
-	var ce *store.ConflictError
-	if errors.As(err, &ce) && ce.Rotated > 0 {
-		also = fmt.Sprintf(" (%d of them have tokens the provider rotated since they were imported, %s: the input's "+
-			"tokens are most likely the rotated-away ones; replacing those also needs --force)", ce.Rotated, strings.Join(quoted(ce.RotatedIDs), ", "))
-	}
-	return fmt.Errorf("nothing imported: %w. Importing them again replaces their refresh tokens: add --replace "+
-		"(API: replace=true) to do so%s", err, also)
-}
-
-func quoted(ids []string) []string {
-	q := make([]string, len(ids))
-	for i, id := range ids {
-		q[i] = strconv.Quote(id)
-	}
-	return q
+	return all, flush()
 }
 
 // spoolAndCheck copies r to the spool while checking each line, reporting
@@ -326,6 +284,31 @@ func (w *spoolWriter) err(err error) error {
 	return fmt.Errorf("nothing imported: %w beside %s (free space there, or import a smaller file): %w", errSpool, w.db, err)
 }
 
+// importOptsKey is the daemon meta key of the options an import job's
+// batches are written with, by its spool: a resumed import replaces only
+// what the import that began it was allowed to.
+func importOptsKey(spool string) string { return "import_opts:" + filepath.Base(spool) }
+
+// putImportOpts records (or, with nil, deletes) the options of the import
+// spooled to spool.
+func (d *Daemon) putImportOpts(spool string, opts any) error {
+	var b []byte
+	if opts != nil {
+		b, _ = json.Marshal(opts)
+	}
+	return d.db.PutMeta(importOptsKey(spool), b)
+}
+
+// importOpts is what putImportOpts recorded for spool: none is the
+// default, which replaces nothing.
+func (d *Daemon) importOpts(spool string) store.ImportOptions {
+	var opts store.ImportOptions
+	if b, err := d.db.GetMeta(importOptsKey(spool)); err == nil && b != nil {
+		json.Unmarshal(b, &opts)
+	}
+	return opts
+}
+
 // importRun is an import this process is writing, for status.
 type importRun struct{ resumed bool }
 
@@ -335,11 +318,11 @@ type importRun struct{ resumed bool }
 // import counts them as it goes). On an error the job is left as it stands
 // (with its spool) when resumed, so that the next start tries again;
 // otherwise it is aborted: the client is told how far it got.
-func (d *Daemon) runImport(ctx context.Context, job store.ImportJob, grants int, opts store.ImportOptions, p api.ImportProgress, progress func(api.ImportProgress), resumed bool) (api.ImportProgress, error) {
+func (d *Daemon) runImport(ctx context.Context, job store.ImportJob, grants int, opts store.ImportOptions, progress func(api.ImportProgress), resumed bool) (api.ImportProgress, error) {
 	d.importing.Store(job.ID, importRun{resumed: resumed})
 	defer d.importing.Delete(job.ID)
-	p.Phase, p.Job, p.Total, p.Read = "writing", job.ID, grants, job.Total
-	p.Done, p.Created, p.Replaced = job.Created+job.Replaced, job.Created, job.Replaced
+	p := api.ImportProgress{Phase: "writing", Job: job.ID, Total: grants, Read: job.Total,
+		Done: job.Created + job.Replaced, Created: job.Created, Replaced: job.Replaced}
 	job, err := d.writeSpool(ctx, job, opts, &p, progress)
 	if err == nil {
 		_, err = d.db.FinishImport(job.ID)
@@ -380,9 +363,9 @@ func (d *Daemon) writeSpool(ctx context.Context, job store.ImportJob, opts store
 		return job, fmt.Errorf("open the import's spool: %w", err)
 	}
 	defer f.Close()
-	// Checked again as it is read: a resumed import meets the config of
-	// its restart (a provider removed meanwhile stops it, named).
-	c := newLineChecker(d.Config().Provider)
+	// The providers were checked when the import began; one removed since
+	// still takes its lines (their grants wait for it to come back).
+	c := newLineChecker(func(name string) (config.ProviderConfig, bool) { pc, _ := d.Config().Provider(name); return pc, true })
 	sc := newLineScanner(f)
 	var (
 		batch []store.NewGrant
@@ -458,7 +441,7 @@ func (d *Daemon) ResumeImports(ctx context.Context) error {
 	db := d.Config().Daemon.DB
 	if stale, err := filepath.Glob(filepath.Join(filepath.Dir(db), spoolPattern(db))); err == nil {
 		for _, s := range stale {
-			if !named[s] {
+			if _, reading := d.spools.Load(s); !named[s] && !reading {
 				os.Remove(s)
 			}
 		}
@@ -485,7 +468,7 @@ func (d *Daemon) resumeImport(ctx context.Context, j store.ImportJob) error {
 	_, statErr := os.Stat(j.Spool)
 	err := statErr
 	if err == nil {
-		p, err = d.runImport(ctx, j, 0, d.importOpts(j.Spool), api.ImportProgress{}, nil, true)
+		p, err = d.runImport(ctx, j, 0, d.importOpts(j.Spool), nil, true)
 	}
 	switch {
 	case err == nil:

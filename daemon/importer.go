@@ -75,7 +75,8 @@ type lineError struct {
 // is read (duplicates).
 type lineChecker struct {
 	// provider looks up a configured provider (Config.Provider): a grant
-	// of a provider in observe mode may come without refresh_token.
+	// of a provider in observe mode may come without refresh_token, and is
+	// imported as such (NewGrant.Observe).
 	provider func(name string) (config.ProviderConfig, bool)
 	seed     maphash.Seed
 	hashes   []uint64
@@ -299,10 +300,8 @@ func scanErr(err error, n int) error {
 // `grants import` does, and returns them: for small inputs (the demo,
 // tests), since it holds every grant. Any bad line fails the whole input,
 // with every problem reported as "line N: field: what is wrong" (the first
-// 20). provider looks up a configured provider (Config.Provider): a grant
-// of a provider in observe mode may come without refresh_token, and is
-// imported as such (NewGrant.Observe). Blank lines and lines starting with
-// # are skipped. Errors never quote a refresh token.
+// 20). known says whether a provider is configured. Blank lines and lines
+// starting with # are skipped. Errors never quote a refresh token.
 func ParseImport(r io.Reader, provider func(name string) (config.ProviderConfig, bool)) ([]store.NewGrant, error) {
 	var buf bytes.Buffer
 	c := newLineChecker(provider)

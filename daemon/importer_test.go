@@ -23,23 +23,6 @@ const maxFuzzInput = 64 << 10
 // contains it quotes a token.
 const importMarker = "SEKRET-rt-0451"
 
-// testProviders looks up the providers of the import tests: google and
-// microsoft refresh, app is in observe mode.
-func testProviders(p string) (config.ProviderConfig, bool) {
-	switch p {
-	case "google", "microsoft":
-		return config.ProviderConfig{Name: p, Mode: config.ModeRefresh}, true
-	case "app":
-		return config.ProviderConfig{Name: p, Mode: config.ModeObserve}, true
-	}
-	return config.ProviderConfig{}, false
-}
-
-// anyProvider knows every provider, in refresh mode.
-func anyProvider(p string) (config.ProviderConfig, bool) {
-	return config.ProviderConfig{Name: p, Mode: config.ModeRefresh}, true
-}
-
 // FuzzParseImport feeds arbitrary bytes to ParseImport: it must not panic,
 // a grant it returns has an id, a provider and a token (a grant of a
 // provider in observe mode may have none, and is marked Observe), and no
@@ -48,17 +31,26 @@ func FuzzParseImport(f *testing.F) {
 	for _, s := range importSeeds {
 		f.Add([]byte(s))
 	}
+	provider := func(p string) (config.ProviderConfig, bool) {
+		switch p {
+		case "google", "microsoft":
+			return config.ProviderConfig{Name: p, Mode: config.ModeRefresh}, true
+		case "app":
+			return config.ProviderConfig{Name: p, Mode: config.ModeObserve}, true
+		}
+		return config.ProviderConfig{}, false
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if len(b) > maxFuzzInput {
 			return
 		}
-		gs, err := ParseImport(strings.NewReader(string(b)), testProviders)
+		gs, err := ParseImport(strings.NewReader(string(b)), provider)
 		if err != nil {
 			if len(gs) != 0 {
 				t.Fatalf("%d grants returned with an error", len(gs))
 			}
 			checkQuotesNoToken(t, b, err, func(masked []byte) error {
-				_, err := ParseImport(strings.NewReader(string(masked)), testProviders)
+				_, err := ParseImport(strings.NewReader(string(masked)), provider)
 				return err
 			})
 			return
@@ -67,12 +59,15 @@ func FuzzParseImport(f *testing.F) {
 			t.Fatal("no grants and no error")
 		}
 		for i, g := range gs {
-			pc, known := testProviders(g.Provider)
-			if strings.TrimSpace(g.ID) == "" || g.Provider == "" || strings.TrimSpace(g.RefreshToken.Reveal()) == "" && !pc.Observe() {
+			observe := g.Provider == "app"
+			if strings.TrimSpace(g.ID) == "" || g.Provider == "" || strings.TrimSpace(g.RefreshToken.Reveal()) == "" && !observe {
 				t.Fatalf("grant %d is missing its id, provider or token: %q %q (token %d bytes)", i, g.ID, g.Provider, len(g.RefreshToken))
 			}
-			if !known || g.Observe != pc.Observe() {
-				t.Fatalf("grant %d: provider %q, observe %v", i, g.Provider, g.Observe)
+			if _, ok := provider(g.Provider); !ok {
+				t.Fatalf("grant %d has an unknown provider %q", i, g.Provider)
+			}
+			if g.Observe != observe {
+				t.Fatalf("grant %d of %s: Observe = %v", i, g.Provider, g.Observe)
 			}
 		}
 	})
@@ -122,9 +117,6 @@ var importSeeds = []string{
 	`{"id":"u1","provider":"google","refresh_token":null}`,
 	`{"id":null,"provider":null,"refresh_token":null}`,
 	strings.Repeat(`{"id":"x","provider":"google","refresh_token":"t"}`+"\n", 3),
-	`{"id":"u1","provider":"app"}`,
-	`{"id":"u1","provider":"app","refresh_token":"` + importMarker + `"}`,
-	`{"id":"u1","provider":"google"}`,
 	"\xef\xbb\xbf" + `{"id":"bom","provider":"google","refresh_token":"` + importMarker + `"}`,
 	`{"id":"u\u001b[2J","provider":"google","refresh_token":"` + importMarker + `","subject":"a\u202eb","labels":{"":"x","a b":"\u0085"}}`,
 	`{"id":"grantwatch-canary","provider":"google","refresh_token":"` + importMarker + `"}`,
@@ -163,12 +155,29 @@ var markedToken = regexp.MustCompile(`"refresh_token"\s*:[\s\[{"]*[^",\]}]*` + i
 // over 64 KiB fails with its number and no content.
 func TestImportLimits(t *testing.T) {
 	long := `{"id":"u1","provider":"google","refresh_token":"` + importMarker + strings.Repeat("x", maxImportLine) + `"}`
-	_, err := ParseImport(strings.NewReader("\n"+long+"\n"), anyProvider)
+	_, err := ParseImport(strings.NewReader("\n"+long+"\n"), func(string) (config.ProviderConfig, bool) { return config.ProviderConfig{}, true })
 	if err == nil || !strings.Contains(err.Error(), "line 2: longer than") {
 		t.Fatalf("got %v, want line 2 too long", err)
 	}
 	if strings.Contains(err.Error(), importMarker) {
 		t.Fatalf("error quotes the token: %v", err)
+	}
+}
+
+// TestParseImportObserve: only a grant of a provider in observe mode may
+// come without refresh_token; it is imported as such (NewGrant.Observe).
+func TestParseImportObserve(t *testing.T) {
+	provider := func(p string) (config.ProviderConfig, bool) {
+		mode := map[string]string{"google": config.ModeRefresh, "app": config.ModeObserve}[p]
+		return config.ProviderConfig{Name: p, Mode: mode}, mode != ""
+	}
+	gs, err := ParseImport(strings.NewReader(`{"id":"a","provider":"app"}`+"\n"+`{"id":"b","provider":"google","refresh_token":"t"}`), provider)
+	if err != nil || len(gs) != 2 || !gs[0].Observe || !gs[0].RefreshToken.IsZero() || gs[1].Observe {
+		t.Fatalf("ParseImport = %+v, %v; want a observed without token, b not", gs, err)
+	}
+	_, err = ParseImport(strings.NewReader(`{"id":"c","provider":"google"}`), provider)
+	if err == nil || !strings.Contains(err.Error(), `line 1: refresh_token: is required (only a provider with mode = "observe"`) {
+		t.Errorf("a refreshing provider's grant without token: %v", err)
 	}
 }
 
@@ -213,9 +222,10 @@ func TestImportLineProblems(t *testing.T) {
 		{"the canary's id is reserved", strings.Replace(ok, `"u1"`, `"grantwatch-canary"`, 1), `line 1: id: "grantwatch-canary" is reserved by grantwatch`},
 		{"an unknown field names the fields", line(`,"token":"x"`), `unknown field "token" (the fields are id, provider, refresh_token, subject, labels)`},
 	}
+	known := func(p string) (config.ProviderConfig, bool) { return config.ProviderConfig{Name: p}, p == "google" }
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			gs, err := ParseImport(strings.NewReader(tt.input), testProviders)
+			gs, err := ParseImport(strings.NewReader(tt.input), known)
 			if tt.want == "" {
 				if err != nil || len(gs) != 1 {
 					t.Fatalf("got %d grants, %v; want the line accepted", len(gs), err)
@@ -274,7 +284,7 @@ func TestImportRefusesTerminalControls(t *testing.T) {
 				raw = string(b)
 			}
 			input := `{"id":"u1","provider":"google","refresh_token":"` + importMarker + `"}` + "\n" + raw + "\n"
-			_, err := ParseImport(strings.NewReader(input), anyProvider)
+			_, err := ParseImport(strings.NewReader(input), func(p string) (config.ProviderConfig, bool) { return config.ProviderConfig{Name: p}, true })
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("got %v\nwant an error containing %q", err, tt.want)
 			}
@@ -309,23 +319,10 @@ func TestImportFindsDuplicatesAfterTheFirstPass(t *testing.T) {
 	}
 	b.WriteString(`{"id":"g17","provider":"google","refresh_token":"again"}` + "\n")
 	b.WriteString(`{"id":"g4999","provider":"google","refresh_token":"again"}` + "\n")
-	_, err := ParseImport(strings.NewReader(b.String()), anyProvider)
+	_, err := ParseImport(strings.NewReader(b.String()), func(p string) (config.ProviderConfig, bool) { return config.ProviderConfig{Name: p}, true })
 	for _, want := range []string{`line 5001: id: "g17" appears again (first on line 18)`, `line 5002: id: "g4999" appears again (first on line 5000)`} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("got %v\nwant %q", err, want)
 		}
-	}
-}
-
-// TestParseImportObserve: only a grant of a provider in observe mode may
-// come without refresh_token; it is imported as such (NewGrant.Observe).
-func TestParseImportObserve(t *testing.T) {
-	gs, err := ParseImport(strings.NewReader(`{"id":"a","provider":"app"}`+"\n"+`{"id":"b","provider":"google","refresh_token":"t"}`), testProviders)
-	if err != nil || len(gs) != 2 || !gs[0].Observe || !gs[0].RefreshToken.IsZero() || gs[1].Observe {
-		t.Fatalf("ParseImport = %+v, %v; want a observed without token, b not", gs, err)
-	}
-	_, err = ParseImport(strings.NewReader(`{"id":"c","provider":"google"}`), testProviders)
-	if err == nil || !strings.Contains(err.Error(), `line 1: refresh_token: is required (only a provider with mode = "observe"`) {
-		t.Errorf("a refreshing provider's grant without token: %v", err)
 	}
 }

@@ -43,7 +43,7 @@ func newMetrics(d *Daemon) *promMetrics {
 		ConstLabels: prometheus.Labels{"version": BuildVersion(), "goversion": runtime.Version()},
 	})
 	bi.Set(1)
-	m.reg.MustRegister(m.probes, m.latency, bi, stateCollector{d},
+	m.reg.MustRegister(m.probes, m.latency, bi, stateCollector{d}, forecastCollector{d},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

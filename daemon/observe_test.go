@@ -261,6 +261,12 @@ func verdict(r api.ProbeReport) [2]any {
 	g := r.Grant
 	g.LastProbeAt, g.LastSuccessAt, g.StateChangedAt, g.NextDueAt, g.CreatedAt = time.Time{}, time.Time{}, time.Time{}, time.Time{}, time.Time{}
 	g.TokenGen, g.Rotated = 0, false // the app's tokens are its own
+	// Each daemon imported its grants at its own instant: the forecast is
+	// compared by basis and by whether it is set, not by its time.
+	if !g.ExpiresAt.IsZero() {
+		g.ExpiresAt = time.Unix(1, 0)
+	}
+	g.ConsentAt = time.Time{}
 	res := r.Result
 	res.LatencyMS, res.Rotated = 0, false
 	return [2]any{g, res}

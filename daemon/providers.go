@@ -172,7 +172,7 @@ func (d *Daemon) deferGrant(leased store.Grant, p *provider, wait time.Duration)
 			out = Transition(cur, res, Env{Now: now, Policy: p.policy})
 		}
 		out.Grant.NextDueAt = at
-		return store.Change{Grant: out.Grant, History: out.History}, nil
+		return store.Change{Grant: out.Grant, History: out.History, Outbox: d.noticeEntries(out)}, nil
 	})
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		d.logOnce("defer", slog.LevelError, "store deferred grant", tint.Err(err))

@@ -182,7 +182,11 @@ func (d *Daemon) tcpHandler() (http.Handler, error) {
 	if err := d.loadKeys(); err != nil {
 		return nil, err
 	}
-	return api.TCPHandler(d, d.log, d.metricsHandler(), d), nil
+	h := api.TCPHandler(d, d.log, d.metricsHandler(), d)
+	if d.opts.TCPHandler != nil {
+		h = d.opts.TCPHandler(d, h)
+	}
+	return h, nil
 }
 
 // Ready reports why the daemon is not ready, or nil: the store is open and

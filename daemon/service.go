@@ -11,6 +11,8 @@ import (
 	"io"
 	"slices"
 	"sort"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/grantwatch/grantwatch/daemon/api"
@@ -297,6 +299,9 @@ func (d *Daemon) Status() (api.Status, error) {
 	if st.Stale, st.StaleGrants, err = d.staleStatus(); err != nil {
 		return st, err
 	}
+	if err := d.forecastStatus(&st); err != nil {
+		return st, err
+	}
 	st.Providers = d.providerStates()
 	cs := d.clock.Snapshot()
 	st.Clock = api.ClockView{
@@ -333,7 +338,8 @@ func (d *Daemon) Status() (api.Status, error) {
 		st.Key = &ki
 	}
 	st.NeedsAction = st.ByState[string(store.StateReconnectRequired)] > 0 ||
-		st.ByState[string(store.StateOnHold)] > 0 || cs.State == ClockSkewed || st.Stale > 0
+		st.ByState[string(store.StateOnHold)] > 0 || cs.State == ClockSkewed || st.Stale > 0 ||
+		st.Unreadable > 0
 	for _, j := range st.Imports {
 		if j.State == api.ImportInterrupted || j.State == api.ImportStopped {
 			st.NeedsAction = true
@@ -375,6 +381,32 @@ func (d *Daemon) stateCounts() (map[string]map[store.State]int, error) {
 // concurrently.
 func (d *Daemon) Import(ctx context.Context, r io.Reader, opts api.ImportOptions, progress func(api.ImportProgress)) (api.ImportProgress, error) {
 	return d.importStream(ctx, r, opts, progress)
+}
+
+// importRefusal says why an import was refused and what to do.
+func importRefusal(err error) error {
+	if errors.Is(err, store.ErrRotated) {
+		return fmt.Errorf("nothing imported: %w. The provider rotated these tokens since they were imported: the "+
+			"tokens in this input are most likely the ones rotated away (an old export), and presenting one is "+
+			"taken for reuse, which revokes the grant. Import current tokens, or add --force (API: force=true) "+
+			"to replace them anyway", err)
+	}
+	also := ""
+	var ce *store.ConflictError
+	if errors.As(err, &ce) && ce.Rotated > 0 {
+		also = fmt.Sprintf(" (%d of them have tokens the provider rotated since they were imported, %s: the input's "+
+			"tokens are most likely the rotated-away ones; replacing those also needs --force)", ce.Rotated, strings.Join(quoted(ce.RotatedIDs), ", "))
+	}
+	return fmt.Errorf("nothing imported: %w. Importing them again replaces their refresh tokens: add --replace "+
+		"(API: replace=true) to do so%s", err, also)
+}
+
+func quoted(ids []string) []string {
+	q := make([]string, len(ids))
+	for i, id := range ids {
+		q[i] = strconv.Quote(id)
+	}
+	return q
 }
 
 // DeadLetters lists the notifications no receiver accepted within max_age.

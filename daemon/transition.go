@@ -34,6 +34,10 @@ type Policy struct {
 	// scheduled (their app reports each refresh), and a token just
 	// imported explains no reuse, since grantwatch never presents it.
 	Observe bool
+	// Lifetimes are the provider's refresh token lifetimes and WarnBefore
+	// is forecast.warn_before, for the expiry forecast (forecast.go).
+	Lifetimes  config.Lifetimes
+	WarnBefore time.Duration
 }
 
 // Env is the world a transition sees besides the grant and the result.
@@ -55,6 +59,9 @@ type Outcome struct {
 	History *store.HistoryEntry
 	// Event is set when on-call must hear about it.
 	Event *notify.Event
+	// Notices are events besides the state change's (grant.unreadable,
+	// grant.expiring: forecast.go), stored and sent with it.
+	Notices []notify.Event
 	// Level is how loudly the outcome is logged: WARN or ERROR once when the
 	// grant enters a failing state, INFO for a recovery or the first failure
 	// of a streak, DEBUG for repeats.
@@ -65,14 +72,16 @@ type Outcome struct {
 // refresh, in observe mode) does to a grant. It is pure: the same inputs
 // give the same outcome, so it can run inside a retried transaction.
 func Transition(g store.Grant, r probes.Result, env Env) Outcome {
-	out := transition(g, r, env)
+	out := watch(decide(g, r, env), g, r, env)
 	if env.Policy.Observe {
 		out.Grant.NextDueAt = time.Time{} // its app refreshes it, never grantwatch
 	}
 	return out
 }
 
-func transition(g store.Grant, r probes.Result, env Env) Outcome {
+// decide is the state a probe result leaves a grant in; watch adds what the
+// result says of the grant's answers and lifetime.
+func decide(g store.Grant, r probes.Result, env Env) Outcome {
 	now := env.Now
 	ng := g
 	ng.LastProbeAt = now

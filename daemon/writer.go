@@ -169,6 +169,7 @@ func (d *Daemon) commit(batch []result) {
 			if out.Event != nil {
 				ch.Outbox = d.router.Entries(*out.Event)
 			}
+			ch.Outbox = append(ch.Outbox, d.noticeEntries(out)...)
 			return ch, nil
 		}}
 	}
@@ -218,7 +219,10 @@ func (d *Daemon) commit(batch []result) {
 			if d.log.Enabled(context.Background(), a.out.Level) {
 				logOutcome(log(), a.out, r.res)
 			}
-			events = events || a.out.Event != nil
+			for _, ev := range a.out.Notices {
+				logNotice(log(), ev)
+			}
+			events = events || a.out.Event != nil || len(a.out.Notices) > 0
 		}
 		if a.err == nil {
 			// Stored (or dropped as stale): the grant's due entry is where

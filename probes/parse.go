@@ -160,6 +160,13 @@ func parseForm(a *Answer, b []byte, tp *tokenParts) bool {
 		a.SubtypeFrom = "error_subtype"
 	}
 	a.HasAccessToken = v.Get("access_token") != ""
+	if a.HasAccessToken {
+		for _, k := range lifetimeKeys {
+			if v.Has(k) {
+				a.announce(lifetime(v.Get(k)))
+			}
+		}
+	}
 	return true
 }
 
@@ -198,6 +205,14 @@ func tokenJSON(a *Answer, b []byte, tp *tokenParts) bool {
 			return false
 		}
 	}
+	for _, k := range lifetimeKeys {
+		// Each at most once and in lower case, so that the struct decode
+		// (whose key match ignores case) reads what the map decode reads.
+		q := `"` + k + `"`
+		if n := countFold(b, q); n > 1 || n != bytes.Count(b, []byte(q)) {
+			return false
+		}
+	}
 	var t struct {
 		AccessToken  string          `json:"access_token"`
 		RefreshToken json.RawMessage `json:"refresh_token"`
@@ -206,6 +221,11 @@ func tokenJSON(a *Answer, b []byte, tp *tokenParts) bool {
 		TokenType string      `json:"token_type"`
 		Scope     string      `json:"scope"`
 		ExpiresIn json.Number `json:"expires_in"`
+		// Lifetimes: a number or a quoted one, whatever their type (see
+		// jsonLifetime); json.RawMessage takes any value, as the map does.
+		Lifetime  json.RawMessage `json:"refresh_token_expires_in"`
+		XLifetime json.RawMessage `json:"x_refresh_token_expires_in"`
+		KLifetime json.RawMessage `json:"refresh_expires_in"`
 	}
 	if json.Unmarshal(b, &t) != nil || t.AccessToken == "" {
 		return false
@@ -218,14 +238,53 @@ func tokenJSON(a *Answer, b []byte, tp *tokenParts) bool {
 		tp.scope = strings.TrimSpace(t.Scope)
 		tp.expiresIn = expiresIn(string(t.ExpiresIn))
 	}
+	for _, raw := range []json.RawMessage{t.Lifetime, t.XLifetime, t.KLifetime} {
+		a.announce(jsonLifetime(raw))
+	}
 	return true
 }
 
-// tokenKeys are the quoted keys of a token answer besides the two tokens
-// that tokenJSON reads: each must appear at most once and only in lower
-// case for the struct decode to read what the map decode reads.
-var tokenKeys = []string{`"token_type"`, `"scope"`, `"expires_in"`}
+// lifetimeKeys are the members in which a token answer announces its refresh
+// token's lifetime, in seconds: refresh_token_expires_in (GitHub App user
+// tokens, LinkedIn, Google's time-based access), Intuit's
+// x_refresh_token_expires_in, Keycloak's refresh_expires_in (0 there: an
+// offline token, which does not expire).
+var lifetimeKeys = []string{"refresh_token_expires_in", "x_refresh_token_expires_in", "refresh_expires_in"}
 
+// announce records a lifetime a token answer announced; the shortest wins.
+func (a *Answer) announce(d time.Duration) {
+	if d > 0 && (a.RefreshExpiresIn == 0 || d < a.RefreshExpiresIn) {
+		a.RefreshExpiresIn = d
+	}
+}
+
+// jsonLifetime reads a lifetime member: a number of seconds, or one
+// quoted (GitHub has sent "15811200").
+func jsonLifetime(raw json.RawMessage) time.Duration {
+	if s, ok := jsonString(raw); ok {
+		return lifetime(s)
+	}
+	return lifetime(string(raw))
+}
+
+// maxLifetime caps an announced lifetime: ten years is beyond any
+// provider's (Intuit's five years is the longest documented).
+const maxLifetime = 10 * 366 * 24 * time.Hour
+
+// lifetime reads a number of seconds (a fraction is cut); 0 when it is not a
+// positive number.
+func lifetime(s string) time.Duration {
+	f, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+	if err != nil || !(f > 0) {
+		return 0
+	}
+	if f >= maxLifetime.Seconds() {
+		return maxLifetime
+	}
+	return time.Duration(f) * time.Second
+}
+
+// isASCII reports whether b holds only ASCII bytes.
 func isASCII(b []byte) bool {
 	for _, c := range b {
 		if c >= 0x80 {
@@ -234,6 +293,11 @@ func isASCII(b []byte) bool {
 	}
 	return true
 }
+
+// tokenKeys are the quoted keys of a token answer besides the two tokens
+// that tokenJSON reads: each must appear at most once and only in lower
+// case for the struct decode to read what the map decode reads.
+var tokenKeys = []string{`"token_type"`, `"scope"`, `"expires_in"`}
 
 // jsonExpiresIn reads expires_in as a number or a numeric string (some
 // providers quote it).
@@ -313,6 +377,13 @@ func parseJSONObject(a *Answer, b []byte, tp *tokenParts) bool {
 		tp.expiresIn = jsonExpiresIn(m["expires_in"])
 	}
 
+	if a.HasAccessToken {
+		for _, k := range lifetimeKeys {
+			if raw, ok := m[k]; ok {
+				a.announce(jsonLifetime(raw))
+			}
+		}
+	}
 	if _, ok := m["error"]; a.HasAccessToken && !ok {
 		return true // a token answer: no error fields to read (as tokenJSON)
 	}

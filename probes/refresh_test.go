@@ -98,6 +98,8 @@ func TestRefreshBehaviors(t *testing.T) {
 		{b: sandbox.Error200, preset: "github", cause: probes.CauseInvalidGrant, status: 200, errorCode: "bad_refresh_token"},
 		// HTTP 200, empty: x/oauth2 fails to parse it, no RetrieveError.
 		{b: sandbox.Empty, cause: probes.CauseMalformed, status: 200},
+		// A client error no rule reads: unreadable, retried.
+		{b: sandbox.Unreadable, preset: "reddit", cause: probes.CauseMalformed, status: 400},
 	} {
 		t.Run(string(tc.b)+"/"+tc.preset, func(t *testing.T) {
 			token := "rt-" + string(tc.b) + "-" + tc.preset

@@ -38,6 +38,11 @@ type Answer struct {
 	Texts []Text
 	// HasAccessToken reports that the body carried an access_token.
 	HasAccessToken bool
+	// RefreshExpiresIn is the lifetime a token answer announced for its
+	// refresh token (see lifetimeKeys: GitHub's refresh_token_expires_in,
+	// Intuit's x_refresh_token_expires_in, Keycloak's refresh_expires_in),
+	// the shortest when it names several; 0 when it announced none.
+	RefreshExpiresIn time.Duration
 	// RetryAfter is the wait a 429 or 503 asked for (Retry-After in seconds or
 	// as an HTTP date, or an X-RateLimit-Reset style header); 0 if none.
 	RetryAfter time.Duration
@@ -83,6 +88,9 @@ type Result struct {
 	ErrorCodes       []int
 	// RetryAfter is the wait the provider asked for, 0 if none.
 	RetryAfter time.Duration
+	// RefreshExpiresIn is the lifetime the answer announced for the refresh
+	// token (Answer.RefreshExpiresIn); 0 if none.
+	RefreshExpiresIn time.Duration
 	// Date is the provider's Date header, zero if absent.
 	Date time.Time
 	// Started is when the request was sent; Latency how long the answer took.

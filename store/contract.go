@@ -56,6 +56,24 @@ type Store interface {
 	RemoveIDs(ids []string) (int, error)
 	RemoveWhere(state State, provider string) (int, error)
 
+	// The watch indexes (watch.go): per provider, the grants' forecasts in
+	// time order and the grants whose answers no rule reads
+	// (Unreadable ≥ UnreadableAfter), kept by every write of a grant, so
+	// that status, the metrics and `grants list --expiring` read only the
+	// matching grants, never the fleet.
+
+	// ExpiringCounts returns provider → grants forecast to die at or
+	// before t (Grant.ExpiresAt), O(providers + matching).
+	ExpiringCounts(t time.Time) (map[string]int, error)
+	// EachExpiring calls fn for every grant forecast to die at or before t
+	// (of provider, unless ""), provider by provider, soonest first.
+	EachExpiring(t time.Time, provider string, fn func(Grant) error) error
+	// UnreadableCounts returns provider → grants in the unreadable index.
+	UnreadableCounts() (map[string]int, error)
+	// EachUnreadable calls fn for every grant in the unreadable index (of
+	// provider, unless ""), by provider.
+	EachUnreadable(provider string, fn func(Grant) error) error
+
 	// The due index.
 
 	// Due returns up to limit grants due at or before now, earliest due
@@ -122,6 +140,21 @@ type Store interface {
 	CreateAppKey(k AppKey) error
 	AppKeys() ([]AppKey, error)
 	RevokeAppKey(name string) error
+
+	// Hosted reconnect links (links.go): only a link's hash is stored.
+
+	// CreateLink stores a link for l.GrantID under hash (LinkHash of its
+	// secret); ErrNotFound when the grant does not exist. Records of
+	// links expired more than LinkKeep before now may be deleted.
+	CreateLink(hash []byte, l Link, now time.Time) error
+	// Link returns the link under hash: ErrNotFound when there is none or
+	// its grant is gone (removed, even if imported again), ErrLinkUsed or
+	// ErrLinkExpired, with the record, when it cannot be used at now.
+	Link(hash []byte, now time.Time) (Link, error)
+	// UseLink marks the link used at now, atomically: of concurrent
+	// callers one succeeds, the others get ErrLinkUsed. It fails as Link
+	// does and leaves the link unused then.
+	UseLink(hash []byte, now time.Time) (Link, error)
 
 	// Path names where the store lives, for logs and status: the bbolt
 	// file's path, or the etcd endpoints and prefix. Never a secret.

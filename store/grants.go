@@ -122,6 +122,10 @@ func (b *bkts) putGrant(row uint64, old *Grant, g *Grant, d counterDelta) error 
 		}
 	}
 
+	if err := b.putWatch(row, old, g); err != nil {
+		return err
+	}
+
 	if old == nil || old.State != g.State || old.Provider != g.Provider {
 		if old != nil {
 			if err := b.byState.Delete(stateKey(old.State, old.Provider, row)); err != nil {
@@ -204,7 +208,8 @@ func (b *bkts) deleteHistory(row uint64) error {
 // have been removed, one above the highest TokenGen removed: see removedGen). An existing id
 // takes the given provider, subject, labels and token and is reset: state
 // pending, cause and error cleared, failures 0, TokenGen+1, due at now. Both
-// get a "token imported" history entry. An Observe grant is not scheduled
+// start a new token chain (ConsentAt now, no forecast until probed) and get a
+// "token imported" history entry. An Observe grant is not scheduled
 // (NextDueAt zero). A grant with an empty or NUL-carrying id or provider, or
 // an empty token (unless it is an Observe grant), fails the whole call.
 //
@@ -263,6 +268,7 @@ func (db *DB) importTx(b *bkts, gs []NewGrant, now time.Time, opts ImportOptions
 			StateChangedAt: now,
 			NextDueAt:      now,
 			TokenGen:       1,
+			ConsentAt:      now, // a new token chain: no forecast until it is probed
 		}
 		if ng.Observe {
 			g.NextDueAt = time.Time{} // its app refreshes it, never grantwatch
@@ -748,6 +754,9 @@ func (b *bkts) remove(row uint64, g *Grant, d counterDelta) error {
 			return fmt.Errorf("remove %q: %w", g.ID, err)
 		}
 	}
+	if err := b.putWatch(row, g, nil); err != nil {
+		return fmt.Errorf("remove %q: %w", g.ID, err)
+	}
 	if err := b.deleteHistory(row); err != nil {
 		return fmt.Errorf("remove %q: %w", g.ID, err)
 	}
@@ -774,7 +783,8 @@ func (b *bkts) removedGen() uint64 {
 // SetToken stores a new refresh token for id (set-token, reconnect) and
 // resets the grant so that it is probed at now: state pending, cause, action
 // and error cleared, failures 0, LostAnswer, Rotated and ReuseDetected
-// cleared, TokenGen+1. It returns the new record.
+// cleared, TokenGen+1, and, a new token chain, its ConsentAt now, its
+// forecast and unreadable count cleared. It returns the new record.
 // Missing grant: ErrNotFound.
 func (db *DB) SetToken(id string, tok secret.Secret, now time.Time) (Grant, error) {
 	if tok.IsZero() {
@@ -799,6 +809,10 @@ func (db *DB) SetToken(id string, tok secret.Secret, now time.Time) (Grant, erro
 		g.TokenGen++
 		g.sealSeq++
 		g.NextDueAt = now
+		// A new token chain: what was known of the old one's lifetime and
+		// answers does not hold for it; its first probe forecasts anew.
+		g.Unreadable, g.ConsentAt, g.AnnouncedExpiresAt = 0, now, time.Time{}
+		g.ExpiresAt, g.ExpiresBasis, g.ExpiryWarned = time.Time{}, "", false
 		if old.State != StatePending {
 			g.StateChangedAt = now
 		}

@@ -165,6 +165,12 @@ func downgradeToV1(t *testing.T, path string, key []byte) {
 			b.grants.Put(k, encodeGrantV1(&g))
 			b.tokens.Put(k, sealV0(string(pt), g.ID))
 		}
+		// Schema 1 had no watch indexes (version-1 records no forecast).
+		for _, name := range [][]byte{bucketExpiry, bucketUnread} {
+			if err := tx.DeleteBucket(name); err != nil {
+				return err
+			}
+		}
 		b.meta.Put(keyCanary, sealV0(canaryAD, canaryAD))
 		return b.meta.Put(keySchema, []byte("1"))
 	}); err != nil {

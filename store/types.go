@@ -111,6 +111,34 @@ type Grant struct {
 	// set-token, reconnect), not on rotation. A probe result whose TokenGen
 	// differs from the stored one is stale and must be dropped.
 	TokenGen uint64 `json:"token_gen"`
+	// Unreadable counts consecutive probes answered with a 4xx that no rule
+	// could read (probes.Result.Unreadable): the same grant answered so
+	// again and again needs a person. 0 after any other answer; a probe
+	// that got no answer leaves it as it is. At UnreadableAfter the grant
+	// is announced (grant.unreadable) and listed by status.
+	Unreadable int `json:"unreadable,omitempty"`
+	// ConsentAt is when the grant's current refresh token chain began: its
+	// import or its last set-token (a reconnect), not a rotation. An
+	// absolute lifetime counts from it. Zero in records written before it
+	// existed: the forecast then counts from CreatedAt.
+	ConsentAt time.Time `json:"consent_at,omitzero"`
+	// AnnouncedExpiresAt is when the provider said, in the last successful
+	// answer, that the refresh token expires (refresh_token_expires_in,
+	// x_refresh_token_expires_in, refresh_expires_in); zero when it said
+	// nothing.
+	AnnouncedExpiresAt time.Time `json:"announced_expires_at,omitzero"`
+	// ExpiresAt is the forecast of when the refresh token dies if nothing
+	// changes, and ExpiresBasis the rule that set it (the Basis* values):
+	// the earliest of the provider's idle window from the last successful
+	// use, its absolute lifetime from ConsentAt, the lifetime announced in
+	// the last answer, a configured override and Google's 7-day Testing
+	// mode. The transition computes it after every probe; zero when nothing
+	// is known, or the grant is already dead (reconnect_required).
+	ExpiresAt    time.Time `json:"expires_at,omitzero"`
+	ExpiresBasis string    `json:"expires_basis,omitempty"`
+	// ExpiryWarned reports that grant.expiring was sent for the current
+	// token chain; a new chain (import, set-token) clears it.
+	ExpiryWarned bool `json:"expiry_warned,omitempty"`
 	// Row is where the grant is stored, set on every read and never
 	// written: a grant keeps its row for life (a removed grant's row is not
 	// reused), so the daemon derives the grant's phase in its interval from
@@ -123,6 +151,31 @@ type Grant struct {
 	// cannot set it. 0: the token was sealed before seal version 1.
 	sealSeq uint64
 }
+
+// UnreadableAfter is how many consecutive unreadable 4xx answers
+// (Grant.Unreadable) make a grant a problem for a person: it is announced
+// once (grant.unreadable) and kept in the store's unreadable index, which
+// status reads.
+const UnreadableAfter = 3
+
+// The values of Grant.ExpiresBasis: which rule set the forecast. The names
+// are part of grantwatch's interface.
+const (
+	// BasisIdle: the preset's idle window from the last successful use.
+	// Probing keeps it alive.
+	BasisIdle = "idle"
+	// BasisAbsolute: the preset's maximum lifetime from consent, which no
+	// refresh extends.
+	BasisAbsolute = "absolute"
+	// BasisAnnounced: the lifetime the provider announced in its last token
+	// answer.
+	BasisAnnounced = "announced"
+	// BasisConfigured: the provider entry's idle_lifetime or max_lifetime.
+	BasisConfigured = "configured"
+	// BasisTesting: a Google app in Testing publishing status
+	// (google_testing): 7 days from consent.
+	BasisTesting = "testing"
+)
 
 // NewGrant is a grant to import.
 type NewGrant struct {

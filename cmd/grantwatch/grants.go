@@ -30,7 +30,7 @@ func (a *app) grantsCmd() *cobra.Command {
 the database directly when no daemon runs.`,
 	}
 	cmd.AddCommand(a.grantsImportCmd(), a.grantsListCmd(), a.grantsShowCmd(),
-		a.grantsSetTokenCmd(), a.grantsProbeCmd(), a.grantsRmCmd())
+		a.grantsSetTokenCmd(), a.grantsProbeCmd(), a.grantsRmCmd(), a.grantsLinkCmd())
 	return cmd
 }
 
@@ -41,7 +41,7 @@ func printJSON(w io.Writer, v any) error {
 }
 
 func (a *app) grantsImportCmd() *cobra.Command {
-	var opts api.ImportOptions
+	var opts store.ImportOptions
 	cmd := &cobra.Command{
 		Use:   "import FILE|- [--replace [--force]]",
 		Short: "Import grants from JSON Lines (id, provider, refresh_token, subject, labels)",
@@ -73,7 +73,6 @@ reuse, which revokes the grant.`,
 				defer f.Close()
 				r, src = f, args[0]
 			}
-			opts.Source = src
 			cfg, err := a.config()
 			if err != nil {
 				return err
@@ -88,7 +87,7 @@ reuse, which revokes the grant.`,
 			defer c.Close()
 			start := time.Now()
 			line := a.statusLine()
-			p, err := c.Import(cmd.Context(), bufio.NewReaderSize(r, 1<<20), opts, func(p api.ImportProgress) {
+			p, err := c.Import(cmd.Context(), bufio.NewReaderSize(r, 1<<20), api.ImportOptions{Source: src, Replace: opts.Replace, Force: opts.Force}, func(p api.ImportProgress) {
 				if p.Phase == "validating" {
 					line.update("validating: %d lines read", p.Read)
 					return
@@ -129,12 +128,16 @@ reuse, which revokes the grant.`,
 }
 
 func (a *app) grantsListCmd() *cobra.Command {
-	var state, provider string
+	var state, provider, expiring string
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "list [--state S] [--provider P] [--json]",
+		Use:   "list [--state S] [--provider P] [--expiring 7d] [--json]",
 		Short: "List grants with their state and cause",
-		Args:  cobra.NoArgs,
+		Long: `list prints every grant, or those in --state and of --provider. With --expiring
+it lists the grants whose refresh token is forecast to die within that span
+(7d, 36h), soonest first per provider, with when and which rule says so
+(expires_basis: idle, absolute, announced, configured, testing).`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if state != "" && !store.State(state).Valid() {
 				var names []string
@@ -142,6 +145,13 @@ func (a *app) grantsListCmd() *cobra.Command {
 					names = append(names, string(s))
 				}
 				return fmt.Errorf("--state: unknown state %q (one of: %s)", state, strings.Join(names, ", "))
+			}
+			var within time.Duration
+			if expiring != "" {
+				var err error
+				if within, err = api.ParseWithin(expiring); err != nil || within <= 0 {
+					return fmt.Errorf("--expiring: want a span such as 7d or 36h, not %q", expiring)
+				}
 			}
 			c, cfg, err := a.client(cmd.Context())
 			if err != nil {
@@ -154,7 +164,7 @@ func (a *app) grantsListCmd() *cobra.Command {
 				// Stream a JSON array: a million grants never sit in memory.
 				out.WriteString("[")
 				n := 0
-				err := c.List(cmd.Context(), state, provider, func(g store.Grant) error {
+				err := c.ListExpiring(cmd.Context(), within, state, provider, func(g store.Grant) error {
 					if n > 0 {
 						out.WriteString(",")
 					}
@@ -171,10 +181,19 @@ func (a *app) grantsListCmd() *cobra.Command {
 				return nil
 			}
 			tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tPROVIDER\tSTATE\tCAUSE\tFAILS\tLAST PROBE\tSUBJECT")
+			if within > 0 {
+				fmt.Fprintln(tw, "ID\tPROVIDER\tSTATE\tEXPIRES\tBASIS\tSUBJECT")
+			} else {
+				fmt.Fprintln(tw, "ID\tPROVIDER\tSTATE\tCAUSE\tFAILS\tLAST PROBE\tSUBJECT")
+			}
 			n := 0
-			err = c.List(cmd.Context(), state, provider, func(g store.Grant) error {
+			err = c.ListExpiring(cmd.Context(), within, state, provider, func(g store.Grant) error {
 				n++
+				if within > 0 {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", esc(g.ID), esc(g.Provider), shownState(g),
+						g.ExpiresAt.Local().Format(time.RFC3339), g.ExpiresBasis, dash(esc(g.Subject)))
+					return nil
+				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", esc(g.ID), esc(g.Provider), shownState(g),
 					dash(g.Cause), g.Failures, ago(g.LastProbeAt), dash(esc(g.Subject)))
 				return nil
@@ -192,6 +211,7 @@ func (a *app) grantsListCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&state, "state", "", "only grants in this state (pending, healthy, degraded, reconnect_required, on_hold)")
 	cmd.Flags().StringVar(&provider, "provider", "", "only grants of this provider")
+	cmd.Flags().StringVar(&expiring, "expiring", "", "only grants forecast to die within this span (7d, 36h), soonest first")
 	cmd.RegisterFlagCompletionFunc("state", completeStates)
 	cmd.RegisterFlagCompletionFunc("provider", a.completeProviders)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON array")
@@ -329,6 +349,12 @@ func printGrant(out io.Writer, g store.Grant) {
 		fmt.Fprintf(tw, "error:\t%s %s\n", esc(g.Error), esc(g.ErrorDescription))
 	}
 	fmt.Fprintf(tw, "failures:\t%d\nlast probe:\t%s\nlast success:\t%s\n", g.Failures, ago(g.LastProbeAt), ago(g.LastSuccessAt))
+	if g.Unreadable > 0 {
+		fmt.Fprintf(tw, "unreadable:\t%d answers in a row no rule reads (grantwatch explain shows how one is read)\n", g.Unreadable)
+	}
+	if !g.ExpiresAt.IsZero() {
+		fmt.Fprintf(tw, "expires:\t%s (%s; basis %s)\n", g.ExpiresAt.Local().Format(time.RFC3339), fromNow(g.ExpiresAt), g.ExpiresBasis)
+	}
 	switch {
 	case g.NextDueAt.IsZero() && g.State != store.StateReconnectRequired:
 		fmt.Fprintf(tw, "next probe:\tnone (observe mode: its app reports its refreshes)\n")

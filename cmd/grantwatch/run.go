@@ -56,6 +56,7 @@ restart (restore a backup: README "Backups and restore").`,
 				Logger:     log,
 				ConfigPath: config.Locate(a.configFlag),
 				Reload:     reload,
+				TCPHandler: webPages(log),
 			})
 			if errors.Is(err, store.ErrCorrupt) {
 				// A damaged database stays damaged: exit status 3 tells

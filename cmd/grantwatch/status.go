@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/grantwatch/grantwatch/daemon/api"
+	"github.com/grantwatch/grantwatch/daemon/config"
 	"github.com/grantwatch/grantwatch/store"
 )
 
@@ -22,7 +23,7 @@ func (a *app) statusCmd() *cobra.Command {
 		Short: "Is everything connected? Counts, grants to reconnect, providers, clock, backlog",
 		Long: `status prints the fleet's state. Exit status 0 when nothing needs action, 1 when
 something does (a grant to reconnect, a held grant or provider, a stale grant of a
-provider in observe mode, a skewed clock), 2 when status could not tell (the config
+provider in observe mode, a grant whose answers no rule reads, a skewed clock), 2 when status could not tell (the config
 is invalid, there is no database, the daemon does not answer or serves another
 database).`,
 		Args: cobra.NoArgs,
@@ -141,6 +142,22 @@ func printStatus(out io.Writer, st api.Status) {
 		fmt.Fprintf(out, "\n%d grant(s) need their user to reconnect:\n", n)
 		printNeedy(out, st.NeedsReconnect, n)
 	}
+	if st.Unreadable > 0 {
+		fmt.Fprintf(out, "\n%d grant(s) answered %d or more times in a row in words no rule reads (grantwatch explain shows how; report them):\n", st.Unreadable, store.UnreadableAfter)
+		printNeedy(out, st.UnreadableGrants, st.Unreadable)
+	}
+	if st.Expiring > 0 {
+		fmt.Fprintf(out, "\n%d grant(s) forecast to die within %s: grantwatch grants list --expiring %s\n",
+			st.Expiring, config.Days(time.Duration(st.WarnBeforeSeconds)*time.Second), withinFlag(st.WarnBeforeSeconds))
+	}
+	for _, s := range st.SecretsExpiring {
+		verb := "expires"
+		if s.Expired {
+			verb = "expired"
+		}
+		fmt.Fprintf(out, "\nthe client secret of provider %s %s %s (%s): create a new one, set client_secret_file and client_secret_expires_at, reload\n",
+			esc(s.Provider), verb, fromNow(s.ExpiresAt), s.ExpiresAt.Local().Format(time.RFC3339))
+	}
 	if n := st.ByState[string(store.StateOnHold)]; n > 0 {
 		fmt.Fprintf(out, "\n%d grant(s) on hold (the provider or the clock is at fault, not the user):\n", n)
 		printNeedy(out, st.OnHold, n)
@@ -162,22 +179,6 @@ func printStatus(out io.Writer, st api.Status) {
 	}
 }
 
-// printImports prints one line per import being written or interrupted,
-// and the outcome of the last interrupted one.
-func printImports(out io.Writer, jobs []api.ImportJob) {
-	for _, j := range jobs {
-		src := ""
-		if j.Source != "" {
-			src = " of " + j.Source
-		}
-		fmt.Fprintf(out, "import:  %s%s %s, %d of %d lines stored", j.ID, src, j.State, j.Committed, j.Lines)
-		if j.Detail != "" {
-			fmt.Fprintf(out, " (%s)", j.Detail)
-		}
-		fmt.Fprintln(out)
-	}
-}
-
 // configLine says how the daemon's running config stands against its file.
 func configLine(c *api.ConfigStatus) string {
 	if c == nil {
@@ -192,6 +193,43 @@ func configLine(c *api.ConfigStatus) string {
 		line += fmt.Sprintf("; %s changed since: the daemon does not run what the file says (systemctl reload grantwatch)", c.Path)
 	}
 	return line
+}
+
+// withinFlag writes a span in seconds as --expiring takes it.
+func withinFlag(seconds float64) string {
+	d := time.Duration(seconds) * time.Second
+	if d%(24*time.Hour) == 0 {
+		return fmt.Sprintf("%dd", d/(24*time.Hour))
+	}
+	return d.String()
+}
+
+// fromNow renders a time ahead ("in 6 days", "in 5h3m") or past ("2d ago").
+func fromNow(t time.Time) string {
+	d := time.Until(t)
+	switch {
+	case d <= 0:
+		return ago(t)
+	case d >= 48*time.Hour:
+		return fmt.Sprintf("in %d days", int(d.Hours()/24))
+	}
+	return "in " + d.Round(time.Minute).String()
+}
+
+// printImports prints one line per import being written or interrupted,
+// and the outcome of the last interrupted one.
+func printImports(out io.Writer, jobs []api.ImportJob) {
+	for _, j := range jobs {
+		src := ""
+		if j.Source != "" {
+			src = " of " + j.Source
+		}
+		fmt.Fprintf(out, "import:  %s%s %s, %d of %d lines stored", j.ID, src, j.State, j.Committed, j.Lines)
+		if j.Detail != "" {
+			fmt.Fprintf(out, " (%s)", j.Detail)
+		}
+		fmt.Fprintln(out)
+	}
 }
 
 func printNeedy(out io.Writer, gs []store.Grant, total int) {

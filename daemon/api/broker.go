@@ -12,6 +12,8 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -129,7 +131,7 @@ func brokerRoutes(mux *http.ServeMux, b Broker, authorize func(*http.Request) (f
 				req.Reaches = reaches
 			}
 			var err error
-			if req.MinTTL, err = parseMinTTL(r.URL.Query().Get("min_ttl")); err != nil {
+			if req.MinTTL, err = parseMinTTL(queryValue(r.URL.RawQuery, "min_ttl")); err != nil {
 				writeTokenErr(w, req.ID, Invalid(err))
 				return
 			}
@@ -168,6 +170,28 @@ func tcpAuthorize(r *http.Request) (func(map[string]string) bool, error) {
 	}, nil
 }
 
+// queryValue is the first value of key in a raw query, unescaped (""
+// when absent or not unescapable), without building url.Values.
+func queryValue(raw, key string) string {
+	for raw != "" {
+		var kv string
+		kv, raw, _ = strings.Cut(raw, "&")
+		k, v, _ := strings.Cut(kv, "=")
+		if k != key {
+			continue
+		}
+		if strings.ContainsAny(v, "%+") {
+			u, err := url.QueryUnescape(v)
+			if err != nil {
+				return v // parseMinTTL names it
+			}
+			return u
+		}
+		return v
+	}
+	return ""
+}
+
 // parseMinTTL reads min_ttl: a Go duration ("60s", "5m") or seconds.
 func parseMinTTL(v string) (time.Duration, error) {
 	if v == "" {
@@ -192,8 +216,8 @@ func parseMinTTL(v string) (time.Duration, error) {
 // the body is appended by hand, with encoding/json only for a string that
 // needs escaping.
 func writeToken(w http.ResponseWriter, t Token) {
-	buf := make([]byte, 0, 160+len(t.AccessToken)+len(t.Scope)+len(t.GrantID))
-	buf = append(buf, `{"access_token":`...)
+	bp := tokenBufs.Get().(*[]byte)
+	buf := append((*bp)[:0], `{"access_token":`...)
 	buf = appendJSONString(buf, t.AccessToken.Reveal())
 	buf = append(buf, `,"token_type":`...)
 	buf = appendJSONString(buf, t.TokenType)
@@ -206,13 +230,21 @@ func writeToken(w http.ResponseWriter, t Token) {
 	buf = append(buf, "}\n"...)
 	h := w.Header()
 	h["Content-Type"] = jsonType
-	// RFC 6749 §5.1: a token answer is not cached.
+	// RFC 6749 §5.1: a token answer is not cached. (net/http sets
+	// Content-Length: the body is written whole before the handler returns.)
 	h["Cache-Control"] = noStore
-	h["Content-Length"] = []string{strconv.Itoa(len(buf))}
 	w.WriteHeader(http.StatusOK)
 	w.Write(buf)
+	// The buffer held a token: wipe it before it is used again.
 	clear(buf)
+	*bp = buf[:0]
+	if cap(buf) <= 4<<10 {
+		tokenBufs.Put(bp)
+	}
 }
+
+// tokenBufs holds the buffers token answers are built in.
+var tokenBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
 
 var (
 	jsonType = []string{"application/json"}

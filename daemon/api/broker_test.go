@@ -45,6 +45,7 @@ func TestTokenRoute(t *testing.T) {
 		{"GET", "/v1/grants/u%2F1/token", TokenRequest{ID: "u/1", MinTTL: DefaultMinTTL}},
 		{"GET", "/v1/grants/g/token?min_ttl=5m", TokenRequest{ID: "g", MinTTL: 5 * time.Minute}},
 		{"GET", "/v1/grants/g/token?min_ttl=90", TokenRequest{ID: "g", MinTTL: 90 * time.Second}},
+		{"GET", "/v1/grants/g/token?x=1&min_ttl=2%6D&min_ttl=9s", TokenRequest{ID: "g", MinTTL: 2 * time.Minute}},
 		{"GET", "/v1/grants/g/token?min_ttl=0s", TokenRequest{ID: "g"}},
 		{"POST", "/v1/grants/g/token/refresh", TokenRequest{ID: "g", MinTTL: DefaultMinTTL, Force: true}},
 	} {

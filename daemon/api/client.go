@@ -214,12 +214,21 @@ func (c *Client) Status(ctx context.Context) (Status, error) {
 
 // List streams grants, filtered by state and provider when non-empty.
 func (c *Client) List(ctx context.Context, state, provider string, fn func(store.Grant) error) error {
+	return c.ListExpiring(ctx, 0, state, provider, fn)
+}
+
+// ListExpiring is List of the grants forecast to die within `within` from
+// now (all grants when it is 0): soonest first, provider by provider.
+func (c *Client) ListExpiring(ctx context.Context, within time.Duration, state, provider string, fn func(store.Grant) error) error {
 	q := url.Values{}
 	if state != "" {
 		q.Set("state", state)
 	}
 	if provider != "" {
 		q.Set("provider", provider)
+	}
+	if within > 0 {
+		q.Set("expiring", within.String())
 	}
 	resp, err := c.send(ctx, http.MethodGet, "/v1/grants?"+q.Encode(), nil)
 	if err != nil {

@@ -32,6 +32,10 @@ type Service interface {
 	// Grants calls fn for every grant, or those in state and of provider
 	// when non-empty, in storage order.
 	Grants(state store.State, provider string, fn func(store.Grant) error) error
+	// ExpiringGrants calls fn for every grant forecast to die within
+	// `within` from now, of provider when non-empty, soonest first per
+	// provider.
+	ExpiringGrants(within time.Duration, provider string, fn func(store.Grant) error) error
 	// Grant returns one grant with its history.
 	Grant(id string) (GrantDetail, error)
 	// Remove deletes a grant.
@@ -66,6 +70,9 @@ type Service interface {
 	Redeliver(receiver string, seqs []uint64) (RedeliverResult, error)
 	// Ready reports why the daemon is not ready, or nil.
 	Ready() error
+	// ReconnectLink makes a hosted reconnect link for a grant, working
+	// for ttl (0: reconnect.link_ttl); by says who asked.
+	ReconnectLink(ctx context.Context, id string, ttl time.Duration, by string) (ReconnectLink, error)
 }
 
 // Invalid marks err as the request's own fault: it answers 400.
@@ -127,6 +134,7 @@ func Handler(svc Service, log *slog.Logger) http.Handler {
 	handle("POST /v1/grants/{id}/probe", maxBody, s.handleProbe)
 	handle("PUT /v1/grants/{id}/refresh_token", maxBody, s.handleSetToken)
 	handle("POST /v1/grants/{id}/observations", maxBody, s.handleObserve)
+	handle("POST /v1/grants/{id}/reconnect_link", maxBody, s.linkHandler(func(*http.Request) string { return "cli" }))
 	handle("POST /v1/notify/test", maxBody, s.handleNotifyTest)
 	handle("GET /v1/notify/dead", maxBody, s.handleDead)
 	handle("POST /v1/notify/dead/redeliver", maxBody, s.handleRedeliver)
@@ -224,6 +232,10 @@ func TCPHandler(svc Service, log *slog.Logger, metrics http.Handler, keys Keys) 
 	// An observation carries no token (a success is sent without its
 	// body): like read, it may cross plain HTTP.
 	mux.Handle("POST /v1/grants/{id}/observations", s.guard(ScopeObserve, false, s.handleObserve))
+	mux.Handle("POST /v1/grants/{id}/reconnect_link", s.guard(ScopeLink, true, s.linkHandler(func(r *http.Request) string {
+		k, _ := Authorize(r, ScopeLink) // guard let it through: the key is there
+		return "app:" + k.Name
+	})))
 	if b, ok := svc.(Broker); ok {
 		brokerRoutes(mux, b, tcpAuthorize)
 	}
@@ -330,6 +342,24 @@ func (s *server) handleList(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, Invalid(fmt.Errorf("unknown state %q (states: %s)", state, stateList())))
 		return
 	}
+	grants := s.svc.Grants
+	if v := r.URL.Query().Get("expiring"); v != "" {
+		// Grants forecast to die within the span, through the expiry
+		// index; a state filters them.
+		within, err := ParseWithin(v)
+		if err != nil {
+			writeErr(w, Invalid(fmt.Errorf("expiring: %w", err)))
+			return
+		}
+		grants = func(state store.State, prov string, fn func(store.Grant) error) error {
+			return s.svc.ExpiringGrants(within, prov, func(g store.Grant) error {
+				if state != "" && g.State != state {
+					return nil
+				}
+				return fn(g)
+			})
+		}
+	}
 	// Stream the array: a fleet of a million grants is never held in memory,
 	// and a reader that takes its time (grants list | less) is cut only
 	// when it takes nothing for streamIdle.
@@ -339,7 +369,7 @@ func (s *server) handleList(w http.ResponseWriter, r *http.Request) {
 	written, _ := bw.WriteString("[") // what went into bw, sent or not
 	first := true
 	n := 0
-	err := s.svc.Grants(state, prov, func(g store.Grant) error {
+	err := grants(state, prov, func(g store.Grant) error {
 		if n++; n%1000 == 1 {
 			extendDeadlines(rc, false)
 		}

@@ -31,6 +31,7 @@ type fakeService struct {
 	setToken  func(context.Context, string, secret.Secret) (ProbeReport, error)
 	observe   func(context.Context, string, Observation) (ProbeReport, error)
 	ready     func() error
+	link      func(ctx context.Context, id string, ttl time.Duration, by string) (ReconnectLink, error)
 }
 
 func (f *fakeService) missing(name string) error {
@@ -72,6 +73,13 @@ func (f *fakeService) SetToken(ctx context.Context, id string, tok secret.Secret
 	return f.setToken(ctx, id, tok)
 }
 
+func (f *fakeService) Observe(ctx context.Context, id string, obs Observation) (ProbeReport, error) {
+	if f.observe == nil {
+		return ProbeReport{}, f.missing("Observe")
+	}
+	return f.observe(ctx, id, obs)
+}
+
 func (f *fakeService) RemoveIDs(ids []string) (int, error) {
 	if f.removeIDs == nil {
 		return 0, f.missing("RemoveIDs")
@@ -81,13 +89,6 @@ func (f *fakeService) RemoveIDs(ids []string) (int, error) {
 
 func (f *fakeService) RemoveWhere(store.State, string) (int, error) {
 	return 0, f.missing("RemoveWhere")
-}
-
-func (f *fakeService) Observe(ctx context.Context, id string, obs Observation) (ProbeReport, error) {
-	if f.observe == nil {
-		return ProbeReport{}, f.missing("Observe")
-	}
-	return f.observe(ctx, id, obs)
 }
 
 func (f *fakeService) Import(ctx context.Context, r io.Reader, opts ImportOptions, p func(ImportProgress)) (ImportProgress, error) {
@@ -129,6 +130,13 @@ func (f *fakeService) Ready() error {
 		return f.missing("Ready")
 	}
 	return f.ready()
+}
+
+func (f *fakeService) ReconnectLink(ctx context.Context, id string, ttl time.Duration, by string) (ReconnectLink, error) {
+	if f.link == nil {
+		return ReconnectLink{}, f.missing("ReconnectLink")
+	}
+	return f.link(ctx, id, ttl, by)
 }
 
 // client is the API on svc through the in-process transport, as the CLI
@@ -333,46 +341,6 @@ func TestTCPHandlerGuardsTheGrantAPI(t *testing.T) {
 	}
 }
 
-// TestBackupCutShortIsAnError: a backup that fails after its first bytes
-// were sent reaches the client as an error, never as a short success that
-// would be renamed into place as a whole backup.
-func TestBackupCutShortIsAnError(t *testing.T) {
-	svc := &fakeService{t: t, backup: func(w io.Writer) (int64, error) {
-		n, _ := w.Write(make([]byte, 100<<10))
-		return int64(n), errors.New("read a page: damaged")
-	}}
-	var got strings.Builder
-	n, err := client(t, svc).Backup(context.Background(), &got)
-	if err == nil || !strings.Contains(err.Error(), "cut short") {
-		t.Fatalf("Backup = %d, %v; want an error saying the copy was cut short", n, err)
-	}
-	// Before the first byte, the error itself is the answer.
-	svc.backup = func(io.Writer) (int64, error) { return 0, errors.New("back up gw.db: database not open") }
-	if _, err := client(t, svc).Backup(context.Background(), &got); err == nil || !strings.Contains(err.Error(), "database not open") {
-		t.Fatalf("Backup = %v; want the service's error", err)
-	}
-}
-
-// TestCheckReportsProgressAndDamage: a long check sends progress; damage
-// reaches the client as store.ErrCorrupt, with its list.
-func TestCheckReportsProgressAndDamage(t *testing.T) {
-	old := checkProgressEvery
-	checkProgressEvery = time.Millisecond
-	defer func() { checkProgressEvery = old }()
-	svc := &fakeService{t: t, check: func(ctx context.Context) error {
-		time.Sleep(30 * time.Millisecond)
-		return fmt.Errorf("check gw.db: %w (1 problems):\ngrants: row 7: not a grant record", store.ErrCorrupt)
-	}}
-	ticks := 0
-	err := client(t, svc).Check(context.Background(), func(time.Duration) { ticks++ })
-	if !errors.Is(err, store.ErrCorrupt) || !strings.Contains(err.Error(), "grants: row 7") {
-		t.Errorf("Check = %v; want ErrCorrupt with the problem", err)
-	}
-	if ticks == 0 {
-		t.Error("no progress during a long check")
-	}
-}
-
 // TestObservationBody: POST /v1/grants/{id}/observations takes the contract's
 // body (status, the answer's body as received, its headers) and passes it on
 // whole; anything else is refused with the shape it wants.
@@ -420,9 +388,49 @@ func TestImportQuery(t *testing.T) {
 			t.Errorf("%s: answer %d %s, want 400", q, rec.Code, rec.Body)
 		}
 	}
-	for _, want := range []ImportOptions{{}, {Replace: true}, {Replace: true, Force: true, Source: "f.jsonl"}} {
+	for _, want := range []ImportOptions{{}, {Replace: true}, {Replace: true, Force: true}} {
 		if _, err := client(t, svc).Import(context.Background(), strings.NewReader("{}\n"), want, nil); err != nil || got != want {
 			t.Errorf("Import(%+v): service got %+v, %v", want, got, err)
 		}
+	}
+}
+
+// TestBackupCutShortIsAnError: a backup that fails after its first bytes
+// were sent reaches the client as an error, never as a short success that
+// would be renamed into place as a whole backup.
+func TestBackupCutShortIsAnError(t *testing.T) {
+	svc := &fakeService{t: t, backup: func(w io.Writer) (int64, error) {
+		n, _ := w.Write(make([]byte, 100<<10))
+		return int64(n), errors.New("read a page: damaged")
+	}}
+	var got strings.Builder
+	n, err := client(t, svc).Backup(context.Background(), &got)
+	if err == nil || !strings.Contains(err.Error(), "cut short") {
+		t.Fatalf("Backup = %d, %v; want an error saying the copy was cut short", n, err)
+	}
+	// Before the first byte, the error itself is the answer.
+	svc.backup = func(io.Writer) (int64, error) { return 0, errors.New("back up gw.db: database not open") }
+	if _, err := client(t, svc).Backup(context.Background(), &got); err == nil || !strings.Contains(err.Error(), "database not open") {
+		t.Fatalf("Backup = %v; want the service's error", err)
+	}
+}
+
+// TestCheckReportsProgressAndDamage: a long check sends progress; damage
+// reaches the client as store.ErrCorrupt, with its list.
+func TestCheckReportsProgressAndDamage(t *testing.T) {
+	old := checkProgressEvery
+	checkProgressEvery = time.Millisecond
+	defer func() { checkProgressEvery = old }()
+	svc := &fakeService{t: t, check: func(ctx context.Context) error {
+		time.Sleep(30 * time.Millisecond)
+		return fmt.Errorf("check gw.db: %w (1 problems):\ngrants: row 7: not a grant record", store.ErrCorrupt)
+	}}
+	ticks := 0
+	err := client(t, svc).Check(context.Background(), func(time.Duration) { ticks++ })
+	if !errors.Is(err, store.ErrCorrupt) || !strings.Contains(err.Error(), "grants: row 7") {
+		t.Errorf("Check = %v; want ErrCorrupt with the problem", err)
+	}
+	if ticks == 0 {
+		t.Error("no progress during a long check")
 	}
 }

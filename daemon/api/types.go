@@ -1,6 +1,9 @@
 package api
 
 import (
+	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/grantwatch/grantwatch/daemon/notify"
@@ -55,17 +58,6 @@ func ViewResult(r probes.Result) ResultView {
 	}
 }
 
-// ImportOptions qualify an import (POST /v1/grants query parameters).
-type ImportOptions struct {
-	// Replace lets the import replace the token of a grant that exists
-	// (replace=true); Force also one the provider rotated since it was
-	// stored from outside (force=true). See store.ImportOptions.
-	Replace, Force bool
-	// Source names the input for status and the log (a file name, "stdin";
-	// source=).
-	Source string
-}
-
 // Observation is an app's report of one refresh it made itself, for a grant
 // of a provider in observe mode (POST /v1/grants/{id}/observations):
 // {"status": 400, "body": "<the answer as received>", "headers": {"Date":
@@ -83,6 +75,15 @@ type Observation struct {
 	// Headers are the answer's headers by name: Date feeds the clock's
 	// Date-header estimate, Retry-After the backoff of a 429 or 503.
 	Headers map[string]string `json:"headers,omitempty"`
+}
+
+// ImportOptions qualify an import (POST /v1/grants query parameters).
+type ImportOptions struct {
+	// Source names the input for status and the log (a file name, "stdin").
+	Source string
+	// Replace lets the import replace an existing grant's token; Force,
+	// with Replace, one that rotated since it was stored from outside.
+	Replace, Force bool
 }
 
 // ImportProgress is one line of the import answer's progress stream.
@@ -175,6 +176,19 @@ type Status struct {
 	// Config tells whether the daemon runs the config in its file (absent
 	// without a daemon).
 	Config *ConfigStatus `json:"config,omitempty"`
+	// Unreadable counts the grants whose token endpoint answered a client
+	// error no rule reads store.UnreadableAfter or more probes in a row;
+	// UnreadableGrants lists them (at most 100).
+	Unreadable       int           `json:"unreadable"`
+	UnreadableGrants []store.Grant `json:"unreadable_grants"`
+	// Expiring counts the grants whose refresh token is forecast to die
+	// within forecast.warn_before (WarnBeforeSeconds); `grants list
+	// --expiring` lists them.
+	Expiring          int     `json:"expiring"`
+	WarnBeforeSeconds float64 `json:"warn_before_seconds"`
+	// SecretsExpiring lists the providers whose client secret
+	// (client_secret_expires_at) expires within forecast.warn_before, or has.
+	SecretsExpiring []SecretExpiry `json:"secrets_expiring"`
 	// Imports lists the imports being written or interrupted, and what
 	// became of the last one a crash interrupted (until an import ends
 	// normally).
@@ -182,8 +196,9 @@ type Status struct {
 	// Key is the database's sealing key: its fingerprint and last rekey.
 	Key *store.KeyInfo `json:"key,omitempty"`
 	// NeedsAction is true when a grant needs reconnecting, a grant or
-	// provider is held, a grant is stale, the clock is skewed, or an
-	// interrupted import is not finished: status exits 1.
+	// provider is held, a grant is stale or its answers are unreadable, the
+	// clock is skewed, or an interrupted import is not finished: status
+	// exits 1.
 	NeedsAction bool `json:"needs_action"`
 	// DB is the database the answer was read from. The CLI compares it with
 	// its config's daemon.db: a daemon of another config answering on the
@@ -212,6 +227,32 @@ type ConfigStatus struct {
 	// FileChanged: the files differ from the running config; a reload
 	// (systemctl reload grantwatch) would apply them, or say what is wrong.
 	FileChanged bool `json:"file_changed"`
+}
+
+// SecretExpiry is a provider's client secret about to expire.
+type SecretExpiry struct {
+	Provider  string    `json:"provider"`
+	ExpiresAt time.Time `json:"expires_at"`
+	// Expired: the secret is past its expiry.
+	Expired bool `json:"expired,omitempty"`
+}
+
+// ParseWithin reads a time span as `grants list --expiring` and the
+// expiring query parameter take it: a Go duration ("36h") or a number of
+// days ("7d").
+func ParseWithin(s string) (time.Duration, error) {
+	if n, ok := strings.CutSuffix(s, "d"); ok {
+		days, err := strconv.ParseFloat(n, 64)
+		if err != nil || days < 0 || days > 100*365 {
+			return 0, fmt.Errorf("%q: want a number of days such as 7d, or a duration such as 36h", s)
+		}
+		return time.Duration(days * float64(24*time.Hour)), nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("%q: want a number of days such as 7d, or a duration such as 36h", s)
+	}
+	return d, nil
 }
 
 // ProviderStatus is one provider's health.
@@ -269,6 +310,16 @@ type NotifyTestResult struct {
 	Status   int    `json:"status,omitempty"`
 	Answer   string `json:"answer,omitempty"`
 	Error    string `json:"error,omitempty"`
+}
+
+// ReconnectLink is a hosted reconnect link (grants link, POST
+// /v1/grants/{id}/reconnect_link): the URL to give the grant's user. The
+// URL is the only copy of the link's secret. The JSON names are part of
+// grantwatch's interface.
+type ReconnectLink struct {
+	URL       string    `json:"url"`
+	GrantID   string    `json:"grant_id"`
+	ExpiresAt time.Time `json:"expires_at"`
 }
 
 // RemoveResult is what a bulk `grants rm` removed.

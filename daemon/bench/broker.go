@@ -140,7 +140,7 @@ func RunBroker(ctx context.Context, o BrokerOptions) (BrokerResult, error) {
 		return res, err
 	}
 	c := daemon.InProcess(d, false)
-	_, err = c.Import(ctx, benchJSONL(o.Grants), api.ImportOptions{Source: "bench"}, nil)
+	_, err = c.Import(ctx, benchJSONL(o.Grants), api.ImportOptions{}, nil)
 	c.Close()
 	if err != nil {
 		d.Close()

@@ -2,6 +2,10 @@
 // (unknown keys refused), defaults, validation (every problem at once, each
 // naming its key) and the reload diff. It imports nothing of the runtime: only
 // probes (presets) and notify (receiver config types).
+//
+// config.go (~780 lines) holds the whole model, its defaults and its checks
+// in one file on purpose: each key's type, default and validation stand
+// together, and config.example.toml is checked against it.
 package config
 
 import (
@@ -48,8 +52,10 @@ type Config struct {
 	Log       LogConfig        `toml:"log"`
 	Clock     ClockConfig      `toml:"clock"`
 	Health    HealthConfig     `toml:"health"`
+	Forecast  ForecastConfig   `toml:"forecast"`
 	Providers []ProviderConfig `toml:"providers"`
 	Notify    []notify.Config  `toml:"notify"`
+	Reconnect ReconnectConfig  `toml:"reconnect"`
 
 	// path is the file the config was read from; relative paths in it are
 	// resolved against its directory.
@@ -217,6 +223,21 @@ type ProviderConfig struct {
 	// documented grace (Okta 30s, Xero 30m, Atlassian 10m; none for most);
 	// "0s" turns it off.
 	RotationGrace *time.Duration `toml:"rotation_grace"`
+
+	// The refresh tokens' lifetimes, for the expiry forecast (lifetime.go).
+	// IdleLifetime and MaxLifetime replace the preset's documented idle
+	// window and maximum lifetime (for self-hosted providers and tenants
+	// whose admins set their own policy: Okta, Auth0, Keycloak, Hydra,
+	// Salesforce); 0 keeps the preset's. GoogleTesting marks a Google app in
+	// "Testing" publishing status, whose refresh tokens die 7 days after
+	// consent.
+	IdleLifetime  time.Duration `toml:"idle_lifetime"`
+	MaxLifetime   time.Duration `toml:"max_lifetime"`
+	GoogleTesting bool          `toml:"google_testing"`
+	// ClientSecretExpiresAt is when the client secret expires (Entra app
+	// secrets live 6 to 24 months), an RFC 3339 date ("2026-03-31") or time:
+	// provider.secret_expiring is sent forecast.warn_before ahead.
+	ClientSecretExpiresAt string `toml:"client_secret_expires_at"`
 }
 
 // Provider modes (ProviderConfig.Mode).
@@ -464,6 +485,9 @@ func (c *Config) applyDefaults() {
 	if c.Health.CanaryPeriod == 0 {
 		c.Health.CanaryPeriod = DefaultCanaryPeriod
 	}
+	if c.Forecast.WarnBefore == 0 {
+		c.Forecast.WarnBefore = DefaultWarnBefore
+	}
 	for i := range c.Providers {
 		p := &c.Providers[i]
 		if pr, ok := probes.LookupPreset(p.Preset); ok {
@@ -494,6 +518,7 @@ func (c *Config) applyDefaults() {
 	for i := range c.Notify {
 		c.Notify[i].ApplyDefaults()
 	}
+	c.Reconnect.applyDefaults()
 }
 
 // firstPath takes the first of systemd's colon-separated directory lists.
@@ -654,10 +679,15 @@ func (c *Config) validate() []error {
 		if p.Rate < 0 {
 			bad(key+".rate", "must not be negative")
 		}
+		errs = append(errs, p.validateLifetimes(key)...)
+	}
+	if c.Forecast.WarnBefore <= 0 {
+		bad("forecast.warn_before", "must be positive, not %s", c.Forecast.WarnBefore)
 	}
 	if err := notify.ValidateConfigs(c.Notify); err != nil {
 		errs = append(errs, err)
 	}
+	errs = append(errs, c.validateReconnect()...)
 	return errs
 }
 

@@ -156,6 +156,7 @@ func Run(ctx context.Context, configPath string, opts Options) Report {
 	for _, cs := range provChecks {
 		dr.add(cs...)
 	}
+	dr.add(secretExpiry(cfg, opts.Now())...)
 	dr.add(clockCheck)
 	for _, n := range cfg.Notify {
 		var rs *notify.ReceiverStatus

@@ -44,6 +44,9 @@ const (
 	AlertClockSkewed             = "GrantwatchClockSkewed"
 	AlertProviderOutage          = "GrantwatchProviderOutage"
 	AlertProviderMisconfigured   = "GrantwatchProviderMisconfigured"
+	AlertGrantUnreadable         = "GrantUnreadable"
+	AlertGrantExpiring           = "GrantExpiring"
+	AlertClientSecretExpiring    = "GrantwatchClientSecretExpiring"
 	AlertTest                    = "GrantwatchTest"
 	alertmanagerPath             = "/api/v2/alerts"
 	alertmanagerEndsAtMultiplier = 3
@@ -56,6 +59,9 @@ var alertNames = map[string]string{
 	TypeClockSkewed:           AlertClockSkewed,
 	TypeProviderOutage:        AlertProviderOutage,
 	TypeProviderMisconfigured: AlertProviderMisconfigured,
+	TypeUnreadable:            AlertGrantUnreadable,
+	TypeExpiring:              AlertGrantExpiring,
+	TypeSecretExpiring:        AlertClientSecretExpiring,
 }
 
 // Send implements Sender: the events of n as one array.
@@ -148,6 +154,9 @@ func amAlertFor(ev Event, typ string) amAlert {
 	}
 	if ev.Grant != nil && ev.Grant.Subject != "" {
 		ann["subject"] = ev.Grant.Subject
+	}
+	if ev.Grant != nil && ev.Grant.ReconnectURL != "" && typ == TypeReconnectRequired {
+		ann["reconnect_url"] = ev.Grant.ReconnectURL
 	}
 	return amAlert{Labels: labels, Annotations: ann}
 }

@@ -442,7 +442,7 @@ func fuzzNotification(in fuzzInput) Notification {
 		ev := Event{ID: in.eventID, Type: types[(int(in.count)/12+i)%len(types)], OccurredAt: t0,
 			Summary: in.summary, Fix: in.fix, Test: in.test}
 		switch ev.Type {
-		case TypeReconnectRequired, TypeDegraded, TypeRecovered:
+		case TypeReconnectRequired, TypeDegraded, TypeRecovered, TypeUnreadable, TypeExpiring:
 			ev.Grant = &Grant{ID: in.grantID, Provider: in.provider, Subject: in.subject,
 				Labels: map[string]string{in.labelKey: in.labelValue}, State: "reconnect_required",
 				Cause: in.cause, Action: "reconnect", Error: "invalid_grant", ErrorDescription: in.errDesc}
@@ -451,7 +451,7 @@ func fuzzNotification(in fuzzInput) Notification {
 				ev.Grant.State, ev.Grant.Cause, ev.Grant.Action = "healthy", "", ""
 				ev.PreviousState, ev.PreviousCause = []string{"reconnect_required", "degraded", ""}[i%3], in.cause
 			}
-		case TypeProviderOutage, TypeProviderMisconfigured, TypeProviderOK:
+		case TypeProviderOutage, TypeProviderMisconfigured, TypeProviderOK, TypeSecretExpiring:
 			ev.Provider = &Provider{Name: in.provider, State: "outage", Cause: in.cause, Detail: in.errDesc, Grants: int(in.count)}
 			if ev.Type == TypeProviderOK {
 				ev.Provider.State, ev.Provider.Cause, ev.PreviousCause = "ok", "", in.cause

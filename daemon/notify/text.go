@@ -19,6 +19,9 @@ var what = map[string]string{
 	TypeProviderOutage:        "provider outage",
 	TypeProviderMisconfigured: "provider misconfigured",
 	TypeProviderOK:            "provider ok again",
+	TypeUnreadable:            "answers unreadable",
+	TypeExpiring:              "expiring",
+	TypeSecretExpiring:        "client secret expiring",
 }
 
 // testPrefix marks every human-readable line of a test notification.

@@ -449,11 +449,11 @@ func TestForgedRedirectDoesNotDropIssuedToken(t *testing.T) {
 	release := make(chan struct{})
 	entered := make(chan struct{})
 	cb := &callback{
-		state: "good-state", provider: config.ProviderConfig{Name: "p"}, done: make(chan struct{}),
-		exchange: func(code string) (*oauth2.Token, error) {
+		flow: &Flow{state: "good-state", provider: config.ProviderConfig{Name: "p"}}, done: make(chan struct{}),
+		exchange: func(code string) (Result, error) {
 			close(entered)
 			<-release
-			return &oauth2.Token{AccessToken: "at", RefreshToken: "rt-NEW-SECRET"}, nil
+			return Result{RefreshToken: "rt-NEW-SECRET"}, nil
 		},
 	}
 	served := make(chan struct{})

@@ -72,6 +72,10 @@ const (
 	ClockWindow Behavior = "clock_window"
 	// Empty answers HTTP 200 with an empty body.
 	Empty Behavior = "empty"
+	// Unreadable answers HTTP 400 with Reddit's {"message":"Bad
+	// Request","error":400}: a client error whose words no rule reads as a
+	// verdict (probes.Result.Unreadable).
+	Unreadable Behavior = "unreadable"
 )
 
 // Behaviors lists every behaviour.
@@ -79,7 +83,7 @@ func Behaviors() []Behavior { return append([]Behavior(nil), allBehaviors[:]...)
 
 var allBehaviors = [...]Behavior{Healthy, Rotate, Revoked, Expired, PasswordChanged,
 	ServerError, BadGateway, Unavailable, RateLimited, Slow, Hang, FormError,
-	Error200, InteractionRequired, ClockWindow, Empty}
+	Error200, InteractionRequired, ClockWindow, Empty, Unreadable}
 
 // behaviorIndex maps a behaviour to its slot in the answer counters.
 var behaviorIndex = func() map[Behavior]int {

@@ -31,6 +31,9 @@ import (
 //     https://github.com/orgs/community/discussions/24745).
 //   - Okta rate limit: error code E0000047,
 //     https://developer.okta.com/docs/reference/error-codes/
+//   - Reddit's 400 to a refresh, quoted in
+//     https://github.com/not-an-aardvark/snoowrap/issues/284
+//     ("StatusCodeError: 400 - {...}").
 var (
 	bodyGoogleRevoked = []byte(`{
   "error": "invalid_grant",
@@ -52,6 +55,7 @@ var (
 	bodyGitHub200            = []byte(`{"error":"bad_refresh_token","error_description":"The refresh token passed is incorrect or expired.","error_uri":"https://docs.github.com/apps/managing-oauth-apps/troubleshooting-oauth-app-access-token-request-errors"}`)
 	bodyOktaRateLimit        = []byte(`{"errorCode":"E0000047","errorSummary":"API call exceeded rate limit due to too many requests.","errorLink":"E0000047","errorId":"oaeTfVx7yyQTbmzNm4XB0vQMA","errorCauses":[]}`)
 	bodyNginx502             = []byte("<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n")
+	bodyReddit400            = []byte(`{"message":"Bad Request","error":400}`)
 	body503                  = []byte("<!DOCTYPE html>\n<html><head><title>503 Service Unavailable</title></head><body><h1>Service Unavailable</h1><p>The server is temporarily unable to service your request due to maintenance downtime or capacity problems. Please try again later.</p></body></html>\n")
 )
 
@@ -235,6 +239,8 @@ func (s *Server) answer(w http.ResponseWriter, r *http.Request, b Behavior) {
 		s.write(w, http.StatusOK, hJSON, bodyGitHub200)
 	case Empty:
 		s.write(w, http.StatusOK, hJSON, nil)
+	case Unreadable:
+		s.write(w, http.StatusBadRequest, hJSON, bodyReddit400)
 	case Slow:
 		t := time.NewTimer(time.Duration(s.slowDelay.Load()))
 		defer t.Stop()

@@ -5,7 +5,9 @@
 //
 // A backend passes when its store behaves as store.Store's and *store.DB's
 // doc comments say. The suite checks behaviour through the interface only;
-// it never looks at a backend's records.
+// it never looks at a backend's records. storetest.go is one long list of
+// cases (~1,100 lines) on purpose: a backend's author reads the whole
+// contract in one place.
 package storetest
 
 import (
@@ -50,7 +52,10 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"DeadLetters", testDeadLetters},
 		{"Meta", testMeta},
 		{"ImportJobs", testImportJobs},
+		{"Links", testLinks},
 		{"AppKeys", testAppKeys},
+		{"WatchIndexes", testWatchIndexes},
+		{"ForecastFieldsKept", testForecastFieldsKept},
 	} {
 		t.Run(c.name, func(t *testing.T) { c.fn(t, open(t)) })
 	}
@@ -999,5 +1004,84 @@ func testAppKeys(t *testing.T, s store.Store) {
 	}
 	if got, _ := s.AppKeys(); len(got) != 1 || got[0].Name != "acme-sync" {
 		t.Errorf("after revoke: %+v", got)
+	}
+}
+
+// testWatchIndexes: the expiry and unreadable indexes follow every write of
+// a grant: counted and listed per provider, soonest first, and left by a
+// moved forecast, a new token chain and a removal.
+func testWatchIndexes(t *testing.T, s store.Store) {
+	importGrants(t, s, []store.NewGrant{
+		{ID: "a1", Provider: "a", RefreshToken: "t"}, {ID: "a2", Provider: "a", RefreshToken: "t"},
+		{ID: "a3", Provider: "a", RefreshToken: "t"}, {ID: "b1", Provider: "b", RefreshToken: "t"},
+	}, T0)
+	day := 24 * time.Hour
+	for id, in := range map[string]time.Duration{"a1": 3 * day, "a2": day, "a3": 30 * day, "b1": 2 * day} {
+		set(t, s, id, func(g *store.Grant) { g.ExpiresAt, g.ExpiresBasis = T0.Add(in), store.BasisAbsolute })
+	}
+	expiring := func(within time.Duration, p string) []string {
+		return collect(t, func(fn func(store.Grant) error) error { return s.EachExpiring(T0.Add(within), p, fn) })
+	}
+	if got, want := expiring(7*day, ""), []string{"a2", "a1", "b1"}; !slices.Equal(got, want) {
+		t.Errorf("EachExpiring(7d) = %v, want %v (by provider, soonest first)", got, want)
+	}
+	if got, want := expiring(7*day, "b"), []string{"b1"}; !slices.Equal(got, want) {
+		t.Errorf("EachExpiring(7d, b) = %v, want %v", got, want)
+	}
+	if counts, err := s.ExpiringCounts(T0.Add(7 * day)); err != nil || fmt.Sprint(counts) != fmt.Sprint(map[string]int{"a": 2, "b": 1}) {
+		t.Errorf("ExpiringCounts(7d) = %v, %v; want a: 2, b: 1", counts, err)
+	}
+	set(t, s, "a2", func(g *store.Grant) { g.ExpiresAt = T0.Add(60 * day) })
+	if _, err := s.SetToken("b1", "new", T0); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Remove("a1"); err != nil {
+		t.Fatal(err)
+	}
+	if got := expiring(7*day, ""); len(got) != 0 {
+		t.Errorf("after a moved forecast, a new token and a removal: EachExpiring(7d) = %v, want none", got)
+	}
+
+	unread := func() []string {
+		return collect(t, func(fn func(store.Grant) error) error { return s.EachUnreadable("", fn) })
+	}
+	set(t, s, "a2", func(g *store.Grant) { g.Unreadable = store.UnreadableAfter - 1 })
+	set(t, s, "a3", func(g *store.Grant) { g.Unreadable = store.UnreadableAfter })
+	if got, want := unread(), []string{"a3"}; !slices.Equal(got, want) {
+		t.Errorf("EachUnreadable = %v, want %v", got, want)
+	}
+	if counts, err := s.UnreadableCounts(); err != nil || counts["a"] != 1 || len(counts) != 1 {
+		t.Errorf("UnreadableCounts = %v, %v; want a: 1", counts, err)
+	}
+	set(t, s, "a3", func(g *store.Grant) { g.Unreadable = 0 })
+	if got := unread(); len(got) != 0 {
+		t.Errorf("after the streak ended: EachUnreadable = %v", got)
+	}
+}
+
+// testForecastFieldsKept: a grant's forecast, its unreadable count and its
+// token chain's consent time are stored as written; a new token chain
+// (set-token) starts with a consent time and no forecast.
+func testForecastFieldsKept(t *testing.T, s store.Store) {
+	importGrants(t, s, newGrants(1, "p"), T0)
+	if g := get(t, s, "g000"); !g.ConsentAt.Equal(T0) {
+		t.Errorf("import: ConsentAt %v, want %v", g.ConsentAt, T0)
+	}
+	at := T0.Add(48 * time.Hour)
+	set(t, s, "g000", func(g *store.Grant) {
+		g.ExpiresAt, g.ExpiresBasis, g.ExpiryWarned = at, store.BasisTesting, true
+		g.AnnouncedExpiresAt, g.Unreadable = at, 4
+	})
+	g := get(t, s, "g000")
+	if !g.ExpiresAt.Equal(at) || g.ExpiresBasis != store.BasisTesting || !g.ExpiryWarned || !g.AnnouncedExpiresAt.Equal(at) || g.Unreadable != 4 {
+		t.Errorf("stored %+v", g)
+	}
+	later := T0.Add(time.Hour)
+	if _, err := s.SetToken("g000", "new", later); err != nil {
+		t.Fatal(err)
+	}
+	g = get(t, s, "g000")
+	if !g.ConsentAt.Equal(later) || !g.ExpiresAt.IsZero() || g.ExpiresBasis != "" || g.ExpiryWarned || g.Unreadable != 0 || !g.AnnouncedExpiresAt.IsZero() {
+		t.Errorf("after set-token: %+v", g)
 	}
 }
