@@ -6,6 +6,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+
+	"github.com/grantwatch/grantwatch/internal/atomicfile"
 )
 
 // Backup writes a consistent copy of the database to w, as it stood when
@@ -40,7 +42,7 @@ func (db *DB) BackupFile(path string) (int64, error) {
 		return 0, fmt.Errorf("back up %s to %s: %w", db.path, path, err)
 	}
 	var n int64
-	err := writeAtomic(path, func(f *os.File) error {
+	err := atomicfile.Write(path, func(f *os.File) error {
 		var err error
 		n, err = db.Backup(f)
 		return err
@@ -68,52 +70,4 @@ func sameFile(a, b string) (bool, error) {
 		return false, err
 	}
 	return absA == absB, nil
-}
-
-// writeAtomic makes path a file of mode 0600 holding what fill writes to
-// the temporary file it is given (in path's directory): fsynced, renamed
-// over path, and the directory fsynced, so that a crash leaves path as it
-// was or complete. On an error the temporary file is removed and path is
-// left as it was. fill may also reopen the temporary file by its name.
-func writeAtomic(path string, fill func(tmp *os.File) error) (err error) {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if err := tmp.Chmod(0o600); err != nil {
-		return err
-	}
-	if err := fill(tmp); err != nil {
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	return syncDir(dir)
-}
-
-// syncDir makes a rename in dir durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync directory %s: %w", dir, err)
-	}
-	return nil
 }

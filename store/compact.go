@@ -6,6 +6,7 @@ import (
 	"os"
 	"runtime/debug"
 
+	"github.com/grantwatch/grantwatch/internal/atomicfile"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -45,7 +46,7 @@ func Compact(src, dst string) error {
 	if err := checkSchema(sdb, src); err != nil {
 		return err
 	}
-	err = writeAtomic(dst, func(f *os.File) error {
+	err = atomicfile.Write(dst, func(f *os.File) error {
 		ddb, err := bolt.Open(f.Name(), 0o600, &bolt.Options{NoSync: true, FreelistType: bolt.FreelistMapType})
 		if err != nil {
 			return err
@@ -54,7 +55,7 @@ func Compact(src, dst string) error {
 		if cerr := ddb.Close(); err == nil {
 			err = cerr
 		}
-		return err // writeAtomic fsyncs the file once, at the end
+		return err // atomicfile.Write fsyncs the file once, at the end
 	})
 	if err != nil {
 		return fmt.Errorf("compact %s into %s: %w", src, dst, err)

@@ -14,6 +14,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/grantwatch/grantwatch/internal/atomicfile"
 )
 
 // KeySize is the length of the sealing key in bytes (AES-256).
@@ -272,7 +274,7 @@ func createKey(path string) ([]byte, error) {
 		}
 		return nil, fmt.Errorf("create key file %s: %w", path, err)
 	}
-	_ = syncDir(filepath.Dir(path))
+	_ = atomicfile.SyncDir(filepath.Dir(path))
 	return key, nil
 }
 
