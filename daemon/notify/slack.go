@@ -55,7 +55,10 @@ func (s *slack) Send(ctx context.Context, n Notification) (Delivery, error) {
 // slackRender builds the message. Limits (Slack Block Kit reference): header
 // text ≤ 150 chars, section text ≤ 3000 chars, ≤ 50 blocks.
 func slackRender(n Notification) slackMessage {
-	head := headline(n)
+	// The headline names grants and providers, and Slack reads markup
+	// (<!here>, <url|text>) in the fallback text and shows the header as
+	// sent: escaped in both.
+	head := slackEscape(headline(n))
 	msg := slackMessage{Text: truncate(head, 3000)}
 	msg.Blocks = append(msg.Blocks, slackBlock{Type: "header", Text: &slackText{"plain_text", truncate(head, 150)}})
 
