@@ -23,6 +23,7 @@ import (
 	"github.com/grantwatch/grantwatch/daemon/notify"
 	"github.com/grantwatch/grantwatch/probes"
 	"github.com/grantwatch/grantwatch/store"
+	"github.com/grantwatch/grantwatch/store/etcd"
 )
 
 // Options are what Run needs besides the config. Zero values are the
@@ -86,6 +87,9 @@ type Daemon struct {
 	warnedOnce sync.Map // keys logged once (unknown providers, store errors)
 	inflight   sync.Map // grant id → struct{}: a probe of it is running
 	rotated    sync.Map // grant id → struct{}: `grants probe` rotated its token
+
+	// cluster is the fleet's leadership with an etcd store; nil with bbolt.
+	cluster *cluster
 }
 
 // provider is a configured provider's runtime: its endpoint, policy and
@@ -152,6 +156,9 @@ func Open(opts Options) (*Daemon, error) {
 	if opts.Lease > 0 {
 		d.lease = opts.Lease
 	}
+	if es, ok := db.(*etcd.Store); ok {
+		d.cluster = newCluster(es, cfg.Store, log)
+	}
 	hc := opts.HTTPClient
 	if hc == nil {
 		hc = probes.NewHTTPClient(cfg.Daemon.Workers, cfg.Daemon.ProbeTimeout)
@@ -177,9 +184,17 @@ func Open(opts Options) (*Daemon, error) {
 	return d, nil
 }
 
-// OpenStore opens the configured database with the configured key,
-// creating the key file when it is missing.
+// OpenStore opens the configured store (daemon.db, or the etcd cluster of
+// [store]) with the configured key, creating the key file when it is
+// missing.
 func OpenStore(cfg *config.Config, noSync bool) (store.Store, error) {
+	if cfg.Store.Backend == config.BackendEtcd {
+		st, err := openEtcd(cfg)
+		if err != nil {
+			return nil, err
+		}
+		return st, nil
+	}
 	db, err := store.OpenWithKeyFile(cfg.Daemon.DB, cfg.Secrets.KeyFile, store.Options{
 		MaxBatchSize: cfg.Daemon.Workers,
 		NoSync:       noSync,
@@ -238,6 +253,9 @@ func (d *Daemon) Close() error { return d.db.Close() }
 // in-flight probes finish within the shutdown timeout and closes the store.
 func (d *Daemon) Run(ctx context.Context, ready func(*Daemon)) error {
 	defer d.db.Close()
+	// With etcd, ctx ends when this instance's leadership does.
+	ctx, leave := d.joinCluster(ctx)
+	defer leave()
 	cfg := d.Config()
 	if err := errors.Join(secretErrors(d.providers), d.disp.SetupErr()); err != nil {
 		return err
@@ -269,7 +287,11 @@ func (d *Daemon) Run(ctx context.Context, ready func(*Daemon)) error {
 	}
 	dispCtx, stopDisp := context.WithCancel(context.WithoutCancel(ctx))
 	var dispWG sync.WaitGroup
-	dispWG.Go(func() { d.disp.Run(dispCtx) })
+	dispWG.Go(func() {
+		if d.awaitLead(dispCtx) { // only the leader dispatches
+			d.disp.Run(dispCtx)
+		}
+	})
 	dispWG.Go(func() { d.checkClock(ctx) })
 
 	srv, err := d.serve(ctx)
@@ -318,6 +340,9 @@ func (d *Daemon) Run(ctx context.Context, ready func(*Daemon)) error {
 	stopDisp()
 	dispWG.Wait()
 	d.log.Info("stopped")
+	if err := context.Cause(ctx); errors.Is(err, errLeadershipLost) {
+		return err
+	}
 	return nil
 }
 

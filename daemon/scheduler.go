@@ -47,6 +47,9 @@ func (d *Daemon) dispatchLoop(ctx context.Context) {
 		}
 		d.lastTick.Store(d.now().UnixNano())
 		sdWatchdog()
+		if !d.leads() {
+			continue // a standby: the leader schedules
+		}
 		for ctx.Err() == nil {
 			// Each grant handed out is leased, those whose token does not
 			// open too: they are named once, not rescanned every pass.
@@ -130,6 +133,9 @@ func (d *Daemon) probeLease(ctx, probeCtx context.Context, l job) {
 	defer func() { <-p.sem }()
 	if err := p.lim.Wait(ctx); err != nil || expired() {
 		return
+	}
+	if d.refreshAllowed() != nil {
+		return // not leading, or too little lease left: the lease brings it back
 	}
 	// The provider's pause (429, outage) is checked last, right before the
 	// request: a pause set while this worker waited for a slot counts.

@@ -99,7 +99,7 @@ func (d *Daemon) tcpHandler() (http.Handler, error) {
 			return nil, fmt.Errorf("daemon.api_token_file: %s holds a token shorter than 16 characters", cfg.Daemon.APITokenFile)
 		}
 	}
-	return api.TCPHandler(d, d.log, d.metricsHandler(), tok), nil
+	return d.redirectToLeader(api.TCPHandler(d, d.log, d.metricsHandler(), tok)), nil
 }
 
 // Ready reports why the daemon is not ready, or nil: store open and the scheduler

@@ -71,6 +71,9 @@ func (d *Daemon) NotifyTest(ctx context.Context, receiver string) ([]api.NotifyT
 // ProbeNow probes one grant at once, whatever its state, and applies the
 // result like a scheduled probe.
 func (d *Daemon) ProbeNow(ctx context.Context, id string) (api.ProbeReport, error) {
+	if err := d.refreshAllowed(); err != nil {
+		return api.ProbeReport{}, err
+	}
 	// Claim first, then read the token: the token read is the one no other
 	// probe can rotate meanwhile.
 	if !d.claim(id) {
@@ -110,10 +113,16 @@ func (d *Daemon) ProbeNow(ctx context.Context, id string) (api.ProbeReport, erro
 // SetToken stores a new refresh token for a grant (the user reconnected),
 // resets it to pending and probes it once.
 func (d *Daemon) SetToken(ctx context.Context, id string, tok secret.Secret) (api.ProbeReport, error) {
-	if _, err := d.db.SetToken(id, tok, d.now()); err != nil {
+	g, err := d.db.SetToken(id, tok, d.now())
+	if err != nil {
 		return api.ProbeReport{}, err
 	}
 	d.log.Info("refresh token replaced", "grant", id)
+	if d.refreshAllowed() != nil {
+		// A standby (or a leader short of lease) stores; the leader
+		// probes the grant, due now, on its next tick.
+		return api.ProbeReport{Grant: g, Deferred: true}, nil
+	}
 	// The token is stored: a probe of the old one still in flight (it
 	// ends within probe_timeout; its result is dropped as stale) must not
 	// turn this into a failure. Wait for it, then probe the new token.
@@ -193,6 +202,7 @@ func (d *Daemon) Status() (api.Status, error) {
 		st.Outbox.OldestAgeSeconds = d.now().Sub(oldest).Seconds()
 	}
 	st.DB = d.db.Path()
+	st.Cluster = d.clusterStatus()
 	if t := d.lastTick.Load(); t != 0 {
 		st.Daemon = true
 		st.LastTickAt = time.Unix(0, t)

@@ -139,11 +139,15 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 func writeErr(w http.ResponseWriter, err error) {
 	code := http.StatusInternalServerError
 	var ce clientError
+	var nl *NotLeaderError
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		code = http.StatusNotFound
 	case errors.As(err, &ce):
 		code = http.StatusBadRequest
+	case errors.As(err, &nl):
+		code = http.StatusServiceUnavailable
+		w.Header().Set("Retry-After", strconv.Itoa(max(1, int(nl.RetryAfter.Seconds()))))
 	}
 	writeJSON(w, code, ErrorBody{Error: err.Error()})
 }

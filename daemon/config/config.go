@@ -49,6 +49,7 @@ type Config struct {
 	Health    HealthConfig     `toml:"health"`
 	Providers []ProviderConfig `toml:"providers"`
 	Notify    []notify.Config  `toml:"notify"`
+	Store     StoreConfig      `toml:"store"`
 
 	// path is the file the config was read from; relative paths in it are
 	// resolved against its directory.
@@ -375,6 +376,7 @@ func (c *Config) applyDefaults() {
 	for i := range c.Notify {
 		c.Notify[i].ApplyDefaults()
 	}
+	c.applyStoreDefaults()
 }
 
 // firstPath takes the first of systemd's colon-separated directory lists.
@@ -503,7 +505,7 @@ func (c *Config) validate() []error {
 	if err := notify.ValidateConfigs(c.Notify); err != nil {
 		errs = append(errs, err)
 	}
-	return errs
+	return append(errs, c.validateStore()...)
 }
 
 // checkURL accepts https URLs, and http only for loopback hosts (tests, the

@@ -145,10 +145,12 @@ func (m *Session) Done() <-chan struct{} { return m.done }
 // TTL is the lease's time to live.
 func (m *Session) TTL() time.Duration { return m.ttl }
 
-// marginSafety is taken off the margin for the keep-alive's round trip and
-// the clocks' rates; overdue is when a keep-alive answer is late.
-func (m *Session) marginSafety() time.Duration { return m.ttl / 12 }
+// overdue is when a keep-alive answer is late (the client asks every
+// third of the TTL; a twelfth is slack); marginSafety is taken off the
+// margin for the keep-alive's round trip and the clocks' rates, so that
+// the margin of a healthy session is at least MinMargin.
 func (m *Session) overdue() time.Duration      { return m.ttl/3 + m.ttl/12 }
+func (m *Session) marginSafety() time.Duration { return m.ttl - MinMargin(m.ttl) - m.overdue() }
 
 // Margin is how long the lease surely lives without another keep-alive:
 // 0 once the session is lost or a keep-alive answer is overdue (the client
@@ -166,9 +168,9 @@ func (m *Session) Margin() time.Duration {
 	return max(0, m.ttl-since-m.marginSafety())
 }
 
-// MinMargin is the least Margin a healthy session has: a refresh of up to
-// this long can always start while keep-alives arrive.
-func MinMargin(ttl time.Duration) time.Duration { return ttl - ttl/3 - 2*(ttl/12) }
+// MinMargin is the least Margin a healthy session has, half the TTL: a
+// refresh of up to this long can always start while keep-alives arrive.
+func MinMargin(ttl time.Duration) time.Duration { return ttl / 2 }
 
 func (m *Session) memberKey() string { return m.s.prefix + "members/" + m.self.Name }
 
@@ -226,17 +228,24 @@ func (m *Session) Campaign(ctx context.Context) (*Term, error) {
 	elec := concurrency.NewElection(m.sess, m.s.prefix+"leader/")
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	go func() {
-		select {
-		case <-m.done:
-			cancel()
-		case <-cctx.Done():
-		}
-	}()
 	m.mu.Lock()
 	val, _ := json.Marshal(Member{Name: m.self.Name, URL: m.self.URL, Leader: true, Started: m.self.Started})
 	m.mu.Unlock()
-	err := elec.Campaign(cctx, string(val))
+	// Campaign resigns on its way out with the client's own context, which
+	// does not end while the cluster is unreachable: it runs on its own,
+	// and the wait for it ends with the session.
+	errc := make(chan error, 1)
+	go func() { errc <- elec.Campaign(cctx, string(val)) }()
+	var err error
+	select {
+	case err = <-errc:
+	case <-m.done:
+		cancel()
+		return nil, fmt.Errorf("campaign in %s: %w", m.s.where, ErrSessionLost)
+	case <-ctx.Done():
+		cancel()
+		return nil, ctx.Err()
+	}
 	select {
 	case <-m.done:
 		return nil, fmt.Errorf("campaign in %s: %w", m.s.where, ErrSessionLost)
@@ -271,9 +280,14 @@ func (m *Session) Campaign(ctx context.Context) (*Term, error) {
 // standby takes over without waiting for the TTL) and stops the
 // keep-alives.
 func (m *Session) Close() error {
-	ctx, cancel := context.WithTimeout(context.Background(), m.s.timeout)
-	defer cancel()
-	_, err := m.s.cli.Revoke(ctx, m.sess.Lease())
+	var err error
+	select {
+	case <-m.done: // lost: nothing to revoke
+	default:
+		ctx, cancel := m.s.ctx() // at once after Abort: the lease runs out anyway
+		_, err = m.s.cli.Revoke(ctx, m.sess.Lease())
+		cancel()
+	}
 	m.sess.Orphan()
 	m.stop()
 	m.end()

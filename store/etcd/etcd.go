@@ -95,6 +95,9 @@ type Store struct {
 	timeout      time.Duration
 	// fence, when set, is compared in every write (SetFence).
 	fence atomic.Pointer[Fence]
+	// base is every request's context; Abort and Close cancel it.
+	base  context.Context
+	abort context.CancelFunc
 
 	closeOnce sync.Once
 	closeErr  error
@@ -133,7 +136,10 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if opts.HistoryLimit <= 0 {
 		opts.HistoryLimit = defaultHistoryLimit
 	}
+	base, abort := context.WithCancel(context.Background())
 	s := &Store{
+		base:         base,
+		abort:        abort,
 		cli:          opts.Client,
 		prefix:       opts.Prefix,
 		sealer:       sealer,
@@ -163,7 +169,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	} else if len(endpoints) == 0 {
 		endpoints = s.cli.Endpoints()
 	}
-	s.where = "etcd " + strings.Join(endpoints, ",") + " prefix " + s.prefix
+	s.where = Where(endpoints, s.prefix)
 	octx, cancel := context.WithTimeout(ctx, max(opts.DialTimeout, opts.RequestTimeout))
 	defer cancel()
 	if err := s.checkOrInit(octx); err != nil {
@@ -171,6 +177,11 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// Where names a store by its endpoints and prefix (Path).
+func Where(endpoints []string, prefix string) string {
+	return "etcd " + strings.Join(endpoints, ",") + " prefix " + prefix
 }
 
 // checkOrInit writes the schema, canary and key id under a new prefix, or
@@ -231,6 +242,7 @@ func (s *Store) Client() *clientv3.Client { return s.cli }
 // Close closes the client Open dialled. Safe to call more than once.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
+		s.abort()
 		if s.ownClient {
 			s.closeErr = s.cli.Close()
 		}
@@ -239,8 +251,12 @@ func (s *Store) Close() error {
 }
 
 func (s *Store) ctx() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), s.timeout)
+	return context.WithTimeout(s.base, s.timeout)
 }
+
+// Abort fails every request in flight, and every later one, at once: a
+// leader whose term ended stops waiting on a cluster it cannot reach.
+func (s *Store) Abort() { s.abort() }
 
 // TLSConfig builds a client TLS config from PEM files: caFile, when set, is
 // the CA that signed the members' certificates (else the system pool);

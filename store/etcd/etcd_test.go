@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/grantwatch/grantwatch/internal/etcdtest"
+	"github.com/grantwatch/grantwatch/internal/secret"
 	"github.com/grantwatch/grantwatch/store"
 	"github.com/grantwatch/grantwatch/store/etcd"
 	"github.com/grantwatch/grantwatch/store/storetest"
@@ -77,3 +78,5 @@ func TestConformanceCrash(t *testing.T) {
 		return openAt(t, strings.Split(endpoints, ","), prefix)
 	})
 }
+
+func secretOf(s string) secret.Secret { return secret.Secret(s) }
