@@ -61,7 +61,7 @@ func (a *app) status(ctx context.Context) (api.Status, error) {
 	if want := daemon.StoreLocation(cfg); st.DB != "" && st.DB != want {
 		// Another config's daemon on this config's socket: its fleet is
 		// not this one.
-		return api.Status{}, fmt.Errorf("the daemon answering on %s serves the store %s, not this config's %s: give each config its own daemon.socket",
+		return api.Status{}, fmt.Errorf("the daemon answering on %s serves the database %s, not this config's %s: give each config its own daemon.socket",
 			cfg.Daemon.Socket, st.DB, want)
 	}
 	return st, nil

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/grantwatch/grantwatch/store"
@@ -46,16 +47,33 @@ func (s *Store) ApplyAll(items []store.ApplyItem) ([]error, error) {
 		idx[i] = i
 	}
 	outboxSeq := s.seqKey("outbox")
+	// The first attempt takes the records the due scan read (the seen
+	// cache) instead of reading them again; a retry reads them all.
+	var cached map[string]kv
 	committed, err := write(s, "store results", idx,
 		func(rest []int) []string {
-			keys := []string{outboxSeq}
+			var keys []string
+			if cached == nil {
+				ids := make([]string, len(rest))
+				for j, i := range rest {
+					ids[j] = items[i].ID
+				}
+				cached = s.seen.take(s, ids)
+			} else {
+				cached = map[string]kv{}
+			}
 			for _, i := range rest {
-				keys = append(keys, s.grantKey(items[i].ID))
+				if k := s.grantKey(items[i].ID); cached[k].rev == 0 {
+					keys = append(keys, k)
+				}
 			}
 			return keys
 		},
 		[]string{s.countPrefix()},
-		func(v view, rest []int, _ []*unit) ([]*unit, error) {
+		func(v *view, rest []int, _ []*unit) ([]*unit, error) {
+			for k, x := range cached {
+				v.set(k, x)
+			}
 			byID := map[string]*applied{}
 			var order []*applied
 			for ri, i := range rest {
@@ -102,7 +120,24 @@ func (s *Store) ApplyAll(items []store.ApplyItem) ([]error, error) {
 				a.items = append(a.items, ri)
 				a.changed = true
 			}
-			seq := parseUint(v[outboxSeq].val)
+			// Seqs for the entries, taken before anything is written.
+			need, atLeast := 0, uint64(0)
+			for _, a := range order {
+				for _, e := range a.outbox {
+					if e.Seq == 0 {
+						need++
+					}
+					atLeast = max(atLeast, e.Seq)
+				}
+			}
+			var seq uint64
+			if need > 0 || atLeast > 0 {
+				first, err := s.reserve(outboxSeq, need, atLeast)
+				if err != nil {
+					return nil, err
+				}
+				seq = first - 1
+			}
 			now := time.Now()
 			var units []*unit
 			for _, a := range order {
@@ -120,9 +155,6 @@ func (s *Store) ApplyAll(items []store.ApplyItem) ([]error, error) {
 					if seq, err = s.putOutbox(u, e, seq, now); err != nil {
 						return nil, err
 					}
-				}
-				if len(a.outbox) > 0 {
-					u.set(outboxSeq, seq)
 				}
 				for _, k := range slices.Sorted(maps.Keys(a.meta)) {
 					if val := a.meta[k]; val == nil {
@@ -183,4 +215,40 @@ func (s *Store) putOutbox(u *unit, e store.OutboxEntry, seq uint64, now time.Tim
 	}
 	u.put(s.outboxKey(false, e.Receiver, e.Seq), string(v))
 	return seq, nil
+}
+
+// seenCache holds grant records the due scan read, with their revisions,
+// until the results of their probes are stored: ApplyAll compares a
+// grant's revision, and the scan has just read it. A stale entry costs a
+// failed comparison and a fresh read, nothing else. It is bounded: when
+// full it starts over.
+type seenCache struct {
+	mu sync.Mutex
+	m  map[string]kv
+}
+
+const seenMax = 16384
+
+func (c *seenCache) put(k string, x kv) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= seenMax {
+		c.m = make(map[string]kv, 1024)
+	}
+	c.m[k] = x
+}
+
+// take removes and returns the entries of ids' grant keys.
+func (c *seenCache) take(s *Store, ids []string) map[string]kv {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := map[string]kv{}
+	for _, id := range ids {
+		k := s.grantKey(id)
+		if x, ok := c.m[k]; ok {
+			out[k] = x
+			delete(c.m, k)
+		}
+	}
+	return out
 }

@@ -10,18 +10,24 @@
 //	seq/row, seq/outbox, seq/import
 //	                             the last row, outbox Seq and import job number given out
 //	removedgen                   the highest TokenGen of a removed grant
-//	g/<id>                       the grant: row, next history number, the record
-//	                             (store.EncodeGrant) and the sealed token (one key:
-//	                             one revision to compare)
+//	g/<id>                       the grant: row, the record (store.EncodeGrant), its
+//	                             history (store.EncodeHistory, at most the limit) and
+//	                             the sealed token; one key, one revision to compare
 //	due/<ns><row>                → id; 16 hex digits each, so key order is due order
-//	st/<state>\0<provider>\0<row> → id
-//	cnt/<provider>\0<state>      → decimal count
-//	h/<id>\0<seq>                → history entry (store.EncodeHistory)
+//	st/<state>\0<provider>\0<row> → id, for reconnect_required, on_hold and degraded
+//	                             grants only (indexed: a healthy or pending grant's
+//	                             probe writes no index entry)
+//	cnt/<provider>\0<state>\0<shard>
+//	                             → decimal count; Counts sums the shards (txn.go)
 //	ob/<receiver>\0<seq>, dead/<receiver>\0<seq>
 //	                             → outbox entry, dead letter (JSON, as bbolt)
 //	m/<key>                      daemon meta
 //	imp/<id>                     resumable import job (JSON)
 //	leader/, members/<name>      the election and the members' heartbeats
+//
+// A probe of a healthy grant thus writes three keys (its record and its
+// due entry, moved); one that changes its state, a state index entry and
+// a counter more.
 //
 // Every write is an etcd transaction that compares the revision of every
 // grant it read (and of the counters and sequences it moves) with the
@@ -95,6 +101,8 @@ type Store struct {
 	timeout      time.Duration
 	// fence, when set, is compared in every write (SetFence).
 	fence atomic.Pointer[Fence]
+	// seen holds the records the due scan read, for ApplyAll (apply.go).
+	seen seenCache
 	// base is every request's context; Abort and Close cancel it.
 	base  context.Context
 	abort context.CancelFunc

@@ -1,8 +1,10 @@
 package etcd
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -23,8 +25,8 @@ func (s *Store) corrupt(id string, err error) error {
 }
 
 // recordIn is id's record in v; ok is false when there is none.
-func (s *Store) recordIn(v view, id string) (record, bool, error) {
-	x := v[s.grantKey(id)]
+func (s *Store) recordIn(v *view, id string) (record, bool, error) {
+	x := v.get(s.grantKey(id))
 	if x.rev == 0 {
 		return record{}, false, nil
 	}
@@ -72,31 +74,14 @@ func (s *Store) lease(r *record) (store.Lease, error) {
 
 // History returns id's history, oldest first.
 func (s *Store) History(id string) ([]store.HistoryEntry, error) {
-	v, err := s.read([]string{s.grantKey(id)}, s.histPrefix(id))
+	r, err := s.getRecord(id)
 	if err != nil {
 		return nil, err
 	}
-	if v[s.grantKey(id)].rev == 0 {
-		return nil, notFound(id)
-	}
-	r, ok, err := s.recordIn(v, id)
-	if err != nil || !ok {
-		return nil, err
-	}
-	// The entries are the numbers below histNext, at most historyLimit of
-	// them; keys sort in number order.
-	var hs []store.HistoryEntry
-	first := uint64(0)
-	if r.histNext > uint64(s.historyLimit) {
-		first = r.histNext - uint64(s.historyLimit)
-	}
-	for n := first; n < r.histNext; n++ {
-		x, ok := v[s.histKey(id, n)]
-		if !ok {
-			continue
-		}
+	hs := make([]store.HistoryEntry, 0, len(r.hist))
+	for _, b := range r.hist {
 		var h store.HistoryEntry
-		if err := store.DecodeHistory(x.val, &h); err != nil {
+		if err := store.DecodeHistory(b, &h); err != nil {
 			return nil, fmt.Errorf("decode history of %q: %w", id, err)
 		}
 		hs = append(hs, h)
@@ -163,6 +148,9 @@ func (s *Store) Each(fn func(store.Grant) error) error {
 // EachInState calls fn for every grant in state (of provider, unless ""),
 // through the state index: provider, then creation order.
 func (s *Store) EachInState(state store.State, provider string, fn func(store.Grant) error) error {
+	if !indexed(state) {
+		return s.eachScanned(state, provider, fn)
+	}
 	p := s.statePrefix(state, provider)
 	var ids []string
 	flush := func() error {
@@ -192,6 +180,30 @@ func (s *Store) EachInState(state store.State, provider string, fn func(store.Gr
 		return err
 	}
 	return flush()
+}
+
+// eachScanned is EachInState for a state without index entries: a read of
+// every grant, the matching ones sorted by provider and creation.
+func (s *Store) eachScanned(state store.State, provider string, fn func(store.Grant) error) error {
+	var gs []store.Grant
+	err := s.Each(func(g store.Grant) error {
+		if g.State == state && (provider == "" || g.Provider == provider) {
+			gs = append(gs, g)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	slices.SortFunc(gs, func(a, b store.Grant) int {
+		return cmp.Or(strings.Compare(a.Provider, b.Provider), cmp.Compare(a.Row, b.Row))
+	})
+	for _, g := range gs {
+		if err := fn(g); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // grants reads the records of ids, in their order, passing over those gone.
@@ -224,17 +236,27 @@ func (s *Store) Counts() (map[string]map[store.State]int, error) {
 		return nil, err
 	}
 	out := map[string]map[store.State]int{}
-	for k, x := range v {
-		name := strings.TrimPrefix(k, s.countPrefix())
-		provider, state, ok := strings.Cut(name, "\x00")
+	for k, x := range v.under(s.countPrefix()) {
+		// provider ‖ 0 ‖ state ‖ 0 ‖ shard
+		parts := strings.Split(strings.TrimPrefix(k, s.countPrefix()), "\x00")
 		n, err := strconv.Atoi(string(x.val))
-		if !ok || err != nil || n == 0 {
+		if len(parts) != 3 || err != nil {
 			continue
 		}
-		if out[provider] == nil {
-			out[provider] = map[store.State]int{}
+		if out[parts[0]] == nil {
+			out[parts[0]] = map[store.State]int{}
 		}
-		out[provider][store.State(state)] = n
+		out[parts[0]][store.State(parts[1])] += n
+	}
+	for p, m := range out {
+		for st, n := range m {
+			if n == 0 {
+				delete(m, st)
+			}
+		}
+		if len(m) == 0 {
+			delete(out, p)
+		}
 	}
 	return out, nil
 }
@@ -293,6 +315,7 @@ func (s *Store) Due(now time.Time, limit int, take func(row uint64) bool) ([]sto
 			bad = append(bad, err)
 			continue
 		}
+		s.seen.put(s.grantKey(d.id), v.get(s.grantKey(d.id)))
 		out = append(out, l)
 	}
 	if len(bad) > 0 {
@@ -320,23 +343,29 @@ func (s *Store) NextDue() (time.Time, bool, error) {
 	return time.Unix(0, int64(ns)), true, nil
 }
 
+// indexed reports whether grants in state have state index entries: the
+// states of the few grants something must be done about (reconnect,
+// held, degraded), which status, alerts and releases list. Healthy and
+// pending grants, most of a fleet or all of a new import, have none: a
+// probe of one writes no index entry, and a listing of them reads the
+// fleet anyway.
+func indexed(state store.State) bool {
+	return state != store.StateHealthy && state != store.StatePending
+}
+
 // writeGrant adds to u the writes of record r over orig (nil: a new
-// grant): its history entries, the record, its due and state index
-// entries and the counters.
+// grant): its history entries appended (the oldest dropped beyond the
+// limit), the record, its due and state index entries and the counters.
 func (s *Store) writeGrant(u *unit, orig, r *record, hist []store.HistoryEntry) {
 	id := r.g.ID
 	gk := s.grantKey(id)
 	u.deps = append(u.deps, gk)
-	if len(hist) > s.historyLimit {
-		r.histNext += uint64(len(hist) - s.historyLimit)
-		hist = hist[len(hist)-s.historyLimit:]
-	}
-	for i := range hist {
-		u.put(s.histKey(id, r.histNext), string(store.EncodeHistory(&hist[i])))
-		r.histNext++
-	}
-	if len(hist) > 0 && r.histNext > uint64(s.historyLimit) {
-		u.delRange(s.histPrefix(id), s.histKey(id, r.histNext-uint64(s.historyLimit)))
+	if len(hist) > 0 {
+		all := append([][]byte(nil), r.hist...)
+		for i := range hist {
+			all = append(all, store.EncodeHistory(&hist[i]))
+		}
+		r.hist = all[max(0, len(all)-s.historyLimit):]
 	}
 	val := r.encode()
 	u.put(gk, val)
@@ -344,7 +373,10 @@ func (s *Store) writeGrant(u *unit, orig, r *record, hist []store.HistoryEntry) 
 
 	var oldDue, oldState string
 	if orig != nil {
-		oldDue, oldState = s.dueKey(orig.g.NextDueAt, orig.g.Row), s.stateKey(&orig.g)
+		oldDue = s.dueKey(orig.g.NextDueAt, orig.g.Row)
+		if indexed(orig.g.State) {
+			oldState = s.stateKey(&orig.g)
+		}
 	}
 	if newDue := s.dueKey(r.g.NextDueAt, r.g.Row); newDue != oldDue {
 		if oldDue != "" {
@@ -354,18 +386,28 @@ func (s *Store) writeGrant(u *unit, orig, r *record, hist []store.HistoryEntry) 
 			u.put(newDue, id)
 		}
 	}
-	if newState := s.stateKey(&r.g); newState != oldState {
-		if orig != nil {
+	newState := ""
+	if indexed(r.g.State) {
+		newState = s.stateKey(&r.g)
+	}
+	if newState != oldState {
+		if oldState != "" {
 			u.del(oldState)
+		}
+		if newState != "" {
+			u.put(newState, id)
+		}
+	}
+	if orig == nil || orig.g.State != r.g.State || orig.g.Provider != r.g.Provider {
+		if orig != nil {
 			u.delta(s.countKey(orig.g.Provider, orig.g.State), -1)
 		}
-		u.put(newState, id)
 		u.delta(s.countKey(r.g.Provider, r.g.State), 1)
 	}
 }
 
 // removeGrant adds to u the removal of r and everything stored for it.
-func (s *Store) removeGrant(u *unit, r *record, removedGen *uint64) {
+func (s *Store) removeGrant(u *unit, r *record) {
 	gk := s.grantKey(r.g.ID)
 	u.deps = append(u.deps, gk)
 	u.del(gk)
@@ -373,11 +415,10 @@ func (s *Store) removeGrant(u *unit, r *record, removedGen *uint64) {
 	if k := s.dueKey(r.g.NextDueAt, r.g.Row); k != "" {
 		u.del(k)
 	}
-	u.del(s.stateKey(&r.g))
-	u.delRange(s.histPrefix(r.g.ID), clientv3.GetPrefixRangeEnd(s.histPrefix(r.g.ID)))
+	if indexed(r.g.State) {
+		u.del(s.stateKey(&r.g))
+	}
 	u.delta(s.countKey(r.g.Provider, r.g.State), -1)
-	*removedGen = max(*removedGen, r.g.TokenGen)
-	u.set(s.removedGenKey(), *removedGen)
 }
 
 // write writes items: it reads the keys keys(rest) names (and every key
@@ -387,7 +428,7 @@ func (s *Store) removeGrant(u *unit, r *record, removedGen *uint64) {
 // again and rebuilds the items of the units not committed. It returns the
 // committed units, also with an error (those landed).
 func write[T any](s *Store, what string, items []T, keys func(rest []T) []string, prefixes []string,
-	build func(v view, rest []T, committed []*unit) ([]*unit, error)) ([]*unit, error) {
+	build func(v *view, rest []T, committed []*unit) ([]*unit, error)) ([]*unit, error) {
 	rest := items
 	var committed []*unit
 	for attempt := 0; ; attempt++ {
@@ -402,8 +443,17 @@ func write[T any](s *Store, what string, items []T, keys func(rest []T) []string
 		if err != nil {
 			return committed, fmt.Errorf("%s: %w", what, err)
 		}
-		n, err := s.commit(v, units)
-		committed = append(committed, units[:n]...)
+		landed, err := s.commit(v, units)
+		var left []T
+		for i, u := range units {
+			if landed[i] {
+				committed = append(committed, u)
+				continue
+			}
+			for _, j := range u.items {
+				left = append(left, rest[j])
+			}
+		}
 		if err == nil {
 			return committed, nil
 		}
@@ -412,12 +462,6 @@ func write[T any](s *Store, what string, items []T, keys func(rest []T) []string
 		}
 		if attempt == maxAttempts {
 			return committed, fmt.Errorf("%s in %s: %d attempts met concurrent writes: %w", what, s.where, attempt+1, err)
-		}
-		var left []T
-		for _, u := range units[n:] {
-			for _, i := range u.items {
-				left = append(left, rest[i])
-			}
 		}
 		rest = left
 	}
@@ -439,21 +483,10 @@ func (s *Store) Import(gs []store.NewGrant, now time.Time) (created, replaced in
 	return created, replaced, nil
 }
 
-// Unit notes of an import.
-const (
-	noteCreated = 1 + iota
-	noteReplaced
-	noteJob
-)
-
 func countImported(units []*unit) (created, replaced int) {
 	for _, u := range units {
-		switch u.note {
-		case noteCreated:
-			created++
-		case noteReplaced:
-			replaced++
-		}
+		created += u.created
+		replaced += u.replaced
 	}
 	return created, replaced
 }
@@ -462,86 +495,110 @@ func countImported(units []*unit) (created, replaced int) {
 // them.
 type importItem struct{ ng *store.NewGrant }
 
-// importGrants imports gs, a unit per grant. job, when set, builds a last
-// unit, committed in the transaction of the last grant or after it (an
-// import job's progress): its keys are read with the grants', and it is
-// given the counts of the grants it follows.
+// importGrants imports gs, a unit per grant (an id given twice is one
+// unit, the later import over the earlier, as in bbolt). job, when set,
+// builds a last unit (an import job's progress), committed once every
+// grant landed: its keys are read with the grants', and it is given the
+// counts of the grants.
 func (s *Store) importGrants(gs []store.NewGrant, now time.Time, job *jobUnit) ([]*unit, error) {
 	items := make([]importItem, 0, len(gs)+1)
 	for i := range gs {
 		items = append(items, importItem{&gs[i]})
 	}
-	if job != nil {
-		items = append(items, importItem{})
-	}
-	return write(s, "import", items,
-		func(rest []importItem) []string {
-			keys := []string{s.seqKey("row"), s.removedGenKey()}
-			for _, it := range rest {
-				if it.ng != nil {
+	var done []*unit
+	if len(items) > 0 {
+		var err error
+		done, err = write(s, "import", items,
+			func(rest []importItem) []string {
+				keys := []string{s.removedGenKey()}
+				for _, it := range rest {
 					keys = append(keys, s.grantKey(it.ng.ID))
-				} else {
-					keys = append(keys, job.keys...)
 				}
-			}
-			return keys
-		},
-		[]string{s.countPrefix()},
-		func(v view, rest []importItem, committed []*unit) ([]*unit, error) {
-			row := parseUint(v[s.seqKey("row")].val)
-			firstGen := parseUint(v[s.removedGenKey()].val) + 1
-			cur := map[string]*record{} // the same id again replaces the first
-			var units []*unit
-			for i, it := range rest {
-				u := newUnit()
-				u.items = []int{i}
-				if it.ng == nil {
-					c, r := countImported(append(committed[:len(committed):len(committed)], units...))
-					if err := job.build(v, u, c, r); err != nil {
-						return nil, err
-					}
-					u.note = noteJob
-					units = append(units, u)
-					continue
-				}
-				ng := it.ng
-				orig := cur[ng.ID]
-				again := orig != nil
-				if !again {
-					r, ok, err := s.recordIn(v, ng.ID)
-					if err != nil {
-						return nil, err
-					}
-					if ok {
-						orig = &r
-					}
-				}
-				r := record{}
-				var old *store.Grant
-				if orig != nil {
-					old, r.histNext, r.g.Row = &orig.g, orig.histNext, orig.g.Row
-					u.note = noteReplaced
-				} else {
-					row++
-					r.g.Row = row
-					u.set(s.seqKey("row"), row)
-					u.note = noteCreated
-				}
-				var h store.HistoryEntry
-				r.g, h = store.ImportedGrant(old, ng, r.g.Row, now, firstGen)
-				r.sealed = s.sealer.SealToken(&r.g, []byte(ng.RefreshToken.Reveal()))
-				s.writeGrant(u, orig, &r, []store.HistoryEntry{h})
-				if again {
-					// Written by the unit before, in an earlier
-					// transaction (its keys are this one's): it
-					// compares nothing the view could know.
-					u.deps = u.deps[:0]
-				}
-				cur[ng.ID] = &r
-				units = append(units, u)
-			}
-			return units, nil
+				return keys
+			},
+			[]string{s.countPrefix()},
+			func(v *view, rest []importItem, _ []*unit) ([]*unit, error) { return s.buildImport(v, rest, now) })
+		if err != nil {
+			return done, err
+		}
+	}
+	if job == nil {
+		return done, nil
+	}
+	c, r := countImported(done)
+	units, err := write(s, "import", []int{0}, func([]int) []string { return job.keys }, nil,
+		func(v *view, _ []int, _ []*unit) ([]*unit, error) {
+			u := newUnit()
+			u.items = []int{0}
+			return []*unit{u}, job.build(v, u, c, r)
 		})
+	return append(done, units...), err
+}
+
+// buildImport makes the units of an import.
+func (s *Store) buildImport(v *view, rest []importItem, now time.Time) ([]*unit, error) {
+	firstGen := parseUint(v.get(s.removedGenKey()).val) + 1
+	var order []string
+	byID := map[string][]int{}
+	for i, it := range rest {
+		if byID[it.ng.ID] == nil {
+			order = append(order, it.ng.ID)
+		}
+		byID[it.ng.ID] = append(byID[it.ng.ID], i)
+	}
+	// Rows for the new grants, taken before anything is written.
+	news := 0
+	for _, id := range order {
+		if v.get(s.grantKey(id)).rev == 0 {
+			news++
+		}
+	}
+	var row uint64
+	if news > 0 {
+		first, err := s.reserve(s.seqKey("row"), news, 0)
+		if err != nil {
+			return nil, err
+		}
+		row = first - 1
+	}
+	units := make([]*unit, 0, len(order))
+	for _, id := range order {
+		stored, exists, err := s.recordIn(v, id)
+		if err != nil {
+			return nil, err
+		}
+		u := newUnit()
+		u.items = byID[id]
+		var orig *record
+		r := record{}
+		if exists {
+			orig, r = &stored, stored
+		} else {
+			row++
+			r.g.Row = row
+			// A removal meanwhile raises removedgen, on which the new
+			// grant's TokenGen rests.
+			u.deps = append(u.deps, s.removedGenKey())
+		}
+		var hist []store.HistoryEntry
+		for n, i := range u.items {
+			ng := rest[i].ng
+			var old *store.Grant
+			if exists || n > 0 {
+				old = &r.g
+				u.replaced++
+			} else {
+				u.created++
+			}
+			g, h := store.ImportedGrant(old, ng, r.g.Row, now, firstGen)
+			r.g = g
+			r.sealed = s.sealer.SealToken(&r.g, []byte(ng.RefreshToken.Reveal()))
+			hist = append(hist, h)
+		}
+		s.writeGrant(u, orig, &r, hist)
+		units = append(units, u)
+	}
+	return units, nil
 }
 
 // SetToken stores a new token for id and resets the grant to pending, due
@@ -552,7 +609,7 @@ func (s *Store) SetToken(id string, tok secret.Secret, now time.Time) (store.Gra
 	}
 	var g store.Grant
 	_, err := write(s, "set token", []string{id}, s.grantKeys, []string{s.countPrefix()},
-		func(v view, _ []string, _ []*unit) ([]*unit, error) {
+		func(v *view, _ []string, _ []*unit) ([]*unit, error) {
 			orig, ok, err := s.recordIn(v, id)
 			if err != nil {
 				return nil, err
@@ -606,10 +663,10 @@ func (s *Store) removeIf(ids []string, match func(store.Grant) bool) (int, error
 	units, err := write(s, "remove grants", ids,
 		func(rest []string) []string { return append(s.grantKeys(rest), s.removedGenKey()) },
 		[]string{s.countPrefix()},
-		func(v view, rest []string, _ []*unit) ([]*unit, error) {
-			gen := parseUint(v[s.removedGenKey()].val)
+		func(v *view, rest []string, _ []*unit) ([]*unit, error) {
 			seen := map[string]bool{}
 			var units []*unit
+			var gen uint64
 			for i, id := range rest {
 				r, ok, err := s.recordIn(v, id)
 				if err != nil {
@@ -621,8 +678,16 @@ func (s *Store) removeIf(ids []string, match func(store.Grant) bool) (int, error
 				seen[id] = true
 				u := newUnit()
 				u.items = []int{i}
-				s.removeGrant(u, &r, &gen)
+				s.removeGrant(u, &r)
+				gen = max(gen, r.g.TokenGen)
 				units = append(units, u)
+			}
+			// removedgen is raised before the grants go: an import that
+			// finds one gone finds its TokenGen counted.
+			if gen > parseUint(v.get(s.removedGenKey()).val) {
+				if err := s.raise(s.removedGenKey(), gen); err != nil {
+					return nil, err
+				}
 			}
 			return units, nil
 		})
@@ -674,7 +739,7 @@ func (s *Store) Reschedule(at time.Time, state store.State, provider, cause stri
 		return 0, fmt.Errorf("reschedule %s grants: %w", state, err)
 	}
 	units, err := write(s, "reschedule", ids, s.grantKeys, nil,
-		func(v view, rest []string, _ []*unit) ([]*unit, error) {
+		func(v *view, rest []string, _ []*unit) ([]*unit, error) {
 			var units []*unit
 			for i, id := range rest {
 				orig, ok, err := s.recordIn(v, id)

@@ -35,13 +35,12 @@ func nanos(t time.Time) uint64 {
 	return uint64(t.UnixNano())
 }
 
-func (s *Store) grantKey(id string) string   { return s.prefix + "g/" + id }
-func (s *Store) grantPrefix() string         { return s.prefix + "g/" }
-func (s *Store) duePrefix() string           { return s.prefix + "due/" }
-func (s *Store) histPrefix(id string) string { return s.prefix + "h/" + id + "\x00" }
-func (s *Store) metaKey(k string) string     { return s.prefix + "m/" + k }
-func (s *Store) importKey(id string) string  { return s.prefix + "imp/" + id }
-func (s *Store) countPrefix() string         { return s.prefix + "cnt/" }
+func (s *Store) grantKey(id string) string  { return s.prefix + "g/" + id }
+func (s *Store) grantPrefix() string        { return s.prefix + "g/" }
+func (s *Store) duePrefix() string          { return s.prefix + "due/" }
+func (s *Store) metaKey(k string) string    { return s.prefix + "m/" + k }
+func (s *Store) importKey(id string) string { return s.prefix + "imp/" + id }
+func (s *Store) countPrefix() string        { return s.prefix + "cnt/" }
 
 func (s *Store) seqKey(name string) string { return s.prefix + "seq/" + name }
 func (s *Store) removedGenKey() string     { return s.prefix + "removedgen" }
@@ -80,8 +79,6 @@ func (s *Store) countKey(provider string, state store.State) string {
 	return s.countPrefix() + provider + "\x00" + string(state)
 }
 
-func (s *Store) histKey(id string, seq uint64) string { return s.histPrefix(id) + hex16(seq) }
-
 func (s *Store) outboxPrefix(dead bool, receiver string) string {
 	b := "ob/"
 	if dead {
@@ -94,28 +91,38 @@ func (s *Store) outboxKey(dead bool, receiver string, seq uint64) string {
 	return s.outboxPrefix(dead, receiver) + hex16(seq)
 }
 
-// record is a grant as kept under g/<id>: the grant (Row set), the number
-// of its next history entry and its sealed token.
+// record is a grant as kept under g/<id>: the grant (Row set), its
+// history (oldest first, at most the history limit: a grant's history is
+// written with it, so a transition costs no key of its own) and its sealed
+// token.
 type record struct {
-	g        store.Grant
-	histNext uint64
-	sealed   []byte
+	g      store.Grant
+	hist   [][]byte // store.EncodeHistory records
+	sealed []byte
 }
 
 const recordVersion = 1
 
 var errBadRecord = errors.New("not a grant record")
 
-// encode is version ‖ uvarint row ‖ uvarint histNext ‖ uvarint len ‖ the
-// grant record ‖ the sealed token.
+// encode is version ‖ uvarint row ‖ uvarint len ‖ the grant record ‖
+// uvarint count ‖ (uvarint len ‖ history record)… ‖ the sealed token.
 func (r *record) encode() string {
 	rec := store.EncodeGrant(&r.g)
-	b := make([]byte, 0, 1+3*binary.MaxVarintLen64+len(rec)+len(r.sealed))
+	n := 1 + 4*binary.MaxVarintLen64 + len(rec) + len(r.sealed)
+	for _, h := range r.hist {
+		n += binary.MaxVarintLen64 + len(h)
+	}
+	b := make([]byte, 0, n)
 	b = append(b, recordVersion)
 	b = binary.AppendUvarint(b, r.g.Row)
-	b = binary.AppendUvarint(b, r.histNext)
 	b = binary.AppendUvarint(b, uint64(len(rec)))
 	b = append(b, rec...)
+	b = binary.AppendUvarint(b, uint64(len(r.hist)))
+	for _, h := range r.hist {
+		b = binary.AppendUvarint(b, uint64(len(h)))
+		b = append(b, h...)
+	}
 	return string(append(b, r.sealed...))
 }
 
@@ -125,22 +132,47 @@ func decodeRecord(v []byte) (record, error) {
 		return r, errBadRecord
 	}
 	v = v[1:]
-	var vals [3]uint64
-	for i := range vals {
+	next := func() (uint64, bool) {
 		x, n := binary.Uvarint(v)
 		if n <= 0 {
-			return r, errBadRecord
+			return 0, false
 		}
-		vals[i], v = x, v[n:]
+		v = v[n:]
+		return x, true
 	}
-	if vals[2] > uint64(len(v)) {
+	bytesOf := func() ([]byte, bool) {
+		n, ok := next()
+		if !ok || n > uint64(len(v)) {
+			return nil, false
+		}
+		b := v[:n]
+		v = v[n:]
+		return b, true
+	}
+	row, ok := next()
+	if !ok {
 		return r, errBadRecord
 	}
-	if err := store.DecodeGrant(v[:vals[2]], &r.g); err != nil {
+	rec, ok := bytesOf()
+	if !ok {
+		return r, errBadRecord
+	}
+	if err := store.DecodeGrant(rec, &r.g); err != nil {
 		return r, err
 	}
-	r.g.Row, r.histNext = vals[0], vals[1]
-	r.sealed = append([]byte(nil), v[vals[2]:]...)
+	r.g.Row = row
+	n, ok := next()
+	if !ok || n > uint64(len(v)) {
+		return r, errBadRecord
+	}
+	for range n {
+		h, ok := bytesOf()
+		if !ok {
+			return r, errBadRecord
+		}
+		r.hist = append(r.hist, append([]byte(nil), h...))
+	}
+	r.sealed = append([]byte(nil), v...)
 	return r, nil
 }
 

@@ -17,18 +17,30 @@ import (
 // Enqueue adds entries to the outbox (store.DB.Enqueue).
 func (s *Store) Enqueue(entries ...store.OutboxEntry) error {
 	seqKey := s.seqKey("outbox")
-	_, err := write(s, "enqueue", []int{0}, func([]int) []string { return []string{seqKey} }, nil,
-		func(v view, _ []int, _ []*unit) ([]*unit, error) {
+	_, err := write(s, "enqueue", []int{0}, func([]int) []string { return nil }, nil,
+		func(v *view, _ []int, _ []*unit) ([]*unit, error) {
 			u := newUnit()
 			u.items = []int{0}
-			seq, now := parseUint(v[seqKey].val), time.Now()
+			need, atLeast := 0, uint64(0)
 			for _, e := range entries {
-				var err error
+				if err := store.CheckName("receiver", e.Receiver); err != nil {
+					return nil, fmt.Errorf("enqueue: %w", err)
+				}
+				if e.Seq == 0 {
+					need++
+				}
+				atLeast = max(atLeast, e.Seq)
+			}
+			first, err := s.reserve(seqKey, need, atLeast)
+			if err != nil {
+				return nil, err
+			}
+			seq, now := first-1, time.Now()
+			for _, e := range entries {
 				if seq, err = s.putOutbox(u, e, seq, now); err != nil {
 					return nil, err
 				}
 			}
-			u.set(seqKey, seq)
 			if err := u.tooLarge(); err != nil {
 				return nil, err
 			}
@@ -84,11 +96,11 @@ func (s *Store) moveEntries(what string, fromDead, toDead bool, receiver string,
 			}
 			return keys
 		}, nil,
-		func(v view, rest []uint64, _ []*unit) ([]*unit, error) {
+		func(v *view, rest []uint64, _ []*unit) ([]*unit, error) {
 			var units []*unit
 			for i, seq := range rest {
 				from := s.outboxKey(fromDead, receiver, seq)
-				x := v[from]
+				x := v.get(from)
 				if x.rev == 0 {
 					continue
 				}
@@ -144,7 +156,7 @@ func (s *Store) UpdateOutbox(entries ...store.OutboxEntry) error {
 // AckOutbox deletes entries the receiver accepted.
 func (s *Store) AckOutbox(receiver string, seqs ...uint64) error {
 	_, err := write(s, "ack outbox", seqs, func([]uint64) []string { return nil }, nil,
-		func(_ view, rest []uint64, _ []*unit) ([]*unit, error) {
+		func(_ *view, rest []uint64, _ []*unit) ([]*unit, error) {
 			var units []*unit
 			for i, seq := range rest {
 				u := newUnit()
@@ -236,7 +248,7 @@ func (s *Store) GetMeta(key string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return v[s.metaKey(key)].val, nil
+	return v.get(s.metaKey(key)).val, nil
 }
 
 // PutMeta stores val under key; nil deletes it.
@@ -245,7 +257,7 @@ func (s *Store) PutMeta(key string, val []byte) error {
 		return fmt.Errorf("meta key is empty")
 	}
 	_, err := write(s, "write meta", []int{0}, func([]int) []string { return nil }, nil,
-		func(view, []int, []*unit) ([]*unit, error) {
+		func(*view, []int, []*unit) ([]*unit, error) {
 			u := newUnit()
 			u.items = []int{0}
 			if val == nil {
@@ -263,7 +275,7 @@ func (s *Store) PutMeta(key string, val []byte) error {
 // counts.
 type jobUnit struct {
 	keys  []string
-	build func(v view, u *unit, created, replaced int) error
+	build func(v *view, u *unit, created, replaced int) error
 }
 
 // BeginImport records a new import job (store.DB.BeginImport).
@@ -276,13 +288,15 @@ func (s *Store) BeginImport(job store.ImportJob) (store.ImportJob, error) {
 		job.StartedAt = time.Now().UTC()
 	}
 	seqKey := s.seqKey("import")
-	_, err := write(s, "begin import", []int{0}, func([]int) []string { return []string{seqKey} }, nil,
-		func(v view, _ []int, _ []*unit) ([]*unit, error) {
-			seq := parseUint(v[seqKey].val) + 1
+	_, err := write(s, "begin import", []int{0}, func([]int) []string { return nil }, nil,
+		func(v *view, _ []int, _ []*unit) ([]*unit, error) {
+			seq, err := s.reserve(seqKey, 1, 0)
+			if err != nil {
+				return nil, err
+			}
 			job.ID = "import-" + strconv.FormatUint(seq, 10)
 			u := newUnit()
 			u.items = []int{0}
-			u.set(seqKey, seq)
 			val, err := json.Marshal(&job)
 			if err != nil {
 				return nil, err
@@ -296,8 +310,8 @@ func (s *Store) BeginImport(job store.ImportJob) (store.ImportJob, error) {
 	return job, nil
 }
 
-func (s *Store) jobIn(v view, id string) (store.ImportJob, error) {
-	x := v[s.importKey(id)]
+func (s *Store) jobIn(v *view, id string) (store.ImportJob, error) {
+	x := v.get(s.importKey(id))
 	if x.rev == 0 {
 		return store.ImportJob{}, fmt.Errorf("import job %q: %w", id, store.ErrNotFound)
 	}
@@ -309,11 +323,11 @@ func (s *Store) jobIn(v view, id string) (store.ImportJob, error) {
 }
 
 // ImportBatch imports gs and advances job id by lines (store.DB.ImportBatch).
-// The job's progress is written in the transaction of the batch's last
-// grants; a batch larger than one transaction lands in several, each
-// comparing the job's revision, and after a crash between them the job
-// still says the batch's lines are to do: resuming imports those grants
-// again (as a replacement of the same token).
+// In etcd the batch's grants land in transactions of a few dozen, and the
+// job's progress in one of its own after them, comparing the job's
+// revision: after a crash between them the job still says the batch's
+// lines are to do, and resuming imports those grants again (as a
+// replacement of the same token, TokenGen raised).
 func (s *Store) ImportBatch(id string, from, lines int, gs []store.NewGrant, now time.Time) (store.ImportJob, error) {
 	if lines < len(gs) || lines <= 0 {
 		return store.ImportJob{}, fmt.Errorf("import batch of job %q: %d lines cannot hold %d grants", id, lines, len(gs))
@@ -338,7 +352,7 @@ func (s *Store) ImportBatch(id string, from, lines int, gs []store.NewGrant, now
 		return store.ImportJob{}, fmt.Errorf("job %q: a batch of lines %d to %d goes past its %d lines", id, from+1, from+lines, job.Total)
 	}
 	var out store.ImportJob
-	_, err = s.importGrants(gs, now, &jobUnit{keys: []string{jk}, build: func(v view, u *unit, created, replaced int) error {
+	_, err = s.importGrants(gs, now, &jobUnit{keys: []string{jk}, build: func(v *view, u *unit, created, replaced int) error {
 		j, err := s.jobIn(v, id)
 		if err != nil {
 			return err
@@ -397,7 +411,7 @@ func (s *Store) endImport(id string, finish bool) (store.ImportJob, error) {
 	jk := s.importKey(id)
 	var job store.ImportJob
 	_, err := write(s, "end import job", []int{0}, func([]int) []string { return []string{jk} }, nil,
-		func(v view, _ []int, _ []*unit) ([]*unit, error) {
+		func(v *view, _ []int, _ []*unit) ([]*unit, error) {
 			var err error
 			if job, err = s.jobIn(v, id); err != nil {
 				return nil, err
