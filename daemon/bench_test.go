@@ -96,7 +96,7 @@ func fillTick(tb testing.TB, d *Daemon, from, n int, due time.Time) {
 		gs = append(gs, store.NewGrant{ID: fmt.Sprintf("tick-%08x", uint32(i)*2654435761), Provider: tickProvider,
 			RefreshToken: secret.Secret("rt-bench-" + strconv.Itoa(i))})
 		if len(gs) == chunk || i == from+n-1 {
-			if _, _, err := d.db.Import(gs, due); err != nil {
+			if _, _, err := d.db.Import(gs, due, store.ImportOptions{Replace: true, Force: true}); err != nil {
 				tb.Fatal(err)
 			}
 			gs = gs[:0]
@@ -212,7 +212,7 @@ group_wait = "0s"
 		id := "revoked-" + strconv.Itoa(i)
 		tok := sb.Issue(sandbox.Revoked)
 		begin := time.Now()
-		if _, _, err := d.DB().Import([]store.NewGrant{{ID: id, Provider: "google", RefreshToken: secret.Secret(tok)}}, time.Now()); err != nil {
+		if _, _, err := d.DB().Import([]store.NewGrant{{ID: id, Provider: "google", RefreshToken: secret.Secret(tok)}}, time.Now(), store.ImportOptions{Replace: true, Force: true}); err != nil {
 			tb.Fatal(err)
 		}
 		d.Kick()

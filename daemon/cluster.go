@@ -164,15 +164,14 @@ func (d *Daemon) joinCluster(ctx context.Context) (context.Context, func()) {
 }
 
 // onElected takes up what the leader alone does, from the state in etcd:
-// provider health as last announced, the clock's announcement, a due scan.
+// provider health as last announced (a standby starts none: no probe of
+// its own judged a provider), the clock's announcement, a due scan.
 func (d *Daemon) onElected() {
+	d.healthMu.Lock()
 	d.mu.RLock()
-	for name, p := range d.providers {
-		if b, err := d.db.GetMeta(metaProvider(name)); err == nil {
-			p.health.restore(string(b))
-		}
-	}
+	d.initHealth()
 	d.mu.RUnlock()
+	d.healthMu.Unlock()
 	d.onClockChange(ClockSnapshot{}, d.clock.Snapshot())
 	d.Kick()
 }
@@ -219,7 +218,7 @@ func (d *Daemon) notLeader() error {
 	if m, ok, err := d.cluster.st.Leader(ctx); err == nil && ok {
 		e.Leader, e.LeaderURL = m.Name, m.URL
 	}
-	return e
+	return api.Unavailable(e, e.RetryAfter)
 }
 
 // leaderOnly are the TCP routes only the leader serves (they refresh).
@@ -276,19 +275,6 @@ func (d *Daemon) clusterStatus() *api.ClusterStatus {
 		}
 	}
 	return cs
-}
-
-// restore sets the health to a provider state announced before (by this
-// instance or another leader): outage or misconfigured, else ok.
-func (h *health) restore(announced string) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	switch announced {
-	case ProviderOutage, ProviderMisconfigured:
-		h.state = announced
-	default:
-		h.state = ProviderOK
-	}
 }
 
 // openEtcd opens the fleet's etcd store with the configured key. The key

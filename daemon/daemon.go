@@ -21,6 +21,8 @@ import (
 
 	"github.com/grantwatch/grantwatch/daemon/config"
 	"github.com/grantwatch/grantwatch/daemon/notify"
+	"github.com/grantwatch/grantwatch/internal/fdlimit"
+	"github.com/grantwatch/grantwatch/internal/secret"
 	"github.com/grantwatch/grantwatch/probes"
 	"github.com/grantwatch/grantwatch/store"
 	"github.com/grantwatch/grantwatch/store/etcd"
@@ -48,6 +50,10 @@ type Options struct {
 	Reload <-chan struct{}
 	// Lease replaces the probe lease, 2×probe_timeout + 10s (tests).
 	Lease time.Duration
+	// TCPHandler, when set, wraps the handler of daemon.listen: the CLI
+	// adds the web pages (daemon/web: the status page, reconnect links),
+	// which the runtime does not import.
+	TCPHandler func(d *Daemon, next http.Handler) http.Handler
 }
 
 // Run opens the daemon and runs it until ctx is done.
@@ -73,20 +79,42 @@ type Daemon struct {
 
 	mu        sync.RWMutex
 	providers map[string]*provider
+	// healthMu orders what changes providers' announced health: settle,
+	// and a reload's swap of the providers.
+	healthMu sync.Mutex
+	reloads  reloadState
 
-	opts     Options
-	kickCh   chan struct{}
-	jobs     chan job
-	leases   *leases
-	results  chan result
-	lease    time.Duration
-	lastTick atomic.Int64 // unix nanos of the last due scan
+	opts    Options
+	kickCh  chan struct{}
+	jobs    chan job
+	leases  *leases
+	results chan result
+	lease   time.Duration
+	// lastTick is when the scheduler loop last showed it is alive (unix
+	// nanos): a due scan, or a beat while it waits for busy workers.
+	lastTick atomic.Int64
 
-	listenAddr atomic.Value // string: the TCP listener's address
+	listenAddr atomic.Value  // string: the TCP listener's address
+	timeouts   httpTimeouts  // the listeners' (tests shorten them)
+	apiProbes  chan struct{} // a slot per on-demand probe in flight (daemon.max_api_probes)
 
-	warnedOnce sync.Map // keys logged once (unknown providers, store errors)
-	inflight   sync.Map // grant id → struct{}: a probe of it is running
-	rotated    sync.Map // grant id → struct{}: `grants probe` rotated its token
+	// applyAll commits probe results: db.ApplyAll, or a failing store in
+	// tests.
+	applyAll func([]store.ApplyItem) ([]error, error)
+	// fault is why the store cannot write, nil while it can: probing is
+	// paused meanwhile (writer.go).
+	fault atomic.Pointer[storeFault]
+	// unstored holds, by grant id, the results whose rotated token the
+	// store could not write yet; the writer retries them.
+	unstoredMu sync.Mutex
+	unstored   map[string]result
+
+	warnedOnce sync.Map   // keys logged once (unknown providers, store errors)
+	inflight   sync.Map   // grant id → *flight: a refresh of it runs, or its result is not stored yet
+	tokens     tokenCache // the access tokens the broker serves (tokens.go)
+	keys       keySet     // the app keys (keys.go)
+
+	notifyLinks notifyLinks // links.go
 
 	// cluster is the fleet's leadership with an etcd store; nil with bbolt.
 	cluster *cluster
@@ -101,6 +129,10 @@ type provider struct {
 	sem    chan struct{}
 	lim    *rate.Limiter
 	health *health
+	// grace is how long the provider still takes a rotated-away refresh
+	// token (rotation_grace, else the preset's): the window in which a
+	// refresh whose answer was lost is sent once more.
+	grace time.Duration
 	// secretErr is why client_secret_file could not be read: the daemon
 	// refuses to start (or reload) with it; the CLI refuses to probe.
 	secretErr error
@@ -132,6 +164,14 @@ func Open(opts Options) (*Daemon, error) {
 	if now == nil {
 		now = time.Now
 	}
+	// Anyone who can read the key can unseal every token, and anyone who
+	// can write it can make the daemon seal new ones with a key they know:
+	// refuse it, as ssh refuses an unprotected private key. A missing key
+	// is created with mode 0600.
+	var me *secret.ModeError
+	if err := secret.CheckMode(cfg.Secrets.KeyFile); errors.As(err, &me) {
+		return nil, fmt.Errorf("secrets.key_file: %w", err)
+	}
 	db, err := OpenStore(cfg, opts.NoSync)
 	if err != nil {
 		return nil, err
@@ -156,6 +196,9 @@ func Open(opts Options) (*Daemon, error) {
 	if opts.Lease > 0 {
 		d.lease = opts.Lease
 	}
+	d.applyAll = db.ApplyAll
+	d.timeouts = serverTimeouts(cfg)
+	d.apiProbes = make(chan struct{}, cfg.Daemon.MaxAPIProbes)
 	if es, ok := db.(*etcd.Store); ok {
 		d.cluster = newCluster(es, cfg.Store, log)
 	}
@@ -172,9 +215,12 @@ func Open(opts Options) (*Daemon, error) {
 	if query == nil {
 		query = probes.QueryClock
 	}
-	d.initHealth()
+	if d.cluster == nil {
+		d.initHealth() // with etcd, the leader does when it is elected
+	}
+	d.reloads.loaded(cfg, now())
 	d.clock = NewClock(cfg.Clock, log, query, now)
-	if d.disp, err = notify.NewDispatcher(db, cfg.Notify, log, notify.WithActive(d), notify.WithClock(now)); err != nil {
+	if d.disp, err = notify.NewDispatcher(db, cfg.Notify, log, notify.WithActive(d), notify.WithClock(now), notify.WithLinks(d)); err != nil {
 		db.Close()
 		return nil, err
 	}
@@ -214,6 +260,9 @@ func buildProviders(cfg *config.Config) (map[string]*provider, error) {
 			DegradedAfter: cfg.Daemon.DegradedAfter,
 			BackoffMin:    cfg.Daemon.BackoffMin,
 			BackoffMax:    cfg.Daemon.BackoffMax,
+			Observe:       pc.Observe(),
+			Lifetimes:     pc.Lifetimes(),
+			WarnBefore:    cfg.Forecast.WarnBefore,
 		}
 		if pc.Schedule != "" {
 			var err error
@@ -230,6 +279,7 @@ func buildProviders(cfg *config.Config) (map[string]*provider, error) {
 			sem:       make(chan struct{}, pc.Concurrency),
 			lim:       lim,
 			health:    newHealth(cfg.Health),
+			grace:     pc.Grace(),
 			secretErr: secretErr,
 		}
 	}
@@ -261,12 +311,18 @@ func (d *Daemon) Run(ctx context.Context, ready func(*Daemon)) error {
 		return err
 	}
 
+	d.warnSecretModes(cfg)
+
 	c := cron.New(cron.WithChain(cron.Recover(cronLogger{d.log})))
 	if _, err := c.AddFunc(cfg.Daemon.Tick, d.Kick); err != nil {
 		return fmt.Errorf("daemon.tick: %w", err)
 	}
 	if _, err := c.AddFunc(cfg.Clock.Schedule, func() { d.checkClock(ctx) }); err != nil {
 		return fmt.Errorf("clock.schedule: %w", err)
+	}
+	// Client secrets expire by the calendar: hourly is ahead of warn_before.
+	if _, err := c.AddFunc("@every 1h", d.checkSecrets); err != nil {
+		return fmt.Errorf("secret check: %w", err)
 	}
 
 	// Probes get their own context: on shutdown they may finish within the
@@ -293,6 +349,7 @@ func (d *Daemon) Run(ctx context.Context, ready func(*Daemon)) error {
 		}
 	})
 	dispWG.Go(func() { d.checkClock(ctx) })
+	dispWG.Go(d.checkSecrets)
 
 	srv, err := d.serve(ctx)
 	if err != nil {
@@ -304,13 +361,16 @@ func (d *Daemon) Run(ctx context.Context, ready func(*Daemon)) error {
 		dispWG.Wait()
 		return err
 	}
+	d.syncModes()
 	c.Start()
 	d.Kick()
+	wg.Go(func() { d.canaryLoop(ctx, probeCtx) })
 	d.log.Info("grantwatch started", "db", d.db.Path(), "socket", cfg.Daemon.Socket,
 		"providers", len(cfg.Providers), "workers", cfg.Daemon.Workers)
 	if len(cfg.Providers) == 0 {
 		d.log.Warn("no providers configured: nothing will be probed", "config", cfg.Path(), "fix", "add a [[providers]] entry (config.example.toml) and reload")
 	}
+	d.checkOpenFiles(cfg)
 	if ready != nil {
 		ready(d)
 	}
@@ -346,6 +406,32 @@ func (d *Daemon) Run(ctx context.Context, ready func(*Daemon)) error {
 	return nil
 }
 
+// checkOpenFiles warns when the open-file limit (which Go raised to the
+// hard limit at start) leaves too little beside the listeners' connection
+// caps for the probes' connections, the database and the receivers.
+func (d *Daemon) checkOpenFiles(cfg *config.Config) {
+	soft, hard, err := fdlimit.OpenFiles()
+	if err != nil {
+		return
+	}
+	need := uint64(cfg.Daemon.MaxConnections + cfg.Daemon.SocketMaxConnections + 2*cfg.Daemon.Workers + 64)
+	if soft < need {
+		d.log.Warn("open-file limit is low for the connection caps", "limit", soft, "hard_limit", hard, "want", need,
+			"fix", "raise LimitNOFILE= in the unit, or lower daemon.max_connections, daemon.socket_max_connections or daemon.workers")
+	}
+}
+
+// warnSecretModes warns once at start for each secret file besides the key
+// (which Open refuses) that other users may read or write.
+func (d *Daemon) warnSecretModes(cfg *config.Config) {
+	for _, f := range cfg.SecretFiles() {
+		var me *secret.ModeError
+		if err := secret.CheckMode(f.Path); f.Path != cfg.Secrets.KeyFile && errors.As(err, &me) {
+			d.log.Warn("secret file is open to other users", "key", f.Key, tint.Err(err))
+		}
+	}
+}
+
 // logOnce logs a problem the first time key is seen (until the key is
 // cleared), so a persistent fault is one line, not one per tick.
 func (d *Daemon) logOnce(key string, level slog.Level, msg string, args ...any) {
@@ -378,11 +464,12 @@ func (d *Daemon) ActiveEvents(ctx context.Context, fn func(notify.Event) error) 
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		cause := probes.Cause(g.Cause)
-		return fn(*grantEvent(notify.TypeReconnectRequired, g, "", g.StateChangedAt,
-			"grant "+g.ID+" needs its user to reconnect: "+cause.Summary(), cause.Fix()))
+		return fn(*reconnectEvent(g, "", g.StateChangedAt))
 	})
 	if err != nil {
+		return err
+	}
+	if err := d.activeWatchEvents(ctx, fn); err != nil {
 		return err
 	}
 	if ev := d.clockEvent(d.clock.Snapshot()); ev != nil && ev.Type == notify.TypeClockSkewed {

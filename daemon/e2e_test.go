@@ -3,10 +3,13 @@ package daemon
 import (
 	"fmt"
 	"log/slog"
+	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/grantwatch/grantwatch/daemon/notify"
 	"github.com/grantwatch/grantwatch/internal/secret"
 	"github.com/grantwatch/grantwatch/internal/testutil"
 	"github.com/grantwatch/grantwatch/probes/sandbox"
@@ -174,5 +177,91 @@ func TestDaemonEndToEnd(t *testing.T) {
 		if strings.Contains(all, s) {
 			t.Fatalf("%q appears in the log", s)
 		}
+	}
+}
+
+// TestReuseDetected runs the daemon against the sandbox's strict rotation
+// and reuse detection. A second holder refreshes a grant's token behind
+// grantwatch's back: grantwatch's next probe presents the rotated-away
+// token, the sandbox revokes the chain, and on-call gets
+// grant.reuse_detected, whose fix names a leak or a second refresher, not a
+// plain grant.reconnect_required. A reuse grantwatch can explain (its
+// previous answer was lost in transit, and the provider has no grace) is
+// the plain reconnect it is.
+func TestReuseDetected(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the daemon for a few seconds")
+	}
+	sb := testutil.Sandbox(t)
+	sb.SetClient("test-client", "test-client-secret-DO-NOT-LOG")
+	gw := newLossyGateway(t, sb)
+	in := newInbox(t)
+	lossy := strings.Replace(sandboxProvider("lossy", "hydra", sb), sb.TokenURL(), gw.URL, 1) + "rotation_grace = \"0s\"\n"
+	cfg := testConfig(t, t.TempDir(), sandboxProvider("hydra", "hydra", sb)+lossy+in.config())
+	shared, lost := sb.Issue(sandbox.Rotate), sb.Issue(sandbox.Rotate)
+	importLines(t, cfg, []string{
+		fmt.Sprintf(`{"id":"shared","provider":"hydra","refresh_token":%q}`, shared),
+		fmt.Sprintf(`{"id":"lost","provider":"lossy","refresh_token":%q}`, lost),
+	})
+	logs := &testutil.LogBuffer{}
+	td := startDaemon(t, cfg, logs, nil)
+	testutil.WaitFor(t, 10*time.Second, "both grants healthy", func() bool {
+		gs := grantsByID(t, td.d.DB())
+		return gs["shared"].State == store.StateHealthy && gs["lost"].State == store.StateHealthy
+	})
+
+	// The second holder: an app with its own copy of the grant refreshes it.
+	resp, err := http.PostForm(sb.TokenURL(), url.Values{"grant_type": {"refresh_token"}, "refresh_token": {sb.Current(shared)},
+		"client_id": {"test-client"}, "client_secret": {"test-client-secret-DO-NOT-LOG"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	// The gateway in front of the other grant's provider loses the
+	// answer of its next refresh, after the provider rotated the token.
+	gw.lose.Store(1)
+
+	testutil.WaitFor(t, 15*time.Second, "both grants dead", func() bool {
+		gs := grantsByID(t, td.d.DB())
+		return gs["shared"].State == store.StateReconnectRequired && gs["lost"].State == store.StateReconnectRequired
+	})
+	testutil.WaitFor(t, 10*time.Second, "their notifications", func() bool {
+		c := in.count()
+		return c[notify.TypeReuseDetected]+c[notify.TypeReconnectRequired] >= 2
+	})
+	gs := grantsByID(t, td.d.DB())
+	td.stop()
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	types := map[string]string{}
+	for _, ev := range in.events {
+		if ev.Grant == nil {
+			continue
+		}
+		types[ev.Grant.ID] += ev.Type + " "
+		if ev.Type == notify.TypeReuseDetected && (!strings.Contains(ev.Fix, "leaked") || !strings.Contains(ev.Fix, "second refresher")) {
+			t.Errorf("reuse fix %q names no leak and no second refresher", ev.Fix)
+		}
+	}
+	if types["shared"] != notify.TypeReuseDetected+" " {
+		t.Errorf("the grant refreshed behind grantwatch's back: events %q, want one grant.reuse_detected", types["shared"])
+	}
+	if types["lost"] != notify.TypeReconnectRequired+" " {
+		t.Errorf("the grant whose answer was lost: events %q, want one grant.reconnect_required", types["lost"])
+	}
+	if !gs["shared"].ReuseDetected || gs["lost"].ReuseDetected || !strings.Contains(gs["lost"].ErrorDescription, "lost in transit") {
+		t.Errorf("reuse_detected shared %v lost %v; lost's description %q", gs["shared"].ReuseDetected, gs["lost"].ReuseDetected, gs["lost"].ErrorDescription)
+	}
+	loud := 0
+	for _, m := range logs.Lines(t) {
+		if m["grant"] == "shared" && (m["level"] == "ERROR" || m["level"] == "WARN") {
+			loud++
+		}
+	}
+	if loud != 1 {
+		t.Errorf("%d WARN/ERROR lines for the reused grant, want 1", loud)
+	}
+	if st := sb.Stats(); st.Reused != 2 {
+		t.Errorf("the sandbox detected %d reuses, want 2", st.Reused)
 	}
 }

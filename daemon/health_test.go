@@ -4,6 +4,8 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -13,42 +15,216 @@ import (
 	"github.com/grantwatch/grantwatch/store"
 )
 
-// TestHealthRecoveryNeedsFreshEvidence: a provider that recovers (a canary
-// answers) is not declared in outage again by its next transient failure on
-// the strength of failures from before the recovery: a new outage needs a
-// threshold of failures seen since. Without this a provider failing about
-// half the time cycles outage/ok, one announcement each way per cycle.
-func TestHealthRecoveryNeedsFreshEvidence(t *testing.T) {
-	h := newHealth(config.HealthConfig{Window: 10, Threshold: 0.5, Period: time.Hour})
-	p := Policy{Interval: time.Hour, BackoffMin: time.Second, BackoffMax: time.Minute}
-	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+// TestHealthCanariesDecide: canaries, not the grants' own probes, declare
+// and end an outage, one canary period apart, so a small fleet is judged as
+// fast as a large one; a burst of failures that the next canary does not
+// confirm is no outage, however many grants it hit. Each step is one probe
+// result at a time after the start.
+func TestHealthCanariesDecide(t *testing.T) {
+	const period = 5 * time.Second
 	fail := probes.Result{Cause: probes.CauseServerError, Action: probes.ActionRetry, Status: 502}
 	ok := probes.Result{OK: true}
-	var changes []string
-	observe := func(r probes.Result) {
-		now = now.Add(time.Second)
-		if ch := h.observe(now, r, p); ch != nil {
-			changes = append(changes, ch.To)
+	revoked := probes.Result{Cause: probes.CauseRevoked, Action: probes.ActionReconnect, Error: "invalid_grant"}
+	badClient := probes.Result{Cause: probes.CauseInvalidClient, Action: probes.ActionFixConfig, Error: "invalid_client"}
+	type step struct {
+		at     time.Duration
+		r      probes.Result
+		canary bool
+		// unproven: the canary's grant never worked (pending), so its
+		// failure may be the grant's own.
+		unproven bool
+		want     string // the state it changes to; "" for no change
+	}
+	burst := func(at time.Duration, n int) []step {
+		var s []step
+		for i := range n {
+			s = append(s, step{at: at + time.Duration(i)*time.Millisecond, r: fail})
 		}
+		return s
 	}
-	for range 5 {
-		observe(fail)
+	for _, tc := range []struct {
+		name  string
+		steps []step
+	}{
+		{
+			// A canary has just answered, so the next is a period away;
+			// meanwhile 10 of 10 probes fail (the old rule's outage), but
+			// that canary gets an answer: a blip.
+			name: "a burst the canary does not confirm",
+			steps: append(append([]step{{at: 0, r: fail}, {at: 0, r: ok, canary: true}}, burst(10*time.Millisecond, 10)...),
+				step{at: period, r: ok, canary: true}),
+		},
+		{
+			// Many grants fail, and the canary of a healthy one too: the
+			// outage is declared at once.
+			name:  "a burst a canary confirms",
+			steps: append(burst(0, 10), step{at: 20 * time.Millisecond, r: fail, canary: true, want: ProviderOutage}),
+		},
+		{
+			// A canary of a grant that never worked may fail for itself:
+			// a second one, a period later, confirms.
+			name: "canaries of unproven grants",
+			steps: append(burst(0, 10),
+				step{at: 20 * time.Millisecond, r: fail, canary: true, unproven: true},
+				step{at: period + 20*time.Millisecond, r: fail, canary: true, unproven: true, want: ProviderOutage}),
+		},
+		{
+			// One grant's failure, then two canaries a period apart fail:
+			// the outage is declared one period after the first failure.
+			name: "two failed canaries in a row",
+			steps: []step{
+				{at: 0, r: fail},
+				{at: 0, r: fail, canary: true},
+				{at: period, r: fail, canary: true, want: ProviderOutage},
+				{at: 2 * period, r: fail, canary: true},
+				{at: 3 * period, r: ok, canary: true, want: ProviderOK},
+			},
+		},
+		{
+			name: "a failed canary, then one that answers",
+			steps: []step{
+				{at: 0, r: fail},
+				{at: 0, r: fail, canary: true},
+				{at: period, r: ok, canary: true},
+				{at: 2 * period, r: fail},
+				{at: 2 * period, r: fail, canary: true},
+			},
+		},
+		{
+			// The canary probed a dead grant: the provider answered.
+			name: "an answer about the grant clears the suspicion",
+			steps: []step{
+				{at: 0, r: fail},
+				{at: 0, r: fail, canary: true},
+				{at: period, r: revoked, canary: true},
+				{at: 2 * period, r: fail},
+				{at: 2 * period, r: fail, canary: true},
+			},
+		},
+		{
+			// Failures from before the recovery do not count towards a
+			// new outage: one fresh failure and one failed canary are not
+			// two canaries in a row.
+			name: "a recovery needs fresh evidence",
+			steps: []step{
+				{at: 0, r: fail},
+				{at: 0, r: fail, canary: true},
+				{at: period, r: fail, canary: true, want: ProviderOutage},
+				{at: 2 * period, r: ok, canary: true, want: ProviderOK},
+				{at: 2*period + time.Second, r: fail},
+				{at: 3 * period, r: fail, canary: true},
+				{at: 4 * period, r: fail, canary: true, want: ProviderOutage},
+			},
+		},
+		{
+			// The failures of a suspicion that no canary could check for
+			// longer than health.period are stale: a failed canary then
+			// has only itself for evidence.
+			name:  "failures older than the period",
+			steps: append(burst(0, 10), step{at: time.Minute + time.Second, r: fail, canary: true}),
+		},
+		{
+			// Failed canaries, while most other probes succeed, are the
+			// canaries' grants' own trouble.
+			name: "canaries fail but most probes succeed",
+			steps: append([]step{{at: 0, r: fail}, {at: 0, r: fail, canary: true}},
+				append(func() []step {
+					var s []step
+					for i := range 10 {
+						s = append(s, step{at: time.Second + time.Duration(i)*time.Millisecond, r: ok})
+					}
+					return s
+				}(), step{at: period, r: fail, canary: true})...),
+		},
+		{
+			// A config answer needs no confirmation; the next canary comes
+			// an interval later, not a canary period.
+			name: "a config answer is misconfiguration at once",
+			steps: []step{
+				{at: 0, r: badClient, want: ProviderMisconfigured},
+				{at: time.Minute, r: ok, canary: true, want: ProviderOK},
+			},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHealth(config.HealthConfig{Window: 20, Threshold: 0.5, Period: time.Minute, CanaryPeriod: period})
+			p := Policy{Interval: time.Minute, BackoffMin: time.Minute, BackoffMax: time.Hour}
+			start := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+			for i, s := range tc.steps {
+				now := start.Add(s.at)
+				if s.canary {
+					if _, due := h.canaryDue(now); !due {
+						t.Fatalf("step %d (+%s): no canary due", i, s.at)
+					}
+				}
+				var ch *healthChange
+				if s.canary {
+					ch = h.observeCanary(now, s.r, p, !s.unproven)
+				} else {
+					ch = h.observe(now, s.r, p)
+				}
+				got := ""
+				if ch != nil {
+					got = ch.To
+				}
+				if got != s.want {
+					t.Fatalf("step %d (+%s, %s, canary %v): change to %q, want %q", i, s.at, s.r.Cause, s.canary, got, s.want)
+				}
+			}
+		})
 	}
-	if len(changes) != 1 || changes[0] != ProviderOutage {
-		t.Fatalf("after 5 of 10 failed: changes %v, want one outage", changes)
+}
+
+// TestHealthCanarySchedule: when canaries are due. None while the provider
+// is ok and nothing failed; the first at once when a probe fails, then one
+// per canary period; once per interval (at most backoff_max) while
+// misconfigured; at once after a restart that restored an incident.
+func TestHealthCanarySchedule(t *testing.T) {
+	const period = 2 * time.Second
+	cfg := config.HealthConfig{Window: 20, Threshold: 0.5, Period: time.Minute, CanaryPeriod: period}
+	p := Policy{Interval: 10 * time.Minute, BackoffMin: time.Minute, BackoffMax: time.Hour}
+	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	fail := probes.Result{Cause: probes.CauseNetwork, Action: probes.ActionRetry}
+	due := func(h *health, at time.Time) bool {
+		t.Helper()
+		_, ok := h.canaryDue(at)
+		return ok
 	}
-	observe(ok) // the canary answers
-	observe(fail)
-	observe(ok)
-	observe(fail)
-	if want := []string{ProviderOutage, ProviderOK}; len(changes) != 2 || changes[1] != ProviderOK {
-		t.Fatalf("changes %v, want %v: single failures after a recovery are no new outage", changes, want)
+
+	h := newHealth(cfg)
+	if due(h, now) {
+		t.Fatal("a canary is due for an ok provider nothing failed at")
 	}
-	for range 4 {
-		observe(fail)
+	h.observe(now, fail, p)
+	if !due(h, now) {
+		t.Fatal("no canary at once after the first failure")
 	}
-	if n := len(changes); n != 3 || changes[2] != ProviderOutage {
-		t.Errorf("after 5 fresh failures: changes %v, want a second outage", changes)
+	if due(h, now) {
+		t.Fatal("a second canary while one is in flight")
+	}
+	h.observeCanary(now, fail, p, true)
+	if due(h, now.Add(period-time.Millisecond)) || !due(h, now.Add(period)) {
+		t.Fatal("the next canary is not one canary period after the last")
+	}
+	h.observeCanary(now.Add(period), fail, p, true) // the outage
+	if st, _, _, _ := h.snapshot(); st != ProviderOutage {
+		t.Fatalf("state %s after two failed canaries", st)
+	}
+	if !due(h, now.Add(2*period)) {
+		t.Fatal("in outage, no canary one period after the last")
+	}
+	h.observeCanary(now.Add(2*period), probes.Result{Cause: probes.CauseInvalidClient, Action: probes.ActionFixConfig}, p, true)
+	if due(h, now.Add(9*time.Minute)) || !due(h, now.Add(2*period+10*time.Minute)) {
+		t.Fatal("a misconfigured provider's canary is not an interval apart")
+	}
+
+	r := newHealth(cfg)
+	r.restore(ProviderOutage, now, p)
+	if !due(r, now) {
+		t.Fatal("no canary at once for an outage restored at start")
+	}
+	if !r.outage() {
+		t.Fatal("a restored outage does not hold the grants' verdicts")
 	}
 }
 
@@ -167,7 +343,7 @@ func TestProbeAcrossUnchangedReloadAnnounces(t *testing.T) {
 	if d.provider("acme").health != old.health {
 		t.Fatal("an unchanged provider's health was not carried over")
 	}
-	res := d.refresh(context.Background(), old, l.Token)
+	res := d.refresh(context.Background(), old, l)
 	if !res.OK {
 		t.Fatalf("probe failed: %+v", res)
 	}
@@ -180,5 +356,48 @@ func TestProbeAcrossUnchangedReloadAnnounces(t *testing.T) {
 	}
 	if string(b) != ProviderOK {
 		t.Errorf("announced state %q after the outage ended: provider.ok was never sent", b)
+	}
+}
+
+// A worker that leased a grant under the old config and reaches the
+// provider's gate after a reload replaced it must not hold (or push back)
+// the grant on the old config's verdict: the grant is due again at once,
+// for the new config to decide.
+func TestDeferAfterReloadRequeues(t *testing.T) {
+	d, _ := openTestDaemon(t)
+	old := d.provider("acme")
+	old.health.observe(time.Now(), probes.Result{Cause: probes.CauseInvalidClient, Action: probes.ActionFixConfig, Error: "invalid_client"}, old.policy)
+	leased, err := d.DB().GetLease("acme-0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(d.Config().Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fixed := strings.Replace(string(b), "test-client-secret-DO-NOT-LOG", "the-fixed-secret", 1)
+	if err := os.WriteFile(d.Config().Path(), []byte(fixed), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.reload(); err != nil {
+		t.Fatal(err)
+	}
+	before := time.Now()
+	d.deferGrant(leased.Grant, old, time.Hour)
+	g, err := d.DB().Get("acme-0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.State == store.StateOnHold || g.NextDueAt.After(before.Add(time.Second)) {
+		t.Errorf("deferred under the replaced config: %s, due in %s; want it due now, not held", g.State, g.NextDueAt.Sub(before).Round(time.Second))
+	}
+}
+
+// TestMisconfigDetailInvalidRequest: a provider held for invalid_request
+// names token_url and what may be wrong with it.
+func TestMisconfigDetailInvalidRequest(t *testing.T) {
+	r := probes.Result{Cause: probes.CauseInvalidRequest, Error: "invalid_request", ErrorDescription: "The request is missing a required parameter: refresh_token."}
+	if got := misconfigDetail(r); !strings.HasPrefix(got, "token_url: the endpoint did not receive refresh_token") || !strings.Contains(got, "provider said: The request is missing") {
+		t.Errorf("misconfigDetail = %q", got)
 	}
 }

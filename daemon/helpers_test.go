@@ -81,6 +81,12 @@ interval = "1s"
 // startDaemon opens and runs a daemon on cfg; it is stopped at cleanup.
 func startDaemon(t *testing.T, cfg *config.Config, logs *testutil.LogBuffer, mod func(*Options)) *testDaemon {
 	t.Helper()
+	return runDaemon(t, openDaemon(t, cfg, logs, mod), logs)
+}
+
+// openDaemon opens a daemon on cfg that logs to logs, for runDaemon.
+func openDaemon(t *testing.T, cfg *config.Config, logs *testutil.LogBuffer, mod func(*Options)) *Daemon {
+	t.Helper()
 	opts := Options{
 		Config:     cfg,
 		Logger:     slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
@@ -93,8 +99,15 @@ func startDaemon(t *testing.T, cfg *config.Config, logs *testutil.LogBuffer, mod
 	if err != nil {
 		t.Fatal(err)
 	}
+	return d
+}
+
+// runDaemon runs an opened daemon (a test may change it between Open and
+// Run); it is stopped at cleanup.
+func runDaemon(t *testing.T, d *Daemon, logs *testutil.LogBuffer) *testDaemon {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	td := &testDaemon{t: t, cfg: cfg, d: d, logs: logs, cancel: cancel, done: make(chan error, 1)}
+	td := &testDaemon{t: t, cfg: d.Config(), d: d, logs: logs, cancel: cancel, done: make(chan error, 1)}
 	ready := make(chan struct{})
 	go func() { td.done <- d.Run(ctx, func(*Daemon) { close(ready) }) }()
 	select {
@@ -138,7 +151,7 @@ func grantsByID(t *testing.T, db store.Store) map[string]store.Grant {
 // `grants import`, checking providers against cfg.
 func importLines(t *testing.T, cfg *config.Config, lines []string) {
 	t.Helper()
-	gs, err := ParseImport(strings.NewReader(strings.Join(lines, "\n")), func(p string) bool { _, ok := cfg.Provider(p); return ok })
+	gs, err := ParseImport(strings.NewReader(strings.Join(lines, "\n")), cfg.Provider)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,7 +160,7 @@ func importLines(t *testing.T, cfg *config.Config, lines []string) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	if _, _, err := db.Import(gs, time.Now()); err != nil {
+	if _, _, err := db.Import(gs, time.Now(), store.ImportOptions{Replace: true, Force: true}); err != nil {
 		t.Fatal(err)
 	}
 }

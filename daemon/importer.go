@@ -10,6 +10,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/grantwatch/grantwatch/daemon/config"
 	"github.com/grantwatch/grantwatch/internal/secret"
 	"github.com/grantwatch/grantwatch/store"
 )
@@ -32,10 +33,12 @@ const (
 
 // ParseImport reads JSON Lines of grants and validates all of them before
 // anything is imported: any bad line fails the whole input, with every
-// problem reported as "line N: field: what is wrong" (the first 20). known
-// says whether a provider is configured. Blank lines and lines starting
-// with # are skipped. Errors never quote a refresh token.
-func ParseImport(r io.Reader, known func(provider string) bool) ([]store.NewGrant, error) {
+// problem reported as "line N: field: what is wrong" (the first 20).
+// provider looks up a configured provider (Config.Provider): a grant of a
+// provider in observe mode may come without refresh_token, and is imported
+// as such (NewGrant.Observe). Blank lines and lines starting with # are
+// skipped. Errors never quote a refresh token.
+func ParseImport(r io.Reader, provider func(name string) (config.ProviderConfig, bool)) ([]store.NewGrant, error) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 4096), maxImportLine)
 	var (
@@ -88,16 +91,24 @@ func ParseImport(r io.Reader, known func(provider string) bool) ([]store.NewGran
 			}
 			ids[*l.ID] = n
 		}
-		switch {
-		case l.Provider == nil || *l.Provider == "":
+		var pc config.ProviderConfig
+		if l.Provider == nil || *l.Provider == "" {
 			bad("provider: is required")
 			ok = false
-		case !known(*l.Provider):
+		} else if p, known := provider(*l.Provider); !known {
 			bad("provider: %s is not a configured provider (add a [[providers]] entry named so)", quoteShort(*l.Provider))
 			ok = false
+		} else {
+			pc = p
 		}
-		if l.RefreshToken == nil || strings.TrimSpace(*l.RefreshToken) == "" {
-			bad("refresh_token: is required")
+		tok := ""
+		if l.RefreshToken != nil {
+			tok = strings.TrimSpace(*l.RefreshToken)
+		}
+		if tok == "" && !pc.Observe() {
+			// An observe provider's app keeps the token; grantwatch
+			// needs none. Only a provider's known mode waives it.
+			bad("refresh_token: is required (only a provider with mode = %q takes grants without one)", config.ModeObserve)
 			ok = false
 		}
 		if !ok {
@@ -105,7 +116,7 @@ func ParseImport(r io.Reader, known func(provider string) bool) ([]store.NewGran
 		}
 		gs = append(gs, store.NewGrant{
 			ID: *l.ID, Provider: *l.Provider, Subject: l.Subject, Labels: l.Labels,
-			RefreshToken: secret.Secret(strings.TrimSpace(*l.RefreshToken)),
+			RefreshToken: secret.Secret(tok), Observe: pc.Observe(),
 		})
 	}
 	if err := sc.Err(); err != nil {

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -192,5 +194,111 @@ func TestSlowProviderNeverPresentsATokenTwice(t *testing.T) {
 	defer db.Close()
 	if c := countStates(t, db); c[store.StateHealthy] != 200 {
 		t.Errorf("states %v, want 200 healthy", c)
+	}
+}
+
+// TestOnDemandProbesObeyProviderLimits: with rate = 1 and concurrency = 1,
+// 40 parallel PUT /v1/grants/{id}/refresh_token sent 32 requests to the
+// token endpoint within a second (issue 13 item 3). On-demand probes go
+// through the provider's semaphore and rate limiter like scheduled ones:
+// the endpoint never sees two requests at once, nor more than the rate
+// allows; a PUT that cannot get a turn within probe_timeout answers 503
+// with Retry-After, its token stored.
+func TestOnDemandProbesObeyProviderLimits(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the daemon for a few seconds")
+	}
+	sb := sandbox.New()
+	m := newMeter(t, sb)
+	dir := t.TempDir()
+	token := "test-api-token-0123456789"
+	if err := os.WriteFile(filepath.Join(dir, "api.token"), []byte(token), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(t, dir, m.provider("acme", "concurrency = 1\nrate = 1.0"))
+	cfg.Daemon.Listen = "127.0.0.1:0"
+	cfg.Daemon.APITokenFile = filepath.Join(dir, "api.token")
+	var lines []string
+	for i := range 40 {
+		lines = append(lines, fmt.Sprintf(`{"id":"g%02d","provider":"acme","refresh_token":%q}`, i, sb.Issue(sandbox.Healthy)))
+	}
+	importLines(t, cfg, lines)
+	// Probed an hour from now: only the PUTs' probes are due.
+	db, err := OpenStore(cfg, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 40 {
+		err := db.Apply(fmt.Sprintf("g%02d", i), func(g store.Grant) (store.Change, error) {
+			g.State, g.NextDueAt = store.StateHealthy, time.Now().Add(time.Hour)
+			return store.Change{Grant: g}, nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.Close()
+	cfg.Daemon.ProbeTimeout = 2 * time.Second // how long a PUT waits for its turn
+	td := startDaemon(t, cfg, &testutil.LogBuffer{}, nil)
+
+	var wg sync.WaitGroup
+	codes := make([]int, 40)
+	for i := range 40 {
+		wg.Go(func() {
+			body := fmt.Sprintf(`{"refresh_token":%q}`, sb.Issue(sandbox.Healthy))
+			req, _ := http.NewRequest(http.MethodPut, fmt.Sprintf("http://%s/v1/grants/g%02d/refresh_token", td.d.ListenAddr(), i), strings.NewReader(body))
+			req.Header.Set("Authorization", "Bearer "+token)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			resp.Body.Close()
+			codes[i] = resp.StatusCode
+			if resp.StatusCode == http.StatusServiceUnavailable && resp.Header.Get("Retry-After") == "" {
+				t.Error("503 without Retry-After")
+			}
+		})
+	}
+	wg.Wait()
+	// The scheduler keeps probing the new tokens meanwhile, within the
+	// same limits.
+	time.Sleep(1500 * time.Millisecond)
+	td.stop()
+
+	byCode := map[int]int{}
+	for _, c := range codes {
+		byCode[c]++
+	}
+	t.Logf("answers by status: %v; the endpoint saw %d requests, at most %d at once", byCode, len(m.arrivals), m.maxSeen.Load())
+	if byCode[http.StatusOK]+byCode[http.StatusServiceUnavailable] != 40 || byCode[http.StatusOK] == 0 {
+		t.Errorf("answers by status %v, want 200 or 503 each, some 200", byCode)
+	}
+	if got := m.maxSeen.Load(); got > 1 {
+		t.Errorf("%d requests in flight at once, provider concurrency is 1", got)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	// Rate 1/s with a burst of 1: no second-long window holds more than 2.
+	for i, a := range m.arrivals {
+		n := 0
+		for _, b := range m.arrivals[i:] {
+			if b.Sub(a) < time.Second {
+				n++
+			}
+		}
+		if n > 2 {
+			t.Fatalf("%d requests within one second from %v, rate is 1/s", n, a)
+		}
+	}
+	db, err = OpenStore(cfg, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for id, g := range grantsByID(t, db) {
+		if g.TokenGen != 2 {
+			t.Errorf("grant %s: token gen %d, want the PUT's token stored (2)", id, g.TokenGen)
+		}
 	}
 }

@@ -43,7 +43,7 @@ func newMetrics(d *Daemon) *promMetrics {
 		ConstLabels: prometheus.Labels{"version": BuildVersion(), "goversion": runtime.Version()},
 	})
 	bi.Set(1)
-	m.reg.MustRegister(m.probes, m.latency, bi, stateCollector{d},
+	m.reg.MustRegister(m.probes, m.latency, bi, stateCollector{d}, forecastCollector{d},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -54,7 +54,7 @@ func (m *promMetrics) observe(provider string, r probes.Result) {
 		cause = "none"
 	}
 	m.probes.WithLabelValues(provider, cause).Inc()
-	if r.Status != 0 {
+	if r.Status != 0 && r.Latency > 0 { // an app's report (observe mode) has no latency
 		m.latency.WithLabelValues(provider).Observe(r.Latency.Seconds())
 	}
 }
@@ -83,6 +83,13 @@ var (
 		"Notification deliveries by receiver and result (sent, failed).", []string{"receiver", "result"}, nil)
 	descProviderUp = prometheus.NewDesc("grantwatch_provider_healthy",
 		"1 when the provider is ok, 0 in outage or misconfigured.", []string{"provider"}, nil)
+	// The names and meanings of Prometheus's and Alertmanager's own
+	// (prometheus_config_last_reload_successful, …), so the usual alert
+	// on them fits.
+	descReloadOK = prometheus.NewDesc("grantwatch_config_last_reload_successful",
+		"1 when the last config reload succeeded (or none was tried), 0 when it failed and the previous config stays in force.", nil, nil)
+	descReloadAt = prometheus.NewDesc("grantwatch_config_last_reload_success_timestamp_seconds",
+		"When the running config was loaded (at start or by the last successful reload), as a Unix time.", nil, nil)
 )
 
 // stateCollector reads the store's counters and the daemon's state at scrape
@@ -91,7 +98,8 @@ type stateCollector struct{ d *Daemon }
 
 func (c stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descGrants, descClockOffset, descClockSkewed,
-		descOutboxPending, descOutboxAge, descLastTick, descNotifications, descProviderUp} {
+		descOutboxPending, descOutboxAge, descLastTick, descNotifications, descProviderUp,
+		descReloadOK, descReloadAt} {
 		ch <- d
 	}
 }
@@ -139,6 +147,16 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(descProviderUp, prometheus.GaugeValue, up, p.Name)
 	}
+	ok, at := d.reloads.lastGood()
+	ch <- prometheus.MustNewConstMetric(descReloadOK, prometheus.GaugeValue, b2f(ok))
+	ch <- prometheus.MustNewConstMetric(descReloadAt, prometheus.GaugeValue, float64(at.UnixNano())/float64(time.Second))
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 func (d *Daemon) metricsHandler() http.Handler {

@@ -12,6 +12,8 @@ import (
 	"io"
 	"slices"
 	"sort"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -24,14 +26,19 @@ import (
 
 // Grants calls fn for every grant, or those in state and of provider.
 func (d *Daemon) Grants(state store.State, provider string, fn func(store.Grant) error) error {
+	mark := d.staleness()
+	each := func(g store.Grant) error {
+		mark(&g)
+		return fn(g)
+	}
 	if state != "" {
-		return d.db.EachInState(state, provider, fn)
+		return d.db.EachInState(state, provider, each)
 	}
 	return d.db.Each(func(g store.Grant) error {
 		if provider != "" && g.Provider != provider {
 			return nil
 		}
-		return fn(g)
+		return each(g)
 	})
 }
 
@@ -45,11 +52,17 @@ func (d *Daemon) Grant(id string) (api.GrantDetail, error) {
 	if err != nil {
 		return api.GrantDetail{}, err
 	}
+	d.staleness()(&g)
 	return api.GrantDetail{Grant: g, Fix: probes.Cause(g.Cause).Fix(), History: h}, nil
 }
 
 // Remove deletes a grant.
-func (d *Daemon) Remove(id string) error { return d.db.Remove(id) }
+func (d *Daemon) Remove(id string) error {
+	err := d.db.Remove(id)
+	d.tokens.drop(id)
+	d.tokens.invalidate()
+	return err
+}
 
 // NotifyTest sends a test notification to receiver, or to all with "".
 func (d *Daemon) NotifyTest(ctx context.Context, receiver string) ([]api.NotifyTestResult, error) {
@@ -74,12 +87,22 @@ func (d *Daemon) ProbeNow(ctx context.Context, id string) (api.ProbeReport, erro
 	if err := d.refreshAllowed(); err != nil {
 		return api.ProbeReport{}, err
 	}
+	if f := d.fault.Load(); f != nil {
+		// Its result could not be stored, and a token the provider rotates
+		// would be at risk.
+		return api.ProbeReport{}, api.Unavailable(fmt.Errorf("grant %s not probed: probing is paused since %s because %s; %s", id, f.since.Format(time.RFC3339), f.cause, f.fix), storeRetryEvery)
+	}
 	// Claim first, then read the token: the token read is the one no other
 	// probe can rotate meanwhile.
 	if !d.claim(id) {
 		return api.ProbeReport{}, api.Invalid(fmt.Errorf("grant %s %w; try again in a moment", id, errProbeBusy))
 	}
-	defer d.unclaim(id)
+	claimed := true // until the claim passes to the result (apply)
+	defer func() {
+		if claimed {
+			d.unclaim(id)
+		}
+	}()
 	l, err := d.db.GetLease(id)
 	if err != nil {
 		return api.ProbeReport{}, err
@@ -88,21 +111,50 @@ func (d *Daemon) ProbeNow(ctx context.Context, id string) (api.ProbeReport, erro
 	if p == nil {
 		return api.ProbeReport{}, api.Invalid(fmt.Errorf("grant %s: provider %q is not configured", id, l.Grant.Provider))
 	}
+	if p.policy.Observe {
+		return api.ProbeReport{}, errObserved(id, p.cfg.Name)
+	}
 	if p.secretErr != nil {
 		return api.ProbeReport{}, api.Invalid(p.secretErr)
 	}
-	res := d.refresh(ctx, p, l.Token)
-	if !res.NewRefreshToken.IsZero() {
-		// A scheduled lease of this grant may hold the token just rotated
-		// away: its worker must read the token again.
-		d.rotated.Store(id, struct{}{})
+	// An on-demand probe waits for its turn like a scheduled one: at most
+	// daemon.max_api_probes of them at once, each within its provider's
+	// concurrency and rate, and for no longer than a probe may take.
+	timeout := d.Config().Daemon.ProbeTimeout
+	wctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	busy := func(why string) error {
+		return api.Unavailable(fmt.Errorf("grant %s not probed: %s; try again in a moment", id, why), timeout)
 	}
+	select {
+	case d.apiProbes <- struct{}{}:
+	case <-wctx.Done():
+		return api.ProbeReport{}, busy(fmt.Sprintf("%d on-demand probes are in flight (daemon.max_api_probes)", cap(d.apiProbes)))
+	}
+	defer func() { <-d.apiProbes }()
+	release, err := p.acquire(wctx)
+	if err != nil {
+		return api.ProbeReport{}, busy(fmt.Sprintf("provider %s is at its limits (concurrency %d, rate %g/s) for longer than probe_timeout", p.cfg.Name, p.cfg.Concurrency, p.cfg.Rate))
+	}
+	defer release()
+	res := d.refresh(ctx, p, l)
+	// Storing the result ends the grant's lease: a scheduled job that
+	// holds the token just rotated away then finds its lease gone.
+	claimed = false
 	out, stale, err := d.apply(l.Grant, p, res)
 	if err != nil {
 		return api.ProbeReport{}, err
 	}
+	return d.probeReport(id, out, stale, res)
+}
+
+// probeReport tells the caller what storing res did to grant id: the grant
+// as stored, read again when the result was dropped because its token was
+// replaced meanwhile.
+func (d *Daemon) probeReport(id string, out Outcome, stale bool, res probes.Result) (api.ProbeReport, error) {
 	g := out.Grant
 	if stale {
+		var err error
 		if g, err = d.db.Get(id); err != nil {
 			return api.ProbeReport{}, err
 		}
@@ -113,7 +165,16 @@ func (d *Daemon) ProbeNow(ctx context.Context, id string) (api.ProbeReport, erro
 // SetToken stores a new refresh token for a grant (the user reconnected),
 // resets it to pending and probes it once.
 func (d *Daemon) SetToken(ctx context.Context, id string, tok secret.Secret) (api.ProbeReport, error) {
-	g, err := d.db.SetToken(id, tok, d.now())
+	g, err := d.db.Get(id)
+	if err != nil {
+		return api.ProbeReport{}, err
+	}
+	if p := d.provider(g.Provider); p != nil && p.policy.Observe {
+		// Its app holds the token, and reports whether the new one works.
+		return api.ProbeReport{}, errObserved(id, p.cfg.Name)
+	}
+	stored, err := d.db.SetToken(id, tok, d.now())
+	d.tokens.invalidate() // the access token held is the old refresh token's
 	if err != nil {
 		return api.ProbeReport{}, err
 	}
@@ -121,7 +182,7 @@ func (d *Daemon) SetToken(ctx context.Context, id string, tok secret.Secret) (ap
 	if d.refreshAllowed() != nil {
 		// A standby (or a leader short of lease) stores; the leader
 		// probes the grant, due now, on its next tick.
-		return api.ProbeReport{Grant: g, Deferred: true}, nil
+		return api.ProbeReport{Grant: stored, Deferred: true}, nil
 	}
 	// The token is stored: a probe of the old one still in flight (it
 	// ends within probe_timeout; its result is dropped as stale) must not
@@ -129,6 +190,10 @@ func (d *Daemon) SetToken(ctx context.Context, id string, tok secret.Secret) (ap
 	deadline := time.Now().Add(d.Config().Daemon.ProbeTimeout + 5*time.Second)
 	for {
 		rep, err := d.ProbeNow(ctx, id)
+		if api.IsUnavailable(err) {
+			// Stored all the same: it is due now, the scheduler probes it.
+			return rep, api.Unavailable(fmt.Errorf("new refresh token of %s stored; the scheduler probes it within a tick: %w", id, err), d.Config().Daemon.ProbeTimeout)
+		}
 		if !errors.Is(err, errProbeBusy) || time.Now().After(deadline) {
 			return rep, err
 		}
@@ -186,6 +251,12 @@ func (d *Daemon) Status() (api.Status, error) {
 		}
 		sort.Slice(*s.dst, func(i, j int) bool { return (*s.dst)[i].StateChangedAt.Before((*s.dst)[j].StateChangedAt) })
 	}
+	if st.Stale, st.StaleGrants, err = d.staleStatus(); err != nil {
+		return st, err
+	}
+	if err := d.forecastStatus(&st); err != nil {
+		return st, err
+	}
 	st.Providers = d.providerStates()
 	cs := d.clock.Snapshot()
 	st.Clock = api.ClockView{
@@ -207,9 +278,14 @@ func (d *Daemon) Status() (api.Status, error) {
 		st.Daemon = true
 		st.LastTickAt = time.Unix(0, t)
 		st.Receivers = d.disp.Status()
+		st.NotReady, st.NotReadyFix = d.readiness()
+	}
+	if st.Daemon {
+		st.Config = d.configStatus()
 	}
 	st.NeedsAction = st.ByState[string(store.StateReconnectRequired)] > 0 ||
-		st.ByState[string(store.StateOnHold)] > 0 || cs.State == ClockSkewed
+		st.ByState[string(store.StateOnHold)] > 0 || cs.State == ClockSkewed || st.Stale > 0 ||
+		st.Unreadable > 0
 	for _, p := range st.Providers {
 		if p.State != "ok" {
 			st.NeedsAction = true
@@ -257,8 +333,11 @@ func (l *lineReader) Read(p []byte) (int, error) {
 
 // Import reads JSON Lines of grants from r and stores them. While it reads
 // and validates it reports progress every importProgressEvery; nothing is
-// written unless every line is valid. progress is never called concurrently.
-func (d *Daemon) Import(ctx context.Context, r io.Reader, progress func(api.ImportProgress)) (api.ImportProgress, error) {
+// written unless every line is valid and opts allow every token the input
+// would replace (store.ImportOptions: an existing grant needs Replace, one
+// whose token rotated since it was imported also Force; the answer names
+// the rotated grants replaced). progress is never called concurrently.
+func (d *Daemon) Import(ctx context.Context, r io.Reader, opts store.ImportOptions, progress func(api.ImportProgress)) (api.ImportProgress, error) {
 	cfg := d.Config()
 	lr := &lineReader{r: r}
 	stop, stopped := make(chan struct{}), make(chan struct{})
@@ -275,17 +354,33 @@ func (d *Daemon) Import(ctx context.Context, r io.Reader, progress func(api.Impo
 			}
 		}
 	}()
-	gs, err := ParseImport(lr, func(p string) bool { _, ok := cfg.Provider(p); return ok })
+	gs, err := ParseImport(lr, cfg.Provider)
 	close(stop)
 	<-stopped
 	if err != nil {
 		return api.ImportProgress{}, err
 	}
-	p := api.ImportProgress{Phase: "writing", Total: len(gs), Read: int(lr.lines.Load())}
 	const chunk = 10000
+	// What the input replaces is checked whole before its first chunk is
+	// written: a refusal writes nothing. Each chunk's Import checks again,
+	// for a grant that rotated meanwhile.
+	var conflicts store.Conflicts
+	for i := 0; i < len(gs); i += chunk {
+		c, err := d.db.ImportConflicts(gs[i:min(i+chunk, len(gs))])
+		if err != nil {
+			return api.ImportProgress{}, err
+		}
+		conflicts.Merge(c)
+	}
+	if err := conflicts.Refused(opts); err != nil {
+		return api.ImportProgress{}, api.Invalid(importRefusal(err))
+	}
+	p := api.ImportProgress{Phase: "writing", Total: len(gs), Read: int(lr.lines.Load()),
+		Rotated: conflicts.Rotated, RotatedIDs: conflicts.RotatedIDs}
 	last := time.Now()
 	for i := 0; i < len(gs); i += chunk {
-		c, rep, err := d.db.Import(gs[i:min(i+chunk, len(gs))], d.now())
+		c, rep, err := d.db.Import(gs[i:min(i+chunk, len(gs))], d.now(), opts)
+		d.tokens.invalidate() // replaced tokens (and labels) are read anew
 		if err != nil {
 			return p, err
 		}
@@ -299,6 +394,32 @@ func (d *Daemon) Import(ctx context.Context, r io.Reader, progress func(api.Impo
 	}
 	d.Kick()
 	return p, nil
+}
+
+// importRefusal says why an import was refused and what to do.
+func importRefusal(err error) error {
+	if errors.Is(err, store.ErrRotated) {
+		return fmt.Errorf("nothing imported: %w. The provider rotated these tokens since they were imported: the "+
+			"tokens in this input are most likely the ones rotated away (an old export), and presenting one is "+
+			"taken for reuse, which revokes the grant. Import current tokens, or add --force (API: force=true) "+
+			"to replace them anyway", err)
+	}
+	also := ""
+	var ce *store.ConflictError
+	if errors.As(err, &ce) && ce.Rotated > 0 {
+		also = fmt.Sprintf(" (%d of them have tokens the provider rotated since they were imported, %s: the input's "+
+			"tokens are most likely the rotated-away ones; replacing those also needs --force)", ce.Rotated, strings.Join(quoted(ce.RotatedIDs), ", "))
+	}
+	return fmt.Errorf("nothing imported: %w. Importing them again replaces their refresh tokens: add --replace "+
+		"(API: replace=true) to do so%s", err, also)
+}
+
+func quoted(ids []string) []string {
+	q := make([]string, len(ids))
+	for i, id := range ids {
+		q[i] = strconv.Quote(id)
+	}
+	return q
 }
 
 // DeadLetters lists the notifications no receiver accepted within max_age.

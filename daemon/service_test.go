@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -26,7 +27,7 @@ func TestOddGrantIDsReachableThroughAPI(t *testing.T) {
 	ids := []string{" sp ace ", "50%", "%2F", "ünïcødé", "a#b", "q?x=1", "a..b", "..", ".", "a\\b", "+&;="}
 	for _, id := range ids {
 		b, _ := json.Marshal(map[string]string{"id": id, "provider": "acme", "refresh_token": "rt-secret"})
-		_, err := c.Import(ctx, strings.NewReader(string(b)+"\n"), nil)
+		_, err := c.Import(ctx, strings.NewReader(string(b)+"\n"), store.ImportOptions{}, nil)
 		if err != nil {
 			if id == "." || id == ".." {
 				continue // refused at import: fine
@@ -98,7 +99,7 @@ func TestImportStreamsProgressWhileReading(t *testing.T) {
 		pw.Close()
 	}()
 	phases := map[string]int{}
-	p, err := c.Import(context.Background(), pr, func(p api.ImportProgress) { phases[p.Phase]++ })
+	p, err := c.Import(context.Background(), pr, store.ImportOptions{}, func(p api.ImportProgress) { phases[p.Phase]++ })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,5 +112,41 @@ func TestImportStreamsProgressWhileReading(t *testing.T) {
 	g, err := d.DB().Get("bulk-039999")
 	if err != nil || g.Labels["tenant"] != fmt.Sprintf("t%d", 39999%7) || !strings.HasPrefix(g.ID, "bulk-") {
 		t.Fatalf("last grant: %v %+v", err, g)
+	}
+}
+
+// TestAPIProbesInFlightCapped: at most daemon.max_api_probes on-demand
+// probes are in flight at once, whatever the provider's own concurrency
+// allows (issue 13 item 3: 36 PUTs on hanging tokens held everything up);
+// the others wait their turn, within probe_timeout.
+func TestAPIProbesInFlightCapped(t *testing.T) {
+	sb := sandbox.New()
+	sb.SetSlowDelay(150 * time.Millisecond)
+	m := newMeter(t, sb)
+	cfg := testConfig(t, t.TempDir(), m.provider("acme", "concurrency = 10"))
+	cfg.Daemon.MaxAPIProbes = 2
+	cfg.Daemon.ProbeTimeout = 5 * time.Second
+	var lines []string
+	for i := range 8 {
+		lines = append(lines, fmt.Sprintf(`{"id":"g%d","provider":"acme","refresh_token":%q}`, i, sb.Issue(sandbox.Slow)))
+	}
+	importLines(t, cfg, lines)
+	d, err := Open(Options{Config: cfg, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := InProcess(d, true)
+	defer c.Close()
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Go(func() {
+			if _, err := c.Probe(context.Background(), fmt.Sprintf("g%d", i)); err != nil {
+				t.Errorf("probe g%d: %v", i, err)
+			}
+		})
+	}
+	wg.Wait()
+	if got := m.maxSeen.Load(); got != 2 {
+		t.Errorf("%d on-demand probes in flight at once, want daemon.max_api_probes = 2", got)
 	}
 }

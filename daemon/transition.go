@@ -30,6 +30,14 @@ type Policy struct {
 	// BackoffMin and BackoffMax bound the retry delay after a transient
 	// failure; it doubles per failure, with per-grant jitter.
 	BackoffMin, BackoffMax time.Duration
+	// Observe: the provider is in observe mode. Its grants are never
+	// scheduled (their app reports each refresh), and a token just
+	// imported explains no reuse, since grantwatch never presents it.
+	Observe bool
+	// Lifetimes are the provider's refresh token lifetimes and WarnBefore
+	// is forecast.warn_before, for the expiry forecast (forecast.go).
+	Lifetimes  config.Lifetimes
+	WarnBefore time.Duration
 }
 
 // Env is the world a transition sees besides the grant and the result.
@@ -51,15 +59,29 @@ type Outcome struct {
 	History *store.HistoryEntry
 	// Event is set when on-call must hear about it.
 	Event *notify.Event
+	// Notices are events besides the state change's (grant.unreadable,
+	// grant.expiring: forecast.go), stored and sent with it.
+	Notices []notify.Event
 	// Level is how loudly the outcome is logged: WARN or ERROR once when the
 	// grant enters a failing state, INFO for a recovery or the first failure
 	// of a streak, DEBUG for repeats.
 	Level slog.Level
 }
 
-// Transition decides what a probe result does to a grant. It is pure: the same
-// inputs give the same outcome, so it can run inside a retried transaction.
+// Transition decides what a probe result (or an app's report of its own
+// refresh, in observe mode) does to a grant. It is pure: the same inputs
+// give the same outcome, so it can run inside a retried transaction.
 func Transition(g store.Grant, r probes.Result, env Env) Outcome {
+	out := watch(decide(g, r, env), g, r, env)
+	if env.Policy.Observe {
+		out.Grant.NextDueAt = time.Time{} // its app refreshes it, never grantwatch
+	}
+	return out
+}
+
+// decide is the state a probe result leaves a grant in; watch adds what the
+// result says of the grant's answers and lifetime.
+func decide(g store.Grant, r probes.Result, env Env) Outcome {
 	now := env.Now
 	ng := g
 	ng.LastProbeAt = now
@@ -69,7 +91,7 @@ func Transition(g store.Grant, r probes.Result, env Env) Outcome {
 	prevCause := g.Cause
 
 	if r.OK {
-		ng.LostAnswer = false
+		ng.LostAnswer, ng.ReuseDetected = false, false
 		ng.State = store.StateHealthy
 		ng.Cause, ng.Action, ng.Error, ng.ErrorDescription = "", "", "", ""
 		ng.Failures = 0
@@ -101,8 +123,17 @@ func Transition(g store.Grant, r probes.Result, env Env) Outcome {
 	ng.ErrorDescription = r.ErrorDescription
 	ng.Failures = g.Failures + 1
 	ng.LostAnswer = r.Lost
-	if cause == probes.CauseCodeReused && g.LostAnswer {
-		ng.ErrorDescription += lostRotationNote
+	reuse := false
+	if cause == probes.CauseCodeReused {
+		switch {
+		case g.LostAnswer:
+			ng.ErrorDescription += lostRotationNote
+		case g.State == store.StatePending && !env.Policy.Observe:
+			ng.ErrorDescription += storedTokenNote
+		default:
+			// Nothing here presented the token twice: someone else did.
+			reuse = true
+		}
 	}
 
 	switch cause.Action() {
@@ -117,8 +148,9 @@ func Transition(g store.Grant, r probes.Result, env Env) Outcome {
 		ng.NextDueAt = time.Time{} // not probed again until a new token is stored
 		out := Outcome{Grant: ng, Level: slog.LevelError}
 		if prev != store.StateReconnectRequired {
-			out.Event = grantEvent(notify.TypeReconnectRequired, ng, prev, now,
-				"grant "+g.ID+" needs its user to reconnect: "+cause.Summary(), cause.Fix())
+			ng.ReuseDetected = reuse
+			out.Grant = ng
+			out.Event = reconnectEvent(ng, prev, now)
 		}
 		return finish(out, g, prevCause)
 
@@ -158,6 +190,34 @@ func Transition(g store.Grant, r probes.Result, env Env) Outcome {
 		return finish(out, g, prevCause)
 	}
 }
+
+// reconnectEvent announces g entering reconnect_required from prev:
+// grant.reuse_detected when its token's reuse has no local explanation
+// (g.ReuseDetected), else grant.reconnect_required.
+func reconnectEvent(g store.Grant, prev store.State, at time.Time) *notify.Event {
+	cause := probes.Cause(g.Cause)
+	if g.ReuseDetected {
+		return grantEvent(notify.TypeReuseDetected, g, prev, at,
+			"grant "+g.ID+": its refresh token was used by someone else, and the provider revoked it", reuseFix)
+	}
+	return grantEvent(notify.TypeReconnectRequired, g, prev, at,
+		"grant "+g.ID+" needs its user to reconnect: "+cause.Summary(), cause.Fix())
+}
+
+// reuseFix is the fix of grant.reuse_detected: a reconnect alone would
+// leave the second holder in place to kill the next token too.
+const reuseFix = "The provider saw this grant's refresh token a second time and revoked it, and grantwatch " +
+	"did not present it twice: its last answer was not lost and the token was not just stored. Someone else " +
+	"holds and uses this refresh token: either it leaked (find where copies of it live, revoke the grant and " +
+	"rotate the client secret if the leak may reach it) or a second refresher uses it, such as an app that " +
+	"refreshes the same grant itself (let grantwatch be the one holder, or put the provider in observe mode " +
+	"and have the app report its refreshes). Stop the second holder first, then ask the user to reconnect."
+
+// storedTokenNote explains a reuse verdict on a token just stored from
+// outside.
+const storedTokenNote = " (grantwatch: this token was stored from outside (import or set-token) and presented " +
+	"for the first time: it had probably been used already, as a token from an old export is once the provider " +
+	"has rotated it)"
 
 // lostRotationNote explains a reuse verdict right after a lost answer.
 const lostRotationNote = " (grantwatch: the answer to the previous probe of this grant was lost in transit, " +

@@ -21,8 +21,20 @@ var testPolicy = Policy{
 	BackoffMax:    time.Hour,
 }
 
+// observePolicy is testPolicy for a provider in observe mode.
+var observePolicy = func() Policy { p := testPolicy; p.Observe = true; return p }()
+
 func failed(c probes.Cause) probes.Result {
 	return probes.Result{Cause: c, Action: c.Action(), Error: "err", ErrorDescription: "desc"}
+}
+
+// everyResult is a success and a failure of every cause.
+func everyResult() []probes.Result {
+	results := []probes.Result{{OK: true}}
+	for _, c := range probes.Causes() {
+		results = append(results, failed(c))
+	}
+	return results
 }
 
 // TestTransitionEveryCauseAndState runs every cause (and success) against
@@ -30,10 +42,7 @@ func failed(c probes.Cause) probes.Result {
 // DESIGN.md that hold for every combination.
 func TestTransitionEveryCauseAndState(t *testing.T) {
 	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
-	results := []probes.Result{{OK: true}}
-	for _, c := range probes.Causes() {
-		results = append(results, failed(c))
-	}
+	results := everyResult()
 	for _, prev := range store.States() {
 		for _, failures := range []int{0, 2} {
 			for _, skewed := range []bool{false, true} {
@@ -109,8 +118,17 @@ func checkTransition(t *testing.T, g store.Grant, r probes.Result, skewed bool, 
 			t.Error("a reconnect_required grant must not be probed again until a new token is stored")
 		}
 		wantEvent := g.State != store.StateReconnectRequired
-		if got := out.Event != nil && out.Event.Type == notify.TypeReconnectRequired; got != wantEvent {
-			t.Errorf("reconnect_required event = %v, want %v (exactly once)", got, wantEvent)
+		// A reuse nothing here explains (no lost answer, no token just
+		// stored) is announced as such.
+		wantType := notify.TypeReconnectRequired
+		if r.Cause == probes.CauseCodeReused && !g.LostAnswer && g.State != store.StatePending {
+			wantType = notify.TypeReuseDetected
+		}
+		if got := out.Event != nil && out.Event.Type == wantType; got != wantEvent {
+			t.Errorf("%s event = %v, want %v (exactly once)", wantType, got, wantEvent)
+		}
+		if wantEvent && ng.ReuseDetected != (wantType == notify.TypeReuseDetected) {
+			t.Errorf("ReuseDetected = %v for a %s", ng.ReuseDetected, wantType)
 		}
 		if wantEvent && out.Level != slog.LevelError {
 			t.Errorf("level %v, want ERROR on entering reconnect_required", out.Level)
@@ -201,6 +219,21 @@ func TestTransitionCases(t *testing.T) {
 		// the token was already used: a rotation lost in transit.
 		{"reuse after a lost answer", store.Grant{State: store.StateHealthy, LostAnswer: true, Failures: 1, Cause: "server_error"},
 			failed(probes.CauseCodeReused), env, store.StateReconnectRequired, "code_reused", notify.TypeReconnectRequired, slog.LevelError},
+		// The provider says the token was already used, and nothing here
+		// presented it twice: someone else holds it. Its own event.
+		{"reuse without explanation", store.Grant{State: store.StateHealthy},
+			failed(probes.CauseCodeReused), env, store.StateReconnectRequired, "code_reused", notify.TypeReuseDetected, slog.LevelError},
+		// A token just imported (an old export over a rotated token) is
+		// the explanation: a plain reconnect, with a note saying so.
+		{"reuse of a token just stored", store.Grant{State: store.StatePending},
+			failed(probes.CauseCodeReused), env, store.StateReconnectRequired, "code_reused", notify.TypeReconnectRequired, slog.LevelError},
+		// In observe mode grantwatch never presents the token: an import
+		// explains nothing.
+		{"reuse reported for an observed grant just imported", store.Grant{State: store.StatePending},
+			failed(probes.CauseCodeReused), Env{Now: now, Policy: observePolicy}, store.StateReconnectRequired, "code_reused", notify.TypeReuseDetected, slog.LevelError},
+		// Its recovery closes it.
+		{"recovers after reuse", store.Grant{State: store.StateReconnectRequired, Cause: "code_reused", ReuseDetected: true},
+			probes.Result{OK: true}, env, store.StateHealthy, "", notify.TypeRecovered, slog.LevelInfo},
 		// Held for the clock, clock fixed, and the token really is dead.
 		{"held grant really revoked", store.Grant{State: store.StateOnHold, Cause: "clock_skew"}, failed(probes.CauseInvalidGrant), env,
 			store.StateReconnectRequired, "invalid_grant", notify.TypeReconnectRequired, slog.LevelError},
@@ -225,6 +258,21 @@ func TestTransitionCases(t *testing.T) {
 			lostNote := strings.Contains(out.Grant.ErrorDescription, "lost in transit")
 			if want := tt.g.LostAnswer && tt.r.Cause == probes.CauseCodeReused; lostNote != want {
 				t.Errorf("lost-rotation note %v, want %v: %q", lostNote, want, out.Grant.ErrorDescription)
+			}
+			if ev := out.Event; ev != nil && ev.Type == notify.TypeReuseDetected {
+				if !strings.Contains(ev.Fix, "leaked") || !strings.Contains(ev.Fix, "second refresher") {
+					t.Errorf("reuse fix %q does not name a leak and a second refresher", ev.Fix)
+				}
+				if !out.Grant.ReuseDetected {
+					t.Error("ReuseDetected not set with grant.reuse_detected")
+				}
+			}
+			wantPrev := tt.g.Cause
+			if tt.g.State == store.StatePending {
+				wantPrev = tt.g.PreviousCause
+			}
+			if ev := out.Event; ev != nil && ev.Type == notify.TypeRecovered && (out.Grant.ReuseDetected || ev.PreviousCause != wantPrev) {
+				t.Errorf("recovery: ReuseDetected %v, previous cause %q; want false, %q", out.Grant.ReuseDetected, ev.PreviousCause, wantPrev)
 			}
 		})
 	}
@@ -314,5 +362,28 @@ func TestBackoff(t *testing.T) {
 	}
 	if d := backoff("g", 1, 2*time.Hour, p); d < 2*time.Hour || d > 2*time.Hour+30*time.Minute {
 		t.Fatalf("Retry-After 2h gave backoff %s, want a little more than 2h", d)
+	}
+}
+
+// TestTransitionObserveNeverSchedules: whatever an app reports, a grant of
+// a provider in observe mode is never due (grantwatch never refreshes it).
+func TestTransitionObserveNeverSchedules(t *testing.T) {
+	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	results := everyResult()
+	for _, prev := range store.States() {
+		for _, r := range results {
+			for _, skewed := range []bool{false, true} {
+				g := store.Grant{ID: "g1", Provider: "app", State: prev}
+				out := Transition(g, r, Env{Now: now, ClockSkewed: skewed, Policy: observePolicy})
+				if !out.Grant.NextDueAt.IsZero() {
+					t.Errorf("%s + %s (skewed %v): due at %v, want never", prev, r.Cause, skewed, out.Grant.NextDueAt)
+				}
+				if ref := Transition(g, r, Env{Now: now, ClockSkewed: skewed, Policy: testPolicy}); ref.Grant.State != out.Grant.State ||
+					ref.Grant.Cause != out.Grant.Cause || (ref.Event == nil) != (out.Event == nil) {
+					t.Errorf("%s + %s: observe mode decided %s/%s, refresh mode %s/%s", prev, r.Cause,
+						out.Grant.State, out.Grant.Cause, ref.Grant.State, ref.Grant.Cause)
+				}
+			}
+		}
 	}
 }

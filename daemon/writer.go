@@ -6,11 +6,16 @@ package daemon
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"path/filepath"
+	"slices"
+	"syscall"
 	"time"
 
 	"github.com/grantwatch/grantwatch/probes"
 	"github.com/grantwatch/grantwatch/store"
+	"github.com/grantwatch/grantwatch/store/etcd"
 	"github.com/lmittmann/tint"
 )
 
@@ -21,6 +26,12 @@ type result struct {
 	res    probes.Result
 	// done, when set, receives the outcome once it is committed.
 	done chan<- applied
+	// at, when set, is when the result was first committed and failed: a
+	// rotated token's result that is retried is judged as of then.
+	at time.Time
+	// claimed: the result holds its grant's claim, which the writer ends
+	// once the result is stored (or settled otherwise).
+	claimed bool
 }
 
 // applied is what storing a result did.
@@ -51,13 +62,33 @@ const (
 
 // writer stores the workers' results: it commits whatever queued up while
 // the previous commit ran in one transaction and one fsync (group commit),
-// so a worker never waits for the disk.
+// so a worker never waits for the disk. While the store cannot write it
+// retries (retryStore), and when in closes it tries once more to store the
+// rotated tokens it still holds.
 func (d *Daemon) writer(in <-chan result) {
 	batch := make([]result, 0, maxGroup)
 	linger := time.NewTimer(0)
 	<-linger.C
+	// A fault may begin in apply (grants probe) while the writer waits for
+	// results, and none come while probing is paused: the retry ticks.
+	retry := time.NewTicker(storeRetryEvery)
+	defer retry.Stop()
 	last := 0 // results in the last commit
-	for r := range in {
+	for {
+		var r result
+		select {
+		case v, ok := <-in:
+			if !ok {
+				d.flushUnstored()
+				return
+			}
+			r = v
+		case <-retry.C:
+			if d.fault.Load() != nil {
+				d.retryStore()
+			}
+			continue
+		}
 		batch = append(batch[:0], r)
 		// Wait for more only while results stream in, and never when a
 		// caller waits (grants probe).
@@ -93,8 +124,20 @@ func (d *Daemon) writer(in <-chan result) {
 }
 
 // apply stores one probe result now and reports what it did (grants probe,
-// set-token).
+// set-token). The caller's claim of the grant passes to the result: it ends
+// once the result is stored.
 func (d *Daemon) apply(leased store.Grant, p *provider, res probes.Result) (Outcome, bool, error) {
+	done := make(chan applied, 1)
+	d.commit([]result{{leased: leased, p: p, res: res, done: done, claimed: true}})
+	a := <-done
+	return a.out, a.stale, a.err
+}
+
+// record stores one result now, as apply does, but leaves the grant's claim
+// alone: an app's report (observe mode, where nothing claims the grant), or
+// a lost answer stored before its token is presented once more (refresh,
+// which keeps the claim until the second answer is stored).
+func (d *Daemon) record(leased store.Grant, p *provider, res probes.Result) (Outcome, bool, error) {
 	done := make(chan applied, 1)
 	d.commit([]result{{leased: leased, p: p, res: res, done: done}})
 	a := <-done
@@ -111,28 +154,27 @@ func (d *Daemon) commit(batch []result) {
 	items := make([]store.ApplyItem, len(batch))
 	for i := range batch {
 		r := &batch[i] // not a copy per closure: a round commits ~10⁴ results a second
+		at := now
+		if !r.at.IsZero() {
+			at = r.at
+		}
 		items[i] = store.ApplyItem{ID: r.leased.ID, Row: r.leased.Row, Fn: func(cur store.Grant) (store.Change, error) {
 			if cur.TokenGen != r.leased.TokenGen {
 				outs[i].stale = true
 				return store.Change{Skip: true}, nil
 			}
-			env := Env{Now: now, ClockSkewed: skewed, ProviderOutage: r.p.health.outage(), Policy: r.p.policy}
+			env := Env{Now: at, ClockSkewed: skewed, ProviderOutage: r.p.health.outage(), Policy: r.p.policy}
 			out := Transition(cur, r.res, env)
 			outs[i].out = out
 			ch := store.Change{Grant: out.Grant, NewToken: r.res.NewRefreshToken, History: out.History}
 			if out.Event != nil {
 				ch.Outbox = d.router.Entries(*out.Event)
 			}
+			ch.Outbox = append(ch.Outbox, d.noticeEntries(out)...)
 			return ch, nil
 		}}
 	}
-	errs, txErr := d.db.ApplyAll(items)
-	if txErr != nil {
-		// A failing disk fails every commit: one line until one succeeds.
-		d.logOnce("commit", slog.LevelError, "store probe results", tint.Err(txErr), "results", len(batch))
-	} else {
-		d.warnedOnce.Delete("commit")
-	}
+	errs, txErr := d.applyAll(items)
 	events := false
 	for i, r := range batch {
 		a := &outs[i]
@@ -140,21 +182,36 @@ func (d *Daemon) commit(batch []result) {
 		if a.err == nil {
 			a.err = errs[i]
 		}
+		held := false // kept to retry: its grant stays claimed
 		// A logger with attributes costs allocations: build it only for a
 		// line that is written (most probes succeed and log at DEBUG).
 		log := func() *slog.Logger { return d.log.With("grant", r.leased.ID, "provider", r.leased.Provider) }
 		switch {
 		case errors.Is(a.err, store.ErrNotFound):
 			a.err, a.stale = nil, true // removed while probing
+		case txErr != nil && !r.res.NewRefreshToken.IsZero():
+			// The provider rotated the token and the store cannot write
+			// it: the token it replaced is spent. Keep the result and
+			// retry it until it lands; until then the grant is not probed
+			// (probing is paused), so the old token is never sent again.
+			kept := r
+			if kept.at.IsZero() {
+				kept.at = now
+			}
+			kept.done = nil // its caller hears of the failure now
+			d.keepUnstored(kept)
+			held = true
+			log().Debug("rotated refresh token kept in memory until the store can write", tint.Err(txErr))
+			a.err = fmt.Errorf("the provider rotated the refresh token and the store cannot write it yet (kept in memory and retried until it lands): %w", txErr)
 		case a.err != nil && !r.res.NewRefreshToken.IsZero():
-			// The provider rotated the token and it could not be stored:
-			// this grant may be lost; say so for each one.
+			// This record alone could not be written: retrying does not
+			// help, and the grant may be lost; say so for each one.
 			log().Error("rotated refresh token not stored", tint.Err(a.err))
 		case a.err != nil && txErr == nil:
 			d.logOnce("result/"+r.leased.ID, slog.LevelError, "store probe result", tint.Err(a.err), "grant", r.leased.ID)
 		case a.err != nil:
-			// The failed commit is logged once above; the lease brings the
-			// grant back.
+			// The failed commit is logged once (noteCommit); the grant's
+			// token did not change, and its lease brings it back.
 		case a.stale:
 			if d.log.Enabled(context.Background(), slog.LevelDebug) {
 				log().Debug("probe result dropped: the token was replaced meanwhile")
@@ -163,22 +220,185 @@ func (d *Daemon) commit(batch []result) {
 			if d.log.Enabled(context.Background(), a.out.Level) {
 				logOutcome(log(), a.out, r.res)
 			}
-			events = events || a.out.Event != nil
+			for _, ev := range a.out.Notices {
+				logNotice(log(), ev)
+			}
+			events = events || a.out.Event != nil || len(a.out.Notices) > 0
 		}
 		if a.err == nil {
 			// Stored (or dropped as stale): the grant's due entry is where
 			// it belongs, so its lease ends. A result that could not be
 			// stored keeps its lease, and the grant comes back when that
-			// runs out rather than at once.
+			// runs out rather than at once (a held rotated token's is
+			// ended when it is stored).
 			d.leases.end(r.leased.Row)
+		}
+		if a.err == nil && !a.stale {
+			// The broker serves the token (or stops serving one of a
+			// grant that needs its user), and whoever waits for this
+			// refresh gets it.
+			h := d.tokens.stored(a.out.Grant, r.res, now)
+			if f := d.flightOf(r.leased.ID); r.claimed && f != nil {
+				f.finish(a.out.Grant, h)
+			}
+		}
+		if r.claimed && !held {
+			d.unclaim(r.leased.ID)
 		}
 		if r.done != nil {
 			r.done <- *a
 		}
 	}
+	if txErr == nil {
+		// Whatever became of them, the results held for these grants
+		// are settled: stored, stale, or failing on their own record.
+		d.dropUnstored(batch)
+	}
+	if len(batch) > 0 {
+		d.noteCommit(txErr)
+	}
 	if events {
 		d.disp.Kick()
 	}
+}
+
+// storeFault is a commit failure that pauses probing: until the store
+// writes again no probe is handed out, so no rotated token is lost to it.
+type storeFault struct {
+	err        error
+	cause, fix string
+	since      time.Time
+}
+
+// storeRetryEvery is how often the writer tries to write again while the
+// store fails: a failing write costs a system call, and a rotated token
+// waits in memory meanwhile.
+const storeRetryEvery = time.Second
+
+// writeFailure names the cause of a failed commit and its fix. bbolt
+// formats some errors with %s (growing the file), which errors.Is cannot
+// see through: then the filesystem itself is asked. (store.IsWriteFailure
+// tells whether the storage refused a write; this names which refusal it
+// was and what to do, and pauses probing for any failed commit.)
+func writeFailure(err error, db string) (cause, fix string) {
+	dir := filepath.Dir(db)
+	var st syscall.Statfs_t
+	full := syscall.Statfs(dir, &st) == nil && st.Bavail == 0
+	switch {
+	case errors.Is(err, etcd.ErrUnreachable):
+		return "the etcd cluster does not answer", "check store.endpoints, this host's connection to the members and that a majority of them runs (grantwatch doctor)"
+	case errors.Is(err, etcd.ErrFenced):
+		return "this instance no longer leads", "nothing: it stops, and the leader stores what it probes"
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT), full:
+		return "the filesystem of the database is full", fmt.Sprintf("free space on the filesystem of %s (df -h %s)", dir, dir)
+	case errors.Is(err, syscall.EROFS), errors.Is(syscall.Access(dir, 2), syscall.EROFS):
+		return "the filesystem of the database is read-only", fmt.Sprintf("find out why it was remounted read-only (dmesg), then remount %s read-write", dir)
+	case errors.Is(err, syscall.EIO):
+		return "an I/O error on the database's disk", fmt.Sprintf("check the disk of %s (dmesg, smartctl); if the database is damaged, restore it from a backup", dir)
+	}
+	return "the database cannot commit", "read the error; grantwatch doctor checks the database"
+}
+
+// noteCommit records the outcome of a commit of probe results: a failure
+// pauses probing and is logged once, naming the cause and the fix; the
+// first success after it (with every rotated token stored) resumes.
+func (d *Daemon) noteCommit(err error) {
+	if err != nil {
+		if d.fault.Load() != nil {
+			return // logged when it began
+		}
+		cause, fix := writeFailure(err, d.db.Path())
+		f := &storeFault{err: err, cause: cause, fix: fix, since: d.now()}
+		if d.fault.CompareAndSwap(nil, f) {
+			d.log.Error("store cannot write probe results: probing is paused until it can; rotated refresh tokens are kept in memory meanwhile",
+				"cause", cause, "fix", fix+"; grantwatch resumes by itself", tint.Err(err),
+				"unstored_rotated_tokens", d.unstoredCount())
+		}
+		return
+	}
+	f := d.fault.Load()
+	if f == nil || d.unstoredCount() > 0 {
+		return
+	}
+	if d.fault.CompareAndSwap(f, nil) {
+		d.log.Info("store writes again: probing resumes", "paused_for", d.now().Sub(f.since).Round(time.Second).String())
+		d.Kick()
+	}
+}
+
+// paused reports whether probing is paused because the store cannot write.
+func (d *Daemon) paused() bool { return d.fault.Load() != nil }
+
+// retryStore tries to write again while the store fails: the rotated tokens
+// it holds, or, with none, an empty commit (it writes the freelist and the
+// meta page, and fsyncs).
+func (d *Daemon) retryStore() {
+	if batch := d.unstoredBatch(); len(batch) > 0 {
+		d.commit(batch)
+		return
+	}
+	_, err := d.applyAll(nil)
+	d.noteCommit(err)
+}
+
+// keepUnstored holds a result whose rotated token the store could not
+// write, to retry it.
+func (d *Daemon) keepUnstored(r result) {
+	d.unstoredMu.Lock()
+	defer d.unstoredMu.Unlock()
+	if d.unstored == nil {
+		d.unstored = map[string]result{}
+	}
+	d.unstored[r.leased.ID] = r
+}
+
+// dropUnstored forgets the held results of the grants of a committed
+// batch.
+func (d *Daemon) dropUnstored(batch []result) {
+	d.unstoredMu.Lock()
+	defer d.unstoredMu.Unlock()
+	if len(d.unstored) == 0 {
+		return
+	}
+	for _, r := range batch {
+		delete(d.unstored, r.leased.ID)
+	}
+}
+
+func (d *Daemon) unstoredCount() int {
+	d.unstoredMu.Lock()
+	defer d.unstoredMu.Unlock()
+	return len(d.unstored)
+}
+
+func (d *Daemon) unstoredBatch() []result {
+	d.unstoredMu.Lock()
+	defer d.unstoredMu.Unlock()
+	out := make([]result, 0, len(d.unstored))
+	for _, r := range d.unstored {
+		out = append(out, r)
+	}
+	return out
+}
+
+// flushUnstored tries once more, at shutdown, to store the rotated tokens
+// still held, and names the grants whose token is lost if it cannot.
+func (d *Daemon) flushUnstored() {
+	if batch := d.unstoredBatch(); len(batch) > 0 {
+		d.commit(batch)
+	}
+	d.unstoredMu.Lock()
+	defer d.unstoredMu.Unlock()
+	if len(d.unstored) == 0 {
+		return
+	}
+	ids := make([]string, 0, len(d.unstored))
+	for id := range d.unstored {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	d.log.Error("rotated refresh tokens lost at shutdown: the store could not write them; these grants need reconnecting unless their provider accepts the previous token again",
+		"grants", ids)
 }
 
 // logOutcome writes the one line an outcome deserves (Outcome.Level).

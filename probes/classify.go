@@ -208,7 +208,7 @@ var genericRules = []Rule{
 	// microsoftgraph/msgraph-sample-pythondjangoapp#10 it was the URL) or a
 	// proxy that drops the form body. That is the provider entry's problem,
 	// shared by all its grants; a reconnect would not help.
-	{Name: "wording: refresh_token parameter missing", Pattern: re(`missing (?:a )?(?:required )?parameters?\b[^.\n]*\brefresh_token\b|must contain the following parameter: '?refresh_token\b|\brefresh_token\b (?:parameter )?(?:is )?(?:missing|required)\b`), Cause: CauseInvalidRequest},
+	{Name: "wording: refresh_token parameter missing", Pattern: re(`missing (?:a )?(?:required )?parameters?\b[^.\n]*\brefresh_token\b|must contain the following parameter: '?refresh_token\b|\brefresh_token\b["']? (?:parameter )?(?:is )?(?:missing|required)\b`), Cause: CauseInvalidRequest},
 
 	{Name: "rfc6749: invalid_grant", Error: "invalid_grant", Cause: CauseInvalidGrant},
 	{Name: "rfc6749: invalid_client", Error: "invalid_client", Cause: CauseInvalidClient},
@@ -285,19 +285,20 @@ func classify(preset string, a Answer) (cause Cause, rule string, read []string)
 
 // Evaluate is the one path from an HTTP answer to a Result: the refresh probe
 // calls it on an error answer, and `grantwatch explain` on a pasted body. It
-// fills OK, Cause, Action, Rule, Read, Status, the error fields, RetryAfter
-// and Date; Started, Latency, Lost and NewRefreshToken are the caller's.
+// fills OK, Cause, Action, Rule, Read, Status, the error fields, RetryAfter,
+// RefreshExpiresIn and Date; Started, Latency, Lost and NewRefreshToken are
+// the caller's.
 func Evaluate(preset string, status int, h http.Header, body []byte) Result {
 	a := ParseAnswer(status, h, body)
 	return evaluate(preset, a)
 }
 
 // evaluateToken is Evaluate for the refresh probe: it also returns the
-// answer's refresh_token (a rotation), which goes nowhere else.
-func evaluateToken(preset string, status int, h http.Header, body []byte) (Result, string) {
-	var rt string
-	a := parseAnswerAt(status, h, body, time.Now(), &rt)
-	return evaluate(preset, a), rt
+// answer's tokens, which go nowhere but the Result's secret fields.
+func evaluateToken(preset string, status int, h http.Header, body []byte) (Result, tokenParts) {
+	var tp tokenParts
+	a := parseAnswerAt(status, h, body, time.Now(), &tp)
+	return evaluate(preset, a), tp
 }
 
 func evaluate(preset string, a Answer) Result {
@@ -314,6 +315,7 @@ func evaluate(preset string, a Answer) Result {
 		ErrorSubtype:     a.ErrorSubtype,
 		ErrorCodes:       a.ErrorCodes,
 		RetryAfter:       a.RetryAfter,
+		RefreshExpiresIn: a.RefreshExpiresIn,
 		Date:             a.Date,
 	}
 }

@@ -1,6 +1,9 @@
 package probes
 
 import (
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -41,6 +44,32 @@ func TestPresetLifetimesConfigurable(t *testing.T) {
 		}
 		if p.IdleLifetime != 0 || p.MaxLifetime != 0 || p.RotationGrace != 0 {
 			t.Errorf("%s: idle %v, max %v, grace %v; want all zero (set per tenant)", name, p.IdleLifetime, p.MaxLifetime, p.RotationGrace)
+		}
+	}
+}
+
+// TestREADMEListsPresets keeps the README true to the presets: its preset
+// sentence names every preset, and its "Expiry forecast" table has a row for
+// every preset that documents a lifetime.
+func TestREADMEListsPresets(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme := string(b)
+	sentence, _, _ := strings.Cut(readme[strings.Index(readme, "Providers are classified in their own words"):], "are all understood")
+	_, forecast, ok := strings.Cut(readme, "## Expiry forecast")
+	if !ok {
+		t.Fatal(`README.md has no section "Expiry forecast"`)
+	}
+	forecast, _, _ = strings.Cut(forecast, "\n## ")
+	for _, name := range PresetNames() {
+		if !strings.Contains(sentence, "`"+name+"`") {
+			t.Errorf("the README's preset sentence does not name %s", name)
+		}
+		p, _ := LookupPreset(name)
+		if (p.IdleLifetime != 0 || p.MaxLifetime != 0) && !strings.Contains(forecast, "| `"+name+"` |") {
+			t.Errorf("the README's Expiry forecast table has no row for %s (idle %v, max %v)", name, p.IdleLifetime, p.MaxLifetime)
 		}
 	}
 }

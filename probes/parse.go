@@ -47,10 +47,20 @@ func ParseAnswer(status int, h http.Header, body []byte) Answer {
 	return parseAnswerAt(status, h, body, time.Now(), nil)
 }
 
+// tokenParts are the parts of a token answer that are not about errors: the
+// refresh probe's only way to them, so that a token answer is decoded once.
+// They go into Result's secret fields and nowhere else.
+type tokenParts struct {
+	refresh, access, tokenType, scope string
+	// expiresIn is the answer's expires_in in seconds, 0 when absent or
+	// not a positive number.
+	expiresIn int64
+}
+
 // parseAnswerAt is ParseAnswer with the current time given, for tests. When
-// rt is not nil it receives the answer's refresh_token, if any (a rotation):
-// the refresh probe's only way to it, so that a token answer is decoded once.
-func parseAnswerAt(status int, h http.Header, body []byte, now time.Time, rt *string) Answer {
+// tp is not nil it receives the answer's tokens (a rotated refresh_token, the
+// access_token with its type, scope and lifetime).
+func parseAnswerAt(status int, h http.Header, body []byte, now time.Time, tp *tokenParts) Answer {
 	a := Answer{Status: status}
 	if d, err := http.ParseTime(h.Get("Date")); err == nil {
 		a.Date = d
@@ -66,20 +76,20 @@ func parseAnswerAt(status int, h http.Header, body []byte, now time.Time, rt *st
 	case len(trimmed) == 0:
 		a.Format = "empty"
 	case trimmed[0] == '{' || isJSONType(ct) && !looksLikeForm(trimmed):
-		if !parseJSON(&a, trimmed, rt) {
+		if !parseJSON(&a, trimmed, tp) {
 			a.Format = sniffText(trimmed)
 		}
 	case looksLikeForm(trimmed):
 		// Before the Content-Type: a form body sent as JSON, or as PHP's
 		// default text/html, is still a token answer (and may carry a
 		// rotated refresh token).
-		if !parseForm(&a, trimmed, rt) {
+		if !parseForm(&a, trimmed, tp) {
 			a.Format = "text"
 		}
 	case trimmed[0] == '<' || ct == "text/html" || ct == "application/xhtml+xml":
 		a.Format = "html"
 	case ct == "application/x-www-form-urlencoded":
-		if !parseForm(&a, trimmed, rt) {
+		if !parseForm(&a, trimmed, tp) {
 			a.Format = "text"
 		}
 	default:
@@ -129,13 +139,19 @@ func looksLikeForm(b []byte) bool {
 		bytes.Contains(b, []byte("&error=")) || bytes.Contains(b, []byte("&access_token="))
 }
 
-func parseForm(a *Answer, b []byte, rt *string) bool {
+func parseForm(a *Answer, b []byte, tp *tokenParts) bool {
 	v, err := url.ParseQuery(string(b))
 	if err != nil || (!v.Has("error") && !v.Has("access_token")) {
 		return false
 	}
-	if rt != nil {
-		*rt = strings.TrimSpace(v.Get("refresh_token"))
+	if tp != nil {
+		*tp = tokenParts{
+			refresh:   strings.TrimSpace(v.Get("refresh_token")),
+			access:    strings.TrimSpace(v.Get("access_token")),
+			tokenType: strings.TrimSpace(v.Get("token_type")),
+			scope:     strings.TrimSpace(v.Get("scope")),
+			expiresIn: expiresIn(v.Get("expires_in")),
+		}
 	}
 	a.Format = "form"
 	a.setError(v.Get("error"), "error")
@@ -144,26 +160,34 @@ func parseForm(a *Answer, b []byte, rt *string) bool {
 		a.SubtypeFrom = "error_subtype"
 	}
 	a.HasAccessToken = v.Get("access_token") != ""
+	if a.HasAccessToken {
+		for _, k := range lifetimeKeys {
+			if v.Has(k) {
+				a.announce(lifetime(v.Get(k)))
+			}
+		}
+	}
 	return true
 }
 
 // parseJSON fills a from a JSON object. It reports false when b is not a JSON
-// object. The access token, if any, is looked at only for being non-empty;
-// the refresh token goes to rt (if not nil).
-func parseJSON(a *Answer, b []byte, rt *string) bool {
-	return tokenJSON(a, b, rt) || parseJSONObject(a, b, rt)
+// object. Answer only records whether an access token is there; the tokens
+// go to tp (if not nil).
+func parseJSON(a *Answer, b []byte, tp *tokenParts) bool {
+	return tokenJSON(a, b, tp) || parseJSONObject(a, b, tp)
 }
 
 // tokenJSON is parseJSON for the answer nearly every probe gets: a token,
 // with no error field anywhere. It decodes into a struct, a third of the
-// cost of parseJSONObject's map, and fills a exactly as parseJSONObject
-// would; anything else — an "error" in any letter case, a key that
-// encoding/json's case-insensitive matching could confuse, a \u escape
-// (which can spell a key), trailing data, an access_token that is not a
-// non-empty string — reports false and takes the general path.
+// cost of parseJSONObject's map, and fills a (and tp) exactly as
+// parseJSONObject would; anything else — an "error" in any letter case, a
+// key that encoding/json's case-insensitive matching could confuse (a key
+// differing in letter case, or any non-ASCII byte: json folds "ſ" to "s"),
+// a \u escape (which can spell a key), trailing data, an access_token that
+// is not a non-empty string — reports false and takes the general path.
 // (FuzzEvaluate checks the two agree.)
-func tokenJSON(a *Answer, b []byte, rt *string) bool {
-	if bytes.Contains(b, []byte(`\u`)) || countFold(b, "error") > 0 ||
+func tokenJSON(a *Answer, b []byte, tp *tokenParts) bool {
+	if bytes.Contains(b, []byte(`\u`)) || countFold(b, "error") > 0 || !isASCII(b) ||
 		countFold(b, "access_token") != 1 || !bytes.Contains(b, []byte(`"access_token"`)) {
 		return false
 	}
@@ -176,19 +200,134 @@ func tokenJSON(a *Answer, b []byte, rt *string) bool {
 	default:
 		return false
 	}
+	for _, k := range tokenKeys {
+		if n := countFold(b, k); n > 1 || n != bytes.Count(b, []byte(k)) {
+			return false
+		}
+	}
+	for _, k := range lifetimeKeys {
+		// Each at most once and in lower case, so that the struct decode
+		// (whose key match ignores case) reads what the map decode reads.
+		q := `"` + k + `"`
+		if n := countFold(b, q); n > 1 || n != bytes.Count(b, []byte(q)) {
+			return false
+		}
+	}
 	var t struct {
 		AccessToken  string          `json:"access_token"`
 		RefreshToken json.RawMessage `json:"refresh_token"`
+		// Strings and a number (json.Number takes a quoted one too); a
+		// value of another type fails the decode and takes the general path.
+		TokenType string      `json:"token_type"`
+		Scope     string      `json:"scope"`
+		ExpiresIn json.Number `json:"expires_in"`
+		// Lifetimes: a number or a quoted one, whatever their type (see
+		// jsonLifetime); json.RawMessage takes any value, as the map does.
+		Lifetime  json.RawMessage `json:"refresh_token_expires_in"`
+		XLifetime json.RawMessage `json:"x_refresh_token_expires_in"`
+		KLifetime json.RawMessage `json:"refresh_expires_in"`
 	}
 	if json.Unmarshal(b, &t) != nil || t.AccessToken == "" {
 		return false
 	}
 	a.Format, a.HasAccessToken = "json", true
-	if rt != nil && t.RefreshToken != nil {
-		*rt, _ = jsonString(t.RefreshToken)
+	if tp != nil {
+		tp.access = strings.TrimSpace(t.AccessToken)
+		tp.refresh, _ = jsonString(t.RefreshToken)
+		tp.tokenType = strings.TrimSpace(t.TokenType)
+		tp.scope = strings.TrimSpace(t.Scope)
+		tp.expiresIn = expiresIn(string(t.ExpiresIn))
+	}
+	for _, raw := range []json.RawMessage{t.Lifetime, t.XLifetime, t.KLifetime} {
+		a.announce(jsonLifetime(raw))
 	}
 	return true
 }
+
+// lifetimeKeys are the members in which a token answer announces its refresh
+// token's lifetime, in seconds: refresh_token_expires_in (GitHub App user
+// tokens, LinkedIn, Google's time-based access), Intuit's
+// x_refresh_token_expires_in, Keycloak's refresh_expires_in (0 there: an
+// offline token, which does not expire).
+var lifetimeKeys = []string{"refresh_token_expires_in", "x_refresh_token_expires_in", "refresh_expires_in"}
+
+// announce records a lifetime a token answer announced; the shortest wins.
+func (a *Answer) announce(d time.Duration) {
+	if d > 0 && (a.RefreshExpiresIn == 0 || d < a.RefreshExpiresIn) {
+		a.RefreshExpiresIn = d
+	}
+}
+
+// jsonLifetime reads a lifetime member: a number of seconds, or one
+// quoted (GitHub has sent "15811200").
+func jsonLifetime(raw json.RawMessage) time.Duration {
+	if s, ok := jsonString(raw); ok {
+		return lifetime(s)
+	}
+	return lifetime(string(raw))
+}
+
+// maxLifetime caps an announced lifetime: ten years is beyond any
+// provider's (Intuit's five years is the longest documented).
+const maxLifetime = 10 * 366 * 24 * time.Hour
+
+// lifetime reads a number of seconds (a fraction is cut); 0 when it is not a
+// positive number.
+func lifetime(s string) time.Duration {
+	f, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+	if err != nil || !(f > 0) {
+		return 0
+	}
+	if f >= maxLifetime.Seconds() {
+		return maxLifetime
+	}
+	return time.Duration(f) * time.Second
+}
+
+// isASCII reports whether b holds only ASCII bytes.
+func isASCII(b []byte) bool {
+	for _, c := range b {
+		if c >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
+
+// tokenKeys are the quoted keys of a token answer besides the two tokens
+// that tokenJSON reads: each must appear at most once and only in lower
+// case for the struct decode to read what the map decode reads.
+var tokenKeys = []string{`"token_type"`, `"scope"`, `"expires_in"`}
+
+// jsonExpiresIn reads expires_in as a number or a numeric string (some
+// providers quote it).
+func jsonExpiresIn(raw json.RawMessage) int64 {
+	if len(raw) == 0 {
+		return 0
+	}
+	if s, ok := jsonString(raw); ok {
+		return expiresIn(s)
+	}
+	return expiresIn(string(raw))
+}
+
+// expiresIn reads a lifetime in seconds; 0 when it is not a positive
+// number (a fraction is cut to whole seconds), at most a year.
+func expiresIn(s string) int64 {
+	s = strings.TrimSpace(s)
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		f, ferr := strconv.ParseFloat(s, 64)
+		if ferr != nil || f != f {
+			return 0
+		}
+		n = int64(min(max(f, 0), maxExpiresIn))
+	}
+	return min(max(n, 0), maxExpiresIn)
+}
+
+// maxExpiresIn caps a token's lifetime, in seconds: a year.
+const maxExpiresIn = 366 * 24 * 3600
 
 // countFold counts the occurrences of the ASCII lower-case word in b, in any
 // letter case.
@@ -216,7 +355,7 @@ func asciiEqualFold(b []byte, lower string) bool {
 }
 
 // parseJSONObject is parseJSON for any object.
-func parseJSONObject(a *Answer, b []byte, rt *string) bool {
+func parseJSONObject(a *Answer, b []byte, tp *tokenParts) bool {
 	var m map[string]json.RawMessage
 	d := json.NewDecoder(bytes.NewReader(b))
 	d.UseNumber()
@@ -228,10 +367,23 @@ func parseJSONObject(a *Answer, b []byte, rt *string) bool {
 		var s string
 		a.HasAccessToken = json.Unmarshal(raw, &s) == nil && s != ""
 	}
-	if raw, ok := m["refresh_token"]; ok && rt != nil {
-		*rt, _ = jsonString(raw)
+	if tp != nil {
+		if a.HasAccessToken {
+			tp.access, _ = jsonString(m["access_token"])
+		}
+		tp.refresh, _ = jsonString(m["refresh_token"])
+		tp.tokenType, _ = jsonString(m["token_type"])
+		tp.scope, _ = jsonString(m["scope"])
+		tp.expiresIn = jsonExpiresIn(m["expires_in"])
 	}
 
+	if a.HasAccessToken {
+		for _, k := range lifetimeKeys {
+			if raw, ok := m[k]; ok {
+				a.announce(jsonLifetime(raw))
+			}
+		}
+	}
 	if _, ok := m["error"]; a.HasAccessToken && !ok {
 		return true // a token answer: no error fields to read (as tokenJSON)
 	}

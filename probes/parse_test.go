@@ -210,3 +210,78 @@ func TestRetryAfter(t *testing.T) {
 		})
 	}
 }
+
+// TestParseAnnouncedLifetime: a token answer that announces its refresh
+// token's lifetime is read in each provider's member and shape, by the fast
+// path and the general path alike; a zero lifetime (Keycloak's offline
+// tokens) and an error answer announce none.
+func TestParseAnnouncedLifetime(t *testing.T) {
+	day := 24 * time.Hour
+	tests := []struct {
+		name, ct, body string
+		want           time.Duration
+	}{
+		// GitHub App user token, as GitHub's docs show it, quoted in
+		// https://github.com/omniauth/omniauth-github/issues/99
+		{"github", ctJSON, `{
+  "access_token": "ghu_16C7e42F292c6912E7710c838347Ae178B4a",
+  "expires_in": 28800,
+  "refresh_token": "ghr_1B4a2e77838347a7E420ce178F2E7c6912E169246c34E1ccbF66C46812d16D5B1A9Dc86A1498",
+  "refresh_token_expires_in": 15811200,
+  "scope": "",
+  "token_type": "bearer"
+}`, 15811200 * time.Second},
+		// the same with quoted numbers, as quoted in
+		// https://github.com/projectdiscovery/nuclei-templates/pull/5675
+		{"github quoted", ctJSON, `{
+  "access_token": "ghu_16C7e42F292c6912E7710c838347Ae178B4a",
+  "expires_in": "28800",
+  "refresh_token": "ghr_1B4a2e77838347a7E420ce178F2E7c6912E169246c34E1ccbF66C46812d16D5B1A9Dc86A1498",
+  "refresh_token_expires_in": "15811200",
+  "scope": "",
+  "token_type": "bearer"
+}`, 15811200 * time.Second},
+		// GitHub's default answer is form-encoded: the same fields
+		{"github form", ctForm, `access_token=ghu_16C7e42F292c6912E7710c838347Ae178B4a&expires_in=28800&refresh_token=ghr_1B4a2e77838347a7E420ce178F2E7c6912E169246c34E1ccbF66C46812d16D5B1A9Dc86A1498&refresh_token_expires_in=15811200&scope=&token_type=bearer`, 15811200 * time.Second},
+		// Intuit: the body as sent, in https://github.com/intuit/oauth-jsclient
+		// README.md ("AuthResponse")
+		{"intuit", ctJSON, `{"id_token":"<id_token>","expires_in":3600,"token_type":"bearer","x_refresh_token_expires_in":8726400,"refresh_token":"<refresh_token>","access_token":"<access_token>"}`, 101 * day},
+		// Keycloak: https://github.com/ZupIT/charlescd
+		// ui/packages/legacy/stub/auth/mock.js (a captured answer of a
+		// Keycloak realm; the two JWTs cut to their first 20 characters)
+		{"keycloak", ctJSON, `{"access_token":"eyJhbGciOiJSUzI1NiIs","expires_in":1200,"refresh_expires_in":3600,"refresh_token":"eyJhbGciOiJSUzI1NiIs","token_type":"bearer","not-before-policy":0,"session_state":"537fcdfe-2dcc-425b-900d-dc8cbaf8d407"}`, time.Hour},
+		// Keycloak's 0 for a token that does not expire:
+		// https://github.com/keycloak/keycloak/issues/35704
+		{"keycloak offline", ctJSON, `{"access_token": "pkeptdzhrmzvnedabj0fmd7omsmjyi9xmf8buirx", "expires_in": 1733998890, "refresh_expires_in": 0, "not-before-policy": 0}`, 0},
+		{"none", ctJSON, `{"access_token":"a","refresh_token":"r","expires_in":3600}`, 0},
+		{"error answer", ctJSON, `{"error":"invalid_grant","refresh_token_expires_in":60}`, 0},
+		{"several: the shortest", ctJSON, `{"access_token":"a","refresh_expires_in":60,"refresh_token_expires_in":120}`, time.Minute},
+		{"not a number", ctJSON, `{"access_token":"a","refresh_expires_in":"soon"}`, 0},
+		{"negative", ctJSON, `{"access_token":"a","refresh_expires_in":-5}`, 0},
+		{"huge", ctJSON, `{"access_token":"a","refresh_expires_in":1e300}`, maxLifetime},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			a := ParseAnswer(200, hdr(tc.ct), []byte(tc.body))
+			if a.RefreshExpiresIn != tc.want {
+				t.Errorf("RefreshExpiresIn = %v, want %v", a.RefreshExpiresIn, tc.want)
+			}
+			if r := Evaluate("", 200, hdr(tc.ct), []byte(tc.body)); r.RefreshExpiresIn != tc.want {
+				t.Errorf("Evaluate: RefreshExpiresIn = %v, want %v", r.RefreshExpiresIn, tc.want)
+			}
+			var general Answer
+			if tc.ct == ctJSON && parseJSONObject(&general, []byte(tc.body), nil) && general.RefreshExpiresIn != tc.want {
+				t.Errorf("general path: RefreshExpiresIn = %v, want %v", general.RefreshExpiresIn, tc.want)
+			}
+		})
+	}
+	// Keycloak's answer (no "refresh_token" twice) takes the fast path;
+	// one whose member is in another letter case does not.
+	var a Answer
+	if !tokenJSON(&a, []byte(tests[4].body), nil) || a.RefreshExpiresIn != time.Hour {
+		t.Errorf("fast path on Keycloak's answer: %v, %v", tokenJSON(&a, []byte(tests[4].body), nil), a.RefreshExpiresIn)
+	}
+	if tokenJSON(&a, []byte(`{"access_token":"a","Refresh_Expires_In":60}`), nil) {
+		t.Error("fast path took a lifetime member in another letter case")
+	}
+}

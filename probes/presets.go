@@ -20,6 +20,16 @@ type Preset struct {
 	// Rules are tried before the generic rules; see Classify.
 	Rules []Rule
 
+	// AuthParams are the authorization request's parameters the provider
+	// needs before it issues a refresh token (Google access_type=offline
+	// and prompt=consent). Both reconnect flows send them: the loopback one
+	// (grantwatch reconnect) and the hosted link.
+	AuthParams map[string]string
+	// OfflineScope is the scope that asks for a refresh token
+	// (offline_access, in OpenID Connect Core §11); the flows add it to the
+	// provider entry's scopes when they lack it. Empty: none is needed.
+	OfflineScope string
+
 	// The lifetimes below are what the provider documents for a refresh
 	// token; each value's comment names the page. Zero means none, unknown,
 	// or set per tenant or app (Auth0, Keycloak, Ory Hydra): nothing to
@@ -70,6 +80,10 @@ var presets = map[string]Preset{
 		TokenURL:  "https://oauth2.googleapis.com/token",
 		AuthURL:   "https://accounts.google.com/o/oauth2/v2/auth",
 		AuthStyle: oauth2.AuthStyleInParams,
+		// A refresh token only for offline access, and again only when the
+		// consent screen is shown (developers.google.com/identity/protocols/oauth2/web-server,
+		// "Refresh access tokens (offline access)").
+		AuthParams: map[string]string{"access_type": "offline", "prompt": "consent"},
 		// "six months" unused (developers.google.com/identity/protocols/oauth2,
 		// "Refresh token expiration"; as summarised in
 		// docs.gitguardian.com/.../google_oauth2_refresh_token): 180 days errs early.
@@ -109,6 +123,9 @@ var presets = map[string]Preset{
 		TokenURL:  "https://login.microsoftonline.com/common/oauth2/v2.0/token",
 		AuthURL:   "https://login.microsoftonline.com/common/oauth2/v2.0/authorize",
 		AuthStyle: oauth2.AuthStyleInParams,
+		// learn.microsoft.com/en-us/entra/identity-platform/v2-oauth2-auth-code-flow:
+		// a refresh token only with the offline_access scope.
+		OfflineScope: "offline_access",
 		// 90 days for all but single-page apps (24 hours); each refresh
 		// returns a new token and old ones are not revoked, so there is no
 		// grace to speak of (learn.microsoft.com/en-us/entra/identity-platform/refresh-tokens).
@@ -141,6 +158,8 @@ var presets = map[string]Preset{
 	"okta": {
 		Name: "okta", Title: "Okta",
 		AuthStyle: oauth2.AuthStyleAutoDetect,
+		// developer.okta.com/docs/guides/refresh-tokens/: offline_access.
+		OfflineScope: "offline_access",
 		// The rotation leeway defaults to 30 s (okta/okta-sdk-dotnet
 		// docs/OpenIdConnectApplicationSettingsRefreshToken.md; developer.okta.com/docs/guides/refresh-tokens/refresh-token-rotation/).
 		// Lifetimes depend on the authorization server: the org server's is a
@@ -153,6 +172,8 @@ var presets = map[string]Preset{
 	"auth0": {
 		Name: "auth0", Title: "Auth0",
 		AuthStyle: oauth2.AuthStyleInParams,
+		// auth0.com/docs/secure/tokens/refresh-tokens/get-refresh-tokens.
+		OfflineScope: "offline_access",
 		// Auth0's "Unknown or invalid refresh token." names no cause either.
 	},
 	"salesforce": {
@@ -160,6 +181,9 @@ var presets = map[string]Preset{
 		TokenURL:  "https://login.salesforce.com/services/oauth2/token",
 		AuthURL:   "https://login.salesforce.com/services/oauth2/authorize",
 		AuthStyle: oauth2.AuthStyleInParams,
+		// The refresh_token scope (developer.salesforce.com, "OAuth Tokens
+		// and Scopes"; github.com/cangencer/salesforce-oauth2 README).
+		OfflineScope: "refresh_token",
 		Rules: []Rule{
 			{Name: "salesforce: expired access/refresh token", Pattern: re(`expired access/refresh token|token validity expired`), Cause: CauseExpired},
 			{Name: "salesforce: inactive user", Pattern: re(`inactive user|user is inactive`), Cause: CauseRevoked},
@@ -218,6 +242,11 @@ var presets = map[string]Preset{
 		TokenURL:  "https://auth.atlassian.com/oauth/token",
 		AuthURL:   "https://auth.atlassian.com/authorize",
 		AuthStyle: oauth2.AuthStyleInParams,
+		// developer.atlassian.com/cloud/jira/platform/oauth-2-3lo-apps/: the
+		// authorization URL carries audience=api.atlassian.com and
+		// prompt=consent, and offline_access asks for a refresh token.
+		AuthParams:   map[string]string{"audience": "api.atlassian.com", "prompt": "consent"},
+		OfflineScope: "offline_access",
 		// Rotating refresh tokens: 90 days of inactivity, 365 days absolute,
 		// a 10-minute leeway for reuse (community.developer.atlassian.com/t/updated-31-january-2022-action-required-deprecating-persistent-refresh-tokens/54172).
 		IdleLifetime:  90 * day,
@@ -234,6 +263,8 @@ var presets = map[string]Preset{
 		TokenURL:  "https://api.dropboxapi.com/oauth2/token",
 		AuthURL:   "https://www.dropbox.com/oauth2/authorize",
 		AuthStyle: oauth2.AuthStyleInParams,
+		// dropbox.tech/developers/using-oauth-2-0-with-offline-access.
+		AuthParams: map[string]string{"token_access_type": "offline"},
 		// "refresh token is invalid or revoked" names no single cause.
 	},
 	"zoom": {
@@ -252,6 +283,9 @@ var presets = map[string]Preset{
 		TokenURL:  "https://identity.xero.com/connect/token",
 		AuthURL:   "https://login.xero.com/identity/connect/authorize",
 		AuthStyle: oauth2.AuthStyleInHeader,
+		// developer.xero.com/documentation/guides/oauth2/auth-flow: the
+		// offline_access scope.
+		OfflineScope: "offline_access",
 		// "refresh token itself has a 60 days lifetime", from Xero's SDK
 		// maintainer in github.com/XeroAPI/Xero-NetStandard/issues/257; an old
 		// token may be retried for 30 minutes (Xero's official reply in
@@ -288,6 +322,8 @@ var presets = map[string]Preset{
 	"hydra": {
 		Name: "hydra", Title: "Ory Hydra",
 		AuthStyle: oauth2.AuthStyleAutoDetect,
+		// Ory Hydra issues a refresh token for offline_access (or offline).
+		OfflineScope: "offline_access",
 		Rules: []Rule{
 			// fosite answers a reused (rotated-away) refresh token with
 			// token_inactive and revokes the chain; its description says
@@ -388,6 +424,10 @@ var presets = map[string]Preset{
 		TokenURL:  "https://accounts.zoho.com/oauth/v2/token",
 		AuthURL:   "https://accounts.zoho.com/oauth/v2/auth",
 		AuthStyle: oauth2.AuthStyleInParams,
+		// zoho.com/accounts/protocol/oauth/web-apps/authorization.html: "To
+		// receive another refresh token, include access_type=offline and
+		// prompt=consent".
+		AuthParams: map[string]string{"access_type": "offline", "prompt": "consent"},
 		// Zoho answers HTTP 200 {"error":"invalid_code"} to a dead refresh
 		// token as to a dead grant code.
 		Rules: []Rule{

@@ -72,7 +72,8 @@ const maxBody = 1 << 20
 //
 // The presented token never appears in the Result, nor does any part of the
 // answer's body other than its parsed error fields; a rotated refresh token
-// is in Result.NewRefreshToken. Result.Lost is set when the request may have
+// is in Result.NewRefreshToken, the access token a success returned (with
+// its type, scope and lifetime) in Result.AccessToken. Result.Lost is set when the request may have
 // reached the provider but no answer came back.
 func (p *Prober) Refresh(ctx context.Context, ep Endpoint, token secret.Secret) Result {
 	now := p.Now
@@ -168,14 +169,16 @@ func exchange(ctx context.Context, hc *http.Client, ep Endpoint, token secret.Se
 		res.Status = resp.StatusCode
 		return res
 	}
-	res, rotated := evaluateToken(ep.Preset, resp.StatusCode, resp.Header, buf.Bytes())
-	if res.OK && rotated != "" && rotated != token.Reveal() {
-		res.NewRefreshToken = secret.Secret(rotated)
+	res, tp := evaluateToken(ep.Preset, resp.StatusCode, resp.Header, buf.Bytes())
+	if res.OK {
+		if tp.refresh != "" && tp.refresh != token.Reveal() {
+			res.NewRefreshToken = secret.Secret(tp.refresh)
+		}
+		res.AccessToken = secret.Secret(tp.access)
+		res.TokenType, res.Scope = tp.tokenType, tp.scope
+		res.ExpiresIn = time.Duration(tp.expiresIn) * time.Second
 	}
-	// A gateway's 502 or 504 comes from between us and the token endpoint,
-	// which may have handled the request (and rotated the token) all the
-	// same: the answer counts as lost.
-	res.Lost = resp.StatusCode == http.StatusBadGateway || resp.StatusCode == http.StatusGatewayTimeout
+	res.Lost = LostStatus(resp.StatusCode)
 	return res
 }
 

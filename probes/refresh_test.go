@@ -3,8 +3,10 @@ package probes_test
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -96,6 +98,8 @@ func TestRefreshBehaviors(t *testing.T) {
 		{b: sandbox.Error200, preset: "github", cause: probes.CauseInvalidGrant, status: 200, errorCode: "bad_refresh_token"},
 		// HTTP 200, empty: x/oauth2 fails to parse it, no RetrieveError.
 		{b: sandbox.Empty, cause: probes.CauseMalformed, status: 200},
+		// A client error no rule reads: unreadable, retried.
+		{b: sandbox.Unreadable, preset: "reddit", cause: probes.CauseMalformed, status: 400},
 	} {
 		t.Run(string(tc.b)+"/"+tc.preset, func(t *testing.T) {
 			token := "rt-" + string(tc.b) + "-" + tc.preset
@@ -408,8 +412,14 @@ func TestRefreshLeaksNoSecret(t *testing.T) {
 		ep.ClientSecret = clientSecret
 		ep.AuthStyle = oauth2.AuthStyleInParams
 		got := refresh(t, p, ep, token, 100*time.Millisecond)
-		for _, out := range []string{fmt.Sprintf("%+v", got), fmt.Sprintf("%#v", got), fmt.Sprint(got)} {
-			for _, secret := range []string{token, clientSecret, got.NewRefreshToken.Reveal()} {
+		js, err := json.Marshal(got)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var logged strings.Builder
+		slog.New(slog.NewJSONHandler(&logged, nil)).Info("probe", "result", got, "access_token", got.AccessToken)
+		for _, out := range []string{fmt.Sprintf("%+v", got), fmt.Sprintf("%#v", got), fmt.Sprint(got), string(js), logged.String()} {
+			for _, secret := range []string{token, clientSecret, got.NewRefreshToken.Reveal(), got.AccessToken.Reveal()} {
 				if secret != "" && strings.Contains(out, secret) {
 					t.Errorf("%s: result leaks %q: %s", name, secret, out)
 				}
@@ -423,6 +433,64 @@ func TestRefreshLeaksNoSecret(t *testing.T) {
 	check("echo", probes.Endpoint{TokenURL: echo.URL})
 	// A refused connection: the error text names only the URL.
 	check("refused", probes.Endpoint{TokenURL: "http://127.0.0.1:1/token"})
+}
+
+// TestRefreshAccessToken: a successful refresh carries the access token of
+// the answer, its type, scope and lifetime (what the broker serves), in
+// JSON with expires_in a number or a quoted number, and form-encoded.
+func TestRefreshAccessToken(t *testing.T) {
+	for _, tc := range []struct {
+		name, ct, body string
+		access, typ    string
+		scope          string
+		expires        time.Duration
+		rotated        bool
+	}{
+		// Google: https://pastebin.com/sZd2ut8f (a refresh answer as captured).
+		{"google", "application/json; charset=utf-8", `{
+  "access_token" : "ya29.AHES6ZTjj9mAqPM5PKWuGcNgTLYrjx4h-yOj8Oo7MJlAcVY",
+  "token_type" : "Bearer",
+  "expires_in" : 3600,
+  "refresh_token" : "1/etkFf20-kme5a1ubOttu7__yV68ndNTx_WDnJVFrxYk"
+}`, "ya29.AHES6ZTjj9mAqPM5PKWuGcNgTLYrjx4h-yOj8Oo7MJlAcVY", "Bearer", "", time.Hour, true},
+		// GitHub Enterprise 3.0, expires_in quoted:
+		// https://docs.github.com/cn/enterprise-server@3.0/developers/apps/building-github-apps/refreshing-user-to-server-access-tokens
+		{"github-quoted", "application/json", `{
+"access_token": "e72e16c7e42f292c6912e7710c838347ae178b4a",
+"expires_in": "28800",
+"refresh_token": "r1.c1b4a2e77838347a7e420ce178f2e7c6912e169246c34e1ccbf66c46812d16d5b1a9dc86a149873c",
+"refresh_token_expires_in": "15811200",
+"scope": "",
+"token_type": "bearer"
+}`, "e72e16c7e42f292c6912e7710c838347ae178b4a", "bearer", "", 8 * time.Hour, true},
+		// GitHub's default form encoding of the answer in omniauth/omniauth-github#99.
+		{"github-form", "application/x-www-form-urlencoded",
+			"access_token=ghu_16C7e42F292c6912E7710c838347Ae178B4a&expires_in=28800&refresh_token=ghr_1B4a2e77838347a7E420ce178F2E7c6912E169246c34E1ccbF66C46812d16D5B1A9Dc86A1498&refresh_token_expires_in=15811200&scope=repo+gist&token_type=bearer",
+			"ghu_16C7e42F292c6912E7710c838347Ae178B4a", "bearer", "repo gist", 8 * time.Hour, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", tc.ct)
+				io.WriteString(w, tc.body)
+			}))
+			defer srv.Close()
+			got := refresh(t, newProber(1), probes.Endpoint{TokenURL: srv.URL, AuthStyle: oauth2.AuthStyleInParams}, "rt-presented", time.Second)
+			if !got.OK {
+				t.Fatalf("not ok: %+v", got)
+			}
+			if got.AccessToken.Reveal() != tc.access || got.TokenType != tc.typ || got.Scope != tc.scope || got.ExpiresIn != tc.expires {
+				t.Errorf("got %q %q %q %s, want %q %q %q %s", got.AccessToken.Reveal(), got.TokenType, got.Scope, got.ExpiresIn,
+					tc.access, tc.typ, tc.scope, tc.expires)
+			}
+			if got.NewRefreshToken.IsZero() == tc.rotated {
+				t.Errorf("rotated = %v, want %v", !got.NewRefreshToken.IsZero(), tc.rotated)
+			}
+		})
+	}
+	// explain's path never holds a token.
+	if r := probes.Evaluate("", 200, http.Header{"Content-Type": {"application/json"}}, []byte(`{"access_token":"at_x","expires_in":60}`)); !r.OK || !r.AccessToken.IsZero() || r.ExpiresIn != 0 {
+		t.Errorf("Evaluate kept the token: %+v", r)
+	}
 }
 
 // TestRefreshConcurrent: 64 workers share one Prober and one client; the

@@ -38,6 +38,11 @@ type Answer struct {
 	Texts []Text
 	// HasAccessToken reports that the body carried an access_token.
 	HasAccessToken bool
+	// RefreshExpiresIn is the lifetime a token answer announced for its
+	// refresh token (see lifetimeKeys: GitHub's refresh_token_expires_in,
+	// Intuit's x_refresh_token_expires_in, Keycloak's refresh_expires_in),
+	// the shortest when it names several; 0 when it announced none.
+	RefreshExpiresIn time.Duration
 	// RetryAfter is the wait a 429 or 503 asked for (Retry-After in seconds or
 	// as an HTTP date, or an X-RateLimit-Reset style header); 0 if none.
 	RetryAfter time.Duration
@@ -58,8 +63,9 @@ type Text struct {
 }
 
 // Result is the outcome of one refresh probe. It never holds the token that
-// was presented; a rotated refresh token is in NewRefreshToken, sealed as a
-// secret.Secret.
+// was presented; a rotated refresh token is in NewRefreshToken and the
+// access token a success returned in AccessToken, each a secret.Secret, so
+// that neither is printed by fmt, slog or encoding/json.
 type Result struct {
 	// OK reports a successful refresh; then Cause is CauseNone.
 	OK     bool
@@ -82,6 +88,9 @@ type Result struct {
 	ErrorCodes       []int
 	// RetryAfter is the wait the provider asked for, 0 if none.
 	RetryAfter time.Duration
+	// RefreshExpiresIn is the lifetime the answer announced for the refresh
+	// token (Answer.RefreshExpiresIn); 0 if none.
+	RefreshExpiresIn time.Duration
 	// Date is the provider's Date header, zero if absent.
 	Date time.Time
 	// Started is when the request was sent; Latency how long the answer took.
@@ -94,6 +103,14 @@ type Result struct {
 	Lost bool
 	// NewRefreshToken is set when the provider rotated the refresh token.
 	NewRefreshToken secret.Secret
+	// AccessToken is the access token of a successful refresh, with its
+	// TokenType ("Bearer"), Scope (as granted, "" when the answer did not
+	// say) and lifetime (ExpiresIn, 0 when the answer did not say). The
+	// refresh probe fills them; Evaluate (explain) never does.
+	AccessToken secret.Secret
+	TokenType   string
+	Scope       string
+	ExpiresIn   time.Duration
 }
 
 // Unreadable reports that the answer could not be read: a token endpoint

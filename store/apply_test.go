@@ -198,7 +198,7 @@ func TestApplyAllBadChangeIsItemError(t *testing.T) {
 	for name, fn := range bad {
 		t.Run(name, func(t *testing.T) {
 			db := openTest(t, Options{})
-			if _, _, err := db.Import([]NewGrant{{ID: "a", Provider: "p", RefreshToken: "tok-a"}, {ID: "b", Provider: "p", RefreshToken: "tok-b"}}, t0); err != nil {
+			if _, _, err := db.Import([]NewGrant{{ID: "a", Provider: "p", RefreshToken: "tok-a"}, {ID: "b", Provider: "p", RefreshToken: "tok-b"}}, t0, replaceAll); err != nil {
 				t.Fatal(err)
 			}
 			errs, err := db.ApplyAll([]ApplyItem{
@@ -299,7 +299,7 @@ func TestApplyAllIsolatesItems(t *testing.T) {
 	if _, _, err := db.Import([]NewGrant{
 		{ID: "a", Provider: "p", RefreshToken: "tok-a"},
 		{ID: "b", Provider: "p", RefreshToken: "tok-b"},
-	}, now); err != nil {
+	}, now, replaceAll); err != nil {
 		t.Fatal(err)
 	}
 	healthy := func(cur Grant) (Change, error) {

@@ -87,7 +87,11 @@ func ImportedGrant(old *Grant, ng *NewGrant, row uint64, now time.Time, firstGen
 		StateChangedAt: now,
 		NextDueAt:      now,
 		TokenGen:       firstGen,
+		ConsentAt:      now, // a new token chain: no forecast until it is probed
 		Row:            row,
+	}
+	if ng.Observe {
+		g.NextDueAt = time.Time{} // its app refreshes it, never grantwatch
 	}
 	h := HistoryEntry{At: now, To: StatePending, Note: "token imported"}
 	if old != nil {
@@ -114,9 +118,15 @@ func TokenReplaced(old Grant, now time.Time) (Grant, HistoryEntry) {
 	g.PreviousState, g.PreviousCause = replacedProblem(old)
 	g.Cause, g.Action, g.Error, g.ErrorDescription = "", "", "", ""
 	g.Failures = 0
+	// What the old token went through says nothing of the new one.
+	g.LostAnswer, g.Rotated, g.ReuseDetected = false, false, false
 	g.TokenGen++
 	g.sealSeq++
 	g.NextDueAt = now
+	// A new token chain: what was known of the old one's lifetime and
+	// answers does not hold for it; its first probe forecasts anew.
+	g.Unreadable, g.ConsentAt, g.AnnouncedExpiresAt = 0, now, time.Time{}
+	g.ExpiresAt, g.ExpiresBasis, g.ExpiryWarned = time.Time{}, "", false
 	if old.State != StatePending {
 		g.StateChangedAt = now
 	}
@@ -124,12 +134,16 @@ func TokenReplaced(old Grant, now time.Time) (Grant, HistoryEntry) {
 }
 
 // ChangedGrant is the record Apply writes for ch over cur: ch.Grant with
-// cur's id, row and seal sequence (raised when ch rotates the token), or
-// the error that makes the Change unwritable (invalid state, empty
-// provider, receiver or meta key), found before anything is written.
+// cur's id, row and seal sequence (raised when ch rotates the token) and
+// Rotated kept by the store, or the error that makes the Change unwritable
+// (invalid state, empty provider, receiver or meta key), found before
+// anything is written.
 func ChangedGrant(cur Grant, ch *Change) (Grant, error) {
 	g := ch.Grant
 	g.ID, g.Row, g.sealSeq = cur.ID, cur.Row, cur.sealSeq
+	// Whether the token rotated since it was stored from outside is the
+	// store's to know, not the caller's.
+	g.Rotated = cur.Rotated || !ch.NewToken.IsZero()
 	if err := checkChange(&g, ch); err != nil {
 		return Grant{}, err
 	}
@@ -137,4 +151,14 @@ func ChangedGrant(cur Grant, ch *Change) (Grant, error) {
 		g.sealSeq++
 	}
 	return g, nil
+}
+
+// AddConflict counts old, stored under id, among the grants an import
+// would replace.
+func (c *Conflicts) AddConflict(id string, old Grant) { c.add(id, old) }
+
+// Watched is what the watch indexes hold of g: its forecast (zero: none)
+// and whether it is in the unreadable index.
+func Watched(g *Grant) (expiresAt time.Time, unreadable bool) {
+	return g.ExpiresAt, g.Unreadable >= UnreadableAfter
 }

@@ -40,7 +40,7 @@ func benchID(i int) string {
 func fillBench(tb testing.TB, db *DB, from, n int, provider string, now time.Time) {
 	tb.Helper()
 	benchChunks(from, n, provider, func(gs []NewGrant) {
-		if _, _, err := db.Import(gs, now); err != nil {
+		if _, _, err := db.Import(gs, now, replaceAll); err != nil {
 			tb.Fatal(err)
 		}
 	})
@@ -144,7 +144,7 @@ func BenchmarkImportBatch(b *testing.B) {
 			b.Fatal(err)
 		}
 		benchChunks(0, n, "google", func(gs []NewGrant) {
-			if job, err = db.ImportBatch(job.ID, job.Committed, len(gs), gs, t0); err != nil {
+			if job, err = db.ImportBatch(job.ID, job.Committed, len(gs), gs, t0, replaceAll); err != nil {
 				b.Fatal(err)
 			}
 		})

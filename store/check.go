@@ -24,11 +24,12 @@ const checkProblemLimit = 100
 //     the freelist, which a concurrent writer would change), so writers
 //     wait for it; readers do not.
 //   - records: every grant record decodes; the id index, due index, state
-//     index and counters agree with the grants exactly; every grant has a
-//     token that opens with the key; history, outbox, dead-letter and
-//     import-job entries decode and belong to something; the schema and
-//     the canary are in place. It runs in one read transaction, so
-//     writers proceed meanwhile (a file that must grow waits for it).
+//     index, expiry and unreadable indexes and counters agree with the
+//     grants exactly; every grant has a token that opens with the key;
+//     history, outbox, dead-letter and import-job entries decode and
+//     belong to something; the schema and the canary are in place. It
+//     runs in one read transaction, so writers proceed meanwhile (a file
+//     that must grow waits for it).
 //
 // The first checkProblemLimit problems are listed, each naming the bucket,
 // row or grant id (never a token); further ones are counted. ctx is checked
@@ -134,6 +135,9 @@ func checkMeta(b *bkts, ring *keyring, p *problems) {
 // indexWant is what the grants call for in the derived buckets.
 type indexWant struct {
 	grants, scheduled int
+	// forecast and unreadable count the grants that call for an expiry and
+	// an unreadable index entry.
+	forecast, unreadable int
 	// missing counts the entries found missing per bucket.
 	missing map[string]int
 	counts  map[string]int64
@@ -147,6 +151,7 @@ func checkGrants(ctx context.Context, b *bkts, ring *keyring, p *problems) (inde
 	// tokens are keyed by row as the grants are, so their cursor moves
 	// along in step (a merge); the other indexes are sought.
 	idsC, dueC, stateC, tokC := b.ids.Cursor(), b.due.Cursor(), b.byState.Cursor(), b.tokens.Cursor()
+	expC, unreadC := b.expiry.Cursor(), b.unread.Cursor()
 	tk, tv := tokC.First()
 	c := b.grants.Cursor()
 	for k, v := c.First(); k != nil; k, v = c.Next() {
@@ -185,6 +190,21 @@ func checkGrants(ctx context.Context, b *bkts, ring *keyring, p *problems) (inde
 		if !seekExact(stateC, stateKey(g.State, g.Provider, row)) {
 			p.addf("bystate: grant %q (row %d) has no %s entry", g.ID, row, g.State)
 			w.missing["bystate"]++
+		}
+		exp, unread := watchKeys(&g, row)
+		if exp != nil {
+			w.forecast++
+			if !seekExact(expC, exp) {
+				p.addf("expiry: grant %q (row %d) has no entry for its forecast %s", g.ID, row, g.ExpiresAt.Format("2006-01-02T15:04:05Z07:00"))
+				w.missing["expiry"]++
+			}
+		}
+		if unread != nil {
+			w.unreadable++
+			if !seekExact(unreadC, unread) {
+				p.addf("unread: grant %q (row %d) has no entry", g.ID, row)
+				w.missing["unread"]++
+			}
 		}
 		for tk != nil && bytes.Compare(tk, k) < 0 {
 			tk, tv = tokC.Next()
@@ -233,6 +253,22 @@ func checkIndexExtras(b *bkts, w indexWant, p *problems) {
 			}
 			g, ok := grantOf(rowOf(k[8:]))
 			return ok && !g.NextDueAt.IsZero() && bytes.Equal(dueKey(g.NextDueAt, g.Row), k)
+		}},
+		{"expiry", b.expiry, w.forecast, func(k, _ []byte) bool {
+			if len(k) < 17 {
+				return false
+			}
+			g, ok := grantOf(rowOf(k[len(k)-8:]))
+			exp, _ := watchKeys(&g, g.Row)
+			return ok && bytes.Equal(exp, k)
+		}},
+		{"unread", b.unread, w.unreadable, func(k, _ []byte) bool {
+			if len(k) < 9 {
+				return false
+			}
+			g, ok := grantOf(rowOf(k[len(k)-8:]))
+			_, unread := watchKeys(&g, g.Row)
+			return ok && bytes.Equal(unread, k)
 		}},
 		{"bystate", b.byState, w.grants, func(k, _ []byte) bool {
 			if len(k) < 10 {

@@ -21,6 +21,10 @@ func checkFleet(t *testing.T, db *DB) Grant {
 		id := fmt.Sprintf("g%04d", i)
 		if err := db.Apply(id, func(cur Grant) (Change, error) {
 			cur.State, cur.NextDueAt = StateHealthy, t0.Add(time.Duration(i)*time.Minute)
+			cur.ExpiresAt, cur.ExpiresBasis = t0.Add(time.Duration(i)*time.Hour), BasisIdle
+			if i == 4 {
+				cur.Unreadable = UnreadableAfter
+			}
 			if i%8 == 0 {
 				cur.State, cur.NextDueAt = StateReconnectRequired, time.Time{}
 			}
@@ -56,6 +60,16 @@ func TestCheck(t *testing.T) {
 		{"state entry of another state", func(b *bkts, g Grant) error {
 			return b.byState.Put(stateKey(StateHealthy, g.Provider, g.Row), nil)
 		}, "bystate: entry"},
+		{"expiry entry missing", func(b *bkts, g Grant) error {
+			g4, _, _ := b.getRow(5) // g0004
+			return b.expiry.Delete(expiryKey(g4.Provider, g4.ExpiresAt, g4.Row))
+		}, `expiry: grant "g0004" (row 5) has no entry`},
+		{"expiry entry of another time", func(b *bkts, g Grant) error { return b.expiry.Put(expiryKey("google", t0, 5), nil) },
+			"expiry: entry"},
+		{"unread entry missing", func(b *bkts, g Grant) error { return b.unread.Delete(unreadKey("google", 5)) },
+			`unread: grant "g0004" (row 5) has no entry`},
+		{"unread entry of no unreadable grant", func(b *bkts, g Grant) error { return b.unread.Put(unreadKey("google", g.Row), nil) },
+			"unread: entry"},
 		{"counter off", func(b *bkts, g Grant) error { return b.counts.Put(countKey("google", StatePending), u64(999)) },
 			"counts: google/pending is 999, the grants count 30"},
 		{"counter missing", func(b *bkts, g Grant) error { return b.counts.Delete(countKey("google", StateHealthy)) },

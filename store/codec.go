@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"math"
 	"slices"
 	"time"
 )
@@ -17,7 +18,8 @@ import (
 // Action, Error, ErrorDescription, PreviousState, PreviousCause (each a
 // uvarint length and the bytes), the labels (a uvarint count, then key and
 // value strings in key order), Failures (varint), TokenGen (uvarint), a flag
-// byte (bit 0: LostAnswer, bit 1: wide times), then CreatedAt, LastProbeAt,
+// byte (bit 0: LostAnswer, bit 1: wide times, bit 2: Rotated, bit 3:
+// ReuseDetected), then CreatedAt, LastProbeAt,
 // LastSuccessAt, StateChangedAt and NextDueAt as varint Unix nanoseconds (0
 // for the zero time) or, with wide times, each as varint Unix seconds and
 // uvarint nanoseconds (the zero time's own, so that 0 is the epoch). Wide
@@ -26,20 +28,31 @@ import (
 //
 // recordV2 is recordV1 followed by the seal sequence (uvarint). Records of
 // version 1 are still read, with seal sequence 0.
+//
+// recordV3 is recordV2 followed by the forecast and the unreadable count:
+// Unreadable (uvarint), ExpiresBasis (string), a second flag byte (bit 0:
+// ExpiryWarned, bit 1: wide times) and ConsentAt, AnnouncedExpiresAt and
+// ExpiresAt as above. Records of versions 1 and 2 are still read, with
+// those fields zero.
 const (
 	recordV1 = 0x01
 	recordV2 = 0x02
+	recordV3 = 0x03
 )
 
 var errBadRecord = errors.New("not a grant record")
 
-func encodeGrant(g *Grant) []byte {
-	n := 64 + len(g.ID) + len(g.Provider) + len(g.Subject) + len(g.Cause) + len(g.Error) + len(g.ErrorDescription)
+func encodeGrant(g *Grant) []byte { return encodeGrantForm(g, recordV3) }
+
+// encodeGrantForm writes g in the given record version (older ones for
+// tests of reading what older grantwatch versions wrote).
+func encodeGrantForm(g *Grant, form byte) []byte {
+	n := 80 + len(g.ExpiresBasis) + len(g.ID) + len(g.Provider) + len(g.Subject) + len(g.Cause) + len(g.Error) + len(g.ErrorDescription)
 	for k, v := range g.Labels {
 		n += len(k) + len(v) + 4
 	}
 	b := make([]byte, 0, n)
-	b = append(b, recordV2)
+	b = append(b, form)
 	for _, s := range []string{g.ID, g.Provider, g.Subject, string(g.State), g.Cause, g.Action,
 		g.Error, g.ErrorDescription, string(g.PreviousState), g.PreviousCause} {
 		b = appendString(b, s)
@@ -60,8 +73,27 @@ func encodeGrant(g *Grant) []byte {
 	if g.LostAnswer {
 		flags |= flagLostAnswer
 	}
+	if g.Rotated {
+		flags |= flagRotated
+	}
+	if g.ReuseDetected {
+		flags |= flagReuseDetected
+	}
 	b = appendTimes(b, flags, g.CreatedAt, g.LastProbeAt, g.LastSuccessAt, g.StateChangedAt, g.NextDueAt)
-	return binary.AppendUvarint(b, g.sealSeq)
+	if form == recordV1 {
+		return b
+	}
+	b = binary.AppendUvarint(b, g.sealSeq)
+	if form == recordV2 {
+		return b
+	}
+	b = binary.AppendUvarint(b, uint64(max(g.Unreadable, 0)))
+	b = appendString(b, g.ExpiresBasis)
+	var flags3 byte
+	if g.ExpiryWarned {
+		flags3 |= flagExpiryWarned
+	}
+	return appendTimes(b, flags3, g.ConsentAt, g.AnnouncedExpiresAt, g.ExpiresAt)
 }
 
 // appendTimes appends the flag byte (flagWideTimes added when needed) and
@@ -92,8 +124,13 @@ func appendTimes(b []byte, flags byte, times ...time.Time) []byte {
 }
 
 const (
-	flagLostAnswer = 1 << 0
-	flagWideTimes  = 1 << 1
+	flagLostAnswer    = 1 << 0
+	flagWideTimes     = 1 << 1
+	flagRotated       = 1 << 2
+	flagReuseDetected = 1 << 3
+	// flagExpiryWarned is bit 0 of recordV3's second flag byte, whose bit 1
+	// is flagWideTimes for its own times.
+	flagExpiryWarned = 1 << 0
 )
 
 func appendString(b []byte, s string) []byte {
@@ -106,7 +143,7 @@ func decodeGrant(v []byte, g *Grant) error {
 	if len(v) > 0 && v[0] == '{' {
 		return json.Unmarshal(v, g)
 	}
-	if len(v) == 0 || (v[0] != recordV1 && v[0] != recordV2) {
+	if len(v) == 0 || v[0] < recordV1 || v[0] > recordV3 {
 		return errBadRecord
 	}
 	d := decoder{b: v[1:]}
@@ -130,9 +167,18 @@ func decodeGrant(v []byte, g *Grant) error {
 	g.TokenGen = d.uvarint()
 	flags := d.times(&g.CreatedAt, &g.LastProbeAt, &g.LastSuccessAt, &g.StateChangedAt, &g.NextDueAt)
 	g.LostAnswer = flags&flagLostAnswer != 0
+	g.Rotated = flags&flagRotated != 0
+	g.ReuseDetected = flags&flagReuseDetected != 0
 	g.sealSeq = 0
-	if v[0] == recordV2 {
+	if v[0] >= recordV2 {
 		g.sealSeq = d.uvarint()
+	}
+	g.Unreadable, g.ExpiresBasis, g.ExpiryWarned = 0, "", false
+	g.ConsentAt, g.AnnouncedExpiresAt, g.ExpiresAt = time.Time{}, time.Time{}, time.Time{}
+	if v[0] >= recordV3 {
+		g.Unreadable = int(min(d.uvarint(), math.MaxInt32))
+		g.ExpiresBasis = d.string()
+		g.ExpiryWarned = d.times(&g.ConsentAt, &g.AnnouncedExpiresAt, &g.ExpiresAt)&flagExpiryWarned != 0
 	}
 	if d.bad || len(d.b) != 0 {
 		return errBadRecord

@@ -18,9 +18,14 @@ func TestGrantCodecRoundTrip(t *testing.T) {
 			State:  StateReconnectRequired, Cause: "revoked", Action: "reconnect",
 			Error: "invalid_grant", ErrorDescription: "Token has been expired or revoked. ünïcödé",
 			Failures: 7, CreatedAt: now.Add(-time.Hour), LastProbeAt: now, LastSuccessAt: now.Add(-time.Minute),
-			StateChangedAt: now, TokenGen: 1 << 40, LostAnswer: true,
+			StateChangedAt: now, TokenGen: 1 << 40, LostAnswer: true, Rotated: true, ReuseDetected: true,
 			PreviousState: StateDegraded, PreviousCause: "server_error", sealSeq: 1<<33 + 5,
+			Unreadable: 4, ConsentAt: now.Add(-48 * time.Hour), AnnouncedExpiresAt: now.Add(time.Hour),
+			ExpiresAt: now.Add(time.Hour), ExpiresBasis: BasisAnnounced, ExpiryWarned: true,
 		},
+		// A forecast beyond the nanosecond range (Intuit's five years are
+		// not, but a configured max_lifetime may be).
+		{ID: "far", Provider: "p", State: StateHealthy, ExpiresAt: time.Date(2400, 1, 1, 0, 0, 0, 0, time.UTC), ExpiresBasis: BasisConfigured},
 	}
 	for _, g := range tests {
 		var got Grant
@@ -51,12 +56,22 @@ func TestGrantCodecReadsV1(t *testing.T) {
 
 // encodeGrantV1 writes g as grantwatch wrote grant records before the seal
 // sequence: version 1, without the trailing sequence.
-func encodeGrantV1(g *Grant) []byte {
-	c := *g
-	c.sealSeq = 0
-	b := encodeGrant(&c) // ends in uvarint 0: one byte
-	b[0] = recordV1
-	return b[:len(b)-1]
+func encodeGrantV1(g *Grant) []byte { return encodeGrantForm(g, recordV1) }
+
+// TestGrantCodecReadsV2: records of version 2 (before the forecast) are
+// read with their seal sequence, and without a forecast or an unreadable
+// count.
+func TestGrantCodecReadsV2(t *testing.T) {
+	g := Grant{ID: "g1", Provider: "google", State: StateHealthy, TokenGen: 3, NextDueAt: t0, sealSeq: 9}
+	var got Grant
+	if err := decodeGrant(encodeGrantForm(&g, recordV2), &got); err != nil || !reflect.DeepEqual(got, g) {
+		t.Fatalf("v2 record decoded as %+v, %v; want %+v", got, err, g)
+	}
+	g.Unreadable, g.ExpiresAt, g.ExpiresBasis = 3, t0, BasisIdle
+	got = Grant{Unreadable: 7, ExpiresBasis: "stale"}
+	if err := decodeGrant(encodeGrantForm(&g, recordV2), &got); err != nil || got.Unreadable != 0 || !got.ExpiresAt.IsZero() || got.ExpiresBasis != "" {
+		t.Errorf("v2 record: forecast %v %q, unreadable %d, %v; want none", got.ExpiresAt, got.ExpiresBasis, got.Unreadable, err)
+	}
 }
 
 // TestGrantCodecReadsJSON: records written before the binary form are read.
@@ -110,7 +125,7 @@ func FuzzDecodeGrant(f *testing.F) {
 			}
 		}
 		var got Grant
-		if decodeGrant(b, &got) == nil && len(b) > 0 && (b[0] == recordV1 || b[0] == recordV2) {
+		if decodeGrant(b, &got) == nil && len(b) > 0 && b[0] >= recordV1 && b[0] <= recordV3 {
 			again := encodeGrant(&got)
 			var back Grant
 			if err := decodeGrant(again, &back); err != nil || !reflect.DeepEqual(back, got) {

@@ -60,7 +60,7 @@ func TestCompact(t *testing.T) {
 		t.Errorf("compacted database differs:\n got %s\nwant %s", got, want)
 	}
 	assertIndexesMatchScan(t, cdb)
-	if _, _, err := cdb.Import([]NewGrant{{ID: "new", Provider: "google", RefreshToken: "t"}}, t0); err != nil {
+	if _, _, err := cdb.Import([]NewGrant{{ID: "new", Provider: "google", RefreshToken: "t"}}, t0, replaceAll); err != nil {
 		t.Fatal(err)
 	}
 	if g, _ := cdb.Get("new"); g.Row != nextRow+1 {

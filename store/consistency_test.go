@@ -117,7 +117,7 @@ func TestRandomOperationsKeepIndexes(t *testing.T) {
 				for range rng.IntN(5) + 1 {
 					gs = append(gs, NewGrant{ID: id(), Provider: providers[rng.IntN(3)], RefreshToken: "t"})
 				}
-				if _, _, err := db.Import(gs, now); err != nil {
+				if _, _, err := db.Import(gs, now, replaceAll); err != nil {
 					t.Fatal(err)
 				}
 			case 1, 2:

@@ -38,8 +38,14 @@ type Store interface {
 	// Counts returns provider → state → number of grants, without a scan.
 	Counts() (map[string]map[State]int, error)
 	// Import stores new grants and replaces the tokens of existing ones
-	// (DB.Import): TokenGen raised, state pending, due now.
-	Import(gs []NewGrant, now time.Time) (created, replaced int, err error)
+	// as opts allow (DB.Import): TokenGen raised, state pending, due now
+	// (an Observe grant: not due); a grant opts do not allow replacing
+	// (ErrExists, ErrRotated) fails the whole call, naming them.
+	Import(gs []NewGrant, now time.Time, opts ImportOptions) (created, replaced int, err error)
+	// ImportConflicts names which of gs exist and which of those have a
+	// token rotated since it was stored from outside (Grant.Rotated),
+	// without writing.
+	ImportConflicts(gs []NewGrant) (Conflicts, error)
 	// SetToken stores a new token for id (set-token, reconnect): TokenGen
 	// raised, state pending, due now.
 	SetToken(id string, tok secret.Secret, now time.Time) (Grant, error)
@@ -49,6 +55,24 @@ type Store interface {
 	// DB.RemoveWhere), in chunks, returning how many went.
 	RemoveIDs(ids []string) (int, error)
 	RemoveWhere(state State, provider string) (int, error)
+
+	// The watch indexes (watch.go): per provider, the grants' forecasts in
+	// time order and the grants whose answers no rule reads
+	// (Unreadable ≥ UnreadableAfter), kept by every write of a grant, so
+	// that status, the metrics and `grants list --expiring` read only the
+	// matching grants, never the fleet.
+
+	// ExpiringCounts returns provider → grants forecast to die at or
+	// before t (Grant.ExpiresAt), O(providers + matching).
+	ExpiringCounts(t time.Time) (map[string]int, error)
+	// EachExpiring calls fn for every grant forecast to die at or before t
+	// (of provider, unless ""), provider by provider, soonest first.
+	EachExpiring(t time.Time, provider string, fn func(Grant) error) error
+	// UnreadableCounts returns provider → grants in the unreadable index.
+	UnreadableCounts() (map[string]int, error)
+	// EachUnreadable calls fn for every grant in the unreadable index (of
+	// provider, unless ""), by provider.
+	EachUnreadable(provider string, fn func(Grant) error) error
 
 	// The due index.
 
@@ -103,10 +127,34 @@ type Store interface {
 	// Resumable imports (DB.BeginImport and the rest).
 
 	BeginImport(job ImportJob) (ImportJob, error)
-	ImportBatch(id string, from, lines int, gs []NewGrant, now time.Time) (ImportJob, error)
+	ImportBatch(id string, from, lines int, gs []NewGrant, now time.Time, opts ImportOptions) (ImportJob, error)
 	PendingImports() ([]ImportJob, error)
 	FinishImport(id string) (ImportJob, error)
 	AbortImport(id string) (ImportJob, error)
+
+	// App keys (grantwatch keys; the broker and the TCP API check them):
+	// stored as the key's hash, never the key. A name is one key and a key
+	// one name (ErrExists); RevokeAppKey of an unknown name is ErrNotFound;
+	// AppKeys lists them by name.
+
+	CreateAppKey(k AppKey) error
+	AppKeys() ([]AppKey, error)
+	RevokeAppKey(name string) error
+
+	// Hosted reconnect links (links.go): only a link's hash is stored.
+
+	// CreateLink stores a link for l.GrantID under hash (LinkHash of its
+	// secret); ErrNotFound when the grant does not exist. Records of
+	// links expired more than LinkKeep before now may be deleted.
+	CreateLink(hash []byte, l Link, now time.Time) error
+	// Link returns the link under hash: ErrNotFound when there is none or
+	// its grant is gone (removed, even if imported again), ErrLinkUsed or
+	// ErrLinkExpired, with the record, when it cannot be used at now.
+	Link(hash []byte, now time.Time) (Link, error)
+	// UseLink marks the link used at now, atomically: of concurrent
+	// callers one succeeds, the others get ErrLinkUsed. It fails as Link
+	// does and leaves the link unused then.
+	UseLink(hash []byte, now time.Time) (Link, error)
 
 	// Path names where the store lives, for logs and status: the bbolt
 	// file's path, or the etcd endpoints and prefix. Never a secret.

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -120,6 +122,10 @@ func (b *bkts) putGrant(row uint64, old *Grant, g *Grant, d counterDelta) error 
 		}
 	}
 
+	if err := b.putWatch(row, old, g); err != nil {
+		return err
+	}
+
 	if old == nil || old.State != g.State || old.Provider != g.Provider {
 		if old != nil {
 			if err := b.byState.Delete(stateKey(old.State, old.Provider, row)); err != nil {
@@ -202,15 +208,22 @@ func (b *bkts) deleteHistory(row uint64) error {
 // have been removed, one above the highest TokenGen removed: see removedGen). An existing id
 // takes the given provider, subject, labels and token and is reset: state
 // pending, cause and error cleared, failures 0, TokenGen+1, due at now. Both
-// get a "token imported" history entry. A grant with an empty or NUL-carrying
-// id or provider, or an empty token, fails the whole call.
-func (db *DB) Import(gs []NewGrant, now time.Time) (created, replaced int, err error) {
+// start a new token chain (ConsentAt now, no forecast until probed) and get a
+// "token imported" history entry. An Observe grant is not scheduled
+// (NextDueAt zero). A grant with an empty or NUL-carrying id or provider, or
+// an empty token (unless it is an Observe grant), fails the whole call.
+//
+// opts say what may be replaced: an existing grant without opts.Replace, or
+// one whose token rotated since it was stored from outside without
+// opts.Force, fails the whole call with a *ConflictError naming every such
+// grant of gs, and nothing is written.
+func (db *DB) Import(gs []NewGrant, now time.Time, opts ImportOptions) (created, replaced int, err error) {
 	if err := checkImport(gs); err != nil {
 		return 0, 0, err
 	}
 	err = db.update(func(b *bkts) error {
 		var err error
-		created, replaced, err = db.importTx(b, gs, now)
+		created, replaced, err = db.importTx(b, gs, now, opts)
 		return err
 	})
 	if err != nil {
@@ -220,8 +233,10 @@ func (db *DB) Import(gs []NewGrant, now time.Time) (created, replaced int, err e
 }
 
 // importTx is Import's work within a write transaction, for Import and
-// ImportBatch; gs are checked (checkImport).
-func (db *DB) importTx(b *bkts, gs []NewGrant, now time.Time) (created, replaced int, err error) {
+// ImportBatch; gs are checked (checkImport). A conflict with opts stops the
+// writes, and the rest of gs is only looked up, so that the error names
+// every conflict; the caller's transaction then rolls back.
+func (db *DB) importTx(b *bkts, gs []NewGrant, now time.Time, opts ImportOptions) (created, replaced int, err error) {
 	// Tokens are sealed inside the transaction: their additional
 	// data holds the row and seal sequence, known only here, and the
 	// keyring read here is the one a concurrent Rekey walks behind.
@@ -231,46 +246,29 @@ func (db *DB) importTx(b *bkts, gs []NewGrant, now time.Time) (created, replaced
 		bk.FillPercent = 1.0
 	}
 	d := counterDelta{}
+	var conflicts Conflicts
 	for _, ng := range gs {
 		row, old, exists, err := b.lookup(ng.ID)
 		if err != nil {
 			return 0, 0, err
 		}
-		g := Grant{
-			ID:             ng.ID,
-			Provider:       ng.Provider,
-			Subject:        ng.Subject,
-			Labels:         ng.Labels,
-			State:          StatePending,
-			CreatedAt:      now,
-			StateChangedAt: now,
-			NextDueAt:      now,
-			TokenGen:       1,
+		if exists {
+			conflicts.add(ng.ID, old)
 		}
-		h := HistoryEntry{At: now, To: StatePending, Note: "token imported"}
+		if conflicts.Refused(opts) != nil {
+			continue // only look up the rest
+		}
 		var oldp *Grant
 		if exists {
 			oldp = &old
-			g.CreatedAt = old.CreatedAt
-			g.LastProbeAt = old.LastProbeAt
-			g.LastSuccessAt = old.LastSuccessAt
-			g.TokenGen = old.TokenGen + 1
-			g.sealSeq = old.sealSeq
-			g.PreviousState, g.PreviousCause = replacedProblem(old)
-			if old.State == StatePending {
-				g.StateChangedAt = old.StateChangedAt
-			}
-			h.From = old.State
 			replaced++
 		} else {
 			if row, err = b.newRow(ng.ID); err != nil {
 				return 0, 0, err
 			}
-			g.TokenGen = b.removedGen() + 1
 			created++
 		}
-		g.Row = row
-		g.sealSeq++
+		g, h := ImportedGrant(oldp, &ng, row, now, b.removedGen()+1)
 		if err := b.putGrant(row, oldp, &g, d); err != nil {
 			return 0, 0, err
 		}
@@ -281,7 +279,119 @@ func (db *DB) importTx(b *bkts, gs []NewGrant, now time.Time) (created, replaced
 			return 0, 0, err
 		}
 	}
+	if err := conflicts.Refused(opts); err != nil {
+		return 0, 0, err
+	}
 	return created, replaced, b.flushCounts(d)
+}
+
+// ImportConflicts looks up which of gs exist and which of those have a
+// token the provider rotated since it was stored from outside, without
+// writing: what Import would refuse, for a caller that checks a whole input
+// before its first chunk is written, or warns about what it replaces.
+func (db *DB) ImportConflicts(gs []NewGrant) (Conflicts, error) {
+	var c Conflicts
+	err := db.view(func(b *bkts) error {
+		for _, ng := range gs {
+			_, old, ok, err := b.lookup(ng.ID)
+			if err != nil {
+				return err
+			}
+			if ok {
+				c.add(ng.ID, old)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return Conflicts{}, fmt.Errorf("look up grants to import in %s: %w", db.path, err)
+	}
+	return c, nil
+}
+
+// MaxConflictIDs is how many grants Conflicts names of each kind.
+const MaxConflictIDs = 20
+
+// Conflicts are the stored grants an import would replace.
+type Conflicts struct {
+	// Exists counts the grants that exist; Rotated those of them whose
+	// token the provider rotated since it was stored from outside.
+	Exists, Rotated int
+	// ExistIDs and RotatedIDs name the first MaxConflictIDs of each, in
+	// input order.
+	ExistIDs, RotatedIDs []string
+}
+
+func (c *Conflicts) add(id string, old Grant) {
+	c.Exists++
+	if len(c.ExistIDs) < MaxConflictIDs {
+		c.ExistIDs = append(c.ExistIDs, id)
+	}
+	if old.Rotated {
+		c.Rotated++
+		if len(c.RotatedIDs) < MaxConflictIDs {
+			c.RotatedIDs = append(c.RotatedIDs, id)
+		}
+	}
+}
+
+// Merge adds o's grants to c (an input checked in chunks).
+func (c *Conflicts) Merge(o Conflicts) {
+	c.Exists += o.Exists
+	c.Rotated += o.Rotated
+	c.ExistIDs = append(c.ExistIDs, o.ExistIDs[:min(len(o.ExistIDs), MaxConflictIDs-len(c.ExistIDs))]...)
+	c.RotatedIDs = append(c.RotatedIDs, o.RotatedIDs[:min(len(o.RotatedIDs), MaxConflictIDs-len(c.RotatedIDs))]...)
+}
+
+// Refused returns the *ConflictError for what opts does not allow of c, or
+// nil: what Import would refuse.
+func (c *Conflicts) Refused(opts ImportOptions) error {
+	switch {
+	case c.Exists > 0 && !opts.Replace:
+		return &ConflictError{Conflicts: *c, Err: ErrExists}
+	case c.Rotated > 0 && !opts.Force:
+		return &ConflictError{Conflicts: *c, Err: ErrRotated}
+	}
+	return nil
+}
+
+// ConflictError is an import refused for the grants it would replace. Err
+// is ErrExists (grants exist, ImportOptions.Replace not given) or
+// ErrRotated (tokens rotated since they were stored from outside,
+// ImportOptions.Force not given); errors.Is sees it.
+type ConflictError struct {
+	Conflicts
+	Err error
+}
+
+func (e *ConflictError) Error() string {
+	if e.Err == ErrRotated {
+		return fmt.Sprintf("%d %s rotated since %s stored from outside: %s", e.Rotated,
+			plural(e.Rotated, "grant's token", "grants' tokens"), plural(e.Rotated, "it was", "they were"), idList(e.RotatedIDs, e.Rotated))
+	}
+	return fmt.Sprintf("%d %s: %s", e.Exists, plural(e.Exists, "grant exists", "grants exist"), idList(e.ExistIDs, e.Exists))
+}
+
+func (e *ConflictError) Unwrap() error { return e.Err }
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}
+
+// idList joins ids, quoted, and says how many of total it leaves out.
+func idList(ids []string, total int) string {
+	q := make([]string, len(ids))
+	for i, id := range ids {
+		q[i] = strconv.Quote(id)
+	}
+	s := strings.Join(q, ", ")
+	if total > len(ids) {
+		s += fmt.Sprintf(" and %d more", total-len(ids))
+	}
+	return s
 }
 
 // reservedIDs are grant ids the store keeps for itself: the key canary is
@@ -301,7 +411,7 @@ func checkImport(gs []NewGrant) error {
 		if err := checkName("provider", ng.Provider); err != nil {
 			return fmt.Errorf("import grant %q: %w", ng.ID, err)
 		}
-		if ng.RefreshToken.IsZero() {
+		if ng.RefreshToken.IsZero() && !ng.Observe {
 			return fmt.Errorf("import grant %q: refresh token is empty", ng.ID)
 		}
 	}
@@ -616,6 +726,9 @@ func (b *bkts) remove(row uint64, g *Grant, d counterDelta) error {
 			return fmt.Errorf("remove %q: %w", g.ID, err)
 		}
 	}
+	if err := b.putWatch(row, g, nil); err != nil {
+		return fmt.Errorf("remove %q: %w", g.ID, err)
+	}
 	if err := b.deleteHistory(row); err != nil {
 		return fmt.Errorf("remove %q: %w", g.ID, err)
 	}
@@ -641,7 +754,9 @@ func (b *bkts) removedGen() uint64 {
 
 // SetToken stores a new refresh token for id (set-token, reconnect) and
 // resets the grant so that it is probed at now: state pending, cause, action
-// and error cleared, failures 0, TokenGen+1. It returns the new record.
+// and error cleared, failures 0, LostAnswer, Rotated and ReuseDetected
+// cleared, TokenGen+1, and, a new token chain, its ConsentAt now, its
+// forecast and unreadable count cleared. It returns the new record.
 // Missing grant: ErrNotFound.
 func (db *DB) SetToken(id string, tok secret.Secret, now time.Time) (Grant, error) {
 	if tok.IsZero() {
@@ -656,17 +771,8 @@ func (db *DB) SetToken(id string, tok secret.Secret, now time.Time) (Grant, erro
 		if !ok {
 			return notFound(id)
 		}
-		g = old
-		g.State = StatePending
-		g.PreviousState, g.PreviousCause = replacedProblem(old)
-		g.Cause, g.Action, g.Error, g.ErrorDescription = "", "", "", ""
-		g.Failures = 0
-		g.TokenGen++
-		g.sealSeq++
-		g.NextDueAt = now
-		if old.State != StatePending {
-			g.StateChangedAt = now
-		}
+		var h HistoryEntry
+		g, h = TokenReplaced(old, now)
 		d := counterDelta{}
 		if err := b.putGrant(row, &old, &g, d); err != nil {
 			return err
@@ -674,7 +780,6 @@ func (db *DB) SetToken(id string, tok secret.Secret, now time.Time) (Grant, erro
 		if err := b.putToken(row, id, db.keys.Load().sealToken(&g, []byte(tok.Reveal()))); err != nil {
 			return err
 		}
-		h := HistoryEntry{At: now, From: old.State, To: StatePending, Note: "token replaced"}
 		if err := b.appendHistory(row, &h, db.historyLimit, false); err != nil {
 			return err
 		}

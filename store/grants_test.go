@@ -9,12 +9,17 @@ import (
 	"time"
 )
 
+// replaceAll lets an import replace any stored token, rotated or not: what
+// Import did before ImportOptions, for the tests that import over grants.
+var replaceAll = ImportOptions{Replace: true, Force: true}
+
 func TestImport(t *testing.T) {
 	db := openTest(t, Options{})
 	created, replaced, err := db.Import([]NewGrant{
 		{ID: "a", Provider: "google", Subject: "a@x", Labels: map[string]string{"team": "x"}, RefreshToken: "t1"},
 		{ID: "b", Provider: "google", RefreshToken: "t2"},
-	}, t0)
+	}, t0, replaceAll)
+
 	if err != nil || created != 2 || replaced != 0 {
 		t.Fatalf("Import = %d, %d, %v; want 2, 0", created, replaced, err)
 	}
@@ -24,7 +29,7 @@ func TestImport(t *testing.T) {
 		return Change{Grant: cur}, nil
 	})
 	t1 := t0.Add(time.Minute)
-	created, replaced, err = db.Import([]NewGrant{{ID: "b", Provider: "google", Subject: "b@x", RefreshToken: "t3"}}, t1)
+	created, replaced, err = db.Import([]NewGrant{{ID: "b", Provider: "google", Subject: "b@x", RefreshToken: "t3"}}, t1, replaceAll)
 	if err != nil || created != 0 || replaced != 1 {
 		t.Fatalf("re-Import = %d, %d, %v; want 0, 1", created, replaced, err)
 	}
@@ -47,7 +52,7 @@ func TestImport(t *testing.T) {
 		{ID: "c", Provider: "", RefreshToken: "t"},
 		{ID: "c", Provider: "p"},
 	} {
-		if _, _, err := db.Import([]NewGrant{{ID: "ok", Provider: "p", RefreshToken: "t"}, bad}, t0); err == nil {
+		if _, _, err := db.Import([]NewGrant{{ID: "ok", Provider: "p", RefreshToken: "t"}, bad}, t0, replaceAll); err == nil {
 			t.Errorf("Import(%q, %q): nil error", bad.ID, bad.Provider)
 		}
 	}
@@ -59,7 +64,7 @@ func TestImport(t *testing.T) {
 func TestEachInState(t *testing.T) {
 	db := openTest(t, Options{})
 	importN(t, db, 3000, "google", t0)
-	db.Import([]NewGrant{{ID: "m1", Provider: "microsoft", RefreshToken: "x"}}, t0)
+	db.Import([]NewGrant{{ID: "m1", Provider: "microsoft", RefreshToken: "x"}}, t0, replaceAll)
 	for _, id := range []string{"g0005", "g2999", "m1"} {
 		db.Apply(id, func(cur Grant) (Change, error) { cur.State = StateDegraded; return Change{Grant: cur}, nil })
 	}
@@ -167,7 +172,7 @@ func TestRemoveThenReimportIsNewTokenGen(t *testing.T) {
 		if err := db.Remove(l.Grant.ID); err != nil {
 			t.Fatal(err)
 		}
-		if _, _, err := db.Import([]NewGrant{{ID: l.Grant.ID, Provider: "google", RefreshToken: "fresh"}}, t0); err != nil {
+		if _, _, err := db.Import([]NewGrant{{ID: l.Grant.ID, Provider: "google", RefreshToken: "fresh"}}, t0, replaceAll); err != nil {
 			t.Fatal(err)
 		}
 		g, _ := db.Get(l.Grant.ID)
@@ -185,7 +190,8 @@ func TestImportRefusesReservedID(t *testing.T) {
 	_, _, err := db.Import([]NewGrant{
 		{ID: "ok", Provider: "p", RefreshToken: "t"},
 		{ID: "grantwatch-canary", Provider: "p", RefreshToken: "t"},
-	}, t0)
+	}, t0, replaceAll)
+
 	if err == nil || !strings.Contains(err.Error(), `"grantwatch-canary"`) || !strings.Contains(err.Error(), "grant 2") || !strings.Contains(err.Error(), "reserved") {
 		t.Fatalf("Import(grantwatch-canary) = %v, want an error naming the reserved id and its position", err)
 	}
@@ -216,7 +222,7 @@ func fleetForRemoval(t *testing.T, db *DB) {
 	for i := range 6 {
 		ms = append(ms, NewGrant{ID: fmt.Sprintf("m%d", i), Provider: "microsoft", RefreshToken: "t"})
 	}
-	if _, _, err := db.Import(ms, t0); err != nil {
+	if _, _, err := db.Import(ms, t0, replaceAll); err != nil {
 		t.Fatal(err)
 	}
 	set := func(id string, st State) {
@@ -267,7 +273,7 @@ func TestRemoveIDs(t *testing.T) {
 	}
 	assertIndexesMatchScan(t, db)
 	// Removed grants raise removedGen as Remove does.
-	if _, _, err := db.Import([]NewGrant{{ID: "g0003", Provider: "google", RefreshToken: "again"}}, t0); err != nil {
+	if _, _, err := db.Import([]NewGrant{{ID: "g0003", Provider: "google", RefreshToken: "again"}}, t0, replaceAll); err != nil {
 		t.Fatal(err)
 	}
 	if g, _ := db.Get("g0003"); g.TokenGen <= g3.TokenGen {

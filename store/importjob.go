@@ -59,7 +59,7 @@ func (db *DB) BeginImport(job ImportJob) (ImportJob, error) {
 	return job, nil
 }
 
-// ImportBatch imports gs as Import does and advances job id by lines input
+// ImportBatch imports gs as Import does (with opts) and advances job id by lines input
 // lines (those gs came from, blank ones included), in one transaction: the
 // grants land together with the job's progress, or neither does. from is
 // the number of lines the caller believes committed before this batch; when
@@ -67,7 +67,7 @@ func (db *DB) BeginImport(job ImportJob) (ImportJob, error) {
 // ErrImportOffset. It returns the job as committed. A job that does not
 // exist: ErrNotFound; gs that Import refuses: Import's error, nothing
 // written.
-func (db *DB) ImportBatch(id string, from, lines int, gs []NewGrant, now time.Time) (ImportJob, error) {
+func (db *DB) ImportBatch(id string, from, lines int, gs []NewGrant, now time.Time, opts ImportOptions) (ImportJob, error) {
 	if lines < len(gs) || lines <= 0 {
 		return ImportJob{}, fmt.Errorf("import batch of job %q: %d lines cannot hold %d grants", id, lines, len(gs))
 	}
@@ -86,7 +86,7 @@ func (db *DB) ImportBatch(id string, from, lines int, gs []NewGrant, now time.Ti
 		if job.Total > 0 && from+lines > job.Total {
 			return fmt.Errorf("job %q: a batch of lines %d to %d goes past its %d lines", id, from+1, from+lines, job.Total)
 		}
-		created, replaced, err := db.importTx(b, gs, now)
+		created, replaced, err := db.importTx(b, gs, now, opts)
 		if err != nil {
 			return err
 		}

@@ -43,7 +43,7 @@ func TestImportJob(t *testing.T) {
 		{20, 20, 18, 30, 8},
 		{40, 5, 5, 30, 13},
 	} {
-		job, err = db.ImportBatch(job.ID, b.from, b.lines, jobLines(b.from, b.grants), t0)
+		job, err = db.ImportBatch(job.ID, b.from, b.lines, jobLines(b.from, b.grants), t0, replaceAll)
 		if err != nil {
 			t.Fatalf("batch at %d: %v", b.from, err)
 		}
@@ -64,7 +64,7 @@ func TestImportJob(t *testing.T) {
 	if jobs, _ := db.PendingImports(); len(jobs) != 0 {
 		t.Errorf("PendingImports after FinishImport = %+v", jobs)
 	}
-	if _, err := db.ImportBatch(job.ID, 45, 1, jobLines(45, 1), t0); !errors.Is(err, ErrNotFound) {
+	if _, err := db.ImportBatch(job.ID, 45, 1, jobLines(45, 1), t0, replaceAll); !errors.Is(err, ErrNotFound) {
 		t.Errorf("a batch of a finished job: %v, want ErrNotFound", err)
 	}
 }
@@ -74,7 +74,7 @@ func TestImportJob(t *testing.T) {
 func TestImportBatchRefuses(t *testing.T) {
 	db := openTest(t, Options{})
 	job, _ := db.BeginImport(ImportJob{Total: 30})
-	job, err := db.ImportBatch(job.ID, 0, 10, jobLines(0, 10), t0)
+	job, err := db.ImportBatch(job.ID, 0, 10, jobLines(0, 10), t0, replaceAll)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +94,7 @@ func TestImportBatchRefuses(t *testing.T) {
 	} {
 		t.Run(b.name, func(t *testing.T) {
 			h, _ := db.History("j01")
-			_, err := db.ImportBatch(job.ID, b.from, b.lines, b.gs, t0)
+			_, err := db.ImportBatch(job.ID, b.from, b.lines, b.gs, t0, replaceAll)
 			if err == nil || (b.want != nil && !errors.Is(err, b.want)) || !strings.Contains(err.Error(), job.ID) {
 				t.Errorf("ImportBatch = %v, want an error (%v) naming the job", err, b.want)
 			}
@@ -113,7 +113,7 @@ func TestImportBatchRefuses(t *testing.T) {
 	if _, err := db.FinishImport(job.ID); err == nil || !strings.Contains(err.Error(), "10 of 30 lines") {
 		t.Errorf("FinishImport of an unfinished job = %v", err)
 	}
-	if _, err := db.ImportBatch("import-99", 0, 1, jobLines(0, 1), t0); !errors.Is(err, ErrNotFound) {
+	if _, err := db.ImportBatch("import-99", 0, 1, jobLines(0, 1), t0, replaceAll); !errors.Is(err, ErrNotFound) {
 		t.Errorf("ImportBatch of no job = %v, want ErrNotFound", err)
 	}
 }
@@ -138,7 +138,7 @@ func TestPendingImports(t *testing.T) {
 	if strings.Join(got, " ") != strings.Join(ids, " ") {
 		t.Errorf("PendingImports = %v, want %v", got, ids)
 	}
-	if _, err := db.ImportBatch(ids[10], 0, 3, jobLines(0, 3), t0); err != nil {
+	if _, err := db.ImportBatch(ids[10], 0, 3, jobLines(0, 3), t0, replaceAll); err != nil {
 		t.Fatal(err)
 	}
 	if j, err := db.AbortImport(ids[10]); err != nil || j.Committed != 3 {
@@ -201,7 +201,7 @@ func TestImportJobProgressAfterKill(t *testing.T) {
 	}
 	assertIndexesMatchScan(t, db)
 	// The import goes on where the job stands.
-	if _, err := db.ImportBatch(job.ID, job.Committed, 1, []NewGrant{childLine(job.Committed + 1)}, t0); err != nil {
+	if _, err := db.ImportBatch(job.ID, job.Committed, 1, []NewGrant{childLine(job.Committed + 1)}, t0, replaceAll); err != nil {
 		t.Errorf("resuming: %v", err)
 	}
 }
@@ -226,7 +226,7 @@ func importChild(path string) {
 		for i := job.Committed + 1; i <= job.Committed+7; i++ {
 			gs = append(gs, childLine(i))
 		}
-		if job, err = db.ImportBatch(job.ID, job.Committed, 7, gs, t0); err != nil {
+		if job, err = db.ImportBatch(job.ID, job.Committed, 7, gs, t0, replaceAll); err != nil {
 			panic(err)
 		}
 		fmt.Println("committed", job.Committed)

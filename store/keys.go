@@ -117,3 +117,25 @@ func seqOf(k []byte) uint64 {
 func u64(v uint64) []byte {
 	return binary.BigEndian.AppendUint64(nil, v)
 }
+
+// expiryKey is provider ‖ 0 ‖ big-endian unix-nano t ‖ row: one provider's
+// forecasts in time order.
+func expiryKey(provider string, t time.Time, row uint64) []byte {
+	k := make([]byte, 0, len(provider)+1+16)
+	k = append(k, provider...)
+	k = append(k, 0)
+	k = binary.BigEndian.AppendUint64(k, timeNanos(t))
+	return binary.BigEndian.AppendUint64(k, row)
+}
+
+// unreadKey is provider ‖ 0 ‖ row.
+func unreadKey(provider string, row uint64) []byte {
+	k := make([]byte, 0, len(provider)+1+8)
+	k = append(k, provider...)
+	k = append(k, 0)
+	return binary.BigEndian.AppendUint64(k, row)
+}
+
+// providerPrefix selects one provider's entries of the expiry and
+// unreadable indexes.
+func providerPrefix(provider string) []byte { return append([]byte(provider), 0) }

@@ -208,7 +208,7 @@ func TestRekeyWhileWriting(t *testing.T) {
 		case 1:
 			_, err = db.SetToken(id, "set", t0)
 		case 2:
-			_, _, err = db.Import([]NewGrant{{ID: fmt.Sprintf("new%d", i), Provider: "google", RefreshToken: "imp"}}, t0)
+			_, _, err = db.Import([]NewGrant{{ID: fmt.Sprintf("new%d", i), Provider: "google", RefreshToken: "imp"}}, t0, replaceAll)
 		}
 		return err
 	})

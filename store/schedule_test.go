@@ -80,7 +80,7 @@ func TestReschedule(t *testing.T) {
 	db := openTest(t, Options{})
 	importN(t, db, 6, "google", t0)
 	importN2 := []NewGrant{{ID: "m1", Provider: "microsoft", RefreshToken: "x"}}
-	db.Import(importN2, t0)
+	db.Import(importN2, t0, replaceAll)
 	hold := func(id, cause string) {
 		db.Apply(id, func(cur Grant) (Change, error) {
 			cur.State, cur.Cause, cur.NextDueAt = StateOnHold, cause, time.Time{}

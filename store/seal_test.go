@@ -92,7 +92,7 @@ func TestRolledBackTokenIsRefused(t *testing.T) {
 			}
 		}},
 		{"re-import", func(t *testing.T, db *DB) {
-			if _, _, err := db.Import([]NewGrant{{ID: "g0001", Provider: "google", RefreshToken: "newer"}}, t0); err != nil {
+			if _, _, err := db.Import([]NewGrant{{ID: "g0001", Provider: "google", RefreshToken: "newer"}}, t0, replaceAll); err != nil {
 				t.Fatal(err)
 			}
 		}},
@@ -102,7 +102,7 @@ func TestRolledBackTokenIsRefused(t *testing.T) {
 			if err := db.Remove("g0001"); err != nil {
 				t.Fatal(err)
 			}
-			if _, _, err := db.Import([]NewGrant{{ID: "g0001", Provider: "google", RefreshToken: "newer"}}, t0); err != nil {
+			if _, _, err := db.Import([]NewGrant{{ID: "g0001", Provider: "google", RefreshToken: "newer"}}, t0, replaceAll); err != nil {
 				t.Fatal(err)
 			}
 		}},
@@ -164,6 +164,12 @@ func downgradeToV1(t *testing.T, path string, key []byte) {
 			}
 			b.grants.Put(k, encodeGrantV1(&g))
 			b.tokens.Put(k, sealV0(string(pt), g.ID))
+		}
+		// Schema 1 had no watch indexes (version-1 records no forecast).
+		for _, name := range [][]byte{bucketExpiry, bucketUnread} {
+			if err := tx.DeleteBucket(name); err != nil {
+				return err
+			}
 		}
 		b.meta.Put(keyCanary, sealV0(canaryAD, canaryAD))
 		return b.meta.Put(keySchema, []byte("1"))

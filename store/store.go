@@ -2,6 +2,10 @@
 // sealed refresh tokens, a due-time index, per-grant history, the notification
 // outbox and daemon state. It is the only package that imports bbolt.
 //
+// grants.go (~830 lines) keeps every write path of a grant (import, set
+// token, remove, the indexes and counters they keep in step) in one file on
+// purpose: a change to one path must be read against the others.
+//
 // Layout (one bucket each, created at Open):
 //
 //	meta      "schema" → decimal version, "canary" → sealed canary, "keyid" → key fingerprint,
@@ -19,6 +23,11 @@
 //	dead      same keys as outbox, dead-lettered entries
 //	daemon    GetMeta/PutMeta keys
 //	imports   import job id → ImportJob as JSON (unfinished resumable imports)
+//	links     SHA-256 of a reconnect link's secret → Link as JSON, never the secret (links.go)
+//	linkexp   8-byte big-endian expiry ‖ SHA-256 → empty (links.go)
+//	appkeys   app key name → AppKey as JSON, the key's SHA-256, never the key (appkeys.go)
+//	expiry    provider ‖ 0 ‖ 8-byte big-endian unix-nano ExpiresAt ‖ row → empty (forecasts, soonest first)
+//	unread    provider ‖ 0 ‖ row → empty (grants with Unreadable ≥ UnreadableAfter)
 //
 // Every per-grant bucket is keyed by the grant's row rather than its id, so
 // that importing ids in random order appends to them; only the ids bucket
@@ -54,7 +63,12 @@ import (
 // tokens (seal.go), which version 1 cannot read. A version-1 file is
 // marked version 2 when it is opened; its records are read either way and
 // converted as they are written (all of them by Rekey).
-const SchemaVersion = 2
+//
+// Version 3 adds grant records with the forecast and the unreadable count
+// (codec.go recordV3) and the expiry and unreadable indexes. A version-2
+// file is marked version 3 when it is opened: its grants have no forecast
+// yet, so the new indexes start empty and fill as grants are probed.
+const SchemaVersion = 3
 
 const (
 	defaultLockTimeout   = 2 * time.Second
@@ -76,9 +90,12 @@ var (
 	bucketDead    = []byte("dead")
 	bucketDaemon  = []byte("daemon")
 	bucketImports = []byte("imports")
+	bucketExpiry  = []byte("expiry")
+	bucketUnread  = []byte("unread")
 
 	allBuckets = [][]byte{bucketMeta, bucketIDs, bucketGrants, bucketTokens, bucketDue, bucketByState,
-		bucketCounts, bucketHistory, bucketOutbox, bucketDead, bucketDaemon, bucketImports}
+		bucketCounts, bucketHistory, bucketOutbox, bucketDead, bucketDaemon, bucketImports,
+		bucketLinks, bucketLinkExp, bucketAppKeys, bucketExpiry, bucketUnread}
 
 	keySchema = []byte("schema")
 	keyCanary = []byte("canary")
@@ -355,6 +372,7 @@ type bkts struct {
 	ids, grants, tokens, due, byState, counts *bolt.Bucket
 	history, outbox, dead, daemon, meta       *bolt.Bucket
 	imports                                   *bolt.Bucket
+	expiry, unread                            *bolt.Bucket
 }
 
 func buckets(tx *bolt.Tx) *bkts {
@@ -372,6 +390,8 @@ func buckets(tx *bolt.Tx) *bkts {
 		daemon:  tx.Bucket(bucketDaemon),
 		meta:    tx.Bucket(bucketMeta),
 		imports: tx.Bucket(bucketImports),
+		expiry:  tx.Bucket(bucketExpiry),
+		unread:  tx.Bucket(bucketUnread),
 	}
 }
 

@@ -51,7 +51,7 @@ func importN(t testing.TB, db *DB, n int, provider string, now time.Time) {
 	for i := range gs {
 		gs[i] = NewGrant{ID: fmt.Sprintf("g%04d", i), Provider: provider, RefreshToken: secret.Secret(fmt.Sprintf("rt-%d", i))}
 	}
-	if _, _, err := db.Import(gs, now); err != nil {
+	if _, _, err := db.Import(gs, now, replaceAll); err != nil {
 		t.Fatalf("Import: %v", err)
 	}
 }
@@ -366,8 +366,8 @@ func TestDiskFull(t *testing.T) {
 		}
 		return gs
 	}
-	_, _, errImport := db.Import(batch(500), t0)
-	_, errBatch := db.ImportBatch(job.ID, 0, 500, batch(500), t0)
+	_, _, errImport := db.Import(batch(500), t0, replaceAll)
+	_, errBatch := db.ImportBatch(job.ID, 0, 500, batch(500), t0, replaceAll)
 	for _, err := range []error{errImport, errBatch} {
 		if !errors.Is(err, syscall.ENOSPC) || !IsWriteFailure(err) || !strings.Contains(err.Error(), "full") {
 			t.Errorf("a write to a full filesystem: %v; want ENOSPC, a write failure, saying it is full", err)
@@ -384,10 +384,10 @@ func TestDiskFull(t *testing.T) {
 	}
 
 	os.Remove(filepath.Join(dir, "filler"))
-	if _, _, err := db.Import(batch(500), t0); err != nil {
+	if _, _, err := db.Import(batch(500), t0, replaceAll); err != nil {
 		t.Fatalf("Import after freeing space: %v", err)
 	}
-	if j, err := db.ImportBatch(job.ID, 0, 1, batch(1), t0); err != nil || j.Committed != 1 {
+	if j, err := db.ImportBatch(job.ID, 0, 1, batch(1), t0, replaceAll); err != nil || j.Committed != 1 {
 		t.Errorf("ImportBatch after freeing space: %+v, %v", j, err)
 	}
 	assertIndexesMatchScan(t, db)

@@ -52,6 +52,12 @@ var (
 	// job has committed up to: a batch sent again after its commit landed,
 	// or lines skipped. The job's Committed says where to go on.
 	ErrImportOffset = errors.New("import batch does not start where its job stands")
+	// ErrRotated is an import that would replace a token the provider
+	// rotated since it was stored from outside, without
+	// ImportOptions.Force; one that would replace an existing grant's
+	// token without ImportOptions.Replace is ErrExists (appkeys.go). Both
+	// come as a *ConflictError naming the grants.
+	ErrRotated = errors.New("token rotated since it was imported")
 )
 
 // Grant is one stored grant without its token. The JSON names are part of
@@ -79,6 +85,22 @@ type Grant struct {
 	// (timeout or reset after sending): a provider that rotates tokens may
 	// have issued a new one that never arrived.
 	LostAnswer bool `json:"lost_answer,omitempty"`
+	// Rotated reports that the provider rotated the token since it was last
+	// stored from outside (import, set-token): a copy of the token taken
+	// before then, an old export among them, is rotated away, and
+	// presenting it again is reuse. The store keeps it (a rotation sets it,
+	// import and set-token clear it); a Change cannot set it.
+	Rotated bool `json:"rotated,omitempty"`
+	// ReuseDetected reports that the grant died of a reuse of its refresh
+	// token that grantwatch cannot explain (no lost answer, no token just
+	// stored): someone else presented it. Set with reconnect_required
+	// (grant.reuse_detected) and cleared with the next verdict or token.
+	ReuseDetected bool `json:"reuse_detected,omitempty"`
+	// Stale is derived when the grant is read through the daemon, never
+	// stored: the grant's provider is in observe mode and its app has not
+	// reported a refresh for longer than the provider's interval, so its
+	// state is old news.
+	Stale bool `json:"stale,omitempty"`
 	// PreviousState and PreviousCause are the problem a new token replaced
 	// (set-token, reconnect, or import over a reconnect_required or
 	// degraded grant). They are kept until the new token's first verdict,
@@ -89,6 +111,34 @@ type Grant struct {
 	// set-token, reconnect), not on rotation. A probe result whose TokenGen
 	// differs from the stored one is stale and must be dropped.
 	TokenGen uint64 `json:"token_gen"`
+	// Unreadable counts consecutive probes answered with a 4xx that no rule
+	// could read (probes.Result.Unreadable): the same grant answered so
+	// again and again needs a person. 0 after any other answer; a probe
+	// that got no answer leaves it as it is. At UnreadableAfter the grant
+	// is announced (grant.unreadable) and listed by status.
+	Unreadable int `json:"unreadable,omitempty"`
+	// ConsentAt is when the grant's current refresh token chain began: its
+	// import or its last set-token (a reconnect), not a rotation. An
+	// absolute lifetime counts from it. Zero in records written before it
+	// existed: the forecast then counts from CreatedAt.
+	ConsentAt time.Time `json:"consent_at,omitzero"`
+	// AnnouncedExpiresAt is when the provider said, in the last successful
+	// answer, that the refresh token expires (refresh_token_expires_in,
+	// x_refresh_token_expires_in, refresh_expires_in); zero when it said
+	// nothing.
+	AnnouncedExpiresAt time.Time `json:"announced_expires_at,omitzero"`
+	// ExpiresAt is the forecast of when the refresh token dies if nothing
+	// changes, and ExpiresBasis the rule that set it (the Basis* values):
+	// the earliest of the provider's idle window from the last successful
+	// use, its absolute lifetime from ConsentAt, the lifetime announced in
+	// the last answer, a configured override and Google's 7-day Testing
+	// mode. The transition computes it after every probe; zero when nothing
+	// is known, or the grant is already dead (reconnect_required).
+	ExpiresAt    time.Time `json:"expires_at,omitzero"`
+	ExpiresBasis string    `json:"expires_basis,omitempty"`
+	// ExpiryWarned reports that grant.expiring was sent for the current
+	// token chain; a new chain (import, set-token) clears it.
+	ExpiryWarned bool `json:"expiry_warned,omitempty"`
 	// Row is where the grant is stored, set on every read and never
 	// written: a grant keeps its row for life (a removed grant's row is not
 	// reused), so the daemon derives the grant's phase in its interval from
@@ -102,6 +152,31 @@ type Grant struct {
 	sealSeq uint64
 }
 
+// UnreadableAfter is how many consecutive unreadable 4xx answers
+// (Grant.Unreadable) make a grant a problem for a person: it is announced
+// once (grant.unreadable) and kept in the store's unreadable index, which
+// status reads.
+const UnreadableAfter = 3
+
+// The values of Grant.ExpiresBasis: which rule set the forecast. The names
+// are part of grantwatch's interface.
+const (
+	// BasisIdle: the preset's idle window from the last successful use.
+	// Probing keeps it alive.
+	BasisIdle = "idle"
+	// BasisAbsolute: the preset's maximum lifetime from consent, which no
+	// refresh extends.
+	BasisAbsolute = "absolute"
+	// BasisAnnounced: the lifetime the provider announced in its last token
+	// answer.
+	BasisAnnounced = "announced"
+	// BasisConfigured: the provider entry's idle_lifetime or max_lifetime.
+	BasisConfigured = "configured"
+	// BasisTesting: a Google app in Testing publishing status
+	// (google_testing): 7 days from consent.
+	BasisTesting = "testing"
+)
+
 // NewGrant is a grant to import.
 type NewGrant struct {
 	ID           string
@@ -109,6 +184,22 @@ type NewGrant struct {
 	Subject      string
 	Labels       map[string]string
 	RefreshToken secret.Secret
+	// Observe marks a grant of a provider in observe mode: grantwatch never
+	// refreshes it (its app reports each refresh), so it is not scheduled
+	// (NextDueAt zero) and may come without a refresh token.
+	Observe bool
+}
+
+// ImportOptions say which stored tokens an import may replace.
+type ImportOptions struct {
+	// Replace lets an import replace the token of a grant that exists;
+	// without it such a grant fails the import (ErrExists).
+	Replace bool
+	// Force lets Replace replace a token the provider rotated since it was
+	// stored from outside (Grant.Rotated); without it such a grant fails the
+	// import (ErrRotated): the token imported is most likely the one
+	// rotated away, and presenting it would be taken for reuse.
+	Force bool
 }
 
 // Lease is a due grant handed to a worker, with its decrypted token.

@@ -223,9 +223,9 @@ func TestBrokenDatabase(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		// A grant record starts with its form's version byte (2 since seal
-		// sequences) and its id, length-prefixed (store/codec.go).
-		rec := []byte("\x02\x03g-1")
+		// A grant record starts with its form's version byte (3 since the
+		// forecast) and its id, length-prefixed (store/codec.go).
+		rec := []byte("\x03\x03g-1")
 		i := bytes.Index(b, rec)
 		if i < 0 || bytes.Count(b, rec) != 1 {
 			t.Fatalf("grant record found %d times, want once", bytes.Count(b, rec))

@@ -19,9 +19,11 @@ func (a *app) benchCmd() *cobra.Command {
 		asJSON  bool
 		verbose bool
 		cpuProf string
+		broker  bool
+		netHTTP bool
 	)
 	cmd := &cobra.Command{
-		Use:   "bench [--grants N] [--concurrency C] [--duration D] [--idle D] [--json]",
+		Use:   "bench [--broker] [--grants N] [--concurrency C] [--duration D] [--idle D] [--json]",
 		Short: "Measure probes per second, latency, memory and CPU on this machine",
 		Long: `bench sizes a machine for a fleet. It runs the real daemon — grants import, the
 scheduler, workers, probes, classification, transitions, batched fsynced writes —
@@ -36,7 +38,14 @@ Go heap, RSS, CPU per 1000 probes and the database size.
 The sandbox shares this machine's cores with grantwatch, so the figures are a
 lower bound of what grantwatch does against a remote provider; a real fleet is
 limited by the providers' rate limits long before (at a 24h interval, 10⁶
-grants are ~12 probes/s). No config file is read.`,
+grants are ~12 probes/s). No config file is read.
+
+bench --broker measures the broker: a daemon serving daemon.listen over TLS (a
+certificate made for the run), every grant's access token held, and
+--concurrency clients, each on its own keep-alive HTTPS connection, fetching
+tokens (GET /v1/grants/{id}/token with an app key) for --duration. It prints
+requests/s, latency at the client (p50, p99, max) and CPU; the clients share
+the cores with the daemon.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.Progress = progressWriter(a.errw)
@@ -54,6 +63,20 @@ grants are ~12 probes/s). No config file is read.`,
 					return err
 				}
 				defer pprof.StopCPUProfile()
+			}
+			if broker {
+				bo := bench.BrokerOptions{Clients: o.Concurrency, Duration: o.Duration, NetHTTP: netHTTP, Logger: o.Logger, Progress: o.Progress}
+				if cmd.Flags().Changed("grants") {
+					bo.Grants = o.Grants
+				}
+				r, err := bench.RunBroker(cmd.Context(), bo)
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return printJSON(cmd.OutOrStdout(), r)
+				}
+				return printBrokerBench(cmd, r)
 			}
 			r, err := bench.Run(cmd.Context(), o)
 			if err != nil {
@@ -75,6 +98,8 @@ grants are ~12 probes/s). No config file is read.`,
 	f.BoolVar(&asJSON, "json", false, "print one JSON object")
 	f.BoolVar(&verbose, "verbose", false, "show the daemon's log on stderr")
 	f.StringVar(&cpuProf, "cpuprofile", "", "write a CPU profile of the whole bench to this file")
+	f.BoolVar(&netHTTP, "nethttp", false, "with --broker: the clients use net/http's Transport, not a minimal HTTP/1.1 client (they share the cores with the daemon)")
+	f.BoolVar(&broker, "broker", false, "measure the broker instead: --concurrency clients fetching held access tokens over loopback HTTPS keep-alive for --duration (default 10s) across --grants grants (default 100)")
 	return cmd
 }
 
@@ -95,5 +120,16 @@ func printBench(cmd *cobra.Command, r bench.Result) error {
 	if i := r.Idle; i != nil {
 		p("idle", "%.3f %% of a core over %.0f s, heap %.1f MB (%.1f MB live)", i.CPUPercent, i.Seconds, i.HeapMB, i.LiveHeapMB)
 	}
+	return tw.Flush()
+}
+
+func printBrokerBench(cmd *cobra.Command, r bench.BrokerResult) error {
+	tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
+	p := func(k, format string, args ...any) { fmt.Fprintf(tw, "%s\t"+format+"\n", append([]any{k}, args...)...) }
+	p("broker", "%d %s clients over HTTPS keep-alive, %d grants (GOMAXPROCS %d, load %.2f at start)", r.Clients, r.Client, r.Grants, r.GOMAXPROCS, r.Load1)
+	p("tokens/s", "%.0f (%d in %.1f s, %d errors)", r.PerSec, r.Requests, r.DurationS, r.Errors)
+	p("latency", "p50 %.2f ms, p99 %.2f ms, max %.2f ms", r.P50Ms, r.P99Ms, r.MaxMs)
+	p("CPU", "%.0f %% of a core, %.0f µs a request (daemon and clients)", r.CPUPercent, r.CPUMicrosPerRequest)
+	p("provider requests", "%d (every token was held)", r.ProviderRequests)
 	return tw.Flush()
 }

@@ -534,7 +534,7 @@ url = %q
 	_, _, err = db.Import([]store.NewGrant{
 		{ID: evil, Provider: "acme", Subject: "ann" + hostile, Labels: map[string]string{"team" + hostile: "ops" + hostile}, RefreshToken: "tok-1"},
 		{ID: "plain", Provider: "acme", Subject: "bob@example.com", RefreshToken: "tok-2"},
-	}, time.Now())
+	}, time.Now(), store.ImportOptions{})
 	db.Close()
 	if err != nil {
 		t.Fatal(err)

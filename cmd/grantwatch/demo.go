@@ -23,6 +23,7 @@ import (
 	"github.com/grantwatch/grantwatch/internal/secret"
 	"github.com/grantwatch/grantwatch/internal/termtext"
 	"github.com/grantwatch/grantwatch/probes/sandbox"
+	"github.com/grantwatch/grantwatch/store"
 )
 
 func init() { extraCommands = append(extraCommands, (*app).demoCmd) }
@@ -195,7 +196,7 @@ group_wait = "0s"
 	for _, n := range []string{"gus", "hal", "ivy", "jon", "kim", "lee"} {
 		add(m365, "m365", n+"-outlook", n+"@acme.example")
 	}
-	gs, err := daemon.ParseImport(strings.NewReader(strings.Join(lines, "\n")), func(string) bool { return true })
+	gs, err := daemon.ParseImport(strings.NewReader(strings.Join(lines, "\n")), cfg.Provider)
 	if err != nil {
 		return err
 	}
@@ -203,7 +204,7 @@ group_wait = "0s"
 	if err != nil {
 		return err
 	}
-	if _, _, err := db.Import(gs, time.Now()); err != nil {
+	if _, _, err := db.Import(gs, time.Now(), store.ImportOptions{}); err != nil {
 		db.Close()
 		return err
 	}

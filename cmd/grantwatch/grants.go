@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -29,7 +30,7 @@ func (a *app) grantsCmd() *cobra.Command {
 the database directly when no daemon runs.`,
 	}
 	cmd.AddCommand(a.grantsImportCmd(), a.grantsListCmd(), a.grantsShowCmd(),
-		a.grantsSetTokenCmd(), a.grantsProbeCmd(), a.grantsRmCmd())
+		a.grantsSetTokenCmd(), a.grantsProbeCmd(), a.grantsRmCmd(), a.grantsLinkCmd())
 	return cmd
 }
 
@@ -40,18 +41,28 @@ func printJSON(w io.Writer, v any) error {
 }
 
 func (a *app) grantsImportCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "import FILE|-",
+	var opts store.ImportOptions
+	cmd := &cobra.Command{
+		Use:   "import FILE|- [--replace [--force]]",
 		Short: "Import grants from JSON Lines (id, provider, refresh_token, subject, labels)",
 		Long: `import reads one grant per line:
 
   {"id":"u1-gmail","provider":"google","refresh_token":"1//0g…","subject":"ann@example.com","labels":{"tenant":"acme"}}
 
+A grant of a provider in observe mode may come without refresh_token.
+
 The whole input is validated first: a bad line is reported with its line number
-and field, and nothing is imported. Importing an id again replaces its token and
-resets it to pending.`,
+and field, and nothing is imported. An id that exists is refused (nothing is
+imported) unless --replace is given: then its token is replaced and it is reset to
+pending. A grant whose token the provider rotated since it was imported is refused
+even then, each one named, unless --force is given too: the token in the input is
+most likely the one rotated away (an old export), and presenting it is taken for
+reuse, which revokes the grant.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if opts.Force && !opts.Replace {
+				return usageError(cmd, "--force replaces rotated tokens only together with --replace")
+			}
 			var r io.Reader = a.in
 			if args[0] != "-" {
 				f, err := os.Open(args[0])
@@ -76,7 +87,7 @@ resets it to pending.`,
 			start := time.Now()
 			shown := false
 			pw := progressWriter(a.errw)
-			p, err := c.Import(cmd.Context(), bufio.NewReaderSize(r, 1<<20), func(p api.ImportProgress) {
+			p, err := c.Import(cmd.Context(), bufio.NewReaderSize(r, 1<<20), opts, func(p api.ImportProgress) {
 				shown = true
 				if p.Phase == "validating" {
 					fmt.Fprintf(pw, "\rvalidating: %d lines read", p.Read)
@@ -100,20 +111,40 @@ resets it to pending.`,
 				}
 				return fmt.Errorf("%s: %w", src, err)
 			}
+			if p.Rotated > 0 {
+				ids := make([]string, len(p.RotatedIDs))
+				for i, id := range p.RotatedIDs {
+					ids[i] = strconv.Quote(id)
+				}
+				more := ""
+				if p.Rotated > len(ids) {
+					more = fmt.Sprintf(" and %d more", p.Rotated-len(ids))
+				}
+				fmt.Fprintf(a.errw, "warning: replaced %s whose token the provider had rotated since it was imported (--force): %s%s; "+
+					"if the imported tokens are the rotated-away ones, these grants turn reconnect_required at their next probe\n",
+					plural(p.Rotated, "grant"), esc(strings.Join(ids, ", ")), more)
+			}
 			fmt.Fprintf(cmd.OutOrStdout(), "imported %s (%d new, %d replaced) in %s\n",
 				plural(p.Total, "grant"), p.Created, p.Replaced, time.Since(start).Round(time.Millisecond))
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&opts.Replace, "replace", false, "replace the tokens of grants that exist (else such an input is refused)")
+	cmd.Flags().BoolVar(&opts.Force, "force", false, "with --replace, also replace tokens the provider rotated since they were imported")
+	return cmd
 }
 
 func (a *app) grantsListCmd() *cobra.Command {
-	var state, provider string
+	var state, provider, expiring string
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "list [--state S] [--provider P] [--json]",
+		Use:   "list [--state S] [--provider P] [--expiring 7d] [--json]",
 		Short: "List grants with their state and cause",
-		Args:  cobra.NoArgs,
+		Long: `list prints every grant, or those in --state and of --provider. With --expiring
+it lists the grants whose refresh token is forecast to die within that span
+(7d, 36h), soonest first per provider, with when and which rule says so
+(expires_basis: idle, absolute, announced, configured, testing).`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if state != "" && !store.State(state).Valid() {
 				var names []string
@@ -121,6 +152,13 @@ func (a *app) grantsListCmd() *cobra.Command {
 					names = append(names, string(s))
 				}
 				return fmt.Errorf("--state: unknown state %q (one of: %s)", state, strings.Join(names, ", "))
+			}
+			var within time.Duration
+			if expiring != "" {
+				var err error
+				if within, err = api.ParseWithin(expiring); err != nil || within <= 0 {
+					return fmt.Errorf("--expiring: want a span such as 7d or 36h, not %q", expiring)
+				}
 			}
 			c, cfg, err := a.client(cmd.Context())
 			if err != nil {
@@ -133,7 +171,7 @@ func (a *app) grantsListCmd() *cobra.Command {
 				// Stream a JSON array: a million grants never sit in memory.
 				out.WriteString("[")
 				n := 0
-				err := c.List(cmd.Context(), state, provider, func(g store.Grant) error {
+				err := c.ListExpiring(cmd.Context(), within, state, provider, func(g store.Grant) error {
 					if n > 0 {
 						out.WriteString(",")
 					}
@@ -150,11 +188,20 @@ func (a *app) grantsListCmd() *cobra.Command {
 				return nil
 			}
 			tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tPROVIDER\tSTATE\tCAUSE\tFAILS\tLAST PROBE\tSUBJECT")
+			if within > 0 {
+				fmt.Fprintln(tw, "ID\tPROVIDER\tSTATE\tEXPIRES\tBASIS\tSUBJECT")
+			} else {
+				fmt.Fprintln(tw, "ID\tPROVIDER\tSTATE\tCAUSE\tFAILS\tLAST PROBE\tSUBJECT")
+			}
 			n := 0
-			err = c.List(cmd.Context(), state, provider, func(g store.Grant) error {
+			err = c.ListExpiring(cmd.Context(), within, state, provider, func(g store.Grant) error {
 				n++
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", esc(g.ID), esc(g.Provider), g.State,
+				if within > 0 {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", esc(g.ID), esc(g.Provider), shownState(g),
+						g.ExpiresAt.Local().Format(time.RFC3339), g.ExpiresBasis, dash(esc(g.Subject)))
+					return nil
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", esc(g.ID), esc(g.Provider), shownState(g),
 					dash(g.Cause), g.Failures, ago(g.LastProbeAt), dash(esc(g.Subject)))
 				return nil
 			})
@@ -171,10 +218,21 @@ func (a *app) grantsListCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&state, "state", "", "only grants in this state (pending, healthy, degraded, reconnect_required, on_hold)")
 	cmd.Flags().StringVar(&provider, "provider", "", "only grants of this provider")
+	cmd.Flags().StringVar(&expiring, "expiring", "", "only grants forecast to die within this span (7d, 36h), soonest first")
 	cmd.RegisterFlagCompletionFunc("state", completeStates)
 	cmd.RegisterFlagCompletionFunc("provider", a.completeProviders)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON array")
 	return cmd
+}
+
+// shownState is a grant's state as a person should read it: a stale grant
+// (observe mode, no report for longer than its interval) is stale first,
+// whatever its last report said.
+func shownState(g store.Grant) string {
+	if g.Stale {
+		return "stale (" + string(g.State) + ")"
+	}
+	return string(g.State)
 }
 
 // plural is "1 grant", "2 grants".
@@ -284,7 +342,13 @@ func printGrant(out io.Writer, g store.Grant) {
 		sort.Strings(ls)
 		fmt.Fprintf(tw, "labels:\t%s\n", strings.Join(ls, ", "))
 	}
-	fmt.Fprintf(tw, "state:\t%s (since %s)\n", g.State, ago(g.StateChangedAt))
+	fmt.Fprintf(tw, "state:\t%s (since %s)\n", shownState(g), ago(g.StateChangedAt))
+	if g.Stale {
+		fmt.Fprintf(tw, "stale:\tits app has not reported a refresh for longer than the provider's interval (last report %s)\n", ago(g.LastProbeAt))
+	}
+	if g.ReuseDetected {
+		fmt.Fprintf(tw, "reuse:\tsomeone else used this grant's refresh token (a leak or a second refresher); stop them before the user reconnects\n")
+	}
 	if g.Cause != "" {
 		fmt.Fprintf(tw, "cause:\t%s (action: %s)\n", g.Cause, g.Action)
 	}
@@ -292,9 +356,18 @@ func printGrant(out io.Writer, g store.Grant) {
 		fmt.Fprintf(tw, "error:\t%s %s\n", esc(g.Error), esc(g.ErrorDescription))
 	}
 	fmt.Fprintf(tw, "failures:\t%d\nlast probe:\t%s\nlast success:\t%s\n", g.Failures, ago(g.LastProbeAt), ago(g.LastSuccessAt))
-	if g.NextDueAt.IsZero() {
+	if g.Unreadable > 0 {
+		fmt.Fprintf(tw, "unreadable:\t%d answers in a row no rule reads (grantwatch explain shows how one is read)\n", g.Unreadable)
+	}
+	if !g.ExpiresAt.IsZero() {
+		fmt.Fprintf(tw, "expires:\t%s (%s; basis %s)\n", g.ExpiresAt.Local().Format(time.RFC3339), fromNow(g.ExpiresAt), g.ExpiresBasis)
+	}
+	switch {
+	case g.NextDueAt.IsZero() && g.State != store.StateReconnectRequired:
+		fmt.Fprintf(tw, "next probe:\tnone (observe mode: its app reports its refreshes)\n")
+	case g.NextDueAt.IsZero():
 		fmt.Fprintf(tw, "next probe:\tnone (waits for a new refresh token)\n")
-	} else {
+	default:
 		fmt.Fprintf(tw, "next probe:\t%s\n", g.NextDueAt.Local().Format(time.RFC3339))
 	}
 	tw.Flush()

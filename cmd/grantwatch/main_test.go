@@ -17,7 +17,7 @@ func TestCommandLineMistakesExit2(t *testing.T) {
 		{[]string{"grants", "lst"}, []string{`unknown command "lst" for "grantwatch grants"; did you mean list?`}},
 		{[]string{"notify", "tset"}, []string{`unknown command "tset" for "grantwatch notify"; did you mean test?`}},
 		{[]string{"statsu"}, []string{`unknown command "statsu" for "grantwatch"; did you mean status?`}},
-		{[]string{"grants"}, []string{"which command? one of import, list,", "usage: grantwatch grants COMMAND"}},
+		{[]string{"grants"}, []string{"which command? one of import, link, list,", "usage: grantwatch grants COMMAND"}},
 		{[]string{"notify"}, []string{"which command? one of", "test"}},
 		{[]string{"grants", "show"}, []string{"missing ID", "usage: grantwatch grants show ID [--json]"}},
 		{[]string{"grants", "import"}, []string{"missing FILE|-", "usage: grantwatch grants import FILE|-"}},

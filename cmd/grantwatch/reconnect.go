@@ -52,6 +52,7 @@ Exit status 1 when the probe of the new token failed.`,
 				},
 				OpenBrowser: !noBrowser,
 				LoginHint:   g.Subject,
+				Subject:     g.Subject,
 				Timeout:     timeout,
 				Port:        port,
 			})

@@ -46,6 +46,7 @@ config: the new one replaces the old only when it is valid as a whole.`,
 				Logger:     log,
 				ConfigPath: config.Locate(a.configFlag),
 				Reload:     reload,
+				TCPHandler: webPages(log),
 			})
 		},
 	}

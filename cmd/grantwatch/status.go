@@ -13,6 +13,7 @@ import (
 
 	"github.com/grantwatch/grantwatch/daemon"
 	"github.com/grantwatch/grantwatch/daemon/api"
+	"github.com/grantwatch/grantwatch/daemon/config"
 	"github.com/grantwatch/grantwatch/store"
 )
 
@@ -22,9 +23,10 @@ func (a *app) statusCmd() *cobra.Command {
 		Use:   "status [--json]",
 		Short: "Is everything connected? Counts, grants to reconnect, providers, clock, backlog",
 		Long: `status prints the fleet's state. Exit status 0 when nothing needs action, 1 when
-something does (a grant to reconnect, a held grant or provider, a skewed clock),
-2 when status could not tell (the config is invalid, there is no database, the
-daemon does not answer or serves another database).`,
+something does (a grant to reconnect, a held grant or provider, a stale grant of a
+provider in observe mode, a grant whose answers no rule reads, a skewed clock), 2 when status could not tell (the config
+is invalid, there is no database, the daemon does not answer or serves another
+database).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			st, err := a.status(cmd.Context())
@@ -131,6 +133,9 @@ func printStatus(out io.Writer, st api.Status) {
 	} else {
 		fmt.Fprintln(out, "daemon:  not running (read the database directly)")
 	}
+	if line := configLine(st.Config); line != "" {
+		fmt.Fprintf(out, "config:  %s\n", line)
+	}
 	if c := st.Cluster; c != nil {
 		printCluster(out, c)
 	}
@@ -139,13 +144,78 @@ func printStatus(out io.Writer, st api.Status) {
 		fmt.Fprintf(out, "\n%d grant(s) need their user to reconnect:\n", n)
 		printNeedy(out, st.NeedsReconnect, n)
 	}
+	if st.Unreadable > 0 {
+		fmt.Fprintf(out, "\n%d grant(s) answered %d or more times in a row in words no rule reads (grantwatch explain shows how; report them):\n", st.Unreadable, store.UnreadableAfter)
+		printNeedy(out, st.UnreadableGrants, st.Unreadable)
+	}
+	if st.Expiring > 0 {
+		fmt.Fprintf(out, "\n%d grant(s) forecast to die within %s: grantwatch grants list --expiring %s\n",
+			st.Expiring, config.Days(time.Duration(st.WarnBeforeSeconds)*time.Second), withinFlag(st.WarnBeforeSeconds))
+	}
+	for _, s := range st.SecretsExpiring {
+		verb := "expires"
+		if s.Expired {
+			verb = "expired"
+		}
+		fmt.Fprintf(out, "\nthe client secret of provider %s %s %s (%s): create a new one, set client_secret_file and client_secret_expires_at, reload\n",
+			esc(s.Provider), verb, fromNow(s.ExpiresAt), s.ExpiresAt.Local().Format(time.RFC3339))
+	}
 	if n := st.ByState[string(store.StateOnHold)]; n > 0 {
 		fmt.Fprintf(out, "\n%d grant(s) on hold (the provider or the clock is at fault, not the user):\n", n)
 		printNeedy(out, st.OnHold, n)
 	}
+	if n := st.Stale; n > 0 {
+		fmt.Fprintf(out, "\n%d grant(s) stale: their app has not reported a refresh for longer than the provider's interval (observe mode); their state is old news:\n", n)
+		tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "  ID\tPROVIDER\tSTATE\tLAST REPORT\tSUBJECT")
+		for _, g := range st.StaleGrants {
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", truncate(g.ID, 30), g.Provider, g.State, ago(g.LastProbeAt), truncate(dash(g.Subject), 30))
+		}
+		tw.Flush()
+		if n > len(st.StaleGrants) {
+			fmt.Fprintf(out, "  … and %d more (grantwatch grants list --json: \"stale\": true)\n", n-len(st.StaleGrants))
+		}
+	}
 	if !st.NeedsAction {
 		fmt.Fprintln(out, "\nnothing needs action")
 	}
+}
+
+// configLine says how the daemon's running config stands against its file.
+func configLine(c *api.ConfigStatus) string {
+	if c == nil {
+		return ""
+	}
+	line := "loaded " + ago(c.LoadedAt)
+	if !c.LastReloadOK {
+		line = fmt.Sprintf("the last reload (%s) FAILED, so the config loaded %s stays in force: %s",
+			ago(c.LastReloadAt), ago(c.LoadedAt), strings.ReplaceAll(c.LastReloadError, "\n", "; "))
+	}
+	if c.FileChanged {
+		line += fmt.Sprintf("; %s changed since: the daemon does not run what the file says (systemctl reload grantwatch)", c.Path)
+	}
+	return line
+}
+
+// withinFlag writes a span in seconds as --expiring takes it.
+func withinFlag(seconds float64) string {
+	d := time.Duration(seconds) * time.Second
+	if d%(24*time.Hour) == 0 {
+		return fmt.Sprintf("%dd", d/(24*time.Hour))
+	}
+	return d.String()
+}
+
+// fromNow renders a time ahead ("in 6 days", "in 5h3m") or past ("2d ago").
+func fromNow(t time.Time) string {
+	d := time.Until(t)
+	switch {
+	case d <= 0:
+		return ago(t)
+	case d >= 48*time.Hour:
+		return fmt.Sprintf("in %d days", int(d.Hours()/24))
+	}
+	return "in " + d.Round(time.Minute).String()
 }
 
 func printNeedy(out io.Writer, gs []store.Grant, total int) {

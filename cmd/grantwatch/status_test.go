@@ -1,11 +1,16 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/grantwatch/grantwatch/daemon/api"
 	"github.com/grantwatch/grantwatch/probes/sandbox"
@@ -45,6 +50,76 @@ func TestStatusExitZeroWhenAllHealthy(t *testing.T) {
 		if err != nil {
 			t.Errorf("%s: status with every grant healthy: %v\n%s", mode, err, out)
 		}
+	}
+}
+
+// TestObserveModeThroughTheCLI: grants of a provider in observe mode are
+// imported without a token and never probed; an app reports a refresh over
+// daemon.listen with an app key of scope observe (POST
+// /v1/grants/{id}/observations) and the verdict is stored; a grant whose app
+// stays silent for longer than the interval shows as stale in grants list,
+// grants show and status, which then exits 1.
+func TestObserveModeThroughTheCLI(t *testing.T) {
+	s := newCLISetup(t, "\n[[providers]]\nname = \"app\"\npreset = \"google\"\nmode = \"observe\"\ninterval = \"3s\"\n")
+	for _, id := range []string{"g0", "g1", "g2"} {
+		if _, _, err := cli(t, s.cfgPath, "", "grants", "rm", id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if out, _, err := cli(t, s.cfgPath, `{"id":"reported","provider":"app"}`+"\n"+`{"id":"silent","provider":"app"}`, "grants", "import", "-"); err != nil {
+		t.Fatalf("import without refresh_token: %v %s", err, out)
+	}
+	out, _, err := cli(t, s.cfgPath, "", "keys", "create", "app-reports", "--scope", "observe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := strings.TrimSpace(out)
+	b, _ := os.ReadFile(s.cfgPath)
+	os.WriteFile(s.cfgPath, []byte(strings.Replace(string(b), `listen = ""`, `listen = "127.0.0.1:0"`, 1)), 0o600)
+	d, stop := s.startDaemon(t)
+	defer stop()
+
+	if _, _, err := cli(t, s.cfgPath, "", "grants", "probe", "silent"); err == nil || !strings.Contains(err.Error(), "observe mode") {
+		t.Errorf("grants probe of an observed grant: %v, want a refusal naming observe mode", err)
+	}
+	report := func(id, body string) {
+		t.Helper()
+		req, _ := http.NewRequest("POST", "http://"+d.ListenAddr()+"/v1/grants/"+id+"/observations", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+key)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("POST observation: %d %s", resp.StatusCode, out)
+		}
+	}
+	waitUntil(t, func() bool {
+		out, _, _ := cli(t, s.cfgPath, "", "grants", "list")
+		return strings.Contains(out, "stale (pending)")
+	})
+	report("reported", `{"status": 200}`)
+	out, _, err = cli(t, s.cfgPath, "", "grants", "list")
+	if err != nil || !regexp.MustCompile(`reported\s+app\s+healthy`).MatchString(out) || !regexp.MustCompile(`silent\s+app\s+stale \(pending\)`).MatchString(out) {
+		t.Errorf("grants list: %v\n%s", err, out)
+	}
+	out, _, err = cli(t, s.cfgPath, "", "grants", "show", "silent")
+	if err != nil || !strings.Contains(out, "stale (pending)") || !strings.Contains(out, "has not reported a refresh") {
+		t.Errorf("grants show: %v\n%s", err, out)
+	}
+	out, _, err = cli(t, s.cfgPath, "", "status")
+	if err != exitCode(1) || !strings.Contains(out, "1 grant(s) stale") || !strings.Contains(out, "silent") {
+		t.Errorf("status: %v, want exit status 1\n%s", err, out)
+	}
+	out, _, _ = cli(t, s.cfgPath, "", "status", "--json")
+	var st api.Status
+	if err := json.Unmarshal([]byte(out), &st); err != nil || st.Stale != 1 || st.StaleGrants[0].ID != "silent" || !st.NeedsAction {
+		t.Errorf("status --json: %v stale %d %v", err, st.Stale, st.StaleGrants)
+	}
+	if n := s.sb.Stats().Requests; n != 0 {
+		t.Errorf("%d requests to the token endpoint for grants in observe mode", n)
 	}
 }
 
@@ -139,5 +214,57 @@ client_secret = "s"
 				t.Errorf(`no grantwatch_grants{provider=%q,state=%q}`, prov, state)
 			}
 		}
+	}
+}
+
+// TestStatusSaysConfigDiffers: with a daemon running, status says when the
+// config was loaded, and that the file changed since when it did (an edit
+// not reloaded yet); without a daemon there is no such line. Before, status
+// could not tell that the daemon ran something else than the file.
+func TestStatusSaysConfigDiffers(t *testing.T) {
+	s := newCLISetup(t, "")
+	if out, _, _ := cli(t, s.cfgPath, "", "status"); strings.Contains(out, "config:") {
+		t.Errorf("status without a daemon has a config line:\n%s", out)
+	}
+	_, stop := s.startDaemon(t)
+	defer stop()
+	out, _, _ := cli(t, s.cfgPath, "", "status")
+	if !strings.Contains(out, "config:  loaded ") || strings.Contains(out, "changed since") {
+		t.Errorf("status of a daemon running its file:\n%s", out)
+	}
+	b, err := os.ReadFile(s.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(s.cfgPath, append(b, "# edited, not reloaded\n"...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, _, _ = cli(t, s.cfgPath, "", "status")
+	if !strings.Contains(out, s.cfgPath+" changed since") || !strings.Contains(out, "systemctl reload grantwatch") {
+		t.Errorf("status after an edit not reloaded:\n%s", out)
+	}
+	out, _, _ = cli(t, s.cfgPath, "", "status", "--json")
+	var st api.Status
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Config == nil || !st.Config.FileChanged || !st.Config.LastReloadOK {
+		t.Errorf("status --json config %+v, want file_changed and last_reload_ok", st.Config)
+	}
+}
+
+// TestStatusShowsFailedReload: the text names a failed reload, its error on
+// one line, and what stays in force.
+func TestStatusShowsFailedReload(t *testing.T) {
+	var out bytes.Buffer
+	printStatus(&out, api.Status{Daemon: true, LastTickAt: time.Now(), Config: &api.ConfigStatus{
+		Path: "/etc/grantwatch/grantwatch.toml", LoadedAt: time.Now().Add(-time.Hour), LastReloadAt: time.Now(),
+		LastReloadError: "daemon.tick: not a cron spec\nproviders.m365.token_url: must be https", FileChanged: true,
+	}})
+	want := "config:  the last reload (0s ago) FAILED, so the config loaded 1h00m ago stays in force: " +
+		"daemon.tick: not a cron spec; providers.m365.token_url: must be https; " +
+		"/etc/grantwatch/grantwatch.toml changed since: the daemon does not run what the file says (systemctl reload grantwatch)\n"
+	if !strings.Contains(out.String(), want) {
+		t.Errorf("status text:\n%s\nwant the line\n%s", out.String(), want)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/grantwatch/grantwatch/internal/peercred"
 	"github.com/grantwatch/grantwatch/internal/secret"
 	"github.com/grantwatch/grantwatch/store"
 )
@@ -41,23 +42,29 @@ func (c *Client) Close() error {
 
 // SocketClient talks to the daemon on the unix socket at path. A request
 // waits at most responseTimeout for its answer's headers (0: no bound).
+// Each connection is checked before anything is sent on it (refresh tokens
+// are, by import and set-token): the socket's directory must be one no
+// other user can write, and the process listening must be root, this user
+// or the directory's owner, the daemon's user (peercred, SO_PEERCRED).
 func SocketClient(path string, responseTimeout time.Duration) *Client {
 	tr := &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", path)
-		},
+		DialContext:           peercred.DialContext(path),
 		ResponseHeaderTimeout: responseTimeout,
 	}
 	return &Client{hc: &http.Client{Transport: tr}, close: func() error { tr.CloseIdleConnections(); return nil }}
 }
 
-// DialSocket reaches a running daemon on the socket at path: it connects
-// and asks for an answer within AnswerTimeout. A failed dial is returned as
-// the dialer's error, so that the caller can tell "no daemon" (the socket
-// is missing or refuses) from a daemon that accepts but does not answer.
+// DialSocket reaches a running daemon on the socket at path: it connects,
+// checks the peer as SocketClient does, and asks for an answer within
+// AnswerTimeout. A failed connect is returned as the dialer's error
+// (*net.OpError), so that the caller can tell "no daemon" (the socket is
+// missing or refuses) from a daemon that accepts but does not answer, and
+// from a peer that is not trusted (peercred.ErrUntrustedPeer,
+// peercred.ErrUnsafeDir: nothing was sent to it).
 func DialSocket(ctx context.Context, path string, responseTimeout time.Duration) (*Client, error) {
-	conn, err := (&net.Dialer{Timeout: AnswerTimeout}).DialContext(ctx, "unix", path)
+	dctx, cancel := context.WithTimeout(ctx, AnswerTimeout)
+	conn, err := peercred.Dial(dctx, path)
+	cancel()
 	if err != nil {
 		return nil, err
 	}
@@ -207,12 +214,21 @@ func (c *Client) Status(ctx context.Context) (Status, error) {
 
 // List streams grants, filtered by state and provider when non-empty.
 func (c *Client) List(ctx context.Context, state, provider string, fn func(store.Grant) error) error {
+	return c.ListExpiring(ctx, 0, state, provider, fn)
+}
+
+// ListExpiring is List of the grants forecast to die within `within` from
+// now (all grants when it is 0): soonest first, provider by provider.
+func (c *Client) ListExpiring(ctx context.Context, within time.Duration, state, provider string, fn func(store.Grant) error) error {
 	q := url.Values{}
 	if state != "" {
 		q.Set("state", state)
 	}
 	if provider != "" {
 		q.Set("provider", provider)
+	}
+	if within > 0 {
+		q.Set("expiring", within.String())
 	}
 	resp, err := c.send(ctx, http.MethodGet, "/v1/grants?"+q.Encode(), nil)
 	if err != nil {
@@ -268,10 +284,29 @@ func (c *Client) SetToken(ctx context.Context, id string, tok secret.Secret) (Pr
 	return r, err
 }
 
+// Observe reports the outcome of an app's own refresh of a grant in
+// observe mode; the answer is the verdict, as a probe's.
+func (c *Client) Observe(ctx context.Context, id string, obs Observation) (ProbeReport, error) {
+	body, err := json.Marshal(obs)
+	if err != nil {
+		return ProbeReport{}, err
+	}
+	var r ProbeReport
+	err = c.do(ctx, http.MethodPost, "/v1/grants/"+url.PathEscape(id)+"/observations", strings.NewReader(string(body)), &r)
+	return r, err
+}
+
 // Import sends JSON Lines of grants; progress is called as the daemon
 // reports it. Nothing is imported when any line is invalid.
-func (c *Client) Import(ctx context.Context, r io.Reader, progress func(ImportProgress)) (ImportProgress, error) {
-	resp, err := c.send(ctx, http.MethodPost, "/v1/grants", r)
+func (c *Client) Import(ctx context.Context, r io.Reader, opts store.ImportOptions, progress func(ImportProgress)) (ImportProgress, error) {
+	q := url.Values{}
+	if opts.Replace {
+		q.Set("replace", "true")
+	}
+	if opts.Force {
+		q.Set("force", "true")
+	}
+	resp, err := c.send(ctx, http.MethodPost, "/v1/grants?"+q.Encode(), r)
 	if err != nil {
 		return ImportProgress{}, err
 	}

@@ -8,15 +8,16 @@ package api
 import (
 	"bufio"
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/grantwatch/grantwatch/internal/secret"
 	"github.com/grantwatch/grantwatch/store"
@@ -24,13 +25,17 @@ import (
 
 // Service is what the control API calls; *daemon.Daemon implements it.
 // Errors wrapping store.ErrNotFound answer 404, those made with Invalid 400,
-// the rest 500.
+// those made with Unavailable 503, the rest 500.
 type Service interface {
 	// Status gathers the fleet's status.
 	Status() (Status, error)
 	// Grants calls fn for every grant, or those in state and of provider
 	// when non-empty, in storage order.
 	Grants(state store.State, provider string, fn func(store.Grant) error) error
+	// ExpiringGrants calls fn for every grant forecast to die within
+	// `within` from now, of provider when non-empty, soonest first per
+	// provider.
+	ExpiringGrants(within time.Duration, provider string, fn func(store.Grant) error) error
 	// Grant returns one grant with its history.
 	Grant(id string) (GrantDetail, error)
 	// Remove deletes a grant.
@@ -39,10 +44,13 @@ type Service interface {
 	ProbeNow(ctx context.Context, id string) (ProbeReport, error)
 	// SetToken stores a new refresh token and probes it once.
 	SetToken(ctx context.Context, id string, tok secret.Secret) (ProbeReport, error)
+	// Observe judges and stores an app's report of its own refresh of a
+	// grant of a provider in observe mode, as a probe's result.
+	Observe(ctx context.Context, id string, obs Observation) (ProbeReport, error)
 	// Import reads JSON Lines of grants and stores them, calling progress
 	// (never concurrently) as it goes; nothing is written unless every line
-	// is valid.
-	Import(ctx context.Context, r io.Reader, progress func(ImportProgress)) (ImportProgress, error)
+	// is valid and opts allow every token it would replace.
+	Import(ctx context.Context, r io.Reader, opts store.ImportOptions, progress func(ImportProgress)) (ImportProgress, error)
 	// NotifyTest sends a test notification to receiver, or to all with "".
 	NotifyTest(ctx context.Context, receiver string) ([]NotifyTestResult, error)
 	// DeadLetters lists the notifications no receiver accepted.
@@ -51,6 +59,9 @@ type Service interface {
 	Redeliver(receiver string, seqs []uint64) (RedeliverResult, error)
 	// Ready reports why the daemon is not ready, or nil.
 	Ready() error
+	// ReconnectLink makes a hosted reconnect link for a grant, working
+	// for ttl (0: reconnect.link_ttl); by says who asked.
+	ReconnectLink(ctx context.Context, id string, ttl time.Duration, by string) (ReconnectLink, error)
 }
 
 // Invalid marks err as the request's own fault: it answers 400.
@@ -60,6 +71,26 @@ func Invalid(err error) error { return clientError{err} }
 type clientError struct{ error }
 
 func (e clientError) Unwrap() error { return e.error }
+
+// Unavailable marks err as a refusal for now (the provider's limits, a
+// store that cannot write): it answers 503 with Retry-After, retryAfter
+// rounded up to whole seconds.
+func Unavailable(err error, retryAfter time.Duration) error {
+	return unavailableError{err, retryAfter}
+}
+
+// IsUnavailable reports whether err was made with Unavailable.
+func IsUnavailable(err error) bool {
+	var ue unavailableError
+	return errors.As(err, &ue)
+}
+
+type unavailableError struct {
+	error
+	retryAfter time.Duration
+}
+
+func (e unavailableError) Unwrap() error { return e.error }
 
 // server serves the control API on a Service.
 type server struct {
@@ -75,26 +106,94 @@ func Handler(svc Service, log *slog.Logger) http.Handler {
 	}
 	s := &server{svc: svc, log: log}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/ping", func(w http.ResponseWriter, r *http.Request) {
+	handle := func(pattern string, limit int64, h http.HandlerFunc) {
+		mux.Handle(pattern, limitBody(limit, h))
+	}
+	handle("GET /v1/ping", maxBody, func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]bool{"ok": true})
 	})
-	mux.HandleFunc("GET /v1/status", s.handleStatus)
-	mux.HandleFunc("GET /v1/grants", s.handleList)
-	mux.HandleFunc("POST /v1/grants", s.handleImport)
-	mux.HandleFunc("GET /v1/grants/{id}", s.handleShow)
-	mux.HandleFunc("DELETE /v1/grants/{id}", s.handleRemove)
-	mux.HandleFunc("POST /v1/grants/{id}/probe", s.handleProbe)
-	mux.HandleFunc("PUT /v1/grants/{id}/refresh_token", s.handleSetToken)
-	mux.HandleFunc("POST /v1/notify/test", s.handleNotifyTest)
-	mux.HandleFunc("GET /v1/notify/dead", s.handleDead)
-	mux.HandleFunc("POST /v1/notify/dead/redeliver", s.handleRedeliver)
+	handle("GET /v1/status", maxBody, s.handleStatus)
+	handle("GET /v1/grants", maxBody, s.handleList)
+	handle("POST /v1/grants", maxImportBody, s.handleImport)
+	handle("GET /v1/grants/{id}", maxBody, s.handleShow)
+	handle("DELETE /v1/grants/{id}", maxBody, s.handleRemove)
+	handle("POST /v1/grants/{id}/probe", maxBody, s.handleProbe)
+	handle("PUT /v1/grants/{id}/refresh_token", maxBody, s.handleSetToken)
+	handle("POST /v1/grants/{id}/observations", maxBody, s.handleObserve)
+	handle("POST /v1/grants/{id}/reconnect_link", maxBody, s.linkHandler(func(*http.Request) string { return "cli" }))
+	handle("POST /v1/notify/test", maxBody, s.handleNotifyTest)
+	handle("GET /v1/notify/dead", maxBody, s.handleDead)
+	handle("POST /v1/notify/dead/redeliver", maxBody, s.handleRedeliver)
+	if b, ok := svc.(Broker); ok {
+		brokerRoutes(mux, b, nil)
+	}
+	if ka, ok := svc.(KeyAdmin); ok {
+		keyRoutes(mux, ka)
+	}
 	return mux
 }
 
-// TCPHandler serves /metrics, /healthz, /readyz and, when token is set, the
-// grant API for apps whose users just reconnected (GET a grant, PUT its
-// refresh token), behind that bearer token.
-func TCPHandler(svc Service, log *slog.Logger, metrics http.Handler, token secret.Secret) http.Handler {
+// Request bodies are bounded: a set-token body is a token, an observation
+// a token endpoint's error answer, the other routes read none; only an
+// import is large.
+const (
+	maxBody       = 64 << 10
+	maxImportBody = 1 << 30
+)
+
+// limitBody bounds r's body to n bytes (http.MaxBytesReader: a longer one
+// fails to read, and the connection is closed after the answer).
+func limitBody(n int64, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.Body = http.MaxBytesReader(w, r.Body, n)
+		h.ServeHTTP(w, r)
+	})
+}
+
+// streamIdle is how long a streaming answer (import, list) waits for the
+// client to send or take more before the connection is cut: those routes
+// run past the server's read and write timeouts, which bound one request.
+const streamIdle = time.Minute
+
+// extendDeadlines gives a streaming route another streamIdle to read and
+// write. A connection without deadlines (in-process) ignores it.
+func extendDeadlines(rc *http.ResponseController, read bool) {
+	at := time.Now().Add(streamIdle)
+	_ = rc.SetWriteDeadline(at)
+	if read {
+		_ = rc.SetReadDeadline(at)
+	}
+}
+
+// idleBody is an import's body: each read extends the deadlines, so an
+// import may take as long as its input does, but not stall.
+type idleBody struct {
+	r  io.Reader
+	rc *http.ResponseController
+}
+
+func (b *idleBody) Read(p []byte) (int, error) {
+	extendDeadlines(b.rc, true)
+	return b.r.Read(p)
+}
+
+// TCPHandler serves daemon.listen: /metrics, /healthz and /readyz, open to
+// all, and the routes apps reach with an app key (keys; nil serves none):
+//
+//	GET  /v1/grants/{id}/token          scope token (when svc is a Broker)
+//	POST /v1/grants/{id}/token/refresh  scope token
+//	GET  /v1/grants/{id}                scope read
+//	PUT  /v1/grants/{id}/refresh_token  scope set-token
+//	POST /v1/grants/{id}/observations   scope observe (observe mode)
+//
+// A key reaches only the grants its labels select; any other answers 404,
+// as a grant that does not exist. The token and set-token routes are
+// refused over plain HTTP on a network address (RequireSecure). The
+// control socket's other routes are never served here.
+func TCPHandler(svc Service, log *slog.Logger, metrics http.Handler, keys Keys) http.Handler {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok\n"))
@@ -107,25 +206,78 @@ func TCPHandler(svc Service, log *slog.Logger, metrics http.Handler, token secre
 		w.Write([]byte("ready\n"))
 	})
 	mux.Handle("GET /metrics", metrics)
-	if !token.IsZero() {
-		guard := requireBearer(token, Handler(svc, log))
-		mux.Handle("GET /v1/grants/{id}", guard)
-		mux.Handle("PUT /v1/grants/{id}/refresh_token", guard)
+	if keys == nil {
+		return limitBody(maxBody, mux)
 	}
-	return mux
+	s := &server{svc: svc, log: log}
+	mux.Handle("GET /v1/grants/{id}", s.guard(ScopeRead, false, s.handleShow))
+	mux.Handle("PUT /v1/grants/{id}/refresh_token", s.guard(ScopeSetToken, true, s.handleSetToken))
+	// An observation carries no token (a success is sent without its
+	// body): like read, it may cross plain HTTP.
+	mux.Handle("POST /v1/grants/{id}/observations", s.guard(ScopeObserve, false, s.handleObserve))
+	mux.Handle("POST /v1/grants/{id}/reconnect_link", s.guard(ScopeLink, true, s.linkHandler(func(r *http.Request) string {
+		k, _ := Authorize(r, ScopeLink) // guard let it through: the key is there
+		return "app:" + k.Name
+	})))
+	if b, ok := svc.(Broker); ok {
+		brokerRoutes(mux, b, tcpAuthorize)
+	}
+	return withAuth(keys, log, limitBody(maxBody, mux))
 }
 
-func requireBearer(tok secret.Secret, next http.Handler) http.Handler {
-	want := []byte("Bearer " + tok.Reveal())
+// guard lets a request through to next only with an app key that has scope
+// and reaches the grant; with secure, only over TLS or loopback. A refusal
+// is one WARN line (Authorize, DenyGrant).
+func (s *server) guard(scope Scope, secure bool, next http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got := []byte(r.Header.Get("Authorization"))
-		if subtle.ConstantTimeCompare(got, want) != 1 {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="grantwatch"`)
-			writeJSON(w, http.StatusUnauthorized, ErrorBody{Error: "missing or wrong bearer token (daemon.api_token_file)"})
+		var err error
+		if secure {
+			err = RequireSecure(r)
+		}
+		var k Key
+		if err == nil {
+			k, err = Authorize(r, scope)
+		}
+		if d, ok := asDenied(err); ok {
+			writeDenied(w, d)
 			return
 		}
-		next.ServeHTTP(w, r)
+		if id := r.PathValue("id"); len(k.Labels) > 0 {
+			g, err := s.svc.Grant(id)
+			if err != nil {
+				writeErr(w, err)
+				return
+			}
+			if !k.Reaches(g.Labels) {
+				DenyGrant(r, k, id)
+				writeErr(w, fmt.Errorf("grant %q: %w", id, store.ErrNotFound))
+				return
+			}
+		}
+		next(w, r)
 	})
+}
+
+// writeDenied answers a refused request. A 401 is sent without reading the
+// request's body (net/http would otherwise read up to 256 KiB of it, at the
+// client's pace, before sending the answer), and closes the connection.
+func writeDenied(w http.ResponseWriter, d *DeniedError) {
+	if d.Status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="grantwatch"`)
+		w.Header().Set("Connection", "close")
+	}
+	writeJSON(w, d.Status, ErrorBody{Error: d.Reason})
+	if d.Status == http.StatusUnauthorized {
+		cutBody(w)
+	}
+}
+
+// cutBody stops reading the request once the answer is out: the server's
+// read of what is left fails at once.
+func cutBody(w http.ResponseWriter) {
+	rc := http.NewResponseController(w)
+	_ = rc.Flush()
+	_ = rc.SetReadDeadline(time.Now())
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
@@ -139,15 +291,15 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 func writeErr(w http.ResponseWriter, err error) {
 	code := http.StatusInternalServerError
 	var ce clientError
-	var nl *NotLeaderError
+	var ue unavailableError
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		code = http.StatusNotFound
 	case errors.As(err, &ce):
 		code = http.StatusBadRequest
-	case errors.As(err, &nl):
+	case errors.As(err, &ue):
 		code = http.StatusServiceUnavailable
-		w.Header().Set("Retry-After", strconv.Itoa(max(1, int(nl.RetryAfter.Seconds()))))
+		w.Header().Set("Retry-After", strconv.Itoa(int(max(time.Second, ue.retryAfter+time.Second-1)/time.Second)))
 	}
 	writeJSON(w, code, ErrorBody{Error: err.Error()})
 }
@@ -173,12 +325,37 @@ func (s *server) handleList(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, Invalid(fmt.Errorf("unknown state %q (states: %s)", state, stateList())))
 		return
 	}
-	// Stream the array: a fleet of a million grants is never held in memory.
+	grants := s.svc.Grants
+	if v := r.URL.Query().Get("expiring"); v != "" {
+		// Grants forecast to die within the span, through the expiry
+		// index; a state filters them.
+		within, err := ParseWithin(v)
+		if err != nil {
+			writeErr(w, Invalid(fmt.Errorf("expiring: %w", err)))
+			return
+		}
+		grants = func(state store.State, prov string, fn func(store.Grant) error) error {
+			return s.svc.ExpiringGrants(within, prov, func(g store.Grant) error {
+				if state != "" && g.State != state {
+					return nil
+				}
+				return fn(g)
+			})
+		}
+	}
+	// Stream the array: a fleet of a million grants is never held in memory,
+	// and a reader that takes its time (grants list | less) is cut only
+	// when it takes nothing for streamIdle.
 	w.Header().Set("Content-Type", "application/json")
+	rc := http.NewResponseController(w)
 	bw := bufio.NewWriter(w)
 	written, _ := bw.WriteString("[") // what went into bw, sent or not
 	first := true
-	err := s.svc.Grants(state, prov, func(g store.Grant) error {
+	n := 0
+	err := grants(state, prov, func(g store.Grant) error {
+		if n++; n%1000 == 1 {
+			extendDeadlines(rc, false)
+		}
 		if !first {
 			bw.WriteString(",")
 			written++
@@ -251,9 +428,14 @@ func (s *secretField) UnmarshalJSON(b []byte) error {
 
 func (s *server) handleSetToken(w http.ResponseWriter, r *http.Request) {
 	var req setTokenRequest
-	dec := json.NewDecoder(io.LimitReader(r.Body, 64<<10))
+	dec := json.NewDecoder(r.Body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			writeJSON(w, http.StatusRequestEntityTooLarge, ErrorBody{Error: fmt.Sprintf("request body larger than %d KiB: send {\"refresh_token\": \"...\"} only", maxBody>>10)})
+			return
+		}
 		writeErr(w, Invalid(fmt.Errorf("read request: %w", err)))
 		return
 	}
@@ -265,7 +447,49 @@ func (s *server) handleSetToken(w http.ResponseWriter, r *http.Request) {
 	answer(w, rep, err)
 }
 
+func (s *server) handleObserve(w http.ResponseWriter, r *http.Request) {
+	var obs Observation
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&obs); err != nil {
+		writeErr(w, Invalid(fmt.Errorf(`read observation: want {"status": N, "body": "…", "headers": {"Date": "…"}}: %w`, err)))
+		return
+	}
+	rep, err := s.svc.Observe(r.Context(), r.PathValue("id"), obs)
+	answer(w, rep, err)
+}
+
+// importOptions reads the import route's query: replace=true lets it
+// replace existing grants' tokens, force=true (with replace) tokens that
+// rotated since they were imported.
+func importOptions(q url.Values) (store.ImportOptions, error) {
+	var opts store.ImportOptions
+	for _, f := range []struct {
+		name string
+		dst  *bool
+	}{{"replace", &opts.Replace}, {"force", &opts.Force}} {
+		v := q.Get(f.name)
+		if v == "" {
+			continue
+		}
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return opts, fmt.Errorf("%s=%q: want true or false", f.name, v)
+		}
+		*f.dst = b
+	}
+	if opts.Force && !opts.Replace {
+		return opts, errors.New("force=true replaces rotated tokens only together with replace=true")
+	}
+	return opts, nil
+}
+
 func (s *server) handleImport(w http.ResponseWriter, r *http.Request) {
+	opts, err := importOptions(r.URL.Query())
+	if err != nil {
+		writeErr(w, Invalid(err))
+		return
+	}
 	// The answer is a stream of progress lines from the start: reading and
 	// validating a million lines takes seconds too. A validation error is
 	// the last line (nothing was imported).
@@ -280,14 +504,20 @@ func (s *server) handleImport(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.WriteHeader(http.StatusOK)
 	enc := json.NewEncoder(w)
-	p, err := s.svc.Import(r.Context(), r.Body, func(p ImportProgress) {
+	p, err := s.svc.Import(r.Context(), &idleBody{r: r.Body, rc: rc}, opts, func(p ImportProgress) {
+		extendDeadlines(rc, false)
 		enc.Encode(p)
 		_ = rc.Flush()
 	})
-	if err != nil {
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig):
+		p.Error = fmt.Sprintf("the input is larger than %d MiB: split it and import the parts one by one", maxImportBody>>20)
+	case err != nil:
 		p.Error = err.Error()
 	}
 	p.Final = true
+	extendDeadlines(rc, false)
 	enc.Encode(p)
 }
 

@@ -7,8 +7,10 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/grantwatch/grantwatch/internal/secret"
 	"github.com/grantwatch/grantwatch/store"
@@ -21,10 +23,12 @@ type fakeService struct {
 	status    func() (Status, error)
 	grants    func(store.State, string, func(store.Grant) error) error
 	grant     func(string) (GrantDetail, error)
-	importFn  func(context.Context, io.Reader, func(ImportProgress)) (ImportProgress, error)
+	importFn  func(context.Context, io.Reader, store.ImportOptions, func(ImportProgress)) (ImportProgress, error)
 	redeliver func(string, []uint64) (RedeliverResult, error)
 	setToken  func(context.Context, string, secret.Secret) (ProbeReport, error)
+	observe   func(context.Context, string, Observation) (ProbeReport, error)
 	ready     func() error
+	link      func(ctx context.Context, id string, ttl time.Duration, by string) (ReconnectLink, error)
 }
 
 func (f *fakeService) missing(name string) error {
@@ -66,11 +70,18 @@ func (f *fakeService) SetToken(ctx context.Context, id string, tok secret.Secret
 	return f.setToken(ctx, id, tok)
 }
 
-func (f *fakeService) Import(ctx context.Context, r io.Reader, p func(ImportProgress)) (ImportProgress, error) {
+func (f *fakeService) Observe(ctx context.Context, id string, obs Observation) (ProbeReport, error) {
+	if f.observe == nil {
+		return ProbeReport{}, f.missing("Observe")
+	}
+	return f.observe(ctx, id, obs)
+}
+
+func (f *fakeService) Import(ctx context.Context, r io.Reader, opts store.ImportOptions, p func(ImportProgress)) (ImportProgress, error) {
 	if f.importFn == nil {
 		return ImportProgress{}, f.missing("Import")
 	}
-	return f.importFn(ctx, r, p)
+	return f.importFn(ctx, r, opts, p)
 }
 
 func (f *fakeService) NotifyTest(context.Context, string) ([]NotifyTestResult, error) {
@@ -91,6 +102,13 @@ func (f *fakeService) Ready() error {
 		return f.missing("Ready")
 	}
 	return f.ready()
+}
+
+func (f *fakeService) ReconnectLink(ctx context.Context, id string, ttl time.Duration, by string) (ReconnectLink, error) {
+	if f.link == nil {
+		return ReconnectLink{}, f.missing("ReconnectLink")
+	}
+	return f.link(ctx, id, ttl, by)
 }
 
 // client is the API on svc through the in-process transport, as the CLI
@@ -201,13 +219,13 @@ func TestRedeliverChecksSeqs(t *testing.T) {
 // validation error ends the stream and reaches the client as the error,
 // with nothing counted as imported.
 func TestImportErrorIsTheLastLine(t *testing.T) {
-	svc := &fakeService{t: t, importFn: func(_ context.Context, r io.Reader, progress func(ImportProgress)) (ImportProgress, error) {
+	svc := &fakeService{t: t, importFn: func(_ context.Context, r io.Reader, _ store.ImportOptions, progress func(ImportProgress)) (ImportProgress, error) {
 		io.Copy(io.Discard, r)
 		progress(ImportProgress{Phase: "validating", Read: 2})
 		return ImportProgress{}, errors.New("line 3: each line must be a JSON object")
 	}}
 	var phases []string
-	_, err := client(t, svc).Import(context.Background(), strings.NewReader("{}\n{}\n[]\n"), func(p ImportProgress) { phases = append(phases, p.Phase) })
+	_, err := client(t, svc).Import(context.Background(), strings.NewReader("{}\n{}\n[]\n"), store.ImportOptions{}, func(p ImportProgress) { phases = append(phases, p.Phase) })
 	if err == nil || err.Error() != "line 3: each line must be a JSON object" {
 		t.Errorf("Import error %v, want the validation error as sent", err)
 	}
@@ -239,43 +257,112 @@ func TestSetTokenNeverEchoesTheToken(t *testing.T) {
 }
 
 // TestTCPHandlerGuardsTheGrantAPI: on daemon.listen only health, readiness
-// and metrics are open; the grant API exists only with a token and answers
-// 401 without the right one. The control socket's other routes are never
-// served there.
+// and metrics are open; the grant API exists only with keys and answers 401
+// without a valid one, 403 for a key without the route's scope. The control
+// socket's other routes are never served there.
 func TestTCPHandlerGuardsTheGrantAPI(t *testing.T) {
 	svc := &fakeService{t: t,
 		ready: func() error { return errors.New("scheduler has not ticked yet") },
 		grant: func(id string) (GrantDetail, error) { return GrantDetail{Grant: store.Grant{ID: id}}, nil },
+		observe: func(_ context.Context, id string, _ Observation) (ProbeReport, error) {
+			return ProbeReport{Grant: store.Grant{ID: id}}, nil
+		},
 	}
 	metrics := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "grantwatch_up 1\n") })
-	tok := secret.Secret("0123456789abcdef-token")
+	const tok = "0123456789abcdef-token"
+	keys := keySet{tok: {Name: "reader", Scopes: []Scope{ScopeRead}}, "tokenkey-0123456789": {Name: "app", Scopes: []Scope{ScopeToken}},
+		"observekey-0123456789": {Name: "observer", Scopes: []Scope{ScopeObserve}}}
 	for _, tt := range []struct {
 		name, method, path, auth string
-		tok                      secret.Secret
+		keys                     Keys
 		want                     int
 	}{
-		{"healthz", "GET", "/healthz", "", "", 200},
-		{"readyz not ready", "GET", "/readyz", "", "", 503},
-		{"metrics", "GET", "/metrics", "", "", 200},
-		{"no grant API without a token file", "GET", "/v1/grants/g", "", "", 404},
-		{"status is socket-only", "GET", "/v1/status", "Bearer " + tok.Reveal(), tok, 404},
-		{"no bearer", "GET", "/v1/grants/g", "", tok, 401},
-		{"wrong bearer", "GET", "/v1/grants/g", "Bearer nope", tok, 401},
-		{"right bearer", "GET", "/v1/grants/g", "Bearer " + tok.Reveal(), tok, 200},
+		{"healthz", "GET", "/healthz", "", nil, 200},
+		{"readyz not ready", "GET", "/readyz", "", nil, 503},
+		{"metrics", "GET", "/metrics", "", nil, 200},
+		{"no grant API without keys", "GET", "/v1/grants/g", "", nil, 404},
+		{"status is socket-only", "GET", "/v1/status", "Bearer " + tok, keys, 404},
+		{"keys are socket-only", "GET", "/v1/keys", "Bearer " + tok, keys, 404},
+		{"no bearer", "GET", "/v1/grants/g", "", keys, 401},
+		{"wrong bearer", "GET", "/v1/grants/g", "Bearer nope", keys, 401},
+		{"right bearer", "GET", "/v1/grants/g", "Bearer " + tok, keys, 200},
+		{"key without the scope", "GET", "/v1/grants/g", "Bearer tokenkey-0123456789", keys, 403},
+		{"observation without a key", "POST", "/v1/grants/g/observations", "", keys, 401},
+		{"observation without the observe scope", "POST", "/v1/grants/g/observations", "Bearer " + tok, keys, 403},
+		{"observation with the observe scope", "POST", "/v1/grants/g/observations", "Bearer observekey-0123456789", keys, 200},
+		{"no observations without keys", "POST", "/v1/grants/g/observations", "", nil, 404},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			req := httptest.NewRequest(tt.method, tt.path, nil)
+			var body io.Reader
+			if tt.method == "POST" {
+				body = strings.NewReader(`{"status": 200}`)
+			}
+			req := loopback(httptest.NewRequest(tt.method, tt.path, body))
 			if tt.auth != "" {
 				req.Header.Set("Authorization", tt.auth)
 			}
 			rec := httptest.NewRecorder()
-			TCPHandler(svc, nil, metrics, tt.tok).ServeHTTP(rec, req)
+			TCPHandler(svc, nil, metrics, tt.keys).ServeHTTP(rec, req)
 			if rec.Code != tt.want {
 				t.Errorf("%s %s: %d, want %d", tt.method, tt.path, rec.Code, tt.want)
 			}
-			if strings.Contains(rec.Body.String(), tok.Reveal()) {
+			if strings.Contains(rec.Body.String(), tok) {
 				t.Error("the answer quotes the token")
 			}
 		})
+	}
+}
+
+// TestObservationBody: POST /v1/grants/{id}/observations takes the contract's
+// body (status, the answer's body as received, its headers) and passes it on
+// whole; anything else is refused with the shape it wants.
+func TestObservationBody(t *testing.T) {
+	var got Observation
+	svc := &fakeService{t: t, observe: func(_ context.Context, id string, obs Observation) (ProbeReport, error) {
+		got = obs
+		return ProbeReport{Grant: store.Grant{ID: id, State: store.StateReconnectRequired}, Result: ResultView{Cause: "revoked"}}, nil
+	}}
+	h := Handler(svc, nil)
+	for _, body := range []string{`{"status": "400"}`, `{"status": 400, "answer": "x"}`, `[]`, ``} {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("POST", "/v1/grants/g/observations", strings.NewReader(body)))
+		if rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), `\"status\"`) {
+			t.Errorf("body %q: answer %d %s; want 400 naming the shape", body, rec.Code, rec.Body)
+		}
+	}
+	const answer = `{"error":"invalid_grant","error_description":"Token has been expired or revoked."}`
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("POST", "/v1/grants/g/observations",
+		strings.NewReader(`{"status": 400, "body": `+strconv.Quote(answer)+`, "headers": {"Date": "Mon, 02 Jan 2006 15:04:05 GMT"}}`)))
+	if rec.Code != http.StatusOK || got.Status != 400 || got.Body == nil || *got.Body != answer || got.Headers["Date"] != "Mon, 02 Jan 2006 15:04:05 GMT" {
+		t.Errorf("answer %d %s; service got %+v", rec.Code, rec.Body, got)
+	}
+	rep, err := client(t, svc).Observe(context.Background(), "g", Observation{Status: 200})
+	if err != nil || got.Status != 200 || got.Body != nil || rep.Grant.State != store.StateReconnectRequired {
+		t.Errorf("Client.Observe = %+v, %v; service got %+v", rep, err, got)
+	}
+}
+
+// TestImportQuery: the import route takes replace and force as query
+// parameters and hands them to the service; force without replace, or a
+// value that is no boolean, is refused before anything is read.
+func TestImportQuery(t *testing.T) {
+	var got store.ImportOptions
+	svc := &fakeService{t: t, importFn: func(_ context.Context, r io.Reader, opts store.ImportOptions, _ func(ImportProgress)) (ImportProgress, error) {
+		got = opts
+		io.Copy(io.Discard, r)
+		return ImportProgress{Total: 1, Done: 1}, nil
+	}}
+	for _, q := range []string{"force=true", "replace=yes please", "replace=true&force=maybe"} {
+		rec := httptest.NewRecorder()
+		Handler(svc, nil).ServeHTTP(rec, httptest.NewRequest("POST", "/v1/grants?"+strings.ReplaceAll(q, " ", "+"), strings.NewReader("{}\n")))
+		if rec.Code != http.StatusBadRequest {
+			t.Errorf("%s: answer %d %s, want 400", q, rec.Code, rec.Body)
+		}
+	}
+	for _, want := range []store.ImportOptions{{}, {Replace: true}, {Replace: true, Force: true}} {
+		if _, err := client(t, svc).Import(context.Background(), strings.NewReader("{}\n"), want, nil); err != nil || got != want {
+			t.Errorf("Import(%+v): service got %+v, %v", want, got, err)
+		}
 	}
 }

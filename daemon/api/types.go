@@ -1,6 +1,9 @@
 package api
 
 import (
+	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/grantwatch/grantwatch/daemon/notify"
@@ -58,6 +61,25 @@ func ViewResult(r probes.Result) ResultView {
 	}
 }
 
+// Observation is an app's report of one refresh it made itself, for a grant
+// of a provider in observe mode (POST /v1/grants/{id}/observations):
+// {"status": 400, "body": "<the answer as received>", "headers": {"Date":
+// "…"}}, or {"status": 200} for a success. It is judged as grantwatch
+// judges a probe's answer.
+type Observation struct {
+	// Status is the HTTP status of the token endpoint's answer.
+	Status int `json:"status"`
+	// Body is the answer's body as received, "" for an empty one. A
+	// success may leave it out (its body holds the app's tokens, which
+	// grantwatch neither needs nor keeps): a 2xx without body is a
+	// success. Any other answer needs it: the body is what tells the
+	// causes apart (GitHub's errors come with 200).
+	Body *string `json:"body,omitempty"`
+	// Headers are the answer's headers by name: Date feeds the clock's
+	// Date-header estimate, Retry-After the backoff of a 429 or 503.
+	Headers map[string]string `json:"headers,omitempty"`
+}
+
 // ImportProgress is one line of the import answer's progress stream.
 type ImportProgress struct {
 	// Phase is "validating" (reading the input; nothing is written until
@@ -69,6 +91,11 @@ type ImportProgress struct {
 	Total    int `json:"total"`
 	Created  int `json:"created"`
 	Replaced int `json:"replaced"`
+	// Rotated counts the grants whose token the provider had rotated since
+	// it was imported, replaced all the same (force); RotatedIDs names the
+	// first 20, for the warning.
+	Rotated    int      `json:"rotated,omitempty"`
+	RotatedIDs []string `json:"rotated_ids,omitempty"`
 	// Final marks the last line.
 	Final bool   `json:"final,omitempty"`
 	Error string `json:"error,omitempty"`
@@ -84,14 +111,43 @@ type Status struct {
 	ByProvider map[string]map[string]int `json:"by_provider"`
 	// NeedsReconnect lists grants in reconnect_required (at most 100; see
 	// by_state for the total).
-	NeedsReconnect []store.Grant    `json:"needs_reconnect"`
-	OnHold         []store.Grant    `json:"on_hold"`
-	Providers      []ProviderStatus `json:"providers"`
-	Clock          ClockView        `json:"clock"`
-	Outbox         OutboxStatus     `json:"outbox"`
-	LastTickAt     time.Time        `json:"last_tick_at,omitzero"`
+	NeedsReconnect []store.Grant `json:"needs_reconnect"`
+	OnHold         []store.Grant `json:"on_hold"`
+	// Stale counts the grants of providers in observe mode whose app has
+	// not reported a refresh for longer than the provider's interval;
+	// StaleGrants lists the first 100.
+	Stale       int              `json:"stale"`
+	StaleGrants []store.Grant    `json:"stale_grants"`
+	Providers   []ProviderStatus `json:"providers"`
+	Clock       ClockView        `json:"clock"`
+	Outbox      OutboxStatus     `json:"outbox"`
+	// LastTickAt is when the scheduler loop last showed it is alive: a due
+	// scan, or a beat while it waits for busy workers.
+	LastTickAt time.Time `json:"last_tick_at,omitzero"`
+	// NotReady is why the running daemon is not ready (what /readyz
+	// answers: the store cannot write, the scheduler is stuck), "" when it
+	// is; NotReadyFix says what to do.
+	NotReady    string `json:"not_ready,omitempty"`
+	NotReadyFix string `json:"not_ready_fix,omitempty"`
+	// Config tells whether the daemon runs the config in its file (absent
+	// without a daemon).
+	Config *ConfigStatus `json:"config,omitempty"`
+	// Unreadable counts the grants whose token endpoint answered a client
+	// error no rule reads store.UnreadableAfter or more probes in a row;
+	// UnreadableGrants lists them (at most 100).
+	Unreadable       int           `json:"unreadable"`
+	UnreadableGrants []store.Grant `json:"unreadable_grants"`
+	// Expiring counts the grants whose refresh token is forecast to die
+	// within forecast.warn_before (WarnBeforeSeconds); `grants list
+	// --expiring` lists them.
+	Expiring          int     `json:"expiring"`
+	WarnBeforeSeconds float64 `json:"warn_before_seconds"`
+	// SecretsExpiring lists the providers whose client secret
+	// (client_secret_expires_at) expires within forecast.warn_before, or has.
+	SecretsExpiring []SecretExpiry `json:"secrets_expiring"`
 	// NeedsAction is true when a grant needs reconnecting, a grant or
-	// provider is held, or the clock is skewed: status exits 1.
+	// provider is held, a grant is stale or its answers are unreadable, or
+	// the clock is skewed: status exits 1.
 	NeedsAction bool `json:"needs_action"`
 	// DB is the database the answer was read from. The CLI compares it with
 	// its config's daemon.db: a daemon of another config answering on the
@@ -103,6 +159,51 @@ type Status struct {
 	Receivers []notify.ReceiverStatus `json:"receivers,omitempty"`
 	// Cluster is the fleet's leadership with an etcd store; nil with bbolt.
 	Cluster *ClusterStatus `json:"cluster,omitempty"`
+}
+
+// ConfigStatus is the running config against its file: whether the last
+// reload took, and whether the file (or a client_secret_file) changed since
+// the running config was loaded from it.
+type ConfigStatus struct {
+	Path string `json:"path"`
+	// LoadedAt is when the running config was loaded: at start, or by the
+	// last successful reload.
+	LoadedAt time.Time `json:"loaded_at"`
+	// LastReloadAt is when a reload was last tried; absent when none was.
+	LastReloadAt time.Time `json:"last_reload_at,omitzero"`
+	// LastReloadOK is false when the last reload failed: the config loaded
+	// at LoadedAt stays in force, and LastReloadError says why.
+	LastReloadOK    bool   `json:"last_reload_ok"`
+	LastReloadError string `json:"last_reload_error,omitempty"`
+	// FileChanged: the files differ from the running config; a reload
+	// (systemctl reload grantwatch) would apply them, or say what is wrong.
+	FileChanged bool `json:"file_changed"`
+}
+
+// SecretExpiry is a provider's client secret about to expire.
+type SecretExpiry struct {
+	Provider  string    `json:"provider"`
+	ExpiresAt time.Time `json:"expires_at"`
+	// Expired: the secret is past its expiry.
+	Expired bool `json:"expired,omitempty"`
+}
+
+// ParseWithin reads a time span as `grants list --expiring` and the
+// expiring query parameter take it: a Go duration ("36h") or a number of
+// days ("7d").
+func ParseWithin(s string) (time.Duration, error) {
+	if n, ok := strings.CutSuffix(s, "d"); ok {
+		days, err := strconv.ParseFloat(n, 64)
+		if err != nil || days < 0 || days > 100*365 {
+			return 0, fmt.Errorf("%q: want a number of days such as 7d, or a duration such as 36h", s)
+		}
+		return time.Duration(days * float64(24*time.Hour)), nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("%q: want a number of days such as 7d, or a duration such as 36h", s)
+	}
+	return d, nil
 }
 
 // ProviderStatus is one provider's health.
@@ -160,6 +261,16 @@ type NotifyTestResult struct {
 	Status   int    `json:"status,omitempty"`
 	Answer   string `json:"answer,omitempty"`
 	Error    string `json:"error,omitempty"`
+}
+
+// ReconnectLink is a hosted reconnect link (grants link, POST
+// /v1/grants/{id}/reconnect_link): the URL to give the grant's user. The
+// URL is the only copy of the link's secret. The JSON names are part of
+// grantwatch's interface.
+type ReconnectLink struct {
+	URL       string    `json:"url"`
+	GrantID   string    `json:"grant_id"`
+	ExpiresAt time.Time `json:"expires_at"`
 }
 
 // ErrorBody is the body of every non-2xx answer.

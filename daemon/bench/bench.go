@@ -164,15 +164,11 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		dir = tmp
 	}
 
-	sb, err := sandbox.Start()
+	sb, err := benchSandbox()
 	if err != nil {
 		return res, err
 	}
 	defer sb.Close()
-	sb.SetClient(benchClientID, benchSecret)
-	// Every token answers as a healthy, non-rotating grant without a million
-	// registrations in the sandbox's map (whose heap would count as ours).
-	sb.SetAll(sandbox.Healthy)
 
 	cfg, err := benchConfig(dir, sb.TokenURL(), o.Concurrency, o.Store)
 	if err != nil {
@@ -190,7 +186,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	// Import, as `grants import` does it, minus the socket.
 	start := time.Now()
 	c := daemon.InProcess(d, false)
-	_, err = c.Import(ctx, benchJSONL(o.Grants), func(p api.ImportProgress) {
+	_, err = c.Import(ctx, benchJSONL(o.Grants), store.ImportOptions{}, func(p api.ImportProgress) {
 		pr.printf("import: %d of %d grants (%.0f%%), %.0f/s", p.Done, p.Total,
 			100*float64(p.Done)/float64(max(p.Total, 1)), float64(p.Done)/time.Since(start).Seconds())
 	})
@@ -322,6 +318,19 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		res.Ratio = res.ProbesPerSec / res.CeilingPerSec
 	}
 	return res, nil
+}
+
+// benchSandbox starts the sandbox the bench probes: it requires the bench's
+// client and answers every token as a healthy, non-rotating grant without a
+// million registrations in its map (whose heap would count as ours).
+func benchSandbox() (*sandbox.Server, error) {
+	sb, err := sandbox.Start()
+	if err != nil {
+		return nil, err
+	}
+	sb.SetClient(benchClientID, benchSecret)
+	sb.SetAll(sandbox.Healthy)
+	return sb, nil
 }
 
 // benchConfig is the bench daemon's config: the given worker count, no

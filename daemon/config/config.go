@@ -2,6 +2,10 @@
 // (unknown keys refused), defaults, validation (every problem at once, each
 // naming its key) and the reload diff. It imports nothing of the runtime: only
 // probes (presets) and notify (receiver config types).
+//
+// config.go (~780 lines) holds the whole model, its defaults and its checks
+// in one file on purpose: each key's type, default and validation stand
+// together, and config.example.toml is checked against it.
 package config
 
 import (
@@ -43,13 +47,16 @@ const systemDB = "/var/lib/grantwatch/grantwatch.db"
 // grantwatch's interface; config.example.toml shows each with its default.
 type Config struct {
 	Daemon    DaemonConfig     `toml:"daemon"`
+	Broker    BrokerConfig     `toml:"broker"`
 	Secrets   SecretsConfig    `toml:"secrets"`
 	Log       LogConfig        `toml:"log"`
 	Clock     ClockConfig      `toml:"clock"`
 	Health    HealthConfig     `toml:"health"`
+	Forecast  ForecastConfig   `toml:"forecast"`
 	Providers []ProviderConfig `toml:"providers"`
 	Notify    []notify.Config  `toml:"notify"`
 	Store     StoreConfig      `toml:"store"`
+	Reconnect ReconnectConfig  `toml:"reconnect"`
 
 	// path is the file the config was read from; relative paths in it are
 	// resolved against its directory.
@@ -67,9 +74,22 @@ type DaemonConfig struct {
 	// Listen is the HTTP listener for /metrics, /healthz, /readyz and the
 	// grant API; an explicit "" turns it off. Default 127.0.0.1:9464.
 	Listen string `toml:"listen"`
-	// APITokenFile holds the bearer token of the TCP grant API; the API is
-	// off when empty.
+	// APITokenFile holds a bearer token from before app keys: it keeps
+	// working as a key named "api_token_file" with the scopes it had (read,
+	// set-token) on every grant, and the daemon warns at start that it is
+	// deprecated. Empty: none.
 	APITokenFile string `toml:"api_token_file"`
+	// TLSCertFile and TLSKeyFile (PEM) turn the TCP listener into HTTPS
+	// (TLS 1.2 or later). Both files are read again on the first
+	// connection after either changed, so a renewed certificate is served
+	// without a restart. Without them the token and set-token routes are
+	// refused on a listener that is not loopback.
+	TLSCertFile string `toml:"tls_cert_file"`
+	TLSKeyFile  string `toml:"tls_key_file"`
+	// TLSClientCAFile (PEM) requires every client of the TCP listener to
+	// present a certificate signed by one of these CAs
+	// (RequireAndVerifyClientCert), besides its app key.
+	TLSClientCAFile string `toml:"tls_client_ca_file"`
 	// Tick is the cron spec of the due scan. Default "@every 5s".
 	Tick string `toml:"tick"`
 	// Workers bounds concurrent probes across all providers. Default 32.
@@ -86,6 +106,32 @@ type DaemonConfig struct {
 	// ShutdownTimeout bounds how long in-flight probes may finish after
 	// SIGTERM; keep it below systemd's TimeoutStopSec. Default 20s.
 	ShutdownTimeout time.Duration `toml:"shutdown_timeout"`
+	// MaxConnections bounds the open connections of the TCP listener
+	// (listen); further clients wait in the kernel's backlog. Default 256.
+	MaxConnections int `toml:"max_connections"`
+	// SocketMaxConnections bounds the open connections of the control
+	// socket, apart from the TCP listener's, so that the CLI still gets in
+	// while the TCP listener is flooded. Default 64.
+	SocketMaxConnections int `toml:"socket_max_connections"`
+	// MaxAPIProbes bounds the on-demand probes (grants probe, set-token,
+	// PUT /v1/grants/{id}/refresh_token) in flight at once; each also waits
+	// for its provider's concurrency and rate like a scheduled probe.
+	// Default 4.
+	MaxAPIProbes int `toml:"max_api_probes"`
+}
+
+// BrokerConfig is the [broker] table: how access tokens are served to apps
+// (GET /v1/grants/{id}/token).
+type BrokerConfig struct {
+	// RefreshPace is the shortest time between two refreshes of one grant
+	// asked for by apps: within it a forced refresh, or a min_ttl no token
+	// held meets, gets the token just obtained, and a refresh that failed
+	// is answered with its failure again. Default 10s.
+	RefreshPace time.Duration `toml:"refresh_pace"`
+	// Wait bounds how long a token request waits for a refresh (its own or
+	// one in flight) before it answers 503 busy; the refresh goes on, and
+	// its token is served to the next request. Default 10s.
+	Wait time.Duration `toml:"wait"`
 }
 
 // SecretsConfig is the [secrets] table.
@@ -124,11 +170,18 @@ type HealthConfig struct {
 	// Window is how many recent probes of a provider are considered.
 	// Default 20.
 	Window int `toml:"window"`
-	// Threshold is the share of transient failures among them that makes the
-	// provider in outage. Default 0.5.
+	// Threshold is the share of transient failures among the probes since
+	// the provider became suspect that an outage needs. Default 0.5.
 	Threshold float64 `toml:"threshold"`
 	// Period is how old a probe may be to count. Default 5m.
 	Period time.Duration `toml:"period"`
+	// CanaryPeriod is the time between canary probes of a provider that is
+	// suspect (a probe failed transiently) or in outage: two failed
+	// canaries in a row declare the outage, the first canary that gets an
+	// answer ends it. It does not depend on the grants' intervals or
+	// backoff, so a fleet of 5 grants is judged as fast as one of 10⁵.
+	// Default 5s.
+	CanaryPeriod time.Duration `toml:"canary_period"`
 }
 
 // ProviderConfig is one [[providers]] entry.
@@ -155,10 +208,60 @@ type ProviderConfig struct {
 	Concurrency int `toml:"concurrency"`
 	// Rate bounds probes per second to this provider; 0 is unlimited.
 	Rate float64 `toml:"rate"`
+	// Mode is ModeRefresh (the default: grantwatch refreshes the grants on
+	// schedule) or ModeObserve: grantwatch never refreshes them, their app
+	// keeps its own tokens and reports each refresh's outcome (POST
+	// /v1/grants/{id}/observations); such grants may be imported without a
+	// refresh token, and token_url and client_id are not needed.
+	Mode string `toml:"mode"`
+	// RotationGrace is how long the provider still accepts a rotated-away
+	// refresh token (its reuse interval): within it, a refresh whose answer
+	// was lost is sent once more with the same token. Unset: the preset's
+	// documented grace (Okta 30s, Xero 30m, Atlassian 10m; none for most);
+	// "0s" turns it off.
+	RotationGrace *time.Duration `toml:"rotation_grace"`
+
+	// The refresh tokens' lifetimes, for the expiry forecast (lifetime.go).
+	// IdleLifetime and MaxLifetime replace the preset's documented idle
+	// window and maximum lifetime (for self-hosted providers and tenants
+	// whose admins set their own policy: Okta, Auth0, Keycloak, Hydra,
+	// Salesforce); 0 keeps the preset's. GoogleTesting marks a Google app in
+	// "Testing" publishing status, whose refresh tokens die 7 days after
+	// consent.
+	IdleLifetime  time.Duration `toml:"idle_lifetime"`
+	MaxLifetime   time.Duration `toml:"max_lifetime"`
+	GoogleTesting bool          `toml:"google_testing"`
+	// ClientSecretExpiresAt is when the client secret expires (Entra app
+	// secrets live 6 to 24 months), an RFC 3339 date ("2026-03-31") or time:
+	// provider.secret_expiring is sent forecast.warn_before ahead.
+	ClientSecretExpiresAt string `toml:"client_secret_expires_at"`
+}
+
+// Provider modes (ProviderConfig.Mode).
+const (
+	ModeRefresh = "refresh"
+	ModeObserve = "observe"
+)
+
+// Observe reports whether p is in observe mode: grantwatch never refreshes
+// its grants.
+func (p ProviderConfig) Observe() bool { return p.Mode == ModeObserve }
+
+// Grace is p's rotation grace: rotation_grace when set, else its preset's
+// RotationGrace (0 when none is documented).
+func (p ProviderConfig) Grace() time.Duration {
+	if p.RotationGrace != nil {
+		return *p.RotationGrace
+	}
+	pr, _ := probes.LookupPreset(p.Preset)
+	return pr.RotationGrace
 }
 
 // DefaultInterval is a provider's probe interval when it sets none.
 const DefaultInterval = 24 * time.Hour
+
+// DefaultCanaryPeriod is health.canary_period when the config sets none.
+const DefaultCanaryPeriod = 5 * time.Second
 
 // Defaults.
 const (
@@ -170,6 +273,11 @@ const (
 	defaultBackoffMin    = time.Minute
 	defaultBackoffMax    = time.Hour
 	defaultShutdown      = 20 * time.Second
+	defaultMaxConns      = 256
+	defaultSocketConns   = 64
+	defaultMaxAPIProbes  = 4
+	defaultRefreshPace   = 10 * time.Second
+	defaultBrokerWait    = 10 * time.Second
 	defaultClockSchedule = "@every 10m"
 	defaultWarnOffset    = time.Second
 	defaultMaxOffset     = 30 * time.Second
@@ -290,6 +398,15 @@ func (c *Config) applyDefaults() {
 		d.Listen = defaultListen
 	}
 	d.APITokenFile = c.resolve(d.APITokenFile)
+	d.TLSCertFile = c.resolve(d.TLSCertFile)
+	d.TLSKeyFile = c.resolve(d.TLSKeyFile)
+	d.TLSClientCAFile = c.resolve(d.TLSClientCAFile)
+	if c.Broker.RefreshPace == 0 {
+		c.Broker.RefreshPace = defaultRefreshPace
+	}
+	if c.Broker.Wait == 0 {
+		c.Broker.Wait = defaultBrokerWait
+	}
 	if d.Tick == "" {
 		d.Tick = defaultTick
 	}
@@ -310,6 +427,15 @@ func (c *Config) applyDefaults() {
 	}
 	if d.ShutdownTimeout == 0 {
 		d.ShutdownTimeout = defaultShutdown
+	}
+	if d.MaxConnections == 0 {
+		d.MaxConnections = defaultMaxConns
+	}
+	if d.SocketMaxConnections == 0 {
+		d.SocketMaxConnections = defaultSocketConns
+	}
+	if d.MaxAPIProbes == 0 {
+		d.MaxAPIProbes = defaultMaxAPIProbes
 	}
 	if c.Secrets.KeyFile == "" {
 		switch dir := os.Getenv("CREDENTIALS_DIRECTORY"); {
@@ -349,6 +475,12 @@ func (c *Config) applyDefaults() {
 	if c.Health.Period == 0 {
 		c.Health.Period = 5 * time.Minute
 	}
+	if c.Health.CanaryPeriod == 0 {
+		c.Health.CanaryPeriod = DefaultCanaryPeriod
+	}
+	if c.Forecast.WarnBefore == 0 {
+		c.Forecast.WarnBefore = DefaultWarnBefore
+	}
 	for i := range c.Providers {
 		p := &c.Providers[i]
 		if pr, ok := probes.LookupPreset(p.Preset); ok {
@@ -365,6 +497,9 @@ func (c *Config) applyDefaults() {
 		if p.AuthStyle == "" {
 			p.AuthStyle = "auto"
 		}
+		if p.Mode == "" {
+			p.Mode = ModeRefresh
+		}
 		if p.Interval == 0 && p.Schedule == "" {
 			p.Interval = DefaultInterval
 		}
@@ -377,6 +512,7 @@ func (c *Config) applyDefaults() {
 		c.Notify[i].ApplyDefaults()
 	}
 	c.applyStoreDefaults()
+	c.Reconnect.applyDefaults()
 }
 
 // firstPath takes the first of systemd's colon-separated directory lists.
@@ -414,6 +550,26 @@ func (c *Config) validate() []error {
 	if d.ShutdownTimeout < 0 {
 		bad("daemon.shutdown_timeout", "must not be negative")
 	}
+	for _, k := range []struct {
+		key string
+		n   int
+	}{{"daemon.max_connections", d.MaxConnections}, {"daemon.socket_max_connections", d.SocketMaxConnections}, {"daemon.max_api_probes", d.MaxAPIProbes}} {
+		if k.n < 1 || k.n > 65536 {
+			bad(k.key, "must be between 1 and 65536, not %d", k.n)
+		}
+	}
+	if (d.TLSCertFile == "") != (d.TLSKeyFile == "") {
+		bad("daemon.tls_cert_file", "set tls_cert_file and tls_key_file together (the certificate and its private key, PEM)")
+	}
+	if d.TLSClientCAFile != "" && d.TLSCertFile == "" {
+		bad("daemon.tls_client_ca_file", "needs tls_cert_file and tls_key_file: client certificates are checked over TLS only")
+	}
+	if b := c.Broker; b.RefreshPace < 0 || b.RefreshPace > time.Hour {
+		bad("broker.refresh_pace", "must be between 0s and 1h, not %s", b.RefreshPace)
+	}
+	if b := c.Broker; b.Wait < 100*time.Millisecond || b.Wait > 10*time.Minute {
+		bad("broker.wait", "must be between 100ms and 10m, not %s", b.Wait)
+	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
@@ -441,6 +597,9 @@ func (c *Config) validate() []error {
 	if c.Health.Threshold <= 0 || c.Health.Threshold > 1 {
 		bad("health.threshold", "must be in (0, 1], not %g", c.Health.Threshold)
 	}
+	if c.Health.CanaryPeriod < 10*time.Millisecond {
+		bad("health.canary_period", "must be at least 10ms, not %s", c.Health.CanaryPeriod)
+	}
 	seen := map[string]bool{}
 	for i, p := range c.Providers {
 		// A name that is no valid key part is reported by position.
@@ -463,9 +622,16 @@ func (c *Config) validate() []error {
 				bad(key+".preset", "unknown preset %q (known: %s)", p.Preset, strings.Join(probes.PresetNames(), ", "))
 			}
 		}
-		if p.TokenURL == "" {
+		switch p.Mode {
+		case ModeRefresh, ModeObserve:
+		default:
+			bad(key+".mode", "must be %q or %q, not %q", ModeRefresh, ModeObserve, p.Mode)
+		}
+		// A provider in observe mode is never sent a request: its app
+		// holds the client.
+		if p.TokenURL == "" && !p.Observe() {
 			bad(key+".token_url", "is required when no preset gives it")
-		} else if err := checkURL(p.TokenURL); err != nil {
+		} else if err := checkURL(p.TokenURL); p.TokenURL != "" && err != nil {
 			bad(key+".token_url", "%v", err)
 		}
 		if p.AuthURL != "" {
@@ -473,8 +639,11 @@ func (c *Config) validate() []error {
 				bad(key+".auth_url", "%v", err)
 			}
 		}
-		if p.ClientID == "" {
+		if p.ClientID == "" && !p.Observe() {
 			bad(key+".client_id", "is required")
+		}
+		if p.RotationGrace != nil && (*p.RotationGrace < 0 || *p.RotationGrace > 24*time.Hour) {
+			bad(key+".rotation_grace", "must be between 0s and 24h, not %s", *p.RotationGrace)
 		}
 		if p.ClientSecret != "" && p.ClientSecretFile != "" {
 			bad(key+".client_secret", "set client_secret or client_secret_file, not both")
@@ -501,10 +670,15 @@ func (c *Config) validate() []error {
 		if p.Rate < 0 {
 			bad(key+".rate", "must not be negative")
 		}
+		errs = append(errs, p.validateLifetimes(key)...)
+	}
+	if c.Forecast.WarnBefore <= 0 {
+		bad("forecast.warn_before", "must be positive, not %s", c.Forecast.WarnBefore)
 	}
 	if err := notify.ValidateConfigs(c.Notify); err != nil {
 		errs = append(errs, err)
 	}
+	errs = append(errs, c.validateReconnect()...)
 	return append(errs, c.validateStore()...)
 }
 
@@ -565,6 +739,34 @@ func (c *Config) ProviderNames() []string {
 	}
 	sort.Strings(names)
 	return names
+}
+
+// SecretFile is a file of the config that holds a secret.
+type SecretFile struct {
+	Key  string // the config key naming it, "providers.google.client_secret_file"
+	Path string
+}
+
+// SecretFiles lists the files of the config that hold secrets: the sealing
+// key, the API token file and the providers' and receivers' *_file files.
+// Each should be readable by its owner only.
+func (c *Config) SecretFiles() []SecretFile {
+	out := []SecretFile{{"secrets.key_file", c.Secrets.KeyFile}}
+	add := func(key, path string) {
+		if path != "" {
+			out = append(out, SecretFile{key, path})
+		}
+	}
+	add("daemon.api_token_file", c.Daemon.APITokenFile)
+	for _, p := range c.Providers {
+		add("providers."+p.Name+".client_secret_file", p.ClientSecretFile)
+	}
+	for _, n := range c.Notify {
+		add("notify."+n.Name+".url_file", n.URLFile)
+		add("notify."+n.Name+".secret_file", n.SecretFile)
+		add("notify."+n.Name+".routing_key_file", n.RoutingKeyFile)
+	}
+	return out
 }
 
 // Endpoint builds the probe endpoint of p, reading its client secret file.

@@ -84,6 +84,9 @@ func TestConfigErrorsNameEveryKey(t *testing.T) {
 		want []string
 	}{
 		{"unknown key", "[daemon]\nworkerz = 3\n", []string{"daemon.workerz: unknown key"}},
+		{"tls key without its certificate", "[daemon]\ntls_key_file = \"k.pem\"\n", []string{"daemon.tls_cert_file: set tls_cert_file and tls_key_file together"}},
+		{"client CA without TLS", "[daemon]\ntls_client_ca_file = \"ca.pem\"\n", []string{"daemon.tls_client_ca_file: needs tls_cert_file"}},
+		{"broker wait", "[broker]\nwait = \"1ms\"\nrefresh_pace = 5\n", []string{"broker.wait: must be between", "broker.refresh_pace: a duration is a string"}},
 		{"every problem at once", `
 [daemon]
 tick = "every five seconds"
@@ -110,6 +113,10 @@ client_id = "y"
 		{"syntax", "[daemon\n", []string{"grantwatch.toml:"}},
 		// 30 would be 30 nanoseconds.
 		{"bare number duration", "[daemon]\nprobe_timeout = 30\n", []string{`daemon.probe_timeout: a duration is a string with a unit, such as "30s"`}},
+		{"unknown mode", "[[providers]]\nname = \"a\"\npreset = \"google\"\nclient_id = \"x\"\nmode = \"watch\"\n", []string{`providers.a.mode: must be "refresh" or "observe", not "watch"`}},
+		{"bad rotation grace", "[[providers]]\nname = \"a\"\npreset = \"okta\"\ntoken_url = \"https://x.okta.com/oauth2/v1/token\"\nclient_id = \"x\"\nrotation_grace = \"-1s\"\n[[providers]]\nname = \"b\"\npreset = \"okta\"\ntoken_url = \"https://x.okta.com/oauth2/v1/token\"\nclient_id = \"x\"\nrotation_grace = 30\n",
+			[]string{"providers.a.rotation_grace: must be between 0s and 24h", "rotation_grace: a duration is a string with a unit"}},
+		{"observe still checks a token_url given", "[[providers]]\nname = \"a\"\nmode = \"observe\"\ntoken_url = \"http://example.com/token\"\n", []string{"providers.a.token_url: must be https"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -123,6 +130,54 @@ client_id = "y"
 				}
 			}
 		})
+	}
+}
+
+// TestProviderModeAndGrace: a provider in observe mode needs neither
+// token_url nor client_id (grantwatch never sends it a request); a provider
+// takes its preset's rotation grace unless rotation_grace says otherwise,
+// "0s" included.
+func TestProviderModeAndGrace(t *testing.T) {
+	c, err := Parse("/tmp/x/grantwatch.toml", []byte(`
+[[providers]]
+name = "app"
+preset = "hydra"
+mode = "observe"
+[[providers]]
+name = "okta"
+preset = "okta"
+token_url = "https://example.okta.com/oauth2/v1/token"
+client_id = "x"
+[[providers]]
+name = "okta-strict"
+preset = "okta"
+token_url = "https://example.okta.com/oauth2/v1/token"
+client_id = "x"
+rotation_grace = "0s"
+[[providers]]
+name = "auth0"
+preset = "auth0"
+token_url = "https://example.auth0.com/oauth/token"
+client_id = "x"
+rotation_grace = "2m"
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]struct {
+		observe bool
+		grace   time.Duration
+	}{
+		"app": {true, 0}, "okta": {false, 30 * time.Second}, "okta-strict": {false, 0}, "auth0": {false, 2 * time.Minute},
+	}
+	for name, w := range want {
+		p, _ := c.Provider(name)
+		if p.Observe() != w.observe || p.Grace() != w.grace {
+			t.Errorf("%s: observe %v, grace %s; want %v, %s", name, p.Observe(), p.Grace(), w.observe, w.grace)
+		}
+	}
+	if p, _ := c.Provider("okta"); p.Mode != ModeRefresh {
+		t.Errorf("default mode %q, want %q", p.Mode, ModeRefresh)
 	}
 }
 

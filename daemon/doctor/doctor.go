@@ -12,6 +12,7 @@ import (
 	"io/fs"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -132,6 +133,9 @@ func Run(ctx context.Context, configPath string, opts Options) Report {
 	}
 
 	sock, st := dr.daemon(ctx, cfg)
+	if st != nil {
+		sock = runningConfig(sock, st.Config)
+	}
 	dr.add(sock)
 	running := st != nil
 	if cfg.Store.Backend == config.BackendEtcd {
@@ -145,12 +149,14 @@ func Run(ctx context.Context, configPath string, opts Options) Report {
 	} else if sock.Status != CheckFail {
 		dr.add(dr.store(cfg)...)
 	}
+	dr.add(disk(cfg), secretFiles(cfg))
 
 	wg.Go(func() { clockCheck = dr.clock(ctx, cfg, st) })
 	wg.Wait()
 	for _, cs := range provChecks {
 		dr.add(cs...)
 	}
+	dr.add(secretExpiry(cfg, opts.Now())...)
 	dr.add(clockCheck)
 	for _, n := range cfg.Notify {
 		var rs *notify.ReceiverStatus
@@ -244,6 +250,10 @@ func (d *doctor) daemon(ctx context.Context, cfg *config.Config) (Check, *api.St
 		return c, nil
 	}
 	c.Status = CheckOK
+	if st.NotReady != "" {
+		c.Status, c.Detail, c.Fix = CheckFail, fmt.Sprintf("running on %s but not ready: %s", sock, st.NotReady), st.NotReadyFix
+		return c, &st
+	}
 	if st.LastTickAt.IsZero() {
 		c.Detail = fmt.Sprintf("running on %s, no tick yet", sock)
 		return c, &st
@@ -259,6 +269,34 @@ func (d *doctor) daemon(ctx context.Context, cfg *config.Config) (Check, *api.St
 		}
 	}
 	return c, &st
+}
+
+// runningConfig makes the daemon check warn when the daemon does not run
+// what the config file says: its last reload failed, or the file (or a
+// client_secret_file) changed since it was loaded.
+func runningConfig(c Check, cs *api.ConfigStatus) Check {
+	if cs == nil || (cs.LastReloadOK && !cs.FileChanged) {
+		return c
+	}
+	var detail, fix string
+	switch {
+	case !cs.LastReloadOK:
+		detail = "its last config reload failed, so the config loaded at " + cs.LoadedAt.Format(time.RFC3339) +
+			" stays in force: " + strings.ReplaceAll(cs.LastReloadError, "\n", "; ")
+		fix = "correct what the error names in " + cs.Path + ", then systemctl reload grantwatch"
+	default:
+		detail = cs.Path + " (or a client_secret_file) changed since the daemon loaded it at " + cs.LoadedAt.Format(time.RFC3339)
+		fix = "systemctl reload grantwatch, so that the daemon runs what the file says"
+	}
+	if c.Status == CheckOK {
+		c.Status = CheckWarn
+	}
+	c.Detail += "; " + detail
+	if c.Fix != "" {
+		fix = c.Fix + "; " + fix
+	}
+	c.Fix = fix
+	return c
 }
 
 func roundAge(d time.Duration) time.Duration {

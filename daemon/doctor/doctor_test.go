@@ -188,6 +188,8 @@ url_file = %q
 		t.Errorf("database detail %q does not name the file", db.Detail)
 	}
 	doctorWant(t, rep, "key", CheckOK)
+	doctorWant(t, rep, "disk", CheckOK)
+	doctorWant(t, rep, "secret-files", CheckOK)
 	doctorWant(t, rep, "provider/sb/dns", CheckOK)
 	doctorWant(t, rep, "provider/sb/tcp", CheckOK)
 	h := doctorWant(t, rep, "provider/sb/http", CheckOK)
@@ -248,6 +250,20 @@ func TestDoctorUnreachableProvider(t *testing.T) {
 	for _, c := range rep.Checks {
 		if c.Status == CheckFail && c.Name != "provider/down/tcp" {
 			t.Errorf("unexpected failure %s: %s", c.Name, c.Detail)
+		}
+	}
+}
+
+// TestDoctorObserveProvider: a provider in observe mode is never contacted
+// (it may have no token_url): doctor says so instead of failing its
+// network checks.
+func TestDoctorObserveProvider(t *testing.T) {
+	path := doctorConfig(t, t.TempDir(), nil, "\n[[providers]]\nname = \"app\"\npreset = \"hydra\"\nmode = \"observe\"\n")
+	rep := Run(context.Background(), path, doctorOpts())
+	doctorWant(t, rep, "provider/app/mode", CheckOK)
+	for name, c := range doctorChecks(rep) {
+		if strings.HasPrefix(name, "provider/app/") && name != "provider/app/mode" {
+			t.Errorf("observe provider checked: %s %s: %s", name, c.Status, c.Detail)
 		}
 	}
 }
@@ -483,11 +499,12 @@ func TestDoctorStoreProblems(t *testing.T) {
 			t.Fatal(err)
 		}
 		rep := Run(context.Background(), path, doctorOpts())
-		c := doctorWant(t, rep, "key", CheckWarn)
+		// The daemon refuses to start with it (issue 13 item 7).
+		c := doctorWant(t, rep, "key", CheckFail)
 		if !strings.Contains(c.Fix, "chmod 600") {
 			t.Errorf("fix %q", c.Fix)
 		}
-		doctorWant(t, rep, "database", CheckOK)
+		doctorWant(t, rep, "database", CheckOK) // still checked with the key
 		doctorNoSecret(t, rep, keyFile)
 	})
 	t.Run("key missing", func(t *testing.T) {
@@ -517,15 +534,14 @@ func TestDoctorStoreProblems(t *testing.T) {
 	})
 }
 
-func TestDoctorDaemonRunning(t *testing.T) {
-	dir := t.TempDir()
-	sb := doctorSandbox(t)
-	path := doctorConfig(t, dir, nil, doctorProvider("sb", sb.TokenURL()))
+// doctorDaemon runs a daemon on the config at path until the test ends.
+func doctorDaemon(t *testing.T, path string, reload <-chan struct{}) *daemon.Daemon {
+	t.Helper()
 	cfg, err := config.Load(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := daemon.Open(daemon.Options{Config: cfg, Logger: slog.New(slog.DiscardHandler)})
+	d, err := daemon.Open(daemon.Options{Config: cfg, Logger: slog.New(slog.DiscardHandler), ConfigPath: path, Reload: reload})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -540,12 +556,19 @@ func TestDoctorDaemonRunning(t *testing.T) {
 	}
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		if st, err := d.Status(); err == nil && !st.LastTickAt.IsZero() {
-			break
+			return d
 		}
 		if time.Now().After(deadline) {
 			t.Fatal("no first tick within 5s")
 		}
 	}
+}
+
+func TestDoctorDaemonRunning(t *testing.T) {
+	dir := t.TempDir()
+	sb := doctorSandbox(t)
+	path := doctorConfig(t, dir, nil, doctorProvider("sb", sb.TokenURL()))
+	cfg := doctorDaemon(t, path, nil).Config()
 
 	rep := Run(context.Background(), cfg.Path(), doctorOpts())
 	if !rep.OK {
@@ -565,6 +588,51 @@ func TestDoctorDaemonRunning(t *testing.T) {
 	// is not checked, else the daemon's estimate is used.
 	if c := doctorChecks(rep)["clock"]; c.Status == CheckFail {
 		t.Errorf("clock: %+v", c)
+	}
+}
+
+// TestDoctorDaemonRunsOtherConfig: doctor's daemon check warns when the
+// running daemon does not run what the config file says: the file changed
+// since it was loaded, or the last reload failed (here: a client secret
+// file that is missing), naming the error and what to do. Before, doctor
+// checked the file and said nothing of what the daemon ran.
+func TestDoctorDaemonRunsOtherConfig(t *testing.T) {
+	dir := t.TempDir()
+	sb := doctorSandbox(t)
+	path := doctorConfig(t, dir, nil, doctorProvider("sb", sb.TokenURL()))
+	reload := make(chan struct{}, 1)
+	d := doctorDaemon(t, path, reload)
+	good, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, append(good, "# edited, not reloaded\n"...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := doctorWant(t, Run(context.Background(), path, doctorOpts()), "daemon", CheckWarn)
+	if !strings.Contains(c.Detail, "changed since the daemon loaded it") || !strings.Contains(c.Fix, "systemctl reload grantwatch") {
+		t.Errorf("daemon check after an edit: %+v", c)
+	}
+
+	broken := strings.Replace(string(good), fmt.Sprintf("client_secret = %q", doctorSecret), `client_secret_file = "missing.secret"`, 1)
+	if broken == string(good) {
+		t.Fatal("the provider has no client_secret to replace")
+	}
+	if err := os.WriteFile(path, []byte(broken), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	reload <- struct{}{}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if st, err := d.Status(); err == nil && st.Config != nil && !st.Config.LastReloadOK {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the reload did not fail within 5s")
+		}
+	}
+	c = doctorWant(t, Run(context.Background(), path, doctorOpts()), "daemon", CheckWarn)
+	if !strings.Contains(c.Detail, "last config reload failed") || !strings.Contains(c.Detail, "missing.secret") || !strings.Contains(c.Fix, "correct what the error names in "+path) {
+		t.Errorf("daemon check after a failed reload: %+v", c)
 	}
 }
 
@@ -627,4 +695,36 @@ func TestFileFixMatchesError(t *testing.T) {
 			t.Errorf("fix for %v: %q, want %q and no %q", tc.err, got, tc.want, tc.not)
 		}
 	}
+}
+
+// TestDoctorSecretFileModes: doctor shows a secret file besides the key
+// that others may read (issue 13 item 7: it called a 0644
+// client_secret_file "ok") as a warning naming its key and the chmod; at
+// 0600 the check is ok.
+func TestDoctorSecretFileModes(t *testing.T) {
+	dir := t.TempDir()
+	secretFile := filepath.Join(dir, "client.secret")
+	if err := os.WriteFile(secretFile, []byte(doctorSecret+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	path := doctorConfig(t, dir, nil, fmt.Sprintf(`
+[[providers]]
+name = "sb"
+token_url = "http://127.0.0.1:9/token"
+client_id = "doctor-client"
+client_secret_file = %q
+`, secretFile))
+	doctorInitStore(t, path)
+	rep := Run(context.Background(), path, doctorOpts())
+	c := doctorWant(t, rep, "secret-files", CheckWarn)
+	if !strings.Contains(c.Detail, "providers.sb.client_secret_file") || !strings.Contains(c.Detail, "chmod 600 "+secretFile) {
+		t.Errorf("secret-files detail %q does not name the key and the chmod", c.Detail)
+	}
+	doctorNoSecret(t, rep, filepath.Join(dir, "grantwatch.key"))
+
+	if err := os.Chmod(secretFile, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rep = Run(context.Background(), path, doctorOpts())
+	doctorWant(t, rep, "secret-files", CheckOK)
 }

@@ -5,8 +5,12 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
 
 	"github.com/grantwatch/grantwatch/daemon/config"
+	"github.com/grantwatch/grantwatch/internal/secret"
 	"github.com/grantwatch/grantwatch/store"
 )
 
@@ -23,7 +27,7 @@ func (d *doctor) store(cfg *config.Config) []Check {
 		keyDenied = errors.Is(keyCheck.err, fs.ErrPermission)
 	)
 	switch {
-	case keyCheck.Status == CheckFail, keyDenied:
+	case keyCheck.Status == CheckFail && keyCheck.err != nil, keyDenied:
 	case errors.Is(keyCheck.err, fs.ErrNotExist):
 		keyCheck.err = nil
 		if dbExists {
@@ -105,8 +109,9 @@ type keyResult struct {
 	err error
 }
 
-// keyMode checks the key file's permission bits. note, when set, is added to
-// an ok detail.
+// keyMode checks the key file's permission bits: one others may read or
+// write fails, as the daemon refuses to start with it. note, when set, is
+// added to an ok detail.
 func (d *doctor) keyMode(path, note string) keyResult {
 	c := keyResult{Check: Check{Name: "key"}}
 	mode, err := store.KeyFileMode(path)
@@ -132,16 +137,81 @@ func (d *doctor) keyMode(path, note string) keyResult {
 		c.Status, c.Detail, c.Fix = CheckFail, err.Error(), "make the key file readable by the daemon's user"
 		return c
 	}
-	if mode&0o077 != 0 {
-		c.Status = CheckWarn
-		c.Detail = fmt.Sprintf("key file %s has mode %04o: group or others can read the key that seals every token", path, mode)
-		c.Fix = fmt.Sprintf("chmod 600 %s (owned by the daemon's user)", path)
+	var me *secret.ModeError
+	if err := secret.CheckMode(path); errors.As(err, &me) {
+		c.Status = CheckFail
+		c.Detail = fmt.Sprintf("key file %s: %v; the daemon refuses to start with it (it seals every token)", path, err)
+		c.Fix = fmt.Sprintf("chmod 600 %s (owned by the daemon's user), or remove the ACL entries getfacl shows", path)
 		return c
 	}
 	c.Status = CheckOK
 	c.Detail = fmt.Sprintf("%s, mode %04o", path, mode)
 	if note != "" {
 		c.Detail += ", " + note
+	}
+	return c
+}
+
+// secretFiles checks the modes of the secret files besides the key (which
+// keyMode checks): the daemon starts with a loose one but warns, and so
+// does this check. A missing file is left to the check of what reads it.
+func secretFiles(cfg *config.Config) Check {
+	c := Check{Name: "secret-files", Status: CheckOK}
+	var loose []string
+	n := 0
+	for _, f := range cfg.SecretFiles() {
+		if f.Path == cfg.Secrets.KeyFile {
+			continue
+		}
+		var me *secret.ModeError
+		switch err := secret.CheckMode(f.Path); {
+		case errors.As(err, &me):
+			loose = append(loose, f.Key+": "+err.Error())
+		case err == nil:
+			n++
+		}
+	}
+	switch {
+	case len(loose) > 0:
+		c.Status = CheckWarn
+		c.Detail = strings.Join(loose, "; ")
+		c.Fix = "run the chmod (or setfacl) named for each file, so that only the daemon's user can read it"
+	case n == 0:
+		c.Detail = "no secret files besides the key"
+	default:
+		c.Detail = fmt.Sprintf("%d secret file(s) besides the key, each open to its owner only", n)
+	}
+	return c
+}
+
+// diskLow is the free space below which the disk check warns.
+const diskLow = 32 << 20
+
+// disk checks the filesystem of the database: the daemon pauses probing
+// while a commit fails on it (full, read-only), so doctor says so before.
+func disk(cfg *config.Config) Check {
+	c := Check{Name: "disk", Status: CheckOK}
+	// A database not created yet is created in the nearest directory there is.
+	dir := filepath.Dir(cfg.Daemon.DB)
+	for _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) && dir != filepath.Dir(dir); _, err = os.Stat(dir) {
+		dir = filepath.Dir(dir)
+	}
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		c.Status, c.Detail = CheckWarn, fmt.Sprintf("free space of %s unknown: %v", dir, err)
+		c.Fix = "check that daemon.db's directory exists and is readable by the daemon's user"
+		return c
+	}
+	free := st.Bavail * uint64(st.Bsize)
+	switch {
+	case errors.Is(syscall.Access(dir, 2), syscall.EROFS):
+		c.Status, c.Detail = CheckFail, fmt.Sprintf("the filesystem of %s is read-only: the daemon cannot store probe results and pauses probing", dir)
+		c.Fix = fmt.Sprintf("find out why it went read-only (dmesg), then remount %s read-write", dir)
+	case free < diskLow:
+		c.Status, c.Detail = CheckWarn, fmt.Sprintf("%d KiB free on the filesystem of %s: when a commit finds it full, the daemon pauses probing until space is freed", free>>10, dir)
+		c.Fix = fmt.Sprintf("free space there (df -h %s), or move daemon.db to a larger filesystem", dir)
+	default:
+		c.Detail = fmt.Sprintf("%d MiB free on the filesystem of %s", free>>20, dir)
 	}
 	return c
 }

@@ -39,10 +39,14 @@ type amAlert struct {
 // Alert names, one per problem.
 const (
 	AlertGrantReconnectRequired  = "GrantReconnectRequired"
+	AlertGrantReuseDetected      = "GrantReuseDetected"
 	AlertGrantDegraded           = "GrantDegraded"
 	AlertClockSkewed             = "GrantwatchClockSkewed"
 	AlertProviderOutage          = "GrantwatchProviderOutage"
 	AlertProviderMisconfigured   = "GrantwatchProviderMisconfigured"
+	AlertGrantUnreadable         = "GrantUnreadable"
+	AlertGrantExpiring           = "GrantExpiring"
+	AlertClientSecretExpiring    = "GrantwatchClientSecretExpiring"
 	AlertTest                    = "GrantwatchTest"
 	alertmanagerPath             = "/api/v2/alerts"
 	alertmanagerEndsAtMultiplier = 3
@@ -50,10 +54,14 @@ const (
 
 var alertNames = map[string]string{
 	TypeReconnectRequired:     AlertGrantReconnectRequired,
+	TypeReuseDetected:         AlertGrantReuseDetected,
 	TypeDegraded:              AlertGrantDegraded,
 	TypeClockSkewed:           AlertClockSkewed,
 	TypeProviderOutage:        AlertProviderOutage,
 	TypeProviderMisconfigured: AlertProviderMisconfigured,
+	TypeUnreadable:            AlertGrantUnreadable,
+	TypeExpiring:              AlertGrantExpiring,
+	TypeSecretExpiring:        AlertClientSecretExpiring,
 }
 
 // Send implements Sender: the events of n as one array.
@@ -146,6 +154,9 @@ func amAlertFor(ev Event, typ string) amAlert {
 	}
 	if ev.Grant != nil && ev.Grant.Subject != "" {
 		ann["subject"] = ev.Grant.Subject
+	}
+	if ev.Grant != nil && ev.Grant.ReconnectURL != "" && typ == TypeReconnectRequired {
+		ann["reconnect_url"] = ev.Grant.ReconnectURL
 	}
 	return amAlert{Labels: labels, Annotations: ann}
 }

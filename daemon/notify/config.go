@@ -35,7 +35,7 @@ const (
 // DefaultEvents is the event filter of a receiver that sets none: problems
 // that need a person, and their resolution.
 func DefaultEvents() []string {
-	return []string{TypeReconnectRequired, TypeRecovered, TypeClockSkewed, TypeClockOK, "provider.*"}
+	return []string{TypeReconnectRequired, TypeRecovered, TypeUnreadable, TypeExpiring, TypeClockSkewed, TypeClockOK, "provider.*"}
 }
 
 // DefaultGroupBy is the group_by of a receiver that sets none.
@@ -43,8 +43,8 @@ func DefaultGroupBy() []string { return []string{"provider", "cause"} }
 
 // EventTypes lists every event type, problems first.
 func EventTypes() []string {
-	return []string{TypeReconnectRequired, TypeDegraded, TypeClockSkewed, TypeProviderOutage,
-		TypeProviderMisconfigured, TypeRecovered, TypeClockOK, TypeProviderOK}
+	return []string{TypeReconnectRequired, TypeReuseDetected, TypeDegraded, TypeUnreadable, TypeExpiring, TypeClockSkewed,
+		TypeProviderOutage, TypeProviderMisconfigured, TypeSecretExpiring, TypeRecovered, TypeClockOK, TypeProviderOK}
 }
 
 // Config is one [[notify]] entry of the configuration file. Keys are

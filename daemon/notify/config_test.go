@@ -119,6 +119,7 @@ func TestRouter(t *testing.T) {
 		{Name: "pd", Type: KindPagerDuty, RoutingKey: "k", Events: []string{TypeReconnectRequired}},
 		{Name: "problems", Type: KindSlack, URL: "https://e.x", Events: []string{TypeReconnectRequired, TypeDegraded}},
 		{Name: "degraded", Type: KindWebhook, URL: "https://e.x", Events: []string{TypeDegraded, TypeRecovered}, GroupBy: []string{"grant"}},
+		{Name: "reuse-only", Type: KindWebhook, URL: "https://e.x", Events: []string{TypeReuseDetected}},
 	}
 	r := NewRouter(cs)
 	tenantA := revoked(1, "google")
@@ -127,6 +128,7 @@ func TestRouter(t *testing.T) {
 	degr.Type = TypeDegraded
 	recDegr := recovered(2, "google")
 	recDegr.PreviousState = "degraded"
+	reuse := reused(6, "hydra")
 	for _, tc := range []struct {
 		name string
 		ev   Event
@@ -142,6 +144,12 @@ func TestRouter(t *testing.T) {
 		// listing grant.recovered; "problems" does not want recoveries.
 		{"recovered from reconnect", recovered(3, "google"), []string{"all", "pd"}},
 		{"recovered from degraded", recDegr, []string{"degraded"}},
+		// A reuse goes wherever a reconnect_required goes (the default
+		// events and pd's list name only the latter), and to receivers
+		// that take reuses only; its recovery goes where recoveries of
+		// reconnect_required go.
+		{"reuse detected", reuse, []string{"all", "pd", "problems", "reuse-only"}},
+		{"recovered from reuse", recoveredFromReuse(6, "hydra"), []string{"all", "pd"}},
 		// Clock events pass every match; provider events match providers only.
 		{"clock", Event{Type: TypeClockSkewed, Clock: &Clock{State: "skewed"}}, []string{"all", "team-a", "okta-only"}},
 		{"provider", Event{Type: TypeProviderOutage, Provider: &Provider{Name: "okta"}}, []string{"all", "team-a", "okta-only"}},

@@ -147,6 +147,7 @@ type options struct {
 	active       Active
 	senders      map[string]Sender
 	client       *http.Client
+	links        Linker
 }
 
 // Option configures a Dispatcher.
@@ -682,6 +683,7 @@ func (d *Dispatcher) deliver(ctx context.Context, rs *receiverState, g *group) (
 		}
 	}
 
+	d.addLinks(ctx, rs, n.Events)
 	actx, cancel := context.WithTimeout(ctx, rs.cfg.Timeout)
 	del, err := rs.sender.Send(actx, n)
 	cancel()
@@ -773,6 +775,7 @@ func (d *Dispatcher) resend(ctx context.Context, rs *receiverState, r resender) 
 		if len(evs) == 0 || sendErr != nil {
 			return
 		}
+		d.addLinks(ctx, rs, evs)
 		actx, cancel := context.WithTimeout(ctx, rs.cfg.Timeout)
 		_, sendErr = r.Resend(actx, evs)
 		cancel()

@@ -1,13 +1,24 @@
 // Package notify renders grantwatch's events for on-call and delivers them:
 // the receivers (webhook, Slack, PagerDuty, Alertmanager, exec) and the
 // dispatcher that drains the store's outbox.
+//
+// dispatcher.go is longer than the others (~800 lines) on purpose: the
+// outbox's delivery state machine (claim, send, back off, honour
+// Retry-After, dead-letter, report status) reads as one piece, and its
+// parts share the per-receiver state they guard.
 package notify
 
 import "time"
 
 // Event types. The names are part of grantwatch's interface.
 const (
-	TypeReconnectRequired     = "grant.reconnect_required"
+	TypeReconnectRequired = "grant.reconnect_required"
+	// TypeReuseDetected is a grant that died of a refresh-token reuse
+	// grantwatch cannot explain (no lost answer, no token just stored):
+	// someone else presented the token, a leak or a second refresher. The
+	// grant is reconnect_required; receivers that take
+	// grant.reconnect_required get this event too (Router).
+	TypeReuseDetected         = "grant.reuse_detected"
 	TypeRecovered             = "grant.recovered"
 	TypeDegraded              = "grant.degraded"
 	TypeClockSkewed           = "clock.skewed"
@@ -15,6 +26,19 @@ const (
 	TypeProviderOutage        = "provider.outage"
 	TypeProviderMisconfigured = "provider.misconfigured"
 	TypeProviderOK            = "provider.ok"
+	// TypeUnreadable: the same grant's token endpoint answered a 4xx that
+	// no rule can read, store.UnreadableAfter probes in a row. Sent once
+	// per streak; Grant.HTTPStatus and ErrorDescription say what came.
+	TypeUnreadable = "grant.unreadable"
+	// TypeExpiring: the grant's refresh token is forecast to die within
+	// forecast.warn_before of something probing cannot prevent (or an idle
+	// window its failing probes cannot renew). Sent once per token chain;
+	// Grant.ExpiresAt and ExpiresBasis say when and why.
+	TypeExpiring = "grant.expiring"
+	// TypeSecretExpiring: a provider's client secret expires within
+	// forecast.warn_before (client_secret_expires_at). Sent once per
+	// configured expiry; Provider.SecretExpiresAt says when.
+	TypeSecretExpiring = "provider.secret_expiring"
 )
 
 // Event is one thing on-call hears about. Every receiver renders from it; its
@@ -30,7 +54,8 @@ type Event struct {
 	Provider *Provider `json:"provider,omitempty"`
 	// Clock is set for clock.* events.
 	Clock *Clock `json:"clock,omitempty"`
-	// PreviousState is the grant's state before the transition (grant.*).
+	// PreviousState is the state before the transition: the grant's
+	// (grant.*) or the provider's (provider.*).
 	PreviousState string `json:"previous_state,omitempty"`
 	// PreviousCause is the cause of the state being left, for the resolving
 	// events (grant.recovered, clock.ok, provider.ok). Alertmanager resolves an
@@ -53,6 +78,17 @@ type Grant struct {
 	Action           string            `json:"action,omitempty"`
 	Error            string            `json:"error,omitempty"`
 	ErrorDescription string            `json:"error_description,omitempty"`
+	// HTTPStatus is the status of the answer the event is about
+	// (grant.unreadable); 0 otherwise.
+	HTTPStatus int `json:"http_status,omitempty"`
+	// ExpiresAt and ExpiresBasis are the grant's forecast (grant.expiring).
+	ExpiresAt    time.Time `json:"expires_at,omitzero"`
+	ExpiresBasis string    `json:"expires_basis,omitempty"`
+	// ReconnectURL is a hosted reconnect link for the grant's user, on
+	// grant.reconnect_required when reconnect.public_url is set (WithLinks).
+	// Anyone holding it can reconnect the grant, as its own account only,
+	// once, until it expires.
+	ReconnectURL string `json:"reconnect_url,omitempty"`
 }
 
 // Provider is the provider part of a provider.* event.
@@ -63,6 +99,9 @@ type Provider struct {
 	Detail string `json:"detail,omitempty"`
 	// Grants is how many grants of the provider are affected.
 	Grants int `json:"grants,omitempty"`
+	// SecretExpiresAt is when the client secret expires
+	// (provider.secret_expiring).
+	SecretExpiresAt time.Time `json:"secret_expires_at,omitzero"`
 }
 
 // Clock is the clock part of a clock.* event.

@@ -307,6 +307,25 @@ func revoked(i int, provider string) Event {
 	}
 }
 
+// reused is a grant.reuse_detected event of grant g-<i>.
+func reused(i int, provider string) Event {
+	ev := revoked(i, provider)
+	ev.ID = fmt.Sprintf("reuse-%04d", i)
+	ev.Type = TypeReuseDetected
+	ev.Grant.Cause = string(probes.CauseCodeReused)
+	ev.Grant.ErrorDescription = "The refresh token was already used."
+	ev.Summary = fmt.Sprintf("grant g-%04d: its refresh token was used by someone else", i)
+	ev.Fix = "Look for a leak or a second refresher."
+	return ev
+}
+
+// recoveredFromReuse is the grant.recovered event closing reused(i).
+func recoveredFromReuse(i int, provider string) Event {
+	ev := recovered(i, provider)
+	ev.PreviousCause = string(probes.CauseCodeReused)
+	return ev
+}
+
 // recovered is the grant.recovered event closing revoked(i).
 func recovered(i int, provider string) Event {
 	return Event{
@@ -423,7 +442,7 @@ func fuzzNotification(in fuzzInput) Notification {
 		ev := Event{ID: in.eventID, Type: types[(int(in.count)/12+i)%len(types)], OccurredAt: t0,
 			Summary: in.summary, Fix: in.fix, Test: in.test}
 		switch ev.Type {
-		case TypeReconnectRequired, TypeDegraded, TypeRecovered:
+		case TypeReconnectRequired, TypeDegraded, TypeRecovered, TypeUnreadable, TypeExpiring:
 			ev.Grant = &Grant{ID: in.grantID, Provider: in.provider, Subject: in.subject,
 				Labels: map[string]string{in.labelKey: in.labelValue}, State: "reconnect_required",
 				Cause: in.cause, Action: "reconnect", Error: "invalid_grant", ErrorDescription: in.errDesc}
@@ -432,7 +451,7 @@ func fuzzNotification(in fuzzInput) Notification {
 				ev.Grant.State, ev.Grant.Cause, ev.Grant.Action = "healthy", "", ""
 				ev.PreviousState, ev.PreviousCause = []string{"reconnect_required", "degraded", ""}[i%3], in.cause
 			}
-		case TypeProviderOutage, TypeProviderMisconfigured, TypeProviderOK:
+		case TypeProviderOutage, TypeProviderMisconfigured, TypeProviderOK, TypeSecretExpiring:
 			ev.Provider = &Provider{Name: in.provider, State: "outage", Cause: in.cause, Detail: in.errDesc, Grants: int(in.count)}
 			if ev.Type == TypeProviderOK {
 				ev.Provider.State, ev.Provider.Cause, ev.PreviousCause = "ok", "", in.cause

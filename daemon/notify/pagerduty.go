@@ -41,6 +41,13 @@ type pdEvent struct {
 	DedupKey    string     `json:"dedup_key"`
 	Payload     *pdPayload `json:"payload,omitempty"` // required for trigger only
 	Client      string     `json:"client,omitempty"`
+	Links       []pdLink   `json:"links,omitempty"`
+}
+
+// pdLink is a link shown with the incident.
+type pdLink struct {
+	Href string `json:"href"`
+	Text string `json:"text,omitempty"`
 }
 
 type pdPayload struct {
@@ -127,7 +134,7 @@ func pdRender(ev Event, routingKey string) []pdEvent {
 	switch {
 	case ev.Test:
 		severity = "info"
-	case ev.Type == TypeDegraded:
+	case ev.Type == TypeDegraded, ev.Type == TypeExpiring, ev.Type == TypeSecretExpiring:
 		severity = "warning"
 	}
 	details := map[string]any{"event_id": ev.ID, "type": ev.Type}
@@ -162,8 +169,12 @@ func pdRender(ev Event, routingKey string) []pdEvent {
 	if ev.Clock != nil {
 		pl.Component, pl.Group = "clock", "clock"
 	}
-	return []pdEvent{{RoutingKey: routingKey, EventAction: "trigger",
-		DedupKey: pdDedupKey(ev, pdCondition(ev.Type)), Payload: pl, Client: "grantwatch"}}
+	pe := pdEvent{RoutingKey: routingKey, EventAction: "trigger",
+		DedupKey: pdDedupKey(ev, pdCondition(ev.Type)), Payload: pl, Client: "grantwatch"}
+	if ev.Grant != nil && ev.Grant.ReconnectURL != "" {
+		pe.Links = []pdLink{{Href: ev.Grant.ReconnectURL, Text: "Reconnect link for the user of grant " + ev.Grant.ID}}
+	}
+	return []pdEvent{pe}
 }
 
 // pdCondition is the condition part of a dedup_key for a problem type.
@@ -171,6 +182,8 @@ func pdCondition(typ string) string {
 	switch typ {
 	case TypeReconnectRequired:
 		return "reconnect_required"
+	case TypeReuseDetected:
+		return "reuse_detected"
 	case TypeDegraded:
 		return "degraded"
 	case TypeClockSkewed:
@@ -179,6 +192,12 @@ func pdCondition(typ string) string {
 		return "outage"
 	case TypeProviderMisconfigured:
 		return "misconfigured"
+	case TypeUnreadable:
+		return "unreadable"
+	case TypeExpiring:
+		return "expiring"
+	case TypeSecretExpiring:
+		return "secret_expiring"
 	}
 	return typ
 }

@@ -97,13 +97,17 @@ func (r *Router) Wants(receiver string, ev Event) bool {
 	return false
 }
 
+// subscribes reports whether the receiver's events filter takes typ. A
+// reuse is a reconnect_required with a graver cause: a receiver that takes
+// grant.reconnect_required takes grant.reuse_detected too, so a grant never
+// dies unannounced for the event it died with.
 func (rt route) subscribes(typ string) bool {
 	for _, g := range rt.events {
 		if ok, _ := path.Match(g, typ); ok {
 			return true
 		}
 	}
-	return false
+	return typ == TypeReuseDetected && rt.subscribes(TypeReconnectRequired)
 }
 
 func (rt route) wants(ev Event) bool {
@@ -151,11 +155,17 @@ func problemsResolvedBy(ev Event) []string {
 	case TypeRecovered:
 		switch ev.PreviousState {
 		case "reconnect_required":
+			// A reuse left the grant reconnect_required with cause
+			// code_reused, announced as grant.reuse_detected unless
+			// grantwatch could explain it: such a recovery closes either.
+			if ev.PreviousCause == "code_reused" {
+				return []string{TypeReconnectRequired, TypeReuseDetected}
+			}
 			return []string{TypeReconnectRequired}
 		case "degraded":
 			return []string{TypeDegraded}
 		}
-		return []string{TypeReconnectRequired, TypeDegraded}
+		return []string{TypeReconnectRequired, TypeReuseDetected, TypeDegraded}
 	case TypeClockOK:
 		return []string{TypeClockSkewed}
 	case TypeProviderOK:

@@ -13,6 +13,71 @@ import (
 	"github.com/grantwatch/grantwatch/internal/secret"
 )
 
+// TestEveryReceiverRendersReuse: grant.reuse_detected is a problem of its
+// own at every receiver (its own words, alert name and dedup key, never a
+// plain reconnect), and the grant's recovery closes it where receivers close
+// what they opened.
+func TestEveryReceiverRendersReuse(t *testing.T) {
+	rc := newReceiver(t, func(int, *http.Request, []byte) (int, string) {
+		return http.StatusAccepted, `{"status":"success"}`
+	})
+	reuse, rec := reused(1, "hydra"), recoveredFromReuse(1, "hydra")
+	for _, tc := range []struct {
+		c     Config
+		check func(t *testing.T, bodies []string)
+	}{
+		{Config{Name: "hook", Type: KindWebhook, URL: secretOf(rc.URL)}, func(t *testing.T, bodies []string) {
+			n := decodeNotification(t, []byte(bodies[0]))
+			if n.Events[0].Type != TypeReuseDetected || n.Events[0].Fix != reuse.Fix {
+				t.Errorf("webhook event = %+v", n.Events[0])
+			}
+		}},
+		{Config{Name: "slack", Type: KindSlack, URL: secretOf(rc.URL)}, func(t *testing.T, bodies []string) {
+			if !strings.Contains(bodies[0], "used by someone else") || strings.Contains(bodies[0], "needs reconnect") {
+				t.Errorf("slack message does not say reuse: %s", bodies[0])
+			}
+		}},
+		{Config{Name: "pd", Type: KindPagerDuty, URL: secretOf(rc.URL), RoutingKey: "R0UTINGKEY0000000000000000000000"}, func(t *testing.T, bodies []string) {
+			const key = `"dedup_key":"grantwatch/grant/g-0001/reuse_detected"`
+			if !strings.Contains(bodies[0], `"event_action":"trigger"`) || !strings.Contains(bodies[0], key) {
+				t.Errorf("pagerduty trigger = %s", bodies[0])
+			}
+			resolved := false
+			for _, b := range bodies[1:] {
+				resolved = resolved || strings.Contains(b, `"event_action":"resolve"`) && strings.Contains(b, key)
+			}
+			if !resolved {
+				t.Errorf("the recovery resolves no reuse_detected incident: %v", bodies[1:])
+			}
+		}},
+		{Config{Name: "am", Type: KindAlertmanager, URL: secretOf(rc.URL), ResendInterval: time.Minute}, func(t *testing.T, bodies []string) {
+			var alerts []amAlert
+			if err := json.Unmarshal([]byte(bodies[0]), &alerts); err != nil {
+				t.Fatal(err)
+			}
+			fired := map[string]bool{}
+			for _, a := range alerts {
+				fired[a.Labels["alertname"]+"/"+map[bool]string{true: "resolved", false: "firing"}[!a.EndsAt.After(t0.Add(2*time.Hour))]] = true
+			}
+			if !fired[AlertGrantReuseDetected+"/firing"] || !fired[AlertGrantReuseDetected+"/resolved"] || fired[AlertGrantReconnectRequired+"/firing"] {
+				t.Errorf("alertmanager alerts = %v, want %s firing, then resolved", fired, AlertGrantReuseDetected)
+			}
+		}},
+	} {
+		t.Run(tc.c.Type, func(t *testing.T) {
+			before := len(rc.requests())
+			if _, err := send(t, tc.c, t0.Add(2*time.Hour), reuse, rec); err != nil {
+				t.Fatal(err)
+			}
+			var bodies []string
+			for _, r := range rc.requests()[before:] {
+				bodies = append(bodies, string(r.Body))
+			}
+			tc.check(t, bodies)
+		})
+	}
+}
+
 func TestRedactURL(t *testing.T) {
 	for in, want := range map[string]string{
 		"https://hooks.slack.com/services/T0/B0/XXXX":     "https://hooks.slack.com/services/…",

@@ -33,9 +33,18 @@ type slackMessage struct {
 }
 
 type slackBlock struct {
-	Type     string      `json:"type"`
-	Text     *slackText  `json:"text,omitempty"`
-	Elements []slackText `json:"elements,omitempty"`
+	Type string     `json:"type"`
+	Text *slackText `json:"text,omitempty"`
+	// Elements are slackText (context) or slackButton (actions).
+	Elements []any `json:"elements,omitempty"`
+}
+
+// slackButton is a link button: a click opens URL.
+type slackButton struct {
+	Type     string    `json:"type"` // button
+	Text     slackText `json:"text"` // plain_text, ≤ 75 chars
+	URL      string    `json:"url"`  // ≤ 3000 chars
+	ActionID string    `json:"action_id"`
 }
 
 type slackText struct {
@@ -89,6 +98,9 @@ func slackRender(n Notification) slackMessage {
 		lines = append(lines, "• "+slackLine(ev))
 	}
 	msg.Blocks = append(msg.Blocks, slackSection(strings.Join(lines, "\n")))
+	if b, ok := slackReconnectButtons(n.Events); ok {
+		msg.Blocks = append(msg.Blocks, b)
+	}
 
 	foot := "notification " + n.ID
 	if rest := len(n.Events) - slackListed; rest > 0 {
@@ -97,8 +109,26 @@ func slackRender(n Notification) slackMessage {
 	if len(n.Events) > 0 && n.Events[0].Test {
 		foot = "This is a test sent by `grantwatch notify test`; no action needed · " + foot
 	}
-	msg.Blocks = append(msg.Blocks, slackBlock{Type: "context", Elements: []slackText{{"mrkdwn", foot}}})
+	msg.Blocks = append(msg.Blocks, slackBlock{Type: "context", Elements: []any{slackText{"mrkdwn", foot}}})
 	return msg
+}
+
+// slackReconnectButtons is an actions block with a Reconnect button per
+// listed event that carries a reconnect_url.
+func slackReconnectButtons(evs []Event) (slackBlock, bool) {
+	b := slackBlock{Type: "actions"}
+	for i, ev := range evs {
+		if i == slackListed {
+			break
+		}
+		if ev.Grant == nil || ev.Grant.ReconnectURL == "" || len(ev.Grant.ReconnectURL) > 3000 {
+			continue
+		}
+		b.Elements = append(b.Elements, slackButton{Type: "button",
+			Text: slackText{"plain_text", truncate("Reconnect "+ev.Grant.ID, 75)},
+			URL:  ev.Grant.ReconnectURL, ActionID: fmt.Sprintf("reconnect-%d", i)})
+	}
+	return b, len(b.Elements) > 0
 }
 
 func slackSection(text string) slackBlock {

@@ -97,7 +97,11 @@ func FuzzSlack(f *testing.F) {
 				texts = append(texts, b.Text.Text)
 			}
 			for _, e := range b.Elements {
-				texts = append(texts, e.Text)
+				if m, ok := e.(map[string]any); ok {
+					if s, ok := m["text"].(string); ok {
+						texts = append(texts, s)
+					}
+				}
 			}
 		}
 		if h := utf8.RuneCountInString(msg.Blocks[0].Text.Text); h > 150 {

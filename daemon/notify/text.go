@@ -11,6 +11,7 @@ import (
 // what says what happened, by event type.
 var what = map[string]string{
 	TypeReconnectRequired:     "needs reconnect",
+	TypeReuseDetected:         "refresh token used by someone else",
 	TypeRecovered:             "recovered",
 	TypeDegraded:              "degraded",
 	TypeClockSkewed:           "clock skewed",
@@ -18,6 +19,9 @@ var what = map[string]string{
 	TypeProviderOutage:        "provider outage",
 	TypeProviderMisconfigured: "provider misconfigured",
 	TypeProviderOK:            "provider ok again",
+	TypeUnreadable:            "answers unreadable",
+	TypeExpiring:              "expiring",
+	TypeSecretExpiring:        "client secret expiring",
 }
 
 // testPrefix marks every human-readable line of a test notification.

@@ -5,8 +5,6 @@ package reconnect
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"html/template"
@@ -15,17 +13,13 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
-	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/oauth2"
-
 	"github.com/grantwatch/grantwatch/daemon/config"
 	"github.com/grantwatch/grantwatch/internal/secret"
-	"github.com/grantwatch/grantwatch/probes"
 )
 
 // DefaultTimeout is how long Run waits for the browser to
@@ -46,6 +40,9 @@ type Options struct {
 	// LoginHint is sent as login_hint, so that the provider preselects the
 	// grant's account (Google and Microsoft honour it). Optional.
 	LoginHint string
+	// Subject is the grant's subject: a sign-in as an account the
+	// provider names otherwise is refused (ErrAccountMismatch). Optional.
+	Subject string
 	// Timeout bounds the wait for the browser; 0 means
 	// DefaultTimeout.
 	Timeout time.Duration
@@ -121,10 +118,6 @@ func Run(ctx context.Context, cfg *config.Config, provider string, opts Options)
 	if opts.ShowURL == nil {
 		return "", errors.New("reconnect: Options.ShowURL is nil")
 	}
-	ep, err := p.Endpoint()
-	if err != nil {
-		return "", err
-	}
 	timeout := opts.Timeout
 	if timeout <= 0 {
 		timeout = DefaultTimeout
@@ -134,41 +127,23 @@ func Run(ctx context.Context, cfg *config.Config, provider string, opts Options)
 	if err != nil {
 		return "", fmt.Errorf("listen for the redirect on 127.0.0.1 (choose another port with --port, or 0 for any): %w", err)
 	}
-	conf := &oauth2.Config{
-		ClientID:     ep.ClientID,
-		ClientSecret: ep.ClientSecret.Reveal(),
-		Endpoint:     oauth2.Endpoint{AuthURL: p.AuthURL, TokenURL: ep.TokenURL, AuthStyle: ep.AuthStyle},
-		RedirectURL:  "http://" + ln.Addr().String() + callbackPath,
-		Scopes:       slices.Clone(ep.Scopes),
+	flow, err := NewFlow(p, "http://"+ln.Addr().String()+callbackPath, FlowOptions{LoginHint: opts.LoginHint, HTTPClient: opts.HTTPClient})
+	if err != nil {
+		ln.Close()
+		return "", err
 	}
-	var authOpts []oauth2.AuthCodeOption
-	switch p.Preset {
-	case "google":
-		// Google issues a refresh token only for offline access, and again
-		// only when the user is shown the consent screen.
-		authOpts = append(authOpts, oauth2.AccessTypeOffline, oauth2.ApprovalForce)
-	case "microsoft":
-		if !slices.Contains(conf.Scopes, "offline_access") {
-			conf.Scopes = append(conf.Scopes, "offline_access")
-		}
-	}
-	if opts.LoginHint != "" {
-		authOpts = append(authOpts, oauth2.SetAuthURLParam("login_hint", opts.LoginHint))
-	}
-	state := rand.Text()
-	verifier := oauth2.GenerateVerifier()
-	authURL := conf.AuthCodeURL(state, append(authOpts, oauth2.S256ChallengeOption(verifier))...)
+	authURL := flow.AuthCodeURL()
 
-	hc := opts.HTTPClient
-	if hc == nil {
-		hc = probes.NewHTTPClient(1, 30*time.Second)
-	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	cb := &callback{
-		state: state, provider: p, done: make(chan struct{}),
-		exchange: func(code string) (*oauth2.Token, error) {
-			return conf.Exchange(context.WithValue(ctx, oauth2.HTTPClient, hc), code, oauth2.VerifierOption(verifier))
+		flow: flow, done: make(chan struct{}),
+		exchange: func(code string) (Result, error) {
+			res, err := flow.Exchange(ctx, code)
+			if err == nil {
+				err = CheckAccount(res.Account, opts.Subject, false)
+			}
+			return res, err
 		},
 	}
 	srv := &http.Server{Handler: cb, ReadHeaderTimeout: 10 * time.Second}
@@ -201,9 +176,8 @@ func Run(ctx context.Context, cfg *config.Config, provider string, opts Options)
 // code and ends the flow with the first redirect that carries this flow's
 // state, or with a state mismatch.
 type callback struct {
-	state    string
-	provider config.ProviderConfig
-	exchange func(code string) (*oauth2.Token, error)
+	flow     *Flow
+	exchange func(code string) (Result, error)
 
 	claimed atomic.Bool // a redirect with the right state is being handled
 	once    sync.Once
@@ -224,7 +198,7 @@ func (c *callback) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 	}
 	q := r.URL.Query()
-	if subtle.ConstantTimeCompare([]byte(q.Get("state")), []byte(c.state)) != 1 {
+	if !c.flow.StateMatches(q.Get("state")) {
 		page(w, http.StatusBadRequest, "Sign-in refused", "The answer does not belong to this sign-in (state mismatch). Run grantwatch reconnect again.")
 		// Once this flow's own redirect is being exchanged its code is
 		// spent: a stray request must not end the flow and drop the token.
@@ -245,80 +219,39 @@ func (c *callback) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	default:
 	}
-	if code := q.Get("error"); code != "" {
-		err := &Error{Stage: "authorization", Code: code, Description: q.Get("error_description"), Provider: c.provider.Name}
-		switch code {
-		case "access_denied":
-			err.hint = "the user declined access; run reconnect again and approve every requested permission"
-		case "invalid_scope":
-			err.hint = fmt.Sprintf("check providers.%s.scopes", c.provider.Name)
-		case "unauthorized_client", "invalid_client", "invalid_request":
-			err.hint = fmt.Sprintf("check providers.%s (client_id, and that the app registration allows the redirect URI http://127.0.0.1 with any port)", c.provider.Name)
+	code, err := c.flow.Redirect(q)
+	if err != nil {
+		var re *Error
+		if errors.As(err, &re) {
+			page(w, http.StatusOK, "Sign-in not completed", "The provider answered "+re.Code+". See your terminal for what to do next.")
+		} else {
+			page(w, http.StatusBadRequest, "Sign-in refused", "The answer carries no authorization code. Run grantwatch reconnect again.")
 		}
-		page(w, http.StatusOK, "Sign-in not completed", "The provider answered "+code+". See your terminal for what to do next.")
 		c.finish("", err)
 		return
 	}
-	code := q.Get("code")
-	if code == "" {
-		page(w, http.StatusBadRequest, "Sign-in refused", "The answer carries no authorization code. Run grantwatch reconnect again.")
-		c.finish("", errors.New("the redirect carried neither a code nor an error: start again"))
-		return
-	}
-	tok, err := c.exchange(code)
-	if err != nil {
-		page(w, http.StatusOK, "Sign-in not completed", "The provider refused to issue a token. See your terminal.")
-		c.finish("", c.exchangeError(err))
-		return
-	}
-	if tok.RefreshToken == "" {
+	res, err := c.exchange(code)
+	switch {
+	case errors.Is(err, ErrNoRefreshToken):
 		page(w, http.StatusOK, "Sign-in not completed", "The provider issued no refresh token. See your terminal.")
-		c.finish("", fmt.Errorf("%w: %s", ErrNoRefreshToken, noRefreshHint(c.provider)))
-		return
+	case errors.Is(err, ErrAccountMismatch):
+		page(w, http.StatusOK, "Wrong account", "You signed in with another account than the grant's. See your terminal.")
+	case err != nil:
+		page(w, http.StatusOK, "Sign-in not completed", "The provider refused to issue a token. See your terminal.")
+	default:
+		page(w, http.StatusOK, "Connected", "grantwatch has the new grant. You can close this window.")
 	}
-	page(w, http.StatusOK, "Connected", "grantwatch has the new grant. You can close this window.")
-	c.finish(secret.Secret(tok.RefreshToken), nil)
+	c.finish(res.RefreshToken, err)
 }
 
 func (c *callback) finish(tok secret.Secret, err error) {
 	c.once.Do(func() {
+		if err != nil {
+			tok = ""
+		}
 		c.token, c.err = tok, err
 		close(c.done)
 	})
-}
-
-// exchangeError keeps the parsed fields of a token-endpoint refusal: a
-// RetrieveError's own message quotes the whole body.
-func (c *callback) exchangeError(err error) error {
-	var re *oauth2.RetrieveError
-	if !errors.As(err, &re) {
-		return fmt.Errorf("exchange authorization code: %w", err)
-	}
-	e := &Error{Stage: "token", Code: re.ErrorCode, Description: re.ErrorDescription, err: re, Provider: c.provider.Name}
-	if re.Response != nil {
-		e.Status = re.Response.StatusCode
-	}
-	if e.Code == "" {
-		e.Code = "no error code"
-	}
-	switch e.Code {
-	case "invalid_client", "unauthorized_client":
-		e.hint = fmt.Sprintf("check providers.%s.client_id and its client secret", c.provider.Name)
-	case "invalid_grant":
-		e.hint = "the code was refused (expired, used twice, or the PKCE verifier did not match); run reconnect again"
-	}
-	return e
-}
-
-// noRefreshHint says how to get a refresh token from this provider.
-func noRefreshHint(p config.ProviderConfig) string {
-	switch p.Preset {
-	case "google":
-		return "Google issues one only for offline access with consent (grantwatch sent access_type=offline and prompt=consent); check that the OAuth client is a Web or Desktop client and try again"
-	case "microsoft":
-		return "Microsoft issues one only with the offline_access scope (grantwatch requested it); check that the app registration's API permissions include offline_access"
-	}
-	return fmt.Sprintf("enable offline access (refresh tokens) for this client at the provider; many providers need the offline_access scope in providers.%s.scopes", p.Name)
 }
 
 var pageTmpl = template.Must(template.New("page").Parse(`<!DOCTYPE html>

@@ -387,7 +387,7 @@ func TestReconnectEndToEnd(t *testing.T) {
 
 	dead := sb.Issue(sandbox.Revoked)
 	line := fmt.Sprintf(`{"id":"u1-gmail","provider":"google","refresh_token":%q,"subject":"ann@example.com"}`, dead)
-	if _, err := c.Import(ctx, strings.NewReader(line), nil); err != nil {
+	if _, err := c.Import(ctx, strings.NewReader(line), store.ImportOptions{}, nil); err != nil {
 		t.Fatal(err)
 	}
 	rep, err := c.Probe(ctx, "u1-gmail")
@@ -448,11 +448,11 @@ func TestForgedRedirectDoesNotDropIssuedToken(t *testing.T) {
 	release := make(chan struct{})
 	entered := make(chan struct{})
 	cb := &callback{
-		state: "good-state", provider: config.ProviderConfig{Name: "p"}, done: make(chan struct{}),
-		exchange: func(code string) (*oauth2.Token, error) {
+		flow: &Flow{state: "good-state", provider: config.ProviderConfig{Name: "p"}}, done: make(chan struct{}),
+		exchange: func(code string) (Result, error) {
 			close(entered)
 			<-release
-			return &oauth2.Token{AccessToken: "at", RefreshToken: "rt-NEW-SECRET"}, nil
+			return Result{RefreshToken: "rt-NEW-SECRET"}, nil
 		},
 	}
 	served := make(chan struct{})

@@ -1,6 +1,11 @@
 package sandbox
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -252,5 +257,124 @@ func TestLoopbackRedirect(t *testing.T) {
 		if _, err := loopbackRedirect(raw); (err == nil) != ok {
 			t.Errorf("loopbackRedirect(%q) error %v, want ok %v", raw, err, ok)
 		}
+	}
+}
+
+// idClaims returns the header and claims of the id_token in w's answer,
+// and checks its signature: HS256 under secret, or none without one.
+func idClaims(t *testing.T, w *httptest.ResponseRecorder, secret string) (alg string, claims map[string]any) {
+	t.Helper()
+	var a struct {
+		IDToken string `json:"id_token"`
+	}
+	if err := json.Unmarshal(w.Body.Bytes(), &a); err != nil || a.IDToken == "" {
+		t.Fatalf("answer %s: no id_token (%v)", w.Body, err)
+	}
+	parts := strings.Split(a.IDToken, ".")
+	if len(parts) != 3 {
+		t.Fatalf("id_token %q is not a JWT", a.IDToken)
+	}
+	var header map[string]string
+	for i, dst := range []any{&header, &claims} {
+		b, err := base64.RawURLEncoding.DecodeString(parts[i])
+		if err != nil || json.Unmarshal(b, dst) != nil {
+			t.Fatalf("id_token part %d unreadable: %v", i, err)
+		}
+	}
+	want := ""
+	if secret != "" {
+		mac := hmac.New(sha256.New, []byte(secret))
+		mac.Write([]byte(parts[0] + "." + parts[1]))
+		want = base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
+	}
+	if parts[2] != want {
+		t.Errorf("id_token signature %q, want %q", parts[2], want)
+	}
+	return header["alg"], claims
+}
+
+func TestIDTokenNamesTheAccount(t *testing.T) {
+	tests := []struct {
+		name    string
+		secret  string // SetClient's; "" accepts any client
+		account string // SetAccount
+		hint    string // login_hint
+		scope   string
+		// want is the id_token's email, "" for no id_token; alg its alg.
+		want, alg string
+	}{
+		{"default account, unsigned", "", "", "", "openid email", DefaultAccount, "none"},
+		{"login_hint, HS256 under the client secret", "sec", "", "ann@example.com", "openid", "ann@example.com", "HS256"},
+		// A test signs in as someone else than the grant's user.
+		{"SetAccount beats login_hint", "", "mallory@example.com", "ann@example.com", "openid", "mallory@example.com", "none"},
+		{"no openid scope, no id_token", "", "", "", "offline_access", "", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := New()
+			h := s.Handler()
+			s.SetAccount(tt.account)
+			auth := func(f url.Values) {}
+			if tt.secret != "" {
+				s.SetClient("cli", tt.secret)
+				auth = func(f url.Values) { f.Set("client_secret", tt.secret) }
+			}
+			back := redirected(t, getAuthorize(t, h, authParams(func(q url.Values) {
+				q.Set("scope", tt.scope)
+				q.Set("nonce", "n-1")
+				if tt.hint != "" {
+					q.Set("login_hint", tt.hint)
+				}
+			})))
+			w := exchange(t, h, back.Get("code"), auth)
+			if w.Code != http.StatusOK || decode(t, w).RefreshToken == "" {
+				t.Fatalf("exchange: got %d %s", w.Code, w.Body)
+			}
+			if tt.want == "" {
+				if strings.Contains(w.Body.String(), "id_token") {
+					t.Errorf("answer %s has an id_token without the openid scope", w.Body)
+				}
+				return
+			}
+			alg, c := idClaims(t, w, tt.secret)
+			if alg != tt.alg || c["email"] != tt.want || c["email_verified"] != true || c["aud"] != "cli" ||
+				c["nonce"] != "n-1" || !strings.HasPrefix(fmt.Sprint(c["sub"]), "sb-") {
+				t.Errorf("id_token alg %s, claims %v; want alg %s, email %s, verified, aud cli, nonce n-1, an sb- sub", alg, c, tt.alg, tt.want)
+			}
+		})
+	}
+}
+
+func TestConsentPage(t *testing.T) {
+	s := New()
+	h := s.Handler()
+	s.SetConsentPage(true)
+	q := authParams(func(q url.Values) { q.Set("login_hint", "ann@example.com") })
+	w := getAuthorize(t, h, q)
+	if w.Code != http.StatusOK || !strings.Contains(w.Body.String(), `value="ann@example.com"`) ||
+		!strings.Contains(w.Body.String(), `id="allow"`) || !strings.Contains(w.Body.String(), `id="deny"`) {
+		t.Fatalf("consent page: got %d %s, want 200 with the account, Allow and Deny", w.Code, w.Body)
+	}
+	decide := func(decision, account string) url.Values {
+		f := authParams(nil)
+		f.Set("decision", decision)
+		f.Set("account", account)
+		req := httptest.NewRequest(http.MethodPost, AuthorizePath, strings.NewReader(f.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		return redirected(t, w)
+	}
+	if back := decide("deny", ""); back.Get("error") != "access_denied" || back.Get("state") != "st-123" || back.Get("code") != "" {
+		t.Errorf("Deny: redirect query %v, want access_denied with the state", back)
+	}
+	back := decide("allow", "bob@example.com")
+	if _, c := idClaims(t, exchange(t, h, back.Get("code"), nil), ""); c["email"] != "bob@example.com" {
+		t.Errorf("Allow as bob: id_token email %v", c["email"])
+	}
+
+	s.SetAuthorizeError("temporarily_unavailable")
+	if back := redirected(t, getAuthorize(t, h, authParams(nil))); back.Get("error") != "temporarily_unavailable" || back.Get("code") != "" {
+		t.Errorf("SetAuthorizeError: redirect query %v, want temporarily_unavailable", back)
 	}
 }

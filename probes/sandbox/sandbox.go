@@ -72,6 +72,10 @@ const (
 	ClockWindow Behavior = "clock_window"
 	// Empty answers HTTP 200 with an empty body.
 	Empty Behavior = "empty"
+	// Unreadable answers HTTP 400 with Reddit's {"message":"Bad
+	// Request","error":400}: a client error whose words no rule reads as a
+	// verdict (probes.Result.Unreadable).
+	Unreadable Behavior = "unreadable"
 )
 
 // Behaviors lists every behaviour.
@@ -79,7 +83,7 @@ func Behaviors() []Behavior { return append([]Behavior(nil), allBehaviors[:]...)
 
 var allBehaviors = [...]Behavior{Healthy, Rotate, Revoked, Expired, PasswordChanged,
 	ServerError, BadGateway, Unavailable, RateLimited, Slow, Hang, FormError,
-	Error200, InteractionRequired, ClockWindow, Empty}
+	Error200, InteractionRequired, ClockWindow, Empty, Unreadable}
 
 // behaviorIndex maps a behaviour to its slot in the answer counters.
 var behaviorIndex = func() map[Behavior]int {
@@ -130,6 +134,9 @@ type Server struct {
 	clockWindow            atomic.Int64 // time.Duration
 	dateCache              atomic.Pointer[dateHeader]
 	accessSeq              atomic.Uint64
+	accessLifetime         atomic.Int64 // time.Duration; 0: the default (access.go)
+	macOnce                sync.Once
+	macPool                sync.Pool // hash.Hash: HMAC-SHA256 under this server's key
 
 	requests, concurrent, maxConcurrent atomic.Int64
 	reused, unknown, badClient          atomic.Int64
@@ -147,6 +154,8 @@ type chain struct {
 	// within the rotation grace it may be exchanged again (grace.go).
 	previous  string
 	rotatedAt time.Time
+	// exchanges counts the chain's successful refreshes (access.go).
+	exchanges atomic.Int64
 }
 
 // New returns a server that does not listen: use its Handler in process.

@@ -31,6 +31,9 @@ import (
 //     https://github.com/orgs/community/discussions/24745).
 //   - Okta rate limit: error code E0000047,
 //     https://developer.okta.com/docs/reference/error-codes/
+//   - Reddit's 400 to a refresh, quoted in
+//     https://github.com/not-an-aardvark/snoowrap/issues/284
+//     ("StatusCodeError: 400 - {...}").
 var (
 	bodyGoogleRevoked = []byte(`{
   "error": "invalid_grant",
@@ -52,6 +55,7 @@ var (
 	bodyGitHub200            = []byte(`{"error":"bad_refresh_token","error_description":"The refresh token passed is incorrect or expired.","error_uri":"https://docs.github.com/apps/managing-oauth-apps/troubleshooting-oauth-app-access-token-request-errors"}`)
 	bodyOktaRateLimit        = []byte(`{"errorCode":"E0000047","errorSummary":"API call exceeded rate limit due to too many requests.","errorLink":"E0000047","errorId":"oaeTfVx7yyQTbmzNm4XB0vQMA","errorCauses":[]}`)
 	bodyNginx502             = []byte("<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n")
+	bodyReddit400            = []byte(`{"message":"Bad Request","error":400}`)
 	body503                  = []byte("<!DOCTYPE html>\n<html><head><title>503 Service Unavailable</title></head><body><h1>Service Unavailable</h1><p>The server is temporarily unable to service your request due to maintenance downtime or capacity problems. Please try again later.</p></body></html>\n")
 )
 
@@ -162,6 +166,9 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 		s.rotate(w, r, c, req.refreshToken)
 		return
 	}
+	if b == Healthy {
+		c.exchanges.Add(1)
+	}
 	s.answer(w, r, b)
 }
 
@@ -187,6 +194,7 @@ func (s *Server) rotate(w http.ResponseWriter, r *http.Request, c *chain, presen
 	}
 	next := newRefreshToken()
 	s.advance(c, presented, next)
+	c.exchanges.Add(1)
 	s.tokens[next] = c
 	s.mu.Unlock()
 	s.count(Rotate)
@@ -231,6 +239,8 @@ func (s *Server) answer(w http.ResponseWriter, r *http.Request, b Behavior) {
 		s.write(w, http.StatusOK, hJSON, bodyGitHub200)
 	case Empty:
 		s.write(w, http.StatusOK, hJSON, nil)
+	case Unreadable:
+		s.write(w, http.StatusBadRequest, hJSON, bodyReddit400)
 	case Slow:
 		t := time.NewTimer(time.Duration(s.slowDelay.Load()))
 		defer t.Stop()
@@ -256,15 +266,18 @@ func (s *Server) count(b Behavior) {
 	}
 }
 
-// success writes a token response (RFC 6749 §5.1), with refresh as the new
-// refresh token when it is not "".
+// success writes a token response (RFC 6749 §5.1): a new access token for
+// the access-token lifetime (access.go), and refresh as the new refresh
+// token when it is not "".
 func (s *Server) success(w http.ResponseWriter, refresh string) {
 	buf := bufPool.Get().(*bytes.Buffer)
 	buf.Reset()
-	buf.WriteString(`{"access_token":"at_`)
+	buf.WriteString(`{"access_token":"`)
+	s.appendAccessToken(buf)
+	buf.WriteString(`","token_type":"Bearer","expires_in":`)
 	var num [20]byte
-	buf.Write(strconv.AppendUint(num[:0], s.accessSeq.Add(1), 10))
-	buf.WriteString(`","token_type":"Bearer","expires_in":3599,"scope":"openid offline_access"`)
+	buf.Write(strconv.AppendInt(num[:0], int64(s.accessTokenLifetime()/time.Second), 10))
+	buf.WriteString(`,"scope":"openid offline_access"`)
 	if refresh != "" {
 		buf.WriteString(`,"refresh_token":"`)
 		buf.WriteString(refresh) // base32 and a prefix: no escaping needed

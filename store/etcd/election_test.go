@@ -29,7 +29,7 @@ func join(t *testing.T, s *etcd.Store, name string, ttl time.Duration) *etcd.Ses
 func TestFenceRefusesDeposedLeader(t *testing.T) {
 	prefix := newPrefix()
 	a, b := openAt(t, cluster.Endpoints, prefix), openAt(t, cluster.Endpoints, prefix)
-	if _, _, err := a.Import([]store.NewGrant{{ID: "g", Provider: "p", RefreshToken: "t0"}}, storetest.T0); err != nil {
+	if _, _, err := a.Import([]store.NewGrant{{ID: "g", Provider: "p", RefreshToken: "t0"}}, storetest.T0, store.ImportOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	ma := join(t, a, "a", 5*time.Second)

@@ -386,6 +386,22 @@ func (s *Store) writeGrant(u *unit, orig, r *record, hist []store.HistoryEntry) 
 			u.put(newDue, id)
 		}
 	}
+	var oldExp, oldUnread string
+	if orig != nil {
+		oldExp, oldUnread = s.watchKeys(&orig.g)
+	}
+	newExp, newUnread := s.watchKeys(&r.g)
+	for _, m := range [][2]string{{oldExp, newExp}, {oldUnread, newUnread}} {
+		if m[0] == m[1] {
+			continue
+		}
+		if m[0] != "" {
+			u.del(m[0])
+		}
+		if m[1] != "" {
+			u.put(m[1], id)
+		}
+	}
 	newState := ""
 	if indexed(r.g.State) {
 		newState = s.stateKey(&r.g)
@@ -417,6 +433,12 @@ func (s *Store) removeGrant(u *unit, r *record) {
 	}
 	if indexed(r.g.State) {
 		u.del(s.stateKey(&r.g))
+	}
+	exp, unread := s.watchKeys(&r.g)
+	for _, k := range []string{exp, unread} {
+		if k != "" {
+			u.del(k)
+		}
 	}
 	u.delta(s.countKey(r.g.Provider, r.g.State), -1)
 }
@@ -471,11 +493,11 @@ func write[T any](s *Store, what string, items []T, keys func(rest []T) []string
 // (store.DB.Import). In etcd an import lands in transactions of a few
 // dozen grants, in order: on an error the earlier ones stay imported, and
 // are counted in created and replaced.
-func (s *Store) Import(gs []store.NewGrant, now time.Time) (created, replaced int, err error) {
+func (s *Store) Import(gs []store.NewGrant, now time.Time, opts store.ImportOptions) (created, replaced int, err error) {
 	if err := store.CheckImport(gs); err != nil {
 		return 0, 0, err
 	}
-	units, err := s.importGrants(gs, now, nil)
+	units, err := s.importGrants(gs, now, opts, nil)
 	created, replaced = countImported(units)
 	if err != nil {
 		return created, replaced, fmt.Errorf("import into %s: %w", s.where, err)
@@ -500,7 +522,7 @@ type importItem struct{ ng *store.NewGrant }
 // builds a last unit (an import job's progress), committed once every
 // grant landed: its keys are read with the grants', and it is given the
 // counts of the grants.
-func (s *Store) importGrants(gs []store.NewGrant, now time.Time, job *jobUnit) ([]*unit, error) {
+func (s *Store) importGrants(gs []store.NewGrant, now time.Time, opts store.ImportOptions, job *jobUnit) ([]*unit, error) {
 	items := make([]importItem, 0, len(gs)+1)
 	for i := range gs {
 		items = append(items, importItem{&gs[i]})
@@ -517,7 +539,17 @@ func (s *Store) importGrants(gs []store.NewGrant, now time.Time, job *jobUnit) (
 				return keys
 			},
 			[]string{s.countPrefix()},
-			func(v *view, rest []importItem, _ []*unit) ([]*unit, error) { return s.buildImport(v, rest, now) })
+			func(v *view, rest []importItem, committed []*unit) ([]*unit, error) {
+				if len(committed) == 0 {
+					// What opts refuse is refused before anything is
+					// written (a conflict met later, by a write
+					// meanwhile, leaves the transactions before it).
+					if err := s.conflicts(v, rest).Refused(opts); err != nil {
+						return nil, err
+					}
+				}
+				return s.buildImport(v, rest, now)
+			})
 		if err != nil {
 			return done, err
 		}
@@ -533,6 +565,32 @@ func (s *Store) importGrants(gs []store.NewGrant, now time.Time, job *jobUnit) (
 			return []*unit{u}, job.build(v, u, c, r)
 		})
 	return append(done, units...), err
+}
+
+// conflicts are the grants of rest that exist in v.
+func (s *Store) conflicts(v *view, rest []importItem) *store.Conflicts {
+	c := &store.Conflicts{}
+	for _, it := range rest {
+		if r, ok, err := s.recordIn(v, it.ng.ID); err == nil && ok {
+			c.AddConflict(it.ng.ID, r.g)
+		}
+	}
+	return c
+}
+
+// ImportConflicts names which of gs exist and which of those have a token
+// rotated since it was stored from outside, without writing.
+func (s *Store) ImportConflicts(gs []store.NewGrant) (store.Conflicts, error) {
+	items := make([]importItem, len(gs))
+	keys := make([]string, len(gs))
+	for i := range gs {
+		items[i], keys[i] = importItem{&gs[i]}, s.grantKey(gs[i].ID)
+	}
+	v, err := s.read(keys)
+	if err != nil {
+		return store.Conflicts{}, fmt.Errorf("look up grants to import: %w", err)
+	}
+	return *s.conflicts(v, items), nil
 }
 
 // buildImport makes the units of an import.

@@ -328,7 +328,7 @@ func (s *Store) jobIn(v *view, id string) (store.ImportJob, error) {
 // revision: after a crash between them the job still says the batch's
 // lines are to do, and resuming imports those grants again (as a
 // replacement of the same token, TokenGen raised).
-func (s *Store) ImportBatch(id string, from, lines int, gs []store.NewGrant, now time.Time) (store.ImportJob, error) {
+func (s *Store) ImportBatch(id string, from, lines int, gs []store.NewGrant, now time.Time, opts store.ImportOptions) (store.ImportJob, error) {
 	if lines < len(gs) || lines <= 0 {
 		return store.ImportJob{}, fmt.Errorf("import batch of job %q: %d lines cannot hold %d grants", id, lines, len(gs))
 	}
@@ -352,7 +352,7 @@ func (s *Store) ImportBatch(id string, from, lines int, gs []store.NewGrant, now
 		return store.ImportJob{}, fmt.Errorf("job %q: a batch of lines %d to %d goes past its %d lines", id, from+1, from+lines, job.Total)
 	}
 	var out store.ImportJob
-	_, err = s.importGrants(gs, now, &jobUnit{keys: []string{jk}, build: func(v *view, u *unit, created, replaced int) error {
+	_, err = s.importGrants(gs, now, opts, &jobUnit{keys: []string{jk}, build: func(v *view, u *unit, created, replaced int) error {
 		j, err := s.jobIn(v, id)
 		if err != nil {
 			return err

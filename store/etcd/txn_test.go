@@ -30,7 +30,7 @@ func importN(t *testing.T, s *etcd.Store, n int) []string {
 		ids[i] = fmt.Sprintf("g%04d", i)
 		gs[i] = store.NewGrant{ID: ids[i], Provider: "p", RefreshToken: "t"}
 	}
-	if created, _, err := s.Import(gs, storetest.T0); err != nil || created != n {
+	if created, _, err := s.Import(gs, storetest.T0, store.ImportOptions{}); err != nil || created != n {
 		t.Fatalf("Import = %d, %v", created, err)
 	}
 	return ids

@@ -66,7 +66,7 @@ func RunCrash(t *testing.T, location string, open func(t *testing.T, location st
 }
 
 // crashOnce runs the child until it has reported five more commits, kills
-// it a moment later and returns the last group it reported before it died.
+// it a moment later and returns the last group it reported.
 func crashOnce(t *testing.T, location string, round, acked int) int {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^"+t.Name()+"$", "-test.count=1")
@@ -97,8 +97,8 @@ func crashOnce(t *testing.T, location string, round, acked int) int {
 	// A little later each round: the kill lands in a commit or between two.
 	time.Sleep(time.Duration(rand.IntN(3000)) * time.Microsecond)
 	cmd.Process.Signal(syscall.SIGKILL)
-	// What the child said before it died, read to the end of the pipe:
-	// the last commit it reported.
+	// The child kept committing (and saying so) until the kill: what it
+	// said before it died is still in the pipe.
 	for sc.Scan() {
 		if g, ok := strings.CutPrefix(sc.Text(), "committed "); ok {
 			acked, _ = strconv.Atoi(g)

@@ -5,7 +5,9 @@
 //
 // A backend passes when its store behaves as store.Store's and *store.DB's
 // doc comments say. The suite checks behaviour through the interface only;
-// it never looks at a backend's records.
+// it never looks at a backend's records. storetest.go is one long list of
+// cases (~1,100 lines) on purpose: a backend's author reads the whole
+// contract in one place.
 package storetest
 
 import (
@@ -33,6 +35,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 	}{
 		{"ImportGetAndReplace", testImport},
 		{"ImportRefusesWhole", testImportRefusesWhole},
+		{"ImportRefusesToReplace", testImportRefusesToReplace},
+		{"ImportObserve", testImportObserve},
 		{"ListsAndCounts", testListsAndCounts},
 		{"DueOrder", testDueOrder},
 		{"Reschedule", testReschedule},
@@ -48,10 +52,17 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"DeadLetters", testDeadLetters},
 		{"Meta", testMeta},
 		{"ImportJobs", testImportJobs},
+		{"Links", testLinks},
+		{"AppKeys", testAppKeys},
+		{"WatchIndexes", testWatchIndexes},
+		{"ForecastFieldsKept", testForecastFieldsKept},
 	} {
 		t.Run(c.name, func(t *testing.T) { c.fn(t, open(t)) })
 	}
 }
+
+// replaceAll lets an import replace any stored token, rotated or not.
+var replaceAll = store.ImportOptions{Replace: true, Force: true}
 
 func newGrants(n int, provider string) []store.NewGrant {
 	gs := make([]store.NewGrant, n)
@@ -63,7 +74,7 @@ func newGrants(n int, provider string) []store.NewGrant {
 
 func importGrants(t *testing.T, s store.Store, gs []store.NewGrant, now time.Time) {
 	t.Helper()
-	if _, _, err := s.Import(gs, now); err != nil {
+	if _, _, err := s.Import(gs, now, replaceAll); err != nil {
 		t.Fatalf("Import: %v", err)
 	}
 }
@@ -119,7 +130,7 @@ func collect(t *testing.T, each func(func(store.Grant) error) error) []string {
 // sealed; an import over an existing id replaces its token, raises TokenGen
 // and keeps its row.
 func testImport(t *testing.T, s store.Store) {
-	created, replaced, err := s.Import(newGrants(3, "google"), T0)
+	created, replaced, err := s.Import(newGrants(3, "google"), T0, store.ImportOptions{})
 	if err != nil || created != 3 || replaced != 0 {
 		t.Fatalf("Import = %d, %d, %v; want 3, 0, nil", created, replaced, err)
 	}
@@ -135,7 +146,7 @@ func testImport(t *testing.T, s store.Store) {
 	})
 
 	later := T0.Add(time.Hour)
-	created, replaced, err = s.Import([]store.NewGrant{{ID: "g001", Provider: "google", Subject: "a@b", RefreshToken: "new"}}, later)
+	created, replaced, err = s.Import([]store.NewGrant{{ID: "g001", Provider: "google", Subject: "a@b", RefreshToken: "new"}}, later, replaceAll)
 	if err != nil || created != 0 || replaced != 1 {
 		t.Fatalf("re-Import = %d, %d, %v; want 0, 1, nil", created, replaced, err)
 	}
@@ -164,6 +175,123 @@ func testImport(t *testing.T, s store.Store) {
 	}
 }
 
+// testImportRefusesToReplace: without Replace an import over an existing
+// grant fails whole, naming the grant, and writes nothing; with Replace a
+// grant whose token rotated since its import fails the same way unless Force
+// is given. The flag that tells (Grant.Rotated) is set by a rotation, cannot
+// be cleared by a Change, and is cleared by import and set-token.
+func testImportRefusesToReplace(t *testing.T, s store.Store) {
+	if _, _, err := s.Import([]store.NewGrant{
+		{ID: "quiet", Provider: "google", RefreshToken: "q1"},
+		{ID: "rotating", Provider: "hydra", RefreshToken: "r1"},
+	}, T0, store.ImportOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	rotate := func(id, tok string) {
+		t.Helper()
+		err := s.Apply(id, func(cur store.Grant) (store.Change, error) {
+			cur.State = store.StateHealthy
+			return store.Change{Grant: cur, NewToken: secret.Secret(tok)}, nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	rotate("rotating", "r2")
+	if !get(t, s, "rotating").Rotated {
+		t.Fatal("a rotation did not set Rotated")
+	}
+	set(t, s, "rotating", func(g *store.Grant) { g.Rotated = false })
+	if !get(t, s, "rotating").Rotated {
+		t.Fatal("a Change without a new token cleared Rotated")
+	}
+
+	again := []store.NewGrant{
+		{ID: "new", Provider: "google", RefreshToken: "n1"},
+		{ID: "quiet", Provider: "google", RefreshToken: "q-old"},
+		{ID: "rotating", Provider: "hydra", RefreshToken: "r1"},
+	}
+	for _, tc := range []struct {
+		name  string
+		opts  store.ImportOptions
+		is    error
+		named []string
+	}{
+		{"no replace", store.ImportOptions{}, store.ErrExists, []string{`"quiet"`, `"rotating"`}},
+		{"force alone", store.ImportOptions{Force: true}, store.ErrExists, []string{`"quiet"`, `"rotating"`}},
+		{"replace", store.ImportOptions{Replace: true}, store.ErrRotated, []string{`"rotating"`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := s.Import(again, T0.Add(time.Minute), tc.opts)
+			var ce *store.ConflictError
+			if !errors.Is(err, tc.is) || !errors.As(err, &ce) {
+				t.Fatalf("Import = %v, want %v as a *ConflictError", err, tc.is)
+			}
+			for _, id := range tc.named {
+				if !strings.Contains(err.Error(), id) {
+					t.Errorf("error %q does not name %s", err, id)
+				}
+			}
+			if tc.is == store.ErrRotated && strings.Contains(err.Error(), `"quiet"`) {
+				t.Errorf("error %q names a grant that did not rotate", err)
+			}
+			if _, err := s.Get("new"); !errors.Is(err, store.ErrNotFound) {
+				t.Error("a refused import stored a new grant")
+			}
+			if token(t, s, "quiet") != "q1" || token(t, s, "rotating") != "r2" {
+				t.Error("a refused import replaced a token")
+			}
+		})
+	}
+	c, err := s.ImportConflicts(again)
+	if err != nil || c.Exists != 2 || c.Rotated != 1 || len(c.RotatedIDs) != 1 || c.RotatedIDs[0] != "rotating" {
+		t.Errorf("ImportConflicts = %+v, %v; want 2 existing, rotating rotated", c, err)
+	}
+
+	created, replaced, err := s.Import(again, T0.Add(time.Minute), replaceAll)
+	if err != nil || created != 1 || replaced != 2 {
+		t.Fatalf("Import with Force = %d, %d, %v", created, replaced, err)
+	}
+	if get(t, s, "rotating").Rotated || token(t, s, "rotating") != "r1" {
+		t.Errorf("forced import: Rotated %v, token %q; want false, r1", get(t, s, "rotating").Rotated, token(t, s, "rotating"))
+	}
+	rotate("rotating", "r3")
+	if _, err := s.SetToken("rotating", "r-user", T0.Add(2*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if get(t, s, "rotating").Rotated {
+		t.Error("set-token did not clear Rotated")
+	}
+	if _, _, err := s.Import([]store.NewGrant{{ID: "rotating", Provider: "hydra", RefreshToken: "r-old"}}, T0, store.ImportOptions{Replace: true}); err != nil {
+		t.Errorf("Replace after set-token: %v", err)
+	}
+}
+
+// testImportObserve: a grant of a provider in observe mode may come without
+// a refresh token and is never scheduled; any other grant needs a token.
+func testImportObserve(t *testing.T, s store.Store) {
+	if _, _, err := s.Import([]store.NewGrant{{ID: "plain", Provider: "google"}}, T0, store.ImportOptions{}); err == nil {
+		t.Fatal("a grant without a token was imported")
+	}
+	if _, _, err := s.Import([]store.NewGrant{
+		{ID: "watched", Provider: "app", Observe: true},
+		{ID: "watched-tok", Provider: "app", Observe: true, RefreshToken: "kept"},
+	}, T0, store.ImportOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"watched", "watched-tok"} {
+		if g := get(t, s, id); g.State != store.StatePending || !g.NextDueAt.IsZero() {
+			t.Errorf("%s = %+v; want pending and not due", id, g)
+		}
+	}
+	if ls, err := s.Due(T0.Add(time.Hour), 0, nil); err != nil || len(ls) != 0 {
+		t.Errorf("Due = %d leases, %v; want none", len(ls), err)
+	}
+	if token(t, s, "watched") != "" {
+		t.Error("a grant imported without a token has one")
+	}
+}
+
 // testImportRefusesWhole: one bad grant fails the call and writes none.
 func testImportRefusesWhole(t *testing.T, s store.Store) {
 	for _, bad := range []store.NewGrant{
@@ -173,7 +301,7 @@ func testImportRefusesWhole(t *testing.T, s store.Store) {
 		{ID: "x\x00y", Provider: "google", RefreshToken: "t"},
 	} {
 		gs := append(newGrants(2, "google"), bad)
-		if _, _, err := s.Import(gs, T0); err == nil {
+		if _, _, err := s.Import(gs, T0, replaceAll); err == nil {
 			t.Errorf("Import with %+v: nil error", bad)
 		}
 	}
@@ -804,11 +932,11 @@ func testImportJobs(t *testing.T, s store.Store) {
 		t.Fatalf("BeginImport = %+v, %v", job, err)
 	}
 	gs := newGrants(3, "google")
-	job, err = s.ImportBatch(job.ID, 0, 2, gs[:2], T0)
+	job, err = s.ImportBatch(job.ID, 0, 2, gs[:2], T0, replaceAll)
 	if err != nil || job.Committed != 2 || job.Created != 2 {
 		t.Fatalf("ImportBatch = %+v, %v", job, err)
 	}
-	if _, err := s.ImportBatch(job.ID, 0, 2, gs[:2], T0); !errors.Is(err, store.ErrImportOffset) {
+	if _, err := s.ImportBatch(job.ID, 0, 2, gs[:2], T0, replaceAll); !errors.Is(err, store.ErrImportOffset) {
 		t.Errorf("batch sent again = %v, want ErrImportOffset", err)
 	}
 	if _, err := s.FinishImport(job.ID); err == nil {
@@ -818,7 +946,7 @@ func testImportJobs(t *testing.T, s store.Store) {
 	if err != nil || len(pend) != 1 || pend[0].Committed != 2 || pend[0].Source != "f.jsonl" {
 		t.Errorf("PendingImports = %+v, %v", pend, err)
 	}
-	if job, err = s.ImportBatch(job.ID, 2, 1, gs[2:], T0); err != nil || job.Committed != 3 {
+	if job, err = s.ImportBatch(job.ID, 2, 1, gs[2:], T0, replaceAll); err != nil || job.Committed != 3 {
 		t.Fatalf("last ImportBatch = %+v, %v", job, err)
 	}
 	if _, err := s.FinishImport(job.ID); err != nil {
@@ -837,7 +965,123 @@ func testImportJobs(t *testing.T, s store.Store) {
 	if pend, _ := s.PendingImports(); len(pend) != 0 {
 		t.Errorf("PendingImports after finish and abort = %+v", pend)
 	}
-	if _, err := s.ImportBatch("import-none", 0, 1, gs[:1], T0); !errors.Is(err, store.ErrNotFound) {
+	if _, err := s.ImportBatch("import-none", 0, 1, gs[:1], T0, replaceAll); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("ImportBatch of an unknown job = %v, want ErrNotFound", err)
+	}
+}
+
+// testAppKeys: app keys are stored by name with their hash, labels and
+// scopes; a name and a hash are each stored once; revoking removes a key,
+// once.
+func testAppKeys(t *testing.T, s store.Store) {
+	ops := store.AppKey{Name: "ops", Hash: store.HashAppKey("key-ops"), Scopes: []string{"read", "set-token"}, CreatedAt: T0}
+	acme := store.AppKey{Name: "acme-sync", Hash: store.HashAppKey("key-acme"), Labels: map[string]string{"tenant": "acme"},
+		Scopes: []string{"token"}, CreatedAt: T0.Add(time.Minute)}
+	for _, k := range []store.AppKey{ops, acme} {
+		if err := s.CreateAppKey(k); err != nil {
+			t.Fatalf("CreateAppKey(%s): %v", k.Name, err)
+		}
+	}
+	if err := s.CreateAppKey(store.AppKey{Name: "ops", Hash: store.HashAppKey("other")}); !errors.Is(err, store.ErrExists) {
+		t.Errorf("a second key named ops: %v, want ErrExists", err)
+	}
+	if err := s.CreateAppKey(store.AppKey{Name: "copy", Hash: store.HashAppKey("key-acme")}); !errors.Is(err, store.ErrExists) {
+		t.Errorf("acme's key under another name: %v, want ErrExists", err)
+	}
+	got, err := s.AppKeys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].Name != "acme-sync" || got[1].Name != "ops" || string(got[0].Hash) != string(acme.Hash) ||
+		got[0].Labels["tenant"] != "acme" || !slices.Equal(got[1].Scopes, ops.Scopes) || !got[0].CreatedAt.Equal(acme.CreatedAt) {
+		t.Errorf("AppKeys = %+v, want acme-sync and ops as created", got)
+	}
+	if err := s.RevokeAppKey("ops"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RevokeAppKey("ops"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("revoking ops twice: %v, want ErrNotFound", err)
+	}
+	if got, _ := s.AppKeys(); len(got) != 1 || got[0].Name != "acme-sync" {
+		t.Errorf("after revoke: %+v", got)
+	}
+}
+
+// testWatchIndexes: the expiry and unreadable indexes follow every write of
+// a grant: counted and listed per provider, soonest first, and left by a
+// moved forecast, a new token chain and a removal.
+func testWatchIndexes(t *testing.T, s store.Store) {
+	importGrants(t, s, []store.NewGrant{
+		{ID: "a1", Provider: "a", RefreshToken: "t"}, {ID: "a2", Provider: "a", RefreshToken: "t"},
+		{ID: "a3", Provider: "a", RefreshToken: "t"}, {ID: "b1", Provider: "b", RefreshToken: "t"},
+	}, T0)
+	day := 24 * time.Hour
+	for id, in := range map[string]time.Duration{"a1": 3 * day, "a2": day, "a3": 30 * day, "b1": 2 * day} {
+		set(t, s, id, func(g *store.Grant) { g.ExpiresAt, g.ExpiresBasis = T0.Add(in), store.BasisAbsolute })
+	}
+	expiring := func(within time.Duration, p string) []string {
+		return collect(t, func(fn func(store.Grant) error) error { return s.EachExpiring(T0.Add(within), p, fn) })
+	}
+	if got, want := expiring(7*day, ""), []string{"a2", "a1", "b1"}; !slices.Equal(got, want) {
+		t.Errorf("EachExpiring(7d) = %v, want %v (by provider, soonest first)", got, want)
+	}
+	if got, want := expiring(7*day, "b"), []string{"b1"}; !slices.Equal(got, want) {
+		t.Errorf("EachExpiring(7d, b) = %v, want %v", got, want)
+	}
+	if counts, err := s.ExpiringCounts(T0.Add(7 * day)); err != nil || fmt.Sprint(counts) != fmt.Sprint(map[string]int{"a": 2, "b": 1}) {
+		t.Errorf("ExpiringCounts(7d) = %v, %v; want a: 2, b: 1", counts, err)
+	}
+	set(t, s, "a2", func(g *store.Grant) { g.ExpiresAt = T0.Add(60 * day) })
+	if _, err := s.SetToken("b1", "new", T0); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Remove("a1"); err != nil {
+		t.Fatal(err)
+	}
+	if got := expiring(7*day, ""); len(got) != 0 {
+		t.Errorf("after a moved forecast, a new token and a removal: EachExpiring(7d) = %v, want none", got)
+	}
+
+	unread := func() []string {
+		return collect(t, func(fn func(store.Grant) error) error { return s.EachUnreadable("", fn) })
+	}
+	set(t, s, "a2", func(g *store.Grant) { g.Unreadable = store.UnreadableAfter - 1 })
+	set(t, s, "a3", func(g *store.Grant) { g.Unreadable = store.UnreadableAfter })
+	if got, want := unread(), []string{"a3"}; !slices.Equal(got, want) {
+		t.Errorf("EachUnreadable = %v, want %v", got, want)
+	}
+	if counts, err := s.UnreadableCounts(); err != nil || counts["a"] != 1 || len(counts) != 1 {
+		t.Errorf("UnreadableCounts = %v, %v; want a: 1", counts, err)
+	}
+	set(t, s, "a3", func(g *store.Grant) { g.Unreadable = 0 })
+	if got := unread(); len(got) != 0 {
+		t.Errorf("after the streak ended: EachUnreadable = %v", got)
+	}
+}
+
+// testForecastFieldsKept: a grant's forecast, its unreadable count and its
+// token chain's consent time are stored as written; a new token chain
+// (set-token) starts with a consent time and no forecast.
+func testForecastFieldsKept(t *testing.T, s store.Store) {
+	importGrants(t, s, newGrants(1, "p"), T0)
+	if g := get(t, s, "g000"); !g.ConsentAt.Equal(T0) {
+		t.Errorf("import: ConsentAt %v, want %v", g.ConsentAt, T0)
+	}
+	at := T0.Add(48 * time.Hour)
+	set(t, s, "g000", func(g *store.Grant) {
+		g.ExpiresAt, g.ExpiresBasis, g.ExpiryWarned = at, store.BasisTesting, true
+		g.AnnouncedExpiresAt, g.Unreadable = at, 4
+	})
+	g := get(t, s, "g000")
+	if !g.ExpiresAt.Equal(at) || g.ExpiresBasis != store.BasisTesting || !g.ExpiryWarned || !g.AnnouncedExpiresAt.Equal(at) || g.Unreadable != 4 {
+		t.Errorf("stored %+v", g)
+	}
+	later := T0.Add(time.Hour)
+	if _, err := s.SetToken("g000", "new", later); err != nil {
+		t.Fatal(err)
+	}
+	g = get(t, s, "g000")
+	if !g.ConsentAt.Equal(later) || !g.ExpiresAt.IsZero() || g.ExpiresBasis != "" || g.ExpiryWarned || g.Unreadable != 0 || !g.AnnouncedExpiresAt.IsZero() {
+		t.Errorf("after set-token: %+v", g)
 	}
 }
