@@ -125,7 +125,7 @@ func TestClusterOnlyTheLeaderRefreshes(t *testing.T) {
 	if err != nil || !rep.Deferred {
 		t.Fatalf("standby's SetToken = %+v, %v; want stored, deferred", rep, err)
 	}
-	testutil.WaitFor(t, 10*time.Second, "the leader probes the new token", func() bool {
+	testutil.WaitFor(t, 20*time.Second, "the leader probes the new token", func() bool {
 		return sb.Current(fresh) != fresh
 	})
 	if n := cb.n.Load(); n != 0 {

@@ -168,7 +168,10 @@ func (d *Daemon) probeLease(ctx, probeCtx context.Context, l job) {
 		return
 	}
 	if d.refreshAllowed() != nil {
-		return // not leading, or too little lease left: the lease brings it back
+		// Not leading, or too little lease left (etcd): nothing was sent,
+		// so the grant may be handed out again at the next scan.
+		d.leases.endIf(l.Grant.Row, l.until)
+		return
 	}
 	// The provider's pause (429, outage) is checked last, right before the
 	// request: a pause set while this worker waited for a slot counts.
