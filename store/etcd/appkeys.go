@@ -60,7 +60,7 @@ func (s *Store) CreateAppKey(k store.AppKey) error {
 func (s *Store) AppKeys() ([]store.AppKey, error) {
 	var out []store.AppKey
 	p := s.appKeyPrefix()
-	err := s.scan(p, clientv3.GetPrefixRangeEnd(p), false, func(name string, val []byte) error {
+	err := s.scan(p, clientv3.GetPrefixRangeEnd(p), page, func(name string, val []byte) error {
 		var k store.AppKey
 		if err := json.Unmarshal(val, &k); err != nil {
 			return fmt.Errorf("app key %q: %w", name, err)

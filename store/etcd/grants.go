@@ -15,8 +15,11 @@ import (
 	"github.com/grantwatch/grantwatch/store"
 )
 
-// page is how many keys one range read returns.
-const page = 1024
+// page is how many keys one range read returns; duePage, of the due index.
+const (
+	page    = 1024
+	duePage = 8192
+)
 
 func notFound(id string) error { return fmt.Errorf("grant %q: %w", id, store.ErrNotFound) }
 
@@ -89,14 +92,11 @@ func (s *Store) History(id string) ([]store.HistoryEntry, error) {
 	return hs, nil
 }
 
-// scan calls fn for each key from..end (exclusive), a page at a time, with
+// scan calls fn for each key from..end (exclusive), size keys a read, with
 // fn outside the read; fn's error stops it.
-func (s *Store) scan(from, end string, keysOnly bool, fn func(key string, val []byte) error) error {
+func (s *Store) scan(from, end string, size int, fn func(key string, val []byte) error) error {
 	for {
-		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(page)}
-		if keysOnly {
-			opts = append(opts, clientv3.WithKeysOnly())
-		}
+		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(int64(size))}
 		ctx, cancel := s.ctx()
 		resp, err := s.cli.Get(ctx, from, opts...)
 		cancel()
@@ -128,7 +128,7 @@ func (s *Store) Each(fn func(store.Grant) error) error {
 		pageOf = pageOf[:0]
 		return nil
 	}
-	err := s.scan(p, clientv3.GetPrefixRangeEnd(p), false, func(key string, val []byte) error {
+	err := s.scan(p, clientv3.GetPrefixRangeEnd(p), page, func(key string, val []byte) error {
 		r, err := decodeRecord(val)
 		if err != nil {
 			return s.corrupt(strings.TrimPrefix(key, p), err)
@@ -169,7 +169,7 @@ func (s *Store) EachInState(state store.State, provider string, fn func(store.Gr
 		}
 		return nil
 	}
-	err := s.scan(p, clientv3.GetPrefixRangeEnd(p), false, func(_ string, val []byte) error {
+	err := s.scan(p, clientv3.GetPrefixRangeEnd(p), page, func(_ string, val []byte) error {
 		ids = append(ids, string(val))
 		if len(ids) == page {
 			return flush()
@@ -274,7 +274,9 @@ func (s *Store) Due(now time.Time, limit int, take func(row uint64) bool) ([]sto
 	}
 	var got []due
 	errFull := errors.New("full")
-	err := s.scan(p, end, false, func(key string, val []byte) error {
+	// Pages of duePage keys: a scan during a round passes over the
+	// grants in flight, thousands, before it finds those to hand out.
+	err := s.scan(p, end, duePage, func(key string, val []byte) error {
 		ns, row, ok := parseDue(strings.TrimPrefix(key, p))
 		if !ok {
 			return nil

@@ -66,7 +66,7 @@ func (s *Store) entries(dead bool, receiver string, limit int) ([]store.OutboxEn
 	p := s.outboxPrefix(dead, receiver)
 	var out []store.OutboxEntry
 	errFull := fmt.Errorf("full")
-	err := s.scan(p, clientv3.GetPrefixRangeEnd(p), false, func(_ string, val []byte) error {
+	err := s.scan(p, clientv3.GetPrefixRangeEnd(p), page, func(_ string, val []byte) error {
 		var e store.OutboxEntry
 		if err := decodeEntry(val, &e); err != nil {
 			return err
@@ -181,7 +181,7 @@ func (s *Store) DeadLetter(receiver, reason string, seqs ...uint64) error {
 // DeadLetters calls fn for each dead letter, by receiver then Seq.
 func (s *Store) DeadLetters(fn func(store.OutboxEntry) error) error {
 	p := s.prefix + "dead/"
-	return s.scan(p, clientv3.GetPrefixRangeEnd(p), false, func(_ string, val []byte) error {
+	return s.scan(p, clientv3.GetPrefixRangeEnd(p), page, func(_ string, val []byte) error {
 		var e store.OutboxEntry
 		if err := decodeEntry(val, &e); err != nil {
 			return err
@@ -384,7 +384,7 @@ func (s *Store) ImportBatch(id string, from, lines int, gs []store.NewGrant, now
 func (s *Store) PendingImports() ([]store.ImportJob, error) {
 	p := s.prefix + "imp/"
 	var jobs []store.ImportJob
-	err := s.scan(p, clientv3.GetPrefixRangeEnd(p), false, func(k string, val []byte) error {
+	err := s.scan(p, clientv3.GetPrefixRangeEnd(p), page, func(k string, val []byte) error {
 		var j store.ImportJob
 		if err := json.Unmarshal(val, &j); err != nil {
 			return fmt.Errorf("import job %q: %w", strings.TrimPrefix(k, p), err)

@@ -146,7 +146,7 @@ func (s *Store) eachListed(from, end string, fn func(store.Grant) error) error {
 		}
 		return nil
 	}
-	err := s.scan(from, end, false, func(_ string, val []byte) error {
+	err := s.scan(from, end, page, func(_ string, val []byte) error {
 		ids = append(ids, string(val))
 		if len(ids) == page {
 			return flush()
