@@ -188,3 +188,30 @@ func TestClusterPartitionedLeaderStopsRefreshing(t *testing.T) {
 }
 
 func tail(s string, n int) string { return s[max(0, len(s)-n):] }
+
+// TestClusterLeavesAnotherInstancesImport: an import job in etcd whose
+// spool is on another instance's disk (it runs there) is left alone by an
+// instance that starts: it neither resumes nor ends it.
+func TestClusterLeavesAnotherInstancesImport(t *testing.T) {
+	ec := etcdtest.Start(t, 3, etcdtest.Options{})
+	sb := testutil.Sandbox(t)
+	cfg := clusterConfig(t, t.TempDir(), "a", ec.Endpoints, sandboxProvider("acme", "google", sb))
+	db, err := OpenStore(cfg, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	job, err := db.BeginImport(store.ImportJob{Source: "grants.jsonl", Spool: "/on/another/host/grantwatch.db.import-1", Total: 10})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c countingClient
+	a := startInstance(t, cfg, &c)
+	if err := a.d.ResumeImports(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	jobs, err := a.d.DB().PendingImports()
+	if err != nil || len(jobs) != 1 || jobs[0].ID != job.ID {
+		t.Errorf("pending imports after a start beside them: %+v, %v; want %s left alone", jobs, err, job.ID)
+	}
+}

@@ -54,6 +54,16 @@ func connect(ctx context.Context, cfg *config.Config, log *slog.Logger, create b
 		}
 		return nil, err
 	}
+	// A command that writes (an import) finishes an import a crash
+	// interrupted before it runs, as a daemon does at start. Read commands
+	// do not: they must not hold the database for long, or a daemon
+	// starting meanwhile would find it in use. A failure is the command's
+	// to meet (a damaged file).
+	if create {
+		if err := d.ResumeImports(ctx); err != nil {
+			log.Warn("interrupted import not finished", "err", err)
+		}
+	}
 	return InProcess(d, true), nil
 }
 

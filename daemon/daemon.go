@@ -54,6 +54,9 @@ type Options struct {
 	// adds the web pages (daemon/web: the status page, reconnect links),
 	// which the runtime does not import.
 	TCPHandler func(d *Daemon, next http.Handler) http.Handler
+	// NoStartCheck skips the database check at the start of Run (bench,
+	// whose database was just written and whose round Run begins).
+	NoStartCheck bool
 }
 
 // Run opens the daemon and runs it until ctx is done.
@@ -115,6 +118,8 @@ type Daemon struct {
 	keys       keySet     // the app keys (keys.go)
 
 	notifyLinks notifyLinks // links.go
+	importing   sync.Map    // import job id → importRun: an import this process is writing
+	spools      sync.Map    // spool path → struct{}: an input this process is reading in (ResumeImports leaves it)
 
 	// cluster is the fleet's leadership with an etcd store; nil with bbolt.
 	cluster *cluster
@@ -310,6 +315,11 @@ func (d *Daemon) Run(ctx context.Context, ready func(*Daemon)) error {
 	if err := errors.Join(secretErrors(d.providers), d.disp.SetupErr()); err != nil {
 		return err
 	}
+	if !d.opts.NoStartCheck {
+		if err := d.checkStore(ctx); err != nil {
+			return err
+		}
+	}
 
 	d.warnSecretModes(cfg)
 
@@ -363,6 +373,13 @@ func (d *Daemon) Run(ctx context.Context, ready func(*Daemon)) error {
 	}
 	d.syncModes()
 	c.Start()
+	var resumeWG sync.WaitGroup
+	resumeWG.Go(func() {
+		if err := d.ResumeImports(ctx); err != nil && ctx.Err() == nil {
+			d.log.Error("interrupted import not finished", tint.Err(err))
+		}
+	})
+	defer resumeWG.Wait()
 	d.Kick()
 	wg.Go(func() { d.canaryLoop(ctx, probeCtx) })
 	d.log.Info("grantwatch started", "db", d.db.Path(), "socket", cfg.Daemon.Socket,
@@ -403,6 +420,30 @@ func (d *Daemon) Run(ctx context.Context, ready func(*Daemon)) error {
 	if err := context.Cause(ctx); errors.Is(err, errLeadershipLost) {
 		return err
 	}
+	return nil
+}
+
+// checkStore verifies the whole database before anything is written to it
+// (store.Check): bbolt keeps no page checksums, and a damaged freelist
+// hands out pages still in use, so a daemon writing to a damaged file
+// spreads the damage. The check reads every page (about 1 s for 200,000
+// grants, 5–8 s for 10⁶ on a 2-core VM) before READY=1, well within
+// systemd's start timeout; a damaged file stops the start with the damage
+// listed and what to do. It is not run in the background: probing (that
+// is, writing) before it ends is what must not happen.
+func (d *Daemon) checkStore(ctx context.Context) error {
+	fs, ok := d.db.(fileStore)
+	if !ok {
+		return nil // another backend keeps its own checksums
+	}
+	start := time.Now()
+	if err := fs.Check(ctx); err != nil {
+		if errors.Is(err, store.ErrCorrupt) {
+			return fmt.Errorf("%w\n(grantwatch does not start on a damaged database: restore the last backup as the README's \"Backups and restore\" says, then start it again)", err)
+		}
+		return fmt.Errorf("check the database: %w", err)
+	}
+	d.log.Info("database checked", "db", d.db.Path(), "took", time.Since(start).Round(time.Millisecond).String())
 	return nil
 }
 

@@ -32,7 +32,7 @@ type testDaemon struct {
 
 // testConfig is a config for fast tests: one-second intervals, short
 // backoffs and timeouts, NTP off, the given providers' TOML appended.
-func testConfig(t *testing.T, dir, extra string) *config.Config {
+func testConfig(t testing.TB, dir, extra string) *config.Config {
 	t.Helper()
 	toml := fmt.Sprintf(`
 [daemon]

@@ -252,7 +252,7 @@ func TestStreamingRoutesOutlastServerTimeouts(t *testing.T) {
 		}
 		pw.Close()
 	}()
-	p, err := c.Import(context.Background(), pr, store.ImportOptions{}, nil)
+	p, err := c.Import(context.Background(), pr, api.ImportOptions{}, nil)
 	if err != nil || p.Created != n {
 		t.Fatalf("an import slower than the read timeout: created %d of %d: %v", p.Created, n, err)
 	}

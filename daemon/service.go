@@ -4,7 +4,6 @@ package daemon
 // one route does, on the store and the runtime.
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -14,7 +13,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/grantwatch/grantwatch/daemon/api"
@@ -62,6 +60,51 @@ func (d *Daemon) Remove(id string) error {
 	d.tokens.drop(id)
 	d.tokens.invalidate()
 	return err
+}
+
+// RemoveIDs deletes the grants named; ids that name none are passed over.
+func (d *Daemon) RemoveIDs(ids []string) (int, error) { return d.db.RemoveIDs(ids) }
+
+// RemoveWhere deletes every grant in state of provider. A grant that a
+// probe moved into the filter while the store removed batches is caught by
+// a second pass.
+func (d *Daemon) RemoveWhere(state store.State, provider string) (int, error) {
+	n, err := d.db.RemoveWhere(state, provider)
+	if err != nil || n == 0 {
+		return n, err
+	}
+	m, err := d.db.RemoveWhere(state, provider)
+	return n + m, err
+}
+
+// fileStore is what only the bbolt backend (*store.DB) does, outside the
+// store contract: a check of the whole file, a consistent copy of it, the
+// history of its sealing key.
+type fileStore interface {
+	Check(ctx context.Context) error
+	Backup(w io.Writer) (int64, error)
+	KeyInfo() (store.KeyInfo, error)
+}
+
+// errNotFile is a file operation asked of another backend.
+var errNotFile = errors.New("the store is not a bbolt file: check and back it up with its own tools")
+
+// Check verifies the whole database (store.DB.Check).
+func (d *Daemon) Check(ctx context.Context) error {
+	fs, ok := d.db.(fileStore)
+	if !ok {
+		return api.Invalid(errNotFile)
+	}
+	return fs.Check(ctx)
+}
+
+// Backup writes a consistent copy of the database to w.
+func (d *Daemon) Backup(w io.Writer) (int64, error) {
+	fs, ok := d.db.(fileStore)
+	if !ok {
+		return 0, api.Invalid(errNotFile)
+	}
+	return fs.Backup(w)
 }
 
 // NotifyTest sends a test notification to receiver, or to all with "".
@@ -283,9 +326,24 @@ func (d *Daemon) Status() (api.Status, error) {
 	if st.Daemon {
 		st.Config = d.configStatus()
 	}
+	if st.Imports, err = d.importStatus(); err != nil {
+		return st, err
+	}
+	if fs, ok := d.db.(fileStore); ok {
+		ki, err := fs.KeyInfo()
+		if err != nil {
+			return st, err
+		}
+		st.Key = &ki
+	}
 	st.NeedsAction = st.ByState[string(store.StateReconnectRequired)] > 0 ||
 		st.ByState[string(store.StateOnHold)] > 0 || cs.State == ClockSkewed || st.Stale > 0 ||
 		st.Unreadable > 0
+	for _, j := range st.Imports {
+		if j.State == api.ImportInterrupted || j.State == api.ImportStopped {
+			st.NeedsAction = true
+		}
+	}
 	for _, p := range st.Providers {
 		if p.State != "ok" {
 			st.NeedsAction = true
@@ -316,84 +374,12 @@ func (d *Daemon) stateCounts() (map[string]map[store.State]int, error) {
 	return counts, nil
 }
 
-// importProgressEvery is how often an import reports its progress.
-var importProgressEvery = 500 * time.Millisecond
-
-// lineReader counts the lines read through it, for import progress.
-type lineReader struct {
-	r     io.Reader
-	lines atomic.Int64
-}
-
-func (l *lineReader) Read(p []byte) (int, error) {
-	n, err := l.r.Read(p)
-	l.lines.Add(int64(bytes.Count(p[:n], []byte{'\n'})))
-	return n, err
-}
-
-// Import reads JSON Lines of grants from r and stores them. While it reads
-// and validates it reports progress every importProgressEvery; nothing is
-// written unless every line is valid and opts allow every token the input
-// would replace (store.ImportOptions: an existing grant needs Replace, one
-// whose token rotated since it was imported also Force; the answer names
-// the rotated grants replaced). progress is never called concurrently.
-func (d *Daemon) Import(ctx context.Context, r io.Reader, opts store.ImportOptions, progress func(api.ImportProgress)) (api.ImportProgress, error) {
-	cfg := d.Config()
-	lr := &lineReader{r: r}
-	stop, stopped := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(stopped)
-		t := time.NewTicker(importProgressEvery)
-		defer t.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-t.C:
-				progress(api.ImportProgress{Phase: "validating", Read: int(lr.lines.Load())})
-			}
-		}
-	}()
-	gs, err := ParseImport(lr, cfg.Provider)
-	close(stop)
-	<-stopped
-	if err != nil {
-		return api.ImportProgress{}, err
-	}
-	const chunk = 10000
-	// What the input replaces is checked whole before its first chunk is
-	// written: a refusal writes nothing. Each chunk's Import checks again,
-	// for a grant that rotated meanwhile.
-	var conflicts store.Conflicts
-	for i := 0; i < len(gs); i += chunk {
-		c, err := d.db.ImportConflicts(gs[i:min(i+chunk, len(gs))])
-		if err != nil {
-			return api.ImportProgress{}, err
-		}
-		conflicts.Merge(c)
-	}
-	if err := conflicts.Refused(opts); err != nil {
-		return api.ImportProgress{}, api.Invalid(importRefusal(err))
-	}
-	p := api.ImportProgress{Phase: "writing", Total: len(gs), Read: int(lr.lines.Load()),
-		Rotated: conflicts.Rotated, RotatedIDs: conflicts.RotatedIDs}
-	last := time.Now()
-	for i := 0; i < len(gs); i += chunk {
-		c, rep, err := d.db.Import(gs[i:min(i+chunk, len(gs))], d.now(), opts)
-		d.tokens.invalidate() // replaced tokens (and labels) are read anew
-		if err != nil {
-			return p, err
-		}
-		p.Created += c
-		p.Replaced += rep
-		p.Done = min(i+chunk, len(gs))
-		if time.Since(last) > 500*time.Millisecond {
-			progress(p)
-			last = time.Now()
-		}
-	}
-	d.Kick()
-	return p, nil
+// Import reads JSON Lines of grants from r and stores them (import.go):
+// nothing is written unless every line is valid, and an import a crash
+// interrupts is finished at the next start. progress is never called
+// concurrently.
+func (d *Daemon) Import(ctx context.Context, r io.Reader, opts api.ImportOptions, progress func(api.ImportProgress)) (api.ImportProgress, error) {
+	return d.importStream(ctx, r, opts, progress)
 }
 
 // importRefusal says why an import was refused and what to do.

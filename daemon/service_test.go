@@ -27,7 +27,7 @@ func TestOddGrantIDsReachableThroughAPI(t *testing.T) {
 	ids := []string{" sp ace ", "50%", "%2F", "ünïcødé", "a#b", "q?x=1", "a..b", "..", ".", "a\\b", "+&;="}
 	for _, id := range ids {
 		b, _ := json.Marshal(map[string]string{"id": id, "provider": "acme", "refresh_token": "rt-secret"})
-		_, err := c.Import(ctx, strings.NewReader(string(b)+"\n"), store.ImportOptions{}, nil)
+		_, err := c.Import(ctx, strings.NewReader(string(b)+"\n"), api.ImportOptions{}, nil)
 		if err != nil {
 			if id == "." || id == ".." {
 				continue // refused at import: fine
@@ -99,7 +99,7 @@ func TestImportStreamsProgressWhileReading(t *testing.T) {
 		pw.Close()
 	}()
 	phases := map[string]int{}
-	p, err := c.Import(context.Background(), pr, store.ImportOptions{}, func(p api.ImportProgress) { phases[p.Phase]++ })
+	p, err := c.Import(context.Background(), pr, api.ImportOptions{}, func(p api.ImportProgress) { phases[p.Phase]++ })
 	if err != nil {
 		t.Fatal(err)
 	}

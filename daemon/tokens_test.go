@@ -575,7 +575,7 @@ func TestBrokerRereadsAfterATokenIsStored(t *testing.T) {
 	c := InProcess(b.d, false)
 	defer c.Close()
 	line := `{"id":"g1","provider":"acme","refresh_token":"` + sb.Issue(sandbox.Healthy) + `","labels":{"tenant":"beta"}}` + "\n"
-	if _, err := c.Import(t.Context(), strings.NewReader(line), store.ImportOptions{Replace: true}, nil); err != nil {
+	if _, err := c.Import(t.Context(), strings.NewReader(line), api.ImportOptions{Replace: true}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if a := b.token(t, "g1"); a.code != 404 {

@@ -64,13 +64,14 @@ reuse, which revokes the grant.`,
 				return usageError(cmd, "--force replaces rotated tokens only together with --replace")
 			}
 			var r io.Reader = a.in
+			src := "stdin"
 			if args[0] != "-" {
-				f, err := os.Open(args[0])
+				f, err := openImport(args[0])
 				if err != nil {
 					return err
 				}
 				defer f.Close()
-				r = f
+				r, src = f, args[0]
 			}
 			cfg, err := a.config()
 			if err != nil {
@@ -87,7 +88,7 @@ reuse, which revokes the grant.`,
 			start := time.Now()
 			shown := false
 			pw := progressWriter(a.errw)
-			p, err := c.Import(cmd.Context(), bufio.NewReaderSize(r, 1<<20), opts, func(p api.ImportProgress) {
+			p, err := c.Import(cmd.Context(), bufio.NewReaderSize(r, 1<<20), api.ImportOptions{Source: src, Replace: opts.Replace, Force: opts.Force}, func(p api.ImportProgress) {
 				shown = true
 				if p.Phase == "validating" {
 					fmt.Fprintf(pw, "\rvalidating: %d lines read", p.Read)
@@ -104,10 +105,6 @@ reuse, which revokes the grant.`,
 					for _, f := range created {
 						os.Remove(f)
 					}
-				}
-				src := args[0]
-				if src == "-" {
-					src = "stdin"
 				}
 				return fmt.Errorf("%s: %w", src, err)
 			}
@@ -503,25 +500,17 @@ func (a *app) readToken(file string) (secret.Secret, error) {
 	return secret.Secret(tok), nil
 }
 
-func (a *app) grantsRmCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:               "rm ID",
-		Short:             "Remove a grant and its sealed token",
-		Args:              cobra.ExactArgs(1),
-		ValidArgsFunction: a.completeGrantID,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, _, err := a.client(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			if err := c.Remove(cmd.Context(), args[0]); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "removed %s\n", esc(args[0]))
-			return nil
-		},
+// openImport opens an import file, refusing what is not one.
+func openImport(path string) (*os.File, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
 	}
+	if fi, err := f.Stat(); err == nil && fi.IsDir() {
+		f.Close()
+		return nil, fmt.Errorf("%s is a directory: name a JSON Lines file of grants (or - for stdin)", path)
+	}
+	return f, nil
 }
 
 // missingFiles returns those of paths that do not exist now.

@@ -140,6 +140,8 @@ func printStatus(out io.Writer, st api.Status) {
 		printCluster(out, c)
 	}
 
+	printImports(out, st.Imports)
+
 	if n := st.ByState[string(store.StateReconnectRequired)]; n > 0 {
 		fmt.Fprintf(out, "\n%d grant(s) need their user to reconnect:\n", n)
 		printNeedy(out, st.NeedsReconnect, n)
@@ -216,6 +218,22 @@ func fromNow(t time.Time) string {
 		return fmt.Sprintf("in %d days", int(d.Hours()/24))
 	}
 	return "in " + d.Round(time.Minute).String()
+}
+
+// printImports prints one line per import being written or interrupted,
+// and the outcome of the last interrupted one.
+func printImports(out io.Writer, jobs []api.ImportJob) {
+	for _, j := range jobs {
+		src := ""
+		if j.Source != "" {
+			src = " of " + j.Source
+		}
+		fmt.Fprintf(out, "import:  %s%s %s, %d of %d lines stored", j.ID, src, j.State, j.Committed, j.Lines)
+		if j.Detail != "" {
+			fmt.Fprintf(out, " (%s)", j.Detail)
+		}
+		fmt.Fprintln(out)
+	}
 }
 
 func printNeedy(out io.Writer, gs []store.Grant, total int) {

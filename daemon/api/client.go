@@ -298,8 +298,11 @@ func (c *Client) Observe(ctx context.Context, id string, obs Observation) (Probe
 
 // Import sends JSON Lines of grants; progress is called as the daemon
 // reports it. Nothing is imported when any line is invalid.
-func (c *Client) Import(ctx context.Context, r io.Reader, opts store.ImportOptions, progress func(ImportProgress)) (ImportProgress, error) {
+func (c *Client) Import(ctx context.Context, r io.Reader, opts ImportOptions, progress func(ImportProgress)) (ImportProgress, error) {
 	q := url.Values{}
+	if opts.Source != "" {
+		q.Set("source", opts.Source)
+	}
 	if opts.Replace {
 		q.Set("replace", "true")
 	}
@@ -312,24 +315,117 @@ func (c *Client) Import(ctx context.Context, r io.Reader, opts store.ImportOptio
 	}
 	defer resp.Body.Close()
 	dec := json.NewDecoder(resp.Body)
+	var last ImportProgress
 	for {
 		var p ImportProgress
 		if err := dec.Decode(&p); err != nil {
-			return p, fmt.Errorf("import answer ended early: %w", err)
+			if last.Job == "" {
+				return last, fmt.Errorf("the daemon stopped answering while it read the input (%w): nothing was imported", err)
+			}
+			return last, fmt.Errorf("the daemon stopped answering while it wrote %s (%w), after %d of %d grants: "+
+				"a daemon that crashed finishes the import from its spool when it starts again; grantwatch status says whether it did", last.Job, err, last.Done, last.Total)
 		}
 		if p.Error != "" {
-			if p.Total == 0 { // the input was invalid: nothing imported
-				return p, errors.New(p.Error)
-			}
-			return p, fmt.Errorf("import stopped after %d of %d grants: %s", p.Done, p.Total, p.Error)
+			return p, errors.New(p.Error)
 		}
 		if p.Final {
 			return p, nil
 		}
+		last = p
 		if progress != nil {
 			progress(p)
 		}
 	}
+}
+
+// RemoveIDs removes the grants whose ids r holds, one a line, and returns
+// how many it removed and how many ids named no grant.
+func (c *Client) RemoveIDs(ctx context.Context, r io.Reader) (RemoveResult, error) {
+	var out RemoveResult
+	err := c.do(ctx, http.MethodPost, "/v1/grants/remove", r, &out)
+	return out, err
+}
+
+// RemoveWhere removes every grant in state of provider (either may be "",
+// not both).
+func (c *Client) RemoveWhere(ctx context.Context, state, provider string) (RemoveResult, error) {
+	if state == "" && provider == "" {
+		return RemoveResult{}, errors.New("name a state or a provider")
+	}
+	q := url.Values{}
+	if state != "" {
+		q.Set("state", state)
+	}
+	if provider != "" {
+		q.Set("provider", provider)
+	}
+	var out RemoveResult
+	err := c.do(ctx, http.MethodPost, "/v1/grants/remove?"+q.Encode(), nil, &out)
+	return out, err
+}
+
+// Check runs the database check (store.Check) and returns its outcome: nil,
+// or the damage found (an error wrapping store.ErrCorrupt), or why it could
+// not run. progress is called about every second while it runs.
+func (c *Client) Check(ctx context.Context, progress func(elapsed time.Duration)) error {
+	resp, err := c.send(ctx, http.MethodPost, "/v1/db/check", nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	dec := json.NewDecoder(resp.Body)
+	for {
+		var p CheckProgress
+		if err := dec.Decode(&p); err != nil {
+			return fmt.Errorf("database check answer ended early: %w", err)
+		}
+		elapsed := time.Duration(p.ElapsedSeconds * float64(time.Second))
+		switch {
+		case p.Final && p.Damaged:
+			return remoteError{msg: p.Error, is: store.ErrCorrupt}
+		case p.Final && !p.OK:
+			return errors.New(p.Error)
+		case p.Final:
+			return nil
+		}
+		if progress != nil {
+			progress(elapsed)
+		}
+	}
+}
+
+// Backup copies a consistent snapshot of the database to w and returns its
+// size. A copy cut short by the daemon is an error, never a short success.
+func (c *Client) Backup(ctx context.Context, w io.Writer) (int64, error) {
+	resp, err := c.send(ctx, http.MethodGet, "/v1/db/backup", nil)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	ew := &errWriter{w: w}
+	n, err := io.Copy(ew, resp.Body)
+	switch {
+	case ew.err != nil:
+		return n, ew.err
+	case err != nil:
+		return n, fmt.Errorf("back up the database: the copy was cut short after %d bytes (see the daemon's log): %w", n, err)
+	}
+	return n, nil
+}
+
+// errWriter keeps the error of a write to w, to tell it from one of the
+// reader in an io.Copy.
+type errWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (e *errWriter) Write(p []byte) (int, error) {
+	n, err := e.w.Write(p)
+	if err != nil && e.err == nil {
+		e.err = err
+	}
+	return n, err
 }
 
 // NotifyTest sends a test notification to one receiver, or all with "".

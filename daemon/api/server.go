@@ -40,6 +40,11 @@ type Service interface {
 	Grant(id string) (GrantDetail, error)
 	// Remove deletes a grant.
 	Remove(id string) error
+	// RemoveIDs deletes the grants named and returns how many there were.
+	RemoveIDs(ids []string) (int, error)
+	// RemoveWhere deletes every grant in state of provider (either may be
+	// "", not both) and returns how many there were.
+	RemoveWhere(state store.State, provider string) (int, error)
 	// ProbeNow probes a grant at once and applies the result.
 	ProbeNow(ctx context.Context, id string) (ProbeReport, error)
 	// SetToken stores a new refresh token and probes it once.
@@ -50,7 +55,13 @@ type Service interface {
 	// Import reads JSON Lines of grants and stores them, calling progress
 	// (never concurrently) as it goes; nothing is written unless every line
 	// is valid and opts allow every token it would replace.
-	Import(ctx context.Context, r io.Reader, opts store.ImportOptions, progress func(ImportProgress)) (ImportProgress, error)
+	Import(ctx context.Context, r io.Reader, opts ImportOptions, progress func(ImportProgress)) (ImportProgress, error)
+	// Check verifies the whole database (store.Check): nil, or an error
+	// wrapping store.ErrCorrupt that lists the damage.
+	Check(ctx context.Context) error
+	// Backup writes a consistent copy of the database to w (store.Backup)
+	// and returns its size.
+	Backup(w io.Writer) (int64, error)
 	// NotifyTest sends a test notification to receiver, or to all with "".
 	NotifyTest(ctx context.Context, receiver string) ([]NotifyTestResult, error)
 	// DeadLetters lists the notifications no receiver accepted.
@@ -114,7 +125,10 @@ func Handler(svc Service, log *slog.Logger) http.Handler {
 	})
 	handle("GET /v1/status", maxBody, s.handleStatus)
 	handle("GET /v1/grants", maxBody, s.handleList)
-	handle("POST /v1/grants", maxImportBody, s.handleImport)
+	// The service bounds an import's body itself (daemon.import_max_bytes,
+	// with an error that names the key), as it spools it.
+	mux.HandleFunc("POST /v1/grants", s.handleImport)
+	handle("POST /v1/grants/remove", maxRemoveBody, s.handleRemoveMany)
 	handle("GET /v1/grants/{id}", maxBody, s.handleShow)
 	handle("DELETE /v1/grants/{id}", maxBody, s.handleRemove)
 	handle("POST /v1/grants/{id}/probe", maxBody, s.handleProbe)
@@ -124,6 +138,8 @@ func Handler(svc Service, log *slog.Logger) http.Handler {
 	handle("POST /v1/notify/test", maxBody, s.handleNotifyTest)
 	handle("GET /v1/notify/dead", maxBody, s.handleDead)
 	handle("POST /v1/notify/dead/redeliver", maxBody, s.handleRedeliver)
+	handle("POST /v1/db/check", maxBody, s.handleCheck)
+	handle("GET /v1/db/backup", maxBody, s.handleBackup)
 	if b, ok := svc.(Broker); ok {
 		brokerRoutes(mux, b, nil)
 	}
@@ -134,11 +150,12 @@ func Handler(svc Service, log *slog.Logger) http.Handler {
 }
 
 // Request bodies are bounded: a set-token body is a token, an observation
-// a token endpoint's error answer, the other routes read none; only an
-// import is large.
+// a token endpoint's error answer, a bulk remove's ids (one a line, 10⁶ of
+// them in ~30 MB), the other routes read none; an import is bounded by the
+// service.
 const (
 	maxBody       = 64 << 10
-	maxImportBody = 1 << 30
+	maxRemoveBody = 64 << 20
 )
 
 // limitBody bounds r's body to n bytes (http.MaxBytesReader: a longer one
@@ -462,8 +479,8 @@ func (s *server) handleObserve(w http.ResponseWriter, r *http.Request) {
 // importOptions reads the import route's query: replace=true lets it
 // replace existing grants' tokens, force=true (with replace) tokens that
 // rotated since they were imported.
-func importOptions(q url.Values) (store.ImportOptions, error) {
-	var opts store.ImportOptions
+func importOptions(q url.Values) (ImportOptions, error) {
+	opts := ImportOptions{Source: q.Get("source")}
 	for _, f := range []struct {
 		name string
 		dst  *bool
@@ -501,6 +518,10 @@ func (s *server) handleImport(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, fmt.Errorf("stream import progress: %w", err))
 		return
 	}
+	// An import refused before its end (too large, a line too long) leaves
+	// the body unread: closed here, the server does not panic reading the
+	// next request under full duplex (golang/go#68560).
+	defer r.Body.Close()
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.WriteHeader(http.StatusOK)
 	enc := json.NewEncoder(w)
@@ -509,16 +530,119 @@ func (s *server) handleImport(w http.ResponseWriter, r *http.Request) {
 		enc.Encode(p)
 		_ = rc.Flush()
 	})
-	var tooBig *http.MaxBytesError
-	switch {
-	case errors.As(err, &tooBig):
-		p.Error = fmt.Sprintf("the input is larger than %d MiB: split it and import the parts one by one", maxImportBody>>20)
-	case err != nil:
+	if err != nil {
 		p.Error = err.Error()
 	}
 	p.Final = true
 	extendDeadlines(rc, false)
 	enc.Encode(p)
+}
+
+// maxRemoveID bounds one id of a remove request's body.
+const maxRemoveID = 4 << 10
+
+// handleRemoveMany removes the grants named in the body, one id a line, or
+// with ?state= and/or ?provider= every grant that matches (the body is then
+// not read).
+func (s *server) handleRemoveMany(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	state, prov := store.State(q.Get("state")), q.Get("provider")
+	if state != "" || prov != "" {
+		if state != "" && !state.Valid() {
+			writeErr(w, Invalid(fmt.Errorf("unknown state %q (states: %s)", state, stateList())))
+			return
+		}
+		n, err := s.svc.RemoveWhere(state, prov)
+		answer(w, RemoveResult{Removed: n}, err)
+		return
+	}
+	var ids []string
+	sc := bufio.NewScanner(r.Body)
+	sc.Buffer(make([]byte, 0, 4096), maxRemoveID)
+	for sc.Scan() {
+		if id := strings.TrimSpace(sc.Text()); id != "" {
+			ids = append(ids, id)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		writeErr(w, Invalid(fmt.Errorf("read the ids to remove (one a line): %w", err)))
+		return
+	}
+	if len(ids) == 0 {
+		writeErr(w, Invalid(errors.New("no ids to remove: send one id a line, or ?state= or ?provider=")))
+		return
+	}
+	n, err := s.svc.RemoveIDs(ids)
+	answer(w, RemoveResult{Removed: n, Missing: len(ids) - n}, err)
+}
+
+// checkProgressEvery is how often a database check reports that it is
+// still at work.
+var checkProgressEvery = time.Second
+
+// handleCheck runs the database check, streaming a CheckProgress line
+// every checkProgressEvery and the outcome as the last line.
+func (s *server) handleCheck(w http.ResponseWriter, r *http.Request) {
+	rc := http.NewResponseController(w)
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	enc := json.NewEncoder(w)
+	start := time.Now()
+	done := make(chan error, 1)
+	go func() { done <- s.svc.Check(r.Context()) }()
+	t := time.NewTicker(checkProgressEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			extendDeadlines(rc, false)
+			enc.Encode(CheckProgress{ElapsedSeconds: time.Since(start).Seconds()})
+			_ = rc.Flush()
+		case err := <-done:
+			extendDeadlines(rc, false)
+			p := CheckProgress{ElapsedSeconds: time.Since(start).Seconds(), Final: true, OK: err == nil}
+			if err != nil {
+				p.Error = err.Error()
+				p.Damaged = errors.Is(err, store.ErrCorrupt)
+			}
+			enc.Encode(p)
+			return
+		}
+	}
+}
+
+// handleBackup streams a consistent copy of the database. An error after
+// the first byte aborts the answer (no final chunk), so that the client
+// never takes a cut copy for a whole one.
+func (s *server) handleBackup(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/octet-stream")
+	cw := &countWriter{w: w, rc: http.NewResponseController(w)}
+	_, err := s.svc.Backup(cw)
+	if err == nil {
+		return
+	}
+	if cw.n == 0 {
+		writeErr(w, err)
+		return
+	}
+	s.log.Error("back up the database", "err", err)
+	panic(http.ErrAbortHandler)
+}
+
+// countWriter counts the bytes written through it and extends the write
+// deadline before each write: a backup takes as long as the client takes
+// to store it, but must not stall.
+type countWriter struct {
+	w  io.Writer
+	rc *http.ResponseController
+	n  int64
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	extendDeadlines(c.rc, false)
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
 }
 
 func (s *server) handleNotifyTest(w http.ResponseWriter, r *http.Request) {

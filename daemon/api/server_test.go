@@ -23,7 +23,10 @@ type fakeService struct {
 	status    func() (Status, error)
 	grants    func(store.State, string, func(store.Grant) error) error
 	grant     func(string) (GrantDetail, error)
-	importFn  func(context.Context, io.Reader, store.ImportOptions, func(ImportProgress)) (ImportProgress, error)
+	importFn  func(context.Context, io.Reader, ImportOptions, func(ImportProgress)) (ImportProgress, error)
+	removeIDs func([]string) (int, error)
+	check     func(context.Context) error
+	backup    func(io.Writer) (int64, error)
 	redeliver func(string, []uint64) (RedeliverResult, error)
 	setToken  func(context.Context, string, secret.Secret) (ProbeReport, error)
 	observe   func(context.Context, string, Observation) (ProbeReport, error)
@@ -77,11 +80,36 @@ func (f *fakeService) Observe(ctx context.Context, id string, obs Observation) (
 	return f.observe(ctx, id, obs)
 }
 
-func (f *fakeService) Import(ctx context.Context, r io.Reader, opts store.ImportOptions, p func(ImportProgress)) (ImportProgress, error) {
+func (f *fakeService) RemoveIDs(ids []string) (int, error) {
+	if f.removeIDs == nil {
+		return 0, f.missing("RemoveIDs")
+	}
+	return f.removeIDs(ids)
+}
+
+func (f *fakeService) RemoveWhere(store.State, string) (int, error) {
+	return 0, f.missing("RemoveWhere")
+}
+
+func (f *fakeService) Import(ctx context.Context, r io.Reader, opts ImportOptions, p func(ImportProgress)) (ImportProgress, error) {
 	if f.importFn == nil {
 		return ImportProgress{}, f.missing("Import")
 	}
 	return f.importFn(ctx, r, opts, p)
+}
+
+func (f *fakeService) Check(ctx context.Context) error {
+	if f.check == nil {
+		return f.missing("Check")
+	}
+	return f.check(ctx)
+}
+
+func (f *fakeService) Backup(w io.Writer) (int64, error) {
+	if f.backup == nil {
+		return 0, f.missing("Backup")
+	}
+	return f.backup(w)
 }
 
 func (f *fakeService) NotifyTest(context.Context, string) ([]NotifyTestResult, error) {
@@ -113,7 +141,7 @@ func (f *fakeService) ReconnectLink(ctx context.Context, id string, ttl time.Dur
 
 // client is the API on svc through the in-process transport, as the CLI
 // uses it with no daemon running.
-func client(t *testing.T, svc Service) *Client {
+func client(t testing.TB, svc Service) *Client {
 	t.Helper()
 	c := InProcess(Handler(svc, nil), true, nil)
 	t.Cleanup(func() { c.Close() })
@@ -219,13 +247,13 @@ func TestRedeliverChecksSeqs(t *testing.T) {
 // validation error ends the stream and reaches the client as the error,
 // with nothing counted as imported.
 func TestImportErrorIsTheLastLine(t *testing.T) {
-	svc := &fakeService{t: t, importFn: func(_ context.Context, r io.Reader, _ store.ImportOptions, progress func(ImportProgress)) (ImportProgress, error) {
+	svc := &fakeService{t: t, importFn: func(_ context.Context, r io.Reader, _ ImportOptions, progress func(ImportProgress)) (ImportProgress, error) {
 		io.Copy(io.Discard, r)
 		progress(ImportProgress{Phase: "validating", Read: 2})
 		return ImportProgress{}, errors.New("line 3: each line must be a JSON object")
 	}}
 	var phases []string
-	_, err := client(t, svc).Import(context.Background(), strings.NewReader("{}\n{}\n[]\n"), store.ImportOptions{}, func(p ImportProgress) { phases = append(phases, p.Phase) })
+	_, err := client(t, svc).Import(context.Background(), strings.NewReader("{}\n{}\n[]\n"), ImportOptions{}, func(p ImportProgress) { phases = append(phases, p.Phase) })
 	if err == nil || err.Error() != "line 3: each line must be a JSON object" {
 		t.Errorf("Import error %v, want the validation error as sent", err)
 	}
@@ -347,8 +375,8 @@ func TestObservationBody(t *testing.T) {
 // parameters and hands them to the service; force without replace, or a
 // value that is no boolean, is refused before anything is read.
 func TestImportQuery(t *testing.T) {
-	var got store.ImportOptions
-	svc := &fakeService{t: t, importFn: func(_ context.Context, r io.Reader, opts store.ImportOptions, _ func(ImportProgress)) (ImportProgress, error) {
+	var got ImportOptions
+	svc := &fakeService{t: t, importFn: func(_ context.Context, r io.Reader, opts ImportOptions, _ func(ImportProgress)) (ImportProgress, error) {
 		got = opts
 		io.Copy(io.Discard, r)
 		return ImportProgress{Total: 1, Done: 1}, nil
@@ -360,9 +388,49 @@ func TestImportQuery(t *testing.T) {
 			t.Errorf("%s: answer %d %s, want 400", q, rec.Code, rec.Body)
 		}
 	}
-	for _, want := range []store.ImportOptions{{}, {Replace: true}, {Replace: true, Force: true}} {
+	for _, want := range []ImportOptions{{}, {Replace: true}, {Replace: true, Force: true}} {
 		if _, err := client(t, svc).Import(context.Background(), strings.NewReader("{}\n"), want, nil); err != nil || got != want {
 			t.Errorf("Import(%+v): service got %+v, %v", want, got, err)
 		}
+	}
+}
+
+// TestBackupCutShortIsAnError: a backup that fails after its first bytes
+// were sent reaches the client as an error, never as a short success that
+// would be renamed into place as a whole backup.
+func TestBackupCutShortIsAnError(t *testing.T) {
+	svc := &fakeService{t: t, backup: func(w io.Writer) (int64, error) {
+		n, _ := w.Write(make([]byte, 100<<10))
+		return int64(n), errors.New("read a page: damaged")
+	}}
+	var got strings.Builder
+	n, err := client(t, svc).Backup(context.Background(), &got)
+	if err == nil || !strings.Contains(err.Error(), "cut short") {
+		t.Fatalf("Backup = %d, %v; want an error saying the copy was cut short", n, err)
+	}
+	// Before the first byte, the error itself is the answer.
+	svc.backup = func(io.Writer) (int64, error) { return 0, errors.New("back up gw.db: database not open") }
+	if _, err := client(t, svc).Backup(context.Background(), &got); err == nil || !strings.Contains(err.Error(), "database not open") {
+		t.Fatalf("Backup = %v; want the service's error", err)
+	}
+}
+
+// TestCheckReportsProgressAndDamage: a long check sends progress; damage
+// reaches the client as store.ErrCorrupt, with its list.
+func TestCheckReportsProgressAndDamage(t *testing.T) {
+	old := checkProgressEvery
+	checkProgressEvery = time.Millisecond
+	defer func() { checkProgressEvery = old }()
+	svc := &fakeService{t: t, check: func(ctx context.Context) error {
+		time.Sleep(30 * time.Millisecond)
+		return fmt.Errorf("check gw.db: %w (1 problems):\ngrants: row 7: not a grant record", store.ErrCorrupt)
+	}}
+	ticks := 0
+	err := client(t, svc).Check(context.Background(), func(time.Duration) { ticks++ })
+	if !errors.Is(err, store.ErrCorrupt) || !strings.Contains(err.Error(), "grants: row 7") {
+		t.Errorf("Check = %v; want ErrCorrupt with the problem", err)
+	}
+	if ticks == 0 {
+		t.Error("no progress during a long check")
 	}
 }

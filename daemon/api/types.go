@@ -80,13 +80,26 @@ type Observation struct {
 	Headers map[string]string `json:"headers,omitempty"`
 }
 
+// ImportOptions qualify an import (POST /v1/grants query parameters).
+type ImportOptions struct {
+	// Source names the input for status and the log (a file name, "stdin").
+	Source string
+	// Replace lets the import replace an existing grant's token; Force,
+	// with Replace, one that rotated since it was stored from outside.
+	Replace, Force bool
+}
+
 // ImportProgress is one line of the import answer's progress stream.
 type ImportProgress struct {
-	// Phase is "validating" (reading the input; nothing is written until
-	// all of it is valid) or "writing".
+	// Phase is "validating" (reading the input into the spool; nothing is
+	// written until all of it is valid) or "writing".
 	Phase string `json:"phase,omitempty"`
+	// Job is the import job's id once the input is valid ("import-7"):
+	// status shows it until it is finished.
+	Job string `json:"job,omitempty"`
 	// Read counts the input lines read so far.
-	Read     int `json:"read,omitempty"`
+	Read int `json:"read,omitempty"`
+	// Done counts the grants written so far, of Total.
 	Done     int `json:"done"`
 	Total    int `json:"total"`
 	Created  int `json:"created"`
@@ -99,6 +112,40 @@ type ImportProgress struct {
 	// Final marks the last line.
 	Final bool   `json:"final,omitempty"`
 	Error string `json:"error,omitempty"`
+}
+
+// Import job states (ImportJob.State).
+const (
+	// ImportWriting: this daemon is writing the import now.
+	ImportWriting = "writing"
+	// ImportInterrupted: the process that wrote it stopped (a crash, a
+	// kill) before it ended; the daemon finishes it when it starts.
+	ImportInterrupted = "interrupted"
+	// ImportFinished: an interrupted import, finished from its spool when
+	// the daemon (or a CLI command with no daemon) next started.
+	ImportFinished = "finished"
+	// ImportStopped: an interrupted import that could not be finished
+	// (Detail says why): the input lines up to Committed are imported, the
+	// rest are not.
+	ImportStopped = "stopped"
+)
+
+// ImportJob is an import as status shows it: one being written, one a crash
+// interrupted, or what became of the last interrupted one. Lines count input
+// lines (blank and comment lines included), as the import's line numbers do.
+type ImportJob struct {
+	ID     string `json:"id"`
+	Source string `json:"source,omitempty"`
+	State  string `json:"state"`
+	// Lines is the input's length; Committed how many of its lines, from
+	// the first, are stored.
+	Lines     int       `json:"lines"`
+	Committed int       `json:"committed"`
+	Created   int       `json:"created"`
+	Replaced  int       `json:"replaced"`
+	StartedAt time.Time `json:"started_at"`
+	EndedAt   time.Time `json:"ended_at,omitzero"`
+	Detail    string    `json:"detail,omitempty"`
 }
 
 // Status is the fleet's answer to "is everything connected?".
@@ -145,9 +192,16 @@ type Status struct {
 	// SecretsExpiring lists the providers whose client secret
 	// (client_secret_expires_at) expires within forecast.warn_before, or has.
 	SecretsExpiring []SecretExpiry `json:"secrets_expiring"`
+	// Imports lists the imports being written or interrupted, and what
+	// became of the last one a crash interrupted (until an import ends
+	// normally).
+	Imports []ImportJob `json:"imports,omitempty"`
+	// Key is the database's sealing key: its fingerprint and last rekey.
+	Key *store.KeyInfo `json:"key,omitempty"`
 	// NeedsAction is true when a grant needs reconnecting, a grant or
-	// provider is held, a grant is stale or its answers are unreadable, or
-	// the clock is skewed: status exits 1.
+	// provider is held, a grant is stale or its answers are unreadable, the
+	// clock is skewed, or an interrupted import is not finished: status
+	// exits 1.
 	NeedsAction bool `json:"needs_action"`
 	// DB is the database the answer was read from. The CLI compares it with
 	// its config's daemon.db: a daemon of another config answering on the
@@ -271,6 +325,25 @@ type ReconnectLink struct {
 	URL       string    `json:"url"`
 	GrantID   string    `json:"grant_id"`
 	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// RemoveResult is what a bulk `grants rm` removed.
+type RemoveResult struct {
+	Removed int `json:"removed"`
+	// Missing counts the ids named that held no grant.
+	Missing int `json:"missing,omitempty"`
+}
+
+// CheckProgress is one line of the database check's answer: the check is
+// still running, or (Final) its outcome.
+type CheckProgress struct {
+	ElapsedSeconds float64 `json:"elapsed_seconds"`
+	Final          bool    `json:"final,omitempty"`
+	OK             bool    `json:"ok,omitempty"`
+	// Damaged reports that the check found damage (Error lists it), as
+	// opposed to a check that could not run.
+	Damaged bool   `json:"damaged,omitempty"`
+	Error   string `json:"error,omitempty"`
 }
 
 // ErrorBody is the body of every non-2xx answer.

@@ -178,7 +178,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	var roundLat latencyHist
 	hc := probes.NewHTTPClient(o.Concurrency, probeTimeout)
 	hc.Transport = &timedTransport{base: hc.Transport, h: &roundLat}
-	d, err := daemon.Open(daemon.Options{Config: cfg, Logger: log, HTTPClient: hc, NoSync: o.NoSync})
+	d, err := daemon.Open(daemon.Options{Config: cfg, Logger: log, HTTPClient: hc, NoSync: o.NoSync, NoStartCheck: true})
 	if err != nil {
 		return res, err
 	}
@@ -186,7 +186,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	// Import, as `grants import` does it, minus the socket.
 	start := time.Now()
 	c := daemon.InProcess(d, false)
-	_, err = c.Import(ctx, benchJSONL(o.Grants), store.ImportOptions{}, func(p api.ImportProgress) {
+	_, err = c.Import(ctx, benchJSONL(o.Grants), api.ImportOptions{Source: "bench"}, func(p api.ImportProgress) {
 		pr.printf("import: %d of %d grants (%.0f%%), %.0f/s", p.Done, p.Total,
 			100*float64(p.Done)/float64(max(p.Total, 1)), float64(p.Done)/time.Since(start).Seconds())
 	})

@@ -15,7 +15,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"github.com/grantwatch/grantwatch/store"
 	"io"
 	"log/slog"
 	"math/big"
@@ -141,7 +140,7 @@ func RunBroker(ctx context.Context, o BrokerOptions) (BrokerResult, error) {
 		return res, err
 	}
 	c := daemon.InProcess(d, false)
-	_, err = c.Import(ctx, benchJSONL(o.Grants), store.ImportOptions{}, nil)
+	_, err = c.Import(ctx, benchJSONL(o.Grants), api.ImportOptions{}, nil)
 	c.Close()
 	if err != nil {
 		d.Close()

@@ -106,6 +106,10 @@ type DaemonConfig struct {
 	// ShutdownTimeout bounds how long in-flight probes may finish after
 	// SIGTERM; keep it below systemd's TimeoutStopSec. Default 20s.
 	ShutdownTimeout time.Duration `toml:"shutdown_timeout"`
+	// ImportMaxBytes bounds the size of one `grants import` input, which is
+	// spooled to a file beside the database before anything is written.
+	// Default 1 GiB.
+	ImportMaxBytes int64 `toml:"import_max_bytes"`
 	// MaxConnections bounds the open connections of the TCP listener
 	// (listen); further clients wait in the kernel's backlog. Default 256.
 	MaxConnections int `toml:"max_connections"`
@@ -273,6 +277,7 @@ const (
 	defaultBackoffMin    = time.Minute
 	defaultBackoffMax    = time.Hour
 	defaultShutdown      = 20 * time.Second
+	defaultImportMax     = 1 << 30
 	defaultMaxConns      = 256
 	defaultSocketConns   = 64
 	defaultMaxAPIProbes  = 4
@@ -428,6 +433,9 @@ func (c *Config) applyDefaults() {
 	if d.ShutdownTimeout == 0 {
 		d.ShutdownTimeout = defaultShutdown
 	}
+	if d.ImportMaxBytes == 0 {
+		d.ImportMaxBytes = defaultImportMax
+	}
 	if d.MaxConnections == 0 {
 		d.MaxConnections = defaultMaxConns
 	}
@@ -549,6 +557,9 @@ func (c *Config) validate() []error {
 	}
 	if d.ShutdownTimeout < 0 {
 		bad("daemon.shutdown_timeout", "must not be negative")
+	}
+	if d.ImportMaxBytes < 1<<10 {
+		bad("daemon.import_max_bytes", "must be at least 1024 (bytes), not %d", d.ImportMaxBytes)
 	}
 	for _, k := range []struct {
 		key string

@@ -145,9 +145,13 @@ func Run(ctx context.Context, configPath string, opts Options) Report {
 	} else if running {
 		dr.add(Check{Name: "database", Status: CheckOK, Detail: fmt.Sprintf("%s is open in the running daemon: %d grant(s), %d notification(s) pending",
 			cfg.Daemon.DB, st.Grants, st.Outbox.Pending)})
-		dr.add(dr.keyMode(cfg.Secrets.KeyFile, "in use by the running daemon").Check)
+		key := dr.keyMode(cfg.Secrets.KeyFile, "in use by the running daemon").Check
+		if st.Key != nil && key.Status == CheckOK {
+			key.Detail += keyHistory(*st.Key)
+		}
+		dr.add(key)
 	} else if sock.Status != CheckFail {
-		dr.add(dr.store(cfg)...)
+		dr.add(dr.store(ctx, cfg)...)
 	}
 	dr.add(disk(cfg), secretFiles(cfg))
 

@@ -1,6 +1,7 @@
 package doctor
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -8,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/grantwatch/grantwatch/daemon/config"
 	"github.com/grantwatch/grantwatch/internal/secret"
@@ -16,7 +18,7 @@ import (
 
 // store checks the key file and the database with no daemon running.
 // Nothing is created: a missing key or database is reported, not made.
-func (d *doctor) store(cfg *config.Config) []Check {
+func (d *doctor) store(ctx context.Context, cfg *config.Config) []Check {
 	dbPath, keyPath := cfg.Daemon.DB, cfg.Secrets.KeyFile
 	_, dbErr := os.Stat(dbPath)
 	dbExists := dbErr == nil
@@ -95,9 +97,18 @@ func (d *doctor) store(cfg *config.Config) []Check {
 			db.Status, db.Detail, db.Fix = CheckFail, fmt.Sprintf("%s: read outbox: %v", dbPath, err), dbFix(store.ErrCorrupt)
 			break
 		}
+		// The daemon checks the file when it starts and does not start on
+		// damage; with it stopped, doctor does the same.
+		if err := s.Check(ctx); err != nil {
+			db.Status, db.Detail, db.Fix = CheckFail, err.Error(), dbFix(err)
+			break
+		}
 		db.Status = CheckOK
-		db.Detail = fmt.Sprintf("%s: schema %d, key matches, %d grant(s), %d notification(s) pending (daemon not running)",
+		db.Detail = fmt.Sprintf("%s: schema %d, key matches, no damage found, %d grant(s), %d notification(s) pending (daemon not running)",
 			dbPath, store.SchemaVersion, n, pending)
+		if ki, err := s.KeyInfo(); err == nil {
+			keyCheck.Detail += keyHistory(ki)
+		}
 	}
 	keyCheck.err = nil
 	return []Check{db, keyCheck.Check}
@@ -150,6 +161,18 @@ func (d *doctor) keyMode(path, note string) keyResult {
 		c.Detail += ", " + note
 	}
 	return c
+}
+
+// keyHistory says which key seals the database and when it was last
+// rekeyed, for the key check.
+func keyHistory(ki store.KeyInfo) string {
+	s := "; the database is sealed with " + ki.Fingerprint
+	if !ki.RekeyedAt.IsZero() {
+		s += fmt.Sprintf(", rekeyed from %s at %s", ki.RekeyedFrom, ki.RekeyedAt.Format(time.RFC3339))
+	} else {
+		s += ", never rekeyed"
+	}
+	return s
 }
 
 // secretFiles checks the modes of the secret files besides the key (which
@@ -218,6 +241,8 @@ func disk(cfg *config.Config) Check {
 
 func dbFix(err error) string {
 	switch {
+	case errors.Is(err, store.ErrRekeyPending):
+		return "finish the rekey: grantwatch db rekey (with --new-key FILE if the new key is not secrets.key_file + .new), with the daemon stopped"
 	case errors.Is(err, store.ErrInUse):
 		return "another process holds the database but no daemon answers on daemon.socket: make daemon.socket the same in both configs, or stop the other grantwatch"
 	case errors.Is(err, store.ErrWrongKey):
@@ -225,7 +250,7 @@ func dbFix(err error) string {
 	case errors.Is(err, store.ErrNewerSchema):
 		return "run the newer grantwatch that wrote the database (the file was not modified)"
 	case errors.Is(err, store.ErrCorrupt):
-		return "restore the database from a backup, or move it aside and re-import the grants"
+		return "restore the database from a backup (README: Backups and restore), or move it aside and re-import the grants"
 	case errors.Is(err, fs.ErrPermission):
 		return "run doctor as the daemon's user or with sudo"
 	}

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/grantwatch/grantwatch/daemon"
+	"github.com/grantwatch/grantwatch/daemon/api"
 	"github.com/grantwatch/grantwatch/daemon/config"
 	"github.com/grantwatch/grantwatch/internal/secret"
 	"github.com/grantwatch/grantwatch/internal/testutil"
@@ -387,7 +388,7 @@ func TestReconnectEndToEnd(t *testing.T) {
 
 	dead := sb.Issue(sandbox.Revoked)
 	line := fmt.Sprintf(`{"id":"u1-gmail","provider":"google","refresh_token":%q,"subject":"ann@example.com"}`, dead)
-	if _, err := c.Import(ctx, strings.NewReader(line), store.ImportOptions{}, nil); err != nil {
+	if _, err := c.Import(ctx, strings.NewReader(line), api.ImportOptions{}, nil); err != nil {
 		t.Fatal(err)
 	}
 	rep, err := c.Probe(ctx, "u1-gmail")

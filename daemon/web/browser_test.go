@@ -363,7 +363,12 @@ func TestBrowserErrorPages(t *testing.T) {
 // shows the fleet; the grant page its history; without a key, a sign-in
 // page.
 func TestBrowserStatusPage(t *testing.T) {
-	e := newEnv(t, envOptions{}, "ann@example.com", "bob@example.com")
+	// ann reconnected; her new token dies within a week whatever
+	// probing does (max_lifetime), bob is still dead.
+	e := newEnv(t, envOptions{provider: `max_lifetime = "72h"`}, "ann@example.com", "bob@example.com")
+	if r := press(t, browser(t), e.link("g1", 0)); !strings.Contains(r.body, "Reconnected") {
+		t.Fatalf("reconnect of ann: %d %s", r.StatusCode, r.body)
+	}
 	ctx := tab(t)
 
 	answerAuth(t, ctx, "", "") // no key: the browser shows the 401 page
@@ -376,11 +381,12 @@ func TestBrowserStatusPage(t *testing.T) {
 	answerAuth(t, ctx, "oncall", e.keys["oncall"])
 	open(t, ctx, e.base+"/")
 	for sel, want := range map[string]string{
-		"#verdict": "Action needed: 2 to reconnect",
-		"#needy":   "bob@example.com",
-		"#counts":  "google",
-		"#clock":   "samples",
-		"#outbox":  "dead letters",
+		"#verdict":  "Action needed: 1 to reconnect",
+		"#needy":    "bob@example.com",
+		"#expiring": "ann@example.com",
+		"#counts":   "google",
+		"#clock":    "samples",
+		"#outbox":   "dead letters",
 	} {
 		if got := run(t, ctx, chromedp.Text(chromedp.CSS(sel))); !strings.Contains(got, want) {
 			t.Errorf("status page %s says %q, want %q", sel, got, want)
@@ -388,8 +394,8 @@ func TestBrowserStatusPage(t *testing.T) {
 	}
 	shot(t, ctx, "status")
 
-	do(t, ctx, chromedp.Click(chromedp.CSS(`#needy a[href="/grants/g1"]`)), chromedp.WaitVisible(chromedp.ID("history")))
-	if got := text(t, ctx); !strings.Contains(got, "ann@example.com") || !strings.Contains(got, "reconnect required") {
+	do(t, ctx, chromedp.Click(chromedp.CSS(`#needy a[href="/grants/g2"]`)), chromedp.WaitVisible(chromedp.ID("history")))
+	if got := text(t, ctx); !strings.Contains(got, "bob@example.com") || !strings.Contains(got, "reconnect required") {
 		t.Errorf("grant page says %q", got)
 	}
 	shot(t, ctx, "status-grant")

@@ -49,6 +49,8 @@ type env struct {
 // envOptions tune newEnv.
 type envOptions struct {
 	scopes string // the provider's scopes, TOML; default ["openid", "email"]
+	// provider is more TOML for the provider entry.
+	provider string
 	// keys to make; default oncall, of scope read.
 	keys []api.Key
 }
@@ -154,13 +156,14 @@ client_id = "web-client"
 client_secret = %q
 scopes = %s
 interval = "1h"
+%s
 [[notify]]
 name = "hook"
 type = "webhook"
 url = %q
 group_wait = "0s"
 `, filepath.Join(dir, "gw.db"), filepath.Join(dir, "gw.sock"), addr, e.base,
-		sb.TokenURL(), sb.AuthURL(), clientSecret, o.scopes, e.hook.URL)
+		sb.TokenURL(), sb.AuthURL(), clientSecret, o.scopes, o.provider, e.hook.URL)
 	path := filepath.Join(dir, "grantwatch.toml")
 	if err := os.WriteFile(path, []byte(toml), 0o600); err != nil {
 		t.Fatal(err)
@@ -206,7 +209,7 @@ group_wait = "0s"
 		lines = append(lines, fmt.Sprintf(`{"id":"g%d","provider":"google","refresh_token":%q,"subject":%q,"labels":{"team":"mail"}}`,
 			i+1, sb.Issue(sandbox.Revoked), subj))
 	}
-	if _, err := c.Import(ctx, strings.NewReader(strings.Join(lines, "\n")), store.ImportOptions{}, nil); err != nil {
+	if _, err := c.Import(ctx, strings.NewReader(strings.Join(lines, "\n")), api.ImportOptions{}, nil); err != nil {
 		t.Fatal(err)
 	}
 	// The import makes them due: the daemon probes each at once.

@@ -3,6 +3,7 @@ package web
 import (
 	"crypto/subtle"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/url"
@@ -25,6 +26,12 @@ const refreshSeconds = 30
 
 // listMax bounds a filtered list of grants on the page.
 const listMax = 200
+
+// expiringListed is how many expiring grants the page lists.
+const expiringListed = 20
+
+// errEnough stops a walk that has listed enough.
+var errEnough = errors.New("enough")
 
 // requireRead lets through a request that presents an app key of scope
 // read, as HTTP Basic (user name: the key's name; password: the key), over
@@ -89,6 +96,10 @@ type statusView struct {
 	Listed          []store.Grant
 	More            bool
 	Refresh         int
+	// Expiring lists the first grants forecast to die within
+	// forecast.warn_before (St.Expiring counts them all).
+	Expiring   []store.Grant
+	WarnBefore string // as grants list --expiring takes it
 }
 
 type providerRow struct {
@@ -136,6 +147,22 @@ func (s *server) status(w http.ResponseWriter, r *http.Request) {
 		v.Needy = append(v.Needy, needy{G: g, Fix: probes.Cause(g.Cause).Fix()})
 	}
 
+	if st.Expiring > 0 {
+		within := time.Duration(st.WarnBeforeSeconds * float64(time.Second))
+		v.WarnBefore = fmt.Sprintf("%gd", within.Hours()/24)
+		err := s.Service.ExpiringGrants(within, "", func(g store.Grant) error {
+			if len(v.Expiring) == expiringListed {
+				return errEnough
+			}
+			v.Expiring = append(v.Expiring, g)
+			return nil
+		})
+		if err != nil && !errors.Is(err, errEnough) {
+			s.internal(w, "list expiring grants", err)
+			return
+		}
+	}
+
 	q := r.URL.Query()
 	v.State, v.Provider = q.Get("state"), q.Get("provider")
 	if v.State != "" && !store.State(v.State).Valid() {
@@ -143,7 +170,6 @@ func (s *server) status(w http.ResponseWriter, r *http.Request) {
 	}
 	if v.State != "" || v.Provider != "" {
 		v.Filtered = true
-		errEnough := errors.New("enough")
 		err := s.Service.Grants(store.State(v.State), v.Provider, func(g store.Grant) error {
 			if len(v.Listed) == listMax {
 				v.More = true

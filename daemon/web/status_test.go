@@ -108,6 +108,29 @@ func TestStatusPageShowsWhatStatusShows(t *testing.T) {
 	}
 }
 
+// TestStatusPageShowsTheForecast: a grant whose refresh token will die
+// within forecast.warn_before, whatever probing does, is listed with when
+// and why, and its page shows the forecast.
+func TestStatusPageShowsTheForecast(t *testing.T) {
+	e := newEnv(t, envOptions{provider: `max_lifetime = "72h"`}, "ann@example.com", "bob@example.com")
+	if r := press(t, browser(t), e.link("g1", 0)); !strings.Contains(r.body, "Reconnected") {
+		t.Fatalf("reconnect: %d %s", r.StatusCode, r.body)
+	}
+	r := getAs(t, e.base+"/", "oncall", e.keys["oncall"])
+	for _, want := range []string{"Expiring soon", "1 grant(s) forecast to die within 7d", `id="expiring"`,
+		`<a href="/grants/g1">g1</a>`, "<code>configured</code>"} {
+		if !strings.Contains(r.body, want) {
+			t.Errorf("status page lacks %q:\n%s", want, r.body)
+		}
+	}
+	if strings.Contains(r.body[strings.Index(r.body, `id="expiring"`):], "/grants/g2") {
+		t.Error("the dead grant g2 is listed as expiring")
+	}
+	if r := getAs(t, e.base+"/grants/g1", "oncall", e.keys["oncall"]); !strings.Contains(r.body, "Forecast") || !strings.Contains(r.body, "<code>configured</code>") {
+		t.Errorf("grant page lacks the forecast:\n%s", r.body)
+	}
+}
+
 // TestStatusPageNeedsTLSOnANetwork: over plain HTTP to an address that is
 // not loopback the key would cross the network in clear: refused before it
 // is even read.

@@ -42,6 +42,9 @@ type Service interface {
 	Grants(state store.State, provider string, fn func(store.Grant) error) error
 	Grant(id string) (api.GrantDetail, error)
 	DeadLetters() ([]api.DeadLetter, error)
+	// ExpiringGrants calls fn for the grants forecast to die within
+	// within, soonest first.
+	ExpiringGrants(within time.Duration, provider string, fn func(store.Grant) error) error
 	// SetToken stores a new refresh token and probes it once: the one
 	// path every new token takes.
 	SetToken(ctx context.Context, id string, tok secret.Secret) (api.ProbeReport, error)
