@@ -152,34 +152,12 @@ func (s *Store) EachInState(state store.State, provider string, fn func(store.Gr
 		return s.eachScanned(state, provider, fn)
 	}
 	p := s.statePrefix(state, provider)
-	var ids []string
-	flush := func() error {
-		gs, err := s.grants(ids)
-		ids = ids[:0]
-		if err != nil {
-			return err
+	return s.eachListed(p, clientv3.GetPrefixRangeEnd(p), func(g store.Grant) error {
+		if g.State != state || (provider != "" && g.Provider != provider) {
+			return nil // changed since the index was read
 		}
-		for _, g := range gs {
-			if g.State != state || (provider != "" && g.Provider != provider) {
-				continue // changed since the index was read
-			}
-			if err := fn(g); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	err := s.scan(p, clientv3.GetPrefixRangeEnd(p), page, func(_ string, val []byte) error {
-		ids = append(ids, string(val))
-		if len(ids) == page {
-			return flush()
-		}
-		return nil
+		return fn(g)
 	})
-	if err != nil {
-		return err
-	}
-	return flush()
 }
 
 // eachScanned is EachInState for a state without index entries: a read of
