@@ -36,6 +36,9 @@ func (d *Daemon) clockEvent(s ClockSnapshot) *notify.Event {
 // onClockChange announces a skew once, and its end once, and releases the
 // grants held for clock_skew so they are probed within one tick.
 func (d *Daemon) onClockChange(from, to ClockSnapshot) {
+	if !d.leads() {
+		return // the leader announces (and announces on election what it finds)
+	}
 	// The announced state is read on every change, not only on changes to
 	// or from skewed: after a restart while skewed the checker starts at
 	// unknown, so the end of that skew is a change from unknown.

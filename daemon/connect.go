@@ -44,7 +44,7 @@ func connect(ctx context.Context, cfg *config.Config, log *slog.Logger, create b
 		return nil, err // it accepts but does not answer
 	}
 	// No daemon: open the database (its lock tells if a daemon runs after all).
-	if _, err := os.Stat(cfg.Daemon.DB); !create && errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(cfg.Daemon.DB); !create && errors.Is(err, os.ErrNotExist) && cfg.Store.Backend != config.BackendEtcd {
 		return nil, fmt.Errorf("no daemon answers on %s and there is no database at %s yet: start the daemon (grantwatch run) or import grants (grantwatch grants import)", cfg.Daemon.Socket, cfg.Daemon.DB)
 	}
 	d, err := Open(Options{Config: cfg, Logger: log})

@@ -25,6 +25,7 @@ import (
 	"github.com/grantwatch/grantwatch/internal/secret"
 	"github.com/grantwatch/grantwatch/probes"
 	"github.com/grantwatch/grantwatch/store"
+	"github.com/grantwatch/grantwatch/store/etcd"
 )
 
 // Options are what Run needs besides the config. Zero values are the
@@ -119,6 +120,9 @@ type Daemon struct {
 	notifyLinks notifyLinks // links.go
 	importing   sync.Map    // import job id → importRun: an import this process is writing
 	spools      sync.Map    // spool path → struct{}: an input this process is reading in (ResumeImports leaves it)
+
+	// cluster is the fleet's leadership with an etcd store; nil with bbolt.
+	cluster *cluster
 }
 
 // provider is a configured provider's runtime: its endpoint, policy and
@@ -200,6 +204,9 @@ func Open(opts Options) (*Daemon, error) {
 	d.applyAll = db.ApplyAll
 	d.timeouts = serverTimeouts(cfg)
 	d.apiProbes = make(chan struct{}, cfg.Daemon.MaxAPIProbes)
+	if es, ok := db.(*etcd.Store); ok {
+		d.cluster = newCluster(es, cfg.Store, log)
+	}
 	hc := opts.HTTPClient
 	if hc == nil {
 		hc = probes.NewHTTPClient(cfg.Daemon.Workers, cfg.Daemon.ProbeTimeout)
@@ -213,7 +220,9 @@ func Open(opts Options) (*Daemon, error) {
 	if query == nil {
 		query = probes.QueryClock
 	}
-	d.initHealth()
+	if d.cluster == nil {
+		d.initHealth() // with etcd, the leader does when it is elected
+	}
 	d.reloads.loaded(cfg, now())
 	d.clock = NewClock(cfg.Clock, log, query, now)
 	if d.disp, err = notify.NewDispatcher(db, cfg.Notify, log, notify.WithActive(d), notify.WithClock(now), notify.WithLinks(d)); err != nil {
@@ -226,9 +235,17 @@ func Open(opts Options) (*Daemon, error) {
 	return d, nil
 }
 
-// OpenStore opens the configured database with the configured key,
-// creating the key file when it is missing.
+// OpenStore opens the configured store (daemon.db, or the etcd cluster of
+// [store]) with the configured key, creating the key file when it is
+// missing.
 func OpenStore(cfg *config.Config, noSync bool) (store.Store, error) {
+	if cfg.Store.Backend == config.BackendEtcd {
+		st, err := openEtcd(cfg)
+		if err != nil {
+			return nil, err
+		}
+		return st, nil
+	}
 	db, err := store.OpenWithKeyFile(cfg.Daemon.DB, cfg.Secrets.KeyFile, store.Options{
 		MaxBatchSize: cfg.Daemon.Workers,
 		NoSync:       noSync,
@@ -291,6 +308,9 @@ func (d *Daemon) Close() error { return d.db.Close() }
 // in-flight probes finish within the shutdown timeout and closes the store.
 func (d *Daemon) Run(ctx context.Context, ready func(*Daemon)) error {
 	defer d.db.Close()
+	// With etcd, ctx ends when this instance's leadership does.
+	ctx, leave := d.joinCluster(ctx)
+	defer leave()
 	cfg := d.Config()
 	if err := errors.Join(secretErrors(d.providers), d.disp.SetupErr()); err != nil {
 		return err
@@ -333,7 +353,11 @@ func (d *Daemon) Run(ctx context.Context, ready func(*Daemon)) error {
 	}
 	dispCtx, stopDisp := context.WithCancel(context.WithoutCancel(ctx))
 	var dispWG sync.WaitGroup
-	dispWG.Go(func() { d.disp.Run(dispCtx) })
+	dispWG.Go(func() {
+		if d.awaitLead(dispCtx) { // only the leader dispatches
+			d.disp.Run(dispCtx)
+		}
+	})
 	dispWG.Go(func() { d.checkClock(ctx) })
 	dispWG.Go(d.checkSecrets)
 
@@ -393,6 +417,9 @@ func (d *Daemon) Run(ctx context.Context, ready func(*Daemon)) error {
 	stopDisp()
 	dispWG.Wait()
 	d.log.Info("stopped")
+	if err := context.Cause(ctx); errors.Is(err, errLeadershipLost) {
+		return err
+	}
 	return nil
 }
 

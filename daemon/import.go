@@ -451,6 +451,12 @@ func (d *Daemon) ResumeImports(ctx context.Context) error {
 		if _, running := d.importing.Load(j.ID); running {
 			continue
 		}
+		if _, err := os.Stat(j.Spool); err != nil && d.cluster != nil {
+			// A shared store (etcd): the job's spool is on the disk of
+			// the instance that runs it, or ran it. It is that one's
+			// to finish; an operator ends one whose host is gone.
+			continue
+		}
 		if err := ctx.Err(); err != nil {
 			return err
 		}

@@ -59,6 +59,9 @@ func (d *Daemon) dispatchLoop(ctx context.Context) {
 			if d.paused() {
 				break // the store cannot write: the writer kicks when it can
 			}
+			if !d.leads() {
+				break // a standby: the leader schedules
+			}
 			// Each grant handed out is leased, those whose token does not
 			// open too: they are named once, not rescanned every pass.
 			now := d.now()
@@ -162,6 +165,12 @@ func (d *Daemon) probeLease(ctx, probeCtx context.Context, l job) {
 	}
 	defer release()
 	if expired() {
+		return
+	}
+	if d.refreshAllowed() != nil {
+		// Not leading, or too little lease left (etcd): nothing was sent,
+		// so the grant may be handed out again at the next scan.
+		d.leases.endIf(l.Grant.Row, l.until)
 		return
 	}
 	// The provider's pause (429, outage) is checked last, right before the

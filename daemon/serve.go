@@ -182,7 +182,7 @@ func (d *Daemon) tcpHandler() (http.Handler, error) {
 	if err := d.loadKeys(); err != nil {
 		return nil, err
 	}
-	h := api.TCPHandler(d, d.log, d.metricsHandler(), d)
+	h := d.redirectToLeader(api.TCPHandler(d, d.log, d.metricsHandler(), d))
 	if d.opts.TCPHandler != nil {
 		h = d.opts.TCPHandler(d, h)
 	}

@@ -137,6 +137,9 @@ func (d *Daemon) NotifyTest(ctx context.Context, receiver string) ([]api.NotifyT
 // ProbeNow probes one grant at once, whatever its state, and applies the
 // result like a scheduled probe.
 func (d *Daemon) ProbeNow(ctx context.Context, id string) (api.ProbeReport, error) {
+	if err := d.refreshAllowed(); err != nil {
+		return api.ProbeReport{}, err
+	}
 	if f := d.fault.Load(); f != nil {
 		// Its result could not be stored, and a token the provider rotates
 		// would be at risk.
@@ -223,12 +226,17 @@ func (d *Daemon) SetToken(ctx context.Context, id string, tok secret.Secret) (ap
 		// Its app holds the token, and reports whether the new one works.
 		return api.ProbeReport{}, errObserved(id, p.cfg.Name)
 	}
-	_, err = d.db.SetToken(id, tok, d.now())
+	stored, err := d.db.SetToken(id, tok, d.now())
 	d.tokens.invalidate() // the access token held is the old refresh token's
 	if err != nil {
 		return api.ProbeReport{}, err
 	}
 	d.log.Info("refresh token replaced", "grant", id)
+	if d.refreshAllowed() != nil {
+		// A standby (or a leader short of lease) stores; the leader
+		// probes the grant, due now, on its next tick.
+		return api.ProbeReport{Grant: stored, Deferred: true}, nil
+	}
 	// The token is stored: a probe of the old one still in flight (it
 	// ends within probe_timeout; its result is dropped as stale) must not
 	// turn this into a failure. Wait for it, then probe the new token.
@@ -318,6 +326,7 @@ func (d *Daemon) Status() (api.Status, error) {
 		st.Outbox.OldestAgeSeconds = d.now().Sub(oldest).Seconds()
 	}
 	st.DB = d.db.Path()
+	st.Cluster = d.clusterStatus()
 	if t := d.lastTick.Load(); t != 0 {
 		st.Daemon = true
 		st.LastTickAt = time.Unix(0, t)

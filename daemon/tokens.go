@@ -352,6 +352,12 @@ func (d *Daemon) refreshClaimed(ctx context.Context, f *flight) {
 			d.unclaim(id)
 		}
 	}()
+	if err := d.refreshAllowed(); err != nil {
+		// A standby (etcd), or a leader short of lease: the leader
+		// refreshes.
+		f.err = &api.TokenError{Code: api.CodeBusy, RetryAfter: time.Second, Message: fmt.Sprintf("grant %s not refreshed: %v", id, err)}
+		return
+	}
 	if sf := d.fault.Load(); sf != nil {
 		// Its result could not be stored, and a token the provider
 		// rotates would be at risk.

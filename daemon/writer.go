@@ -15,6 +15,7 @@ import (
 
 	"github.com/grantwatch/grantwatch/probes"
 	"github.com/grantwatch/grantwatch/store"
+	"github.com/grantwatch/grantwatch/store/etcd"
 	"github.com/lmittmann/tint"
 )
 
@@ -284,6 +285,10 @@ func writeFailure(err error, db string) (cause, fix string) {
 	var st syscall.Statfs_t
 	full := syscall.Statfs(dir, &st) == nil && st.Bavail == 0
 	switch {
+	case errors.Is(err, etcd.ErrUnreachable):
+		return "the etcd cluster does not answer", "check store.endpoints, this host's connection to the members and that a majority of them runs (grantwatch doctor)"
+	case errors.Is(err, etcd.ErrFenced):
+		return "this instance no longer leads", "nothing: it stops, and the leader stores what it probes"
 	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT), full:
 		return "the filesystem of the database is full", fmt.Sprintf("free space on the filesystem of %s (df -h %s)", dir, dir)
 	case errors.Is(err, syscall.EROFS), errors.Is(syscall.Access(dir, 2), syscall.EROFS):

@@ -108,18 +108,12 @@ func (db *DB) apply(b *bkts, d counterDelta, id string, row uint64, fn func(cur 
 	if ch.Skip {
 		return nil
 	}
-	g := ch.Grant
-	g.ID, g.Row, g.sealSeq = id, row, cur.sealSeq
-	// Whether the token rotated since it was stored from outside is the
-	// store's to know, not the caller's.
-	g.Rotated = cur.Rotated || !ch.NewToken.IsZero()
+	cur.ID, cur.Row = id, row
 	// A Change that cannot be written is its item's problem: found before
 	// anything is written, it must not fail the others' transaction.
-	if err := checkChange(&g, &ch); err != nil {
+	g, err := ChangedGrant(cur, &ch)
+	if err != nil {
 		return itemError{err}
-	}
-	if !ch.NewToken.IsZero() {
-		g.sealSeq++
 	}
 	if err := b.putGrant(row, &cur, &g, d); err != nil {
 		return err

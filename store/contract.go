@@ -33,7 +33,9 @@ type Store interface {
 	// outside any transaction (it may write); fn's error stops the walk.
 	Each(fn func(Grant) error) error
 	// EachInState is Each for the grants in state (of provider, unless
-	// ""), O(matching grants): order provider, then creation.
+	// ""), O(matching grants): order provider, then creation. (etcd
+	// indexes only reconnect_required, on_hold and degraded grants:
+	// healthy and pending ones, most of a fleet, are found by a scan.)
 	EachInState(state State, provider string, fn func(Grant) error) error
 	// Counts returns provider → state → number of grants, without a scan.
 	Counts() (map[string]map[State]int, error)

@@ -258,45 +258,17 @@ func (db *DB) importTx(b *bkts, gs []NewGrant, now time.Time, opts ImportOptions
 		if conflicts.Refused(opts) != nil {
 			continue // only look up the rest
 		}
-		g := Grant{
-			ID:             ng.ID,
-			Provider:       ng.Provider,
-			Subject:        ng.Subject,
-			Labels:         ng.Labels,
-			State:          StatePending,
-			CreatedAt:      now,
-			StateChangedAt: now,
-			NextDueAt:      now,
-			TokenGen:       1,
-			ConsentAt:      now, // a new token chain: no forecast until it is probed
-		}
-		if ng.Observe {
-			g.NextDueAt = time.Time{} // its app refreshes it, never grantwatch
-		}
-		h := HistoryEntry{At: now, To: StatePending, Note: "token imported"}
 		var oldp *Grant
 		if exists {
 			oldp = &old
-			g.CreatedAt = old.CreatedAt
-			g.LastProbeAt = old.LastProbeAt
-			g.LastSuccessAt = old.LastSuccessAt
-			g.TokenGen = old.TokenGen + 1
-			g.sealSeq = old.sealSeq
-			g.PreviousState, g.PreviousCause = replacedProblem(old)
-			if old.State == StatePending {
-				g.StateChangedAt = old.StateChangedAt
-			}
-			h.From = old.State
 			replaced++
 		} else {
 			if row, err = b.newRow(ng.ID); err != nil {
 				return 0, 0, err
 			}
-			g.TokenGen = b.removedGen() + 1
 			created++
 		}
-		g.Row = row
-		g.sealSeq++
+		g, h := ImportedGrant(oldp, &ng, row, now, b.removedGen()+1)
 		if err := b.putGrant(row, oldp, &g, d); err != nil {
 			return 0, 0, err
 		}
@@ -799,23 +771,8 @@ func (db *DB) SetToken(id string, tok secret.Secret, now time.Time) (Grant, erro
 		if !ok {
 			return notFound(id)
 		}
-		g = old
-		g.State = StatePending
-		g.PreviousState, g.PreviousCause = replacedProblem(old)
-		g.Cause, g.Action, g.Error, g.ErrorDescription = "", "", "", ""
-		g.Failures = 0
-		// What the old token went through says nothing of the new one.
-		g.LostAnswer, g.Rotated, g.ReuseDetected = false, false, false
-		g.TokenGen++
-		g.sealSeq++
-		g.NextDueAt = now
-		// A new token chain: what was known of the old one's lifetime and
-		// answers does not hold for it; its first probe forecasts anew.
-		g.Unreadable, g.ConsentAt, g.AnnouncedExpiresAt = 0, now, time.Time{}
-		g.ExpiresAt, g.ExpiresBasis, g.ExpiryWarned = time.Time{}, "", false
-		if old.State != StatePending {
-			g.StateChangedAt = now
-		}
+		var h HistoryEntry
+		g, h = TokenReplaced(old, now)
 		d := counterDelta{}
 		if err := b.putGrant(row, &old, &g, d); err != nil {
 			return err
@@ -823,7 +780,6 @@ func (db *DB) SetToken(id string, tok secret.Secret, now time.Time) (Grant, erro
 		if err := b.putToken(row, id, db.keys.Load().sealToken(&g, []byte(tok.Reveal()))); err != nil {
 			return err
 		}
-		h := HistoryEntry{At: now, From: old.State, To: StatePending, Note: "token replaced"}
 		if err := b.appendHistory(row, &h, db.historyLimit, false); err != nil {
 			return err
 		}

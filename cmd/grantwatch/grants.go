@@ -456,6 +456,13 @@ line, where other users could read it in the process list.`,
 			if err != nil {
 				return err
 			}
+			if r.Deferred {
+				if asJSON {
+					return printJSON(cmd.OutOrStdout(), r)
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), "new refresh token stored; this instance is a standby: the leader probes it on its next tick")
+				return nil
+			}
 			return showReport(cmd.OutOrStdout(), r, asJSON, "new refresh token stored")
 		},
 	}

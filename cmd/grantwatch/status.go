@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/grantwatch/grantwatch/daemon"
 	"github.com/grantwatch/grantwatch/daemon/api"
 	"github.com/grantwatch/grantwatch/daemon/config"
 	"github.com/grantwatch/grantwatch/store"
@@ -59,11 +60,11 @@ func (a *app) status(ctx context.Context) (api.Status, error) {
 	if err != nil {
 		return api.Status{}, err
 	}
-	if st.DB != "" && st.DB != cfg.Daemon.DB {
+	if want := daemon.StoreLocation(cfg); st.DB != "" && st.DB != want {
 		// Another config's daemon on this config's socket: its fleet is
 		// not this one.
-		return api.Status{}, fmt.Errorf("the daemon answering on %s serves the database %s, not this config's daemon.db %s: give each config its own daemon.socket",
-			cfg.Daemon.Socket, st.DB, cfg.Daemon.DB)
+		return api.Status{}, fmt.Errorf("the daemon answering on %s serves the database %s, not this config's %s: give each config its own daemon.socket",
+			cfg.Daemon.Socket, st.DB, want)
 	}
 	return st, nil
 }
@@ -134,6 +135,9 @@ func printStatus(out io.Writer, st api.Status) {
 	}
 	if line := configLine(st.Config); line != "" {
 		fmt.Fprintf(out, "config:  %s\n", line)
+	}
+	if c := st.Cluster; c != nil {
+		printCluster(out, c)
 	}
 
 	printImports(out, st.Imports)
@@ -259,4 +263,24 @@ func providerState(p api.ProviderStatus) string {
 		return p.State + ": " + p.Cause
 	}
 	return p.State
+}
+
+// printCluster shows the fleet of an etcd store: this instance's role, the
+// leader, and each member's last heartbeat.
+func printCluster(out io.Writer, c *api.ClusterStatus) {
+	leader := c.Leader
+	switch {
+	case leader == "":
+		leader = "none (an election is under way)"
+	case c.LeaderURL != "":
+		leader += " at " + c.LeaderURL
+	}
+	fmt.Fprintf(out, "cluster: this instance %s is %s (lease margin %.1fs); leader %s\n", esc(c.Name), c.Role, c.LeaseMarginSeconds, esc(leader))
+	for _, m := range c.Members {
+		role := "standby"
+		if m.Leader {
+			role = "leader"
+		}
+		fmt.Fprintf(out, "  %-20s %-8s heartbeat %s\n", esc(m.Name), role, ago(m.Heartbeat))
+	}
 }

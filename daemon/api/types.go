@@ -30,6 +30,9 @@ type ProbeReport struct {
 	// Stale reports that the grant's token was replaced while the probe ran;
 	// the result was dropped.
 	Stale bool `json:"stale,omitempty"`
+	// Deferred reports a token stored by a standby (etcd): the leader
+	// probes it on its next tick; Result is empty.
+	Deferred bool `json:"deferred,omitempty"`
 }
 
 // ResultView is a probe result as the API shows it; it never holds a token.
@@ -208,6 +211,8 @@ type Status struct {
 	// the last success, the last error and when (doctor shows a receiver
 	// that answers 500). Only a running daemon knows them.
 	Receivers []notify.ReceiverStatus `json:"receivers,omitempty"`
+	// Cluster is the fleet's leadership with an etcd store; nil with bbolt.
+	Cluster *ClusterStatus `json:"cluster,omitempty"`
 }
 
 // ConfigStatus is the running config against its file: whether the last

@@ -61,6 +61,10 @@ type Options struct {
 	// Progress receives one status line, rewritten in place ("\r"); nil
 	// prints nothing.
 	Progress io.Writer
+	// Store, when set, is a [store] table for the bench daemon's config
+	// (the etcd backend's measurement; its lease_ttl must allow the
+	// bench's 10s probe_timeout). Default: bbolt in Dir.
+	Store string
 }
 
 // Result is what Run measured. The JSON names are part of
@@ -166,7 +170,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	}
 	defer sb.Close()
 
-	cfg, err := benchConfig(dir, sb.TokenURL(), o.Concurrency)
+	cfg, err := benchConfig(dir, sb.TokenURL(), o.Concurrency, o.Store)
 	if err != nil {
 		return res, err
 	}
@@ -332,7 +336,7 @@ func benchSandbox() (*sandbox.Server, error) {
 // benchConfig is the bench daemon's config: the given worker count, no
 // listener, no NTP, one provider at the sandbox with a 24h interval (so a
 // probed grant is not due again during the bench).
-func benchConfig(dir, tokenURL string, workers int) (*config.Config, error) {
+func benchConfig(dir, tokenURL string, workers int, storeTable string) (*config.Config, error) {
 	toml := fmt.Sprintf(`
 [daemon]
 db = %q
@@ -353,7 +357,7 @@ client_secret = %q
 auth_style = "header"
 interval = "24h"
 `, filepath.Join(dir, "bench.db"), filepath.Join(dir, "bench.sock"), workers,
-		benchProvider, tokenURL, benchClientID, benchSecret)
+		benchProvider, tokenURL, benchClientID, benchSecret) + storeTable
 	return config.Parse(filepath.Join(dir, "grantwatch.toml"), []byte(toml))
 }
 

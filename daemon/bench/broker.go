@@ -128,7 +128,7 @@ func RunBroker(ctx context.Context, o BrokerOptions) (BrokerResult, error) {
 	}
 	defer sb.Close()
 
-	cfg, err := benchConfig(dir, sb.TokenURL(), 16)
+	cfg, err := benchConfig(dir, sb.TokenURL(), 16, "")
 	if err != nil {
 		return res, err
 	}

@@ -55,6 +55,7 @@ type Config struct {
 	Forecast  ForecastConfig   `toml:"forecast"`
 	Providers []ProviderConfig `toml:"providers"`
 	Notify    []notify.Config  `toml:"notify"`
+	Store     StoreConfig      `toml:"store"`
 	Reconnect ReconnectConfig  `toml:"reconnect"`
 
 	// path is the file the config was read from; relative paths in it are
@@ -518,6 +519,7 @@ func (c *Config) applyDefaults() {
 	for i := range c.Notify {
 		c.Notify[i].ApplyDefaults()
 	}
+	c.applyStoreDefaults()
 	c.Reconnect.applyDefaults()
 }
 
@@ -688,7 +690,7 @@ func (c *Config) validate() []error {
 		errs = append(errs, err)
 	}
 	errs = append(errs, c.validateReconnect()...)
-	return errs
+	return append(errs, c.validateStore()...)
 }
 
 // checkURL accepts https URLs, and http only for loopback hosts (tests, the

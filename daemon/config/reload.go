@@ -35,6 +35,7 @@ func RestartOnly(old, cfg *Config) []string {
 		{"clock", !reflect.DeepEqual(old.Clock, cfg.Clock)},
 		{"health", old.Health != cfg.Health},
 		{"notify", !reflect.DeepEqual(old.Notify, cfg.Notify)},
+		{"store", !reflect.DeepEqual(old.Store, cfg.Store)},
 	} {
 		if c.changed {
 			keys = append(keys, c.key)

@@ -138,7 +138,11 @@ func Run(ctx context.Context, configPath string, opts Options) Report {
 	}
 	dr.add(sock)
 	running := st != nil
-	if running {
+	if cfg.Store.Backend == config.BackendEtcd {
+		// Shared by the fleet: checked whether a daemon runs here or not.
+		dr.add(dr.cluster(ctx, cfg)...)
+		dr.add(dr.keyMode(cfg.Secrets.KeyFile, "").Check)
+	} else if running {
 		dr.add(Check{Name: "database", Status: CheckOK, Detail: fmt.Sprintf("%s is open in the running daemon: %d grant(s), %d notification(s) pending",
 			cfg.Daemon.DB, st.Grants, st.Outbox.Pending)})
 		key := dr.keyMode(cfg.Secrets.KeyFile, "in use by the running daemon").Check
