@@ -9,6 +9,7 @@
 package config
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -94,7 +95,8 @@ type DaemonConfig struct {
 	Tick string `toml:"tick"`
 	// Workers bounds concurrent probes across all providers. Default 32.
 	Workers int `toml:"workers"`
-	// ProbeTimeout bounds one probe, answer included. Default 30s.
+	// ProbeTimeout bounds one probe, answer included. Default 30s; with
+	// the etcd backend, half of store.lease_ttl (5s).
 	ProbeTimeout time.Duration `toml:"probe_timeout"`
 	// DegradedAfter is how many consecutive transient failures make a grant
 	// degraded. Default 3.
@@ -420,6 +422,11 @@ func (c *Config) applyDefaults() {
 	}
 	if d.ProbeTimeout == 0 {
 		d.ProbeTimeout = defaultProbeTimeout
+		if c.Store.Backend == BackendEtcd {
+			// A refresh starts only with probe_timeout of the session's
+			// lease left: by default, as much as the lease always has.
+			d.ProbeTimeout = minMargin(cmp.Or(c.Store.LeaseTTL, defaultLeaseTTL))
+		}
 	}
 	if d.DegradedAfter == 0 {
 		d.DegradedAfter = defaultDegradedAfter

@@ -42,8 +42,8 @@ func TestStoreErrorsNameTheirKey(t *testing.T) {
 		{"no endpoints", "[daemon]\nprobe_timeout = \"5s\"\n[store]\nbackend = \"etcd\"\n", []string{"store.endpoints: is required with backend etcd"}},
 		{"plain http to another host", "[daemon]\nprobe_timeout = \"5s\"\n[store]\nbackend = \"etcd\"\nendpoints = [\"http://etcd1:2379\", \"etcd2:2379\"]\n",
 			[]string{"store.endpoints[0]: \"http://etcd1:2379\" is plain http", "store.endpoints[1]: must be an http:// or https:// URL"}},
-		// The default probe_timeout (30s) leaves a 10s lease too little.
-		{"lease shorter than two probes", "[store]\nbackend = \"etcd\"\nendpoints = [\"https://e:2379\"]\n",
+		// A probe_timeout of 30s leaves a 10s lease too little.
+		{"lease shorter than two probes", "[daemon]\nprobe_timeout = \"30s\"\n[store]\nbackend = \"etcd\"\nendpoints = [\"https://e:2379\"]\n",
 			[]string{"store.lease_ttl: 10s leaves 5s of lease margin, less than daemon.probe_timeout (30s)", "at least 1m0s"}},
 		{"lease not whole seconds", "[daemon]\nprobe_timeout = \"1s\"\n[store]\nbackend = \"etcd\"\nendpoints = [\"https://e:2379\"]\nlease_ttl = \"2500ms\"\n", []string{"store.lease_ttl: must be whole seconds"}},
 		{"certificate without key", "[daemon]\nprobe_timeout = \"5s\"\n[store]\nbackend = \"etcd\"\nendpoints = [\"https://e:2379\"]\ntls_cert_file = \"c.pem\"\n", []string{"store.tls_cert_file: set tls_cert_file and tls_key_file together"}},
