@@ -45,7 +45,10 @@ certificate made for the run), every grant's access token held, and
 --concurrency clients, each on its own keep-alive HTTPS connection, fetching
 tokens (GET /v1/grants/{id}/token with an app key) for --duration. It prints
 requests/s, latency at the client (p50, p99, max) and CPU; the clients share
-the cores with the daemon.`,
+the cores with the daemon. Around that run, in two halves, the same clients
+fetch from a bare net/http server on the same certificate that answers a
+fixed token-sized body: the ceiling of net/http and TLS on this machine, and
+the ratio of the broker's rate to it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.Progress = progressWriter(a.errw)
@@ -129,6 +132,8 @@ func printBrokerBench(cmd *cobra.Command, r bench.BrokerResult) error {
 	p("broker", "%d %s clients over HTTPS keep-alive, %d grants (GOMAXPROCS %d, load %.2f at start)", r.Clients, r.Client, r.Grants, r.GOMAXPROCS, r.Load1)
 	p("tokens/s", "%.0f (%d in %.1f s, %d errors)", r.PerSec, r.Requests, r.DurationS, r.Errors)
 	p("latency", "p50 %.2f ms, p99 %.2f ms, max %.2f ms", r.P50Ms, r.P99Ms, r.MaxMs)
+	p("ceiling", "%.0f/s, p50 %.2f ms, p99 %.2f ms, max %.2f ms (the same clients, net/http answering a fixed body)", r.CeilingPerSec, r.CeilingP50Ms, r.CeilingP99Ms, r.CeilingMaxMs)
+	p("ratio", "%.2f", r.Ratio)
 	p("CPU", "%.0f %% of a core, %.0f µs a request (daemon and clients)", r.CPUPercent, r.CPUMicrosPerRequest)
 	p("provider requests", "%d (every token was held)", r.ProviderRequests)
 	return tw.Flush()

@@ -5,10 +5,12 @@ package bench
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/subtle"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -20,9 +22,11 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -74,6 +78,16 @@ type BrokerResult struct {
 	P50Ms float64 `json:"p50_ms"`
 	P99Ms float64 `json:"p99_ms"`
 	MaxMs float64 `json:"max_ms"`
+	// CeilingPerSec, CeilingP50Ms, CeilingP99Ms and CeilingMaxMs are the
+	// same clients' figures against net/http serving a fixed answer on
+	// the same certificate (no grantwatch), measured in two halves right
+	// before and right after the broker's run; Ratio is PerSec over
+	// CeilingPerSec.
+	CeilingPerSec float64 `json:"ceiling_requests_per_sec"`
+	CeilingP50Ms  float64 `json:"ceiling_p50_ms"`
+	CeilingP99Ms  float64 `json:"ceiling_p99_ms"`
+	CeilingMaxMs  float64 `json:"ceiling_max_ms"`
+	Ratio         float64 `json:"ratio"`
 	// Errors counts answers other than 200, and failed requests.
 	Errors int64 `json:"errors"`
 	// ProviderRequests counts the refreshes sent to the token endpoint
@@ -91,7 +105,8 @@ type BrokerResult struct {
 // o.Grants grants, fetches each one's token once (so each is held), then
 // has o.Clients clients fetch tokens (GET /v1/grants/{id}/token, an app
 // key with scope token) for o.Duration and measures the rate and the
-// latency the clients see.
+// latency the clients see, and the same against a bare net/http server
+// (the ceiling) for o.Duration/4 before and after.
 func RunBroker(ctx context.Context, o BrokerOptions) (BrokerResult, error) {
 	if o.Grants <= 0 {
 		o.Grants = 100
@@ -199,32 +214,84 @@ func RunBroker(ctx context.Context, o BrokerOptions) (BrokerResult, error) {
 	}
 	wtr.CloseIdleConnections()
 
+	newGet := func() (func(string) (int, error), func()) {
+		if o.NetHTTP {
+			hc, tr := newClient()
+			return func(path string) (int, error) { return fetch(hc, path) }, tr.CloseIdleConnections
+		}
+		rc := &rawClient{conf: &tls.Config{RootCAs: pool}, key: key}
+		return rc.get, rc.close
+	}
+
+	// The ceiling: the same clients against a net/http server on the same
+	// certificate answering every request with a token-sized answer and
+	// nothing else, in two halves around the broker's run, so that a
+	// machine whose speed drifts weighs on both figures alike.
+	ceil, err := startCeiling(dir, key)
+	if err != nil {
+		return res, err
+	}
+	defer ceil.Close()
+	ceilPaths := make([]string, len(paths))
+	for i, p := range paths {
+		ceilPaths[i] = strings.Replace(p, d.ListenAddr(), ceil.Listener.Addr().String(), 1)
+	}
+	var ceilRun clientRun
+	if err := ceilRun.drive(ctx, o.Clients, o.Duration/4, ceilPaths, newGet, pr, "ceiling (1 of 2)"); err != nil {
+		return res, fmt.Errorf("ceiling: %w", err)
+	}
+
+	var run clientRun
+	provider0 := sb.Stats().Requests
+	err = run.drive(ctx, o.Clients, o.Duration, paths, newGet, pr, "broker")
+	res.ProviderRequests = sb.Stats().Requests - provider0
+	if err != nil {
+		return res, err
+	}
+	if err := ceilRun.drive(ctx, o.Clients, o.Duration/4, ceilPaths, newGet, pr, "ceiling (2 of 2)"); err != nil {
+		return res, fmt.Errorf("ceiling: %w", err)
+	}
+	res.DurationS = run.el.Seconds()
+	res.Requests, res.Errors = run.done.Load(), run.failed.Load()
+	res.PerSec, res.P50Ms, res.P99Ms, res.MaxMs = run.figures()
+	res.CPUPercent = 100 * run.cpu.Seconds() / run.el.Seconds()
+	if res.Requests > 0 {
+		res.CPUMicrosPerRequest = float64(run.cpu.Microseconds()) / float64(res.Requests)
+	}
+	res.CeilingPerSec, res.CeilingP50Ms, res.CeilingP99Ms, res.CeilingMaxMs = ceilRun.figures()
+	if res.CeilingPerSec > 0 {
+		res.Ratio = res.PerSec / res.CeilingPerSec
+	}
+	return res, nil
+}
+
+// clientRun is what the clients measured, over one or more drives.
+type clientRun struct {
+	lat                 latencyHist
+	done, failed, maxUS atomic.Int64
+	el, cpu             time.Duration
+}
+
+// drive has clients clients fetch paths round-robin, each on its own
+// connection (newGet makes a client: its request function and its
+// close), for dur, and adds what they measured to r. It fails only if no
+// request was answered.
+func (r *clientRun) drive(ctx context.Context, clients int, dur time.Duration, paths []string,
+	newGet func() (func(string) (int, error), func()), pr *progress, what string) error {
 	var (
-		lat      latencyHist
-		done     atomic.Int64
-		failed   atomic.Int64
-		maxUS    atomic.Int64
 		firstErr error
 		errOnce  sync.Once
 		wg       sync.WaitGroup
+		done0    = r.done.Load()
 	)
-	mctx, cancel := context.WithTimeout(ctx, o.Duration)
+	mctx, cancel := context.WithTimeout(ctx, dur)
 	defer cancel()
-	provider0 := sb.Stats().Requests
 	cpu0, start := cpuTime(), time.Now()
-	for i := range o.Clients {
+	for i := range clients {
 		wg.Go(func() {
-			var get func(path string) (int, error)
-			if o.NetHTTP {
-				hc, tr := newClient()
-				defer tr.CloseIdleConnections()
-				get = func(path string) (int, error) { return fetch(hc, path) }
-			} else {
-				rc := &rawClient{addr: d.ListenAddr(), conf: &tls.Config{RootCAs: pool}, key: key}
-				defer rc.close()
-				get = rc.get
-			}
-			for n := i; mctx.Err() == nil; n += o.Clients {
+			get, closeConn := newGet()
+			defer closeConn()
+			for n := i; mctx.Err() == nil; n += clients {
 				t0 := time.Now()
 				code, err := get(paths[n%len(paths)])
 				if mctx.Err() != nil {
@@ -232,13 +299,13 @@ func RunBroker(ctx context.Context, o BrokerOptions) (BrokerResult, error) {
 				}
 				el := time.Since(t0)
 				if err != nil || code != http.StatusOK {
-					failed.Add(1)
+					r.failed.Add(1)
 					errOnce.Do(func() { firstErr = fmt.Errorf("token request: %d %v", code, err) })
 					continue
 				}
-				lat.add(el)
-				done.Add(1)
-				for us := el.Microseconds(); us > maxUS.Load() && !maxUS.CompareAndSwap(maxUS.Load(), us); {
+				r.lat.add(el)
+				r.done.Add(1)
+				for us := el.Microseconds(); us > r.maxUS.Load() && !r.maxUS.CompareAndSwap(r.maxUS.Load(), us); {
 				}
 			}
 		})
@@ -248,30 +315,56 @@ func RunBroker(ctx context.Context, o BrokerOptions) (BrokerResult, error) {
 	for mctx.Err() == nil {
 		select {
 		case <-tick.C:
-			pr.printf("broker: %d clients, %d tokens, %.0f/s", o.Clients, done.Load(), float64(done.Load())/time.Since(start).Seconds())
+			n := r.done.Load() - done0
+			pr.printf("%s: %d clients, %d tokens, %.0f/s", what, clients, n, float64(n)/time.Since(start).Seconds())
 		case <-mctx.Done():
 		}
 	}
 	wg.Wait()
-	el := time.Since(start)
-	res.DurationS = el.Seconds()
-	res.Requests, res.Errors = done.Load(), failed.Load()
-	res.PerSec = float64(res.Requests) / el.Seconds()
-	res.P50Ms, res.P99Ms = lat.quantile(0.50), lat.quantile(0.99)
-	res.MaxMs = float64(maxUS.Load()) / 1000
-	cpu := cpuTime() - cpu0
-	res.CPUPercent = 100 * cpu.Seconds() / el.Seconds()
-	if res.Requests > 0 {
-		res.CPUMicrosPerRequest = float64(cpu.Microseconds()) / float64(res.Requests)
-	}
-	res.ProviderRequests = sb.Stats().Requests - provider0
+	r.el += time.Since(start)
+	r.cpu += cpuTime() - cpu0
 	if ctx.Err() != nil {
-		return res, ctx.Err()
+		return ctx.Err()
 	}
-	if res.Requests == 0 && firstErr != nil {
-		return res, firstErr
+	if r.done.Load() == done0 && firstErr != nil {
+		return firstErr
 	}
-	return res, nil
+	return nil
+}
+
+// figures are the run's requests/s and its latency quantiles and maximum
+// in milliseconds.
+func (r *clientRun) figures() (perSec, p50, p99, maxMs float64) {
+	if r.el > 0 {
+		perSec = float64(r.done.Load()) / r.el.Seconds()
+	}
+	return perSec, r.lat.quantile(0.50), r.lat.quantile(0.99), float64(r.maxUS.Load()) / 1000
+}
+
+// startCeiling serves the bench's certificate (in dir) on 127.0.0.1 with
+// net/http and a handler that checks the app key and answers a fixed
+// token-sized body with the broker's headers: what net/http and TLS cost
+// on this machine with no grantwatch in between.
+func startCeiling(dir, key string) (*httptest.Server, error) {
+	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"))
+	if err != nil {
+		return nil, err
+	}
+	want := "Bearer " + key
+	body := []byte(`{"access_token":"` + strings.Repeat("x", 64) + `","token_type":"Bearer","expires_at":"2026-01-01T00:00:00Z","scope":"mail.read","grant_id":"g-0000001"}` + "\n")
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), []byte(want)) != 1 {
+			http.Error(w, "unauthorized", http.StatusUnauthorized)
+			return
+		}
+		h := w.Header()
+		h["Content-Type"] = []string{"application/json"}
+		h["Cache-Control"] = []string{"no-store"}
+		w.Write(body)
+	}))
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+	srv.StartTLS()
+	return srv, nil
 }
 
 // benchCertificate writes a self-signed certificate for 127.0.0.1 and its
@@ -312,29 +405,31 @@ func benchCertificate(dir string) (*x509.CertPool, error) {
 }
 
 // rawClient is a minimal HTTP/1.1 client on one keep-alive TLS connection:
-// it writes a GET and reads its answer, with no goroutine or channel of its
-// own (net/http's Transport has two of each per connection).
+// it writes a GET and reads its answer in place, with no goroutine or
+// channel of its own (net/http's Transport has two of each per connection)
+// and no allocation, so that it leaves the cores to the daemon as clients
+// on other hosts would.
 type rawClient struct {
-	addr, key string
-	conf      *tls.Config
-	conn      *tls.Conn
-	br        *bufio.Reader
-	req       []byte
+	key  string
+	conf *tls.Config
+	conn *tls.Conn
+	br   *bufio.Reader
+	req  []byte
 }
 
 func (c *rawClient) get(url string) (int, error) {
+	host, path, _ := strings.Cut(strings.TrimPrefix(url, "https://"), "/")
 	if c.conn == nil {
-		conn, err := tls.Dial("tcp", c.addr, c.conf)
+		conn, err := tls.Dial("tcp", host, c.conf)
 		if err != nil {
 			return 0, err
 		}
 		c.conn, c.br = conn, bufio.NewReaderSize(conn, 4096)
 	}
-	path := url[strings.Index(url[len("https://"):], "/")+len("https://"):]
-	c.req = append(c.req[:0], "GET "...)
+	c.req = append(c.req[:0], "GET /"...)
 	c.req = append(c.req, path...)
 	c.req = append(c.req, " HTTP/1.1\r\nHost: "...)
-	c.req = append(c.req, c.addr...)
+	c.req = append(c.req, host...)
 	c.req = append(c.req, "\r\nAuthorization: Bearer "...)
 	c.req = append(c.req, c.key...)
 	c.req = append(c.req, "\r\n\r\n"...)
@@ -342,17 +437,65 @@ func (c *rawClient) get(url string) (int, error) {
 		c.close()
 		return 0, err
 	}
-	resp, err := http.ReadResponse(c.br, nil)
+	code, err := c.readResponse()
 	if err != nil {
 		c.close()
 		return 0, err
 	}
-	_, err = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	if err != nil || resp.Close {
+	return code, nil
+}
+
+// readResponse reads an HTTP/1.1 answer with a Content-Length and returns
+// its status, without allocating: the status line and headers are read in
+// place and the body is discarded. A "Connection: close" closes the
+// connection after it.
+func (c *rawClient) readResponse() (int, error) {
+	line, err := c.br.ReadSlice('\n')
+	if err != nil {
+		return 0, err
+	}
+	// "HTTP/1.1 200 OK\r\n"
+	if len(line) < 12 || !bytes.HasPrefix(line, []byte("HTTP/1.")) {
+		return 0, fmt.Errorf("malformed status line %q", line)
+	}
+	code, err := strconv.Atoi(string(line[9:12]))
+	if err != nil {
+		return 0, fmt.Errorf("malformed status line %q", line)
+	}
+	length, closing := -1, false
+	for {
+		line, err := c.br.ReadSlice('\n')
+		if err != nil {
+			return 0, err
+		}
+		line = bytes.TrimRight(line, "\r\n")
+		if len(line) == 0 {
+			break
+		}
+		name, value, ok := bytes.Cut(line, []byte(":"))
+		if !ok {
+			return 0, fmt.Errorf("malformed header %q", line)
+		}
+		value = bytes.TrimSpace(value)
+		switch {
+		case bytes.EqualFold(name, []byte("Content-Length")):
+			if length, err = strconv.Atoi(string(value)); err != nil {
+				return 0, fmt.Errorf("malformed Content-Length %q", value)
+			}
+		case bytes.EqualFold(name, []byte("Connection")) && bytes.EqualFold(value, []byte("close")):
+			closing = true
+		}
+	}
+	if length < 0 {
+		return 0, errors.New("answer without Content-Length")
+	}
+	if _, err := c.br.Discard(length); err != nil {
+		return 0, err
+	}
+	if closing {
 		c.close()
 	}
-	return resp.StatusCode, err
+	return code, nil
 }
 
 func (c *rawClient) close() {
