@@ -10,46 +10,47 @@ import (
 	"time"
 
 	"github.com/grantwatch/grantwatch/internal/etcdtest"
-	"github.com/grantwatch/grantwatch/internal/testutil"
 )
 
-// TestEtcdRound measures `grantwatch bench`'s full round with the etcd
-// backend on an embedded 3-member cluster on this machine (members,
+// BenchmarkEtcdRound is `grantwatch bench`'s full round with the etcd
+// backend, on an embedded 3-member cluster on this machine (members,
 // daemon and sandbox share its cores): 100,000 grants (GRANTWATCH_GRANTS
-// overrides), at least 2,000 probes/s without the race detector
-// (GRANTWATCH_ETCD_MIN_RATE overrides). It takes
-// a few minutes, so it runs only with GRANTWATCH_SLOW set (.ci/run sets
-// it, without -race).
-func TestEtcdRound(t *testing.T) {
-	if os.Getenv("GRANTWATCH_SLOW") == "" {
-		t.Skip("set GRANTWATCH_SLOW=1: a round over 100,000 grants on an embedded etcd cluster")
-	}
+// overrides) imported, then every one probed. It reports the round's
+// probes/s, the import's grants/s, the probes' p50 and p99, the bare
+// client's rate in the same run and CPU per 1000 probes. One round takes
+// about two minutes; .ci/run runs it once, without -race:
+//
+//	go test -run '^$' -bench '^BenchmarkEtcdRound$' -benchtime 1x ./daemon/bench/
+func BenchmarkEtcdRound(b *testing.B) {
 	n := 100_000
 	if v, err := strconv.Atoi(os.Getenv("GRANTWATCH_GRANTS")); err == nil && v > 0 {
 		n = v
 	}
-	ec := etcdtest.Start(t, 3, etcdtest.Options{})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	r, err := Run(ctx, Options{Grants: n, Concurrency: 64, Dir: t.TempDir(), Store: fmt.Sprintf(`
+	ec := etcdtest.Start(b, 3, etcdtest.Options{})
+	round := 0
+	for b.Loop() {
+		round++
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		// Each round its own fleet (prefix) on the one cluster.
+		r, err := Run(ctx, Options{Grants: n, Concurrency: 64, Dir: b.TempDir(), Store: fmt.Sprintf(`
 [store]
 backend = "etcd"
 endpoints = ["%s"]
+prefix = "/bench-%d/"
 lease_ttl = "20s"
 name = "bench"
-`, strings.Join(ec.Endpoints, `", "`))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("etcd, 3 members: %d grants, import %.1fs (%.0f/s), round %.1fs: %.0f probes/s (bare client %.0f/s, ratio %.2f), p50 %.1f ms, p99 %.1f ms, CPU %.3fs per 1000, load %.1f",
-		r.Grants, r.ImportS, r.ImportPerSec, r.DurationS, r.ProbesPerSec, r.CeilingPerSec, r.Ratio, r.P50Ms, r.P99Ms, r.CPUSPer1000, r.Load1)
-	// GRANTWATCH_ETCD_MIN_RATE lowers the bar on a machine too busy to
-	// measure (0 only reports).
-	want := 2000.0
-	if v, err := strconv.ParseFloat(os.Getenv("GRANTWATCH_ETCD_MIN_RATE"), 64); err == nil {
-		want = v
-	}
-	if !testutil.RaceEnabled() && r.ProbesPerSec < want {
-		t.Errorf("%.0f probes/s with etcd, want at least %.0f (load %.1f)", r.ProbesPerSec, want, r.Load1)
+`, strings.Join(ec.Endpoints, `", "`), round)})
+		cancel()
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(r.ProbesPerSec, "probes/s")
+		b.ReportMetric(r.ImportPerSec, "imported/s")
+		b.ReportMetric(r.P50Ms, "p50-ms")
+		b.ReportMetric(r.P99Ms, "p99-ms")
+		b.ReportMetric(r.CeilingPerSec, "bare-client/s")
+		b.ReportMetric(r.CPUSPer1000, "cpu-s/1000-probes")
+		b.Logf("etcd, 3 members: %d grants, import %.1fs (%.0f/s), round %.1fs: %.0f probes/s (bare client %.0f/s, ratio %.2f), p50 %.1f ms, p99 %.1f ms, CPU %.3fs per 1000, load %.1f",
+			r.Grants, r.ImportS, r.ImportPerSec, r.DurationS, r.ProbesPerSec, r.CeilingPerSec, r.Ratio, r.P50Ms, r.P99Ms, r.CPUSPer1000, r.Load1)
 	}
 }
