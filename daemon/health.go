@@ -221,8 +221,12 @@ func (h *health) observeLocked(now time.Time, r probes.Result, p Policy, canary,
 			h.goodStrike = h.goodStrike || knownGood
 			if (h.goodStrike || h.strikes >= confirmCanaries) && h.failingLocked(now) {
 				f, n := h.evidence(now)
-				ch = h.set(now, ProviderOutage, r.Cause, fmt.Sprintf("%d of the %d probes since %s failed (%s), the last canary included",
-					f, n, h.onset.UTC().Format(time.TimeOnly), r.Cause))
+				what, last := "probes", "canary"
+				if p.Observe {
+					what, last = "reported refreshes", "report" // its app's reports are its canaries
+				}
+				ch = h.set(now, ProviderOutage, r.Cause, fmt.Sprintf("%d of the %d %s since %s failed (%s), the last %s included",
+					f, n, what, h.onset.UTC().Format(time.TimeOnly), r.Cause, last))
 			}
 		}
 	}

@@ -3,8 +3,8 @@ package daemon
 // Observe mode: for a provider with mode = "observe" grantwatch never
 // refreshes a grant; the app that keeps its own tokens reports each of its
 // refreshes, and the report is judged and stored exactly like a probe's
-// answer. A grant whose app stays silent for longer than the provider's
-// interval is stale.
+// answer, and it counts for the provider's health as a canary does. A grant
+// whose app stays silent for longer than the provider's interval is stale.
 
 import (
 	"context"
@@ -40,7 +40,12 @@ func (d *Daemon) Observe(ctx context.Context, id string, obs api.Observation) (a
 	}
 	res := observed(p.ep.Preset, obs, d.now())
 	d.answered(p, res)
-	d.healthChanged(p, p.health.observe(d.now(), res, p.policy))
+	// The app's reports are the provider's canaries: grantwatch sends
+	// none in observe mode, and each report is an answer of the provider
+	// now, as a canary's is. So transient failures reported for healthy
+	// grants declare an outage as failed canaries would, and the grants'
+	// own verdicts are held meanwhile instead of each turning degraded.
+	d.healthChanged(p, p.health.observeCanary(d.now(), res, p.policy, g.State == store.StateHealthy))
 	out, stale, err := d.record(g, p, res)
 	if err != nil {
 		return api.ProbeReport{}, err

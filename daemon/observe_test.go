@@ -109,7 +109,12 @@ func TestObservationsJudgedLikeProbes(t *testing.T) {
 	sb.SetClient("test-client", "test-client-secret-DO-NOT-LOG")
 	presets := map[string]string{"google": "google", "microsoft": "microsoft", "hydra": "hydra", "github": "github", "generic": ""}
 	// The behaviours with an answer an app can report (Hang and Slow give
-	// none), with the provider whose wording they are.
+	// none), with the provider whose wording they are. The transient
+	// failures (5xx) are spread over three providers, each between answers
+	// about grants themselves: three in a row at one provider would be an
+	// outage for the observing daemon, whose reports are its canaries,
+	// while the probing one here runs no canary loop
+	// (TestObserveReportsDeclareOutage).
 	cases := []struct {
 		b        sandbox.Behavior
 		provider string
@@ -117,7 +122,7 @@ func TestObservationsJudgedLikeProbes(t *testing.T) {
 		{sandbox.Healthy, "google"}, {sandbox.Rotate, "hydra"}, {sandbox.Revoked, "google"},
 		{sandbox.Expired, "microsoft"}, {sandbox.PasswordChanged, "microsoft"}, {sandbox.InteractionRequired, "microsoft"},
 		{sandbox.FormError, "generic"}, {sandbox.Error200, "github"}, {sandbox.ServerError, "google"},
-		{sandbox.BadGateway, "google"}, {sandbox.Unavailable, "google"}, {sandbox.RateLimited, "generic"},
+		{sandbox.BadGateway, "microsoft"}, {sandbox.Unavailable, "hydra"}, {sandbox.RateLimited, "generic"},
 		{sandbox.Empty, "generic"}, {sandbox.ClockWindow, "google"},
 	}
 	var answerIDs, clockIDs []string
@@ -547,5 +552,73 @@ func TestObserveModeSendsNoCanary(t *testing.T) {
 	})
 	if n := sb.Stats().Requests; n != 0 {
 		t.Errorf("%d requests (canaries) to a provider in observe mode", n)
+	}
+}
+
+// TestObserveReportsDeclareOutage: in observe mode the apps' reports are
+// the provider's canaries. Transient failures reported for healthy grants
+// make one provider.outage, not a degraded grant each; the first report of
+// an answer about a grant ends it with one provider.ok.
+func TestObserveReportsDeclareOutage(t *testing.T) {
+	const hook = `
+[[notify]]
+name = "hook"
+type = "webhook"
+url = "http://127.0.0.1:9/hook"
+`
+	cfg := testConfig(t, t.TempDir(), hook+observeProvider("app", "google"))
+	var lines []string
+	for i := range 5 {
+		lines = append(lines, fmt.Sprintf(`{"id":"g%d","provider":"app"}`, i))
+	}
+	importLines(t, cfg, lines)
+	logs := &testutil.LogBuffer{}
+	d, err := Open(Options{Config: cfg, Logger: slog.New(slog.NewJSONHandler(logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := InProcess(d, true)
+	defer c.Close()
+	report := func(id string, obs api.Observation) api.ProbeReport {
+		t.Helper()
+		r, err := c.Observe(t.Context(), id, obs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	for i := range 5 {
+		report(fmt.Sprintf("g%d", i), api.Observation{Status: 200})
+	}
+	unavailable := "<html><body><h1>503 Service Unavailable</h1></body></html>"
+	for round := range 3 {
+		for i := range 5 {
+			if r := report(fmt.Sprintf("g%d", i), api.Observation{Status: 503, Body: &unavailable}); r.Grant.State == store.StateDegraded {
+				t.Errorf("round %d: g%d degraded: the provider's outage was taken for the grant's", round, i)
+			}
+		}
+	}
+	state, cause, detail, _ := d.provider("app").health.snapshot()
+	if state != ProviderOutage || cause != "server_error" || !strings.Contains(detail, "reported refreshes") {
+		t.Errorf("provider after 15 reported 503s: %s (%s: %q), want outage (server_error), judged by the reports", state, cause, detail)
+	}
+	report("g0", api.Observation{Status: 200})
+	if state, _, _, _ := d.provider("app").health.snapshot(); state != ProviderOK {
+		t.Errorf("provider after a reported success: %s, want ok", state)
+	}
+
+	var types []string
+	for _, e := range outbox(t, d) {
+		var ev notify.Event
+		if err := json.Unmarshal([]byte(e), &ev); err != nil {
+			t.Fatal(err)
+		}
+		types = append(types, ev.Type)
+	}
+	if want := []string{"provider.outage", "provider.ok"}; !reflect.DeepEqual(types, want) {
+		t.Errorf("events %q, want %q: one outage and its end, no grant's own", types, want)
+	}
+	if n := strings.Count(logs.String(), "provider outage"); n != 1 {
+		t.Errorf("%d log lines of the outage, want 1", n)
 	}
 }
