@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
@@ -134,16 +135,23 @@ group_wait = "0s"
 	if err := os.WriteFile(cfgPath, []byte(cfgText), 0o600); err != nil {
 		return err
 	}
-	var lines []string
+	// The files hold the sandbox's refresh tokens and client secret; what
+	// is printed shows where they go, not the values (no token or secret
+	// in CLI output, even a sandbox's).
+	var lines, shown []string
 	for _, g := range sandboxGrants {
-		b, err := json.Marshal(map[string]any{
+		line := map[string]any{
 			"id": g.id, "provider": g.provider, "refresh_token": sb.Issue(g.behavior),
 			"subject": strings.SplitN(g.id, "-", 2)[0] + "@sandbox.example", "labels": map[string]string{"behavior": string(g.behavior)},
-		})
+		}
+		b, err := json.Marshal(line)
 		if err != nil {
 			return err
 		}
 		lines = append(lines, string(b))
+		line["refresh_token"] = inTheFile
+		b, _ = json.Marshal(line)
+		shown = append(shown, string(b))
 	}
 	grantsPath := filepath.Join(dir, "grants.jsonl")
 	if err := os.WriteFile(grantsPath, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
@@ -172,14 +180,14 @@ and in a third one, while it runs:
   grantwatch reconnect bob-revoked --no-browser   # open the URL it prints (curl -L works): the sandbox consents at once
   curl -s http://%s/metrics | grep grantwatch_grants
 
-Notifications the daemon sends appear below. The config:
+Notifications the daemon sends appear below. The config (secrets in the file):
 
 %s
-The grants file (import it as it is):
+The grants file (import the file: its refresh tokens are not shown here):
 
 %s
 Ctrl-C stops the sandbox`, sb.TokenURL(), sb.AuthURL(), ntp.Addr(), cfgPath, grantsPath, len(lines),
-		cfgPath, grantsPath, listen, indent(cfgText), indent(strings.Join(lines, "\n")))
+		cfgPath, grantsPath, listen, indent(clientSecrets.ReplaceAllString(cfgText, `$1"`+inTheFile+`"`)), indent(strings.Join(shown, "\n")))
 	if keep {
 		fmt.Fprintf(out, "; %s stays", dir)
 	} else {
@@ -190,6 +198,12 @@ Ctrl-C stops the sandbox`, sb.TokenURL(), sb.AuthURL(), ntp.Addr(), cfgPath, gra
 	fmt.Fprintln(out, "\nsandbox stopped")
 	return nil
 }
+
+// inTheFile stands for a secret in the printed copy of a file that holds it.
+const inTheFile = "(in the file)"
+
+// clientSecrets finds the client_secret values of a config's text.
+var clientSecrets = regexp.MustCompile(`(?m)^(client_secret\s*=\s*)"[^"]*"`)
 
 // indent indents each line of s by two spaces.
 func indent(s string) string {

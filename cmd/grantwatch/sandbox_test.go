@@ -38,6 +38,28 @@ func TestSandboxRunsTheRealDaemon(t *testing.T) {
 	if fi, err := os.Stat(grants); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("grants file: %v %v", err, fi)
 	}
+	// The files hold the secrets; the output shows none of them.
+	var lines []struct {
+		RefreshToken string `json:"refresh_token"`
+	}
+	b, err := os.ReadFile(grants)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for l := range strings.Lines(string(b)) {
+		var g struct {
+			RefreshToken string `json:"refresh_token"`
+		}
+		if err := json.Unmarshal([]byte(l), &g); err != nil || g.RefreshToken == "" {
+			t.Fatalf("grants file line %q: %v", l, err)
+		}
+		lines = append(lines, g)
+	}
+	for _, secret := range []string{lines[0].RefreshToken, lines[len(lines)-1].RefreshToken, "sandbox-secret"} {
+		if strings.Contains(out.String(), secret) {
+			t.Errorf("sandbox prints a secret of its files (%.6s…)", secret)
+		}
+	}
 
 	if got, _, err := cli(t, cfg, "", "grants", "import", grants); err != nil || !strings.HasPrefix(got, "imported 7 grants") {
 		t.Fatalf("import: %v %q", err, got)
