@@ -230,7 +230,8 @@ func leaderOnly(r *http.Request) bool {
 
 // redirectToLeader wraps the TCP handler of a standby: a request only the
 // leader serves is redirected there (307 keeps the method and body) when it
-// advertises a URL, else answered 503 naming it.
+// advertises a URL, else answered 503 naming it (on the token routes, as
+// the broker's busy: {"error": "busy", …} with Retry-After).
 func (d *Daemon) redirectToLeader(next http.Handler) http.Handler {
 	if d.cluster == nil {
 		return next
@@ -243,6 +244,11 @@ func (d *Daemon) redirectToLeader(next http.Handler) http.Handler {
 		var nl *api.NotLeaderError
 		if errors.As(d.notLeader(), &nl) && nl.LeaderURL != "" {
 			http.Redirect(w, r, strings.TrimSuffix(nl.LeaderURL, "/")+r.URL.RequestURI(), http.StatusTemporaryRedirect)
+			return
+		}
+		if strings.Contains(r.URL.Path, "/token") {
+			// The broker's refusal, as a leader busy elsewhere gives it.
+			api.WriteTokenError(w, &api.TokenError{Code: api.CodeBusy, RetryAfter: d.cluster.cfg.LeaseTTL, Message: nl.Error()})
 			return
 		}
 		w.Header().Set("Retry-After", fmt.Sprint(max(1, int(d.cluster.cfg.LeaseTTL.Seconds()))))

@@ -18,6 +18,7 @@ import (
 	"github.com/grantwatch/grantwatch/internal/testutil"
 	"github.com/grantwatch/grantwatch/probes/sandbox"
 	"github.com/grantwatch/grantwatch/store"
+	"github.com/grantwatch/grantwatch/tokensource"
 )
 
 // clusterLease is the tests' lease_ttl: takeover within 8s, refreshes up to
@@ -213,5 +214,60 @@ func TestClusterLeavesAnotherInstancesImport(t *testing.T) {
 	jobs, err := a.d.DB().PendingImports()
 	if err != nil || len(jobs) != 1 || jobs[0].ID != job.ID {
 		t.Errorf("pending imports after a start beside them: %+v, %v; want %s left alone", jobs, err, job.ID)
+	}
+}
+
+// TestClusterBrokerThroughAStandby: an app that asks a standby for a token
+// is redirected to the leader's advertise_url, and the Go token source
+// follows with its key and gets the leader's token; where the leader
+// advertises no URL the standby answers as the broker does when it cannot
+// refresh now: 503, {"error": "busy", …}, Retry-After.
+func TestClusterBrokerThroughAStandby(t *testing.T) {
+	ec := etcdtest.Start(t, 3, etcdtest.Options{})
+	sb := testutil.Sandbox(t)
+	prov := sandboxProvider("acme", "google", sb)
+	// fleet starts a leader and a standby under prefix, both listening on
+	// loopback, the leader advertising its URL if advertise; it returns the
+	// standby's URL and an app key.
+	fleet := func(prefix string, advertise bool) (standbyURL, key string, refreshes *countingClient) {
+		shared := t.TempDir()
+		addrA, addrB := testutil.FreeAddr(t), testutil.FreeAddr(t)
+		cfgA := clusterConfig(t, shared, "a", ec.Endpoints, prov)
+		cfgB := clusterConfig(t, shared, "b", ec.Endpoints, prov)
+		cfgA.Daemon.Listen, cfgB.Daemon.Listen = addrA, addrB
+		cfgA.Store.Prefix, cfgB.Store.Prefix = prefix, prefix
+		if advertise {
+			cfgA.Store.AdvertiseURL = "http://" + addrA
+		}
+		importLines(t, cfgA, []string{fmt.Sprintf(`{"id":"g1","provider":"acme","refresh_token":%q}`, sb.Issue(sandbox.Rotate))})
+		var ca, cb countingClient
+		a := startInstance(t, cfgA, &ca)
+		waitLeading(t, a)
+		startInstance(t, cfgB, &cb)
+		_, key, err := a.d.CreateKey(api.Key{Name: "app", Scopes: []api.Scope{api.ScopeToken}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return "http://" + addrB, key, &cb
+	}
+
+	url, key, standby := fleet("/advertised/", true)
+	tok, err := tokensource.Config{URL: url, GrantID: "g1", Key: key}.TokenSource(t.Context()).Token()
+	if err != nil {
+		t.Fatalf("token through the standby: %v", err)
+	}
+	if !sb.AccessTokenLive(tok.AccessToken) {
+		t.Error("the token served through the standby is not live at the provider")
+	}
+	if n := standby.n.Load(); n != 0 {
+		t.Errorf("the standby sent %d refreshes, want 0", n)
+	}
+
+	url, key, _ = fleet("/unadvertised/", false)
+	_, err = tokensource.Config{URL: url, GrantID: "g1", Key: key}.TokenSource(t.Context()).Token()
+	var e *tokensource.Error
+	if !errors.As(err, &e) || e.Status != http.StatusServiceUnavailable || e.Code != api.CodeBusy || e.RetryAfter <= 0 ||
+		!strings.Contains(e.Message, "a leads") {
+		t.Errorf("standby of a leader without advertise_url: %v (%+v), want 503 busy with Retry-After naming the leader", err, e)
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -48,7 +49,9 @@ type Config struct {
 	Margin time.Duration
 	// HTTPClient sends the requests (for a private CA or a client
 	// certificate); nil is http.DefaultClient. It is used as given: no
-	// oauth2 transport is put around it.
+	// oauth2 transport is put around it. A standby's redirect to the
+	// leader (307) is followed with the key, to https only (or http on
+	// loopback), whatever its CheckRedirect says.
 	HTTPClient *http.Client
 }
 
@@ -124,16 +127,7 @@ type answer struct {
 func (b *broker) Token() (*oauth2.Token, error) {
 	u := strings.TrimSuffix(b.c.URL, "/") + "/v1/grants/" + url.PathEscape(b.c.GrantID) +
 		"/token?min_ttl=" + url.QueryEscape((2 * b.c.Margin).String())
-	req, err := http.NewRequestWithContext(b.ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return nil, fmt.Errorf("grantwatch broker: %w", err)
-	}
-	req.Header.Set("Authorization", "Bearer "+b.c.Key)
-	hc := b.c.HTTPClient
-	if hc == nil {
-		hc = http.DefaultClient
-	}
-	resp, err := hc.Do(req)
+	resp, err := b.get(u)
 	if err != nil {
 		return nil, fmt.Errorf("grantwatch broker: %w", err)
 	}
@@ -151,6 +145,52 @@ func (b *broker) Token() (*oauth2.Token, error) {
 	}
 	t := &oauth2.Token{AccessToken: a.AccessToken, TokenType: a.TokenType, Expiry: a.ExpiresAt}
 	return t.WithExtra(map[string]any{"scope": a.Scope}), nil
+}
+
+// maxRedirects bounds the standbys' redirects a request follows.
+const maxRedirects = 3
+
+// get sends the token request to u. A standby of a fleet that shares an
+// etcd store answers 307 with the leader's URL; net/http would follow it
+// without the Authorization header (it drops it for another host), so get
+// follows it itself with the key, and only to https (or http on loopback,
+// as grantwatch itself allows): the key never crosses the network in clear.
+func (b *broker) get(u string) (*http.Response, error) {
+	hc := http.DefaultClient
+	if b.c.HTTPClient != nil {
+		hc = b.c.HTTPClient
+	}
+	nc := *hc
+	nc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	for hops := 0; ; hops++ {
+		req, err := http.NewRequestWithContext(b.ctx, http.MethodGet, u, nil)
+		if err != nil {
+			return nil, err
+		}
+		req.Header.Set("Authorization", "Bearer "+b.c.Key)
+		resp, err := nc.Do(req)
+		if err != nil {
+			return nil, err
+		}
+		if resp.StatusCode != http.StatusTemporaryRedirect && resp.StatusCode != http.StatusPermanentRedirect {
+			return resp, nil
+		}
+		loc, err := resp.Location()
+		if err != nil || hops == maxRedirects || !(loc.Scheme == "https" || loc.Scheme == "http" && loopback(loc.Hostname())) {
+			return resp, nil // a refusal (refusal names the status)
+		}
+		io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
+		resp.Body.Close()
+		u = loc.String()
+	}
+}
+
+func loopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func refusal(resp *http.Response, body []byte) *Error {

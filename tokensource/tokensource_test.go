@@ -1,10 +1,13 @@
 package tokensource_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -104,5 +107,53 @@ func TestTokenSourceErrors(t *testing.T) {
 	_, err = tokensource.New(start(t, &fakeBroker{}), "other", "k").Token()
 	if !errors.As(err, &e) || e.Status != 404 {
 		t.Errorf("unknown grant: %v", err)
+	}
+}
+
+// TestTokenSourceFollowsAStandbysRedirect: a standby of an etcd fleet
+// redirects token requests to the leader (307); the source follows with
+// the app's key (net/http alone would drop it for another host), to https
+// or loopback only: a redirect to plain http elsewhere is not followed,
+// and the key is not sent there.
+func TestTokenSourceFollowsAStandbysRedirect(t *testing.T) {
+	leader := &fakeBroker{}
+	leader.life.Store(int64(time.Hour))
+	ls := httptest.NewTLSServer(leader)
+	t.Cleanup(ls.Close)
+	redirectTo := func(base string) string {
+		standby := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			http.Redirect(w, r, base+r.URL.RequestURI(), http.StatusTemporaryRedirect)
+		}))
+		t.Cleanup(standby.Close)
+		// Another host name than the leader's (127.0.0.1).
+		return strings.Replace(standby.URL, "127.0.0.1", "localhost", 1)
+	}
+
+	ts := tokensource.Config{URL: redirectTo(ls.URL), GrantID: "u1 gmail", Key: "k-secret", HTTPClient: ls.Client()}.TokenSource(t.Context())
+	tok, err := ts.Token()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok.AccessToken != "at-1" || leader.auth.Load() != "Bearer k-secret" {
+		t.Errorf("through the standby: token %q, the leader saw Authorization %q", tok.AccessToken, leader.auth.Load())
+	}
+
+	// To plain http on another host: refused, nothing sent there (and,
+	// should that break, this client dials nothing beyond loopback).
+	var dialed atomic.Int64
+	loopbackOnly := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if host, _, _ := net.SplitHostPort(addr); host != "127.0.0.1" && host != "localhost" {
+			dialed.Add(1)
+			return nil, fmt.Errorf("test dials loopback only, not %s", addr)
+		}
+		return (&net.Dialer{}).DialContext(ctx, network, addr)
+	}}}
+	ts = tokensource.Config{URL: redirectTo("http://192.0.2.1:9464"), GrantID: "u1 gmail", Key: "k-secret", HTTPClient: loopbackOnly}.TokenSource(t.Context())
+	var e *tokensource.Error
+	if _, err := ts.Token(); !errors.As(err, &e) || e.Status != http.StatusTemporaryRedirect {
+		t.Errorf("redirect to plain http elsewhere: %v, want the 307 as a refusal", err)
+	}
+	if dialed.Load() != 0 {
+		t.Error("the key was about to be sent in clear to another host")
 	}
 }

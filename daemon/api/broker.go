@@ -266,6 +266,12 @@ func appendJSONString(buf []byte, s string) []byte {
 
 // writeTokenErr answers a token route's error: TokenErrorBody, with the
 // status and Retry-After the refusal calls for.
+// WriteTokenError answers a token route's request with err as the broker
+// does: {"error", "state", "cause", "action", "fix"}, the status of the
+// refusal, and Retry-After with a 503 (for a wrapper of the routes, such
+// as a standby's refusal).
+func WriteTokenError(w http.ResponseWriter, err error) { writeTokenErr(w, "", err) }
+
 func writeTokenErr(w http.ResponseWriter, id string, err error) {
 	body := TokenErrorBody{Error: "internal", Message: err.Error()}
 	code := http.StatusInternalServerError

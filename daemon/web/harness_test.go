@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
@@ -105,17 +104,6 @@ func newHook(t *testing.T) *hook {
 	return h
 }
 
-// freePort is a port on 127.0.0.1 nothing listens on, for daemon.listen:
-// reconnect.public_url must name it before the daemon starts.
-func freePort(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // newEnv starts the daemon with grants for subjects (grant ids g1, g2, …),
 // each dead and probed once, so that it is reconnect_required.
 func newEnv(t *testing.T, o envOptions, subjects ...string) *env {
@@ -134,7 +122,7 @@ func newEnv(t *testing.T, o envOptions, subjects ...string) *env {
 	}
 	e := &env{t: t, sb: sb, logs: &testutil.LogBuffer{}, hook: newHook(t), clock: &clock{}, keys: map[string]string{}}
 	dir := t.TempDir()
-	addr := freePort(t)
+	addr := testutil.FreeAddr(t)
 	e.base = "http://" + addr
 	toml := fmt.Sprintf(`
 [daemon]
