@@ -271,3 +271,35 @@ func TestClusterBrokerThroughAStandby(t *testing.T) {
 		t.Errorf("standby of a leader without advertise_url: %v (%+v), want 503 busy with Retry-After naming the leader", err, e)
 	}
 }
+
+// TestClusterStandbyShowsTheLeadersProviderStates: a standby judges no
+// provider (it probes nothing); its status and metrics show the provider
+// state the leader announced, not a health of its own that never changes.
+func TestClusterStandbyShowsTheLeadersProviderStates(t *testing.T) {
+	ec := etcdtest.Start(t, 3, etcdtest.Options{})
+	sb := testutil.Sandbox(t)
+	shared := t.TempDir()
+	prov := sandboxProvider("acme", "google", sb) + "\n[health]\ncanary_period = \"200ms\"\n"
+	cfgA := clusterConfig(t, shared, "a", ec.Endpoints, prov)
+	cfgB := clusterConfig(t, shared, "b", ec.Endpoints, prov)
+	var lines []string
+	for i := range 5 {
+		lines = append(lines, fmt.Sprintf(`{"id":"g%d","provider":"acme","refresh_token":%q}`, i, sb.Issue(sandbox.ServerError)))
+	}
+	importLines(t, cfgA, lines)
+	var ca, cb countingClient
+	a := startInstance(t, cfgA, &ca)
+	waitLeading(t, a)
+	b := startInstance(t, cfgB, &cb)
+	state := func(td *testDaemon) string {
+		st, err := td.d.Status()
+		if err != nil || len(st.Providers) != 1 {
+			t.Fatalf("status: %+v %v", st.Providers, err)
+		}
+		return st.Providers[0].State + "/" + st.Providers[0].Cause
+	}
+	testutil.WaitFor(t, 20*time.Second, "the leader declares the outage", func() bool { return state(a) == "outage/server_error" })
+	if got := state(b); got != "outage/server_error" {
+		t.Errorf("the standby shows the provider %s, the leader announced outage/server_error", got)
+	}
+}

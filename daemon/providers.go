@@ -215,13 +215,22 @@ func (d *Daemon) providerEvent(name string, ch *healthChange) notify.Event {
 	return ev
 }
 
-// providerStates reports each configured provider's health.
+// providerStates reports each configured provider's health. A standby
+// judges no provider (it probes nothing): it reports what the leader last
+// announced, as stored.
 func (d *Daemon) providerStates() []api.ProviderStatus {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
+	standby := !d.leads()
 	var out []api.ProviderStatus
 	for _, name := range d.cfg.ProviderNames() {
 		st, cause, _, _ := d.providers[name].health.snapshot()
+		if standby {
+			b, _ := d.db.GetMeta(metaProvider(name))
+			var c string
+			st, c = announced(b)
+			cause = probes.Cause(c)
+		}
 		out = append(out, api.ProviderStatus{Name: name, State: st, Cause: string(cause)})
 	}
 	return out

@@ -97,6 +97,9 @@ func etcdChecks(c etcd.Cluster, endpoints []string) []Check {
 	return []Check{reach, members, leader, size}
 }
 
+// fleetKeyFix is the fix of a missing or wrong key file in a fleet.
+const fleetKeyFix = "every instance needs the fleet's one key file (secrets.key_file): the first `grantwatch run` or `grants import` creates it; copy that file (mode 0600) to every other instance"
+
 // etcdStore opens the store under the prefix (schema, key) and reads the
 // fleet: grants, the outbox and the grantwatch instances.
 func (d *doctor) etcdStore(cfg *config.Config, opts etcd.Options) []Check {
@@ -104,7 +107,7 @@ func (d *doctor) etcdStore(cfg *config.Config, opts etcd.Options) []Check {
 	key, err := store.LoadKey(cfg.Secrets.KeyFile, false)
 	if err != nil {
 		db.Status, db.Detail = CheckFail, fmt.Sprintf("not opened: %v", err)
-		db.Fix = "every instance needs the fleet's key file (secrets.key_file): copy the first instance's"
+		db.Fix = fleetKeyFix
 		return []Check{db}
 	}
 	opts.Key = key
@@ -114,7 +117,7 @@ func (d *doctor) etcdStore(cfg *config.Config, opts etcd.Options) []Check {
 	if err != nil {
 		db.Status, db.Detail, db.Fix = CheckFail, err.Error(), dbFix(err)
 		if errors.Is(err, store.ErrWrongKey) {
-			db.Fix = "every instance needs the fleet's key file (secrets.key_file): copy the first instance's"
+			db.Fix = fleetKeyFix
 		}
 		return []Check{db}
 	}
