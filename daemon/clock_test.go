@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -19,16 +18,7 @@ import (
 )
 
 // clockLog captures a Clock's log lines (text handler, level DEBUG).
-type clockLog struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *clockLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
+type clockLog struct{ testutil.LogBuffer }
 
 func (l *clockLog) logger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -37,10 +27,8 @@ func (l *clockLog) logger() *slog.Logger {
 // count returns how many lines were logged at each level (keys "DEBUG",
 // "INFO", "WARN", "ERROR").
 func (l *clockLog) count() map[string]int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	n := map[string]int{}
-	for _, line := range strings.Split(strings.TrimSpace(l.buf.String()), "\n") {
+	for _, line := range strings.Split(strings.TrimSpace(l.String()), "\n") {
 		for _, lv := range []string{"DEBUG", "INFO", "WARN", "ERROR"} {
 			if strings.Contains(line, " level="+lv+" ") {
 				n[lv]++
@@ -52,21 +40,13 @@ func (l *clockLog) count() map[string]int {
 
 // above returns the lines logged above DEBUG.
 func (l *clockLog) above() []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	var out []string
-	for _, line := range strings.Split(strings.TrimSpace(l.buf.String()), "\n") {
+	for _, line := range strings.Split(strings.TrimSpace(l.String()), "\n") {
 		if line != "" && !strings.Contains(line, " level=DEBUG ") {
 			out = append(out, line)
 		}
 	}
 	return out
-}
-
-func (l *clockLog) reset() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.buf.Reset()
 }
 
 // clockNow is an injected clock.
@@ -268,7 +248,7 @@ func TestClockSkewedOnceAndBack(t *testing.T) {
 		t.Errorf("at +5m: lines above DEBUG:\n%s\nwant one ERROR \"clock skewed\" with the fix", strings.Join(above, "\n"))
 	}
 
-	log.reset()
+	log.Reset()
 	srv.SetOffset(0)
 	check(10)
 	if s := c.Snapshot(); s.State != ClockOK || c.Skewed() {
@@ -319,7 +299,7 @@ func TestClockNTPUnreachable(t *testing.T) {
 		t.Errorf("OnChange calls %v, want none (unknown from the start)", got)
 	}
 
-	log.reset()
+	log.Reset()
 	srv.SetDown(false)
 	check(2 * time.Second)
 	check(2 * time.Second)
@@ -337,7 +317,7 @@ func TestClockUnreachableAfterSkew(t *testing.T) {
 	r := newClockRig(t, config.ClockConfig{})
 	r.ntp.set(5*time.Minute, false)
 	r.clock.Check(t.Context())
-	r.log.reset()
+	r.log.Reset()
 	r.ntp.set(0, true)
 	for range 5 {
 		r.clock.Check(t.Context())
@@ -360,7 +340,7 @@ func TestClockDateHeaderSkew(t *testing.T) {
 	r := newClockRig(t, config.ClockConfig{})
 	r.ntp.set(0, true)
 	r.clock.Check(t.Context())
-	r.log.reset()
+	r.log.Reset()
 
 	r.observe("google", 5*time.Minute, 2)
 	if s := r.clock.Snapshot(); s.State != ClockUnknown || s.DateSamples != 2 || s.DateOffset != 0 {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"path/filepath"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -29,17 +28,8 @@ const clusterLease = 4 * time.Second
 // sealing with the fleet's key file in shared.
 func clusterConfig(t *testing.T, shared, name string, endpoints []string, extra string) *config.Config {
 	t.Helper()
-	return testConfig(t, t.TempDir(), fmt.Sprintf(`
-[secrets]
-key_file = %q
-
-[store]
-backend = "etcd"
-endpoints = ["%s"]
-prefix = "/fleet/"
-lease_ttl = %q
-name = %q
-`, filepath.Join(shared, "grantwatch.key"), strings.Join(endpoints, `", "`), clusterLease, name)+extra)
+	return testConfig(t, t.TempDir(), fmt.Sprintf("\n[secrets]\nkey_file = %q\n", filepath.Join(shared, "grantwatch.key"))+
+		etcdtest.StoreConfig(endpoints, "/fleet/", name, clusterLease)+extra)
 }
 
 // countingClient counts the refreshes an instance sends.

@@ -40,6 +40,20 @@ type broker struct {
 	hc       *http.Client
 }
 
+// brokerOnOneGrant starts a broker (startBroker, mod) whose one grant, g1
+// of provider acme at sb, holds a refresh token of behaviour b, and waits
+// until its first probe made it healthy; extra is appended to the config.
+// It returns the broker and g1's first refresh token.
+func brokerOnOneGrant(t *testing.T, sb *sandbox.Server, b sandbox.Behavior, extra string, mod func(*config.Config)) (*broker, string) {
+	t.Helper()
+	cfg := testConfig(t, t.TempDir(), sandboxProvider("acme", "", sb)+extra)
+	rt := sb.Issue(b)
+	importLines(t, cfg, []string{`{"id":"g1","provider":"acme","refresh_token":"` + rt + `"}`})
+	br := startBroker(t, cfg, mod)
+	waitState(t, br.d.DB(), "g1", store.StateHealthy)
+	return br, rt
+}
+
 // startBroker runs a daemon on cfg (modified by mod before it opens) with
 // daemon.listen on 127.0.0.1 and a key with every scope.
 func startBroker(t *testing.T, cfg *config.Config, mod func(*config.Config)) *broker {
@@ -128,11 +142,7 @@ func waitState(t *testing.T, db store.Store, id string, want store.State) store.
 func TestBrokerHoldsTheToken(t *testing.T) {
 	sb := testutil.Sandbox(t)
 	sb.SetAccessTokenLifetime(10 * time.Minute)
-	cfg := testConfig(t, t.TempDir(), sandboxProvider("acme", "", sb))
-	rt := sb.Issue(sandbox.Rotate)
-	importLines(t, cfg, []string{`{"id":"g1","provider":"acme","refresh_token":"` + rt + `"}`})
-	b := startBroker(t, cfg, nil)
-	waitState(t, b.d.DB(), "g1", store.StateHealthy)
+	b, rt := brokerOnOneGrant(t, sb, sandbox.Rotate, "", nil)
 	// The first request refreshes, or gets the token of the scheduler's
 	// first probe if it was still being stored: one mechanism.
 	first := b.token(t, "g1")
@@ -190,15 +200,11 @@ func TestBrokerHoldsTheToken(t *testing.T) {
 func TestBrokerOneRefreshForAThousand(t *testing.T) {
 	sb := testutil.Sandbox(t)
 	sb.SetAccessTokenLifetime(time.Hour)
-	cfg := testConfig(t, t.TempDir(), sandboxProvider("acme", "", sb))
-	rt := sb.Issue(sandbox.Healthy)
-	importLines(t, cfg, []string{`{"id":"g1","provider":"acme","refresh_token":"` + rt + `"}`})
 	// A thousand connections at once on this host: the answer may be late.
 	// The scheduler stays out of it: the clock jumps an hour, the interval is a day.
-	b := startBroker(t, cfg, func(c *config.Config) {
+	b, rt := brokerOnOneGrant(t, sb, sandbox.Healthy, "", func(c *config.Config) {
 		c.Daemon.ProbeTimeout, c.Broker.Wait = 30*time.Second, 30*time.Second
 	})
-	waitState(t, b.d.DB(), "g1", store.StateHealthy)
 	first := b.token(t, "g1")
 	if first.code != 200 {
 		t.Fatalf("%+v", first)
@@ -351,11 +357,7 @@ func TestBrokerPassingTrouble(t *testing.T) {
 // broker.refresh_pace of the last one it gets the token just obtained.
 func TestBrokerForceIsPaced(t *testing.T) {
 	sb := testutil.Sandbox(t)
-	cfg := testConfig(t, t.TempDir(), sandboxProvider("acme", "", sb))
-	rt := sb.Issue(sandbox.Rotate)
-	importLines(t, cfg, []string{`{"id":"g1","provider":"acme","refresh_token":"` + rt + `"}`})
-	b := startBroker(t, cfg, nil)
-	waitState(t, b.d.DB(), "g1", store.StateHealthy)
+	b, _ := brokerOnOneGrant(t, sb, sandbox.Rotate, "", nil)
 	a := b.token(t, "g1")
 	f1 := b.get(t, "POST", "/v1/grants/g1/token/refresh")
 	if f1.code != 200 || f1.tok.AccessToken != a.tok.AccessToken {
@@ -379,11 +381,7 @@ func TestBrokerForceIsPaced(t *testing.T) {
 // the last use.
 func TestBrokerUseDefersTheProbe(t *testing.T) {
 	sb := testutil.Sandbox(t)
-	cfg := testConfig(t, t.TempDir(), sandboxProvider("acme", "", sb)) // tick 1s
-	rt := sb.Issue(sandbox.Healthy)
-	importLines(t, cfg, []string{`{"id":"g1","provider":"acme","refresh_token":"` + rt + `"}`})
-	b := startBroker(t, cfg, func(c *config.Config) { c.Providers[0].Interval = time.Second })
-	waitState(t, b.d.DB(), "g1", store.StateHealthy)
+	b, rt := brokerOnOneGrant(t, sb, sandbox.Healthy, "", func(c *config.Config) { c.Providers[0].Interval = time.Second }) // tick 1s
 	b.token(t, "g1")
 	before := sb.Exchanges(rt)
 	for end := time.Now().Add(3500 * time.Millisecond); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
@@ -402,11 +400,7 @@ func TestBrokerUseDefersTheProbe(t *testing.T) {
 // or the metrics.
 func TestBrokerTokensStayInside(t *testing.T) {
 	sb := testutil.Sandbox(t)
-	cfg := testConfig(t, t.TempDir(), sandboxProvider("acme", "", sb)+deadHook)
-	rt := sb.Issue(sandbox.Rotate)
-	importLines(t, cfg, []string{`{"id":"g1","provider":"acme","refresh_token":"` + rt + `"}`})
-	b := startBroker(t, cfg, nil)
-	waitState(t, b.d.DB(), "g1", store.StateHealthy)
+	b, rt := brokerOnOneGrant(t, sb, sandbox.Rotate, deadHook, nil)
 	var served []string
 	for range 3 {
 		b.clock.advance(11 * time.Second)

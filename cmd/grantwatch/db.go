@@ -47,49 +47,47 @@ the key. It prints what is damaged (bucket, row or grant id; never a token) and 
 while the pages are checked.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, cfg, err := a.client(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			start := time.Now()
-			line := a.statusLine()
-			err = c.Check(cmd.Context(), func(el time.Duration) {
-				line.update("checking %s: %s", cfg.Daemon.DB, el.Round(time.Second))
+			return call(cmd, a.client, func(ctx context.Context, c conn) (dbCheck, error) {
+				start := time.Now()
+				line := a.statusLine()
+				err := c.Check(ctx, func(el time.Duration) {
+					line.update("checking %s: %s", c.cfg.Daemon.DB, el.Round(time.Second))
+				})
+				line.end()
+				took := time.Since(start).Round(time.Millisecond)
+				r := dbCheck{OK: err == nil, DB: c.cfg.Daemon.DB, Seconds: took.Seconds(), took: took}
+				if errors.Is(err, store.ErrCorrupt) {
+					r.Damage, err = err.Error(), nil
+				}
+				return r, err
+			}, func(out io.Writer, r dbCheck) error {
+				if asJSON {
+					if err := printJSON(out, r); err != nil {
+						return err
+					}
+				} else if !r.OK {
+					fmt.Fprintln(out, r.Damage)
+				} else {
+					fmt.Fprintf(out, "%s: no damage found (%s, checked in %s)\n", r.DB, fileSize(r.DB), r.took)
+				}
+				if !r.OK {
+					return exitCode(1)
+				}
+				return nil
 			})
-			line.end()
-			took := time.Since(start).Round(time.Millisecond)
-			damaged := errors.Is(err, store.ErrCorrupt)
-			if err != nil && !damaged {
-				return err
-			}
-			out := cmd.OutOrStdout()
-			if asJSON {
-				v := struct {
-					OK      bool    `json:"ok"`
-					DB      string  `json:"db"`
-					Seconds float64 `json:"seconds"`
-					Damage  string  `json:"damage,omitempty"`
-				}{OK: !damaged, DB: cfg.Daemon.DB, Seconds: took.Seconds()}
-				if damaged {
-					v.Damage = err.Error()
-				}
-				if err := printJSON(out, v); err != nil {
-					return err
-				}
-			} else if damaged {
-				fmt.Fprintln(out, err)
-			} else {
-				fmt.Fprintf(out, "%s: no damage found (%s, checked in %s)\n", cfg.Daemon.DB, fileSize(cfg.Daemon.DB), took)
-			}
-			if damaged {
-				return exitCode(1)
-			}
-			return nil
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, `print JSON: {"ok", "db", "seconds", "damage"}`)
 	return cmd
+}
+
+// dbCheck is what db check found, as --json prints it.
+type dbCheck struct {
+	OK      bool    `json:"ok"`
+	DB      string  `json:"db"`
+	Seconds float64 `json:"seconds"`
+	Damage  string  `json:"damage,omitempty"`
+	took    time.Duration
 }
 
 func (a *app) dbBackupCmd() *cobra.Command {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -270,38 +271,9 @@ func (a *app) grantsShowCmd() *cobra.Command {
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: a.completeGrantID,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, _, err := a.client(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			g, err := c.Show(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			out := cmd.OutOrStdout()
-			if asJSON {
-				return printJSON(out, g)
-			}
-			printGrant(out, g.Grant)
-			if g.Fix != "" && g.State != store.StateHealthy {
-				fmt.Fprintf(out, "\nfix: %s\n", strings.ReplaceAll(wrap(g.Fix, 75), "\n", "\n     "))
-			}
-			if len(g.History) > 0 {
-				fmt.Fprintln(out, "\nhistory:")
-				tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-				for _, h := range g.History {
-					line := fmt.Sprintf("  %s\t%s → %s\t%s", h.At.Format(time.RFC3339), dash(string(h.From)), h.To, dash(h.Cause))
-					if h.Note != "" {
-						line += "\t" + esc(h.Note)
-					} else if h.ErrorDescription != "" {
-						line += "\t" + truncate(esc(h.ErrorDescription), 60)
-					}
-					fmt.Fprintln(tw, line)
-				}
-				tw.Flush()
-			}
-			return nil
+			return call(cmd, a.client, func(ctx context.Context, c conn) (api.GrantDetail, error) {
+				return c.Show(ctx, args[0])
+			}, jsonOr(asJSON, printDetail))
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
@@ -415,16 +387,11 @@ func (a *app) grantsProbeCmd() *cobra.Command {
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: a.completeGrantID,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, _, err := a.client(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			r, err := c.Probe(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			return showReport(cmd.OutOrStdout(), r, asJSON, "")
+			return call(cmd, a.client, func(ctx context.Context, c conn) (api.ProbeReport, error) {
+				return c.Probe(ctx, args[0])
+			}, func(out io.Writer, r api.ProbeReport) error {
+				return showReport(out, r, asJSON, "")
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
@@ -447,23 +414,18 @@ line, where other users could read it in the process list.`,
 			if err != nil {
 				return err
 			}
-			c, _, err := a.client(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			r, err := c.SetToken(cmd.Context(), args[0], tok)
-			if err != nil {
-				return err
-			}
-			if r.Deferred {
-				if asJSON {
-					return printJSON(cmd.OutOrStdout(), r)
+			return call(cmd, a.client, func(ctx context.Context, c conn) (api.ProbeReport, error) {
+				return c.SetToken(ctx, args[0], tok)
+			}, func(out io.Writer, r api.ProbeReport) error {
+				if !r.Deferred {
+					return showReport(out, r, asJSON, "new refresh token stored")
 				}
-				fmt.Fprintln(cmd.OutOrStdout(), "new refresh token stored; this instance is a standby: the leader probes it on its next tick")
+				if asJSON {
+					return printJSON(out, r)
+				}
+				fmt.Fprintln(out, "new refresh token stored; this instance is a standby: the leader probes it on its next tick")
 				return nil
-			}
-			return showReport(cmd.OutOrStdout(), r, asJSON, "new refresh token stored")
+			})
 		},
 	}
 	cmd.Flags().StringVar(&file, "file", "", "read the token from this file instead of stdin")
@@ -518,4 +480,27 @@ func missingFiles(paths ...string) []string {
 		}
 	}
 	return out
+}
+
+// printDetail prints a grant, its fix and its history (grants show).
+func printDetail(out io.Writer, g api.GrantDetail) error {
+	printGrant(out, g.Grant)
+	if g.Fix != "" && g.State != store.StateHealthy {
+		fmt.Fprintf(out, "\nfix: %s\n", strings.ReplaceAll(wrap(g.Fix, 75), "\n", "\n     "))
+	}
+	if len(g.History) > 0 {
+		fmt.Fprintln(out, "\nhistory:")
+		tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+		for _, h := range g.History {
+			line := fmt.Sprintf("  %s\t%s → %s\t%s", h.At.Format(time.RFC3339), dash(string(h.From)), h.To, dash(h.Cause))
+			if h.Note != "" {
+				line += "\t" + esc(h.Note)
+			} else if h.ErrorDescription != "" {
+				line += "\t" + truncate(esc(h.ErrorDescription), 60)
+			}
+			fmt.Fprintln(tw, line)
+		}
+		tw.Flush()
+	}
+	return nil
 }

@@ -1,10 +1,14 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/grantwatch/grantwatch/daemon/api"
 )
 
 func (a *app) grantsLinkCmd() *cobra.Command {
@@ -22,21 +26,13 @@ the link on daemon.listen. Only the link's hash is stored: this is the only copy
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: a.completeGrantID,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, _, err := a.client(cmd.Context())
-			if err != nil {
+			return call(cmd, a.client, func(ctx context.Context, c conn) (api.ReconnectLink, error) {
+				return c.ReconnectLink(ctx, args[0], ttl)
+			}, jsonOr(asJSON, func(out io.Writer, l api.ReconnectLink) error {
+				fmt.Fprintf(a.errw, "reconnect link for grant %s, for one use until %s:\n", esc(l.GrantID), l.ExpiresAt.Local().Format(time.RFC1123))
+				_, err := fmt.Fprintln(out, l.URL)
 				return err
-			}
-			defer c.Close()
-			l, err := c.ReconnectLink(cmd.Context(), args[0], ttl)
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return printJSON(cmd.OutOrStdout(), l)
-			}
-			fmt.Fprintf(a.errw, "reconnect link for grant %s, for one use until %s:\n", esc(l.GrantID), l.ExpiresAt.Local().Format(time.RFC1123))
-			_, err = fmt.Fprintln(cmd.OutOrStdout(), l.URL)
-			return err
+			}))
 		},
 	}
 	cmd.Flags().DurationVar(&ttl, "ttl", 0, "how long the link works (default reconnect.link_ttl)")

@@ -227,3 +227,39 @@ func (a *app) connect(ctx context.Context, dial func(context.Context, *config.Co
 	}
 	return c, cfg, nil
 }
+
+// conn is a connection call made: the client and the config it connected
+// with.
+type conn struct {
+	*api.Client
+	cfg *config.Config
+}
+
+// call is what most commands do: connect with dial (a.client, or
+// a.clientCreating for a command that may create the database), make one
+// request and print its answer on stdout, then close the connection. An
+// error returns as it came (a command's own exitCode or exitError
+// included), for main to print and map to an exit status.
+func call[T any](cmd *cobra.Command, dial func(context.Context) (*api.Client, *config.Config, error),
+	req func(context.Context, conn) (T, error), print func(io.Writer, T) error) error {
+	c, cfg, err := dial(cmd.Context())
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	v, err := req(cmd.Context(), conn{c, cfg})
+	if err != nil {
+		return err
+	}
+	return print(cmd.OutOrStdout(), v)
+}
+
+// jsonOr prints an answer as JSON (printJSON) when asJSON, else with text.
+func jsonOr[T any](asJSON bool, text func(io.Writer, T) error) func(io.Writer, T) error {
+	return func(w io.Writer, v T) error {
+		if asJSON {
+			return printJSON(w, v)
+		}
+		return text(w, v)
+	}
+}

@@ -1,13 +1,17 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/grantwatch/grantwatch/daemon/api"
 )
 
 func (a *app) notifyCmd() *cobra.Command {
@@ -31,58 +35,53 @@ Exit status 1 when any receiver failed.`,
 			if len(args) == 1 {
 				recv = args[0]
 			}
-			c, cfg, err := a.client(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			if recv != "" {
-				var names []string
-				for _, n := range cfg.Notify {
-					if n.Name == recv {
-						names = nil
-						break
+			return call(cmd, a.client, func(ctx context.Context, c conn) ([]api.NotifyTestResult, error) {
+				if recv != "" {
+					var names []string
+					for _, n := range c.cfg.Notify {
+						if n.Name == recv {
+							names = nil
+							break
+						}
+						names = append(names, n.Name)
 					}
-					names = append(names, n.Name)
-				}
-				if len(names) > 0 || len(cfg.Notify) == 0 {
-					known := "none is configured"
-					if len(names) > 0 {
-						known = "configured: " + strings.Join(names, ", ")
+					if len(names) > 0 || len(c.cfg.Notify) == 0 {
+						known := "none is configured"
+						if len(names) > 0 {
+							known = "configured: " + strings.Join(names, ", ")
+						}
+						return nil, fmt.Errorf("notify test: no [[notify]] entry named %q in %s (%s)", recv, c.cfg.Path(), known)
 					}
-					return fmt.Errorf("notify test: no [[notify]] entry named %q in %s (%s)", recv, cfg.Path(), known)
 				}
-			}
-			res, err := c.NotifyTest(cmd.Context(), recv)
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				if err := printJSON(cmd.OutOrStdout(), res); err != nil {
-					return err
-				}
-			}
-			failed := false
-			for _, r := range res {
-				if r.Error != "" {
-					failed = true
-				}
+				return c.NotifyTest(ctx, recv)
+			}, func(out io.Writer, res []api.NotifyTestResult) error {
 				if asJSON {
-					continue
+					if err := printJSON(out, res); err != nil {
+						return err
+					}
 				}
-				if r.Error != "" {
-					fmt.Fprintf(cmd.OutOrStdout(), "%s: FAILED: %s\n", r.Receiver, esc(r.Error))
-				} else {
-					fmt.Fprintf(cmd.OutOrStdout(), "%s: delivered (HTTP %d) %s\n", r.Receiver, r.Status, esc(r.Answer))
+				failed := false
+				for _, r := range res {
+					if r.Error != "" {
+						failed = true
+					}
+					if asJSON {
+						continue
+					}
+					if r.Error != "" {
+						fmt.Fprintf(out, "%s: FAILED: %s\n", r.Receiver, esc(r.Error))
+					} else {
+						fmt.Fprintf(out, "%s: delivered (HTTP %d) %s\n", r.Receiver, r.Status, esc(r.Answer))
+					}
 				}
-			}
-			if len(res) == 0 && !asJSON {
-				fmt.Fprintln(cmd.OutOrStdout(), "no receivers are configured ([[notify]] in the config)")
-			}
-			if failed {
-				return exitCode(1)
-			}
-			return nil
+				if len(res) == 0 && !asJSON {
+					fmt.Fprintln(out, "no receivers are configured ([[notify]] in the config)")
+				}
+				if failed {
+					return exitCode(1)
+				}
+				return nil
+			})
 		},
 	}
 	test.Flags().BoolVar(&asJSON, "json", false, "print JSON")
@@ -100,41 +99,9 @@ within its max_age (default 24h), kept with the reason and the last delivery err
 Send them again with notify redeliver once the receiver works (notify test).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, _, err := a.client(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			dead, err := c.DeadLetters(cmd.Context())
-			if err != nil {
-				return err
-			}
-			out := cmd.OutOrStdout()
-			if asJSON {
-				return printJSON(out, dead)
-			}
-			if len(dead) == 0 {
-				fmt.Fprintln(out, "no dead letters: every notification was delivered or is still being tried")
-				return nil
-			}
-			tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "RECEIVER\tSEQ\tDEAD SINCE\tEVENT\tSUBJECT\tREASON")
-			for _, d := range dead {
-				subject := "-"
-				switch {
-				case d.Event.Grant != nil:
-					subject = d.Event.Grant.ID
-				case d.Event.Provider != nil:
-					subject = d.Event.Provider.Name
-				}
-				fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\n", d.Receiver, d.Seq,
-					d.DeadAt.Local().Format(time.RFC3339), d.Event.Type, esc(subject), esc(d.Reason))
-			}
-			if err := tw.Flush(); err != nil {
-				return err
-			}
-			fmt.Fprintf(out, "%d dead letters; send them again with: grantwatch notify redeliver [RECEIVER [SEQ...]]\n", len(dead))
-			return nil
+			return call(cmd, a.client, func(ctx context.Context, c conn) ([]api.DeadLetter, error) {
+				return c.DeadLetters(ctx)
+			}, jsonOr(asJSON, printDeadLetters))
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
@@ -168,25 +135,43 @@ sends them at once; otherwise they wait for it.`,
 				}
 				seqs = append(seqs, n)
 			}
-			c, _, err := a.client(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			res, err := c.Redeliver(cmd.Context(), receiver, seqs)
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return printJSON(cmd.OutOrStdout(), res)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%d dead letters back in the outbox\n", res.Requeued)
-			if res.Stale > 0 {
-				fmt.Fprintf(cmd.OutOrStdout(), "%d left alone: what they report has changed since (sending them would reopen what is resolved)\n", res.Stale)
-			}
-			return nil
+			return call(cmd, a.client, func(ctx context.Context, c conn) (api.RedeliverResult, error) {
+				return c.Redeliver(ctx, receiver, seqs)
+			}, jsonOr(asJSON, func(out io.Writer, res api.RedeliverResult) error {
+				fmt.Fprintf(out, "%d dead letters back in the outbox\n", res.Requeued)
+				if res.Stale > 0 {
+					fmt.Fprintf(out, "%d left alone: what they report has changed since (sending them would reopen what is resolved)\n", res.Stale)
+				}
+				return nil
+			}))
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
+}
+
+// printDeadLetters prints the dead letters as a table (notify dead).
+func printDeadLetters(out io.Writer, dead []api.DeadLetter) error {
+	if len(dead) == 0 {
+		fmt.Fprintln(out, "no dead letters: every notification was delivered or is still being tried")
+		return nil
+	}
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "RECEIVER\tSEQ\tDEAD SINCE\tEVENT\tSUBJECT\tREASON")
+	for _, d := range dead {
+		subject := "-"
+		switch {
+		case d.Event.Grant != nil:
+			subject = d.Event.Grant.ID
+		case d.Event.Provider != nil:
+			subject = d.Event.Provider.Name
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\n", d.Receiver, d.Seq,
+			d.DeadAt.Local().Format(time.RFC3339), d.Event.Type, esc(subject), esc(d.Reason))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "%d dead letters; send them again with: grantwatch notify redeliver [RECEIVER [SEQ...]]\n", len(dead))
+	return nil
 }

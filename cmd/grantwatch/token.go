@@ -1,8 +1,10 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"slices"
 	"strings"
@@ -38,32 +40,25 @@ that passes by itself (an outage, a rate limit, a refresh still running) exits
 (grantwatch keys create); this command uses the control socket.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, _, err := a.client(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			tok, err := c.Token(cmd.Context(), args[0], minTTL, force)
-			var te *api.TokenError
-			if errors.As(err, &te) {
-				fmt.Fprintf(a.errw, "grantwatch: %s\n", te.Message)
-				if te.Fix != "" {
-					fmt.Fprintf(a.errw, "fix: %s\n", te.Fix)
+			return call(cmd, a.client, func(ctx context.Context, c conn) (api.TokenAnswer, error) {
+				tok, err := c.Token(ctx, args[0], minTTL, force)
+				var te *api.TokenError
+				if errors.As(err, &te) {
+					fmt.Fprintf(a.errw, "grantwatch: %s\n", te.Message)
+					if te.Fix != "" {
+						fmt.Fprintf(a.errw, "fix: %s\n", te.Fix)
+					}
+					if te.Code == api.CodeReconnectRequired {
+						return tok, exitCode(3)
+					}
+					fmt.Fprintf(a.errw, "ask again in %s\n", te.RetryAfter)
+					return tok, exitCode(4)
 				}
-				if te.Code == api.CodeReconnectRequired {
-					return exitCode(3)
-				}
-				fmt.Fprintf(a.errw, "ask again in %s\n", te.RetryAfter)
-				return exitCode(4)
-			}
-			if err != nil {
+				return tok, err
+			}, jsonOr(asJSON, func(out io.Writer, tok api.TokenAnswer) error {
+				_, err := fmt.Fprintln(out, tok.AccessToken)
 				return err
-			}
-			if asJSON {
-				return printJSON(cmd.OutOrStdout(), tok)
-			}
-			_, err = fmt.Fprintln(cmd.OutOrStdout(), tok.AccessToken)
-			return err
+			}))
 		},
 	}
 	f := cmd.Flags()
@@ -112,18 +107,13 @@ $(grantwatch keys create …) or a secret store; it is never shown again. Withou
 			if _, err := api.ParseScopes(scopes); err != nil {
 				return fmt.Errorf("--scope: %w", err)
 			}
-			c, _, err := a.clientCreating(cmd.Context())
-			if err != nil {
+			return call(cmd, a.clientCreating, func(ctx context.Context, c conn) (api.CreatedKey, error) {
+				return c.CreateKey(ctx, api.CreateKeyRequest{Name: args[0], Labels: sel, Scopes: scopes})
+			}, func(out io.Writer, k api.CreatedKey) error {
+				fmt.Fprintf(a.errw, "app key %s made (scopes %s%s); it is shown once, below\n", k.Name, scopeNames(k.Scopes), labelText(k.Labels, "; grants with labels "))
+				_, err := fmt.Fprintln(out, k.Secret)
 				return err
-			}
-			defer c.Close()
-			k, err := c.CreateKey(cmd.Context(), api.CreateKeyRequest{Name: args[0], Labels: sel, Scopes: scopes})
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(a.errw, "app key %s made (scopes %s%s); it is shown once, below\n", k.Name, scopeNames(k.Scopes), labelText(k.Labels, "; grants with labels "))
-			_, err = fmt.Fprintln(cmd.OutOrStdout(), k.Secret)
-			return err
+			})
 		},
 	}
 	cmd.Flags().StringArrayVar(&labels, "label", nil, "reach only grants with this label (name=value; repeat for more)")
@@ -138,28 +128,9 @@ func (a *app) keysListCmd() *cobra.Command {
 		Short: "List the app keys (names, scopes, labels; never a key)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, _, err := a.client(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			keys, err := c.ListKeys(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return printJSON(cmd.OutOrStdout(), keys)
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tSCOPES\tLABELS\tCREATED")
-			for _, k := range keys {
-				created := "-"
-				if !k.CreatedAt.IsZero() {
-					created = k.CreatedAt.Format(time.RFC3339)
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", k.Name, scopeNames(k.Scopes), labelText(k.Labels, ""), created)
-			}
-			return tw.Flush()
+			return call(cmd, a.client, func(ctx context.Context, c conn) ([]api.Key, error) {
+				return c.ListKeys(ctx)
+			}, jsonOr(asJSON, printKeys))
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
@@ -172,16 +143,12 @@ func (a *app) keysRevokeCmd() *cobra.Command {
 		Short: "Revoke an app key: requests presenting it are refused (401) from now on",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, _, err := a.client(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			if err := c.RevokeKey(cmd.Context(), args[0]); err != nil {
-				return err
-			}
-			fmt.Fprintf(a.errw, "app key %s revoked\n", args[0])
-			return nil
+			return call(cmd, a.client, func(ctx context.Context, c conn) (struct{}, error) {
+				return struct{}{}, c.RevokeKey(ctx, args[0])
+			}, func(io.Writer, struct{}) error {
+				fmt.Fprintf(a.errw, "app key %s revoked\n", args[0])
+				return nil
+			})
 		},
 	}
 }
@@ -208,4 +175,18 @@ func labelText(l map[string]string, prefix string) string {
 		parts = append(parts, k+"="+l[k])
 	}
 	return prefix + strings.Join(parts, ",")
+}
+
+// printKeys prints the app keys as a table (keys list).
+func printKeys(out io.Writer, keys []api.Key) error {
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tSCOPES\tLABELS\tCREATED")
+	for _, k := range keys {
+		created := "-"
+		if !k.CreatedAt.IsZero() {
+			created = k.CreatedAt.Format(time.RFC3339)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", k.Name, scopeNames(k.Scopes), labelText(k.Labels, ""), created)
+	}
+	return tw.Flush()
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -32,14 +31,7 @@ func BenchmarkEtcdRound(b *testing.B) {
 		round++
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 		// Each round its own fleet (prefix) on the one cluster.
-		r, err := Run(ctx, Options{Grants: n, Concurrency: 64, Dir: b.TempDir(), Store: fmt.Sprintf(`
-[store]
-backend = "etcd"
-endpoints = ["%s"]
-prefix = "/bench-%d/"
-lease_ttl = "20s"
-name = "bench"
-`, strings.Join(ec.Endpoints, `", "`), round)})
+		r, err := Run(ctx, Options{Grants: n, Concurrency: 64, Dir: b.TempDir(), Store: etcdtest.StoreConfig(ec.Endpoints, fmt.Sprintf("/bench-%d/", round), "bench", 20*time.Second)})
 		cancel()
 		if err != nil {
 			b.Fatal(err)

@@ -119,17 +119,7 @@ client_id = "y"
 		{"observe still checks a token_url given", "[[providers]]\nname = \"a\"\nmode = \"observe\"\ntoken_url = \"http://example.com/token\"\n", []string{"providers.a.token_url: must be https"}},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			_, err := Parse("/tmp/x/grantwatch.toml", []byte(tt.toml))
-			if err == nil {
-				t.Fatal("no error")
-			}
-			for _, w := range tt.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error does not mention %q:\n%v", w, err)
-				}
-			}
-		})
+		t.Run(tt.name, func(t *testing.T) { wantErrors(t, tt.toml, tt.want...) })
 	}
 }
 

@@ -1,7 +1,6 @@
 package config
 
 import (
-	"strings"
 	"testing"
 	"time"
 )
@@ -50,16 +49,6 @@ func TestStoreErrorsNameTheirKey(t *testing.T) {
 		{"prefix", "[daemon]\nprobe_timeout = \"5s\"\n[store]\nbackend = \"etcd\"\nendpoints = [\"https://e:2379\"]\nprefix = \"gw\"\nadvertise_url = \"gw1:9464\"\n",
 			[]string{`store.prefix: must start with "/"`, "store.advertise_url: must be an http:// or https:// URL"}},
 	} {
-		t.Run(tt.name, func(t *testing.T) {
-			_, err := Parse("/tmp/x/grantwatch.toml", []byte(tt.toml))
-			if err == nil {
-				t.Fatal("no error")
-			}
-			for _, w := range tt.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error does not mention %q:\n%v", w, err)
-				}
-			}
-		})
+		t.Run(tt.name, func(t *testing.T) { wantErrors(t, tt.toml, tt.want...) })
 	}
 }

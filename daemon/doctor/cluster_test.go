@@ -3,9 +3,9 @@ package doctor
 import (
 	"context"
 	"errors"
-	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/grantwatch/grantwatch/internal/etcdtest"
 	"github.com/grantwatch/grantwatch/store/etcd"
@@ -17,12 +17,7 @@ import (
 func TestDoctorEtcdCluster(t *testing.T) {
 	ec := etcdtest.Start(t, 3, etcdtest.Options{})
 	dir := t.TempDir()
-	path := doctorConfig(t, dir, nil, fmt.Sprintf(`
-[store]
-backend = "etcd"
-endpoints = ["%s"]
-lease_ttl = "60s"
-`, strings.Join(ec.Endpoints, `", "`)))
+	path := doctorConfig(t, dir, nil, etcdtest.StoreConfig(ec.Endpoints, "", "", time.Minute))
 	doctorInitStore(t, path)
 
 	rep := Run(context.Background(), path, doctorOpts())

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/grantwatch/grantwatch/internal/secret"
+	"github.com/grantwatch/grantwatch/internal/testutil"
 	"github.com/grantwatch/grantwatch/probes"
 	"github.com/grantwatch/grantwatch/store"
 )
@@ -155,22 +156,7 @@ func (c *testClock) Now() time.Time {
 func (c *testClock) Advance(d time.Duration) { c.off.Add(int64(d)) }
 
 // logBuf collects JSON log lines.
-type logBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+type logBuf struct{ testutil.LogBuffer }
 
 // count counts lines with the level and message.
 func (l *logBuf) count(level slog.Level, msg string) int {

@@ -42,6 +42,13 @@ func (l *LogBuffer) Write(p []byte) (int, error) {
 	return l.buf.Write(p)
 }
 
+// Reset drops what was logged so far.
+func (l *LogBuffer) Reset() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.buf.Reset()
+}
+
 func (l *LogBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
