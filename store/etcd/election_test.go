@@ -119,7 +119,9 @@ func TestCampaignEndsWithItsSession(t *testing.T) {
 func TestMarginDropsAtMissedKeepAlive(t *testing.T) {
 	px := etcdtest.NewProxy(t, cluster)
 	s := openAt(t, px.Endpoints, newPrefix())
-	ttl := 6 * time.Second
+	// Long enough that a keep-alive answer the race detector and a busy
+	// machine delay (by up to ttl/12, 750ms) is not taken for a missed one.
+	ttl := 9 * time.Second
 	m := join(t, s, "a", ttl)
 	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
 		if got := m.Margin(); got < etcd.MinMargin(ttl) {
