@@ -210,7 +210,9 @@ func (f *Flow) userInfo(ctx context.Context, ui probes.UserInfo, accessToken str
 	case err != nil:
 		return Account{}, fail("answer cut off", err.Error(), resp.StatusCode)
 	case resp.StatusCode != http.StatusOK:
-		return Account{}, fail(strings.ToLower(http.StatusText(resp.StatusCode)), errorMessage(body), resp.StatusCode)
+		// No RFC 6749 code here: the status is the code, so that the
+		// link's error page shows it.
+		return Account{}, fail(fmt.Sprintf("HTTP %d", resp.StatusCode), errorMessage(body), resp.StatusCode)
 	case len(body) > maxUserInfo:
 		return Account{}, fail("unreadable answer", fmt.Sprintf("more than %d bytes", maxUserInfo), resp.StatusCode)
 	}
