@@ -221,7 +221,7 @@ func (f *Flow) userInfo(ctx context.Context, ui probes.UserInfo, accessToken str
 		return Account{}, fail("unreadable answer", "not a JSON object", resp.StatusCode)
 	}
 	a := Account{Subject: member(m, ui.ID), Email: member(m, ui.Email), Username: member(m, ui.Username)}
-	if v := strings.Trim(string(m["email_verified"]), `"`); v == "false" {
+	if unverified(m["email_verified"]) {
 		a.Email = ""
 	}
 	if !a.Known() {
@@ -370,11 +370,16 @@ func parseIDToken(raw, clientID string) (Account, error) {
 		}
 	}
 	a := Account{Subject: c.Sub, Email: c.Email, Username: c.Username}
-	// Some providers send email_verified as the string "false".
-	if v := strings.Trim(string(c.EmailVerified), `"`); v == "false" {
+	if unverified(c.EmailVerified) {
 		a.Email = ""
 	}
 	return a, nil
+}
+
+// unverified reports whether an email_verified claim or member says
+// false; some providers send it as the string "false".
+func unverified(emailVerified json.RawMessage) bool {
+	return strings.Trim(string(emailVerified), `"`) == "false"
 }
 
 // ErrAccountMismatch: the user signed in as another account than the

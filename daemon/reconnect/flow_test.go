@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 
@@ -47,16 +48,23 @@ func TestParseIDToken(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got, err := parseIDToken(tt.raw, "cli")
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Errorf("error %v, want one saying %q", err, tt.wantErr)
-				}
-				return
-			}
-			if err != nil || got != tt.want {
-				t.Errorf("got %+v, %v; want %+v", got, err, tt.want)
-			}
+			checkAccountRead(t, got, err, tt.want, tt.wantErr)
 		})
+	}
+}
+
+// checkAccountRead checks an account read from a provider's answer: want,
+// or with wantErr an error saying it.
+func checkAccountRead(t *testing.T, got Account, err error, want Account, wantErr string) {
+	t.Helper()
+	if wantErr != "" {
+		if err == nil || !strings.Contains(err.Error(), wantErr) {
+			t.Errorf("error %v, want one saying %q", err, wantErr)
+		}
+		return
+	}
+	if err != nil || got != want {
+		t.Errorf("got %+v, %v; want %+v", got, err, want)
 	}
 }
 
@@ -216,17 +224,9 @@ func TestUserInfoMembers(t *testing.T) {
 			f := &Flow{provider: config.ProviderConfig{Name: "p"}, hc: srv.Client()}
 			ui := probes.GenericUserInfo
 			ui.URL = srv.URL
-			ui.Username = append(ui.Username, "nickname")
+			ui.Username = slices.Concat(ui.Username, []string{"nickname"})
 			got, err := f.userInfo(context.Background(), ui, "tok")
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Errorf("error %v, want one saying %q", err, tt.wantErr)
-				}
-				return
-			}
-			if err != nil || got != tt.want {
-				t.Errorf("got %+v, %v; want %+v", got, err, tt.want)
-			}
+			checkAccountRead(t, got, err, tt.want, tt.wantErr)
 		})
 	}
 }
