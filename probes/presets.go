@@ -50,6 +50,38 @@ type Preset struct {
 	// the old token. Zero means none documented (where the provider rotates,
 	// the old token dies at once) or a per-tenant setting.
 	RotationGrace time.Duration
+
+	// UserInfo is the endpoint that says whose an access token is, for a
+	// provider whose token answer carries no id_token (no OpenID Connect):
+	// the reconnect flows ask it which account signed in. Zero: none is
+	// documented, or the provider sends an id_token.
+	UserInfo UserInfo
+}
+
+// UserInfo is an endpoint that names the account an access token belongs
+// to (GitHub GET /user, Atlassian GET /me), and the members of its JSON
+// answer that do. Each list is tried in order; the first member present
+// with a non-empty string or number wins.
+type UserInfo struct {
+	URL string
+	// Scope is what the endpoint needs beyond the entry's scopes (Atlassian
+	// read:me); the flows add it to the authorization request. Empty: none.
+	Scope string
+	// ID names the provider's stable id of the account, Email its email
+	// address, Username its user name. Only members the provider vouches
+	// for belong here: an unverified address may be anyone's. An
+	// email_verified member that is false drops the email whatever the
+	// preset (OpenID Connect Core §5.3.2).
+	ID, Email, Username []string
+}
+
+// GenericUserInfo is the member names read from a configured userinfo_url
+// whose preset has no UserInfo: OpenID Connect's (sub, email,
+// preferred_username) and the common id, account_id and login.
+var GenericUserInfo = UserInfo{
+	ID:       []string{"sub", "id", "account_id"},
+	Email:    []string{"email"},
+	Username: []string{"preferred_username", "login"},
 }
 
 // day is a calendar day, for the lifetimes above.
@@ -229,6 +261,12 @@ var presets = map[string]Preset{
 		// expires in 15897600 s (six months) and kills the one used
 		// (docs.github.com/en/apps/creating-github-apps/authenticating-with-a-github-app/refreshing-user-access-tokens).
 		IdleLifetime: 15897600 * time.Second,
+		// GET https://api.github.com/user answers {"login": "octocat", "id":
+		// 1, ...} for the token's user (docs.github.com/en/rest/users/users,
+		// "Get the authenticated user"). Its email is the public one the
+		// user chose, or null: not read, since nothing there says it was
+		// verified (omniauth/omniauth-github#36 on unverified addresses).
+		UserInfo: UserInfo{URL: "https://api.github.com/user", ID: []string{"id"}, Username: []string{"login"}},
 		// GitHub answers HTTP 200 with an error, form-encoded unless asked
 		// for JSON.
 		Rules: []Rule{
@@ -252,6 +290,11 @@ var presets = map[string]Preset{
 		IdleLifetime:  90 * day,
 		MaxLifetime:   365 * day,
 		RotationGrace: 10 * time.Minute,
+		// GET https://api.atlassian.com/me with the read:me scope answers
+		// {"account_id": "112233aa-...", "email": "mia@example.com",
+		// "nickname": "mkrystof", ...} (developer.atlassian.com/cloud/oauth/getting-started/faq,
+		// "User Identity API"). The nickname is not unique: not read.
+		UserInfo: UserInfo{URL: "https://api.atlassian.com/me", Scope: "read:me", ID: []string{"account_id"}, Email: []string{"email"}},
 		Rules: []Rule{
 			// Atlassian reports a dead refresh token as unauthorized_client
 			// (HTTP 403): the grant, not the app, is at fault.
@@ -272,6 +315,13 @@ var presets = map[string]Preset{
 		TokenURL:  "https://zoom.us/oauth/token",
 		AuthURL:   "https://zoom.us/oauth/authorize",
 		AuthStyle: oauth2.AuthStyleInHeader,
+		// GET https://api.zoom.us/v2/users/me is the token's user
+		// (github.com/zoom/api/issues/64), with "id" and "email"
+		// (developers.zoom.us/docs/api/users/#tag/users/GET/users/{userId},
+		// as described in pipedream.com/apps/zoom/actions/get-current-user).
+		// Zoom takes no scopes in the authorization request: the app needs
+		// user:read in its Marketplace settings.
+		UserInfo: UserInfo{URL: "https://api.zoom.us/v2/users/me", ID: []string{"id"}, Email: []string{"email"}},
 		Rules: []Rule{
 			// Zoom has answered "Invalid Token!" with invalid_request as
 			// well as invalid_grant; either way the refresh token is dead.
@@ -348,6 +398,11 @@ var presets = map[string]Preset{
 		// A refresh token is good for one use within 60 days
 		// (developer.box.com/guides/authentication/tokens/refresh).
 		IdleLifetime: 60 * day,
+		// GET https://api.box.com/2.0/users/me is the user who authorized the
+		// app: {"type": "user", "id": "33333", "login": "user@example.com", ...}
+		// (developer.box.com/reference/get-users-me/); login is the address
+		// the user signs in with.
+		UserInfo: UserInfo{URL: "https://api.box.com/2.0/users/me", ID: []string{"id"}, Email: []string{"login"}},
 		Rules: []Rule{
 			{Name: "box: Refresh token has expired", Error: "invalid_grant", Pattern: re(`refresh token has expired`), Cause: CauseExpired},
 		},
@@ -413,6 +468,13 @@ var presets = map[string]Preset{
 		// extend it (developer.spotify.com/blog/2026-06-18-refresh-token-expiration).
 		// 180 days errs early.
 		MaxLifetime: 180 * day,
+		// GET https://api.spotify.com/v1/me answers {"id": ..., "email": ...,
+		// "display_name": ...} (developer.spotify.com/documentation/web-api/reference/get-current-users-profile,
+		// as mirrored in apidog.com/apidoc/docs-site/347255/api-3543073). The
+		// email "is unverified; there is no proof that it actually belongs to
+		// the user" (Spotify's field doc, hexdocs.pm/spotify_web_api/Spotify.Users.html):
+		// only the id is read.
+		UserInfo: UserInfo{URL: "https://api.spotify.com/v1/me", ID: []string{"id"}},
 		Rules: []Rule{
 			{Name: "spotify: Refresh token revoked", Error: "invalid_grant", Pattern: re(`refresh token revoked`), Cause: CauseRevoked},
 		},
@@ -465,7 +527,12 @@ var presets = map[string]Preset{
 		TokenURL:  "https://bitbucket.org/site/oauth2/access_token",
 		AuthURL:   "https://bitbucket.org/site/oauth2/authorize",
 		AuthStyle: oauth2.AuthStyleInHeader,
-		Rules:     []Rule{ruleInvalidRefreshTokenParam},
+		// GET https://api.bitbucket.org/2.0/user, scope account, is the
+		// logged-in user: {"type", "display_name", "uuid", ...}
+		// (developer.atlassian.com/cloud/bitbucket/rest/api-group-users/).
+		// Emails are another endpoint, "both confirmed and unconfirmed".
+		UserInfo: UserInfo{URL: "https://api.bitbucket.org/2.0/user", Scope: "account", ID: []string{"uuid"}},
+		Rules:    []Rule{ruleInvalidRefreshTokenParam},
 	},
 	"pipedrive": {
 		Name: "pipedrive", Title: "Pipedrive",

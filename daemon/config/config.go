@@ -196,9 +196,14 @@ type ProviderConfig struct {
 	Name string `toml:"name"`
 	// Preset fills token_url, auth_url, auth_style and the provider's
 	// classification rules (grantwatch explain --help lists them).
-	Preset           string   `toml:"preset"`
-	TokenURL         string   `toml:"token_url"`
-	AuthURL          string   `toml:"auth_url"`
+	Preset   string `toml:"preset"`
+	TokenURL string `toml:"token_url"`
+	AuthURL  string `toml:"auth_url"`
+	// UserInfoURL is the endpoint the reconnect flows ask, with the new
+	// access token, which account signed in when the token answer carries
+	// no id_token (UserInfo). Default: the preset's (GitHub, Atlassian,
+	// Zoom, Box, Spotify, Bitbucket).
+	UserInfoURL      string   `toml:"userinfo_url"`
 	ClientID         string   `toml:"client_id"`
 	ClientSecret     string   `toml:"client_secret"`
 	ClientSecretFile string   `toml:"client_secret_file"`
@@ -261,6 +266,23 @@ func (p ProviderConfig) Grace() time.Duration {
 	}
 	pr, _ := probes.LookupPreset(p.Preset)
 	return pr.RotationGrace
+}
+
+// UserInfo is p's userinfo endpoint: userinfo_url, read with its preset's
+// member names (GitHub Enterprise's /api/v3/user reads as GitHub's) or
+// else probes.GenericUserInfo's; without userinfo_url, the preset's. A
+// zero URL means none.
+func (p ProviderConfig) UserInfo() probes.UserInfo {
+	pr, _ := probes.LookupPreset(p.Preset)
+	ui := pr.UserInfo
+	if p.UserInfoURL == "" {
+		return ui
+	}
+	if ui.URL == "" {
+		ui = probes.GenericUserInfo
+	}
+	ui.URL = p.UserInfoURL
+	return ui
 }
 
 // DefaultInterval is a provider's probe interval when it sets none.
@@ -652,9 +674,11 @@ func (c *Config) validate() []error {
 		} else if err := checkURL(p.TokenURL); p.TokenURL != "" && err != nil {
 			bad(key+".token_url", "%v", err)
 		}
-		if p.AuthURL != "" {
-			if err := checkURL(p.AuthURL); err != nil {
-				bad(key+".auth_url", "%v", err)
+		for _, u := range [...]struct{ key, url string }{{"auth_url", p.AuthURL}, {"userinfo_url", p.UserInfoURL}} {
+			if u.url != "" {
+				if err := checkURL(u.url); err != nil {
+					bad(key+"."+u.key, "%v", err)
+				}
 			}
 		}
 		if p.ClientID == "" && !p.Observe() {

@@ -116,6 +116,7 @@ client_id = "y"
 		{"unknown mode", "[[providers]]\nname = \"a\"\npreset = \"google\"\nclient_id = \"x\"\nmode = \"watch\"\n", []string{`providers.a.mode: must be "refresh" or "observe", not "watch"`}},
 		{"bad rotation grace", "[[providers]]\nname = \"a\"\npreset = \"okta\"\ntoken_url = \"https://x.okta.com/oauth2/v1/token\"\nclient_id = \"x\"\nrotation_grace = \"-1s\"\n[[providers]]\nname = \"b\"\npreset = \"okta\"\ntoken_url = \"https://x.okta.com/oauth2/v1/token\"\nclient_id = \"x\"\nrotation_grace = 30\n",
 			[]string{"providers.a.rotation_grace: must be between 0s and 24h", "rotation_grace: a duration is a string with a unit"}},
+		{"userinfo_url must be https", "[[providers]]\nname = \"a\"\npreset = \"github\"\nclient_id = \"x\"\nuserinfo_url = \"http://api.example.com/user\"\n", []string{"providers.a.userinfo_url: must be https"}},
 		{"observe still checks a token_url given", "[[providers]]\nname = \"a\"\nmode = \"observe\"\ntoken_url = \"http://example.com/token\"\n", []string{"providers.a.token_url: must be https"}},
 	}
 	for _, tt := range tests {
@@ -289,5 +290,29 @@ func TestLoadBounded(t *testing.T) {
 	}
 	if err := disp.SetupErr(); err == nil || !strings.Contains(err.Error(), "url_file: read /dev/zero: larger than") {
 		t.Fatalf("url_file = /dev/zero: %v, want a size error", err)
+	}
+}
+
+// TestProviderUserInfo: userinfo_url overrides the preset's endpoint and
+// keeps its member names; without a preset that has one, the generic
+// names apply; without userinfo_url, the preset's endpoint.
+func TestProviderUserInfo(t *testing.T) {
+	tests := []struct {
+		name, preset, url string
+		wantURL           string
+		wantID            []string
+	}{
+		{"preset", "github", "", "https://api.github.com/user", []string{"id"}},
+		{"GitHub Enterprise", "github", "https://ghe.example.com/api/v3/user", "https://ghe.example.com/api/v3/user", []string{"id"}},
+		{"generic", "okta", "https://example.okta.com/oauth2/v1/userinfo", "https://example.okta.com/oauth2/v1/userinfo", []string{"sub", "id", "account_id"}},
+		{"none", "google", "", "", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := ProviderConfig{Preset: tt.preset, UserInfoURL: tt.url}.UserInfo()
+			if got.URL != tt.wantURL || !reflect.DeepEqual(got.ID, tt.wantID) {
+				t.Errorf("UserInfo() = %q %v, want %q %v", got.URL, got.ID, tt.wantURL, tt.wantID)
+			}
+		})
 	}
 }

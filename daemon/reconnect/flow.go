@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"slices"
@@ -68,8 +69,10 @@ func NewFlow(p config.ProviderConfig, redirectURL string, opts FlowOptions) (*Fl
 	}
 	f := &Flow{provider: p, conf: conf, state: rand.Text(), verifier: oauth2.GenerateVerifier(), hc: opts.HTTPClient}
 	if pr, ok := probes.LookupPreset(p.Preset); ok {
-		if pr.OfflineScope != "" && !slices.Contains(conf.Scopes, pr.OfflineScope) {
-			conf.Scopes = append(conf.Scopes, pr.OfflineScope)
+		for _, sc := range [...]string{pr.OfflineScope, p.UserInfo().Scope} {
+			if sc != "" && !slices.Contains(conf.Scopes, sc) {
+				conf.Scopes = append(conf.Scopes, sc)
+			}
 		}
 		keys := make([]string, 0, len(pr.AuthParams))
 		for k := range pr.AuthParams {
@@ -143,8 +146,11 @@ type Result struct {
 }
 
 // Exchange redeems code with the verifier and returns the new refresh
-// token and the account from the answer's id_token. A refusal is an
-// *Error; an answer without a refresh token is ErrNoRefreshToken.
+// token and the account: from the answer's id_token, else from the
+// provider's userinfo endpoint (config.ProviderConfig.UserInfo) asked with
+// the new access token. A refusal, of the exchange or of the userinfo
+// call, is an *Error; an answer without a refresh token is
+// ErrNoRefreshToken.
 func (f *Flow) Exchange(ctx context.Context, code string) (Result, error) {
 	tok, err := f.conf.Exchange(context.WithValue(ctx, oauth2.HTTPClient, f.hc), code, oauth2.VerifierOption(f.verifier))
 	if err != nil {
@@ -158,8 +164,103 @@ func (f *Flow) Exchange(ctx context.Context, code string) (Result, error) {
 		if res.Account, err = parseIDToken(raw, f.conf.ClientID); err != nil {
 			return Result{}, fmt.Errorf("provider %s: %w", f.provider.Name, err)
 		}
+	} else if ui := f.provider.UserInfo(); ui.URL != "" {
+		if res.Account, err = f.userInfo(ctx, ui, tok.AccessToken); err != nil {
+			return Result{}, err
+		}
 	}
 	return res, nil
+}
+
+// userInfoTimeout bounds the userinfo call; maxUserInfo its answer.
+const (
+	userInfoTimeout = 10 * time.Second
+	maxUserInfo     = 64 << 10
+)
+
+// userInfo asks ui.URL, with the access token, which account it belongs
+// to. Every failure is an *Error of stage "userinfo" naming the status;
+// the token is in no error, even where the provider's answer quotes it.
+func (f *Flow) userInfo(ctx context.Context, ui probes.UserInfo, accessToken string) (Account, error) {
+	fail := func(code, desc string, status int) error {
+		if accessToken != "" {
+			desc = strings.ReplaceAll(desc, accessToken, "<access token>")
+		}
+		if len(desc) > 200 {
+			desc = desc[:200] + "…"
+		}
+		return &Error{Provider: f.provider.Name, Stage: "userinfo", Status: status, Code: code, Description: desc,
+			hint: fmt.Sprintf("check providers.%s.userinfo_url (%s) and that the client may read the user's profile", f.provider.Name, ui.URL)}
+	}
+	ctx, cancel := context.WithTimeout(ctx, userInfoTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, ui.URL, nil)
+	if err != nil {
+		return Account{}, fail("bad request", err.Error(), 0)
+	}
+	req.Header.Set("Authorization", "Bearer "+accessToken)
+	req.Header.Set("Accept", "application/json")
+	resp, err := f.hc.Do(req)
+	if err != nil {
+		return Account{}, fail("no answer", err.Error(), 0)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxUserInfo+1))
+	switch {
+	case err != nil:
+		return Account{}, fail("answer cut off", err.Error(), resp.StatusCode)
+	case resp.StatusCode != http.StatusOK:
+		// No RFC 6749 code here: the status is the code, so that the
+		// link's error page shows it.
+		return Account{}, fail(fmt.Sprintf("HTTP %d", resp.StatusCode), errorMessage(body), resp.StatusCode)
+	case len(body) > maxUserInfo:
+		return Account{}, fail("unreadable answer", fmt.Sprintf("more than %d bytes", maxUserInfo), resp.StatusCode)
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(body, &m); err != nil {
+		return Account{}, fail("unreadable answer", "not a JSON object", resp.StatusCode)
+	}
+	a := Account{Subject: member(m, ui.ID), Email: member(m, ui.Email), Username: member(m, ui.Username)}
+	if unverified(m["email_verified"]) {
+		a.Email = ""
+	}
+	if !a.Known() {
+		return Account{}, fail("no account", fmt.Sprintf("the answer has none of %s", strings.Join(slices.Concat(ui.ID, ui.Email, ui.Username), ", ")), resp.StatusCode)
+	}
+	return a, nil
+}
+
+// member is the first of names that m holds as a non-empty string or a
+// number (GitHub's id is one), as a string.
+func member(m map[string]json.RawMessage, names []string) string {
+	for _, n := range names {
+		var s string
+		var num json.Number
+		switch raw := m[n]; {
+		case json.Unmarshal(raw, &s) == nil && s != "":
+			return s
+		case json.Unmarshal(raw, &num) == nil && num != "":
+			return num.String()
+		}
+	}
+	return ""
+}
+
+// errorMessage is what an error answer says: its error_description,
+// message or error member (GitHub: {"message": "Bad credentials"}), else
+// nothing; a body that is no JSON (an HTML page) is not quoted.
+func errorMessage(body []byte) string {
+	var m map[string]json.RawMessage
+	if json.Unmarshal(body, &m) != nil {
+		return ""
+	}
+	for _, k := range [...]string{"error_description", "message", "error"} {
+		var s string
+		if json.Unmarshal(m[k], &s) == nil && s != "" {
+			return s
+		}
+	}
+	return ""
 }
 
 // exchangeError keeps the parsed fields of a token-endpoint refusal: a
@@ -197,11 +298,11 @@ func noRefreshHint(p config.ProviderConfig) string {
 }
 
 // Account is who signed in, from the claims of the token answer's id_token
-// (OpenID Connect Core §2). The zero Account is unknown: the provider
-// sent no id_token (the entry's scopes lack openid, or it is no OpenID
-// provider).
+// (OpenID Connect Core §2) or the provider's userinfo answer. The zero
+// Account is unknown: the provider sent no id_token (the entry's scopes
+// lack openid, or it is no OpenID provider) and has no userinfo endpoint.
 type Account struct {
-	Subject string // sub: the provider's stable id of the account
+	Subject string // sub (or the userinfo answer's id): the provider's stable id of the account
 	Email   string // email, unless email_verified is false
 	// Username is preferred_username (Microsoft puts the sign-in name there).
 	Username string
@@ -269,11 +370,16 @@ func parseIDToken(raw, clientID string) (Account, error) {
 		}
 	}
 	a := Account{Subject: c.Sub, Email: c.Email, Username: c.Username}
-	// Some providers send email_verified as the string "false".
-	if v := strings.Trim(string(c.EmailVerified), `"`); v == "false" {
+	if unverified(c.EmailVerified) {
 		a.Email = ""
 	}
 	return a, nil
+}
+
+// unverified reports whether an email_verified claim or member says
+// false; some providers send it as the string "false".
+func unverified(emailVerified json.RawMessage) bool {
+	return strings.Trim(string(emailVerified), `"`) == "false"
 }
 
 // ErrAccountMismatch: the user signed in as another account than the
@@ -293,7 +399,7 @@ func CheckAccount(a Account, subject string, strict bool) error {
 	case !a.Known() && !strict:
 		return nil
 	case !a.Known():
-		return fmt.Errorf("%w: the provider did not say which account signed in (no id_token); add \"openid\" and \"email\" to the provider's scopes", ErrAccountMismatch)
+		return fmt.Errorf("%w: the provider did not say which account signed in (no id_token, no userinfo_url); add \"openid\" and \"email\" to the provider's scopes, or set its userinfo_url", ErrAccountMismatch)
 	}
 	return fmt.Errorf("%w: signed in as %s, the grant is %s's", ErrAccountMismatch, a, subject)
 }

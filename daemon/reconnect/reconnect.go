@@ -56,16 +56,21 @@ type Options struct {
 }
 
 // Error is the provider's refusal, either on the redirect (RFC 6749
-// §4.1.2.1, such as access_denied when the user declined) or at the token
-// endpoint (§5.2). It never holds a code or a token.
+// §4.1.2.1, such as access_denied when the user declined), at the token
+// endpoint (§5.2) or at its userinfo endpoint. It never holds a code or a
+// token.
 type Error struct {
 	Provider string
-	// Stage is "authorization" (the redirect) or "token" (the exchange).
+	// Stage is "authorization" (the redirect), "token" (the exchange) or
+	// "userinfo" (asking which account signed in, Flow.Exchange).
 	Stage string
-	// Status is the HTTP status of the token endpoint's answer; 0 for the
-	// authorization stage.
-	Status      int
-	Code        string // RFC 6749 error code, such as access_denied
+	// Status is the HTTP status of the token or userinfo endpoint's
+	// answer; 0 for the authorization stage.
+	Status int
+	// Code is the RFC 6749 error code, such as access_denied; for the
+	// userinfo stage the status ("HTTP 401") or what went wrong ("no
+	// answer").
+	Code        string
 	Description string // the provider's error_description
 	hint        string // what to do about it
 	err         error
@@ -73,8 +78,8 @@ type Error struct {
 
 func (e *Error) Error() string {
 	msg := fmt.Sprintf("provider %s refused the %s request: %s", e.Provider, e.Stage, e.Code)
-	if e.Status != 0 {
-		msg += fmt.Sprintf(" (HTTP %d)", e.Status)
+	if st := fmt.Sprintf("HTTP %d", e.Status); e.Status != 0 && e.Code != st {
+		msg += " (" + st + ")"
 	}
 	if e.Description != "" {
 		msg += ": " + e.Description

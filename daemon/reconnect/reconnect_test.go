@@ -145,6 +145,9 @@ func TestReconnectCompletesAgainstSandbox(t *testing.T) {
 		{"", url.Values{"scope": {"openid email"}}},
 		{"google", url.Values{"access_type": {"offline"}, "prompt": {"consent"}, "login_hint": {"ann@example.com"}}},
 		{"microsoft", url.Values{"scope": {"openid email offline_access"}}},
+		// The userinfo endpoint's scope is asked for too (the sandbox's
+		// id_token means it is not called).
+		{"atlassian", url.Values{"scope": {"openid email offline_access read:me"}, "audience": {"api.atlassian.com"}}},
 	}
 	for _, tt := range tests {
 		t.Run("preset="+tt.preset, func(t *testing.T) {

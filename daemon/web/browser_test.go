@@ -400,3 +400,39 @@ func TestBrowserStatusPage(t *testing.T) {
 	}
 	shot(t, ctx, "status-grant")
 }
+
+// TestBrowserLinkWithoutOpenID: for a provider without OpenID Connect (the
+// GitHub preset, no openid scope, so no id_token) the account comes from
+// its userinfo endpoint (the sandbox's, GitHub's GET /user in shape): a
+// link reconnects the grant's account, and refuses another one.
+func TestBrowserLinkWithoutOpenID(t *testing.T) {
+	e := newEnv(t, envOptions{preset: "github", scopes: `["read:user"]`, userinfo: true}, "ann", "bob")
+	e.sb.SetConsentPage(true)
+	ctx := tab(t)
+
+	open(t, ctx, e.link("g1", 0))
+	if got := text(t, ctx); !strings.Contains(got, "GitHub") || !strings.Contains(got, "ann") {
+		t.Errorf("link page says %q; want the service and the account", got)
+	}
+	click(t, ctx, "reconnect", "#allow")
+	click(t, ctx, "allow", "main h1") // signed in as ann (login_hint)
+	if got := text(t, ctx); !strings.Contains(got, "Reconnected") {
+		t.Errorf("after ann's consent the page says %q; want the success page", got)
+	}
+	if g := e.grant("g1"); g.State != store.StateHealthy {
+		t.Errorf("ann's grant after the flow: %s, want healthy", g.State)
+	}
+
+	gen := e.grant("g2").TokenGen
+	open(t, ctx, e.link("g2", 0))
+	click(t, ctx, "reconnect", "#allow")
+	do(t, ctx, chromedp.SetValue(chromedp.ID("account"), "mallory@example.com"))
+	click(t, ctx, "allow", "main h1")
+	if got := text(t, ctx); !strings.Contains(got, "That was a different account") || !strings.Contains(got, "mallory") || !strings.Contains(got, "bob") {
+		t.Errorf("bob's link signed in as mallory says %q; want the mismatch page naming both", got)
+	}
+	shot(t, ctx, "reconnect-userinfo-mismatch")
+	if g := e.grant("g2"); g.TokenGen != gen || g.State != store.StateReconnectRequired {
+		t.Errorf("bob's grant after mallory's sign-in: token_gen %d → %d, %s; want unchanged, reconnect_required", gen, g.TokenGen, g.State)
+	}
+}

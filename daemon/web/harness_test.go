@@ -48,6 +48,10 @@ type env struct {
 // envOptions tune newEnv.
 type envOptions struct {
 	scopes string // the provider's scopes, TOML; default ["openid", "email"]
+	// preset is the provider's preset and name; default google.
+	preset string
+	// userinfo sets the provider's userinfo_url to the sandbox's.
+	userinfo bool
 	// provider is more TOML for the provider entry.
 	provider string
 	// keys to make; default oncall, of scope read.
@@ -117,6 +121,12 @@ func newEnv(t *testing.T, o envOptions, subjects ...string) *env {
 	if o.scopes == "" {
 		o.scopes = `["openid", "email"]`
 	}
+	if o.preset == "" {
+		o.preset = "google"
+	}
+	if o.userinfo {
+		o.provider += fmt.Sprintf("\nuserinfo_url = %q\n", sb.UserInfoURL())
+	}
 	if o.keys == nil {
 		o.keys = []api.Key{{Name: "oncall", Scopes: []api.Scope{api.ScopeRead}}}
 	}
@@ -136,8 +146,8 @@ servers = []
 [reconnect]
 public_url = %q
 [[providers]]
-name = "google"
-preset = "google"
+name = %q
+preset = %q
 token_url = %q
 auth_url = %q
 client_id = "web-client"
@@ -150,7 +160,7 @@ name = "hook"
 type = "webhook"
 url = %q
 group_wait = "0s"
-`, filepath.Join(dir, "gw.db"), filepath.Join(dir, "gw.sock"), addr, e.base,
+`, filepath.Join(dir, "gw.db"), filepath.Join(dir, "gw.sock"), addr, e.base, o.preset, o.preset,
 		sb.TokenURL(), sb.AuthURL(), clientSecret, o.scopes, o.provider, e.hook.URL)
 	path := filepath.Join(dir, "grantwatch.toml")
 	if err := os.WriteFile(path, []byte(toml), 0o600); err != nil {
@@ -194,8 +204,8 @@ group_wait = "0s"
 	defer c.Close()
 	var lines []string
 	for i, subj := range subjects {
-		lines = append(lines, fmt.Sprintf(`{"id":"g%d","provider":"google","refresh_token":%q,"subject":%q,"labels":{"team":"mail"}}`,
-			i+1, sb.Issue(sandbox.Revoked), subj))
+		lines = append(lines, fmt.Sprintf(`{"id":"g%d","provider":%q,"refresh_token":%q,"subject":%q,"labels":{"team":"mail"}}`,
+			i+1, o.preset, sb.Issue(sandbox.Revoked), subj))
 	}
 	if _, err := c.Import(ctx, strings.NewReader(strings.Join(lines, "\n")), api.ImportOptions{}, nil); err != nil {
 		t.Fatal(err)

@@ -2,7 +2,10 @@ package web_test
 
 import (
 	"encoding/json"
+	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"regexp"
 	"strings"
@@ -285,5 +288,35 @@ func TestLinkRouteForApps(t *testing.T) {
 	}
 	if r := press(t, browser(t), l.URL); !strings.Contains(r.body, "Reconnected") {
 		t.Errorf("the app's link: %d %s", r.StatusCode, r.body)
+	}
+}
+
+// TestLinkUserInfoFails: a userinfo endpoint that refuses the new access
+// token (GitHub's 401 body, as captured in github.com/hisxo/gitGraber/issues/32)
+// ends on the provider-error page naming the provider and the status; the
+// grant keeps its token, and no access token reaches the page or the log.
+func TestLinkUserInfoFails(t *testing.T) {
+	ui := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusUnauthorized)
+		io.WriteString(w, `{"message":"Bad credentials","documentation_url":"https://docs.github.com/rest"}`)
+	}))
+	t.Cleanup(ui.Close)
+	e := newEnv(t, envOptions{preset: "github", scopes: `["read:user"]`, provider: fmt.Sprintf("userinfo_url = %q", ui.URL+"/user")}, "ann")
+	gen := e.grant("g1").TokenGen
+	r := press(t, browser(t), e.link("g1", 0))
+	if r.StatusCode != http.StatusBadGateway || !strings.Contains(r.body, "GitHub") || !strings.Contains(r.body, "HTTP 401") ||
+		!strings.Contains(r.body, "Bad credentials") {
+		t.Errorf("userinfo refused: %d %s; want 502 naming GitHub, HTTP 401 and its message", r.StatusCode, r.body)
+	}
+	accessToken := regexp.MustCompile(`at_\d+\.\d+\.[0-9a-f]{16}`)
+	if accessToken.MatchString(r.body) || accessToken.MatchString(e.logs.String()) {
+		t.Error("an access token reached the page or the log")
+	}
+	if !strings.Contains(e.logs.String(), "userinfo") {
+		t.Error("the log does not say the userinfo call failed")
+	}
+	if g := e.grant("g1"); g.TokenGen != gen || g.State != store.StateReconnectRequired {
+		t.Errorf("grant after the failed userinfo call: token_gen %d → %d, %s; want unchanged", gen, g.TokenGen, g.State)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -37,6 +38,18 @@ import (
 // a sandbox's signature proves nothing, and grantwatch reads the claims of
 // a token it received from the token endpoint itself without checking one.
 
+// Without openid no id_token comes: UserInfoPath then says whose an access
+// token of a code exchange is, in the shape of GitHub's GET /user
+// (docs.github.com/en/rest/users/users, "Get the authenticated user"):
+// {"login", "id", "email"}, the login being the account's part before the
+// "@" and the id a number derived from the account. Any other token is
+// answered as GitHub answers a bad one: 401 {"message": "Bad credentials",
+// "documentation_url": "https://docs.github.com/rest"} (as captured in
+// github.com/hisxo/gitGraber/issues/32).
+
+// UserInfoPath is the userinfo endpoint's path under URL().
+const UserInfoPath = "/user"
+
 // CodeLifetime is how long an authorization code can be redeemed; RFC 6749
 // §4.1.2 recommends at most ten minutes.
 const CodeLifetime = time.Minute
@@ -56,6 +69,9 @@ type authState struct {
 	account string           // SetAccount; "" is the login_hint or DefaultAccount
 	page    bool             // SetConsentPage: ask before redirecting
 	denyErr string           // SetAuthorizeError: answer every request with this error
+	// users maps the access token of each code exchange to the account
+	// that signed in, for the userinfo endpoint. Tests make few.
+	users map[string]string
 }
 
 // authCode is one issued authorization code and what its redemption must
@@ -70,7 +86,9 @@ type authCode struct {
 }
 
 func (s *Server) auth() *authState {
-	s.authOnce.Do(func() { s.authSt = &authState{codes: map[string]*authCode{}, now: time.Now} })
+	s.authOnce.Do(func() {
+		s.authSt = &authState{codes: map[string]*authCode{}, users: map[string]string{}, now: time.Now}
+	})
 	return s.authSt
 }
 
@@ -316,12 +334,10 @@ func (s *Server) exchangeCode(w http.ResponseWriter, r *http.Request, req *token
 	if slices.Contains(strings.Fields(c.scope), "openid") {
 		idToken = s.idToken(c, clientID, a.now())
 	}
+	account := c.account
 	a.mu.Unlock()
-	if idToken == "" {
-		s.success(w, refresh)
-		return
-	}
-	// The answer success writes, with the id_token added.
+	// The answer success writes, with the id_token added; its access
+	// token is the account's at the userinfo endpoint.
 	rec := httptest.NewRecorder()
 	s.success(rec, refresh)
 	var answer map[string]any
@@ -329,8 +345,45 @@ func (s *Server) exchangeCode(w http.ResponseWriter, r *http.Request, req *token
 		s.oauthError(w, http.StatusInternalServerError, "server_error", "sandbox: "+err.Error())
 		return
 	}
-	answer["id_token"] = idToken
+	if at, _ := answer["access_token"].(string); at != "" {
+		s.setAuth(func(a *authState) { a.users[at] = account })
+	}
+	if idToken != "" {
+		answer["id_token"] = idToken
+	}
 	body, _ := json.Marshal(answer)
+	s.write(w, http.StatusOK, hJSON, body)
+}
+
+// UserInfoURL is the userinfo endpoint, GitHub's GET /user in shape (see
+// the top of this file).
+func (s *Server) UserInfoURL() string { return s.endpoint(UserInfoPath) }
+
+// userInfo serves UserInfoPath: the account of a live access token of a
+// code exchange, or GitHub's 401.
+func (s *Server) userInfo(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		w.Header().Set("Allow", http.MethodGet)
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	var account string
+	if ok && s.AccessTokenLive(tok) {
+		a := s.auth()
+		a.mu.Lock()
+		account = a.users[tok]
+		a.mu.Unlock()
+	}
+	if account == "" {
+		s.write(w, http.StatusUnauthorized, hJSON, []byte(`{"message":"Bad credentials","documentation_url":"https://docs.github.com/rest"}`))
+		return
+	}
+	login, _, _ := strings.Cut(account, "@")
+	sum := sha256.Sum256([]byte(strings.ToLower(account)))
+	body, _ := json.Marshal(map[string]any{
+		"login": login, "id": binary.BigEndian.Uint32(sum[:4]), "email": account,
+	})
 	s.write(w, http.StatusOK, hJSON, body)
 }
 

@@ -378,3 +378,44 @@ func TestConsentPage(t *testing.T) {
 		t.Errorf("SetAuthorizeError: redirect query %v, want temporarily_unavailable", back)
 	}
 }
+
+// TestUserInfoNamesTheAccount: the access token of a code exchange without
+// openid is the signed-in account's at the userinfo endpoint, in GitHub's
+// shape (docs.github.com/en/rest/users/users); a token of a refresh, or
+// none, is answered with GitHub's 401 (github.com/hisxo/gitGraber/issues/32).
+func TestUserInfoNamesTheAccount(t *testing.T) {
+	s := New()
+	h := s.Handler()
+	s.SetAccount("mallory@example.com")
+	back := redirected(t, getAuthorize(t, h, authParams(func(q url.Values) { q.Set("scope", "read:user") })))
+	w := exchange(t, h, back.Get("code"), nil)
+	a := decode(t, w)
+	if w.Code != http.StatusOK || strings.Contains(w.Body.String(), "id_token") {
+		t.Fatalf("exchange: got %d %s, want 200 without an id_token", w.Code, w.Body)
+	}
+	get := func(auth string) *httptest.ResponseRecorder {
+		req := httptest.NewRequest(http.MethodGet, UserInfoPath, nil)
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		return w
+	}
+	w = get("Bearer " + a.AccessToken)
+	var u struct {
+		Login, Email string
+		ID           json.Number
+	}
+	if err := json.Unmarshal(w.Body.Bytes(), &u); w.Code != http.StatusOK || err != nil ||
+		u.Login != "mallory" || u.Email != "mallory@example.com" || u.ID == "" {
+		t.Errorf("userinfo: got %d %s, want 200 with login mallory, the email and a numeric id", w.Code, w.Body)
+	}
+
+	refreshed := decode(t, post(t, h, a.RefreshToken, nil)).AccessToken
+	for _, auth := range []string{"", "Bearer at_1.2.3", "Bearer " + refreshed, "Basic " + a.AccessToken} {
+		if w := get(auth); w.Code != http.StatusUnauthorized || !strings.Contains(w.Body.String(), `"message":"Bad credentials"`) {
+			t.Errorf("userinfo with %q: got %d %s, want GitHub's 401", auth, w.Code, w.Body)
+		}
+	}
+}

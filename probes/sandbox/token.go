@@ -79,7 +79,8 @@ const maxForm = 64 << 10
 var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 // Handler returns the server's HTTP handler: TokenPath is the token
-// endpoint, AuthorizePath the authorization endpoint (authorize.go).
+// endpoint, AuthorizePath the authorization endpoint and UserInfoPath the
+// userinfo endpoint (authorize.go).
 func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.serveHTTP) }
 
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
@@ -94,6 +95,8 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		s.token(w, r)
 	case AuthorizePath:
 		s.authorize(w, r)
+	case UserInfoPath:
+		s.userInfo(w, r)
 	default:
 		http.NotFound(w, r)
 	}
