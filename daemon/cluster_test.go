@@ -58,6 +58,32 @@ func waitLeading(t *testing.T, td *testDaemon) {
 	testutil.WaitFor(t, 3*clusterLease, "instance leads", func() bool { return td.d.cluster.leading() })
 }
 
+// fleet is two instances of one fleet, a leading and b standing by, and
+// the refreshes each sent.
+type fleet struct {
+	a, b   *testDaemon
+	ca, cb *countingClient
+}
+
+// startFleet imports lines into a fleet of instances a and b on endpoints
+// with provider config prov (mod, when set, changes their configs first),
+// starts a, waits until it leads, then starts b.
+func startFleet(t *testing.T, endpoints []string, prov string, lines []string, mod func(a, b *config.Config)) fleet {
+	t.Helper()
+	shared := t.TempDir()
+	cfgA := clusterConfig(t, shared, "a", endpoints, prov)
+	cfgB := clusterConfig(t, shared, "b", endpoints, prov)
+	if mod != nil {
+		mod(cfgA, cfgB)
+	}
+	importLines(t, cfgA, lines)
+	f := fleet{ca: &countingClient{}, cb: &countingClient{}}
+	f.a = startInstance(t, cfgA, f.ca)
+	waitLeading(t, f.a)
+	f.b = startInstance(t, cfgB, f.cb)
+	return f
+}
+
 // TestClusterOnlyTheLeaderRefreshes: two instances share a 3-member etcd
 // cluster; every grant is probed, by the leader only, and no rotated token
 // is lost. The standby serves reads from etcd, refuses a probe naming the
@@ -65,10 +91,6 @@ func waitLeading(t *testing.T, td *testDaemon) {
 func TestClusterOnlyTheLeaderRefreshes(t *testing.T) {
 	ec := etcdtest.Start(t, 3, etcdtest.Options{})
 	sb := testutil.Sandbox(t)
-	shared := t.TempDir()
-	prov := sandboxProvider("acme", "google", sb)
-	cfgA := clusterConfig(t, shared, "a", ec.Endpoints, prov)
-	cfgB := clusterConfig(t, shared, "b", ec.Endpoints, prov)
 	var lines []string
 	first := map[string]string{}
 	for i := range 20 {
@@ -76,12 +98,8 @@ func TestClusterOnlyTheLeaderRefreshes(t *testing.T) {
 		first[id] = tok
 		lines = append(lines, fmt.Sprintf(`{"id":%q,"provider":"acme","refresh_token":%q}`, id, tok))
 	}
-	importLines(t, cfgA, lines)
-
-	var ca, cb countingClient
-	a := startInstance(t, cfgA, &ca)
-	waitLeading(t, a)
-	b := startInstance(t, cfgB, &cb)
+	f := startFleet(t, ec.Endpoints, sandboxProvider("acme", "google", sb), lines, nil)
+	a, b, ca, cb := f.a, f.b, f.ca, f.cb
 	testutil.WaitFor(t, 20*time.Second, "every grant probed twice", func() bool {
 		gs := grantsByID(t, b.d.DB())
 		for id := range first {
@@ -217,32 +235,27 @@ func TestClusterBrokerThroughAStandby(t *testing.T) {
 	ec := etcdtest.Start(t, 3, etcdtest.Options{})
 	sb := testutil.Sandbox(t)
 	prov := sandboxProvider("acme", "google", sb)
-	// fleet starts a leader and a standby under prefix, both listening on
-	// loopback, the leader advertising its URL if advertise; it returns the
-	// standby's URL and an app key.
-	fleet := func(prefix string, advertise bool) (standbyURL, key string, refreshes *countingClient) {
-		shared := t.TempDir()
+	// fleetAt starts a leader and a standby under prefix, both listening
+	// on loopback, the leader advertising its URL if advertise; it returns
+	// the standby's URL, an app key and the standby's refreshes.
+	fleetAt := func(prefix string, advertise bool) (standbyURL, key string, refreshes *countingClient) {
 		addrA, addrB := testutil.FreeAddr(t), testutil.FreeAddr(t)
-		cfgA := clusterConfig(t, shared, "a", ec.Endpoints, prov)
-		cfgB := clusterConfig(t, shared, "b", ec.Endpoints, prov)
-		cfgA.Daemon.Listen, cfgB.Daemon.Listen = addrA, addrB
-		cfgA.Store.Prefix, cfgB.Store.Prefix = prefix, prefix
-		if advertise {
-			cfgA.Store.AdvertiseURL = "http://" + addrA
-		}
-		importLines(t, cfgA, []string{fmt.Sprintf(`{"id":"g1","provider":"acme","refresh_token":%q}`, sb.Issue(sandbox.Rotate))})
-		var ca, cb countingClient
-		a := startInstance(t, cfgA, &ca)
-		waitLeading(t, a)
-		startInstance(t, cfgB, &cb)
-		_, key, err := a.d.CreateKey(api.Key{Name: "app", Scopes: []api.Scope{api.ScopeToken}})
+		f := startFleet(t, ec.Endpoints, prov, []string{fmt.Sprintf(`{"id":"g1","provider":"acme","refresh_token":%q}`, sb.Issue(sandbox.Rotate))},
+			func(a, b *config.Config) {
+				a.Daemon.Listen, b.Daemon.Listen = addrA, addrB
+				a.Store.Prefix, b.Store.Prefix = prefix, prefix
+				if advertise {
+					a.Store.AdvertiseURL = "http://" + addrA
+				}
+			})
+		_, key, err := f.a.d.CreateKey(api.Key{Name: "app", Scopes: []api.Scope{api.ScopeToken}})
 		if err != nil {
 			t.Fatal(err)
 		}
-		return "http://" + addrB, key, &cb
+		return "http://" + addrB, key, f.cb
 	}
 
-	url, key, standby := fleet("/advertised/", true)
+	url, key, standby := fleetAt("/advertised/", true)
 	tok, err := tokensource.Config{URL: url, GrantID: "g1", Key: key}.TokenSource(t.Context()).Token()
 	if err != nil {
 		t.Fatalf("token through the standby: %v", err)
@@ -254,7 +267,7 @@ func TestClusterBrokerThroughAStandby(t *testing.T) {
 		t.Errorf("the standby sent %d refreshes, want 0", n)
 	}
 
-	url, key, _ = fleet("/unadvertised/", false)
+	url, key, _ = fleetAt("/unadvertised/", false)
 	_, err = tokensource.Config{URL: url, GrantID: "g1", Key: key}.TokenSource(t.Context()).Token()
 	var e *tokensource.Error
 	if !errors.As(err, &e) || e.Status != http.StatusServiceUnavailable || e.Code != api.CodeBusy || e.RetryAfter <= 0 ||
@@ -269,19 +282,12 @@ func TestClusterBrokerThroughAStandby(t *testing.T) {
 func TestClusterStandbyShowsTheLeadersProviderStates(t *testing.T) {
 	ec := etcdtest.Start(t, 3, etcdtest.Options{})
 	sb := testutil.Sandbox(t)
-	shared := t.TempDir()
-	prov := sandboxProvider("acme", "google", sb) + "\n[health]\ncanary_period = \"200ms\"\n"
-	cfgA := clusterConfig(t, shared, "a", ec.Endpoints, prov)
-	cfgB := clusterConfig(t, shared, "b", ec.Endpoints, prov)
 	var lines []string
 	for i := range 5 {
 		lines = append(lines, fmt.Sprintf(`{"id":"g%d","provider":"acme","refresh_token":%q}`, i, sb.Issue(sandbox.ServerError)))
 	}
-	importLines(t, cfgA, lines)
-	var ca, cb countingClient
-	a := startInstance(t, cfgA, &ca)
-	waitLeading(t, a)
-	b := startInstance(t, cfgB, &cb)
+	f := startFleet(t, ec.Endpoints, sandboxProvider("acme", "google", sb)+"\n[health]\ncanary_period = \"200ms\"\n", lines, nil)
+	a, b := f.a, f.b
 	state := func(td *testDaemon) string {
 		st, err := td.d.Status()
 		if err != nil || len(st.Providers) != 1 {
