@@ -276,7 +276,7 @@ func start(t testing.TB, d *Dispatcher) (stop func()) {
 	return stop
 }
 
-// waitFor polls cond every millisecond until it holds or the deadline.
+// waitFor polls cond every 10ms until it holds or the deadline.
 func waitFor(t testing.TB, what string, timeout time.Duration, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
