@@ -207,6 +207,11 @@ func (h *health) observeLocked(now time.Time, r probes.Result, p Policy, canary,
 	case !transient:
 		// An answer about the grant itself: the provider works.
 		switch {
+		case h.state != ProviderOK && !r.Started.IsZero() && r.Started.Before(h.since):
+			// Sent before the incident began (in flight when the secret
+			// was rotated or the outage declared), observed after: it says
+			// nothing about the provider since, and must not announce
+			// provider.ok with the incident announced again a moment later.
 		case h.state != ProviderOK:
 			ch = h.set(now, ProviderOK, "", "")
 		case canary:

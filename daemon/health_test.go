@@ -27,8 +27,11 @@ func TestHealthCanariesDecide(t *testing.T) {
 	revoked := probes.Result{Cause: probes.CauseRevoked, Action: probes.ActionReconnect, Error: "invalid_grant"}
 	badClient := probes.Result{Cause: probes.CauseInvalidClient, Action: probes.ActionFixConfig, Error: "invalid_client"}
 	type step struct {
-		at     time.Duration
-		r      probes.Result
+		at time.Duration
+		r  probes.Result
+		// sent: the request went out this long before it is observed
+		// (zero: Started unset).
+		sent   time.Duration
 		canary bool
 		// unproven: the canary's grant never worked (pending), so its
 		// failure may be the grant's own.
@@ -145,6 +148,29 @@ func TestHealthCanariesDecide(t *testing.T) {
 				{at: time.Minute, r: ok, canary: true, want: ProviderOK},
 			},
 		},
+		{
+			// The secret is rotated while probes are in flight: one sent
+			// before was answered with a token, but is observed after the
+			// first refusal. It says nothing about the client since: no
+			// provider.ok, then provider.misconfigured a moment later. A
+			// canary sent after the fix ends the incident.
+			name: "an answer sent before the misconfiguration does not end it",
+			steps: []step{
+				{at: 0, r: badClient, want: ProviderMisconfigured},
+				{at: 10 * time.Millisecond, sent: 50 * time.Millisecond, r: ok},
+				{at: 20 * time.Millisecond, r: badClient},
+				{at: time.Minute, sent: time.Second, r: ok, canary: true, want: ProviderOK},
+			},
+		},
+		{
+			// Likewise an answer sent before the confirming canary does not
+			// end the outage it declared.
+			name: "an answer sent before the outage does not end it",
+			steps: append(burst(0, 10),
+				step{at: 20 * time.Millisecond, r: fail, canary: true, want: ProviderOutage},
+				step{at: 30 * time.Millisecond, sent: 25 * time.Millisecond, r: ok},
+				step{at: period + 20*time.Millisecond, sent: time.Second, r: ok, canary: true, want: ProviderOK}),
+		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHealth(config.HealthConfig{Window: 20, Threshold: 0.5, Period: time.Minute, CanaryPeriod: period})
@@ -157,11 +183,15 @@ func TestHealthCanariesDecide(t *testing.T) {
 						t.Fatalf("step %d (+%s): no canary due", i, s.at)
 					}
 				}
+				r := s.r
+				if s.sent > 0 {
+					r.Started = now.Add(-s.sent)
+				}
 				var ch *healthChange
 				if s.canary {
-					ch = h.observeCanary(now, s.r, p, !s.unproven)
+					ch = h.observeCanary(now, r, p, !s.unproven)
 				} else {
-					ch = h.observe(now, s.r, p)
+					ch = h.observe(now, r, p)
 				}
 				got := ""
 				if ch != nil {

@@ -25,7 +25,7 @@ func (td *testDaemon) reload(reload chan<- struct{}) {
 	td.t.Helper()
 	n := strings.Count(td.logs.String(), `"msg":"config reload`)
 	reload <- struct{}{}
-	testutil.WaitFor(td.t, 5*time.Second, "the reload", func() bool {
+	testutil.WaitFor(td.t, 30*time.Second, "the reload", func() bool {
 		return strings.Count(td.logs.String(), `"msg":"config reload`) > n
 	})
 }
@@ -60,7 +60,12 @@ func (in *inbox) providerEvents() map[string]map[string]int {
 // later, provider.misconfigured"), and the stored announced state then
 // swallowed the next breakage. That was a race: this test failed 6 of 8
 // runs before the fix; TestReloadThatDoesNotFixAnnouncesNothing and
-// TestDeferAfterReloadRequeues failed every run.
+// TestDeferAfterReloadRequeues failed every run. The last step, the
+// rotation at the provider, failed 2 runs of 30 under CPU load: a probe in
+// flight when the secret was rotated, answered with a token, was observed
+// after the first refusal and announced provider.ok, then
+// provider.misconfigured again (health.observeLocked now ignores an answer
+// sent before the incident began).
 func TestReloadAfterFixingSecret(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the daemon for several seconds")
@@ -97,15 +102,15 @@ canary_period = "200ms"
 			return true
 		}
 	}
-	testutil.WaitFor(t, 10*time.Second, "every grant healthy", func() bool { return states()[store.StateHealthy] == len(providers)*n })
+	testutil.WaitFor(t, time.Minute, "every grant healthy", func() bool { return states()[store.StateHealthy] == len(providers)*n })
 
 	td.reloadWith(reload, "test-client-secret-DO-NOT-LOG", "a-wrong-secret")
-	testutil.WaitFor(t, 10*time.Second, "provider.misconfigured and every grant on hold", func() bool {
+	testutil.WaitFor(t, time.Minute, "provider.misconfigured and every grant on hold", func() bool {
 		return want(notify.TypeProviderMisconfigured, 1)() && states()[store.StateOnHold] == len(providers)*n
 	})
 
 	td.reloadWith(reload, "a-wrong-secret", "test-client-secret-DO-NOT-LOG")
-	testutil.WaitFor(t, 10*time.Second, "provider.ok and every grant healthy", func() bool {
+	testutil.WaitFor(t, time.Minute, "provider.ok and every grant healthy", func() bool {
 		return want(notify.TypeProviderOK, 1)() && states()[store.StateHealthy] == len(providers)*n
 	})
 	time.Sleep(time.Second) // time for a wrong announcement to arrive
@@ -120,7 +125,7 @@ canary_period = "200ms"
 
 	// The provider's admin rotates the secret: a real breakage.
 	sb.SetClient("test-client", "rotated-by-the-admin")
-	testutil.WaitFor(t, 10*time.Second, "the second provider.misconfigured", want(notify.TypeProviderMisconfigured, 2))
+	testutil.WaitFor(t, time.Minute, "the second provider.misconfigured", want(notify.TypeProviderMisconfigured, 2))
 }
 
 // TestReloadThatDoesNotFixAnnouncesNothing: a reload that replaces one wrong
@@ -139,12 +144,12 @@ canary_period = "200ms"
 	importGrants(t, cfg, sb, "acme", 5, sandbox.Healthy)
 	reload := make(chan struct{}, 1)
 	td := startDaemon(t, cfg, &testutil.LogBuffer{}, func(o *Options) { o.Reload = reload })
-	testutil.WaitFor(t, 10*time.Second, "provider.misconfigured", func() bool {
+	testutil.WaitFor(t, time.Minute, "provider.misconfigured", func() bool {
 		return in.count()[notify.TypeProviderMisconfigured] == 1
 	})
 	td.reloadWith(reload, "test-client-secret-DO-NOT-LOG", "another-wrong-secret")
 	canaries := sb.Stats().Requests
-	testutil.WaitFor(t, 5*time.Second, "the new config's canary", func() bool { return sb.Stats().Requests > canaries })
+	testutil.WaitFor(t, 30*time.Second, "the new config's canary", func() bool { return sb.Stats().Requests > canaries })
 	time.Sleep(500 * time.Millisecond)
 	if got := in.count(); got[notify.TypeProviderOK] != 0 || got[notify.TypeProviderMisconfigured] != 1 {
 		t.Errorf("events %v after a reload that fixed nothing, want only the first provider.misconfigured", got)
@@ -168,9 +173,11 @@ canary_period = "200ms"
 	importGrants(t, cfg, sb, "acme", 5, sandbox.Healthy)
 	reload := make(chan struct{}, 1)
 	td := startDaemon(t, cfg, &testutil.LogBuffer{}, func(o *Options) { o.Reload = reload })
-	testutil.WaitFor(t, 10*time.Second, "every grant on hold", func() bool { return countStates(t, td.d.DB())[store.StateOnHold] == 5 })
+	testutil.WaitFor(t, time.Minute, "every grant on hold", func() bool { return countStates(t, td.d.DB())[store.StateOnHold] == 5 })
 	td.reloadWith(reload, "test-client-secret-DO-NOT-LOG", "the-right-secret")
-	testutil.WaitFor(t, 3*time.Second, "every grant healthy, long before its hold runs out", func() bool {
+	// Well within the minute's hold (half of it), with room for a loaded
+	// machine.
+	testutil.WaitFor(t, 30*time.Second, "every grant healthy, long before its hold runs out", func() bool {
 		return countStates(t, td.d.DB())[store.StateHealthy] == 5
 	})
 }

@@ -11,13 +11,14 @@ import (
 // TestBenchSmoke runs `grantwatch bench` over 10,000 grants (CI runs it under
 // -race in ~10 s; 2,000 with -short): it must complete and report
 // sane figures. It asserts no rates (CI machines vary), only that each
-// figure was measured.
+// figure was measured. The deadline only stops a hung run: on 2 loaded
+// cores under -race the import alone took 29 s and the whole run 60 s.
 func TestBenchSmoke(t *testing.T) {
 	n := 10_000
 	if testing.Short() {
 		n = 2_000
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	r, err := Run(ctx, Options{Grants: n, Concurrency: 16, Dir: t.TempDir(), Idle: 100 * time.Millisecond})
 	if err != nil {
@@ -31,7 +32,11 @@ func TestBenchSmoke(t *testing.T) {
 		{"grants", r.Grants == n},
 		{"probes_per_sec > 0", r.ProbesPerSec > 0},
 		{"ceiling_per_sec > 0", r.CeilingPerSec > 0},
-		{"ratio in (0, 2]", r.Ratio > 0 && r.Ratio <= 2},
+		// The round and the ceiling run at different moments, so a loaded
+		// machine's drift moves the ratio (1.6 seen under CPU load): the
+		// bound catches a miscomputed figure, not a slow one.
+		{"ratio is probes_per_sec / ceiling_per_sec", r.Ratio == r.ProbesPerSec/r.CeilingPerSec},
+		{"ratio in (0, 10]", r.Ratio > 0 && r.Ratio <= 10},
 		{"p50_ms > 0", r.P50Ms > 0},
 		{"p99_ms >= p50_ms", r.P99Ms >= r.P50Ms},
 		{"heap_mb > 0", r.HeapMB > 0 && r.PeakHeapMB >= r.HeapMB},

@@ -136,7 +136,7 @@ func TestRestartResumesBacklog(t *testing.T) {
 		enqueue(t, db, d1.Router(), revoked(i, "google"))
 	}
 	d1.Kick()
-	waitFor(t, "5 deliveries and a failure", 5*time.Second, func() bool {
+	waitFor(t, "5 deliveries and a failure", 30*time.Second, func() bool {
 		return len(rc.accepted()) == 5 && len(rc.requests()) > 6
 	})
 	stop()
@@ -169,7 +169,7 @@ func TestRestartResumesBacklog(t *testing.T) {
 		enqueue(t, db2, d2.Router(), revoked(i, "google"))
 	}
 	d2.Kick()
-	waitFor(t, "backlog to drain", 5*time.Second, func() bool { return pendingCount(t, db2, "hook") == 0 })
+	waitFor(t, "backlog to drain", 30*time.Second, func() bool { return pendingCount(t, db2, "hook") == 0 })
 
 	count := map[string]int{}
 	for j, req := range rc.accepted() {
@@ -214,7 +214,7 @@ func TestGroupingThreeHundred(t *testing.T) {
 		}
 		clock.Advance(31 * time.Second)
 		d.Kick()
-		waitFor(t, "both receivers to drain", 5*time.Second, func() bool {
+		waitFor(t, "both receivers to drain", 30*time.Second, func() bool {
 			return pendingCount(t, ob, "hook")+pendingCount(t, ob, "team-slack") == 0
 		})
 
@@ -314,10 +314,10 @@ func TestDeadLetterAfterMaxAge(t *testing.T) {
 	start(t, d)
 	enqueue(t, db, d.Router(), revoked(1, "google"), revoked(2, "google"), revoked(3, "okta"))
 	d.Kick()
-	waitFor(t, "a few failed attempts", 5*time.Second, func() bool { return d.Stats().Receivers["hook"].Failed >= 3 })
+	waitFor(t, "a few failed attempts", 30*time.Second, func() bool { return d.Stats().Receivers["hook"].Failed >= 3 })
 	clock.Advance(24*time.Hour + time.Minute)
 	d.Kick()
-	waitFor(t, "the outbox to empty", 5*time.Second, func() bool { return d.Stats().Receivers["hook"].DeadLettered == 3 })
+	waitFor(t, "the outbox to empty", 30*time.Second, func() bool { return d.Stats().Receivers["hook"].DeadLettered == 3 })
 
 	var dead []store.OutboxEntry
 	if err := db.DeadLetters(func(e store.OutboxEntry) error { dead = append(dead, e); return nil }); err != nil {
@@ -355,7 +355,7 @@ func TestRetryAfter(t *testing.T) {
 	enqueue(t, ob, d.Router(), revoked(1, "google"))
 	start(t, d)
 	d.Kick()
-	waitFor(t, "the 429", 5*time.Second, func() bool { return d.Stats().Receivers["hook"].Failed == 1 })
+	waitFor(t, "the 429", 30*time.Second, func() bool { return d.Stats().Receivers["hook"].Failed == 1 })
 	enqueue(t, ob, d.Router(), revoked(2, "google")) // another group: held too
 	d.Kick()
 	es := ob.pending()
@@ -373,7 +373,7 @@ func TestRetryAfter(t *testing.T) {
 	}
 	clock.Advance(121 * time.Second)
 	d.Kick()
-	waitFor(t, "delivery after Retry-After", 5*time.Second, func() bool { return len(ob.pending()) == 0 })
+	waitFor(t, "delivery after Retry-After", 30*time.Second, func() bool { return len(ob.pending()) == 0 })
 	reqs := rc.requests()
 	if reqs[0].Header.Get(HeaderWebhookID) != reqs[1].Header.Get(HeaderWebhookID) && reqs[0].Header.Get(HeaderWebhookID) != reqs[2].Header.Get(HeaderWebhookID) {
 		t.Errorf("the retry did not reuse notification id %s", reqs[0].Header.Get(HeaderWebhookID))
@@ -461,7 +461,7 @@ func TestRunStops(t *testing.T) {
 	enqueue(t, ob, d.Router(), revoked(1, "google"))
 	stop := start(t, d)
 	d.Kick()
-	waitFor(t, "the id to be stored", time.Second, func() bool { return ob.pending()[0].NotificationID != "" })
+	waitFor(t, "the id to be stored", 30*time.Second, func() bool { return ob.pending()[0].NotificationID != "" })
 	stop()
 	close(block)
 	es := ob.pending()
@@ -500,7 +500,7 @@ func TestDispatcherStatus(t *testing.T) {
 	start(t, d)
 	enqueue(t, ob, d.Router(), revoked(1, "google"))
 	d.Kick()
-	waitFor(t, "the 500", 5*time.Second, func() bool { return d.Status()[0].Failing() })
+	waitFor(t, "the 500", 30*time.Second, func() bool { return d.Status()[0].Failing() })
 	st := d.Status()[0]
 	if !strings.Contains(st.LastError, "500") || !st.LastSuccess.IsZero() || st.LastErrorAt.Before(t0) {
 		t.Errorf("after a 500: %+v, want the 500, its time, no success", st)
@@ -515,7 +515,7 @@ func TestDispatcherStatus(t *testing.T) {
 	fail.Store(false)
 	clock.Advance(2 * time.Hour)
 	d.Kick()
-	waitFor(t, "the retry to succeed", 5*time.Second, func() bool { return !d.Status()[0].Failing() })
+	waitFor(t, "the retry to succeed", 30*time.Second, func() bool { return !d.Status()[0].Failing() })
 	st = d.Status()[0]
 	if !st.LastSuccess.After(failedAt) || !st.LastErrorAt.Equal(failedAt) || !strings.Contains(st.LastError, "500") {
 		t.Errorf("after the retry: %+v, want a success after the kept 500 of %v", st, failedAt)
@@ -565,7 +565,7 @@ func TestResolveNotBeforeTrigger(t *testing.T) {
 	start(t, d)
 	enqueue(t, ob, d.Router(), revoked(1, "google"))
 	d.Kick()
-	waitFor(t, "the failed trigger", 5*time.Second, func() bool { return d.Stats().Receivers["pd"].Failed == 1 })
+	waitFor(t, "the failed trigger", 30*time.Second, func() bool { return d.Stats().Receivers["pd"].Failed == 1 })
 	rec := recovered(1, "google")
 	rec.OccurredAt = t0
 	enqueue(t, ob, d.Router(), rec)
@@ -573,7 +573,7 @@ func TestResolveNotBeforeTrigger(t *testing.T) {
 	time.Sleep(100 * time.Millisecond)
 	clock.Advance(2 * time.Hour)
 	d.Kick()
-	waitFor(t, "the outbox to drain", 5*time.Second, func() bool { return len(ob.pending()) == 0 })
+	waitFor(t, "the outbox to drain", 30*time.Second, func() bool { return len(ob.pending()) == 0 })
 
 	var actions []string
 	for _, r := range rc.accepted() {

@@ -82,9 +82,11 @@ func TestExec(t *testing.T) {
 	if !errors.As(err, &se) || d.Status != 3 || !d.Retry || d.Answer != "hook refused: argument" {
 		t.Errorf("failing command = %+v, %v", d, err)
 	}
-	c.Command, c.Timeout = []string{"/bin/sleep", "5"}, 20*time.Millisecond
+	// The timeout must end the command: it would take a minute, and a
+	// loaded machine gets 20 s to start and kill it.
+	c.Command, c.Timeout = []string{"/bin/sleep", "60"}, 20*time.Millisecond
 	begin := time.Now()
-	if _, err := send(t, c, t0, revoked(1, "google")); !errors.Is(err, context.DeadlineExceeded) || time.Since(begin) > 2*time.Second {
+	if _, err := send(t, c, t0, revoked(1, "google")); !errors.Is(err, context.DeadlineExceeded) || time.Since(begin) > 20*time.Second {
 		t.Errorf("timeout: err %v after %v", err, time.Since(begin))
 	}
 }

@@ -262,7 +262,7 @@ func start(t testing.TB, d *Dispatcher) (stop func()) {
 	return stop
 }
 
-// waitFor polls cond every millisecond until it holds or the deadline.
+// waitFor polls cond every 10ms until it holds or the deadline.
 func waitFor(t testing.TB, what string, timeout time.Duration, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
@@ -270,7 +270,7 @@ func waitFor(t testing.TB, what string, timeout time.Duration, cond func() bool)
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out after %s waiting for %s", timeout, what)
 		}
-		time.Sleep(time.Millisecond)
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 

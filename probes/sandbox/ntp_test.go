@@ -47,8 +47,10 @@ func TestNTPServerAnswersValidPackets(t *testing.T) {
 			}
 			// ntp's ClockOffset is what to add to our clock: the server's
 			// offset itself.
-			if d := r.ClockOffset - offset; d < -50*time.Millisecond || d > 50*time.Millisecond {
-				t.Errorf("ClockOffset = %v, want %v ± 50ms", r.ClockOffset, offset)
+			// NTP cannot see how the round trip splits: the offset is
+			// exact to half of it (large on a loaded machine).
+			if d, tol := (r.ClockOffset - offset).Abs(), r.RTT/2+time.Millisecond; d > tol {
+				t.Errorf("ClockOffset = %v, want %v ± %v", r.ClockOffset, offset, tol)
 			}
 			if r.Stratum != 2 || r.Leap != ntp.LeapNoWarning || r.Version != 4 {
 				t.Errorf("stratum %d leap %d version %d, want 2, 0, 4", r.Stratum, r.Leap, r.Version)
