@@ -224,8 +224,13 @@ func (d *Daemon) notLeader() error {
 // leaderOnly are the TCP routes only the leader serves (they refresh).
 func leaderOnly(r *http.Request) bool {
 	p := r.URL.Path
-	return strings.HasSuffix(p, "/token") || strings.HasSuffix(p, "/token/refresh") ||
-		strings.HasSuffix(p, "/probe") || strings.HasSuffix(p, "/observations")
+	return tokenRoute(r) || strings.HasSuffix(p, "/probe") || strings.HasSuffix(p, "/observations")
+}
+
+// tokenRoute: the broker's routes.
+func tokenRoute(r *http.Request) bool {
+	p := r.URL.Path
+	return strings.HasSuffix(p, "/token") || strings.HasSuffix(p, "/token/refresh")
 }
 
 // redirectToLeader wraps the TCP handler of a standby: a request only the
@@ -246,7 +251,7 @@ func (d *Daemon) redirectToLeader(next http.Handler) http.Handler {
 			http.Redirect(w, r, strings.TrimSuffix(nl.LeaderURL, "/")+r.URL.RequestURI(), http.StatusTemporaryRedirect)
 			return
 		}
-		if strings.Contains(r.URL.Path, "/token") {
+		if tokenRoute(r) {
 			// The broker's refusal, as a leader busy elsewhere gives it.
 			api.WriteTokenError(w, &api.TokenError{Code: api.CodeBusy, RetryAfter: d.cluster.cfg.LeaseTTL, Message: nl.Error()})
 			return

@@ -220,18 +220,19 @@ func (d *Daemon) providerEvent(name string, ch *healthChange) notify.Event {
 // announced, as stored.
 func (d *Daemon) providerStates() []api.ProviderStatus {
 	d.mu.RLock()
-	defer d.mu.RUnlock()
-	standby := !d.leads()
 	var out []api.ProviderStatus
 	for _, name := range d.cfg.ProviderNames() {
 		st, cause, _, _ := d.providers[name].health.snapshot()
-		if standby {
-			b, _ := d.db.GetMeta(metaProvider(name))
-			var c string
-			st, c = announced(b)
-			cause = probes.Cause(c)
-		}
 		out = append(out, api.ProviderStatus{Name: name, State: st, Cause: string(cause)})
+	}
+	d.mu.RUnlock()
+	if !d.leads() {
+		// Read from the store outside d.mu: a slow etcd must not hold up
+		// a reload.
+		for i := range out {
+			b, _ := d.db.GetMeta(metaProvider(out[i].Name))
+			out[i].State, out[i].Cause = announced(b)
+		}
 	}
 	return out
 }
