@@ -31,6 +31,30 @@ tls_ca_file = "ca.pem"
 	}
 }
 
+// TestEtcdProbeTimeoutDefault: with the etcd backend an unset
+// daemon.probe_timeout is half of store.lease_ttl, so backend = "etcd" with
+// the defaults is a valid config; a set one is kept, and bbolt keeps 30s.
+func TestEtcdProbeTimeoutDefault(t *testing.T) {
+	for _, tt := range []struct {
+		toml string
+		want time.Duration
+	}{
+		{"[store]\nbackend = \"etcd\"\nendpoints = [\"https://e:2379\"]\n", 5 * time.Second},
+		{"[store]\nbackend = \"etcd\"\nendpoints = [\"https://e:2379\"]\nlease_ttl = \"30s\"\n", 15 * time.Second},
+		{"[daemon]\nprobe_timeout = \"2s\"\n[store]\nbackend = \"etcd\"\nendpoints = [\"https://e:2379\"]\n", 2 * time.Second},
+		{"", 30 * time.Second},
+	} {
+		c, err := Parse("/tmp/x/grantwatch.toml", []byte(tt.toml))
+		if err != nil {
+			t.Errorf("%q: %v", tt.toml, err)
+			continue
+		}
+		if got := c.Daemon.ProbeTimeout; got != tt.want {
+			t.Errorf("%q: probe_timeout %s, want %s", tt.toml, got, tt.want)
+		}
+	}
+}
+
 func TestStoreErrorsNameTheirKey(t *testing.T) {
 	for _, tt := range []struct {
 		name, toml string
